@@ -1,0 +1,8 @@
+//! sealpost: a mail transfer agent for email security gateways that host many
+//! customer domains and enforce per-domain TLS peer policies.
+//!
+//! The binary (`src/main.rs`) only parses arguments; everything lives here.
+//! See `docs/architecture.md` for how the parts fit together.
+#![forbid(unsafe_code)]
+
+pub mod policy;

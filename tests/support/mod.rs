@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests: a test certificate authority,
+//! and (as they land) the test DNS server with a signed zone and test SMTP
+//! peers. Each test file takes what it needs with `mod support;`.
+#![allow(dead_code)]
+
+pub mod pki;
