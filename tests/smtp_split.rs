@@ -24,13 +24,13 @@ fn cut(bytes: &[u8], points: &[usize]) -> Vec<Vec<u8>> {
     pieces
 }
 
-fn receive_all(
-    pieces: &[Vec<u8>],
-    max: u64,
-) -> (
+/// Where the data ended (input offset, result), and the body.
+type Received = (
     Option<(usize, Result<(), sealpost::smtp::ContentError>)>,
     Vec<u8>,
-) {
+);
+
+fn receive_all(pieces: &[Vec<u8>], max: u64) -> Received {
     let mut rx = DataReceiver::new(max);
     let mut body = Vec::new();
     let mut offset = 0;
@@ -92,7 +92,7 @@ proptest! {
 
     #[test]
     fn data_receiver_is_split_invariant(input in data_bytes(), points in prop::collection::vec(any::<usize>(), 0..8), max in 0u64..150) {
-        let whole = receive_all(&[input.clone()], max);
+        let whole = receive_all(std::slice::from_ref(&input), max);
         let split = receive_all(&cut(&input, &points), max);
         prop_assert_eq!(whole, split);
     }
@@ -101,7 +101,7 @@ proptest! {
     fn data_ends_only_at_crlf_dot_crlf(input in data_bytes()) {
         let mut wire = b"\r\n".to_vec(); // the DATA command's CRLF
         wire.extend_from_slice(&input);
-        if let (Some((consumed, _)), _) = receive_all(&[input.clone()], u64::MAX) {
+        if let (Some((consumed, _)), _) = receive_all(std::slice::from_ref(&input), u64::MAX) {
             prop_assert!(wire[..consumed + 2].ends_with(b"\r\n.\r\n"), "ended at {consumed} in {input:?}");
             // and it is the first such terminator
             let first = wire.windows(5).position(|w| w == b"\r\n.\r\n").map(|p| p + 5 - 2);

@@ -340,7 +340,7 @@ async fn connection(
         } else {
             None
         };
-        if !data.as_ref().is_some_and(|r| r.code == 354) {
+        if data.as_ref().is_none_or(|r| r.code != 354) {
             stats.rejected += 1;
             if mail.is_positive() {
                 client.stream.write_all(b"RSET\r\n").await?;

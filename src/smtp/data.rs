@@ -486,7 +486,8 @@ mod tests {
         assert_eq!(rx.finish(&mut body), Ok(()));
         assert_eq!(body, b"Subject: x\r\n\r\nbody\r\n");
 
-        let cases: &[(&[&[u8]], Result<(), ContentError>)] = &[
+        type Case<'a> = (&'a [&'a [u8]], Result<(), ContentError>);
+        let cases: &[Case] = &[
             (&[b"a\nb"], Err(ContentError::BareLf { offset: 1 })),
             (&[b"a\r", b"b"], Err(ContentError::BareCr { offset: 1 })),
             (&[b"a\r"], Err(ContentError::BareCr { offset: 1 })),
