@@ -5,7 +5,8 @@ mod support;
 
 use proptest::prelude::*;
 use sealpost::smtp::{
-    parse_command, reply::parse_reply, DataProgress, DataReceiver, ReplyParser, SessionConfig,
+    encode_data, parse_command, reply::parse_reply, DataProgress, DataReceiver, ReplyParser,
+    SessionConfig,
 };
 use support::smtp::{accept_all, run_script};
 
@@ -126,6 +127,20 @@ proptest! {
         let (done, body) = receive_all(&[wire.clone()], u64::MAX);
         prop_assert_eq!(done, Some((wire.len(), Ok(()))));
         prop_assert_eq!(body, original);
+    }
+
+    #[test]
+    fn encode_data_round_trips(lines in prop::collection::vec("[a-z. ]{0,40}", 0..20), tail in "[a-z.]{0,5}") {
+        let mut body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+        body.extend_from_slice(tail.as_bytes());
+        let mut wire = Vec::new();
+        encode_data(&body, &mut wire);
+        let (done, received) = receive_all(&[wire.clone()], u64::MAX);
+        prop_assert_eq!(done, Some((wire.len(), Ok(()))));
+        if !tail.is_empty() {
+            body.extend_from_slice(b"\r\n");
+        }
+        prop_assert_eq!(received, body);
     }
 
     #[test]

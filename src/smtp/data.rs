@@ -359,6 +359,32 @@ impl BdatReceiver {
     }
 }
 
+/// Writes `body` as DATA content for the client side: a period is added
+/// before every line that starts with one (RFC 5321 4.5.2), a missing final
+/// CRLF is added, then the terminator `.<CRLF>`. `body` should use CRLF line
+/// ends, as every body the server stores does.
+pub fn encode_data(body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(body.len() + body.len() / 64 + 5);
+    let mut at_line_start = true;
+    let mut rest = body;
+    while !rest.is_empty() {
+        if at_line_start && rest[0] == b'.' {
+            out.push(b'.');
+        }
+        let line_end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        out.extend_from_slice(&rest[..line_end]);
+        at_line_start = rest[..line_end].ends_with(b"\n");
+        rest = &rest[line_end..];
+    }
+    if !body.is_empty() && !body.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +501,30 @@ mod tests {
         assert_eq!(ContentError::TooBig { limit: 10 }.reply().code, 552);
         // exactly at the limit is fine
         assert_eq!(run(b"01234567\r\n.\r\n", 10).0, done(13, Ok(())));
+    }
+
+    #[test]
+    fn encode_data_stuffs_and_terminates() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"", b".\r\n"),
+            (b"a\r\n", b"a\r\n.\r\n"),
+            (b".a\r\n..b\r\nc.\r\n.", b"..a\r\n...b\r\nc.\r\n..\r\n.\r\n"),
+            (b"no end", b"no end\r\n.\r\n"),
+        ];
+        for (body, wire) in cases {
+            let mut out = Vec::new();
+            encode_data(body, &mut out);
+            assert_eq!(out, *wire);
+            let mut back = Vec::new();
+            let done = DataReceiver::new(1 << 20).receive(&out, &mut back);
+            assert_eq!(
+                done,
+                DataProgress::Done {
+                    consumed: out.len(),
+                    result: Ok(())
+                }
+            );
+        }
     }
 
     #[test]

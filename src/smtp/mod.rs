@@ -15,7 +15,7 @@ pub mod timeouts;
 
 pub use address::{ForwardPath, Host, Mailbox, ReversePath};
 pub use command::{parse_command, BodyType, Command, CommandError, MailParams, RcptParams};
-pub use data::{BdatReceiver, ContentError, DataProgress, DataReceiver};
+pub use data::{encode_data, BdatReceiver, ContentError, DataProgress, DataReceiver};
 pub use ehlo::EhloCapabilities;
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
 pub use server::{
