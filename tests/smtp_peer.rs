@@ -115,3 +115,43 @@ async fn plaintext_pipelined_after_starttls_is_discarded() {
     );
     assert_eq!(command(&mut tls, &mut parser, "QUIT\r\n").await.code, 221);
 }
+
+#[tokio::test]
+async fn refused_recipients_are_counted_and_nothing_is_stored() {
+    let refuse = |ask: support::smtp::Ask<'_>| match ask {
+        support::smtp::Ask::Rcpt(_) => {
+            sealpost::smtp::Verdict::Reject(Reply::new(554, (5, 7, 1), "Relay access denied"))
+        }
+        other => accept_all(other),
+    };
+    let config = sealpost::smtp::SessionConfig {
+        hostname: "mx.peer.test".into(),
+        max_errors: 100,
+        ..Default::default()
+    };
+    let server = TestSmtpServer::start_with_config(config, None, Arc::new(refuse)).await;
+    let report = send::run(SendOptions {
+        to: server.addr,
+        connections: 1,
+        messages_per_connection: 3,
+        size: 1024,
+        starttls: false,
+        from: "a@sender.test".into(),
+        rcpt: "b@elsewhere.test".into(),
+        ehlo: "client.test".into(),
+        run_id: "refused".into(),
+    })
+    .await
+    .expect("load runs");
+    assert_eq!(
+        (
+            report.sent,
+            report.accepted,
+            report.rejected,
+            report.failed_connections
+        ),
+        (0, 0, 3, 0),
+        "{report}"
+    );
+    assert!(server.received().is_empty());
+}

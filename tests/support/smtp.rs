@@ -163,15 +163,28 @@ impl TestSmtpServer {
         tls: Option<Arc<rustls::ServerConfig>>,
         decide: Arc<Decide>,
     ) -> TestSmtpServer {
+        let config = SessionConfig {
+            hostname: hostname.to_string(),
+            ..SessionConfig::default()
+        };
+        TestSmtpServer::start_with_config(config, tls, decide).await
+    }
+
+    /// Like [`TestSmtpServer::start`] with a chosen session config (size
+    /// limit, recipients per message, ...); `tls_available` follows `tls`.
+    pub async fn start_with_config(
+        config: SessionConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> TestSmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("local addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {
-            hostname: hostname.to_string(),
             tls_available: tls.is_some(),
-            ..SessionConfig::default()
+            ..config
         });
         let store = received.clone();
         let task = tokio::spawn(async move {
