@@ -1,0 +1,23 @@
+//! SMTP protocol code, free of I/O (STYLE.md practice 1): commands and
+//! envelope addresses (RFC 5321 section 4.1), replies and enhanced status
+//! codes (RFC 5321 section 4.2, RFC 3463), EHLO capabilities for the client,
+//! the DATA/BDAT content receivers with the SMTP smuggling defence, and the
+//! server session state machine. The socket, TLS and timers live in the I/O
+//! layer that drives [`server::Session`]; see `docs/smtp.md`.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod ehlo;
+pub mod reply;
+pub mod server;
+pub mod timeouts;
+
+pub use address::{ForwardPath, Host, Mailbox, ReversePath};
+pub use command::{parse_command, BodyType, Command, CommandError, MailParams, RcptParams};
+pub use data::{encode_data, BdatReceiver, ContentError, DataProgress, DataReceiver};
+pub use ehlo::EhloCapabilities;
+pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
+pub use server::{
+    Envelope, Event, Recipient, Session, SessionConfig, SessionError, Transfer, Verdict,
+};

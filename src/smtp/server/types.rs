@@ -1,0 +1,131 @@
+//! The session's interface types: its configuration, the events it asks
+//! the I/O layer to act on, the verdicts the caller answers with, and the
+//! envelope of a complete message.
+
+use thiserror::Error;
+
+use crate::smtp::address::{ForwardPath, ReversePath};
+use crate::smtp::command::{MailParams, RcptParams};
+use crate::smtp::data::BdatReceiver;
+use crate::smtp::reply::Reply;
+
+/// What a session is allowed to accept; shared by all sessions of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Our host name, in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Largest message in octets, advertised as SIZE (RFC 1870).
+    pub max_message_size: u64,
+    /// Recipients per transaction before `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Errors per session before `421 4.7.0` and close.
+    pub max_errors: u32,
+    /// Whether the I/O layer can do STARTTLS (a certificate is configured).
+    pub tls_available: bool,
+    /// MAIL/RCPT parameters, besides SIZE, BODY and SMTPUTF8, that are
+    /// passed to the caller instead of getting `555` (e.g. `REQUIRETLS`).
+    pub extra_params: Vec<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            hostname: "localhost".to_string(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 20,
+            tls_available: false,
+            extra_params: Vec::new(),
+        }
+    }
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub path: ForwardPath,
+    pub params: RcptParams,
+}
+
+/// How the content was transferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    Data,
+    Bdat,
+}
+
+/// The transaction being built (after an accepted MAIL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub from: ReversePath,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient>,
+    pub(super) rcpt_attempts: u32,
+    pub(super) bdat: Option<BdatReceiver>,
+    pub(super) body: Vec<u8>,
+}
+
+/// Everything known about a complete message except its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The name given with HELO/EHLO.
+    pub helo: String,
+    /// EHLO (true) or HELO.
+    pub esmtp: bool,
+    /// Whether the session was under TLS when the message was sent.
+    pub tls: bool,
+    pub from: ReversePath,
+    pub params: MailParams,
+    pub recipients: Vec<Recipient>,
+    pub transfer: Transfer,
+}
+
+/// What the machine needs the caller to do next.
+#[derive(Debug)]
+pub enum Event {
+    /// Write [`Session::take_output`], then read and call [`Session::receive`].
+    NeedInput,
+    /// HELO/EHLO was accepted (informational; any transaction was reset).
+    Helo { domain: String, esmtp: bool },
+    /// Decide on the sender: answer with [`Session::answer`]. Syntax, SIZE,
+    /// command order and unsupported parameters were already checked.
+    MailFrom {
+        from: ReversePath,
+        params: MailParams,
+    },
+    /// Decide on a recipient (relay control, TLS policy, known users):
+    /// answer with [`Session::answer`]. [`Session::transaction`] shows the
+    /// sender and the recipients accepted so far.
+    Rcpt { to: ForwardPath, params: RcptParams },
+    /// A complete, valid message. Store it, then [`Session::answer`]: accept
+    /// only once it is durable. The transaction ends either way.
+    Message { envelope: Envelope, body: Vec<u8> },
+    /// `220` was queued: write the output, run the TLS handshake on the same
+    /// connection, then call [`Session::tls_established`] (or close).
+    StartTls,
+    /// A decision is outstanding: call [`Session::answer`] first.
+    AwaitingAnswer,
+    /// Write the output and close the connection.
+    Close,
+}
+
+/// The caller's answer to `MailFrom`, `Rcpt` or `Message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accept with the standard reply (`250 2.1.0`, `250 2.1.5`, `250 2.0.0`).
+    Accept,
+    /// Accept with this (2xx) reply, e.g. `250 2.0.0 Ok: queued as <id>`.
+    AcceptWith(Reply),
+    /// Refuse with this 4xx/5xx reply. A `421` also closes the session.
+    Reject(Reply),
+}
+
+/// Misuse of the session API by the I/O layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    #[error("answer given but no decision is outstanding")]
+    NotAwaitingAnswer,
+    #[error("tls_established called but STARTTLS was not accepted")]
+    NotAwaitingTls,
+}
