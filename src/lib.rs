@@ -5,4 +5,5 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod mta_sts;
 pub mod policy;
