@@ -5,3 +5,4 @@
 
 pub mod pki;
 pub mod https;
+pub mod sts;
