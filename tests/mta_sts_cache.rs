@@ -84,7 +84,10 @@ async fn fetched_once_then_served_from_cache_until_id_changes() {
     r.fetcher.serve(DOMAIN, &policy("testing", 600));
     let third = r.cache.policy_for(DOMAIN).await;
     assert_eq!(third.reason, LookupReason::Fetched);
-    assert_eq!((third.mode(), third.id()), (Some(Mode::Testing), Some("two")));
+    assert_eq!(
+        (third.mode(), third.id()),
+        (Some(Mode::Testing), Some("two"))
+    );
     assert_eq!(r.fetcher.calls(), 2);
 }
 
@@ -94,33 +97,51 @@ async fn cached_policy_survives_vanished_txt_dns_failure_and_failed_refresh() {
     let r = rig(dir.path());
     r.txt.publish(DOMAIN, "one");
     r.fetcher.serve(DOMAIN, &policy("enforce", 86400));
-    assert_eq!(r.cache.policy_for(DOMAIN).await.reason, LookupReason::Fetched);
+    assert_eq!(
+        r.cache.policy_for(DOMAIN).await.reason,
+        LookupReason::Fetched
+    );
 
     r.txt.remove(DOMAIN);
     let gone = r.cache.policy_for(DOMAIN).await;
-    assert_eq!(gone.reason, LookupReason::CachedTxtAbsent { txt: TxtProblem::Absent });
+    assert_eq!(
+        gone.reason,
+        LookupReason::CachedTxtAbsent {
+            txt: TxtProblem::Absent
+        }
+    );
     assert_eq!(gone.mode(), Some(Mode::Enforce));
 
     r.txt.servfail(DOMAIN);
     let failed = r.cache.policy_for(DOMAIN).await;
     assert!(matches!(
         failed.reason,
-        LookupReason::CachedTxtAbsent { txt: TxtProblem::LookupFailed(_) }
+        LookupReason::CachedTxtAbsent {
+            txt: TxtProblem::LookupFailed(_)
+        }
     ));
     assert_eq!(failed.mode(), Some(Mode::Enforce));
 
-    r.txt.set(DOMAIN, Ok(vec!["v=STSv1; id=a".into(), "v=STSv1; id=b".into()]));
+    r.txt.set(
+        DOMAIN,
+        Ok(vec!["v=STSv1; id=a".into(), "v=STSv1; id=b".into()]),
+    );
     let invalid = r.cache.policy_for(DOMAIN).await;
     assert!(matches!(
         invalid.reason,
-        LookupReason::CachedTxtAbsent { txt: TxtProblem::Invalid(_) }
+        LookupReason::CachedTxtAbsent {
+            txt: TxtProblem::Invalid(_)
+        }
     ));
 
     // A new id whose policy cannot be fetched: the old policy stays.
     r.txt.publish(DOMAIN, "two");
     r.fetcher.fail(DOMAIN, 503);
     let kept = r.cache.policy_for(DOMAIN).await;
-    assert!(matches!(kept.reason, LookupReason::CachedFetchFailed { .. }), "{kept:?}");
+    assert!(
+        matches!(kept.reason, LookupReason::CachedFetchFailed { .. }),
+        "{kept:?}"
+    );
     assert_eq!((kept.mode(), kept.id()), (Some(Mode::Enforce), Some("one")));
     assert_eq!(r.fetcher.calls(), 2);
     assert_eq!(r.txt.queried().len(), 5, "one TXT lookup per query");
@@ -130,7 +151,12 @@ async fn cached_policy_survives_vanished_txt_dns_failure_and_failed_refresh() {
     r.txt.remove(DOMAIN);
     let expired = r.cache.policy_for(DOMAIN).await;
     assert_eq!(expired.policy, None);
-    assert_eq!(expired.reason, LookupReason::NoPolicy { txt: TxtProblem::Absent });
+    assert_eq!(
+        expired.reason,
+        LookupReason::NoPolicy {
+            txt: TxtProblem::Absent
+        }
+    );
 }
 
 #[tokio::test]
@@ -141,7 +167,10 @@ async fn failed_fetch_is_not_retried_within_five_minutes() {
     r.fetcher.fail(DOMAIN, 404);
 
     let first = r.cache.policy_for(DOMAIN).await;
-    assert!(matches!(first.reason, LookupReason::FetchFailed { .. }), "{first:?}");
+    assert!(
+        matches!(first.reason, LookupReason::FetchFailed { .. }),
+        "{first:?}"
+    );
     assert_eq!(first.policy, None);
 
     r.clock.advance(RETRY_AFTER_FAILURE - 1);
@@ -157,10 +186,13 @@ async fn failed_fetch_is_not_retried_within_five_minutes() {
 
     // An invalid policy is a failure too (and reported as such).
     r.clock.advance(1);
-    r.fetcher.serve(DOMAIN, "version: STSv1\nmode: enforce\nmax_age: 60\n");
+    r.fetcher
+        .serve(DOMAIN, "version: STSv1\nmode: enforce\nmax_age: 60\n");
     let invalid = r.cache.policy_for(DOMAIN).await;
     match &invalid.reason {
-        LookupReason::FetchFailed { failure: f @ DiscoveryFailure::Invalid { .. } } => {
+        LookupReason::FetchFailed {
+            failure: f @ DiscoveryFailure::Invalid { .. },
+        } => {
             assert_eq!(f.tlsrpt_result_type(), "sts-policy-invalid")
         }
         other => panic!("{other:?}"),
@@ -208,7 +240,10 @@ async fn cache_survives_a_restart() {
         );
         r.txt.publish(DOMAIN, "one");
         r.fetcher.serve(DOMAIN, &policy("enforce", 86400));
-        assert_eq!(r.cache.policy_for(DOMAIN).await.reason, LookupReason::Fetched);
+        assert_eq!(
+            r.cache.policy_for(DOMAIN).await.reason,
+            LookupReason::Fetched
+        );
     } // the cache and its sled database are closed here
 
     clock.advance(3600);
@@ -221,13 +256,24 @@ async fn cache_survives_a_restart() {
     // The TXT record is gone and the policy host is down: still enforced.
     r.fetcher.fail(DOMAIN, 503);
     let after = r.cache.policy_for(DOMAIN).await;
-    assert_eq!(after.reason, LookupReason::CachedTxtAbsent { txt: TxtProblem::Absent });
-    assert_eq!((after.mode(), after.id()), (Some(Mode::Enforce), Some("one")));
+    assert_eq!(
+        after.reason,
+        LookupReason::CachedTxtAbsent {
+            txt: TxtProblem::Absent
+        }
+    );
+    assert_eq!(
+        (after.mode(), after.id()),
+        (Some(Mode::Enforce), Some("one"))
+    );
     let cached = after.policy.expect("policy");
     assert_eq!((cached.fetched_at, cached.expires_at), (T0, T0 + 86400));
     // The same id in DNS: used without a fetch.
     r.txt.publish(DOMAIN, "one");
-    assert_eq!(r.cache.policy_for(DOMAIN).await.reason, LookupReason::CachedCurrent);
+    assert_eq!(
+        r.cache.policy_for(DOMAIN).await.reason,
+        LookupReason::CachedCurrent
+    );
     assert_eq!(r.fetcher.calls(), 0);
 }
 
@@ -238,7 +284,8 @@ async fn refresh_before_expiry_and_drop_after() {
     r.txt.publish(DOMAIN, "one");
     r.txt.publish("weekly.test", "w1");
     r.fetcher.serve(DOMAIN, &policy("enforce", 3600));
-    r.fetcher.serve("weekly.test", &policy("enforce", 7 * 86400));
+    r.fetcher
+        .serve("weekly.test", &policy("enforce", 7 * 86400));
     r.cache.policy_for(DOMAIN).await;
     r.cache.policy_for("weekly.test").await;
 
@@ -254,7 +301,10 @@ async fn refresh_before_expiry_and_drop_after() {
         }]
     );
     let entry = r.cache.cached(DOMAIN).expect("entry");
-    assert_eq!((entry.fetched_at, entry.expires_at), (T0 + 1800, T0 + 1800 + 7200));
+    assert_eq!(
+        (entry.fetched_at, entry.expires_at),
+        (T0 + 1800, T0 + 1800 + 7200)
+    );
 
     // A failed refresh keeps the policy, and is not retried for 5 minutes.
     r.clock.set(T0 + 1800 + 3600);
@@ -313,7 +363,10 @@ async fn never_looks_up_a_parent_domain() {
     r.fetcher.serve(DOMAIN, &policy("enforce", 86400));
     let lookup = r.cache.policy_for("sub.example.test").await;
     assert_eq!(lookup.policy, None);
-    assert_eq!(r.txt.queried(), vec!["_mta-sts.sub.example.test.".to_string()]);
+    assert_eq!(
+        r.txt.queried(),
+        vec!["_mta-sts.sub.example.test.".to_string()]
+    );
     assert_eq!(r.fetcher.calls(), 0);
 }
 

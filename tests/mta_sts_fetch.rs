@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sealpost::mta_sts::fetch::MAX_POLICY_BYTES;
 use sealpost::mta_sts::{
-    FetchError, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, Policy, StaticHosts,
+    FetchError, HttpsFetcherConfig, HttpsPolicyFetcher, Policy, PolicyFetcher, StaticHosts,
     TrustRoots,
 };
 use support::https::{HttpsServer, Reply};
@@ -21,7 +21,10 @@ const POLICY: &str = "version: STSv1\nmode: enforce\nmx: *.example.test\nmax_age
 
 fn loopback_hosts() -> Arc<StaticHosts> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    Arc::new(StaticHosts(HashMap::from([(HOST.to_string(), vec![localhost])])))
+    Arc::new(StaticHosts(HashMap::from([(
+        HOST.to_string(),
+        vec![localhost],
+    )])))
 }
 
 fn fetcher(ca: &TestCa, port: u16, timeout: Duration) -> HttpsPolicyFetcher {
@@ -35,13 +38,16 @@ fn fetcher(ca: &TestCa, port: u16, timeout: Duration) -> HttpsPolicyFetcher {
 
 /// Serves `reply` at the well-known path of the policy host, 404 elsewhere.
 async fn policy_server(leaf: &Leaf, reply: Reply) -> HttpsServer {
-    HttpsServer::start(pki::server_config(leaf, pki::ALL_VERSIONS), move |host, path| {
-        if host == HOST && path == "/.well-known/mta-sts.txt" {
-            reply.clone()
-        } else {
-            Reply::status(404)
-        }
-    })
+    HttpsServer::start(
+        pki::server_config(leaf, pki::ALL_VERSIONS),
+        move |host, path| {
+            if host == HOST && path == "/.well-known/mta-sts.txt" {
+                reply.clone()
+            } else {
+                Reply::status(404)
+            }
+        },
+    )
     .await
 }
 
@@ -93,12 +99,16 @@ async fn fetch_outcomes_table() {
             matches!(r, Err(FetchError::Redirect { status: 301, location: Some(l), .. })
                 if l == "https://elsewhere.test/p.txt")
         }),
-        ("text/html refused", with_type(Some("text/html"), POLICY.as_bytes()), |r| {
-            matches!(r, Err(FetchError::ContentType { found: Some(t), .. }) if t == "text/html")
-        }),
-        ("no content type refused", with_type(None, POLICY.as_bytes()), |r| {
-            matches!(r, Err(FetchError::ContentType { found: None, .. }))
-        }),
+        (
+            "text/html refused",
+            with_type(Some("text/html"), POLICY.as_bytes()),
+            |r| matches!(r, Err(FetchError::ContentType { found: Some(t), .. }) if t == "text/html"),
+        ),
+        (
+            "no content type refused",
+            with_type(None, POLICY.as_bytes()),
+            |r| matches!(r, Err(FetchError::ContentType { found: None, .. })),
+        ),
         (
             "64 KiB + 1 refused",
             Reply::text(&format!("{exact}#")),
@@ -155,7 +165,11 @@ async fn certificate_must_be_valid_for_the_policy_host() {
             }
             other => panic!("{name}: {other:?}"),
         }
-        assert_eq!(server.hits(), 0, "{name}: no request after a bad certificate");
+        assert_eq!(
+            server.hits(),
+            0,
+            "{name}: no request after a bad certificate"
+        );
     }
 }
 
@@ -164,11 +178,18 @@ async fn unreachable_and_unknown_hosts() {
     let ca = TestCa::new("sealpost test CA");
     // A port nobody listens on: bind, note the port, close.
     let port = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         listener.local_addr().expect("addr").port()
     };
-    let result = fetcher(&ca, port, Duration::from_secs(5)).fetch(DOMAIN).await;
-    assert!(matches!(result, Err(FetchError::Connect { .. })), "{result:?}");
+    let result = fetcher(&ca, port, Duration::from_secs(5))
+        .fetch(DOMAIN)
+        .await;
+    assert!(
+        matches!(result, Err(FetchError::Connect { .. })),
+        "{result:?}"
+    );
     let result = fetcher(&ca, port, Duration::from_secs(5))
         .fetch("unknown.test")
         .await;
@@ -176,6 +197,11 @@ async fn unreachable_and_unknown_hosts() {
         matches!(&result, Err(FetchError::Resolve { host, .. }) if host == "mta-sts.unknown.test"),
         "{result:?}"
     );
-    let result = fetcher(&ca, port, Duration::from_secs(5)).fetch("bad domain").await;
-    assert!(matches!(result, Err(FetchError::InvalidHost { .. })), "{result:?}");
+    let result = fetcher(&ca, port, Duration::from_secs(5))
+        .fetch("bad domain")
+        .await;
+    assert!(
+        matches!(result, Err(FetchError::InvalidHost { .. })),
+        "{result:?}"
+    );
 }

@@ -195,7 +195,8 @@ mod tests {
 
     #[test]
     fn invalid_records() {
-        let table: &[(&[&str], fn(&TxtError) -> bool)] = &[
+        type Check = fn(&TxtError) -> bool;
+        let table: &[(&[&str], Check)] = &[
             (&[], |e| *e == TxtError::NoStsRecord),
             (&["v=spf1 -all"], |e| *e == TxtError::NoStsRecord),
             (&["v=STSv10; id=a"], |e| *e == TxtError::NoStsRecord),

@@ -3,6 +3,6 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
-pub mod pki;
 pub mod https;
+pub mod pki;
 pub mod sts;
