@@ -142,6 +142,18 @@ impl PolicyLookup {
     pub fn id(&self) -> Option<&str> {
         self.policy.as_ref().map(|c| c.id.as_str())
     }
+
+    /// The discovery failure to put in a TLS report (RFC 8460
+    /// `sts-policy-fetch-error`, `sts-policy-invalid`, `sts-webpki-invalid`),
+    /// if this lookup met one.
+    pub fn discovery_failure(&self) -> Option<&DiscoveryFailure> {
+        match &self.reason {
+            LookupReason::CachedFetchFailed { failure }
+            | LookupReason::FetchFailed { failure }
+            | LookupReason::RetryWait { failure, .. } => Some(failure),
+            _ => None,
+        }
+    }
 }
 
 /// What a refresh did for one domain.
@@ -389,6 +401,8 @@ impl PolicyCache {
             }
             Err(failure) => {
                 tracing::info!(domain, error = %failure, "MTA-STS policy fetch failed");
+                let now = self.clock.now();
+                negative.retain(|_, (until, _)| *until > now);
                 negative.insert(
                     domain.to_string(),
                     (self.clock.now() + RETRY_AFTER_FAILURE, failure.clone()),
