@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod decision;
 pub mod fetch;
+pub mod host;
 pub mod policy;
 pub mod store;
 pub mod txt;
@@ -28,6 +29,7 @@ pub use fetch::{
     FetchError, HostResolver, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts,
     SystemResolver, TrustRoots,
 };
+pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost, SniCertResolver};
 pub use policy::{Mode, MxPattern, Policy, PolicyError};
 pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
 pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};
