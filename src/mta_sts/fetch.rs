@@ -3,7 +3,7 @@
 //! `https://mta-sts.<domain>/.well-known/mta-sts.txt`, with the certificate
 //! valid for `mta-sts.<domain>` under WebPKI; only HTTP 200 is a policy,
 //! redirects are never followed, HTTP caching is not used, the media type
-//! must be `text/plain` (section 3.3: senders SHOULD validate it, to guard
+//! must be `text/plain` (section 3.2: senders SHOULD validate it, to guard
 //! against hosts where users may publish other content at a path), the body
 //! is read up to 64 KiB and the whole fetch is bounded by a timeout (a
 //! minute by default).
