@@ -347,12 +347,25 @@ async fn recheck_before_bounce_tells_a_changed_policy() {
         r.cache.recheck_before_bounce(DOMAIN, "one").await,
         BounceCheck::Unchanged(_)
     ));
+    // A new id whose fetch just failed: normal lookups wait 5 minutes...
     r.txt.publish(DOMAIN, "two");
+    r.fetcher.fail(DOMAIN, 503);
+    r.cache.policy_for(DOMAIN).await;
     r.fetcher.serve(DOMAIN, &policy("testing", 86400));
+    assert!(matches!(
+        r.cache.policy_for(DOMAIN).await.reason,
+        LookupReason::CachedRetryWait { .. }
+    ));
+    assert_eq!(r.fetcher.calls(), 2);
+    // ...but the check before a bounce fetches the new policy at once.
     match r.cache.recheck_before_bounce(DOMAIN, "one").await {
-        BounceCheck::Changed(lookup) => assert_eq!(lookup.mode(), Some(Mode::Testing)),
+        BounceCheck::Changed(lookup) => {
+            assert_eq!(lookup.reason, LookupReason::Fetched);
+            assert_eq!(lookup.mode(), Some(Mode::Testing));
+        }
         other => panic!("{other:?}"),
     }
+    assert_eq!(r.fetcher.calls(), 3);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{PrivateKeyDer, ServerName};
-use sealpost::mta_sts::host::{self, certified_key};
+use sealpost::mta_sts::host::{self, certified_key, ServeLimits};
 use sealpost::mta_sts::txt::parse_txt_records;
 use sealpost::mta_sts::{
     mta_sts_record, FetchError, HostedPolicy, HttpsFetcherConfig, HttpsPolicyFetcher, Mode,
@@ -54,6 +54,14 @@ impl Drop for Running {
 /// Hosts a.test and b.test (each with its own certificate); c.test has a
 /// certificate but no policy.
 async fn start(policies: &[HostedPolicy]) -> Running {
+    let limits = ServeLimits {
+        timeout: Duration::from_secs(5),
+        max_connections: 4,
+    };
+    start_with(policies, limits).await
+}
+
+async fn start_with(policies: &[HostedPolicy], limits: ServeLimits) -> Running {
     let ca = TestCa::new("sealpost test CA");
     let resolver = Arc::new(SniCertResolver::default());
     for domain in ["a.test", "b.test", "c.test"] {
@@ -66,7 +74,7 @@ async fn start(policies: &[HostedPolicy]) -> Running {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let host = Arc::new(PolicyHost::new(policies));
-    let task = tokio::spawn(host.clone().serve(listener, tls, Duration::from_secs(5)));
+    let task = tokio::spawn(host.clone().serve(listener, tls, limits));
     Running {
         addr,
         host,
@@ -211,4 +219,30 @@ async fn unknown_hosts_and_paths_get_404() {
     assert!(raw_status(&running, "mta-sts.a.test", post)
         .await
         .starts_with("HTTP/1.1 405"));
+}
+
+#[tokio::test]
+async fn idle_clients_are_cut_off_and_do_not_block_fetches() {
+    let limits = ServeLimits {
+        timeout: Duration::from_millis(300),
+        max_connections: 2,
+    };
+    let policy = hosted("a.test", Mode::Enforce, &["mx.a.test"], 3600);
+    let running = start_with(std::slice::from_ref(&policy), limits).await;
+    // Two clients take every slot and never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(
+            tokio::net::TcpStream::connect(running.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let body = fetcher(&running).fetch("a.test").await.expect("fetched");
+    assert_eq!(Policy::parse(&body), Ok(policy.policy()));
+    // The idle ones were closed by the server.
+    for mut stream in idle {
+        let mut buf = [0u8; 1];
+        assert_eq!(stream.read(&mut buf).await.expect("read"), 0);
+    }
 }

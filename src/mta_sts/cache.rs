@@ -226,6 +226,11 @@ impl PolicyCache {
 
     /// The policy that applies to `domain` now, with the reason.
     pub async fn policy_for(&self, domain: &str) -> PolicyLookup {
+        self.lookup(domain, false).await
+    }
+
+    /// `bypass_wait`: fetch a new id even within 5 minutes of a failure.
+    async fn lookup(&self, domain: &str, bypass_wait: bool) -> PolicyLookup {
         let domain = normalize_domain(domain);
         let flight = self.flight(&domain);
         let _guard = flight.lock().await;
@@ -247,7 +252,7 @@ impl PolicyCache {
             (Ok(id), Some(cached)) if cached.id == id => {
                 (Some(cached), LookupReason::CachedCurrent)
             }
-            (Ok(id), fresh) => match self.waiting(&domain, now) {
+            (Ok(id), fresh) => match self.waiting(&domain, now).filter(|_| !bypass_wait) {
                 Some((until, failure)) => match fresh {
                     Some(cached) => (Some(cached), LookupReason::CachedRetryWait { until }),
                     None => (None, LookupReason::RetryWait { until, failure }),
@@ -270,10 +275,14 @@ impl PolicyCache {
     }
 
     /// Before the final bounce of a message deferred because no MX passed
-    /// an enforced policy (RFC 8461 section 5.1), look again: `used_id` is
-    /// the id of the policy the attempts were made under.
+    /// an enforced policy, look for a new policy (RFC 8461 section 5.1: a
+    /// delivery "MUST NOT be permanently failed until the sender has first
+    /// checked for the presence of a new policy"). `used_id` is the id of the
+    /// policy the attempts were made under. A new id is fetched even within
+    /// 5 minutes of a failed fetch (this check is rare and decisive).
+    /// `Changed` unless the enforce policy with `used_id` still applies.
     pub async fn recheck_before_bounce(&self, domain: &str, used_id: &str) -> BounceCheck {
-        let lookup = self.policy_for(domain).await;
+        let lookup = self.lookup(domain, true).await;
         let same = lookup.mode() == Some(Mode::Enforce) && lookup.id() == Some(used_id);
         if same {
             BounceCheck::Unchanged(lookup)

@@ -227,17 +227,23 @@ impl PolicyHost {
         response
     }
 
-    /// Serves HTTPS on `listener` until the task is dropped or aborted. Each
-    /// connection gets `timeout` for its TLS handshake and for each request
-    /// header.
+    /// Serves HTTPS on `listener` until the task is dropped or aborted.
+    /// One request per connection (a policy fetch needs no keep-alive);
+    /// each connection, handshake included, must finish within
+    /// `limits.timeout`; at most `limits.max_connections` are served at once
+    /// (further clients wait in the listen backlog).
     pub async fn serve(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         tls: Arc<rustls::ServerConfig>,
-        timeout: Duration,
+        limits: ServeLimits,
     ) -> std::io::Result<()> {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Ok(()); // the semaphore is never closed
+            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -250,36 +256,62 @@ impl PolicyHost {
             let acceptor = acceptor.clone();
             let host = self.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "MTA-STS policy host: TLS failed");
-                        return;
+                let _slot = slot;
+                let connection = async {
+                    let tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "MTA-STS policy host: TLS failed");
+                            return;
+                        }
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        let host_header = request
+                            .headers()
+                            .get(HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string);
+                        let answer = host.respond(
+                            host_header.as_deref(),
+                            request.method(),
+                            request.uri().path(),
+                        );
+                        async move { Ok::<_, Infallible>(PolicyHost::http_response(answer)) }
+                    });
+                    let served = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.timeout)
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "MTA-STS policy host: HTTP error");
                     }
-                    Err(_) => return,
                 };
-                let service = hyper::service::service_fn(move |request| {
-                    let host_header = request
-                        .headers()
-                        .get(HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_string);
-                    let answer = host.respond(
-                        host_header.as_deref(),
-                        request.method(),
-                        request.uri().path(),
-                    );
-                    async move { Ok::<_, Infallible>(PolicyHost::http_response(answer)) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "MTA-STS policy host: HTTP error");
+                if tokio::time::timeout(limits.timeout, connection)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "MTA-STS policy host: connection timed out");
                 }
             });
+        }
+    }
+}
+
+/// Bounds on the policy host's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Whole-connection bound: handshake, request and response.
+    pub timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }
