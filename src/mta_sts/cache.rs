@@ -177,6 +177,27 @@ pub enum RefreshOutcome {
     },
 }
 
+impl fmt::Display for RefreshOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefreshOutcome::Refreshed { domain, id } => {
+                write!(f, "{domain}: MTA-STS policy refreshed (id {id})")
+            }
+            RefreshOutcome::Failed { domain, failure } => write!(
+                f,
+                "{domain}: MTA-STS refresh failed ({failure}); cached policy kept"
+            ),
+            RefreshOutcome::Waiting { domain, until } => write!(
+                f,
+                "{domain}: MTA-STS refresh waits until {until} after a failed fetch"
+            ),
+            RefreshOutcome::Dropped { domain } => {
+                write!(f, "{domain}: expired MTA-STS policy removed")
+            }
+        }
+    }
+}
+
 /// The answer of [`PolicyCache::recheck_before_bounce`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BounceCheck {
@@ -184,6 +205,23 @@ pub enum BounceCheck {
     Unchanged(PolicyLookup),
     /// The policy changed (or is gone): try delivery again instead.
     Changed(PolicyLookup),
+}
+
+impl fmt::Display for BounceCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BounceCheck::Unchanged(lookup) => write!(
+                f,
+                "{}: MTA-STS policy unchanged ({}); the bounce stands",
+                lookup.domain, lookup.reason
+            ),
+            BounceCheck::Changed(lookup) => write!(
+                f,
+                "{}: MTA-STS policy changed ({}); retry delivery",
+                lookup.domain, lookup.reason
+            ),
+        }
+    }
 }
 
 /// Policy discovery, fetch and the persisted cache. Share it in an `Arc`.

@@ -139,6 +139,22 @@ pub fn plan_mx(policy: Option<&Policy>, mx: &str) -> MxPlan {
     }
 }
 
+impl fmt::Display for MxPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MxPlan::Skip(failure) => write!(f, "MTA-STS enforce: not connecting: {failure}"),
+            MxPlan::RequireWebPki => f.write_str("MTA-STS enforce: STARTTLS and WebPKI required"),
+            MxPlan::TestWebPki {
+                known_failure: None,
+            } => f.write_str("MTA-STS testing: WebPKI checked and reported"),
+            MxPlan::TestWebPki {
+                known_failure: Some(failure),
+            } => write!(f, "MTA-STS testing: {failure} (reported)"),
+            MxPlan::Opportunistic => f.write_str("no MTA-STS policy in force: opportunistic TLS"),
+        }
+    }
+}
+
 /// What the session with the MX showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MxFacts {
@@ -153,6 +169,16 @@ pub enum CertOutcome {
     Valid,
     Invalid(CertProblem),
     HandshakeFailed(String),
+}
+
+impl fmt::Display for CertOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertOutcome::Valid => f.write_str("certificate valid under WebPKI"),
+            CertOutcome::Invalid(problem) => problem.fmt(f),
+            CertOutcome::HandshakeFailed(reason) => write!(f, "TLS handshake failed: {reason}"),
+        }
+    }
 }
 
 /// Why delivery to an MX is opportunistic rather than authenticated.
@@ -306,6 +332,15 @@ pub enum Governing {
     MtaSts,
 }
 
+impl fmt::Display for Governing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Governing::Dane => "DANE governs (usable TLSA records)",
+            Governing::MtaSts => "MTA-STS governs (DANE not applicable)",
+        })
+    }
+}
+
 /// RFC 8461 section 2: MTA-STS never overrides a failing DANE validation;
 /// where DANE has usable records it governs, pass or fail.
 pub fn governing_mechanism(dane: DaneSummary) -> Governing {
@@ -453,6 +488,25 @@ mod tests {
             decide_domain("example.com", &[skip, ok]),
             DomainVerdict::Deliverable
         );
+        // Reasons print the facts a person needs.
+        let texts = [
+            plan_mx(Some(&enforce), "mx.other.net").to_string(),
+            MxVerdict::Skip(MxFailure::Certificate {
+                mx: "mx.other.net".into(),
+                problem: CertProblem::HostMismatch,
+            })
+            .to_string(),
+            decide_domain(
+                "other.net",
+                &[MxVerdict::Skip(MxFailure::StartTlsNotOffered {
+                    mx: "mx.other.net".into(),
+                })],
+            )
+            .to_string(),
+        ];
+        for text in texts {
+            assert!(text.contains("mx.other.net"), "{text}");
+        }
         assert_eq!(governing_mechanism(DaneSummary::Failed), Governing::Dane);
         assert_eq!(
             governing_mechanism(DaneSummary::Authenticated),
