@@ -3,5 +3,7 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod https;
 pub mod pki;
 pub mod smtp;
+pub mod sts;

@@ -1,0 +1,36 @@
+//! MTA-STS, SMTP MTA Strict Transport Security (RFC 8461), for outbound
+//! delivery: discovery (`_mta-sts` TXT, section 3.1), the policy file and its
+//! HTTPS fetch (sections 3.2, 3.3), MX matching (section 4.1), the persisted
+//! policy cache (sections 5.1, 10.3) and the `mta-sts` security level's
+//! decisions (sections 4, 5), with DANE taking precedence (section 2).
+//!
+//! Parsing and decisions are pure ([`txt`], [`policy`], [`decision`]); DNS
+//! ([`StsTxtSource`]), HTTPS ([`PolicyFetcher`]) and time ([`Clock`]) are
+//! injected. See `docs/mta-sts.md`.
+
+pub mod cache;
+pub mod decision;
+pub mod fetch;
+pub mod host;
+pub mod policy;
+pub mod store;
+pub mod txt;
+pub mod verify;
+
+pub use cache::{
+    normalize_domain, spawn_refresher, BounceCheck, DiscoveryFailure, LookupReason, PolicyCache,
+    PolicyLookup, RefreshOutcome, TxtProblem, RETRY_AFTER_FAILURE,
+};
+pub use decision::{
+    decide_domain, decide_mx, governing_mechanism, plan_mx, CertOutcome, CertProblem, DaneSummary,
+    DomainVerdict, Governing, MxFacts, MxFailure, MxPlan, MxVerdict, OpportunisticWhy,
+};
+pub use fetch::{
+    FetchError, HostResolver, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts,
+    SystemResolver, TrustRoots,
+};
+pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost, SniCertResolver};
+pub use policy::{Mode, MxPattern, Policy, PolicyError};
+pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
+pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};
+pub use verify::{webpki_verifier, StsCertVerifier};
