@@ -5,4 +5,6 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod dane;
+pub mod dns;
 pub mod policy;

@@ -3,4 +3,5 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod pki;
