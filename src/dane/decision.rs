@@ -284,6 +284,16 @@ pub enum DestinationOutcome {
     Fail(FailReason),
 }
 
+impl fmt::Display for DestinationOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestinationOutcome::Deliver => f.write_str("deliver"),
+            DestinationOutcome::Defer(why) => write!(f, "defer: {why}"),
+            DestinationOutcome::Fail(why) => write!(f, "permanent failure: {why}"),
+        }
+    }
+}
+
 /// The plan for one destination (next-hop domain).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationPlan {
