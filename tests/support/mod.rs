@@ -3,5 +3,6 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod dane_tls;
 pub mod dns;
 pub mod pki;
