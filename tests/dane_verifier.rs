@@ -75,7 +75,8 @@ async fn dane_ee_accepts_expired_and_wrong_name_certificates() {
     for (what, leaf) in &leaves {
         for (selector, matching) in [(1, 1), (0, 1), (1, 2), (0, 2), (1, 0), (0, 0)] {
             let rec = record(3, selector, matching, &leaf.cert);
-            let (result, verifier) = attempt(pki::server_config(leaf, ALL_VERSIONS), &[rec.clone()]).await;
+            let (result, verifier) =
+                attempt(pki::server_config(leaf, ALL_VERSIONS), &[rec.clone()]).await;
             assert!(result.is_ok(), "{what} 3 {selector} {matching}: {result:?}");
             let matched = verifier.outcome().expect("ran").expect("matched");
             assert_eq!(matched.usage, Usage::DaneEe);
@@ -92,7 +93,9 @@ async fn dane_ee_mismatch_fails_the_handshake_with_a_dane_reason() {
     let peer = TlsPeer::start(pki::server_config(&leaf, ALL_VERSIONS)).await;
     let verifier = verifier(&[record(3, 1, 1, &other.cert)]);
     let client = client_config(verifier.clone(), MinTlsVersion::Any).expect("client");
-    let err = handshake(peer.addr, client, MX).await.expect_err("must fail");
+    let err = handshake(peer.addr, client, MX)
+        .await
+        .expect_err("must fail");
     let tls = err.tls().expect("rustls error");
     assert_eq!(
         dane_failure(tls),
@@ -111,8 +114,12 @@ async fn dane_ta_accepts_a_chain_to_the_anchor_with_a_reference_name() {
         let leaf = ca.issue(&[name]);
         for (selector, matching) in [(0, 1), (1, 1), (0, 2), (1, 0)] {
             let rec = record(2, selector, matching, &ca.cert);
-            let (result, verifier) = attempt(pki::server_config(&leaf, ALL_VERSIONS), &[rec.clone()]).await;
-            assert!(result.is_ok(), "leaf for {name}, 2 {selector} {matching}: {result:?}");
+            let (result, verifier) =
+                attempt(pki::server_config(&leaf, ALL_VERSIONS), &[rec.clone()]).await;
+            assert!(
+                result.is_ok(),
+                "leaf for {name}, 2 {selector} {matching}: {result:?}"
+            );
             let matched = verifier.outcome().expect("ran").expect("matched");
             assert_eq!(matched.usage, Usage::DaneTa);
             assert_eq!(matched.depth, 1);
@@ -121,7 +128,11 @@ async fn dane_ta_accepts_a_chain_to_the_anchor_with_a_reference_name() {
     }
     // A wildcard in the left-most label matches the MX host.
     let wildcard = ca.issue(&["*.example.test"]);
-    let (result, _) = attempt(pki::server_config(&wildcard, ALL_VERSIONS), &[record(2, 0, 1, &ca.cert)]).await;
+    let (result, _) = attempt(
+        pki::server_config(&wildcard, ALL_VERSIONS),
+        &[record(2, 0, 1, &ca.cert)],
+    )
+    .await;
     assert!(result.is_ok(), "wildcard: {result:?}");
 }
 
@@ -131,7 +142,8 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
     let ta = record(2, 0, 1, &ca.cert);
 
     let wrong_name = ca.issue(&["mx.other.test"]);
-    let (result, verifier) = attempt(pki::server_config(&wrong_name, ALL_VERSIONS), &[ta.clone()]).await;
+    let (result, verifier) =
+        attempt(pki::server_config(&wrong_name, ALL_VERSIONS), &[ta.clone()]).await;
     assert!(result.is_err());
     assert!(matches!(
         verifier.outcome(),
@@ -140,7 +152,8 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
 
     // The server sends only its leaf: the TA is not in the chain.
     let leaf = ca.issue(&[MX]);
-    let (result, verifier) = attempt(chain_config(vec![leaf.cert.clone()], &leaf), &[ta.clone()]).await;
+    let (result, verifier) =
+        attempt(chain_config(vec![leaf.cert.clone()], &leaf), &[ta.clone()]).await;
     assert!(result.is_err());
     assert_eq!(
         verifier.outcome(),
@@ -149,7 +162,8 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
 
     // The leaf's validity period is checked under DANE-TA.
     let expired = ca.issue_expired(&[MX]);
-    let (result, verifier) = attempt(pki::server_config(&expired, ALL_VERSIONS), &[ta.clone()]).await;
+    let (result, verifier) =
+        attempt(pki::server_config(&expired, ALL_VERSIONS), &[ta.clone()]).await;
     assert!(result.is_err());
     match verifier.outcome() {
         Some(Err(DaneFailure::TaChainInvalid { record, reason })) => {
@@ -177,9 +191,16 @@ async fn dane_ta_leaf_matching_is_not_dane_ee() {
     // DANE-TA names a trust anchor above the leaf.
     let ca = TestCa::new("CA");
     let leaf = ca.issue(&[MX]);
-    let (result, verifier) = attempt(pki::server_config(&leaf, ALL_VERSIONS), &[record(2, 0, 1, &leaf.cert)]).await;
+    let (result, verifier) = attempt(
+        pki::server_config(&leaf, ALL_VERSIONS),
+        &[record(2, 0, 1, &leaf.cert)],
+    )
+    .await;
     assert!(result.is_err());
-    assert!(matches!(verifier.outcome(), Some(Err(DaneFailure::NoMatch { .. }))));
+    assert!(matches!(
+        verifier.outcome(),
+        Some(Err(DaneFailure::NoMatch { .. }))
+    ));
 }
 
 /// The server presents the certificate the TLSA record names but does not

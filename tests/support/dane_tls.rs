@@ -26,7 +26,9 @@ pub struct TlsPeer {
 
 impl TlsPeer {
     pub async fn start(config: Arc<rustls::ServerConfig>) -> TlsPeer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind TLS peer");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind TLS peer");
         let addr = listener.local_addr().expect("peer address");
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let task = tokio::spawn(async move {
@@ -81,10 +83,7 @@ pub fn stolen_certificate_config(
 }
 
 /// A server config presenting exactly `chain` (e.g. without the CA).
-pub fn chain_config(
-    chain: Vec<CertificateDer<'static>>,
-    leaf: &Leaf,
-) -> Arc<rustls::ServerConfig> {
+pub fn chain_config(chain: Vec<CertificateDer<'static>>, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(super::pki::ALL_VERSIONS)
         .expect("versions")
@@ -105,13 +104,18 @@ pub async fn handshake(
     let name = ServerName::try_from(sni.to_string()).expect("SNI name");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let mut tls = connector.connect(name, stream).await.map_err(|err| {
-        match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        match err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
             Some(tls_error) => HandshakeError::Tls(tls_error.clone()),
             None => HandshakeError::Io(err),
         }
     })?;
     let mut greeting = Vec::new();
-    tls.read_to_end(&mut greeting).await.map_err(HandshakeError::Io)?;
+    tls.read_to_end(&mut greeting)
+        .await
+        .map_err(HandshakeError::Io)?;
     assert_eq!(greeting, b"ok");
     let version = tls
         .get_ref()
