@@ -18,8 +18,8 @@ use hickory_server::proto::rr::RecordType;
 use rustls::pki_types::CertificateDer;
 use sealpost::dane::{
     association_data, client_config, connection_verdict, dane_failure, resolve_destination,
-    ConnectionEvent, ConnectionVerdict, DaneLevel, DanePlan, DaneVerifier, DestinationOutcome,
-    Matching, Selector, Usage,
+    ConnectionEvent, ConnectionVerdict, DaneLevel, DanePlan, DestinationOutcome, Matching,
+    Selector, Usage,
 };
 use sealpost::dns::Resolver;
 use sealpost::policy::MinTlsVersion;
@@ -71,18 +71,12 @@ async fn deliver(
             .get(&mx.host.exchange)
             .unwrap_or_else(|| panic!("no TLS peer for {}", mx.host.exchange));
         let event = match &mx.plan {
-            DanePlan::Authenticate {
-                tlsa,
-                reference_names,
-                ..
-            } => {
-                let verifier = Arc::new(DaneVerifier::new(
-                    tlsa.clone(),
-                    reference_names.clone(),
-                    &pki::provider(),
-                ));
+            DanePlan::Authenticate { .. } => {
+                let verifier = Arc::new(mx.plan.verifier(&pki::provider()).expect("verifier"));
                 let client = client_config(verifier.clone(), MinTlsVersion::Any).expect("client");
-                match handshake(addr, client, &reference_names[0]).await {
+                let sni = mx.plan.sni().expect("SNI");
+                assert!(mx.plan.requires_tls());
+                match handshake(addr, client, sni).await {
                     Ok(_) => ConnectionEvent::TlsEstablished {
                         dane: verifier.outcome().and_then(Result::ok),
                     },

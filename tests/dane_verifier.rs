@@ -75,8 +75,11 @@ async fn dane_ee_accepts_expired_and_wrong_name_certificates() {
     for (what, leaf) in &leaves {
         for (selector, matching) in [(1, 1), (0, 1), (1, 2), (0, 2), (1, 0), (0, 0)] {
             let rec = record(3, selector, matching, &leaf.cert);
-            let (result, verifier) =
-                attempt(pki::server_config(leaf, ALL_VERSIONS), &[rec.clone()]).await;
+            let (result, verifier) = attempt(
+                pki::server_config(leaf, ALL_VERSIONS),
+                std::slice::from_ref(&rec),
+            )
+            .await;
             assert!(result.is_ok(), "{what} 3 {selector} {matching}: {result:?}");
             let matched = verifier.outcome().expect("ran").expect("matched");
             assert_eq!(matched.usage, Usage::DaneEe);
@@ -114,8 +117,11 @@ async fn dane_ta_accepts_a_chain_to_the_anchor_with_a_reference_name() {
         let leaf = ca.issue(&[name]);
         for (selector, matching) in [(0, 1), (1, 1), (0, 2), (1, 0)] {
             let rec = record(2, selector, matching, &ca.cert);
-            let (result, verifier) =
-                attempt(pki::server_config(&leaf, ALL_VERSIONS), &[rec.clone()]).await;
+            let (result, verifier) = attempt(
+                pki::server_config(&leaf, ALL_VERSIONS),
+                std::slice::from_ref(&rec),
+            )
+            .await;
             assert!(
                 result.is_ok(),
                 "leaf for {name}, 2 {selector} {matching}: {result:?}"
@@ -142,8 +148,11 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
     let ta = record(2, 0, 1, &ca.cert);
 
     let wrong_name = ca.issue(&["mx.other.test"]);
-    let (result, verifier) =
-        attempt(pki::server_config(&wrong_name, ALL_VERSIONS), &[ta.clone()]).await;
+    let (result, verifier) = attempt(
+        pki::server_config(&wrong_name, ALL_VERSIONS),
+        std::slice::from_ref(&ta),
+    )
+    .await;
     assert!(result.is_err());
     assert!(matches!(
         verifier.outcome(),
@@ -152,8 +161,11 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
 
     // The server sends only its leaf: the TA is not in the chain.
     let leaf = ca.issue(&[MX]);
-    let (result, verifier) =
-        attempt(chain_config(vec![leaf.cert.clone()], &leaf), &[ta.clone()]).await;
+    let (result, verifier) = attempt(
+        chain_config(vec![leaf.cert.clone()], &leaf),
+        std::slice::from_ref(&ta),
+    )
+    .await;
     assert!(result.is_err());
     assert_eq!(
         verifier.outcome(),
@@ -162,8 +174,11 @@ async fn dane_ta_refuses_wrong_names_missing_anchors_and_expired_leaves() {
 
     // The leaf's validity period is checked under DANE-TA.
     let expired = ca.issue_expired(&[MX]);
-    let (result, verifier) =
-        attempt(pki::server_config(&expired, ALL_VERSIONS), &[ta.clone()]).await;
+    let (result, verifier) = attempt(
+        pki::server_config(&expired, ALL_VERSIONS),
+        std::slice::from_ref(&ta),
+    )
+    .await;
     assert!(result.is_err());
     match verifier.outcome() {
         Some(Err(DaneFailure::TaChainInvalid { record, reason })) => {
@@ -238,7 +253,8 @@ async fn minimum_version_is_honoured() {
     let leaf = pki::self_signed(&[MX]);
     let peer = TlsPeer::start(pki::server_config(&leaf, TLS12_ONLY)).await;
     let rec = record(3, 1, 1, &leaf.cert);
-    let client = client_config(verifier(&[rec.clone()]), MinTlsVersion::Tls13).expect("client");
+    let client =
+        client_config(verifier(std::slice::from_ref(&rec)), MinTlsVersion::Tls13).expect("client");
     assert!(handshake(peer.addr, client, MX).await.is_err());
     let client = client_config(verifier(&[rec]), MinTlsVersion::Tls12).expect("client");
     assert_eq!(

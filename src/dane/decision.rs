@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::tlsa::{TlsaSet, Unusable, UsableTlsa};
-use super::verify::{DaneFailure, DaneMatch};
+use super::verify::{DaneFailure, DaneMatch, DaneVerifier};
 use crate::dns::TlsaRecord;
 use crate::dns::{
     AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup,
@@ -185,6 +185,44 @@ pub enum DanePlan {
     Opportunistic(NoDaneReason),
     /// Do not use this host.
     Skip(SkipReason),
+}
+
+impl DanePlan {
+    /// The verifier for an `Authenticate` plan (`None` otherwise): the
+    /// SMTP client builds one per connection attempt.
+    pub fn verifier(&self, provider: &rustls::crypto::CryptoProvider) -> Option<DaneVerifier> {
+        match self {
+            DanePlan::Authenticate {
+                tlsa,
+                reference_names,
+                ..
+            } => Some(DaneVerifier::new(
+                tlsa.clone(),
+                reference_names.clone(),
+                provider,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The SNI to send under `Authenticate`: the TLSA base domain
+    /// (RFC 7672 section 8.1).
+    pub fn sni(&self) -> Option<&str> {
+        match self {
+            DanePlan::Authenticate {
+                reference_names, ..
+            } => reference_names.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// Whether TLS is required on this host (no cleartext fallback).
+    pub fn requires_tls(&self) -> bool {
+        matches!(
+            self,
+            DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. }
+        )
+    }
 }
 
 impl fmt::Display for DanePlan {

@@ -331,7 +331,7 @@ fn destination_defers_when_every_mx_is_skipped() {
         addresses(Secure),
         tlsa(Lookup::Failed(LookupFailure::Bogus)),
     );
-    let plan = plan_destination(O, DOMAIN, &mx, &[ev.clone()]);
+    let plan = plan_destination(O, DOMAIN, &mx, std::slice::from_ref(&ev));
     match &plan.outcome {
         DestinationOutcome::Defer(DeferReason::NoUsableMx(reasons)) => {
             assert_eq!(reasons.len(), 1);

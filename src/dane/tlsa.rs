@@ -196,14 +196,15 @@ mod tests {
 
     #[test]
     fn usability_table() {
-        // (usage, selector, matching, data length, expected)
-        let table: &[(
+        type Row = (
             u8,
             u8,
             u8,
             usize,
             Result<(Usage, Selector, Matching), Unusable>,
-        )] = &[
+        );
+        // (usage, selector, matching, data length, expected)
+        let table: &[Row] = &[
             (
                 3,
                 1,
