@@ -15,16 +15,14 @@
 //! | TLSA secure, every record unusable (3.1.3) | TLS without authentication | skip |
 //! | usable TLSA | authenticate | authenticate |
 //!
-//! After connecting (section 2.2 and 3): with a secure TLSA RRset (usable
-//! or not) a host that does not offer STARTTLS is never used for that
-//! message; a usable TLSA set that does not match the certificate means
-//! that host is never used, not even in cleartext; no MX left means defer.
+//! What happens after connecting is decided in [`super::connection`]; no
+//! MX left means defer.
 
 use std::fmt;
 use std::net::IpAddr;
 
 use super::tlsa::{TlsaSet, Unusable, UsableTlsa};
-use super::verify::{DaneFailure, DaneMatch, DaneVerifier};
+use super::verify::{DaneFailure, DaneVerifier};
 use crate::dns::TlsaRecord;
 use crate::dns::{
     AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup,
@@ -535,82 +533,4 @@ fn no_usable_mx(plans: &[MxPlan]) -> Option<Vec<(String, SkipReason)>> {
             _ => None,
         })
         .collect()
-}
-
-/// What happened when the SMTP client connected to a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionEvent {
-    /// The EHLO reply did not list STARTTLS.
-    StartTlsNotOffered,
-    /// The handshake failed; `dane` holds the verifier's reason if the
-    /// certificate check was what failed (see [`super::dane_failure`]).
-    HandshakeFailed {
-        dane: Option<DaneFailure>,
-        detail: String,
-    },
-    /// TLS is up; `dane` is the verifier's match under `Authenticate`.
-    TlsEstablished { dane: Option<DaneMatch> },
-}
-
-/// What the SMTP client does next with this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConnectionVerdict {
-    /// Send the message in cleartext (opportunistic, no STARTTLS).
-    SendCleartext,
-    /// Send over the established TLS session.
-    SendOverTls { authenticated: Option<DaneMatch> },
-    /// Opportunistic: the handshake failed, reconnect to the same host
-    /// and send without STARTTLS.
-    RetryCleartext,
-    /// Never send to this host for this message; try the next MX.
-    NextMx(SkipReason),
-}
-
-/// The post-connection rows of the table (RFC 7672 sections 2.2 and 3).
-pub fn connection_verdict(plan: &DanePlan, event: &ConnectionEvent) -> ConnectionVerdict {
-    use ConnectionEvent as E;
-    use ConnectionVerdict as V;
-    match (plan, event) {
-        (DanePlan::Skip(why), _) => V::NextMx(why.clone()),
-        (DanePlan::Opportunistic(_), E::StartTlsNotOffered) => V::SendCleartext,
-        (DanePlan::Opportunistic(_), E::HandshakeFailed { .. }) => V::RetryCleartext,
-        (DanePlan::Opportunistic(_), E::TlsEstablished { .. }) => V::SendOverTls {
-            authenticated: None,
-        },
-        (
-            DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. },
-            E::StartTlsNotOffered,
-        ) => V::NextMx(SkipReason::StartTlsNotOffered),
-        (
-            DanePlan::Authenticate { .. },
-            E::HandshakeFailed {
-                dane: Some(failure),
-                ..
-            },
-        ) => V::NextMx(SkipReason::DaneAuthenticationFailed(failure.clone())),
-        (
-            DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. },
-            E::HandshakeFailed { detail, .. },
-        ) => V::NextMx(SkipReason::TlsFailed {
-            detail: detail.clone(),
-        }),
-        (
-            DanePlan::Authenticate { .. },
-            E::TlsEstablished {
-                dane: Some(matched),
-            },
-        ) => V::SendOverTls {
-            authenticated: Some(matched.clone()),
-        },
-        // A session without a DANE match under Authenticate means the
-        // verifier was not used: never send.
-        (DanePlan::Authenticate { tlsa, .. }, E::TlsEstablished { dane: None }) => {
-            V::NextMx(SkipReason::DaneAuthenticationFailed(DaneFailure::NoMatch {
-                records: tlsa.len(),
-            }))
-        }
-        (DanePlan::EncryptUnauthenticated { .. }, E::TlsEstablished { .. }) => V::SendOverTls {
-            authenticated: None,
-        },
-    }
 }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::connection::*;
 use super::decision::*;
 use super::tlsa::Unusable;
 use super::verify::{DaneFailure, DaneMatch};

@@ -8,6 +8,7 @@
 //! `Authenticate` plans, and feeds what happened to
 //! [`connection_verdict`]. See `docs/dane.md`.
 
+pub mod connection;
 pub mod decision;
 mod der;
 pub mod plan;
@@ -17,10 +18,11 @@ pub mod verify;
 #[cfg(test)]
 mod decision_tests;
 
+pub use connection::{connection_verdict, ConnectionEvent, ConnectionVerdict};
 pub use decision::{
-    connection_verdict, mx_verdict, needs_tlsa, plan_destination, plan_host, ConnectionEvent,
-    ConnectionVerdict, DaneLevel, DanePlan, DeferReason, DestinationOutcome, DestinationPlan,
-    FailReason, HostEvidence, MxPlan, NoDaneReason, SkipReason,
+    mx_verdict, needs_tlsa, plan_destination, plan_host, DaneLevel, DanePlan, DeferReason,
+    DestinationOutcome, DestinationPlan, FailReason, HostEvidence, MxPlan, NoDaneReason,
+    SkipReason,
 };
 pub use der::subject_public_key_info;
 pub use plan::{resolve_destination, tlsa_for_host, SMTP_TLSA_PORT};
