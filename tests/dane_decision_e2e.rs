@@ -209,6 +209,10 @@ async fn world() -> World {
         .a("mx.tlsafail.test", LOCAL)
         .tlsa("_25._tcp.mx.tlsafail.test", 3, 1, 1, &[1; 32])
         .servfail("_25._tcp.mx.tlsafail.test")
+        .mx("tlsaslow.test", 10, "mx.tlsaslow.test")
+        .a("mx.tlsaslow.test", LOCAL)
+        .tlsa("_25._tcp.mx.tlsaslow.test", 3, 1, 1, &[1; 32])
+        .silent("_25._tcp.mx.tlsaslow.test")
         .mx("tlsabogus.test", 10, "mx.tlsabogus.test")
         .a("mx.tlsabogus.test", LOCAL)
         .tlsa("_25._tcp.mx.tlsabogus.test", 3, 1, 1, &[1; 32])
@@ -350,6 +354,12 @@ async fn decision_table_end_to_end() {
             Defer("failed: SERVFAIL"),
         ),
         (
+            "TLSA lookup times out",
+            "tlsaslow.test",
+            Defer("failed: timeout"),
+            Defer("failed: timeout"),
+        ),
+        (
             "TLSA bogus",
             "tlsabogus.test",
             Defer("failed: DNSSEC bogus"),
@@ -429,8 +439,11 @@ async fn decision_table_end_to_end() {
             Auth("implicit.test", Usage::DaneEe),
         ),
     ];
+    // Half a second is plenty on loopback and bounds the timeout row.
+    let mut settings = world.dns.settings();
+    settings.timeout = std::time::Duration::from_millis(500);
     for level in [O, M] {
-        let resolver = world.dns.resolver();
+        let resolver = Resolver::new(&settings).expect("resolver");
         for (row, domain, opportunistic, mandatory) in rows {
             let want = if level == O { opportunistic } else { mandatory };
             let got = deliver(&resolver, level, domain, &world.peers).await;

@@ -11,6 +11,8 @@
 //!     .bogus_zone("broken.test")            // DS does not match its key
 //!     .bad_signature("mx.example.test", RecordType::A) // tampered RRset
 //!     .servfail("down.example.test")        // answers SERVFAIL
+//!     .silent("slow.example.test")          // never answers (timeout)
+//!     .nsec3_zone("hashed.test")            // NSEC3 denial
 //!     .start()
 //!     .await;
 //! let resolver = sealpost::dns::Resolver::new(&dns.settings())?;
@@ -38,8 +40,8 @@ use hickory_server::dnssec::NxProofKind;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::dnssec::crypto::Ed25519SigningKey;
 use hickory_server::proto::dnssec::rdata::{DNSSECRData, DNSKEY, DS};
-use hickory_server::proto::dnssec::{DigestType, DnssecSigner, SigningKey};
-use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::dnssec::{DigestType, DnssecSigner, Nsec3HashAlgorithm, SigningKey};
+use hickory_server::proto::op::{Header, HeaderCounts, ResponseCode};
 use hickory_server::proto::rr::rdata::{
     tlsa::{CertUsage, Matching, Selector},
     A, AAAA, CNAME, MX, NS, SOA, TLSA, TXT,
@@ -59,6 +61,7 @@ pub const TTL: u32 = 300;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ZoneKind {
     Secure,
+    SecureNsec3,
     Insecure,
     Bogus,
 }
@@ -69,6 +72,7 @@ pub struct TestDnsBuilder {
     records: Vec<Record>,
     children: Vec<(Name, ZoneKind)>,
     servfail: Vec<LowerName>,
+    silent: Vec<LowerName>,
     tampered: Vec<(Name, RecordType)>,
 }
 
@@ -147,6 +151,20 @@ impl TestDnsBuilder {
         self
     }
 
+    /// Serve a signed child zone that proves denial with NSEC3 (SHA-1, no
+    /// salt, 0 iterations). Use it for NXDOMAIN/NODATA tests: hickory
+    /// 0.26.3 judged positive answers from NSEC3 zones bogus.
+    pub fn nsec3_zone(mut self, zone: &str) -> Self {
+        self.children.push((name(zone), ZoneKind::SecureNsec3));
+        self
+    }
+
+    /// Never answer queries for `owner`: the resolver times out.
+    pub fn silent(mut self, owner: &str) -> Self {
+        self.silent.push(LowerName::new(&name(owner)));
+        self
+    }
+
     /// Answer SERVFAIL to every query for `owner`.
     pub fn servfail(mut self, owner: &str) -> Self {
         self.servfail.push(LowerName::new(&name(owner)));
@@ -193,7 +211,7 @@ impl TestDnsBuilder {
             ));
             let signer = match kind {
                 ZoneKind::Insecure => None,
-                ZoneKind::Secure | ZoneKind::Bogus => {
+                ZoneKind::Secure | ZoneKind::SecureNsec3 | ZoneKind::Bogus => {
                     let signer = new_signer(origin);
                     let published = if *kind == ZoneKind::Bogus {
                         // The DS names a key the zone is not signed with.
@@ -210,12 +228,28 @@ impl TestDnsBuilder {
                     Some(signer)
                 }
             };
-            let handler = build_zone(origin, records.clone(), signer, &self.tampered);
+            let proof = match kind {
+                ZoneKind::Insecure => None,
+                ZoneKind::SecureNsec3 => Some(NxProofKind::Nsec3 {
+                    algorithm: Nsec3HashAlgorithm::SHA1,
+                    salt: Arc::from(Vec::new()),
+                    iterations: 0,
+                    opt_out: false,
+                }),
+                ZoneKind::Secure | ZoneKind::Bogus => Some(NxProofKind::Nsec),
+            };
+            let handler = build_zone(origin, records.clone(), signer, proof, &self.tampered);
             catalogs.push((LowerName::new(origin), handler));
         }
         let mut tld_records = zones[0].2.clone();
         tld_records.extend(parent_extra);
-        let tld_handler = build_zone(&tld, tld_records, Some(tld_signer), &self.tampered);
+        let tld_handler = build_zone(
+            &tld,
+            tld_records,
+            Some(tld_signer),
+            Some(NxProofKind::Nsec),
+            &self.tampered,
+        );
         catalogs.insert(0, (LowerName::new(&tld), tld_handler));
 
         let router = Router {
@@ -228,6 +262,7 @@ impl TestDnsBuilder {
                 })
                 .collect(),
             servfail: self.servfail,
+            silent: self.silent,
         };
 
         let (server, addr) = serve(router).await;
@@ -301,9 +336,9 @@ fn build_zone(
     origin: &Name,
     records: Vec<Record>,
     signer: Option<DnssecSigner>,
+    nx_proof: Option<NxProofKind>,
     tampered: &[(Name, RecordType)],
 ) -> InMemoryZoneHandler<TokioRuntimeProvider> {
-    let nx_proof = signer.as_ref().map(|_| NxProofKind::Nsec);
     let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
         origin.clone(),
         ZoneType::Primary,
@@ -389,6 +424,7 @@ fn corrupt(rdata: &RData) -> RData {
 struct Router {
     zones: Vec<(LowerName, Catalog)>,
     servfail: Vec<LowerName>,
+    silent: Vec<LowerName>,
 }
 
 impl Router {
@@ -417,6 +453,12 @@ impl RequestHandler for Router {
     ) -> ResponseInfo {
         let query = request.queries.queries().first().cloned();
         if let Some(query) = &query {
+            if self.silent.contains(query.name()) {
+                return ResponseInfo::from(Header {
+                    metadata: request.metadata,
+                    counts: HeaderCounts::default(),
+                });
+            }
             if self.servfail.contains(query.name()) {
                 let response = MessageResponseBuilder::new(&request.queries, None)
                     .error_msg(&request.metadata, ResponseCode::ServFail);
