@@ -262,3 +262,67 @@ async fn minimum_version_is_honoured() {
         rustls::ProtocolVersion::TLSv1_2
     );
 }
+
+/// Root -> intermediate -> leaf, made with rcgen directly (the shared test
+/// CA issues leaves only).
+fn three_level_chain() -> (CertificateDer<'static>, CertificateDer<'static>, Leaf) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_params = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+    };
+    let root_key = KeyPair::generate().expect("root key");
+    let root_params = ca_params("root");
+    let root = root_params.self_signed(&root_key).expect("root");
+    let root_issuer = Issuer::new(root_params, root_key);
+    let mid_key = KeyPair::generate().expect("intermediate key");
+    let mid_params = ca_params("intermediate");
+    let mid = mid_params
+        .signed_by(&mid_key, &root_issuer)
+        .expect("intermediate");
+    let mid_issuer = Issuer::new(mid_params, mid_key);
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let mut leaf_params = CertificateParams::new(vec![MX.to_string()]).expect("leaf params");
+    leaf_params.use_authority_key_identifier_extension = true;
+    let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).expect("leaf");
+    let leaf = Leaf {
+        cert: leaf.der().clone(),
+        key: rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+        chain: vec![leaf.der().clone(), mid.der().clone(), root.der().clone()],
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    };
+    (root.der().clone(), mid.der().clone(), leaf)
+}
+
+#[tokio::test]
+async fn dane_ta_works_at_any_depth_of_the_chain() {
+    let (root, mid, leaf) = three_level_chain();
+    for (anchor, depth) in [(&root, 2), (&mid, 1)] {
+        let rec = record(2, 1, 1, anchor);
+        let (result, verifier) = attempt(
+            pki::server_config(&leaf, ALL_VERSIONS),
+            std::slice::from_ref(&rec),
+        )
+        .await;
+        assert!(result.is_ok(), "anchor at depth {depth}: {result:?}");
+        let matched = verifier.outcome().expect("ran").expect("matched");
+        assert_eq!((matched.usage, matched.depth), (Usage::DaneTa, depth));
+    }
+    // Without the intermediate the root cannot be reached.
+    let chain = vec![leaf.cert.clone(), root.clone()];
+    let (result, verifier) = attempt(chain_config(chain, &leaf), &[record(2, 0, 1, &root)]).await;
+    assert!(result.is_err());
+    assert!(matches!(
+        verifier.outcome(),
+        Some(Err(DaneFailure::TaChainInvalid { .. }))
+    ));
+}

@@ -112,4 +112,37 @@ mod tests {
             assert_eq!(subject_public_key_info(case), None, "{case:02x?}");
         }
     }
+
+    fn sample_certificate() -> &'static [u8] {
+        static CERT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        CERT.get_or_init(|| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let params =
+                rcgen::CertificateParams::new(vec!["mx.example.test".to_string()]).expect("params");
+            params.self_signed(&key).expect("cert").der().to_vec()
+        })
+    }
+
+    proptest::proptest! {
+        /// Truncated or corrupted certificates never panic the walk.
+        #[test]
+        fn damaged_certificates_are_handled(cut in 0usize..1000, flip in 0usize..1000, mask: u8) {
+            let mut bytes = sample_certificate().to_vec();
+            let at = flip % bytes.len();
+            bytes[at] ^= mask;
+            bytes.truncate(cut.min(bytes.len()));
+            if let Some(spki) = subject_public_key_info(&bytes) {
+                proptest::prop_assert!(spki.len() <= bytes.len());
+            }
+        }
+
+        #[test]
+        fn never_panics_and_stays_inside_the_input(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Some(spki) = subject_public_key_info(&bytes) {
+                let start = spki.as_ptr() as usize - bytes.as_ptr() as usize;
+                proptest::prop_assert!(start + spki.len() <= bytes.len());
+                proptest::prop_assert_eq!(spki.first(), Some(&SEQUENCE));
+            }
+        }
+    }
 }

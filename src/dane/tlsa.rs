@@ -307,4 +307,25 @@ mod tests {
         assert_eq!(set.unusable.len(), 1);
         assert_eq!(set.unusable[0].1, Unusable::PkixEe);
     }
+
+    proptest::proptest! {
+        /// Usable exactly when usage, selector and matching are known and
+        /// usable and the data length fits the matching type.
+        #[test]
+        fn usability_agrees_with_the_rules(usage: u8, selector: u8, matching: u8, len in 0usize..80) {
+            let rec = record(usage, selector, matching, len);
+            let length_ok = match matching {
+                0 => len > 0,
+                1 => len == 32,
+                2 => len == 64,
+                _ => false,
+            };
+            let expected = matches!(usage, 2 | 3) && selector <= 1 && matching <= 2 && length_ok;
+            proptest::prop_assert_eq!(usability(&rec).is_ok(), expected);
+            // Matching never panics, whatever the certificate bytes.
+            if let Ok(usable) = usability(&rec) {
+                let _ = usable.matches(&rec.data);
+            }
+        }
+    }
 }
