@@ -344,3 +344,36 @@ async fn nsec3_denials_are_secure() {
         Lookup::Failed(LookupFailure::Bogus)
     );
 }
+
+#[tokio::test]
+async fn records_can_change_while_serving() {
+    use hickory_server::proto::rr::{rdata::TXT, RData};
+    let dns = zone().await;
+    let resolver = dns.resolver();
+    assert_eq!(
+        resolver.txt("_mta-sts.secure.test").await.records(),
+        ["v=STSv1; id=20260101"]
+    );
+    let new_txt = RData::TXT(TXT::new(vec!["v=STSv1; id=20260202".to_string()]));
+    dns.set("_mta-sts.secure.test", RecordType::TXT, vec![new_txt])
+        .await;
+    // Still cached...
+    assert_eq!(
+        resolver.txt("_mta-sts.secure.test").await.records(),
+        ["v=STSv1; id=20260101"]
+    );
+    // ...until the cache is cleared; the new RRset validates as secure.
+    resolver.clear_cache();
+    assert_eq!(
+        resolver.txt("_mta-sts.secure.test").await,
+        Lookup::Records {
+            records: vec!["v=STSv1; id=20260202".to_string()],
+            dnssec: DnssecStatus::Secure
+        }
+    );
+    // Deleting it leaves a secure denial.
+    dns.set("_mta-sts.secure.test", RecordType::TXT, Vec::new())
+        .await;
+    let fresh = dns.resolver();
+    assert!(fresh.txt("_mta-sts.secure.test").await.is_secure_denial());
+}

@@ -23,9 +23,8 @@ use std::net::IpAddr;
 
 use super::tlsa::{TlsaSet, Unusable, UsableTlsa};
 use super::verify::{DaneFailure, DaneVerifier};
-use crate::dns::TlsaRecord;
 use crate::dns::{
-    AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup,
+    AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup, TlsaRecord,
 };
 use crate::policy::SecurityLevel;
 

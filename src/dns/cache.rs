@@ -56,7 +56,9 @@ where
     /// The cached value for `key`, or the value `fetch` produces (with the
     /// time it may be cached). Concurrent callers with the same key share
     /// one `fetch`. `fetch` is only called when no value is cached and
-    /// none is being fetched.
+    /// none is being fetched. The fetch runs inside the callers' futures:
+    /// if every caller is cancelled, the next caller for that key resumes
+    /// the same fetch.
     pub async fn get_or_fetch<F, Fut>(&self, key: K, fetch: F) -> Arc<V>
     where
         F: FnOnce() -> Fut,

@@ -15,6 +15,7 @@
 //!     .nsec3_zone("hashed.test")            // NSEC3 denial
 //!     .start()
 //!     .await;
+//! dns.set("_mta-sts.example.test", RecordType::TXT, vec![txt]).await; // change live
 //! let resolver = sealpost::dns::Resolver::new(&dns.settings())?;
 //! ```
 //!
@@ -49,7 +50,9 @@ use hickory_server::proto::rr::rdata::{
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, DnssecZoneHandler, MessageResponseBuilder, ZoneType,
+};
 use hickory_server::Server;
 use sealpost::dns::{ResolverSettings, TrustAnchorSource};
 
@@ -238,8 +241,9 @@ impl TestDnsBuilder {
                 }),
                 ZoneKind::Secure | ZoneKind::Bogus => Some(NxProofKind::Nsec),
             };
+            let signed = signer.is_some();
             let handler = build_zone(origin, records.clone(), signer, proof, &self.tampered);
-            catalogs.push((LowerName::new(origin), handler));
+            catalogs.push((LowerName::new(origin), Arc::new(handler), signed));
         }
         let mut tld_records = zones[0].2.clone();
         tld_records.extend(parent_extra);
@@ -250,14 +254,15 @@ impl TestDnsBuilder {
             Some(NxProofKind::Nsec),
             &self.tampered,
         );
-        catalogs.insert(0, (LowerName::new(&tld), tld_handler));
+        catalogs.insert(0, (LowerName::new(&tld), Arc::new(tld_handler), true));
 
+        let handlers: Vec<ZoneEntry> = catalogs.clone();
         let router = Router {
             zones: catalogs
                 .into_iter()
-                .map(|(origin, handler)| {
+                .map(|(origin, handler, _)| {
                     let mut catalog = Catalog::new();
-                    catalog.upsert(origin.clone(), vec![Arc::new(handler)]);
+                    catalog.upsert(origin.clone(), vec![handler]);
                     (origin, catalog)
                 })
                 .collect(),
@@ -278,6 +283,7 @@ impl TestDnsBuilder {
         TestDns {
             addr,
             settings,
+            zones: handlers,
             _dir: dir,
             _server: server,
         }
@@ -288,6 +294,7 @@ impl TestDnsBuilder {
 pub struct TestDns {
     pub addr: SocketAddr,
     settings: ResolverSettings,
+    zones: Vec<ZoneEntry>,
     _dir: tempfile::TempDir,
     _server: Server<Router>,
 }
@@ -303,11 +310,44 @@ impl TestDns {
         self.settings.clone()
     }
 
+    /// Replace the `owner`/`record_type` RRset while serving (empty `rdata`
+    /// deletes it) and re-sign its zone, e.g. to change an MTA-STS TXT id
+    /// mid-test. Resolvers cache answers for their TTL: use a fresh
+    /// resolver or `clear_cache()` to see the change.
+    pub async fn set(&self, owner: &str, record_type: RecordType, rdata: Vec<RData>) {
+        let owner = name(owner);
+        let lower = LowerName::new(&owner);
+        let (_, zone, signed) = self
+            .zones
+            .iter()
+            .filter(|(origin, _, _)| origin.zone_of(&lower))
+            .max_by_key(|(origin, _, _)| origin.num_labels())
+            .unwrap_or_else(|| panic!("{owner} is not under the test TLD"));
+        zone.records_mut()
+            .await
+            .remove(&RrKey::new(lower.clone(), record_type));
+        let serial = zone.serial().await;
+        for data in rdata {
+            let record = Record::from_rdata(owner.clone(), TTL, data);
+            assert!(zone.upsert(record, serial).await, "update {owner}");
+        }
+        if *signed {
+            zone.secure_zone().await.expect("re-sign zone");
+        }
+    }
+
     /// A fresh resolver (empty cache) using [`TestDns::settings`].
     pub fn resolver(&self) -> sealpost::dns::Resolver {
         sealpost::dns::Resolver::new(&self.settings).expect("resolver")
     }
 }
+
+/// A zone's origin, its handler, and whether it is signed.
+type ZoneEntry = (
+    LowerName,
+    Arc<InMemoryZoneHandler<TokioRuntimeProvider>>,
+    bool,
+);
 
 fn new_signer(zone: &Name) -> DnssecSigner {
     let pkcs8 = Ed25519SigningKey::generate_pkcs8().expect("generate key");
