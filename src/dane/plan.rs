@@ -25,7 +25,10 @@ pub async fn resolve_destination(
     let mx = resolver.mx(domain).await;
     let mx_secure = match mx_verdict(level, &mx) {
         Ok(secure) => secure,
-        Err(_) => return plan_destination(level, domain, &mx, &[]),
+        Err(outcome) => {
+            tracing::debug!(domain, level = %level, outcome = %outcome, "DANE destination decided by MX lookup");
+            return plan_destination(level, domain, &mx, &[]);
+        }
     };
     let evidence = join_all(mx.hosts().into_iter().map(|host| async move {
         let addresses = resolver.addresses(&host.exchange).await;
@@ -41,7 +44,17 @@ pub async fn resolve_destination(
         }
     }))
     .await;
-    plan_destination(level, domain, &mx, &evidence)
+    let plan = plan_destination(level, domain, &mx, &evidence);
+    for host in &plan.mx {
+        tracing::debug!(
+            domain = %plan.domain,
+            level = %level,
+            mx = %host.host.exchange,
+            plan = %host.plan,
+            "DANE plan for MX host"
+        );
+    }
+    plan
 }
 
 /// RFC 7672 section 2.2.3: when the host name is a (secure) CNAME alias,
