@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod dane;
+pub mod dns;
 pub mod mta_sts;
 pub mod policy;
 pub mod smtp;

@@ -3,6 +3,8 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod dane_tls;
+pub mod dns;
 pub mod https;
 pub mod pki;
 pub mod smtp;
