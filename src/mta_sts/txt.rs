@@ -169,6 +169,31 @@ pub trait StsTxtSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, TxtLookupError>>;
 }
 
+/// The real TXT source: sealpost's DNSSEC-aware resolver. RFC 8461 does not
+/// require DNSSEC, so a secure and an insecure answer count alike; a bogus
+/// answer is a failure, never "no records", so a cached policy stays in
+/// force (section 5.1).
+impl StsTxtSource for crate::dns::Resolver {
+    fn lookup_txt<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, TxtLookupError>> {
+        Box::pin(async move {
+            use crate::dns::Lookup;
+            match self.txt(name).await {
+                Lookup::Records { records, .. } => Ok(records),
+                Lookup::NoData { .. } | Lookup::NxDomain { .. } => Err(TxtLookupError::NoRecords {
+                    name: name.to_owned(),
+                }),
+                Lookup::Failed(failure) => Err(TxtLookupError::Failed {
+                    name: name.to_owned(),
+                    reason: failure.to_string(),
+                }),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
