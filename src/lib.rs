@@ -11,3 +11,4 @@ pub mod dns;
 pub mod mta_sts;
 pub mod policy;
 pub mod smtp;
+pub mod tls;

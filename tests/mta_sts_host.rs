@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{PrivateKeyDer, ServerName};
-use sealpost::mta_sts::host::{self, certified_key, ServeLimits};
+use sealpost::mta_sts::host::{self, ServeLimits};
 use sealpost::mta_sts::txt::parse_txt_records;
 use sealpost::mta_sts::{
     mta_sts_record, FetchError, HostedPolicy, HttpsFetcherConfig, HttpsPolicyFetcher, Mode,
-    MxPattern, Policy, PolicyFetcher, PolicyHost, SniCertResolver, StaticHosts, TrustRoots,
+    MxPattern, Policy, PolicyFetcher, PolicyHost, StaticHosts, TrustRoots,
 };
+use sealpost::tls::{certified_key, SniCertResolver};
 use support::pki::{Leaf, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

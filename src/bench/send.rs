@@ -15,8 +15,9 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::tls::{accept_any_client_config, MaybeTls, TlsSetupError};
+use super::tls::{accept_any_client_config, TlsSetupError};
 use crate::smtp::{EhloCapabilities, Reply, ReplyError, ReplyParser};
+use crate::tls::MaybeTls;
 
 /// How the generator runs.
 #[derive(Debug, Clone)]

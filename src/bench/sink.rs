@@ -14,8 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::tls::{self_signed_server_config, MaybeTls, TlsSetupError};
+use super::tls::{self_signed_server_config, TlsSetupError};
 use crate::smtp::{timeouts, Event, Reply, Session, SessionConfig, Verdict};
+use crate::tls::MaybeTls;
 
 /// How the sink runs.
 #[derive(Debug, Clone)]

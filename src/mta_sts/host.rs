@@ -19,9 +19,8 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+
+use crate::tls::SniCertResolver;
 
 use super::fetch::{policy_host, WELL_KNOWN_PATH};
 use super::policy::{Mode, MxPattern, Policy};
@@ -314,54 +313,6 @@ impl Default for ServeLimits {
             max_connections: 256,
         }
     }
-}
-
-/// Picks the certificate for `mta-sts.<domain>` by SNI; no match (or no
-/// SNI) aborts the handshake unless a default is set.
-#[derive(Debug, Default)]
-pub struct SniCertResolver {
-    by_name: RwLock<HashMap<String, Arc<CertifiedKey>>>,
-    default: RwLock<Option<Arc<CertifiedKey>>>,
-}
-
-impl SniCertResolver {
-    /// Adds (or replaces) the certificate for a host name (exact match).
-    pub fn insert(&self, host: &str, key: Arc<CertifiedKey>) {
-        self.by_name
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_ascii_lowercase(), key);
-    }
-    pub fn set_default(&self, key: Option<Arc<CertifiedKey>>) {
-        *self.default.write().unwrap_or_else(|e| e.into_inner()) = key;
-    }
-}
-
-impl ResolvesServerCert for SniCertResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let found = hello.server_name().and_then(|name| {
-            self.by_name
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&name.to_ascii_lowercase())
-                .cloned()
-        });
-        found.or_else(|| {
-            self.default
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        })
-    }
-}
-
-/// A certificate chain (leaf first) and its key, checked to match.
-pub fn certified_key(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<CertifiedKey>, rustls::Error> {
-    let provider = rustls::crypto::ring::default_provider();
-    Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
 }
 
 /// The rustls server config of the policy host (ring, TLS 1.2 and 1.3,

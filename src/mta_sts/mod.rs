@@ -29,7 +29,7 @@ pub use fetch::{
     FetchError, HostResolver, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts,
     SystemResolver, TrustRoots,
 };
-pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost, SniCertResolver};
+pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost};
 pub use policy::{Mode, MxPattern, Policy, PolicyError};
 pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
 pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};

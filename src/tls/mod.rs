@@ -1,0 +1,18 @@
+//! TLS pieces shared by the SMTP listener, the SMTP client, the MTA-STS
+//! policy host and the load tools: the one crypto provider (ring), server
+//! certificates, and a stream that is plain or TLS.
+
+pub mod certs;
+pub mod stream;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+pub use certs::{certified_key, load_pem, self_signed_in, CertError, SniCertResolver};
+pub use stream::MaybeTls;
+
+/// The ring crypto provider: sealpost uses no other (no aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
