@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod dane;
 pub mod dns;
+pub mod inbound;
 pub mod mta_sts;
 pub mod policy;
 pub mod smtp;

@@ -10,13 +10,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use super::tls::{self_signed_server_config, TlsSetupError};
-use crate::smtp::{timeouts, Event, Reply, Session, SessionConfig, Verdict};
-use crate::tls::MaybeTls;
+use crate::inbound::{
+    ConnectionInfo, ConnectionLimits, Listener, ListenerError, SessionHandler, Timeouts,
+};
+use crate::smtp::{
+    Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
+};
 
 /// How the sink runs.
 #[derive(Debug, Clone)]
@@ -172,7 +174,7 @@ pub fn message_id(body: &[u8]) -> Option<String> {
 
 /// A bound sink, ready to run.
 pub struct Sink {
-    listener: TcpListener,
+    listener: Listener,
     options: SinkOptions,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -180,11 +182,8 @@ pub struct Sink {
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] ListenerError),
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
 }
@@ -192,13 +191,7 @@ pub enum SinkError {
 impl Sink {
     /// Binds the listener and makes the certificate.
     pub async fn bind(options: SinkOptions) -> Result<Sink, SinkError> {
-        let listener =
-            TcpListener::bind(options.listen)
-                .await
-                .map_err(|source| SinkError::Bind {
-                    addr: options.listen,
-                    source,
-                })?;
+        let listener = Listener::bind(&[options.listen]).await?;
         let tls = if options.tls_self_signed {
             Some(self_signed_server_config(&[
                 "localhost",
@@ -216,7 +209,11 @@ impl Sink {
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener
+            .local_addrs()
+            .first()
+            .copied()
+            .ok_or_else(|| std::io::Error::other("the sink is not bound"))
     }
 
     /// Accepts connections until `expect` messages, the idle timeout, or
@@ -235,88 +232,73 @@ impl Sink {
             tls_available: self.tls.is_some(),
             extra_params: Vec::new(),
         });
+        // A load tool: every connection is welcome.
+        let limits = ConnectionLimits {
+            max_connections: 100_000,
+            max_per_ip: 100_000,
+        };
         let started = Instant::now();
         let idle = self.options.idle_timeout;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let stopped_by = loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        let _ = stream.set_nodelay(true);
-                        let (config, tls, shared) = (config.clone(), self.tls.clone(), shared.clone());
-                        tokio::spawn(async move {
-                            let _ = serve(stream, config, tls, &shared).await;
-                        });
+        let stopped_by = Mutex::new("interrupt");
+        let stop = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let why = loop {
+                tokio::select! {
+                    _ = shared.done.notified() => break "expect",
+                    _ = tokio::signal::ctrl_c() => break "interrupt",
+                    _ = tick.tick() => {
+                        let last = shared.counts.lock().ok().and_then(|c| c.last_activity).unwrap_or(started);
+                        if last.elapsed() >= idle {
+                            break "idle";
+                        }
                     }
                 }
-                _ = shared.done.notified() => break "expect",
-                _ = tokio::signal::ctrl_c() => break "interrupt",
-                _ = tick.tick() => {
-                    let last = shared.counts.lock().ok().and_then(|c| c.last_activity).unwrap_or(started);
-                    if last.elapsed() >= idle {
-                        break "idle";
-                    }
-                }
-            }
+            };
+            *stopped_by.lock().unwrap_or_else(|e| e.into_inner()) = why;
         };
+        self.listener
+            .serve(
+                shared.clone(),
+                config,
+                self.tls,
+                limits,
+                Timeouts::default(),
+                stop,
+            )
+            .await;
         let mut report = shared
             .counts
             .lock()
             .map(|c| c.report.clone())
             .unwrap_or_default();
-        report.stopped_by = stopped_by.to_string();
+        report.stopped_by = stopped_by
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_string();
         report
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    config: Arc<SessionConfig>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shared: &Shared,
-) -> std::io::Result<()> {
-    let mut session = Session::new(config);
-    let mut stream = MaybeTls::Plain(stream);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match session.next_event() {
-            Event::NeedInput => {
-                stream.write_all(&session.take_output()).await?;
-                match tokio::time::timeout(timeouts::SERVER, stream.read(&mut buf)).await {
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(n)) => session.receive(&buf[..n]),
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => session.timed_out(),
-                }
-            }
-            Event::Helo { .. } => {}
-            Event::MailFrom { .. } | Event::Rcpt { .. } => session
-                .answer(Verdict::Accept)
-                .map_err(std::io::Error::other)?,
-            Event::Message { body, .. } => {
-                shared.record(&body);
-                let reply = Reply::new(250, (2, 0, 0), "Ok: discarded");
-                session
-                    .answer(Verdict::AcceptWith(reply))
-                    .map_err(std::io::Error::other)?;
-            }
-            Event::StartTls => {
-                stream.write_all(&session.take_output()).await?;
-                let Some(tls) = tls.clone() else {
-                    return Ok(());
-                };
-                let plain = stream.into_plain()?;
-                let tls_stream = tokio_rustls::TlsAcceptor::from(tls).accept(plain).await?;
-                stream = MaybeTls::Server(Box::new(tls_stream));
-                session.tls_established().map_err(std::io::Error::other)?;
-            }
-            Event::AwaitingAnswer => return Err(std::io::Error::other("unanswered session event")),
-            Event::Close => {
-                stream.write_all(&session.take_output()).await?;
-                let _ = stream.shutdown().await;
-                return Ok(());
-            }
-        }
+/// The sink takes every sender and recipient and discards every message.
+impl SessionHandler for Shared {
+    fn mail_from(&self, _: &ConnectionInfo, _: &ReversePath, _: &MailParams) -> Verdict {
+        Verdict::Accept
+    }
+
+    fn rcpt(
+        &self,
+        _: &ConnectionInfo,
+        _: &ReversePath,
+        _: usize,
+        _: &ForwardPath,
+        _: &RcptParams,
+    ) -> Verdict {
+        Verdict::Accept
+    }
+
+    async fn message(&self, _: &ConnectionInfo, _: Envelope, body: Vec<u8>) -> Verdict {
+        self.record(&body);
+        Verdict::AcceptWith(Reply::new(250, (2, 0, 0), "Ok: discarded"))
     }
 }
 

@@ -1,0 +1,77 @@
+//! The inbound SMTP listener: sockets, connection limits, timeouts and
+//! STARTTLS around the sans-IO [`crate::smtp::Session`].
+//!
+//! Decisions (TLS peer policy, relay control, queueing) are not made here:
+//! the driver asks a [`SessionHandler`], so the same loop serves the real
+//! server and the benchmark sink.
+
+pub mod connection;
+pub mod listener;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::smtp::{Envelope, ForwardPath, MailParams, RcptParams, ReversePath, Verdict};
+
+pub use connection::{serve_connection, Timeouts};
+pub use listener::{ConnectionLimits, Listener, ListenerError};
+
+/// What the I/O layer knows about a connection, for decisions and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// A number unique within this process, for log correlation.
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Set once STARTTLS completed.
+    pub tls: Option<TlsInfo>,
+    /// The HELO/EHLO name, once given.
+    pub helo: Option<String>,
+}
+
+/// What a TLS handshake achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    pub version: rustls::ProtocolVersion,
+    /// The cipher suite's IANA name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The host name the client asked for with SNI.
+    pub sni: Option<String>,
+}
+
+impl TlsInfo {
+    /// The version as people write it (`TLSv1.3`).
+    pub fn version_name(&self) -> &'static str {
+        match self.version {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            rustls::ProtocolVersion::TLSv1_1 => "TLSv1.1",
+            rustls::ProtocolVersion::TLSv1_0 => "TLSv1.0",
+            _ => "TLS (unknown version)",
+        }
+    }
+}
+
+/// The decisions a session needs. `mail_from` and `rcpt` are synchronous:
+/// they read an immutable policy snapshot and answer without a round trip.
+/// `message` stores the message and answers only once it is durable.
+pub trait SessionHandler: Send + Sync + 'static {
+    fn mail_from(&self, conn: &ConnectionInfo, from: &ReversePath, params: &MailParams) -> Verdict;
+
+    /// `accepted` are the recipients accepted so far in this transaction.
+    fn rcpt(
+        &self,
+        conn: &ConnectionInfo,
+        from: &ReversePath,
+        accepted: usize,
+        to: &ForwardPath,
+        params: &RcptParams,
+    ) -> Verdict;
+
+    fn message(
+        &self,
+        conn: &ConnectionInfo,
+        envelope: Envelope,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Verdict> + Send;
+}
