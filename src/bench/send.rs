@@ -161,7 +161,7 @@ fn unix_ms() -> u128 {
 /// Runs the whole load and reports.
 pub async fn run(options: SendOptions) -> Result<SendReport, SendError> {
     let tls = if options.starttls {
-        Some(accept_any_client_config()?)
+        Some(accept_any_client_config())
     } else {
         None
     };

@@ -1,18 +1,14 @@
 //! TLS peers on loopback for the DANE tests: a rustls server presenting a
 //! chosen chain (or a chain with somebody else's key), a client handshake
-//! with any verifier, and an "encrypt without authentication" verifier
-//! that still checks handshake signatures (what the SMTP client uses for
-//! opportunistic and unauthenticated TLS).
+//! with any verifier, and a client that encrypts without authenticating
+//! (sealpost's own `tls::Unauthenticated` verifier).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -149,54 +145,9 @@ impl std::fmt::Display for HandshakeError {
     }
 }
 
-/// Accepts any certificate, checks handshake signatures: TLS that
-/// encrypts but does not authenticate.
-#[derive(Debug)]
-pub struct EncryptOnly(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 /// A client config that encrypts without authenticating the server.
 pub fn encrypt_only_client() -> rustls::ClientConfig {
-    let provider = provider();
-    let verifier = Arc::new(EncryptOnly(provider.signature_verification_algorithms));
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(super::pki::ALL_VERSIONS)
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth()
+    sealpost::tls::unauthenticated_client_config(sealpost::policy::MinTlsVersion::Any)
+        .as_ref()
+        .clone()
 }
