@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod proxy;
 pub mod smtp;

@@ -1,0 +1,588 @@
+//! The SMTP client against `TestSmtpServer` on 127.0.0.1 with real rustls
+//! handshakes, and through the tampering proxy.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ProtocolVersion;
+use sealpost::policy::MinTlsVersion;
+use sealpost::smtp::client::{
+    Authentication, CleartextReason, ClientConfig, ClientError, Connection, Delivery,
+    OutboundMessage, Peer, RecipientOutcome, Stage, Timeouts, TlsParams, TlsRequirement,
+};
+use sealpost::smtp::{ForwardPath, Host, Mailbox, Reply, ReversePath, Verdict};
+use support::pki::{self, TestCa};
+use support::proxy::{Tamper, TamperProxy};
+use support::smtp::{accept_all, Ask, Decide, TestSmtpServer};
+
+const MX: &str = "mx.test";
+const BODY: &[u8] = b"Subject: hello\r\n\r\nsecret body line\r\n.starts with a dot\r\n";
+
+fn config() -> Arc<ClientConfig> {
+    let mut c = ClientConfig::new("client.test");
+    c.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    Arc::new(c)
+}
+
+fn peer(addr: SocketAddr) -> Peer {
+    Peer {
+        mx_host: MX.into(),
+        addr,
+    }
+}
+
+fn params(req: TlsRequirement, min: MinTlsVersion) -> TlsParams {
+    TlsParams::new(req, min, MX).expect("name")
+}
+
+fn mailbox(local: &str) -> Mailbox {
+    Mailbox {
+        local_part: local.into(),
+        host: Host::Domain("dest.test".into()),
+    }
+}
+
+fn sender() -> ReversePath {
+    ReversePath::Mailbox(Mailbox {
+        local_part: "alice".into(),
+        host: Host::Domain("src.test".into()),
+    })
+}
+
+fn rcpts(names: &[&str]) -> Vec<ForwardPath> {
+    names
+        .iter()
+        .map(|n| ForwardPath::Mailbox(mailbox(n)))
+        .collect()
+}
+
+/// A server whose decide closure also records every MAIL it saw.
+struct Recorded {
+    server: TestSmtpServer,
+    mails: Arc<Mutex<u32>>,
+}
+
+async fn server(tls: Option<Arc<rustls::ServerConfig>>, decide: Arc<Decide>) -> Recorded {
+    let mails = Arc::new(Mutex::new(0));
+    let count = mails.clone();
+    let wrapped: Arc<Decide> = Arc::new(move |ask: Ask<'_>| {
+        if matches!(ask, Ask::Mail(_)) {
+            *count.lock().expect("lock") += 1;
+        }
+        decide(ask)
+    });
+    Recorded {
+        server: TestSmtpServer::start(MX, tls, wrapped).await,
+        mails,
+    }
+}
+
+impl Recorded {
+    fn mails(&self) -> u32 {
+        *self.mails.lock().expect("lock")
+    }
+
+    /// Asserts that no transaction reached the receiver.
+    fn assert_nothing_sent(&self) {
+        assert_eq!(self.mails(), 0, "receiver saw a MAIL command");
+        assert!(self.server.received().is_empty(), "receiver got a message");
+    }
+}
+
+fn tls_server(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ServerConfig> {
+    pki::server_config(&pki::self_signed(&[MX]), versions)
+}
+
+async fn send_one(conn: &mut Connection, to: &[ForwardPath]) -> Vec<RecipientOutcome> {
+    let from = sender();
+    let msg = OutboundMessage {
+        from: &from,
+        to,
+        body: BODY,
+    };
+    match conn.send(&msg).await.expect("send") {
+        Delivery::Attempted(outcomes) => outcomes,
+        Delivery::Refused(r) => panic!("refused: {r}"),
+    }
+}
+
+fn all_delivered(outcomes: &[RecipientOutcome]) -> bool {
+    outcomes
+        .iter()
+        .all(|o| matches!(o, RecipientOutcome::Delivered(r) if r.code == 250))
+}
+
+#[tokio::test]
+async fn plain_delivery() {
+    let s = server(None, Arc::new(accept_all)).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    let a = conn.achieved().clone();
+    assert_eq!(a.tls_version, None);
+    assert_eq!(a.cleartext_reason, Some(CleartextReason::NotOffered));
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+    let got = s.server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, BODY, "dot-stuffing undone by the receiver");
+    assert_eq!(got[0].tls_version, None);
+    assert_eq!(got[0].envelope.from, sender());
+}
+
+#[tokio::test]
+async fn starttls_opportunistic() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Tls12);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    let a = conn.achieved().clone();
+    assert_eq!(a.tls_version, Some(ProtocolVersion::TLSv1_3));
+    assert!(
+        a.cipher.as_deref().is_some_and(|c| c.starts_with("TLS13_")),
+        "{a:?}"
+    );
+    assert_eq!(a.authentication, Authentication::None);
+    assert!(
+        conn.capabilities().is_some_and(|c| !c.starttls),
+        "EHLO again after TLS"
+    );
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+    assert_eq!(
+        s.server.received()[0].tls_version.as_deref(),
+        Some("TLSv1_3")
+    );
+}
+
+#[tokio::test]
+async fn required_tls_not_offered_sends_nothing() {
+    let s = server(None, Arc::new(accept_all)).await;
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
+    let err = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect_err("no TLS");
+    assert!(matches!(err, ClientError::TlsNotOffered { .. }), "{err}");
+    s.assert_nothing_sent();
+}
+
+#[tokio::test]
+async fn stripping_proxy_required_sends_no_byte_of_mail() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let proxy = TamperProxy::start(s.server.addr, Tamper::strip(&["STARTTLS"])).await;
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
+    let err = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect_err("stripped");
+    assert!(matches!(err, ClientError::TlsNotOffered { .. }), "{err}");
+    s.assert_nothing_sent();
+    let sent = proxy.client_text();
+    assert!(sent.starts_with("EHLO client.test\r\n"), "{sent:?}");
+    assert!(!sent.contains("MAIL") && !sent.contains("RCPT") && !sent.contains("secret"));
+}
+
+#[tokio::test]
+async fn stripping_proxy_opportunistic_delivers_in_cleartext() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let proxy = TamperProxy::start(s.server.addr, Tamper::strip(&["STARTTLS"])).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect("connect");
+    assert_eq!(conn.achieved().tls_version, None);
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+    assert_eq!(s.server.received()[0].tls_version, None);
+}
+
+#[tokio::test]
+async fn below_minimum_version() {
+    let s = server(Some(tls_server(pki::TLS12_ONLY)), Arc::new(accept_all)).await;
+    // Required: fails after the handshake, before MAIL.
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Tls13);
+    let err = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect_err("1.2");
+    assert!(
+        matches!(
+            err,
+            ClientError::TlsBelowMinimum {
+                negotiated: ProtocolVersion::TLSv1_2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    s.assert_nothing_sent();
+    // Opportunistic: the TLS 1.2 session counts as no TLS; reconnect in cleartext.
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Tls13);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    assert_eq!(conn.achieved().tls_version, None);
+    assert_eq!(
+        conn.achieved().cleartext_reason,
+        Some(CleartextReason::BelowMinimum {
+            negotiated: ProtocolVersion::TLSv1_2
+        })
+    );
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+    let got = s.server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tls_version, None);
+    // Minimum 1.2 accepts the same server under TLS.
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Tls12);
+    let conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    assert_eq!(conn.achieved().tls_version, Some(ProtocolVersion::TLSv1_2));
+    conn.quit().await;
+}
+
+fn webpki_verifier(ca: &TestCa) -> TlsRequirement {
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(ca.roots()),
+        pki::provider(),
+    )
+    .build()
+    .expect("verifier");
+    TlsRequirement::RequireVerified {
+        verifier,
+        kind: Authentication::WebPki,
+    }
+}
+
+#[tokio::test]
+async fn verified_tls() {
+    let ca = TestCa::new("Test CA");
+    let leaf = ca.issue(&[MX]);
+    let s = server(
+        Some(pki::server_config(&leaf, pki::ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    // A verifier trusting another CA rejects the certificate: nothing sent,
+    // and no cleartext retry is offered.
+    let other = TestCa::new("Other CA");
+    let p = params(webpki_verifier(&other), MinTlsVersion::Any);
+    let err = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect_err("reject");
+    assert!(
+        matches!(
+            err,
+            ClientError::TlsHandshakeFailed {
+                retry_cleartext_allowed: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(p.cleartext_retry().is_none());
+    s.assert_nothing_sent();
+    // The right CA: authenticated by WebPKI.
+    let p = params(webpki_verifier(&ca), MinTlsVersion::Tls13);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    assert_eq!(conn.achieved().authentication, Authentication::WebPki);
+    assert!(conn.achieved().satisfies(&p));
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+}
+
+#[tokio::test]
+async fn failed_handshake_opportunistic_retries_in_cleartext() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let tamper = Tamper {
+        break_tls: true,
+        ..Tamper::default()
+    };
+    let proxy = TamperProxy::start(s.server.addr, tamper).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let err = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect_err("broken");
+    assert!(err.retry_cleartext_allowed(), "{err}");
+    let retry = p.cleartext_retry().expect("allowed under opportunistic");
+    let mut conn = Connection::connect(peer(proxy.addr), &retry, config())
+        .await
+        .expect("retry");
+    assert_eq!(
+        conn.achieved().cleartext_reason,
+        Some(CleartextReason::Retry)
+    );
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
+    conn.quit().await;
+    assert_eq!(s.server.received().len(), 1);
+    // The same break under a required mode: error without retry.
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
+    let err = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect_err("broken");
+    assert!(!err.retry_cleartext_allowed(), "{err}");
+    assert_eq!(s.mails(), 1);
+}
+
+fn by_local_part(ask: Ask<'_>) -> Verdict {
+    match ask {
+        Ask::Rcpt(ForwardPath::Mailbox(m)) if m.local_part == "temp" => {
+            Verdict::Reject(Reply::new(450, (4, 2, 1), "mailbox busy"))
+        }
+        Ask::Rcpt(ForwardPath::Mailbox(m)) if m.local_part == "perm" => {
+            Verdict::Reject(Reply::new(550, (5, 1, 1), "no such user"))
+        }
+        other => accept_all(other),
+    }
+}
+
+#[tokio::test]
+async fn mixed_recipient_replies() {
+    let s = server(None, Arc::new(by_local_part)).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    let outcomes = send_one(&mut conn, &rcpts(&["ok", "temp", "perm"])).await;
+    conn.quit().await;
+    assert!(matches!(&outcomes[0], RecipientOutcome::Delivered(r) if r.code == 250));
+    assert!(matches!(&outcomes[1], RecipientOutcome::TempFail(r) if r.code == 450));
+    assert!(
+        matches!(&outcomes[2], RecipientOutcome::PermFail(r) if r.code == 550 && r.text() == "no such user")
+    );
+    let got = s.server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.recipients.len(), 1);
+}
+
+#[tokio::test]
+async fn temporary_failure_on_mail_then_next_message() {
+    let refuse_first = Arc::new(Mutex::new(true));
+    let flag = refuse_first.clone();
+    let decide: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
+        Ask::Mail(_) if std::mem::replace(&mut *flag.lock().expect("lock"), false) => {
+            Verdict::Reject(Reply::new(451, (4, 3, 0), "try later"))
+        }
+        other => accept_all(other),
+    });
+    let s = server(None, decide).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    let outcomes = send_one(&mut conn, &rcpts(&["a", "b"])).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, RecipientOutcome::TempFail(r) if r.code == 451)));
+    assert!(s.server.received().is_empty());
+    assert!(conn.is_usable());
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["a"])).await));
+    conn.quit().await;
+    assert_eq!(s.server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn pipelining_on_and_off() {
+    let s = server(None, Arc::new(by_local_part)).await;
+    for pipelining in [true, false] {
+        let strip: &[&str] = if pipelining { &[] } else { &["PIPELINING"] };
+        let proxy = TamperProxy::start(s.server.addr, Tamper::strip(strip)).await;
+        let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+        let mut conn = Connection::connect(peer(proxy.addr), &p, config())
+            .await
+            .expect("connect");
+        assert_eq!(conn.capabilities().map(|c| c.pipelining), Some(pipelining));
+        let outcomes = send_one(&mut conn, &rcpts(&["ok", "perm", "ok2"])).await;
+        conn.quit().await;
+        assert!(matches!(outcomes[0], RecipientOutcome::Delivered(_)));
+        assert!(matches!(outcomes[1], RecipientOutcome::PermFail(_)));
+        assert!(matches!(outcomes[2], RecipientOutcome::Delivered(_)));
+        let chunks: Vec<String> = proxy
+            .client_chunks()
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let together = chunks.iter().any(|c| {
+            c.contains("MAIL FROM") && c.matches("RCPT TO").count() == 3 && c.ends_with("DATA\r\n")
+        });
+        let mixed = chunks
+            .iter()
+            .any(|c| c.contains("MAIL FROM") && c.contains("RCPT TO"));
+        if pipelining {
+            assert!(together, "one write with MAIL, RCPTs and DATA: {chunks:?}");
+        } else {
+            assert!(!mixed, "each command waits for its reply: {chunks:?}");
+        }
+    }
+    assert_eq!(s.server.received().len(), 2);
+}
+
+#[tokio::test]
+async fn several_messages_on_one_connection() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Tls13);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    for i in 0..3 {
+        let to = rcpts(&[&format!("r{i}")]);
+        assert!(all_delivered(&send_one(&mut conn, &to).await));
+    }
+    assert_eq!(conn.transactions(), 3);
+    // A message needing DANE may not reuse this connection.
+    let dane = params(webpki_verifier(&TestCa::new("x")), MinTlsVersion::Any);
+    assert!(!conn.achieved().satisfies(&dane));
+    assert!(conn.achieved().satisfies(&p));
+    conn.quit().await;
+    let got = s.server.received();
+    assert_eq!(got.len(), 3);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.envelope.recipients.len(), 1);
+        assert_eq!(
+            r.envelope.recipients[0].path,
+            ForwardPath::Mailbox(mailbox(&format!("r{i}")))
+        );
+        assert_eq!(r.tls_version.as_deref(), Some("TLSv1_3"));
+    }
+}
+
+#[tokio::test]
+async fn rset_between_messages() {
+    let s = server(None, Arc::new(accept_all)).await;
+    let proxy = TamperProxy::start(s.server.addr, Tamper::default()).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect("connect");
+    for _ in 0..3 {
+        assert!(all_delivered(&send_one(&mut conn, &rcpts(&["a"])).await));
+    }
+    conn.quit().await;
+    let text = proxy.client_text();
+    assert_eq!(text.matches("RSET\r\n").count(), 2, "{text}");
+    assert!(text.ends_with("QUIT\r\n"));
+}
+
+#[tokio::test]
+async fn eight_bit_refused_without_8bitmime_is_local() {
+    // The test server advertises 8BITMIME; strip it.
+    let s = server(None, Arc::new(accept_all)).await;
+    let proxy = TamperProxy::start(s.server.addr, Tamper::strip(&["8BITMIME"])).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(proxy.addr), &p, config())
+        .await
+        .expect("connect");
+    let from = sender();
+    let to = rcpts(&["a"]);
+    let msg = OutboundMessage {
+        from: &from,
+        to: &to,
+        body: b"Subject: caf\xc3\xa9\r\n\r\nx\r\n",
+    };
+    let got = conn.send(&msg).await.expect("send");
+    assert_eq!(
+        got,
+        Delivery::Refused(sealpost::smtp::client::MessageRefusal::EightBitUnsupported)
+    );
+    assert!(conn.is_usable());
+    conn.quit().await;
+    assert_eq!(s.mails(), 0);
+}
+
+#[tokio::test]
+async fn stalled_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s); // never greet
+        }
+    });
+    let mut c = ClientConfig::new("client.test");
+    c.timeouts = Timeouts::uniform(Duration::from_millis(200));
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let err = Connection::connect(peer(addr), &p, Arc::new(c))
+        .await
+        .expect_err("stall");
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                stage: Stage::Greeting,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.peer().addr, addr);
+    hold.abort();
+}
+
+#[tokio::test]
+async fn stall_after_data_times_out_and_connection_is_unusable() {
+    // A server that greets, answers EHLO/MAIL/RCPT/DATA, then never answers
+    // the end of data.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let _ = w.write_all(b"220 stall.test\r\n").await;
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if in_data {
+                continue; // swallow the body and the final dot
+            }
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250 stall.test\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go\r\n"
+            } else {
+                b"250 ok\r\n"
+            };
+            let _ = w.write_all(reply).await;
+        }
+    });
+    let mut c = ClientConfig::new("client.test");
+    c.timeouts = Timeouts::uniform(Duration::from_millis(300));
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(addr), &p, Arc::new(c))
+        .await
+        .expect("connect");
+    let from = sender();
+    let to = rcpts(&["a"]);
+    let msg = OutboundMessage {
+        from: &from,
+        to: &to,
+        body: BODY,
+    };
+    let err = conn.send(&msg).await.expect_err("stall");
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                stage: Stage::Body,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!conn.is_usable());
+    task.abort();
+}
