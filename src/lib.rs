@@ -6,5 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod dsn;
 pub mod policy;
 pub mod smtp;
