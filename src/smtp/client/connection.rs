@@ -264,7 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
 
 /// What one connection attempt ended with.
 enum Opened {
-    Ready(Connection),
+    Ready(Box<Connection>),
     /// TLS below the minimum under opportunistic: reconnect in cleartext.
     Reconnect(CleartextReason),
 }
@@ -280,10 +280,10 @@ impl Connection {
         config: Arc<ClientConfig>,
     ) -> Result<Connection, ClientError> {
         match Connection::open(&peer, tls, config.clone(), None).await? {
-            Opened::Ready(c) => Ok(c),
+            Opened::Ready(c) => Ok(*c),
             Opened::Reconnect(reason) => {
                 match Connection::open(&peer, tls, config, Some(reason)).await? {
-                    Opened::Ready(c) => Ok(c),
+                    Opened::Ready(c) => Ok(*c),
                     // Unreachable: a forced cleartext session never negotiates TLS.
                     Opened::Reconnect(_) => Err(ClientError::NotUsable { peer }),
                 }
@@ -340,7 +340,7 @@ impl Connection {
         };
         let cleartext = |ch: Channel<TcpStream>, caps, mut achieved: Achieved, reason| {
             achieved.cleartext_reason = Some(reason);
-            Opened::Ready(Connection {
+            Opened::Ready(Box::new(Connection {
                 io: Box::new(ch.io),
                 parser: ch.parser,
                 peer: ch.peer,
@@ -349,7 +349,7 @@ impl Connection {
                 config: config.clone(),
                 transactions: 0,
                 usable: true,
-            })
+            }))
         };
         match plan {
             StartTlsPlan::RefuseNotOffered => {
@@ -435,7 +435,7 @@ impl Connection {
         achieved.tls_version = Some(version);
         achieved.cipher = cipher;
         achieved.authentication = tls.requirement.authentication();
-        Ok(Opened::Ready(Connection {
+        Ok(Opened::Ready(Box::new(Connection {
             io: Box::new(ch.io),
             parser: ch.parser,
             peer: ch.peer,
@@ -444,7 +444,7 @@ impl Connection {
             config,
             transactions: 0,
             usable: true,
-        }))
+        })))
     }
 
     /// What the connection achieved (TLS version, authentication, peer).

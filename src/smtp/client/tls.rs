@@ -418,6 +418,15 @@ mod tests {
         }
     }
 
+    type ReuseRow = (
+        Option<ProtocolVersion>,
+        Authentication,
+        TlsRequirement,
+        MinTlsVersion,
+        &'static str,
+        bool,
+    );
+
     #[test]
     fn reuse_table() {
         use Authentication as A;
@@ -425,7 +434,7 @@ mod tests {
         use ProtocolVersion::{TLSv1_2 as V12, TLSv1_3 as V13};
         let none: Option<ProtocolVersion> = None;
         // (connection tls, connection auth, requirement, min, name, reusable)
-        let table: Vec<(Option<ProtocolVersion>, A, TlsRequirement, M, &str, bool)> = vec![
+        let table: Vec<ReuseRow> = vec![
             (
                 none,
                 A::None,

@@ -501,6 +501,13 @@ mod tests {
         assert_eq!(codes(&outcomes), ["perm 554", "perm 550"]);
     }
 
+    type RefusalRow<'a> = (
+        &'a [ForwardPath],
+        &'a [u8],
+        &'a EhloCapabilities,
+        Option<MessageRefusal>,
+    );
+
     #[test]
     fn refusals_from_capabilities() {
         let from = ReversePath::Mailbox(mb("a", "x.test"));
@@ -508,12 +515,7 @@ mod tests {
         let to = rcpts(&["b"]);
         let plain = EhloCapabilities::default();
         let limited = caps(true);
-        let table: Vec<(
-            &[ForwardPath],
-            &[u8],
-            &EhloCapabilities,
-            Option<MessageRefusal>,
-        )> = vec![
+        let table: Vec<RefusalRow<'_>> = vec![
             (
                 &to,
                 b"caf\xc3\xa9\r\n",
