@@ -599,4 +599,53 @@ mod tests {
         assert!(t.server_closing());
         assert_eq!(codes(&t.outcomes()), ["temp 421"]);
     }
+
+    proptest::proptest! {
+        /// Whatever the server answers, the transaction ends, pairs one
+        /// reply per command, gives one outcome per recipient, and writes
+        /// the body only after a 2xx MAIL, at least one 2xx RCPT and a 354.
+        #[test]
+        fn any_replies_are_safe(
+            codes in proptest::collection::vec(
+                proptest::sample::select(vec![250u16, 251, 354, 421, 450, 452, 503, 550, 554]),
+                1..12,
+            ),
+            pipelining in proptest::bool::ANY,
+            n in 1usize..4,
+        ) {
+            let to: Vec<ForwardPath> = (0..n)
+                .map(|i| ForwardPath::Mailbox(mb(&format!("r{i}"), "y.test")))
+                .collect();
+            let from = ReversePath::Null;
+            let msg = OutboundMessage { from: &from, to: &to, body: b"BODY\r\n" };
+            let mut t = Transaction::new(msg, &caps(pipelining), true).expect("fits");
+            let mut replies = codes.iter().copied().chain(std::iter::repeat(250));
+            let (mut mail_ok, mut rcpt_ok, mut last) = (None, false, 0u16);
+            let mut step = t.start();
+            for _ in 0..64 {
+                match step {
+                    Step::Send(bytes) => {
+                        if bytes.starts_with(b"BODY") {
+                            proptest::prop_assert!(mail_ok == Some(true) && rcpt_ok && last == 354);
+                        }
+                        step = Step::Read;
+                    }
+                    Step::Read => {
+                        let what = t.awaiting();
+                        let code = replies.next().unwrap_or(250);
+                        match what {
+                            Some(Awaiting::Mail) => mail_ok = Some((200..300).contains(&code)),
+                            Some(Awaiting::Rcpt(_)) => rcpt_ok |= (200..300).contains(&code),
+                            _ => {}
+                        }
+                        last = code;
+                        step = t.on_reply(r(code));
+                    }
+                    Step::Done => break,
+                }
+            }
+            proptest::prop_assert_eq!(step, Step::Done);
+            proptest::prop_assert_eq!(t.outcomes().len(), n);
+        }
+    }
 }
