@@ -132,6 +132,105 @@ async fn plain_delivery() {
     assert_eq!(got[0].body, BODY, "dot-stuffing undone by the receiver");
     assert_eq!(got[0].tls_version, None);
     assert_eq!(got[0].envelope.from, sender());
+    assert_eq!(got[0].envelope.params.size, Some(BODY.len() as u64));
+    assert_eq!(got[0].envelope.params.body, None, "7-bit body: no BODY=");
+}
+
+#[tokio::test]
+async fn eight_bit_and_smtputf8_parameters_reach_the_server() {
+    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    let from = sender();
+    let to = vec![ForwardPath::Mailbox(mailbox("jörg"))];
+    let body = b"Subject: caf\xc3\xa9\r\n\r\n\xc3\xa9t\xc3\xa9\r\n";
+    let msg = OutboundMessage {
+        from: &from,
+        to: &to,
+        body,
+    };
+    let Delivery::Attempted(outcomes) = conn.send(&msg).await.expect("send") else {
+        panic!("refused");
+    };
+    assert!(all_delivered(&outcomes));
+    conn.quit().await;
+    let got = s.server.received();
+    assert_eq!(got[0].body, body);
+    assert_eq!(
+        got[0].envelope.params.body,
+        Some(sealpost::smtp::BodyType::EightBitMime)
+    );
+    assert!(got[0].envelope.params.smtputf8);
+}
+
+#[tokio::test]
+async fn helo_fallback_when_ehlo_is_refused() {
+    // A minimal old server: 502 to EHLO, 250 to HELO and the rest.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let _ = w.write_all(b"220 old.test\r\n").await;
+        let mut in_data = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.lock().expect("lock").push(line.clone());
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 queued\r\n"
+            } else if line.starts_with("EHLO") {
+                b"502 command not implemented\r\n"
+            } else if line.starts_with("DATA") {
+                in_data = true;
+                b"354 go\r\n"
+            } else if line.starts_with("QUIT") {
+                b"221 bye\r\n"
+            } else {
+                b"250 ok\r\n"
+            };
+            let _ = w.write_all(reply).await;
+        }
+    });
+    // Opportunistic: no extensions, so cleartext; plain MAIL without SIZE.
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(addr), &p, config())
+        .await
+        .expect("connect");
+    assert!(conn.capabilities().is_none());
+    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["a"])).await));
+    conn.quit().await;
+    task.await.expect("server task");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen[0], "EHLO client.test");
+    assert_eq!(seen[1], "HELO client.test");
+    assert_eq!(seen[2], "MAIL FROM:<alice@src.test>");
+    assert_eq!(seen.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn connection_futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let fut = Connection::connect(peer("127.0.0.1:9".parse().expect("addr")), &p, config());
+    is_send(&fut);
+    fn send_future_is_send(c: &mut Connection, m: &OutboundMessage<'_>) {
+        let fut = c.send(m);
+        is_send(&fut);
+    }
+    let _ = send_future_is_send;
 }
 
 #[tokio::test]
@@ -584,5 +683,99 @@ async fn stall_after_data_times_out_and_connection_is_unusable() {
         "{err}"
     );
     assert!(!conn.is_usable());
+    task.abort();
+}
+
+/// A one-connection line-based fake server: `reply(line)` gives the bytes
+/// to answer with (greeting for the empty line at start); records lines.
+async fn fake_server(
+    reply: fn(&str) -> &'static [u8],
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
+        let (r, mut w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let _ = w.write_all(reply("")).await;
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.lock().expect("lock").push(line.clone());
+            if w.write_all(reply(&line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen, task)
+}
+
+fn starttls_script(line: &str, starttls_reply: &'static [u8]) -> &'static [u8] {
+    match line {
+        "" => b"220 fake.test\r\n",
+        l if l.starts_with("EHLO") => b"250-fake.test\r\n250 STARTTLS\r\n",
+        "STARTTLS" => starttls_reply,
+        "QUIT" => b"221 bye\r\n",
+        _ => b"250 ok\r\n",
+    }
+}
+
+#[tokio::test]
+async fn starttls_response_injection_is_refused() {
+    let (addr, seen, task) =
+        fake_server(|l| starttls_script(l, b"220 go ahead\r\n250 injected\r\n")).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let err = Connection::connect(peer(addr), &p, config())
+        .await
+        .expect_err("injected");
+    assert!(
+        matches!(err, ClientError::StartTlsInjection { .. }),
+        "{err}"
+    );
+    task.abort();
+    assert!(!seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|l| l.starts_with("MAIL")));
+}
+
+#[tokio::test]
+async fn starttls_refused_by_server() {
+    // Required: fail without MAIL.
+    let (addr, seen, task) =
+        fake_server(|l| starttls_script(l, b"454 4.7.0 TLS not available\r\n")).await;
+    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
+    let err = Connection::connect(peer(addr), &p, config())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, ClientError::Rejected { stage: Stage::StartTls, reply, .. } if reply.code == 454),
+        "{err}"
+    );
+    task.await.expect("server");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen, ["EHLO client.test", "STARTTLS", "QUIT"]);
+    // Opportunistic: carry on in cleartext.
+    let (addr, _, task) =
+        fake_server(|l| starttls_script(l, b"454 4.7.0 TLS not available\r\n")).await;
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let conn = Connection::connect(peer(addr), &p, config())
+        .await
+        .expect("cleartext");
+    assert_eq!(
+        conn.achieved().cleartext_reason,
+        Some(CleartextReason::StartTlsRefused)
+    );
+    conn.quit().await;
     task.abort();
 }
