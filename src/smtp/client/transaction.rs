@@ -138,8 +138,9 @@ pub struct Transaction<'a> {
     rcpt_replies: Vec<Option<Reply>>,
     data_reply: Option<Reply>,
     final_reply: Option<Reply>,
-    /// A 421 (or similar) means the server is closing the channel.
-    closing: bool,
+    /// The 421 with which the server announced it is closing the channel
+    /// (RFC 5321 section 3.8).
+    closing: Option<Reply>,
 }
 
 impl<'a> Transaction<'a> {
@@ -188,7 +189,7 @@ impl<'a> Transaction<'a> {
             rcpt_replies: vec![None; message.to.len()],
             data_reply: None,
             final_reply: None,
-            closing: false,
+            closing: None,
         })
     }
 
@@ -219,7 +220,7 @@ impl<'a> Transaction<'a> {
     /// True once the server said it is closing (421, RFC 5321 3.8): the
     /// connection must not be reused.
     pub fn server_closing(&self) -> bool {
-        self.closing
+        self.closing.is_some()
     }
 
     fn any_accepted(&self) -> bool {
@@ -230,18 +231,28 @@ impl<'a> Transaction<'a> {
 
     /// Feeds the next reply; returns what to do next.
     pub fn on_reply(&mut self, reply: Reply) -> Step {
-        if reply.code == 421 {
-            self.closing = true;
-        }
         let Some(what) = self.awaiting.pop_front() else {
             return Step::Done;
         };
+        if reply.code == 421 {
+            // The server closes after this reply: nothing more will come.
+            self.closing = Some(reply.clone());
+            self.awaiting.clear();
+            match what {
+                Awaiting::Mail => self.mail_reply = Some(reply),
+                Awaiting::Rcpt(i) => self.rcpt_replies[i] = Some(reply),
+                Awaiting::Data => self.data_reply = Some(reply),
+                Awaiting::Body => self.final_reply = Some(reply),
+                Awaiting::Discard => {}
+            }
+            return Step::Done;
+        }
         match what {
             Awaiting::Mail => {
                 let ok = reply.is_positive();
                 self.mail_reply = Some(reply);
                 if !self.pipelining {
-                    if !ok || self.closing {
+                    if !ok {
                         return Step::Done;
                     }
                     let mut out = Vec::new();
@@ -253,9 +264,6 @@ impl<'a> Transaction<'a> {
             Awaiting::Rcpt(i) => {
                 self.rcpt_replies[i] = Some(reply);
                 if !self.pipelining {
-                    if self.closing {
-                        return Step::Done;
-                    }
                     let mut out = Vec::new();
                     if i + 1 < self.message.to.len() {
                         self.rcpt_command(i + 1, &mut out);
@@ -296,10 +304,13 @@ impl<'a> Transaction<'a> {
     }
 
     /// One outcome per recipient, in envelope order. A recipient whose
-    /// command got no reply (the transaction was cut short) is a temporary
-    /// failure with the last reply seen.
+    /// command got no reply (the server closed with 421 first) is a
+    /// temporary failure with that 421.
     pub fn outcomes(&self) -> Vec<RecipientOutcome> {
-        let fallback = Reply::new(451, (4, 4, 2), "transaction not completed");
+        let fallback = self
+            .closing
+            .clone()
+            .unwrap_or_else(|| Reply::new(451, (4, 4, 2), "transaction not completed"));
         let mail = self.mail_reply.as_ref();
         (0..self.message.to.len())
             .map(|i| {
@@ -582,6 +593,24 @@ mod tests {
         };
         let mut t = Transaction::new(msg, &c, true).expect("fits");
         assert_eq!(t.start(), Step::Send(b"MAIL FROM:<>\r\n".to_vec()));
+    }
+
+    #[test]
+    fn closing_during_pipelined_rcpts_ends_the_transaction() {
+        let to = rcpts(&["a", "b", "c"]);
+        let from = ReversePath::Null;
+        let msg = OutboundMessage {
+            from: &from,
+            to: &to,
+            body: b"x\r\n",
+        };
+        let mut t = Transaction::new(msg, &caps(true), true).expect("fits");
+        t.start();
+        assert_eq!(t.on_reply(r(250)), Step::Read);
+        assert_eq!(t.on_reply(r(250)), Step::Read);
+        assert_eq!(t.on_reply(r(421)), Step::Done);
+        assert!(t.server_closing());
+        assert_eq!(codes(&t.outcomes()), ["temp 421", "temp 421", "temp 421"]);
     }
 
     #[test]
