@@ -1,119 +1,22 @@
-//! The SMTP client against `TestSmtpServer` on 127.0.0.1 with real rustls
-//! handshakes, and through the tampering proxy.
+//! The SMTP client's transactions against `TestSmtpServer` and scripted
+//! servers on 127.0.0.1: delivery, per-recipient replies, PIPELINING,
+//! several messages per connection, HELO fallback, timeouts.
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::ProtocolVersion;
 use sealpost::policy::MinTlsVersion;
 use sealpost::smtp::client::{
-    Authentication, CleartextReason, ClientConfig, ClientError, Connection, Delivery,
-    OutboundMessage, Peer, RecipientOutcome, Stage, Timeouts, TlsParams, TlsRequirement,
+    CleartextReason, ClientConfig, ClientError, Connection, Delivery, MessageRefusal,
+    OutboundMessage, RecipientOutcome, Stage, Timeouts, TlsRequirement,
 };
-use sealpost::smtp::{ForwardPath, Host, Mailbox, Reply, ReversePath, Verdict};
+use sealpost::smtp::{BodyType, ForwardPath, Reply, Verdict};
+use support::client::*;
 use support::pki::{self, TestCa};
 use support::proxy::{Tamper, TamperProxy};
-use support::smtp::{accept_all, Ask, Decide, TestSmtpServer};
-
-const MX: &str = "mx.test";
-const BODY: &[u8] = b"Subject: hello\r\n\r\nsecret body line\r\n.starts with a dot\r\n";
-
-fn config() -> Arc<ClientConfig> {
-    let mut c = ClientConfig::new("client.test");
-    c.timeouts = Timeouts::uniform(Duration::from_secs(10));
-    Arc::new(c)
-}
-
-fn peer(addr: SocketAddr) -> Peer {
-    Peer {
-        mx_host: MX.into(),
-        addr,
-    }
-}
-
-fn params(req: TlsRequirement, min: MinTlsVersion) -> TlsParams {
-    TlsParams::new(req, min, MX).expect("name")
-}
-
-fn mailbox(local: &str) -> Mailbox {
-    Mailbox {
-        local_part: local.into(),
-        host: Host::Domain("dest.test".into()),
-    }
-}
-
-fn sender() -> ReversePath {
-    ReversePath::Mailbox(Mailbox {
-        local_part: "alice".into(),
-        host: Host::Domain("src.test".into()),
-    })
-}
-
-fn rcpts(names: &[&str]) -> Vec<ForwardPath> {
-    names
-        .iter()
-        .map(|n| ForwardPath::Mailbox(mailbox(n)))
-        .collect()
-}
-
-/// A server whose decide closure also records every MAIL it saw.
-struct Recorded {
-    server: TestSmtpServer,
-    mails: Arc<Mutex<u32>>,
-}
-
-async fn server(tls: Option<Arc<rustls::ServerConfig>>, decide: Arc<Decide>) -> Recorded {
-    let mails = Arc::new(Mutex::new(0));
-    let count = mails.clone();
-    let wrapped: Arc<Decide> = Arc::new(move |ask: Ask<'_>| {
-        if matches!(ask, Ask::Mail(_)) {
-            *count.lock().expect("lock") += 1;
-        }
-        decide(ask)
-    });
-    Recorded {
-        server: TestSmtpServer::start(MX, tls, wrapped).await,
-        mails,
-    }
-}
-
-impl Recorded {
-    fn mails(&self) -> u32 {
-        *self.mails.lock().expect("lock")
-    }
-
-    /// Asserts that no transaction reached the receiver.
-    fn assert_nothing_sent(&self) {
-        assert_eq!(self.mails(), 0, "receiver saw a MAIL command");
-        assert!(self.server.received().is_empty(), "receiver got a message");
-    }
-}
-
-fn tls_server(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ServerConfig> {
-    pki::server_config(&pki::self_signed(&[MX]), versions)
-}
-
-async fn send_one(conn: &mut Connection, to: &[ForwardPath]) -> Vec<RecipientOutcome> {
-    let from = sender();
-    let msg = OutboundMessage {
-        from: &from,
-        to,
-        body: BODY,
-    };
-    match conn.send(&msg).await.expect("send") {
-        Delivery::Attempted(outcomes) => outcomes,
-        Delivery::Refused(r) => panic!("refused: {r}"),
-    }
-}
-
-fn all_delivered(outcomes: &[RecipientOutcome]) -> bool {
-    outcomes
-        .iter()
-        .all(|o| matches!(o, RecipientOutcome::Delivered(r) if r.code == 250))
-}
+use support::smtp::{accept_all, Ask, Decide};
 
 #[tokio::test]
 async fn plain_delivery() {
@@ -158,10 +61,7 @@ async fn eight_bit_and_smtputf8_parameters_reach_the_server() {
     conn.quit().await;
     let got = s.server.received();
     assert_eq!(got[0].body, body);
-    assert_eq!(
-        got[0].envelope.params.body,
-        Some(sealpost::smtp::BodyType::EightBitMime)
-    );
+    assert_eq!(got[0].envelope.params.body, Some(BodyType::EightBitMime));
     assert!(got[0].envelope.params.smtputf8);
 }
 
@@ -231,202 +131,6 @@ fn connection_futures_are_send() {
         is_send(&fut);
     }
     let _ = send_future_is_send;
-}
-
-#[tokio::test]
-async fn starttls_opportunistic() {
-    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Tls12);
-    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect("connect");
-    let a = conn.achieved().clone();
-    assert_eq!(a.tls_version, Some(ProtocolVersion::TLSv1_3));
-    assert!(
-        a.cipher.as_deref().is_some_and(|c| c.starts_with("TLS13_")),
-        "{a:?}"
-    );
-    assert_eq!(a.authentication, Authentication::None);
-    assert!(
-        conn.capabilities().is_some_and(|c| !c.starttls),
-        "EHLO again after TLS"
-    );
-    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
-    conn.quit().await;
-    assert_eq!(
-        s.server.received()[0].tls_version.as_deref(),
-        Some("TLSv1_3")
-    );
-}
-
-#[tokio::test]
-async fn required_tls_not_offered_sends_nothing() {
-    let s = server(None, Arc::new(accept_all)).await;
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
-    let err = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect_err("no TLS");
-    assert!(matches!(err, ClientError::TlsNotOffered { .. }), "{err}");
-    s.assert_nothing_sent();
-}
-
-#[tokio::test]
-async fn stripping_proxy_required_sends_no_byte_of_mail() {
-    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
-    let proxy = TamperProxy::start(s.server.addr, Tamper::strip(&["STARTTLS"])).await;
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
-    let err = Connection::connect(peer(proxy.addr), &p, config())
-        .await
-        .expect_err("stripped");
-    assert!(matches!(err, ClientError::TlsNotOffered { .. }), "{err}");
-    s.assert_nothing_sent();
-    let sent = proxy.client_text();
-    assert!(sent.starts_with("EHLO client.test\r\n"), "{sent:?}");
-    assert!(!sent.contains("MAIL") && !sent.contains("RCPT") && !sent.contains("secret"));
-}
-
-#[tokio::test]
-async fn stripping_proxy_opportunistic_delivers_in_cleartext() {
-    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
-    let proxy = TamperProxy::start(s.server.addr, Tamper::strip(&["STARTTLS"])).await;
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
-    let mut conn = Connection::connect(peer(proxy.addr), &p, config())
-        .await
-        .expect("connect");
-    assert_eq!(conn.achieved().tls_version, None);
-    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
-    conn.quit().await;
-    assert_eq!(s.server.received()[0].tls_version, None);
-}
-
-#[tokio::test]
-async fn below_minimum_version() {
-    let s = server(Some(tls_server(pki::TLS12_ONLY)), Arc::new(accept_all)).await;
-    // Required: fails after the handshake, before MAIL.
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Tls13);
-    let err = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect_err("1.2");
-    assert!(
-        matches!(
-            err,
-            ClientError::TlsBelowMinimum {
-                negotiated: ProtocolVersion::TLSv1_2,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    s.assert_nothing_sent();
-    // Opportunistic: the TLS 1.2 session counts as no TLS; reconnect in cleartext.
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Tls13);
-    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect("connect");
-    assert_eq!(conn.achieved().tls_version, None);
-    assert_eq!(
-        conn.achieved().cleartext_reason,
-        Some(CleartextReason::BelowMinimum {
-            negotiated: ProtocolVersion::TLSv1_2
-        })
-    );
-    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
-    conn.quit().await;
-    let got = s.server.received();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].tls_version, None);
-    // Minimum 1.2 accepts the same server under TLS.
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Tls12);
-    let conn = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect("connect");
-    assert_eq!(conn.achieved().tls_version, Some(ProtocolVersion::TLSv1_2));
-    conn.quit().await;
-}
-
-fn webpki_verifier(ca: &TestCa) -> TlsRequirement {
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(ca.roots()),
-        pki::provider(),
-    )
-    .build()
-    .expect("verifier");
-    TlsRequirement::RequireVerified {
-        verifier,
-        kind: Authentication::WebPki,
-    }
-}
-
-#[tokio::test]
-async fn verified_tls() {
-    let ca = TestCa::new("Test CA");
-    let leaf = ca.issue(&[MX]);
-    let s = server(
-        Some(pki::server_config(&leaf, pki::ALL_VERSIONS)),
-        Arc::new(accept_all),
-    )
-    .await;
-    // A verifier trusting another CA rejects the certificate: nothing sent,
-    // and no cleartext retry is offered.
-    let other = TestCa::new("Other CA");
-    let p = params(webpki_verifier(&other), MinTlsVersion::Any);
-    let err = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect_err("reject");
-    assert!(
-        matches!(
-            err,
-            ClientError::TlsHandshakeFailed {
-                retry_cleartext_allowed: false,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(p.cleartext_retry().is_none());
-    s.assert_nothing_sent();
-    // The right CA: authenticated by WebPKI.
-    let p = params(webpki_verifier(&ca), MinTlsVersion::Tls13);
-    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
-        .await
-        .expect("connect");
-    assert_eq!(conn.achieved().authentication, Authentication::WebPki);
-    assert!(conn.achieved().satisfies(&p));
-    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
-    conn.quit().await;
-}
-
-#[tokio::test]
-async fn failed_handshake_opportunistic_retries_in_cleartext() {
-    let s = server(Some(tls_server(pki::ALL_VERSIONS)), Arc::new(accept_all)).await;
-    let tamper = Tamper {
-        break_tls: true,
-        ..Tamper::default()
-    };
-    let proxy = TamperProxy::start(s.server.addr, tamper).await;
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
-    let err = Connection::connect(peer(proxy.addr), &p, config())
-        .await
-        .expect_err("broken");
-    assert!(err.retry_cleartext_allowed(), "{err}");
-    let retry = p.cleartext_retry().expect("allowed under opportunistic");
-    let mut conn = Connection::connect(peer(proxy.addr), &retry, config())
-        .await
-        .expect("retry");
-    assert_eq!(
-        conn.achieved().cleartext_reason,
-        Some(CleartextReason::Retry)
-    );
-    assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
-    conn.quit().await;
-    assert_eq!(s.server.received().len(), 1);
-    // The same break under a required mode: error without retry.
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
-    let err = Connection::connect(peer(proxy.addr), &p, config())
-        .await
-        .expect_err("broken");
-    assert!(!err.retry_cleartext_allowed(), "{err}");
-    assert_eq!(s.mails(), 1);
 }
 
 fn by_local_part(ask: Ask<'_>) -> Verdict {
@@ -585,10 +289,7 @@ async fn eight_bit_refused_without_8bitmime_is_local() {
         body: b"Subject: caf\xc3\xa9\r\n\r\nx\r\n",
     };
     let got = conn.send(&msg).await.expect("send");
-    assert_eq!(
-        got,
-        Delivery::Refused(sealpost::smtp::client::MessageRefusal::EightBitUnsupported)
-    );
+    assert_eq!(got, Delivery::Refused(MessageRefusal::EightBitUnsupported));
     assert!(conn.is_usable());
     conn.quit().await;
     assert_eq!(s.mails(), 0);
@@ -683,99 +384,5 @@ async fn stall_after_data_times_out_and_connection_is_unusable() {
         "{err}"
     );
     assert!(!conn.is_usable());
-    task.abort();
-}
-
-/// A one-connection line-based fake server: `reply(line)` gives the bytes
-/// to answer with (greeting for the empty line at start); records lines.
-async fn fake_server(
-    reply: fn(&str) -> &'static [u8],
-) -> (
-    SocketAddr,
-    Arc<Mutex<Vec<String>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let task = tokio::spawn(async move {
-        let Ok((s, _)) = listener.accept().await else {
-            return;
-        };
-        let (r, mut w) = s.into_split();
-        let mut lines = BufReader::new(r).lines();
-        let _ = w.write_all(reply("")).await;
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.lock().expect("lock").push(line.clone());
-            if w.write_all(reply(&line)).await.is_err() {
-                return;
-            }
-        }
-    });
-    (addr, seen, task)
-}
-
-fn starttls_script(line: &str, starttls_reply: &'static [u8]) -> &'static [u8] {
-    match line {
-        "" => b"220 fake.test\r\n",
-        l if l.starts_with("EHLO") => b"250-fake.test\r\n250 STARTTLS\r\n",
-        "STARTTLS" => starttls_reply,
-        "QUIT" => b"221 bye\r\n",
-        _ => b"250 ok\r\n",
-    }
-}
-
-#[tokio::test]
-async fn starttls_response_injection_is_refused() {
-    let (addr, seen, task) =
-        fake_server(|l| starttls_script(l, b"220 go ahead\r\n250 injected\r\n")).await;
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
-    let err = Connection::connect(peer(addr), &p, config())
-        .await
-        .expect_err("injected");
-    assert!(
-        matches!(err, ClientError::StartTlsInjection { .. }),
-        "{err}"
-    );
-    task.abort();
-    assert!(!seen
-        .lock()
-        .expect("lock")
-        .iter()
-        .any(|l| l.starts_with("MAIL")));
-}
-
-#[tokio::test]
-async fn starttls_refused_by_server() {
-    // Required: fail without MAIL.
-    let (addr, seen, task) =
-        fake_server(|l| starttls_script(l, b"454 4.7.0 TLS not available\r\n")).await;
-    let p = params(TlsRequirement::RequireUnauthenticated, MinTlsVersion::Any);
-    let err = Connection::connect(peer(addr), &p, config())
-        .await
-        .expect_err("refused");
-    assert!(
-        matches!(&err, ClientError::Rejected { stage: Stage::StartTls, reply, .. } if reply.code == 454),
-        "{err}"
-    );
-    task.await.expect("server");
-    let seen = seen.lock().expect("lock").clone();
-    assert_eq!(seen, ["EHLO client.test", "STARTTLS", "QUIT"]);
-    // Opportunistic: carry on in cleartext.
-    let (addr, _, task) =
-        fake_server(|l| starttls_script(l, b"454 4.7.0 TLS not available\r\n")).await;
-    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
-    let conn = Connection::connect(peer(addr), &p, config())
-        .await
-        .expect("cleartext");
-    assert_eq!(
-        conn.achieved().cleartext_reason,
-        Some(CleartextReason::StartTlsRefused)
-    );
-    conn.quit().await;
     task.abort();
 }

@@ -3,6 +3,7 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod pki;
 pub mod proxy;
 pub mod smtp;

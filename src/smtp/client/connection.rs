@@ -19,10 +19,11 @@ use tokio::net::TcpStream;
 use super::super::ehlo::EhloCapabilities;
 use super::super::reply::{Reply, ReplyParser};
 use super::super::timeouts;
+use super::achieved::{Achieved, CleartextReason};
 use super::error::{ClientError, Peer, Stage};
 use super::tls::{
-    check_negotiated, plan_starttls, rustls_config, Achieved, Authentication, CleartextReason,
-    NegotiatedPlan, StartTlsPlan, TlsParams,
+    check_negotiated, plan_starttls, rustls_config, Authentication, NegotiatedPlan, StartTlsPlan,
+    TlsParams,
 };
 use super::transaction::{
     Awaiting, MessageRefusal, OutboundMessage, RecipientOutcome, Step, Transaction,
@@ -332,7 +333,7 @@ impl Connection {
         let mut achieved = Achieved {
             mx_host: peer.mx_host.clone(),
             peer: peer.addr,
-            server_name: super::tls::server_name_text(&tls.server_name),
+            server_name: super::achieved::server_name_text(&tls.server_name),
             tls_version: None,
             cipher: None,
             authentication: Authentication::None,
