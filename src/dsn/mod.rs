@@ -20,4 +20,4 @@ mod report;
 pub mod text;
 
 pub use date::rfc5322_date;
-pub use report::{build, Action, Dsn, DsnError, DsnInput, DsnOutcome, RecipientReport};
+pub use report::{build, status_of, Action, Dsn, DsnError, DsnInput, DsnOutcome, RecipientReport};

@@ -44,6 +44,39 @@ pub struct RecipientReport {
     pub will_retry_until: Option<u64>,
 }
 
+impl RecipientReport {
+    /// A report for a recipient a remote server refused (or, for
+    /// `Delayed`, deferred) with `reply`; the status is the reply's enhanced
+    /// code, else the class default `5.0.0` / `4.0.0` (RFC 3463 section 3.1).
+    pub fn from_reply(
+        final_recipient: impl Into<String>,
+        action: Action,
+        reply: &Reply,
+        remote_mta: Option<String>,
+        last_attempt: u64,
+    ) -> RecipientReport {
+        RecipientReport {
+            final_recipient: final_recipient.into(),
+            original_recipient: None,
+            action,
+            status: status_of(reply),
+            remote_mta,
+            diagnostic: Some(reply.clone()),
+            last_attempt: Some(last_attempt),
+            will_retry_until: None,
+        }
+    }
+}
+
+/// The enhanced status code of a reply, or the default for its class.
+pub fn status_of(reply: &Reply) -> EnhancedCode {
+    match reply.enhanced {
+        Some(e) => e,
+        None if reply.is_permanent() => EnhancedCode(5, 0, 0),
+        None => EnhancedCode(4, 0, 0),
+    }
+}
+
 /// Everything a DSN is built from.
 #[derive(Debug, Clone, Copy)]
 pub struct DsnInput<'a> {
@@ -356,6 +389,20 @@ mod tests {
             build_with(&input(&sender, &reports, original.as_bytes()), &mut same),
             Err(DsnError::NoBoundary { tries: 8 })
         );
+    }
+
+    #[test]
+    fn status_from_reply() {
+        let table = [
+            (Reply::new(550, (5, 7, 1), "x"), EnhancedCode(5, 7, 1)),
+            (Reply::plain(554, "x"), EnhancedCode(5, 0, 0)),
+            (Reply::plain(451, "x"), EnhancedCode(4, 0, 0)),
+        ];
+        for (reply, want) in table {
+            assert_eq!(status_of(&reply), want);
+            let r = RecipientReport::from_reply("a@b", Action::Failed, &reply, None, 5);
+            assert_eq!((r.status, r.last_attempt), (want, Some(5)));
+        }
     }
 
     #[test]
