@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod dane;
 pub mod dns;
+pub mod dsn;
 pub mod inbound;
 pub mod mta_sts;
 pub mod policy;

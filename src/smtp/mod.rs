@@ -6,6 +6,7 @@
 //! layer that drives [`server::Session`]; see `docs/smtp.md`.
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod ehlo;

@@ -3,9 +3,11 @@
 //! peers. Each test file takes what it needs with `mod support;`.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod dane_tls;
 pub mod dns;
 pub mod https;
 pub mod pki;
+pub mod proxy;
 pub mod smtp;
 pub mod sts;

@@ -1,0 +1,252 @@
+//! What TLS a delivery needs and what a connection achieved.
+//!
+//! The delivery engine derives a [`TlsParams`] from the effective security
+//! level and the DANE / MTA-STS plans; the client only follows it:
+//!
+//! - STARTTLS (RFC 3207) is attempted whenever the server offers it, except
+//!   in the explicit [`TlsRequirement::Cleartext`] retry.
+//! - A session below the minimum TLS version counts as "no TLS"
+//!   (`RFC-NOTES.md`, security levels): opportunistic delivery then
+//!   reconnects in cleartext, every required mode fails before MAIL.
+//! - Under a required mode, nothing of the envelope or the message is ever
+//!   written before TLS is up ([`plan_starttls`], [`check_negotiated`]).
+//!
+//! [`super::Achieved`] records the outcome so a pooled connection is reused
+//! only for a message whose requirement it satisfies.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+
+use crate::policy::MinTlsVersion;
+
+use super::super::ehlo::EhloCapabilities;
+use super::achieved::CleartextReason;
+
+/// How a verifier authenticates the server, recorded in [`Achieved`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Authentication {
+    /// The certificate was not checked (opportunistic or `mandatory`).
+    None,
+    /// Matched against DNSSEC-validated TLSA records (RFC 7672).
+    Dane,
+    /// A WebPKI chain to a trusted root with the name checked (MTA-STS,
+    /// RFC 8461 section 4.2).
+    WebPki,
+}
+
+/// What the caller requires of the TLS session.
+#[derive(Clone)]
+pub enum TlsRequirement {
+    /// STARTTLS when offered, any certificate; cleartext when not offered or
+    /// below the minimum version. A failed handshake is an error whose
+    /// `retry_cleartext_allowed` is true: the caller may reconnect with
+    /// [`TlsParams::cleartext_retry`].
+    Opportunistic,
+    /// No STARTTLS at all. Only for the cleartext retry of an opportunistic
+    /// delivery after a failed handshake.
+    Cleartext,
+    /// TLS at or above the minimum version, certificate not checked.
+    RequireUnauthenticated,
+    /// TLS at or above the minimum version, and `verifier` must accept the
+    /// certificate; `kind` says what the verifier checks (DANE or WebPKI).
+    RequireVerified {
+        verifier: Arc<dyn ServerCertVerifier>,
+        kind: Authentication,
+    },
+}
+
+impl TlsRequirement {
+    /// True for the modes that never send mail without TLS.
+    pub fn requires_tls(&self) -> bool {
+        matches!(
+            self,
+            TlsRequirement::RequireUnauthenticated | TlsRequirement::RequireVerified { .. }
+        )
+    }
+
+    /// The authentication this requirement asks for.
+    pub fn authentication(&self) -> Authentication {
+        match self {
+            TlsRequirement::RequireVerified { kind, .. } => *kind,
+            _ => Authentication::None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            TlsRequirement::Opportunistic => "opportunistic",
+            TlsRequirement::Cleartext => "cleartext",
+            TlsRequirement::RequireUnauthenticated => "require-tls",
+            TlsRequirement::RequireVerified {
+                kind: Authentication::Dane,
+                ..
+            } => "require-dane",
+            TlsRequirement::RequireVerified {
+                kind: Authentication::WebPki,
+                ..
+            } => "require-webpki",
+            TlsRequirement::RequireVerified { .. } => "require-verified",
+        }
+    }
+}
+
+impl fmt::Debug for TlsRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The TLS part of one delivery attempt to one MX host.
+#[derive(Debug, Clone)]
+pub struct TlsParams {
+    pub requirement: TlsRequirement,
+    pub min_version: MinTlsVersion,
+    /// The MX host name, sent as SNI and checked by a WebPKI verifier.
+    pub server_name: ServerName<'static>,
+}
+
+impl TlsParams {
+    /// Parameters for `server_name` (a DNS name or an IP address).
+    pub fn new(
+        requirement: TlsRequirement,
+        min_version: MinTlsVersion,
+        server_name: &str,
+    ) -> Result<TlsParams, InvalidDnsNameError> {
+        let server_name = ServerName::try_from(server_name.trim_end_matches('.').to_string())?;
+        Ok(TlsParams {
+            requirement,
+            min_version,
+            server_name,
+        })
+    }
+
+    /// The cleartext retry of the same MX, allowed only under
+    /// [`TlsRequirement::Opportunistic`] (RFC-NOTES: "on a failed handshake
+    /// retry the same MX in cleartext"); `None` for every other mode.
+    pub fn cleartext_retry(&self) -> Option<TlsParams> {
+        match self.requirement {
+            TlsRequirement::Opportunistic => Some(TlsParams {
+                requirement: TlsRequirement::Cleartext,
+                ..self.clone()
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What to do after the EHLO reply on the cleartext connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTlsPlan {
+    /// Send STARTTLS.
+    Start,
+    /// Continue in cleartext (allowed by the requirement).
+    Cleartext(CleartextReason),
+    /// TLS is required and not offered: send QUIT and nothing else.
+    RefuseNotOffered,
+}
+
+/// Decides STARTTLS from the requirement and the server's capabilities
+/// (`None`: the server only answered HELO, so no extensions).
+pub fn plan_starttls(params: &TlsParams, caps: Option<&EhloCapabilities>) -> StartTlsPlan {
+    let offered = caps.is_some_and(|c| c.starttls);
+    match (&params.requirement, offered) {
+        (TlsRequirement::Cleartext, _) => StartTlsPlan::Cleartext(CleartextReason::Retry),
+        (_, true) => StartTlsPlan::Start,
+        (TlsRequirement::Opportunistic, false) => {
+            StartTlsPlan::Cleartext(CleartextReason::NotOffered)
+        }
+        (_, false) => StartTlsPlan::RefuseNotOffered,
+    }
+}
+
+/// What to do with a negotiated version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NegotiatedPlan {
+    /// Use the TLS session.
+    Proceed,
+    /// Below the minimum under opportunistic: QUIT, reconnect without TLS.
+    ReconnectCleartext,
+    /// Below the minimum under a required mode: QUIT and fail.
+    Refuse,
+}
+
+/// Checks the negotiated version against the minimum (a session below it
+/// counts as no TLS).
+pub fn check_negotiated(params: &TlsParams, negotiated: ProtocolVersion) -> NegotiatedPlan {
+    if params.min_version.accepts(negotiated) {
+        NegotiatedPlan::Proceed
+    } else if params.requirement.requires_tls() {
+        NegotiatedPlan::Refuse
+    } else {
+        NegotiatedPlan::ReconnectCleartext
+    }
+}
+
+/// Accepts any certificate (opportunistic and `mandatory` TLS do not
+/// authenticate, RFC 7435) but still checks the handshake signatures, so
+/// the session key belongs to the certificate presented.
+#[derive(Debug)]
+struct AcceptAnyCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The rustls client config for `requirement`: TLS 1.2 and 1.3 are offered
+/// and the minimum is checked after the handshake ([`check_negotiated`]),
+/// so the log can say what the peer negotiated.
+pub fn rustls_config(requirement: &TlsRequirement) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match requirement {
+        TlsRequirement::RequireVerified { verifier, .. } => verifier.clone(),
+        _ => Arc::new(AcceptAnyCert {
+            algorithms: provider.signature_verification_algorithms,
+        }),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(MinTlsVersion::Any.rustls_versions())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests;
