@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod dane;
+pub mod date;
 pub mod dns;
 pub mod dsn;
 pub mod inbound;

@@ -15,9 +15,8 @@
 //! bounce loops. Remote text is cleaned of controls before it enters a
 //! field ([`text`]). See `docs/delivery.md`.
 
-pub mod date;
 mod report;
 pub mod text;
 
-pub use date::rfc5322_date;
+pub use crate::date::rfc5322_date;
 pub use report::{build, status_of, Action, Dsn, DsnError, DsnInput, DsnOutcome, RecipientReport};

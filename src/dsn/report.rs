@@ -2,8 +2,8 @@
 
 use crate::smtp::{EnhancedCode, Mailbox, Reply, ReversePath};
 
-use super::date::rfc5322_date;
 use super::text::{clean, field, wrap};
+use crate::date::rfc5322_date;
 
 /// What happened to a recipient (RFC 3464 section 2.3.3); sealpost reports
 /// only these two.

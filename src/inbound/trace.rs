@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::TlsInfo;
+use crate::date::rfc5322_date;
 
 /// What the header says about one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,59 +76,9 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// A date-time in RFC 5322 section 3.3 form, in UTC:
-/// `Mon, 23 Nov 2026 08:56:29 +0000`.
-pub fn rfc5322_date(unix_secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01, by
-/// the proleptic Gregorian calendar (H. Hinnant's days-to-civil algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_follow_rfc5322() {
-        let table = [
-            (0, "Thu, 01 Jan 1970 00:00:00 +0000"),
-            (951_782_400, "Tue, 29 Feb 2000 00:00:00 +0000"),
-            (1_795_423_989, "Mon, 23 Nov 2026 08:53:09 +0000"),
-            (4_102_444_799, "Thu, 31 Dec 2099 23:59:59 +0000"),
-        ];
-        for (secs, want) in table {
-            assert_eq!(rfc5322_date(secs), want, "{secs}");
-        }
-    }
 
     fn tls() -> TlsInfo {
         TlsInfo {

@@ -17,12 +17,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, ProtocolVersion, SignatureScheme};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{InvalidDnsNameError, ServerName};
+use rustls::ProtocolVersion;
 
 use crate::policy::MinTlsVersion;
+use crate::tls::Unauthenticated;
 
 use super::super::ehlo::EhloCapabilities;
 use super::achieved::CleartextReason;
@@ -187,65 +187,23 @@ pub fn check_negotiated(params: &TlsParams, negotiated: ProtocolVersion) -> Nego
     }
 }
 
-/// Accepts any certificate (opportunistic and `mandatory` TLS do not
-/// authenticate, RFC 7435) but still checks the handshake signatures, so
-/// the session key belongs to the certificate presented.
-#[derive(Debug)]
-struct AcceptAnyCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// The rustls client config for `requirement`: TLS 1.2 and 1.3 are offered
 /// and the minimum is checked after the handshake ([`check_negotiated`]),
 /// so the log can say what the peer negotiated.
 pub fn rustls_config(requirement: &TlsRequirement) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match requirement {
         TlsRequirement::RequireVerified { verifier, .. } => verifier.clone(),
-        _ => Arc::new(AcceptAnyCert {
-            algorithms: provider.signature_verification_algorithms,
-        }),
+        // Opportunistic and `mandatory` TLS encrypt without authenticating
+        // (RFC 7435), but the handshake signatures are still checked.
+        _ => Arc::new(Unauthenticated::new()),
     };
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(MinTlsVersion::Any.rustls_versions())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(MinTlsVersion::Any.rustls_versions())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 use super::*;
 use crate::smtp::client::achieved::Achieved;
-use rustls::ProtocolVersion;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{DigitallySignedStruct, ProtocolVersion, SignatureScheme};
 
 #[derive(Debug)]
 struct Never;
