@@ -175,10 +175,14 @@ run_sender() {
     local tls=()
     [[ $2 == starttls ]] && tls=(--starttls)
     SEND_OUT=$WORK/$1-send.out
+    # In the background so that a signal to this script runs its trap at once.
     timeout "$SEND_TIMEOUT" "$BIN/sealpost-bench" send --to "127.0.0.1:$3" \
         --connections "$CONNECTIONS" --messages-per-connection "$MESSAGES" \
-        --size "$SIZE" "${tls[@]}" --run-id "$1" >"$SEND_OUT" 2>&1 ||
-        log "generator exited with $? (see $SEND_OUT)"
+        --size "$SIZE" "${tls[@]}" --run-id "$1" >"$SEND_OUT" 2>&1 &
+    local pid=$!
+    BG_PIDS+=("$pid")
+    wait "$pid" || log "generator exited with $? (see $SEND_OUT)"
+    forget_pid "$pid"
 }
 
 json_of() { grep '^{' "$1" | tail -n 1 || true; }
