@@ -188,7 +188,7 @@ run_sender() {
 json_of() { grep '^{' "$1" | tail -n 1 || true; }
 
 # ---------------------------------------------------------------- RSS sampling
-# sample_rss SYSTEM OUT: every 0.25 s sums RSS and PSS (KiB) of the pids that
+# sample_rss SYSTEM OUT: every 0.5 s sums RSS and PSS (KiB) of the pids that
 # <SYSTEM>_pids prints and writes the peaks to OUT. Runs until killed.
 sample_rss() {
     local peak_rss=0 peak_pss=0 pids rss pss
@@ -200,7 +200,7 @@ sample_rss() {
             ((pss > peak_pss)) && peak_pss=$pss
             echo "$peak_rss $peak_pss" >"$2"
         fi
-        sleep 0.25
+        sleep 0.5
     done
 }
 
@@ -424,7 +424,9 @@ print_table() {
         fi
     done
     echo
-    echo "$CONNECTIONS connections x $MESSAGES messages x $SIZE bytes, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
+    echo "$CONNECTIONS connections x $MESSAGES messages x $SIZE bytes, $(date -u '+%Y-%m-%d %H:%M UTC')," \
+        "$(nproc) cores, Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')," \
+        "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     echo "| system | mode | accepted msgs/s | delivered msgs/s | p99 latency ms | peak RSS MiB (PSS) | vs Postfix | check |"
     echo "|---|---|---:|---:|---:|---:|---:|---|"
@@ -448,6 +450,7 @@ print_table() {
 # ---------------------------------------------------------------- main
 install_packages
 build
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d /var/tmp/sealpost-e2e.XXXXXX) # under /var: Postfix's maillog_file_prefixes
 chmod 755 "$WORK"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
