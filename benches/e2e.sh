@@ -82,7 +82,7 @@ RELAY_PORT=$((PORT_BASE + 1))
 
 # ---------------------------------------------------------------- cleanup
 WORK=
-BG_PIDS=()        # background jobs started here (sink, RSS sampler)
+BG_PIDS=()        # background jobs started here (generator, sink, RSS sampler)
 RUNNING_RELAY=    # the system whose relay is up: its <system>_stop runs on exit
 
 cleanup() {
