@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# End-to-end relay throughput, sealpost side by side with Postfix (issue 10).
+#
+#   generator (sealpost-bench send) -> relay -> sink (sealpost-bench sink)
+#
+# Runs, in one go: the generator straight into the sink (no relay, to show
+# the tools are not the bottleneck), then Postfix and sealpost as relays,
+# each with STARTTLS on both legs and in plaintext. Prints one table.
+# Only 127.0.0.1 traffic; everything started here is stopped on exit.
+# Needs root (installs Postfix from the distribution, runs its own instance
+# under a private config and queue directory on non-default ports).
+#
+# Usage: benches/e2e.sh [--connections N] [--messages N] [--size BYTES]
+#                       [--systems "baseline postfix sealpost"]
+#                       [--modes "starttls plain"] [--no-install] [--no-build]
+#                       [--keep]
+# Environment (same meaning, flags win): E2E_CONNECTIONS (32), E2E_MESSAGES
+# (100 per connection), E2E_SIZE (10240), E2E_SYSTEMS, E2E_MODES,
+# E2E_PORT_BASE (25250: sink, +1 relay), E2E_PROCESS_LIMIT (200),
+# E2E_CONCURRENCY (32, relay -> sink connections), E2E_SEND_TIMEOUT (300 s),
+# E2E_DRAIN_TIMEOUT (120 s), E2E_KEEP (keep the work directory).
+# See docs/benchmarks.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TEMPLATES=$ROOT/benches/e2e
+
+CONNECTIONS=${E2E_CONNECTIONS:-32}
+MESSAGES=${E2E_MESSAGES:-100}
+SIZE=${E2E_SIZE:-10240}
+SYSTEMS=${E2E_SYSTEMS:-baseline postfix sealpost}
+MODES=${E2E_MODES:-starttls plain}
+PORT_BASE=${E2E_PORT_BASE:-25250}
+PROCESS_LIMIT=${E2E_PROCESS_LIMIT:-200}
+CONCURRENCY=${E2E_CONCURRENCY:-32}
+SEND_TIMEOUT=${E2E_SEND_TIMEOUT:-300}
+DRAIN_TIMEOUT=${E2E_DRAIN_TIMEOUT:-120}
+KEEP=${E2E_KEEP:-}
+INSTALL=1
+BUILD=1
+
+die() { echo "e2e: $*" >&2; exit 1; }
+log() { echo "e2e: $*" >&2; }
+
+while (($#)); do
+    case $1 in
+    --connections) CONNECTIONS=$2; shift 2 ;;
+    --messages) MESSAGES=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --systems) SYSTEMS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    --no-install) INSTALL=; shift ;;
+    --no-build) BUILD=; shift ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+
+# Bounded in count and time: refuse absurd parameters.
+check_int() { # NAME VALUE MIN MAX
+    if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 < $3 || $2 > $4)); then
+        die "$1 must be an integer in $3..$4, got '$2'"
+    fi
+}
+check_int connections "$CONNECTIONS" 1 1000
+check_int messages "$MESSAGES" 1 10000
+check_int size "$SIZE" 100 10485760
+check_int port-base "$PORT_BASE" 1024 65000
+check_int process-limit "$PROCESS_LIMIT" 10 2000
+check_int concurrency "$CONCURRENCY" 1 1000
+check_int send-timeout "$SEND_TIMEOUT" 10 3600
+check_int drain-timeout "$DRAIN_TIMEOUT" 5 3600
+((CONNECTIONS * MESSAGES <= 1000000)) || die "at most 1,000,000 messages a run"
+for m in $MODES; do [[ $m == starttls || $m == plain ]] || die "unknown mode: $m"; done
+for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost)$ ]] || die "unknown system: $s"; done
+[[ $EUID -eq 0 ]] || die "run as root (installs Postfix and runs its own instance)"
+
+TOTAL=$((CONNECTIONS * MESSAGES))
+SINK_PORT=$PORT_BASE
+RELAY_PORT=$((PORT_BASE + 1))
+
+# ---------------------------------------------------------------- cleanup
+WORK=
+BG_PIDS=()        # background jobs started here (generator, sink, RSS sampler)
+RUNNING_RELAY=    # the system whose relay is up: its <system>_stop runs on exit
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [[ -n $RUNNING_RELAY ]]; then "${RUNNING_RELAY}_stop"; fi
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    for pid in "${BG_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+    if [[ -n $WORK ]]; then
+        if [[ -n $KEEP || $rc -ne 0 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() { # PID: drop from BG_PIDS once it has been waited for
+    local keep=() p
+    for p in "${BG_PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    BG_PIDS=("${keep[@]}")
+}
+
+port_free() { [[ -z $(ss -Htln "sport = :$1") ]]; }
+
+wait_port() { # PORT SECONDS: wait until something listens on 127.0.0.1:PORT
+    local deadline=$((SECONDS + $2))
+    until [[ -n $(ss -Htln "sport = :$1") ]]; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# ---------------------------------------------------------------- install, build
+install_packages() {
+    local need=() cmd pkg
+    for cmd in postfix:postfix jq:jq openssl:openssl ss:iproute2 ps:procps timeout:coreutils; do
+        pkg=${cmd#*:}
+        command -v "${cmd%%:*}" >/dev/null || need+=("$pkg")
+    done
+    ((${#need[@]})) || return 0
+    [[ -n $INSTALL ]] || die "missing packages: ${need[*]} (run without --no-install)"
+    log "installing ${need[*]}"
+    # "No configuration": the package creates no /etc/postfix/main.cf, so the
+    # distribution's own postfix service has nothing to start and never holds
+    # a port; this script only runs its private instance (postfix -c DIR).
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y "${need[@]}"; then
+        apt-get update
+        apt-get install -y "${need[@]}"
+    fi
+}
+
+build() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (rust-version in Cargo.toml)"
+    if [[ -n $BUILD ]]; then
+        log "building sealpost-bench and sealpost (release)"
+        (cd "$ROOT" && cargo build --release --bin sealpost-bench --bin sealpost)
+    fi
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    [[ -x $BIN/sealpost-bench ]] || die "$BIN/sealpost-bench missing (build it or drop --no-build)"
+}
+
+# ---------------------------------------------------------------- generator, sink
+# start_sink NAME MODE: sink on 127.0.0.1:SINK_PORT expecting TOTAL messages;
+# sets SINK_PID and SINK_OUT.
+start_sink() {
+    local tls=()
+    [[ $2 == starttls ]] && tls=(--tls-self-signed)
+    port_free "$SINK_PORT" || die "port $SINK_PORT is in use (set E2E_PORT_BASE)"
+    SINK_OUT=$WORK/$1-sink.out
+    timeout $((SEND_TIMEOUT + DRAIN_TIMEOUT + 30)) "$BIN/sealpost-bench" sink \
+        --listen "127.0.0.1:$SINK_PORT" "${tls[@]}" --expect "$TOTAL" \
+        --idle-timeout "$DRAIN_TIMEOUT" >"$SINK_OUT" 2>&1 &
+    SINK_PID=$!
+    BG_PIDS+=("$SINK_PID")
+    wait_port "$SINK_PORT" 15 || die "sink did not listen: $(cat "$SINK_OUT")"
+}
+
+# wait_sink: waits (bounded by its own timeouts) for the sink to stop.
+wait_sink() {
+    wait "$SINK_PID" || log "sink exited with $? (see $SINK_OUT)"
+    forget_pid "$SINK_PID"
+}
+
+# run_sender NAME MODE PORT: sets SEND_OUT.
+run_sender() {
+    local tls=()
+    [[ $2 == starttls ]] && tls=(--starttls)
+    SEND_OUT=$WORK/$1-send.out
+    # In the background so that a signal to this script runs its trap at once.
+    timeout "$SEND_TIMEOUT" "$BIN/sealpost-bench" send --to "127.0.0.1:$3" \
+        --connections "$CONNECTIONS" --messages-per-connection "$MESSAGES" \
+        --size "$SIZE" "${tls[@]}" --run-id "$1" >"$SEND_OUT" 2>&1 &
+    local pid=$!
+    BG_PIDS+=("$pid")
+    wait "$pid" || log "generator exited with $? (see $SEND_OUT)"
+    forget_pid "$pid"
+}
+
+json_of() { grep '^{' "$1" | tail -n 1 || true; }
+
+# ---------------------------------------------------------------- RSS sampling
+# sample_rss SYSTEM OUT: every 0.5 s sums RSS and PSS (KiB) of the pids that
+# <SYSTEM>_pids prints and writes the peaks to OUT. Runs until killed.
+sample_rss() {
+    local peak_rss=0 peak_pss=0 pids rss pss
+    while :; do
+        pids=$("${1}_pids" | paste -sd, -)
+        if [[ -n $pids ]]; then
+            read -r rss pss < <(ps -o rss=,pss= -p "$pids" | awk '{r += $1; p += $2} END {print r + 0, p + 0}')
+            ((rss > peak_rss)) && peak_rss=$rss
+            ((pss > peak_pss)) && peak_pss=$pss
+            echo "$peak_rss $peak_pss" >"$2"
+        fi
+        sleep 0.5
+    done
+}
+
+# ---------------------------------------------------------------- results
+RESULTS=()   # "system|mode|accepted/s|delivered/s|p99 ms|peak RSS KiB|peak PSS KiB|check"
+FAILED=0
+
+# record SYSTEM MODE RSS_FILE DRAINED: checks counts, computes rates.
+record() {
+    local system=$1 mode=$2 rss_file=$3 drained=$4 send sink check=ok
+    send=$(json_of "$SEND_OUT")
+    sink=$(json_of "$SINK_OUT")
+    [[ -n $send ]] || send='{}'
+    [[ -n $sink ]] || sink='{}'
+    local accepted sent unique dups noid start last acc_rate p99 delivered rss=- pss=-
+    sent=$(jq -r '.sent // 0' <<<"$send")
+    accepted=$(jq -r '.accepted // 0' <<<"$send")
+    acc_rate=$(jq -r '.msgs_per_s // 0' <<<"$send")
+    p99=$(jq -r '.latency_ms.p99 // "-"' <<<"$send")
+    start=$(jq -r '.start_unix_ms // 0' <<<"$send")
+    unique=$(jq -r '.unique // 0' <<<"$sink")
+    dups=$(jq -r '.duplicates // 0' <<<"$sink")
+    noid=$(jq -r '.without_id // 0' <<<"$sink")
+    last=$(jq -r '.last_receipt_unix_ms // 0' <<<"$sink")
+    delivered=$(awk -v n="$unique" -v a="$start" -v b="$last" \
+        'BEGIN { if (b > a && n > 0) printf "%.1f", n * 1000 / (b - a); else print 0 }')
+    if [[ $sent -ne $TOTAL ]]; then check="sent $sent of $TOTAL"; fi
+    if [[ $accepted -ne $sent ]]; then check="accepted $accepted of $sent"; fi
+    if [[ $unique -ne $accepted ]]; then check="arrived $unique of $accepted accepted"; fi
+    if [[ $dups -ne 0 ]]; then check="$dups duplicates"; fi
+    if [[ $noid -ne 0 ]]; then check="$noid messages without id (bounces?)"; fi
+    if [[ $drained != yes ]]; then check="queue not drained: $drained"; fi
+    [[ $check == ok ]] || FAILED=1
+    if [[ -n $rss_file && -s $rss_file ]]; then read -r rss pss <"$rss_file"; fi
+    log "$system/$mode: sent $sent accepted $accepted arrived $unique dups $dups, $acc_rate accepted/s, $delivered delivered/s, p99 $p99 ms, peak RSS $rss KiB PSS $pss KiB: $check"
+    RESULTS+=("$system|$mode|$acc_rate|$delivered|$p99|$rss|$pss|$check")
+}
+
+skip() { # SYSTEM MODE REASON
+    log "$1/$2: $3"
+    RESULTS+=("$1|$2|-|-|-|-|-|$1: $3")
+}
+
+# ---------------------------------------------------------------- baseline
+baseline_run() { # MODE: generator straight into the sink
+    local name=baseline-$1
+    log "$name: generator -> sink"
+    start_sink "$name" "$1"
+    run_sender "$name" "$1" "$SINK_PORT"
+    wait_sink
+    record baseline "$1" "" yes
+}
+
+# ---------------------------------------------------------------- relay runs
+# A relay system S provides:
+#   S_available        prints why S cannot relay and fails, or succeeds
+#   S_start MODE       starts S on 127.0.0.1:RELAY_PORT relaying to SINK_PORT
+#   S_pids             prints the pids whose memory counts as S's
+#   S_queued           prints how many messages S still holds (0 = drained)
+#   S_stop             stops everything S_start started (idempotent)
+relay_run() { # SYSTEM MODE
+    local system=$1 mode=$2 name=$1-$2 reason sampler rss_file drained=yes deadline n
+    if ! reason=$("${system}_available"); then
+        skip "$system" "$mode" "$reason"
+        return 0
+    fi
+    port_free "$RELAY_PORT" || die "port $RELAY_PORT is in use (set E2E_PORT_BASE)"
+    log "$name: generator -> $system -> sink"
+    start_sink "$name" "$mode"
+    RUNNING_RELAY=$system
+    "${system}_start" "$mode"
+    rss_file=$WORK/$name-rss
+    sample_rss "$system" "$rss_file" &
+    sampler=$!
+    BG_PIDS+=("$sampler")
+    run_sender "$name" "$mode" "$RELAY_PORT"
+    wait_sink
+    # The sink stops at TOTAL distinct messages or after DRAIN_TIMEOUT idle
+    # seconds; then whatever the relay still holds is a failure.
+    deadline=$((SECONDS + 10))
+    while n=$("${system}_queued") && [[ $n != 0 ]] && ((SECONDS < deadline)); do sleep 0.5; done
+    [[ $n == 0 ]] || drained="$n left"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    forget_pid "$sampler"
+    "${system}_stop"
+    RUNNING_RELAY=
+    record "$system" "$mode" "$rss_file" "$drained"
+}
+
+# ---------------------------------------------------------------- Postfix
+PF_DIR=
+postfix_available() {
+    command -v postfix >/dev/null || { echo "postfix not installed"; return 1; }
+}
+
+render() { # TEMPLATE OUT NAME=VALUE...
+    local template=$1 out=$2 expr=() kv
+    shift 2
+    for kv in "$@"; do expr+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${expr[@]}" "$template" >"$out"
+    ! grep -n '@[A-Z_]*@' "$out" || die "unrendered placeholder in $out"
+}
+
+postfix_start() { # MODE
+    local level=none
+    [[ $1 == starttls ]] && level=encrypt
+    PF_DIR=$WORK/postfix-$1
+    mkdir -p "$PF_DIR/conf" "$PF_DIR/queue" "$PF_DIR/data"
+    chown postfix:postfix "$PF_DIR/data"
+    render "$TEMPLATES/postfix-main.cf.in" "$PF_DIR/conf/main.cf" \
+        QUEUE_DIR="$PF_DIR/queue" DATA_DIR="$PF_DIR/data" LOG_FILE="$PF_DIR/postfix.log" \
+        SINK_PORT="$SINK_PORT" PROCESS_LIMIT="$PROCESS_LIMIT" CONCURRENCY="$CONCURRENCY" \
+        CERT_FILE="$WORK/relay-cert.pem" KEY_FILE="$WORK/relay-key.pem" SMTP_TLS_LEVEL="$level"
+    render "$TEMPLATES/postfix-master.cf.in" "$PF_DIR/conf/master.cf" RELAY_PORT="$RELAY_PORT"
+    postfix -c "$PF_DIR/conf" check
+    postfix -c "$PF_DIR/conf" start
+    wait_port "$RELAY_PORT" 20 || die "postfix did not listen on $RELAY_PORT: $(tail -n 20 "$PF_DIR/postfix.log")"
+}
+
+postfix_master_pid() {
+    [[ -n $PF_DIR && -s $PF_DIR/queue/pid/master.pid ]] || return 0
+    local pid
+    pid=$(tr -d ' \n' <"$PF_DIR/queue/pid/master.pid")
+    [[ -d /proc/$pid ]] && echo "$pid"
+    return 0
+}
+
+postfix_pids() { # the master and its children (smtpd, cleanup, qmgr, smtp, tlsproxy, ...)
+    local master
+    master=$(postfix_master_pid)
+    [[ -n $master ]] || return 0
+    echo "$master"
+    pgrep -P "$master" || true
+}
+
+postfix_queued() { # queue files not yet delivered (maildrop, incoming, active, deferred, hold)
+    find "$PF_DIR/queue/maildrop" "$PF_DIR/queue/incoming" "$PF_DIR/queue/active" \
+        "$PF_DIR/queue/deferred" "$PF_DIR/queue/hold" -type f 2>/dev/null | wc -l
+}
+
+postfix_stop() {
+    local master deadline
+    master=$(postfix_master_pid)
+    [[ -n $master ]] || return 0
+    postfix -c "$PF_DIR/conf" stop >/dev/null 2>&1 || true
+    deadline=$((SECONDS + 15))
+    while [[ -d /proc/$master ]] && ((SECONDS < deadline)); do sleep 0.2; done
+    if [[ -d /proc/$master ]]; then
+        postfix -c "$PF_DIR/conf" abort >/dev/null 2>&1 || kill -KILL "$master" 2>/dev/null || true
+    fi
+}
+
+# ---------------------------------------------------------------- sealpost
+# The same shape as Postfix. Until the relay lands, sealpost_available fails
+# and the table says so. When it lands: make `sealpost serve --config FILE`
+# relay, and fill in the config below (same settings as Postfix: durable
+# queue, relay 127.0.0.1 to [127.0.0.1]:SINK_PORT, inbound STARTTLS offered,
+# outbound TLS required in the starttls run, none in plain).
+SP_DIR=
+SP_PID=
+sealpost_available() {
+    local help
+    [[ -x ${BIN:-}/sealpost ]] || { echo "sealpost binary not built"; return 1; }
+    if ! help=$("$BIN/sealpost" serve --help 2>&1) || ! grep -q -- '--config' <<<"$help"; then
+        echo "relay not implemented yet"
+        return 1
+    fi
+}
+
+sealpost_start() { # MODE
+    local level=none
+    [[ $1 == starttls ]] && level=encrypt
+    SP_DIR=$WORK/sealpost-$1
+    mkdir -p "$SP_DIR/queue"
+    # Draft configuration: align the keys with src/config when the relay lands.
+    cat >"$SP_DIR/sealpost.toml" <<EOF
+[server]
+listen = "127.0.0.1:$RELAY_PORT"
+hostname = "relay.bench.invalid"
+tls_cert = "$WORK/relay-cert.pem"
+tls_key = "$WORK/relay-key.pem"
+relay_from = ["127.0.0.0/8"]
+
+[queue]
+path = "$SP_DIR/queue"
+
+[delivery]
+relayhost = "[127.0.0.1]:$SINK_PORT"
+tls = "$level"
+concurrency = $CONCURRENCY
+EOF
+    "$BIN/sealpost" serve --config "$SP_DIR/sealpost.toml" >"$SP_DIR/sealpost.log" 2>&1 &
+    SP_PID=$!
+    wait_port "$RELAY_PORT" 20 || die "sealpost did not listen on $RELAY_PORT: $(tail -n 20 "$SP_DIR/sealpost.log")"
+}
+
+sealpost_pids() { [[ -n $SP_PID && -d /proc/$SP_PID ]] && echo "$SP_PID"; return 0; }
+
+sealpost_queued() { # queue entries left; replace with the queue's own count when it exists
+    find "$SP_DIR/queue" -type f -name '*.msg' 2>/dev/null | wc -l
+}
+
+sealpost_stop() {
+    [[ -n $SP_PID ]] || return 0
+    local deadline=$((SECONDS + 15))
+    kill -TERM "$SP_PID" 2>/dev/null || true
+    while [[ -d /proc/$SP_PID ]] && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL "$SP_PID" 2>/dev/null || true
+    wait "$SP_PID" 2>/dev/null || true
+    SP_PID=
+}
+
+# ---------------------------------------------------------------- table
+print_table() {
+    local pf_starttls=0 pf_plain=0 row system mode acc del p99 rss pss check ratio
+    for row in "${RESULTS[@]}"; do
+        IFS='|' read -r system mode acc del p99 rss pss check <<<"$row"
+        if [[ $system == postfix && $check == ok ]]; then
+            if [[ $mode == starttls ]]; then pf_starttls=$del; else pf_plain=$del; fi
+        fi
+    done
+    echo
+    echo "$CONNECTIONS connections x $MESSAGES messages x $SIZE bytes, $(date -u '+%Y-%m-%d %H:%M UTC')," \
+        "$(nproc) cores, Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')," \
+        "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    echo "| system | mode | accepted msgs/s | delivered msgs/s | p99 latency ms | peak RSS MiB (PSS) | vs Postfix | check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|"
+    for row in "${RESULTS[@]}"; do
+        IFS='|' read -r system mode acc del p99 rss pss check <<<"$row"
+        ratio=-
+        local base=$pf_plain
+        [[ $mode == starttls ]] && base=$pf_starttls
+        if [[ $del != - && $base != 0 ]]; then
+            ratio=$(awk -v a="$del" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
+        fi
+        local mem=-
+        if [[ $rss != - ]]; then
+            mem=$(awk -v r="$rss" -v p="$pss" 'BEGIN { printf "%.0f (%.0f)", r / 1024, p / 1024 }')
+        fi
+        if [[ $system == baseline ]]; then system="generator -> sink"; fi
+        echo "| $system | $mode | $acc | $del | $p99 | $mem | $ratio | $check |"
+    done
+}
+
+# ---------------------------------------------------------------- main
+install_packages
+build
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+WORK=$(mktemp -d /var/tmp/sealpost-e2e.XXXXXX) # under /var: Postfix's maillog_file_prefixes
+chmod 755 "$WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=relay.bench.invalid -keyout "$WORK/relay-key.pem" -out "$WORK/relay-cert.pem" 2>/dev/null
+chmod 600 "$WORK/relay-key.pem"
+
+for system in $SYSTEMS; do
+    for mode in $MODES; do
+        if [[ $system == baseline ]]; then baseline_run "$mode"; else relay_run "$system" "$mode"; fi
+        sleep 1 # let TIME_WAIT sockets and the page cache settle between runs
+    done
+done
+
+print_table
+if ((FAILED)); then
+    log "a run failed its count check (see the check column)"
+    exit 1
+fi
