@@ -11,9 +11,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use sealpost::smtp::{Envelope, Event, Reply, ReplyParser, Session, SessionConfig, Verdict};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sealpost::inbound::{ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts};
+use sealpost::smtp::{
+    Envelope, Event, ForwardPath, MailParams, RcptParams, Reply, ReplyParser, ReversePath, Session,
+    SessionConfig, Verdict,
+};
 
 /// The event a [`Decide`] closure is asked about.
 #[derive(Debug, Clone)]
@@ -172,30 +174,32 @@ impl TestSmtpServer {
 
     /// Like [`TestSmtpServer::start`] with a chosen session config (size
     /// limit, recipients per message, ...); `tls_available` follows `tls`.
+    /// Connections run on sealpost's own listener and connection driver.
     pub async fn start_with_config(
         config: SessionConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
         decide: Arc<Decide>,
     ) -> TestSmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local addr");
+        let localhost: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let listener = Listener::bind(&[localhost]).await.expect("bind 127.0.0.1");
+        let addr = listener.local_addrs()[0];
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {
             tls_available: tls.is_some(),
             ..config
         });
-        let store = received.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (config, tls, decide, store) =
-                    (config.clone(), tls.clone(), decide.clone(), store.clone());
-                tokio::spawn(async move {
-                    let _ = serve(stream, config, tls, decide, store).await;
-                });
-            }
+        let handler = Arc::new(Scripted {
+            decide,
+            store: received.clone(),
         });
+        let task = tokio::spawn(listener.serve(
+            handler,
+            config,
+            tls,
+            ConnectionLimits::default(),
+            Timeouts::default(),
+            std::future::pending(),
+        ));
         TestSmtpServer {
             addr,
             received,
@@ -215,78 +219,37 @@ impl Drop for TestSmtpServer {
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    config: Arc<SessionConfig>,
-    tls: Option<Arc<rustls::ServerConfig>>,
+/// Answers with the test's closure and records accepted messages.
+struct Scripted {
     decide: Arc<Decide>,
     store: Arc<Mutex<Vec<Received>>>,
-) -> std::io::Result<()> {
-    let mut session = Session::new(config);
-    let mut plain = stream;
-    if !run(&mut plain, &mut session, &*decide, &store, None).await? {
-        return Ok(());
-    }
-    let Some(tls) = tls else { return Ok(()) };
-    let mut stream = tokio_rustls::TlsAcceptor::from(tls).accept(plain).await?;
-    let version = stream
-        .get_ref()
-        .1
-        .protocol_version()
-        .map(|v| format!("{v:?}"));
-    session.tls_established().map_err(std::io::Error::other)?;
-    run(&mut stream, &mut session, &*decide, &store, version).await?;
-    Ok(())
 }
 
-/// Drives the session on `stream`; returns true when STARTTLS was accepted.
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    session: &mut Session,
-    decide: &Decide,
-    store: &Mutex<Vec<Received>>,
-    tls_version: Option<String>,
-) -> std::io::Result<bool> {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match session.next_event() {
-            Event::NeedInput => {
-                stream.write_all(&session.take_output()).await?;
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok(false);
-                }
-                session.receive(&buf[..n]);
-            }
-            Event::Helo { .. } => {}
-            Event::AwaitingAnswer => return Err(std::io::Error::other("unanswered event")),
-            Event::MailFrom { from, .. } => session
-                .answer(decide(Ask::Mail(&from)))
-                .map_err(std::io::Error::other)?,
-            Event::Rcpt { to, .. } => session
-                .answer(decide(Ask::Rcpt(&to)))
-                .map_err(std::io::Error::other)?,
-            Event::Message { envelope, body } => {
-                let verdict = decide(Ask::Message(&envelope, &body));
-                if matches!(verdict, Verdict::Accept | Verdict::AcceptWith(_)) {
-                    store.lock().expect("lock").push(Received {
-                        envelope,
-                        body,
-                        tls_version: tls_version.clone(),
-                    });
-                }
-                session.answer(verdict).map_err(std::io::Error::other)?;
-            }
-            Event::StartTls => {
-                stream.write_all(&session.take_output()).await?;
-                stream.flush().await?;
-                return Ok(true);
-            }
-            Event::Close => {
-                stream.write_all(&session.take_output()).await?;
-                stream.shutdown().await.ok();
-                return Ok(false);
-            }
+impl SessionHandler for Scripted {
+    fn mail_from(&self, _: &ConnectionInfo, from: &ReversePath, _: &MailParams) -> Verdict {
+        (self.decide)(Ask::Mail(from))
+    }
+
+    fn rcpt(
+        &self,
+        _: &ConnectionInfo,
+        _: &ReversePath,
+        _: usize,
+        to: &ForwardPath,
+        _: &RcptParams,
+    ) -> Verdict {
+        (self.decide)(Ask::Rcpt(to))
+    }
+
+    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
+        let verdict = (self.decide)(Ask::Message(&envelope, &body));
+        if matches!(verdict, Verdict::Accept | Verdict::AcceptWith(_)) {
+            self.store.lock().expect("lock").push(Received {
+                envelope,
+                body,
+                tls_version: conn.tls.as_ref().map(|t| format!("{:?}", t.version)),
+            });
         }
+        verdict
     }
 }
