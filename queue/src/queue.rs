@@ -1,0 +1,308 @@
+//! The queue handle: opening (with recovery), enqueue and the commit thread.
+//!
+//! Layout under the queue directory: `meta/` is a sled database (trees
+//! `messages` and `bounces`), `bodies/` holds the segment files.
+//!
+//! Recovery at open: every metadata record is decoded (a record that does not
+//! decode makes open fail with [`QueueError::CorruptStore`] naming the path);
+//! the due index and counts are rebuilt; recipients that were leased when the
+//! process died were never persisted as anything but queued/deferred, so they
+//! are due again; messages whose recipients are all final are removed;
+//! segment files no message points into (including torn tails of groups that
+//! never completed) are deleted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crate::commit::{lock, CommitQueue, Durable, Job, Slot};
+use crate::index::Index;
+use crate::record::{StoredMessage, StoredRecipient, StoredState};
+use crate::segment::{Segments, StorageFaults};
+use crate::types::to_ms;
+use crate::{MessageId, NewMessage, QueueError};
+
+/// Options for [`Queue::open`].
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// Largest accepted body (bytes).
+    pub max_body_bytes: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// sled page cache; small so memory does not grow with the queue.
+    pub cache_bytes: u64,
+    /// Segment files roll over at this size.
+    pub segment_bytes: u64,
+    /// Storage fault seam (tests set `disk_full`).
+    pub faults: Arc<StorageFaults>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_recipients: 1000,
+            cache_bytes: 16 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            faults: Arc::new(StorageFaults::default()),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub path: PathBuf,
+    pub db: sled::Db,
+    pub messages: sled::Tree,
+    pub bounces: sled::Tree,
+    pub index: Mutex<Index>,
+    pub segments: Mutex<Segments>,
+    pub body_dir: PathBuf,
+    pub commit: CommitQueue,
+    pub options: QueueOptions,
+    last_id: AtomicU64,
+}
+
+/// The durable message queue. Share it with `Arc<Queue>`; every method takes
+/// `&self`. Dropping it finishes pending commits and stops the commit thread.
+pub struct Queue {
+    pub(crate) shared: Arc<Shared>,
+    committer: Option<JoinHandle<()>>,
+}
+
+impl Queue {
+    /// Open (or create) the queue at `path`, recovering after a crash.
+    pub fn open(path: impl AsRef<Path>, options: QueueOptions) -> Result<Queue, QueueError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| QueueError::io(&path, &e))?;
+        let meta_path = path.join("meta");
+        let corrupt = |detail: String| QueueError::CorruptStore {
+            path: meta_path.clone(),
+            detail,
+        };
+        let db = sled::Config::new()
+            .path(&meta_path)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
+                    QueueError::io(&meta_path, &io)
+                }
+                other => corrupt(other.to_string()),
+            })?;
+        let messages = db
+            .open_tree("messages")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
+        let bounces = db
+            .open_tree("bounces")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
+
+        let mut index = Index::default();
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        let mut done = Vec::new();
+        let mut last = 0u64;
+        for item in messages.iter() {
+            let (key, value) = item.map_err(|e| QueueError::sled(&meta_path, e))?;
+            let id = MessageId::from_key(&key)
+                .ok_or_else(|| corrupt(format!("key of {} bytes in messages", key.len())))?;
+            let msg = StoredMessage::decode(id, &value)
+                .map_err(|e| corrupt(format!("message {id}: {e}")))?;
+            last = last.max(id.0);
+            if msg.is_done() {
+                done.push(id);
+                continue;
+            }
+            *live.entry(msg.body.segment).or_insert(0) += 1;
+            index.add_message(id, &msg);
+        }
+        if !done.is_empty() {
+            for id in &done {
+                messages
+                    .remove(id.key())
+                    .map_err(|e| QueueError::sled(&meta_path, e))?;
+            }
+            db.flush().map_err(|e| QueueError::sled(&meta_path, e))?;
+        }
+        let body_dir = path.join("bodies");
+        let segments = Segments::open(
+            body_dir.clone(),
+            options.segment_bytes,
+            live,
+            options.faults.clone(),
+        )?;
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            db,
+            messages,
+            bounces,
+            index: Mutex::new(index),
+            segments: Mutex::new(segments),
+            body_dir,
+            commit: CommitQueue::default(),
+            options,
+            last_id: AtomicU64::new(last),
+        });
+        let worker = shared.clone();
+        let committer = std::thread::Builder::new()
+            .name("queue-commit".into())
+            .spawn(move || commit_loop(&worker))
+            .map_err(|e| QueueError::io(&path, &e))?;
+        Ok(Queue {
+            shared,
+            committer: Some(committer),
+        })
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Store a message. Validation errors return at once; otherwise the
+    /// returned [`Durable`] resolves when the message is on disk.
+    pub fn enqueue(&self, message: NewMessage) -> Result<Durable, QueueError> {
+        let opts = &self.shared.options;
+        if message.body.len() > opts.max_body_bytes {
+            return Err(QueueError::TooLarge {
+                size: message.body.len(),
+                limit: opts.max_body_bytes,
+            });
+        }
+        if message.recipients.len() > opts.max_recipients.min(usize::from(u16::MAX)) {
+            return Err(QueueError::TooManyRecipients {
+                count: message.recipients.len(),
+                limit: opts.max_recipients.min(usize::from(u16::MAX)),
+            });
+        }
+        let id = self.next_id(to_ms(SystemTime::now()));
+        let slot = Arc::new(Slot::default());
+        self.shared.commit.push_job(Job {
+            id,
+            message,
+            slot: slot.clone(),
+        })?;
+        Ok(Durable { id, slot })
+    }
+
+    /// Time-ordered id: `max(now << 20, last + 1)`.
+    fn next_id(&self, now_ms: u64) -> MessageId {
+        let floor = now_ms << 20;
+        let mut cur = self.shared.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(cur + 1);
+            match self.shared.last_id.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return MessageId(next),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.shared.commit.close();
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn commit_loop(shared: &Shared) {
+    while let Some((jobs, flushes)) = shared.commit.next_group() {
+        let result = commit_group(shared, jobs);
+        let flushed = shared
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| QueueError::sled(shared.path.join("meta"), e));
+        for slot in flushes {
+            slot.complete(flushed.clone());
+        }
+        let (done, pending_index) = result;
+        match &flushed {
+            Ok(()) => {
+                let mut index = lock(&shared.index);
+                for (id, msg) in &pending_index {
+                    index.add_message(*id, msg);
+                }
+            }
+            Err(_) => {}
+        }
+        for (slot, r) in done {
+            slot.complete(flushed.clone().and(r));
+        }
+    }
+}
+
+type Committed = (Vec<(Arc<Slot>, Result<(), QueueError>)>, Vec<(MessageId, StoredMessage)>);
+
+/// Append and sync the bodies, then write the metadata batch (flushed by the
+/// caller). Messages become visible to `take_due` only after that flush.
+fn commit_group(shared: &Shared, jobs: Vec<Job>) -> Committed {
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut stored = Vec::with_capacity(jobs.len());
+    if jobs.is_empty() {
+        return (done, stored);
+    }
+    let mut segments = lock(&shared.segments);
+    let mut written = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match segments.append(job.id, &job.message.body) {
+            Ok(loc) => written.push((job, loc)),
+            Err(e) => done.push((job.slot, Err(e))),
+        }
+    }
+    if let Err(e) = segments.sync() {
+        for (job, _) in written {
+            done.push((job.slot, Err(e.clone())));
+        }
+        return (done, stored);
+    }
+    let mut batch = sled::Batch::default();
+    for (job, loc) in &written {
+        let m = &job.message;
+        let msg = StoredMessage {
+            tenant: m.tenant.clone(),
+            mail_from: m.mail_from.clone(),
+            mail_params: m.mail_params.clone(),
+            policy: m.policy.clone(),
+            arrived_ms: to_ms(m.arrived_at),
+            body: *loc,
+            recipients: m
+                .recipients
+                .iter()
+                .map(|r| StoredRecipient {
+                    address: r.address.clone(),
+                    destination: r.destination.clone(),
+                    params: r.params.clone(),
+                    state: StoredState::Queued,
+                    attempts: Vec::new(),
+                })
+                .collect(),
+            bounces_pending: 0,
+            bounce_seq: 0,
+        };
+        batch.insert(&job.id.key(), msg.encode());
+        segments.add_live(loc);
+        stored.push((job.id, msg));
+    }
+    let applied = shared
+        .messages
+        .apply_batch(batch)
+        .map_err(|e| QueueError::sled(shared.path.join("meta"), e));
+    for (job, _) in written {
+        done.push((job.slot, applied.clone()));
+    }
+    if applied.is_err() {
+        stored.clear();
+    }
+    (done, stored)
+}
