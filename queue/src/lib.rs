@@ -24,3 +24,7 @@ pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewMessage,
     NewRecipient, Outcome, RecipientInfo, RecipientState, StateKind,
 };
+mod lease;
+mod ops;
+pub use lease::{BounceDue, BouncedRecipient, Lease, LeasedRecipient};
+pub use ops::{ListFilter, Page};

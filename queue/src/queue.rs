@@ -11,7 +11,7 @@
 //! segment files no message points into (including torn tails of groups that
 //! never completed) are deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub body_dir: PathBuf,
     pub commit: CommitQueue,
     pub options: QueueOptions,
+    /// Bounce records handed out by `take_bounces` in this process.
+    pub bounces_taken: Mutex<HashSet<(MessageId, u32)>>,
     last_id: AtomicU64,
 }
 
@@ -143,6 +145,7 @@ impl Queue {
             body_dir,
             commit: CommitQueue::default(),
             options,
+            bounces_taken: Mutex::new(HashSet::new()),
             last_id: AtomicU64::new(last),
         });
         let worker = shared.clone();

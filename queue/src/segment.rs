@@ -93,10 +93,6 @@ impl Segments {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Append one body (not yet durable: call [`Segments::sync`]).
     pub fn append(&mut self, id: MessageId, body: &[u8]) -> Result<BodyLoc, QueueError> {
         let len = u32::try_from(body.len()).map_err(|_| QueueError::TooLarge {
