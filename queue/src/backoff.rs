@@ -91,7 +91,15 @@ mod tests {
     #[test]
     fn base_interval_table() {
         let p = RetryPolicy::default();
-        let table = [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (6, 60), (40, 60)];
+        let table = [
+            (1, 5),
+            (2, 10),
+            (3, 20),
+            (4, 40),
+            (5, 60),
+            (6, 60),
+            (40, 60),
+        ];
         for (attempts, minutes) in table {
             assert_eq!(
                 base_interval(&p, attempts),

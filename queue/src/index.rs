@@ -57,7 +57,13 @@ impl Index {
     }
 
     /// Add a recipient in its current state (active if `active`).
-    pub fn add_recipient(&mut self, id: MessageId, index: u16, arrived_ms: u64, r: &StoredRecipient) {
+    pub fn add_recipient(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        r: &StoredRecipient,
+    ) {
         let kind = self.kind(id, index, r);
         *self.counts.by_state.entry(kind).or_insert(0) += 1;
         if !kind.is_final() {
@@ -81,7 +87,13 @@ impl Index {
     }
 
     /// Remove a recipient (and its lease) from the index and the counts.
-    pub fn remove_recipient(&mut self, id: MessageId, index: u16, arrived_ms: u64, r: &StoredRecipient) {
+    pub fn remove_recipient(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        r: &StoredRecipient,
+    ) {
         let kind = self.kind(id, index, r);
         decrement(&mut self.counts.by_state, &kind);
         if !kind.is_final() {

@@ -202,7 +202,11 @@ impl Queue {
             let Some(mut msg) = self.load(id)? else {
                 return Err(lost());
             };
-            if lease.recipients.iter().any(|r| !index.is_active(id, r.index)) {
+            if lease
+                .recipients
+                .iter()
+                .any(|r| !index.is_active(id, r.index))
+            {
                 return Err(lost());
             }
             let mut bounced = Vec::new();

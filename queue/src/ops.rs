@@ -96,13 +96,17 @@ impl Queue {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Page, QueueError> {
-        let start = after.map(|id| (id.0.saturating_add(1)).to_be_bytes()).unwrap_or([0; 8]);
+        let start = after
+            .map(|id| (id.0.saturating_add(1)).to_be_bytes())
+            .unwrap_or([0; 8]);
         let mut items = Vec::new();
         let mut next = None;
         for item in self.shared.messages.range(start..) {
             let (key, value) =
                 item.map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))?;
-            let Some(id) = MessageId::from_key(&key) else { continue };
+            let Some(id) = MessageId::from_key(&key) else {
+                continue;
+            };
             let msg = StoredMessage::decode(id, &value)?;
             let info = {
                 let index = lock(&self.shared.index);
@@ -123,13 +127,17 @@ impl Queue {
     /// One message with every recipient's attempts.
     pub fn show(&self, id: MessageId) -> Result<MessageInfo, QueueError> {
         let index = lock(&self.shared.index);
-        let msg = self.load(id)?.ok_or(QueueError::NotFound { id: id.to_string() })?;
+        let msg = self
+            .load(id)?
+            .ok_or(QueueError::NotFound { id: id.to_string() })?;
         Ok(msg.info(id, |i| index.is_active(id, i)))
     }
 
     /// The body of a stored message (e.g. for a DSN).
     pub fn message_body(&self, id: MessageId) -> Result<Vec<u8>, QueueError> {
-        let msg = self.load(id)?.ok_or(QueueError::NotFound { id: id.to_string() })?;
+        let msg = self
+            .load(id)?
+            .ok_or(QueueError::NotFound { id: id.to_string() })?;
         read_body(&self.shared.body_dir, id, &msg.body)
     }
 
@@ -149,7 +157,9 @@ impl Queue {
         let mut changed = 0;
         {
             let mut index = lock(&self.shared.index);
-            let mut msg = self.load(id)?.ok_or(QueueError::NotFound { id: id.to_string() })?;
+            let mut msg = self
+                .load(id)?
+                .ok_or(QueueError::NotFound { id: id.to_string() })?;
             let mut bounced = Vec::new();
             for i in 0..msg.recipients.len() {
                 let idx = i as u16;
@@ -184,7 +194,10 @@ impl Queue {
     pub fn hold(&self, id: MessageId) -> Result<usize, QueueError> {
         self.modify(
             id,
-            |s| matches!(s, StoredState::Queued | StoredState::Deferred { .. }).then_some(StoredState::Held),
+            |s| {
+                matches!(s, StoredState::Queued | StoredState::Deferred { .. })
+                    .then_some(StoredState::Held)
+            },
             None,
         )
     }
@@ -214,7 +227,11 @@ impl Queue {
 
     /// Fail every non-final recipient now and owe a bounce for them.
     pub fn bounce_now(&self, id: MessageId, reason: &str) -> Result<usize, QueueError> {
-        self.modify(id, |s| (!s.is_final()).then_some(StoredState::Failed), Some(reason))
+        self.modify(
+            id,
+            |s| (!s.is_final()).then_some(StoredState::Failed),
+            Some(reason),
+        )
     }
 
     /// Remove a message, its bounce records and its body. Leases on it are lost.
@@ -223,7 +240,9 @@ impl Queue {
         let body;
         {
             let mut index = lock(&self.shared.index);
-            let msg = self.load(id)?.ok_or(QueueError::NotFound { id: id.to_string() })?;
+            let msg = self
+                .load(id)?
+                .ok_or(QueueError::NotFound { id: id.to_string() })?;
             for seq in 0..msg.bounce_seq {
                 self.shared
                     .bounces
@@ -255,7 +274,9 @@ impl Queue {
                 item.map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))?;
             let record: BounceDue =
                 serde_json::from_slice(&value).map_err(|e| QueueError::CorruptRecord {
-                    id: MessageId::from_key(&key).map(|i| i.to_string()).unwrap_or_default(),
+                    id: MessageId::from_key(&key)
+                        .map(|i| i.to_string())
+                        .unwrap_or_default(),
                     detail: format!("bounce record: {e}"),
                 })?;
             if taken.insert((record.id, record.seq)) {

@@ -95,6 +95,7 @@ impl Queue {
                 }
                 other => corrupt(other.to_string()),
             })?;
+        check_format(&path, &db, &meta_path)?;
         let messages = db
             .open_tree("messages")
             .map_err(|e| QueueError::sled(&meta_path, e))?;
@@ -218,6 +219,42 @@ impl Drop for Queue {
     }
 }
 
+const FORMAT_KEY: &[u8] = b"sealpost-queue-format";
+const FORMAT: &[u8] = b"1";
+
+/// A queue directory carries a `FORMAT` file and the same marker inside sled.
+/// If the file exists but sled lost the marker, sled's log was damaged and
+/// recovered to an empty or older state: refuse to run on it.
+fn check_format(path: &Path, db: &sled::Db, meta_path: &Path) -> Result<(), QueueError> {
+    let marker = path.join("FORMAT");
+    let stored = db
+        .get(FORMAT_KEY)
+        .map_err(|e| QueueError::sled(meta_path, e))?;
+    let corrupt = |detail: &str| QueueError::CorruptStore {
+        path: meta_path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    match (marker.exists(), stored) {
+        (true, Some(v)) if v.as_ref() == FORMAT => Ok(()),
+        (_, Some(v)) => Err(corrupt(&format!(
+            "unknown format marker {:?}",
+            String::from_utf8_lossy(&v)
+        ))),
+        (true, None) => Err(corrupt(
+            "the metadata log lost its contents (format marker missing)",
+        )),
+        (false, None) => {
+            db.insert(FORMAT_KEY, FORMAT)
+                .map_err(|e| QueueError::sled(meta_path, e))?;
+            db.flush().map_err(|e| QueueError::sled(meta_path, e))?;
+            std::fs::write(&marker, FORMAT).map_err(|e| QueueError::io(&marker, &e))?;
+            std::fs::File::open(path)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| QueueError::io(path, &e))
+        }
+    }
+}
+
 fn commit_loop(shared: &Shared) {
     while let Some((jobs, flushes)) = shared.commit.next_group() {
         let result = commit_group(shared, jobs);
@@ -245,7 +282,10 @@ fn commit_loop(shared: &Shared) {
     }
 }
 
-type Committed = (Vec<(Arc<Slot>, Result<(), QueueError>)>, Vec<(MessageId, StoredMessage)>);
+type Committed = (
+    Vec<(Arc<Slot>, Result<(), QueueError>)>,
+    Vec<(MessageId, StoredMessage)>,
+);
 
 /// Append and sync the bodies, then write the metadata batch (flushed by the
 /// caller). Messages become visible to `take_due` only after that flush.

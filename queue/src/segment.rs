@@ -168,7 +168,8 @@ impl Segments {
     /// when a segment was created).
     pub fn sync(&mut self) -> Result<(), QueueError> {
         for file in self.unsynced.drain(..) {
-            file.sync_data().map_err(|e| QueueError::io(&self.dir, &e))?;
+            file.sync_data()
+                .map_err(|e| QueueError::io(&self.dir, &e))?;
         }
         if let Some((number, file, _)) = &self.current {
             file.sync_data()
@@ -200,11 +201,6 @@ impl Segments {
                 let _ = fs::remove_file(segment_path(&self.dir, loc.segment));
             }
         }
-    }
-
-    #[cfg(test)]
-    pub fn segment_count(&self) -> usize {
-        self.live.len()
     }
 }
 

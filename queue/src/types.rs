@@ -41,7 +41,11 @@ impl FromStr for MessageId {
     type Err = QueueError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || QueueError::BadMessageId { input: s.into() };
-        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() != 16
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad());
         }
         u64::from_str_radix(s, 16).map(MessageId).map_err(|_| bad())
@@ -104,7 +108,9 @@ pub enum RecipientState {
     /// Leased by a delivery worker (in memory only: after a crash it is due).
     Active,
     /// Waiting for a retry at this time.
-    Deferred { next_attempt: SystemTime },
+    Deferred {
+        next_attempt: SystemTime,
+    },
     /// Held by an operator; not due until released.
     Held,
     Delivered,
