@@ -267,14 +267,17 @@ fn commit_loop(shared: &Shared) {
             slot.complete(flushed.clone());
         }
         let (done, pending_index) = result;
-        match &flushed {
-            Ok(()) => {
-                let mut index = lock(&shared.index);
-                for (id, msg) in &pending_index {
-                    index.add_message(*id, msg);
-                }
+        if flushed.is_ok() {
+            let mut index = lock(&shared.index);
+            for (id, msg) in &pending_index {
+                index.add_message(*id, msg);
             }
-            Err(_) => {}
+        } else {
+            // Not acknowledged: take the records back (best effort) so a
+            // later flush does not persist messages their senders saw fail.
+            for (id, _) in &pending_index {
+                let _ = shared.messages.remove(id.key());
+            }
         }
         for (slot, r) in done {
             slot.complete(flushed.clone().and(r));
