@@ -202,9 +202,9 @@ impl Queue {
         )
     }
 
-    /// Release held recipients: due now.
-    pub fn release(&self, id: MessageId) -> Result<usize, QueueError> {
-        let now = to_ms(SystemTime::now());
+    /// Release held recipients: due at `now`.
+    pub fn release(&self, id: MessageId, now: SystemTime) -> Result<usize, QueueError> {
+        let now = to_ms(now);
         self.modify(
             id,
             |s| (s == StoredState::Held).then_some(StoredState::Deferred { next_ms: now }),
@@ -212,9 +212,9 @@ impl Queue {
         )
     }
 
-    /// Make deferred recipients due now.
-    pub fn retry_now(&self, id: MessageId) -> Result<usize, QueueError> {
-        let now = to_ms(SystemTime::now());
+    /// Make deferred recipients due at `now`.
+    pub fn retry_now(&self, id: MessageId, now: SystemTime) -> Result<usize, QueueError> {
+        let now = to_ms(now);
         self.modify(
             id,
             |s| {

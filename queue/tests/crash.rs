@@ -41,7 +41,9 @@ fn child(dir: &std::path::Path) {
         handles.push(std::thread::spawn(move || {
             let mut n = w;
             while Instant::now() < deadline {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let len = 1 + (n >> 40) as usize % 20_000;
                 let body: Vec<u8> = (0..len).map(|i| (n >> (i % 56)) as u8 ^ i as u8).collect();
                 let sum = checksum(&body);
@@ -104,7 +106,10 @@ fn parent() -> usize {
         let _ = child.wait();
         let _ = reader.join();
         let round_lines = lines.lock().expect("lines").clone();
-        assert!(!round_lines.is_empty(), "round {round}: child acknowledged nothing");
+        assert!(
+            !round_lines.is_empty(),
+            "round {round}: child acknowledged nothing"
+        );
         for line in round_lines {
             // A line cut by the kill has fewer fields; it was not acknowledged.
             let parts: Vec<&str> = line.split(' ').collect();
@@ -127,13 +132,20 @@ fn check(dir: &std::path::Path, acked: &HashMap<MessageId, (usize, u64)>, round:
             Ok(b) => b,
             Err(e) => panic!("round {round}: acknowledged {id} lost: {e}"),
         };
-        assert_eq!((body.len(), checksum(&body)), (*len, *sum), "round {round}: {id} damaged");
+        assert_eq!(
+            (body.len(), checksum(&body)),
+            (*len, *sum),
+            "round {round}: {id} damaged"
+        );
     }
     // Every lease of the dead child is due again: all messages can be taken.
     let far = SystemTime::now() + Duration::from_secs(1 << 40);
     let leases = queue.take_due_any(far, usize::MAX).expect("take");
     let due: std::collections::HashSet<MessageId> = leases.iter().map(|l| l.id).collect();
     for id in acked.keys() {
-        assert!(due.contains(id), "round {round}: {id} not due after restart");
+        assert!(
+            due.contains(id),
+            "round {round}: {id} not due after restart"
+        );
     }
 }

@@ -171,7 +171,7 @@ fn operations_hold_release_retry_bounce_delete_list() {
         ..ListFilter::default()
     };
     assert_eq!(q.list(&held, None, 10).unwrap().items.len(), 1);
-    assert_eq!(q.release(ids[0]).unwrap(), 1);
+    assert_eq!(q.release(ids[0], at(50)).unwrap(), 1);
     assert_eq!(q.take_due_any(at(100), 10).unwrap().len(), 3);
     // All leased: bounce one (its lease is lost), delete another.
     assert_eq!(q.bounce_now(ids[1], "operator").unwrap(), 1);
