@@ -1,8 +1,10 @@
-//! Group commit: writers hand their message to one commit thread and get a
-//! [`Durable`]; the thread takes everything pending, appends the bodies,
-//! `fdatasync`s once, writes all metadata in one sled batch, `flush`es once,
-//! and only then resolves every `Durable` of the group. Other durable state
-//! changes (attempts, operator actions) join the same flush as waiters.
+//! Group commit: writers hand their message to the commit pipeline and get a
+//! [`Durable`]. Stage 1 (thread `queue-bodies`) takes everything pending,
+//! appends the bodies and `fdatasync`s once; stage 2 (thread `queue-meta`)
+//! writes the metadata of every synced group in one sled batch, `flush`es
+//! once, and only then resolves each `Durable`. While stage 2 flushes group
+//! N, stage 1 syncs group N+1. Other durable state changes (attempts,
+//! operator actions) join the next metadata flush as waiters.
 //!
 //! `Durable` can be waited on blocking ([`Durable::wait`]) or awaited (it is a
 //! `std::future::Future`, woken from the commit thread; no runtime needed).

@@ -14,14 +14,14 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crate::commit::{lock, CommitQueue, Durable, Job, Slot};
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
-use crate::segment::{Segments, StorageFaults};
+use crate::segment::{BodyLoc, Segments, StorageFaults};
 use crate::types::to_ms;
 use crate::{MessageId, NewMessage, QueueError};
 
@@ -71,7 +71,8 @@ pub(crate) struct Shared {
 /// `&self`. Dropping it finishes pending commits and stops the commit thread.
 pub struct Queue {
     pub(crate) shared: Arc<Shared>,
-    committer: Option<JoinHandle<()>>,
+    /// The body stage and the metadata stage of the commit pipeline.
+    committers: Vec<JoinHandle<()>>,
 }
 
 impl Queue {
@@ -149,14 +150,20 @@ impl Queue {
             bounces_taken: Mutex::new(HashSet::new()),
             last_id: AtomicU64::new(last),
         });
+        let (to_meta, from_bodies) = mpsc::channel();
         let worker = shared.clone();
-        let committer = std::thread::Builder::new()
-            .name("queue-commit".into())
-            .spawn(move || commit_loop(&worker))
+        let bodies = std::thread::Builder::new()
+            .name("queue-bodies".into())
+            .spawn(move || body_stage(&worker, &to_meta))
+            .map_err(|e| QueueError::io(&path, &e))?;
+        let worker = shared.clone();
+        let meta = std::thread::Builder::new()
+            .name("queue-meta".into())
+            .spawn(move || meta_stage(&worker, &from_bodies))
             .map_err(|e| QueueError::io(&path, &e))?;
         Ok(Queue {
             shared,
-            committer: Some(committer),
+            committers: vec![bodies, meta],
         })
     }
 
@@ -213,7 +220,7 @@ impl Queue {
 impl Drop for Queue {
     fn drop(&mut self) {
         self.shared.commit.close();
-        if let Some(handle) = self.committer.take() {
+        for handle in self.committers.drain(..) {
             let _ = handle.join();
         }
     }
@@ -255,100 +262,124 @@ fn check_format(path: &Path, db: &sled::Db, meta_path: &Path) -> Result<(), Queu
     }
 }
 
-fn commit_loop(shared: &Shared) {
+/// Stage 1 to stage 2 of the commit pipeline: bodies of one group are
+/// synced (or failed); flush waiters ride along in order.
+struct Synced {
+    failed: Vec<(Arc<Slot>, QueueError)>,
+    written: Vec<(Job, BodyLoc)>,
+    flushes: Vec<Arc<Slot>>,
+}
+
+/// Stage 1: append the group's bodies and `fdatasync` once. Runs while
+/// stage 2 flushes the previous group's metadata, so the two syncs overlap.
+fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
     while let Some((jobs, flushes)) = shared.commit.next_group() {
-        let result = commit_group(shared, jobs);
-        let flushed = shared
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| QueueError::sled(shared.path.join("meta"), e));
-        for slot in flushes {
-            slot.complete(flushed.clone());
+        let mut failed = Vec::new();
+        let mut written = Vec::with_capacity(jobs.len());
+        if !jobs.is_empty() {
+            let mut segments = lock(&shared.segments);
+            for job in jobs {
+                match segments.append(job.id, &job.message.body) {
+                    Ok(loc) => written.push((job, loc)),
+                    Err(e) => failed.push((job.slot, e)),
+                }
+            }
+            if !written.is_empty() {
+                if let Err(e) = segments.sync() {
+                    failed.extend(written.drain(..).map(|(job, _)| (job.slot, e.clone())));
+                }
+            }
+            for (_, loc) in &written {
+                segments.add_live(loc);
+            }
         }
-        let (done, pending_index) = result;
-        if flushed.is_ok() {
+        let synced = Synced {
+            failed,
+            written,
+            flushes,
+        };
+        if let Err(mpsc::SendError(lost)) = to_meta.send(synced) {
+            for (job, _) in lost.written {
+                job.slot.complete(Err(QueueError::Closed));
+            }
+            for slot in lost.flushes {
+                slot.complete(Err(QueueError::Closed));
+            }
+        }
+    }
+}
+
+/// Stage 2: write the metadata of every synced group waiting (one sled
+/// batch), flush once, then make the messages visible and resolve waiters.
+fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
+    let meta = shared.path.join("meta");
+    while let Ok(first) = from_bodies.recv() {
+        let mut groups = vec![first];
+        groups.extend(from_bodies.try_iter());
+        let mut batch = sled::Batch::default();
+        let mut stored = Vec::new();
+        for group in &groups {
+            for (job, loc) in &group.written {
+                let msg = stored_message(&job.message, *loc);
+                batch.insert(&job.id.key(), msg.encode());
+                stored.push((job.id, msg));
+            }
+        }
+        let result = shared
+            .messages
+            .apply_batch(batch)
+            .and_then(|()| shared.db.flush().map(|_| ()))
+            .map_err(|e| QueueError::sled(&meta, e));
+        if result.is_ok() {
             let mut index = lock(&shared.index);
-            for (id, msg) in &pending_index {
+            for (id, msg) in &stored {
                 index.add_message(*id, msg);
             }
         } else {
             // Not acknowledged: take the records back (best effort) so a
             // later flush does not persist messages their senders saw fail.
-            for (id, _) in &pending_index {
+            for (id, _) in &stored {
                 let _ = shared.messages.remove(id.key());
             }
+            let mut segments = lock(&shared.segments);
+            for (_, msg) in &stored {
+                segments.release(&msg.body);
+            }
         }
-        for (slot, r) in done {
-            slot.complete(flushed.clone().and(r));
+        for group in groups {
+            for (slot, e) in group.failed {
+                slot.complete(Err(e));
+            }
+            for (job, _) in group.written {
+                job.slot.complete(result.clone());
+            }
+            for slot in group.flushes {
+                slot.complete(result.clone());
+            }
         }
     }
 }
 
-type Committed = (
-    Vec<(Arc<Slot>, Result<(), QueueError>)>,
-    Vec<(MessageId, StoredMessage)>,
-);
-
-/// Append and sync the bodies, then write the metadata batch (flushed by the
-/// caller). Messages become visible to `take_due` only after that flush.
-fn commit_group(shared: &Shared, jobs: Vec<Job>) -> Committed {
-    let mut done = Vec::with_capacity(jobs.len());
-    let mut stored = Vec::with_capacity(jobs.len());
-    if jobs.is_empty() {
-        return (done, stored);
+fn stored_message(m: &NewMessage, body: BodyLoc) -> StoredMessage {
+    StoredMessage {
+        tenant: m.tenant.clone(),
+        mail_from: m.mail_from.clone(),
+        mail_params: m.mail_params.clone(),
+        policy: m.policy.clone(),
+        arrived_ms: to_ms(m.arrived_at),
+        body,
+        recipients: m
+            .recipients
+            .iter()
+            .map(|r| StoredRecipient {
+                address: r.address.clone(),
+                destination: r.destination.clone(),
+                params: r.params.clone(),
+                state: StoredState::Queued,
+                attempts: Vec::new(),
+            })
+            .collect(),
+        bounces_pending: 0,
+        bounce_seq: 0,
     }
-    let mut segments = lock(&shared.segments);
-    let mut written = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match segments.append(job.id, &job.message.body) {
-            Ok(loc) => written.push((job, loc)),
-            Err(e) => done.push((job.slot, Err(e))),
-        }
-    }
-    if let Err(e) = segments.sync() {
-        for (job, _) in written {
-            done.push((job.slot, Err(e.clone())));
-        }
-        return (done, stored);
-    }
-    let mut batch = sled::Batch::default();
-    for (job, loc) in &written {
-        let m = &job.message;
-        let msg = StoredMessage {
-            tenant: m.tenant.clone(),
-            mail_from: m.mail_from.clone(),
-            mail_params: m.mail_params.clone(),
-            policy: m.policy.clone(),
-            arrived_ms: to_ms(m.arrived_at),
-            body: *loc,
-            recipients: m
-                .recipients
-                .iter()
-                .map(|r| StoredRecipient {
-                    address: r.address.clone(),
-                    destination: r.destination.clone(),
-                    params: r.params.clone(),
-                    state: StoredState::Queued,
-                    attempts: Vec::new(),
-                })
-                .collect(),
-            bounces_pending: 0,
-            bounce_seq: 0,
-        };
-        batch.insert(&job.id.key(), msg.encode());
-        segments.add_live(loc);
-        stored.push((job.id, msg));
-    }
-    let applied = shared
-        .messages
-        .apply_batch(batch)
-        .map_err(|e| QueueError::sled(shared.path.join("meta"), e));
-    for (job, _) in written {
-        done.push((job.slot, applied.clone()));
-    }
-    if applied.is_err() {
-        stored.clear();
-    }
-    (done, stored)
 }
