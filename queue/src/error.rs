@@ -38,6 +38,9 @@ pub enum QueueError {
     /// The message has more recipients than a record can hold.
     #[error("message has {count} recipients, more than the limit of {limit}")]
     TooManyRecipients { count: usize, limit: usize },
+    /// A message must have at least one recipient.
+    #[error("message has no recipients")]
+    NoRecipients,
     /// No message with this id is in the queue.
     #[error("no message {id} in the queue")]
     NotFound { id: String },

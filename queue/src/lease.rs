@@ -9,7 +9,7 @@
 //! (or the disk flush fails) after the peer accepted the message and before
 //! `record_attempt` returned; after restart the recipient is due again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crate::backoff::{next_retry, Retry, RetryPolicy};
@@ -83,28 +83,17 @@ impl Queue {
         let Some(set) = index.due_by_destination.get(destination) else {
             return Ok(Vec::new());
         };
-        let picks = first_due(set, to_ms(now), max, |_| destination.to_string(), &index);
-        self.lease_picks(&mut index, now, picks)
+        let picks = first_due(set, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, Some(destination), max)
     }
 
-    /// Lease up to `max` (message, destination) groups due at `now`, any destination.
+    /// Lease up to `max` (message, destination) groups due at `now`, any
+    /// destination. A message's due recipients for every destination are
+    /// leased together (one lease per destination), oldest due first.
     pub fn take_due_any(&self, now: SystemTime, max: usize) -> Result<Vec<Lease>, QueueError> {
         let mut index = lock(&self.shared.index);
-        let picks = first_due(
-            &index.due,
-            to_ms(now),
-            max,
-            |key| self.destination_of(key).unwrap_or_default(),
-            &index,
-        );
-        self.lease_picks(&mut index, now, picks)
-    }
-
-    fn destination_of(&self, key: &DueKey) -> Option<String> {
-        let msg = self.load(key.1).ok()??;
-        msg.recipients
-            .get(usize::from(key.2))
-            .map(|r| r.destination.clone())
+        let picks = first_due(&index.due, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, None, max)
     }
 
     pub(crate) fn load(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {
@@ -128,40 +117,54 @@ impl Queue {
         &self,
         index: &mut Index,
         now: SystemTime,
-        picks: Vec<(MessageId, String)>,
+        picks: Vec<MessageId>,
+        only: Option<&str>,
+        max: usize,
     ) -> Result<Vec<Lease>, QueueError> {
         let now_ms = to_ms(now);
-        let mut leases = Vec::with_capacity(picks.len());
-        for (id, destination) in picks {
+        let mut leases: Vec<Lease> = Vec::with_capacity(picks.len());
+        for id in picks {
             let Some(msg) = self.load(id)? else { continue };
-            let mut recipients = Vec::new();
+            let mut groups: BTreeMap<&str, Vec<LeasedRecipient>> = BTreeMap::new();
             for (i, r) in msg.recipients.iter().enumerate() {
                 let idx = i as u16;
                 let due = r.due_ms(msg.arrived_ms).is_some_and(|d| d <= now_ms);
-                if r.destination == destination && due && !index.is_active(id, idx) {
-                    index.lease(id, idx, msg.arrived_ms, r);
-                    recipients.push(LeasedRecipient {
+                let wanted = only.is_none_or(|d| d == r.destination);
+                if !wanted || !due || index.is_active(id, idx) {
+                    continue;
+                }
+                if leases.len() + groups.len() >= max
+                    && !groups.contains_key(r.destination.as_str())
+                {
+                    continue;
+                }
+                index.lease(id, idx, msg.arrived_ms, r);
+                groups
+                    .entry(&r.destination)
+                    .or_default()
+                    .push(LeasedRecipient {
                         index: idx,
                         address: r.address.clone(),
                         params: r.params.clone(),
                         attempts: r.attempts.len() as u32,
                     });
-                }
             }
-            if recipients.is_empty() {
-                continue;
+            for (destination, recipients) in groups {
+                leases.push(Lease {
+                    id,
+                    destination: destination.to_string(),
+                    tenant: msg.tenant.clone(),
+                    mail_from: msg.mail_from.clone(),
+                    mail_params: msg.mail_params.clone(),
+                    policy: msg.policy.clone(),
+                    arrived_at: from_ms(msg.arrived_ms),
+                    recipients,
+                    body: msg.body,
+                });
             }
-            leases.push(Lease {
-                id,
-                destination,
-                tenant: msg.tenant.clone(),
-                mail_from: msg.mail_from.clone(),
-                mail_params: msg.mail_params.clone(),
-                policy: msg.policy.clone(),
-                arrived_at: from_ms(msg.arrived_ms),
-                recipients,
-                body: msg.body,
-            });
+            if leases.len() >= max {
+                break;
+            }
         }
         Ok(leases)
     }
@@ -311,26 +314,17 @@ impl Queue {
     }
 }
 
-/// The first `max` distinct (message, destination) groups due by `now_ms`
-/// that are not leased.
-fn first_due(
-    set: &BTreeSet<DueKey>,
-    now_ms: u64,
-    max: usize,
-    destination: impl Fn(&DueKey) -> String,
-    index: &Index,
-) -> Vec<(MessageId, String)> {
-    let mut picks: Vec<(MessageId, String)> = Vec::new();
+/// The first `max` distinct messages with a recipient in `set` due by
+/// `now_ms` and not leased.
+fn first_due(set: &BTreeSet<DueKey>, now_ms: u64, max: usize, index: &Index) -> Vec<MessageId> {
+    let mut picks: Vec<MessageId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for key in set.range(..(now_ms.saturating_add(1), MessageId(0), 0)) {
         if picks.len() >= max {
             break;
         }
-        if index.is_active(key.1, key.2) {
-            continue;
-        }
-        let dest = destination(key);
-        if !picks.iter().any(|(id, d)| *id == key.1 && *d == dest) {
-            picks.push((key.1, dest));
+        if !index.is_active(key.1, key.2) && seen.insert(key.1) {
+            picks.push(key.1);
         }
     }
     picks

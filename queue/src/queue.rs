@@ -182,6 +182,9 @@ impl Queue {
                 limit: opts.max_body_bytes,
             });
         }
+        if message.recipients.is_empty() {
+            return Err(QueueError::NoRecipients);
+        }
         if message.recipients.len() > opts.max_recipients.min(usize::from(u16::MAX)) {
             return Err(QueueError::TooManyRecipients {
                 count: message.recipients.len(),
