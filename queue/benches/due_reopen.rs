@@ -42,6 +42,18 @@ fn fill(path: &std::path::Path, count: usize) {
     }
 }
 
+/// Resident set size from /proc (0 where unavailable).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn due_and_reopen(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
     let count = if full { 100_000 } else { 2_000 };
@@ -51,7 +63,14 @@ fn due_and_reopen(c: &mut Criterion) {
 
     let mut group = c.benchmark_group(format!("queue_of_{count}"));
     group.sample_size(10);
+    let before = rss_kib();
+    let started = Instant::now();
     let mut queue = Some(Queue::open(dir.path(), QueueOptions::default()).expect("open"));
+    eprintln!(
+        "reopen of {count} x {BODY} B: {:?}, resident memory {before} KiB before, {} KiB after",
+        started.elapsed(),
+        rss_kib()
+    );
     group.throughput(Throughput::Elements(100));
     group.bench_function("take_due_any_100", |b| {
         b.iter_custom(|iters| {

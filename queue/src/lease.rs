@@ -305,12 +305,49 @@ impl Queue {
                 .messages
                 .remove(id.key())
                 .map_err(|e| QueueError::sled(meta(), e))?;
+            self.retain(id, msg)?;
             index.remove_message(id, msg);
             Ok(Some(msg.body))
         } else {
             self.store(id, msg)?;
             Ok(None)
         }
+    }
+}
+
+impl Queue {
+    /// Keep a finished message's record for `retain_done`, and drop records
+    /// kept longer than that (a range walk from the oldest).
+    fn retain(&self, id: MessageId, msg: &StoredMessage) -> Result<(), QueueError> {
+        let Some(keep) = self.shared.options.retain_done else {
+            return Ok(());
+        };
+        let meta = || self.shared.path.join("meta");
+        let now = to_ms(SystemTime::now());
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&now.to_be_bytes());
+        key[8..].copy_from_slice(&id.key());
+        let tree = &self.shared.retained;
+        tree.insert(key, msg.encode())
+            .map_err(|e| QueueError::sled(meta(), e))?;
+        let cutoff = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+        for item in tree.range(..cutoff.to_be_bytes().to_vec()) {
+            let (old, _) = item.map_err(|e| QueueError::sled(meta(), e))?;
+            tree.remove(old).map_err(|e| QueueError::sled(meta(), e))?;
+        }
+        Ok(())
+    }
+
+    /// A finished message kept by `retain_done`.
+    pub(crate) fn retained(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {
+        for item in self.shared.retained.iter() {
+            let (key, value) =
+                item.map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))?;
+            if key.get(8..16) == Some(&id.key()[..]) {
+                return StoredMessage::decode(id, &value).map(Some);
+            }
+        }
+        Ok(None)
     }
 }
 

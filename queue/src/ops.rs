@@ -124,12 +124,16 @@ impl Queue {
         Ok(Page { items, next })
     }
 
-    /// One message with every recipient's attempts.
+    /// One message with every recipient's attempts (also a finished one
+    /// while `QueueOptions::retain_done` keeps it).
     pub fn show(&self, id: MessageId) -> Result<MessageInfo, QueueError> {
         let index = lock(&self.shared.index);
-        let msg = self
-            .load(id)?
-            .ok_or(QueueError::NotFound { id: id.to_string() })?;
+        let msg = match self.load(id)? {
+            Some(msg) => msg,
+            None => self
+                .retained(id)?
+                .ok_or(QueueError::NotFound { id: id.to_string() })?,
+        };
         Ok(msg.info(id, |i| index.is_active(id, i)))
     }
 

@@ -36,6 +36,9 @@ pub struct QueueOptions {
     pub cache_bytes: u64,
     /// Segment files roll over at this size.
     pub segment_bytes: u64,
+    /// Keep the record (attempt log) of a finished message this long after
+    /// it finished, for `Queue::show`; `None` drops it at once.
+    pub retain_done: Option<std::time::Duration>,
     /// Storage fault seam (tests set `disk_full`).
     pub faults: Arc<StorageFaults>,
 }
@@ -47,6 +50,7 @@ impl Default for QueueOptions {
             max_recipients: 1000,
             cache_bytes: 16 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
+            retain_done: None,
             faults: Arc::new(StorageFaults::default()),
         }
     }
@@ -57,6 +61,8 @@ pub(crate) struct Shared {
     pub db: sled::Db,
     pub messages: sled::Tree,
     pub bounces: sled::Tree,
+    /// Finished messages kept for `retain_done`: key finished ms ‖ id.
+    pub retained: sled::Tree,
     pub index: Mutex<Index>,
     pub segments: Mutex<Segments>,
     pub body_dir: PathBuf,
@@ -85,17 +91,29 @@ impl Queue {
             path: meta_path.clone(),
             detail,
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&meta_path)
             .cache_capacity(options.cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => {
-                    QueueError::io(&meta_path, &io)
+            .flush_every_ms(None);
+        // sled's own threads may hold the file lock for a moment after a
+        // previous handle in this process was dropped: retry briefly. A lock
+        // held by another process still fails after the bound.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.to_string().contains("could not acquire lock") && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => corrupt(other.to_string()),
-            })?;
+                Err(sled::Error::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+                    return Err(QueueError::io(&meta_path, &io));
+                }
+                Err(other) => return Err(corrupt(other.to_string())),
+            }
+        };
         check_format(&path, &db, &meta_path)?;
         let messages = db
             .open_tree("messages")
@@ -104,6 +122,9 @@ impl Queue {
             .open_tree("bounces")
             .map_err(|e| QueueError::sled(&meta_path, e))?;
 
+        let retained = db
+            .open_tree("retained")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
         let mut index = Index::default();
         let mut live: HashMap<u32, u64> = HashMap::new();
         let mut done = Vec::new();
@@ -142,6 +163,7 @@ impl Queue {
             db,
             messages,
             bounces,
+            retained,
             index: Mutex::new(index),
             segments: Mutex::new(segments),
             body_dir,

@@ -289,3 +289,40 @@ fn corrupt_store_at_open_names_the_path() {
         Ok(_) => panic!("opened a corrupt store"),
     }
 }
+
+#[test]
+fn finished_message_attempt_log_is_retained_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = QueueOptions {
+        retain_done: Some(std::time::Duration::from_secs(3600)),
+        ..QueueOptions::default()
+    };
+    let q = sealpost_queue::Queue::open(dir.path(), options).unwrap();
+    let id = q
+        .enqueue(message("t", &[("a@x", "x")], b"b"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let lease = q.take_due(at(0), "x", 1).unwrap().remove(0);
+    let delivered = Outcome::Delivered {
+        reply: "250 2.0.0 queued as 42".into(),
+    };
+    q.record_attempt(
+        lease,
+        &[(0, delivered.clone())],
+        attempt(1, "250"),
+        &RetryPolicy::default(),
+    )
+    .unwrap();
+    let info = q.show(id).unwrap();
+    assert_eq!(info.recipients[0].state, RecipientState::Delivered);
+    assert_eq!(info.recipients[0].attempts[0].outcome, delivered);
+    assert!(
+        q.counts().by_state.is_empty(),
+        "finished messages are not counted"
+    );
+    assert!(matches!(
+        q.message_body(id),
+        Err(QueueError::NotFound { .. })
+    ));
+}
