@@ -171,7 +171,12 @@ impl Queue {
 
     /// The leased message's body, checked against its checksum.
     pub fn read_body(&self, lease: &Lease) -> Result<Vec<u8>, QueueError> {
-        read_body(&self.shared.body_dir, lease.id, &lease.body)
+        read_body(
+            &self.shared.body_dir,
+            lease.id,
+            &lease.body,
+            self.shared.options.max_body_bytes,
+        )
     }
 
     /// Record one attempt's outcomes (by recipient index) and release the

@@ -142,7 +142,12 @@ impl Queue {
         let msg = self
             .load(id)?
             .ok_or(QueueError::NotFound { id: id.to_string() })?;
-        read_body(&self.shared.body_dir, id, &msg.body)
+        read_body(
+            &self.shared.body_dir,
+            id,
+            &msg.body,
+            self.shared.options.max_body_bytes,
+        )
     }
 
     /// Counts by state, tenant and destination (no scan).

@@ -205,7 +205,13 @@ impl Segments {
 }
 
 /// Read and verify one body record.
-pub(crate) fn read_body(dir: &Path, id: MessageId, loc: &BodyLoc) -> Result<Vec<u8>, QueueError> {
+/// `limit` bounds the allocation when metadata and header agree on a wild length.
+pub(crate) fn read_body(
+    dir: &Path,
+    id: MessageId,
+    loc: &BodyLoc,
+    limit: usize,
+) -> Result<Vec<u8>, QueueError> {
     let path = segment_path(dir, loc.segment);
     let corrupt = |detail: String| QueueError::CorruptBody {
         id: id.to_string(),
@@ -228,6 +234,11 @@ pub(crate) fn read_body(dir: &Path, id: MessageId, loc: &BodyLoc) -> Result<Vec<
     let len = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
     if len != loc.len {
         return Err(corrupt(format!("length {len}, metadata says {}", loc.len)));
+    }
+    if len as usize > limit {
+        return Err(corrupt(format!(
+            "length {len} exceeds the body limit {limit}"
+        )));
     }
     let want = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
     let mut body = vec![0u8; len as usize];

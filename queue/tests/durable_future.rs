@@ -73,3 +73,12 @@ fn message_without_recipients_is_rejected() {
         result.err()
     );
 }
+
+#[test]
+fn queue_and_durable_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<sealpost_queue::Queue>();
+    send::<sealpost_queue::Durable>();
+    send_sync::<QueueError>();
+}
