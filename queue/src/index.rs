@@ -1,7 +1,8 @@
 //! In-memory due-time index and counters, rebuilt from the metadata at open.
 //!
 //! `due` is ordered by (due millisecond, message id, recipient index), and
-//! `due_by_destination` holds the same keys per destination, so "everything
+//! `due_by_destination` / `due_by_tenant` hold the same keys per destination
+//! and per tenant, so "everything
 //! due now, at most N" is a range walk from the start: no scan of the store.
 //! Leases (`active`) live only here; after a crash they are simply absent and
 //! the recipients' persisted states make them due again. Counts are kept
@@ -30,6 +31,7 @@ pub struct Counts {
 pub(crate) struct Index {
     pub due: BTreeSet<DueKey>,
     pub due_by_destination: HashMap<String, BTreeSet<DueKey>>,
+    pub due_by_tenant: HashMap<String, BTreeSet<DueKey>>,
     pub active: HashSet<(MessageId, u16)>,
     pub counts: Counts,
 }
@@ -62,6 +64,7 @@ impl Index {
         id: MessageId,
         index: u16,
         arrived_ms: u64,
+        tenant: &str,
         r: &StoredRecipient,
     ) {
         let kind = self.kind(id, index, r);
@@ -83,6 +86,10 @@ impl Index {
                 .entry(r.destination.clone())
                 .or_default()
                 .insert(key);
+            self.due_by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(key);
         }
     }
 
@@ -92,6 +99,7 @@ impl Index {
         id: MessageId,
         index: u16,
         arrived_ms: u64,
+        tenant: &str,
         r: &StoredRecipient,
     ) {
         let kind = self.kind(id, index, r);
@@ -109,27 +117,40 @@ impl Index {
                     self.due_by_destination.remove(&r.destination);
                 }
             }
+            if let Some(set) = self.due_by_tenant.get_mut(tenant) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.due_by_tenant.remove(tenant);
+                }
+            }
         }
     }
 
     pub fn add_message(&mut self, id: MessageId, msg: &StoredMessage) {
         *self.counts.by_tenant.entry(msg.tenant.clone()).or_insert(0) += 1;
         for (i, r) in msg.recipients.iter().enumerate() {
-            self.add_recipient(id, i as u16, msg.arrived_ms, r);
+            self.add_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
         }
     }
 
     pub fn remove_message(&mut self, id: MessageId, msg: &StoredMessage) {
         decrement(&mut self.counts.by_tenant, &msg.tenant);
         for (i, r) in msg.recipients.iter().enumerate() {
-            self.remove_recipient(id, i as u16, msg.arrived_ms, r);
+            self.remove_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
         }
     }
 
     /// Mark a due recipient as leased.
-    pub fn lease(&mut self, id: MessageId, index: u16, arrived_ms: u64, r: &StoredRecipient) {
-        self.remove_recipient(id, index, arrived_ms, r);
+    pub fn lease(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        tenant: &str,
+        r: &StoredRecipient,
+    ) {
+        self.remove_recipient(id, index, arrived_ms, tenant, r);
         self.active.insert((id, index));
-        self.add_recipient(id, index, arrived_ms, r);
+        self.add_recipient(id, index, arrived_ms, tenant, r);
     }
 }

@@ -87,6 +87,22 @@ impl Queue {
         self.lease_picks(&mut index, now, picks, Some(destination), max)
     }
 
+    /// Lease the due recipients of up to `max` messages of `tenant` (one
+    /// lease per destination).
+    pub fn take_due_tenant(
+        &self,
+        now: SystemTime,
+        tenant: &str,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let mut index = lock(&self.shared.index);
+        let Some(set) = index.due_by_tenant.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let picks = first_due(set, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, None, max)
+    }
+
     /// Lease up to `max` (message, destination) groups due at `now`, any
     /// destination. A message's due recipients for every destination are
     /// leased together (one lease per destination), oldest due first.
@@ -138,7 +154,7 @@ impl Queue {
                 {
                     continue;
                 }
-                index.lease(id, idx, msg.arrived_ms, r);
+                index.lease(id, idx, msg.arrived_ms, &msg.tenant, r);
                 groups
                     .entry(&r.destination)
                     .or_default()
@@ -229,7 +245,7 @@ impl Queue {
                 let Some(r) = msg.recipients.get_mut(usize::from(leased.index)) else {
                     return Err(lost());
                 };
-                index.remove_recipient(id, leased.index, msg.arrived_ms, r);
+                index.remove_recipient(id, leased.index, msg.arrived_ms, &msg.tenant, r);
                 r.attempts.push(AttemptRecord {
                     attempt: attempt.clone(),
                     outcome: outcome.clone(),
@@ -257,7 +273,7 @@ impl Queue {
                         }
                     }
                 };
-                index.add_recipient(id, leased.index, msg.arrived_ms, r);
+                index.add_recipient(id, leased.index, msg.arrived_ms, &msg.tenant, r);
             }
             release = self.finish_update(&mut index, id, &mut msg, bounced)?;
         }

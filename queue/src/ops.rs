@@ -179,9 +179,9 @@ impl Queue {
                     continue;
                 }
                 let Some(new) = change(r.state) else { continue };
-                index.remove_recipient(id, idx, msg.arrived_ms, r);
+                index.remove_recipient(id, idx, msg.arrived_ms, &msg.tenant, r);
                 r.state = new;
-                index.add_recipient(id, idx, msg.arrived_ms, r);
+                index.add_recipient(id, idx, msg.arrived_ms, &msg.tenant, r);
                 if let Some(reason) = bounce_reason {
                     bounced.push((idx, false, reason.to_string()));
                 }

@@ -15,10 +15,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{attempt, message};
 
 const DESTS: [&str; 3] = ["a.test", "b.test", "c.test"];
+const TENANTS: [&str; 2] = ["t0", "t1"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue(Vec<usize>),
+    Enqueue(Vec<usize>, usize),
+    TakeTenant(usize),
     TakeAny,
     TakeDest(usize),
     Record(usize, Vec<u8>),
@@ -34,7 +36,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => prop::collection::vec(0..3usize, 1..4).prop_map(Op::Enqueue),
+        3 => (prop::collection::vec(0..3usize, 1..4), 0..2usize).prop_map(|(d, t)| Op::Enqueue(d, t)),
+        1 => (0..2usize).prop_map(Op::TakeTenant),
         2 => Just(Op::TakeAny),
         1 => (0..3usize).prop_map(Op::TakeDest),
         3 => (any::<usize>(), prop::collection::vec(0..3u8, 1..4)).prop_map(|(l, c)| Op::Record(l, c)),
@@ -69,6 +72,7 @@ struct MRcpt {
 
 #[derive(Debug, Clone)]
 struct MMsg {
+    tenant: usize,
     arrived: u64,
     rcpts: Vec<MRcpt>,
     bounces: u32,
@@ -120,7 +124,11 @@ impl World {
     }
 
     /// Groups (id, dest) -> recipient indices due now.
-    fn expected_due(&self, dest: Option<usize>) -> BTreeMap<(MessageId, String), Vec<u16>> {
+    fn expected_due(
+        &self,
+        dest: Option<usize>,
+        tenant: Option<usize>,
+    ) -> BTreeMap<(MessageId, String), Vec<u16>> {
         let mut out: BTreeMap<(MessageId, String), Vec<u16>> = BTreeMap::new();
         for (id, m) in &self.model {
             for (i, r) in m.rcpts.iter().enumerate() {
@@ -132,6 +140,7 @@ impl World {
                 if !r.active
                     && due.is_some_and(|d| d <= self.clock)
                     && dest.is_none_or(|d| d == r.dest)
+                    && tenant.is_none_or(|t| t == m.tenant)
                 {
                     out.entry((*id, DESTS[r.dest].to_string()))
                         .or_default()
@@ -142,8 +151,8 @@ impl World {
         out
     }
 
-    fn take(&mut self, leases: Vec<Lease>, dest: Option<usize>) {
-        let expected = self.expected_due(dest);
+    fn take(&mut self, leases: Vec<Lease>, dest: Option<usize>, tenant: Option<usize>) {
+        let expected = self.expected_due(dest, tenant);
         let got: BTreeMap<(MessageId, String), Vec<u16>> = leases
             .iter()
             .map(|l| {
@@ -194,14 +203,14 @@ impl World {
 
     fn apply(&mut self, op: Op, path: &Path) {
         match op {
-            Op::Enqueue(dests) => {
+            Op::Enqueue(dests, tenant) => {
                 let rcpts: Vec<(String, &str)> = dests
                     .iter()
                     .enumerate()
                     .map(|(i, d)| (format!("r{i}@{}", DESTS[*d]), DESTS[*d]))
                     .collect();
                 let refs: Vec<(&str, &str)> = rcpts.iter().map(|(a, d)| (a.as_str(), *d)).collect();
-                let mut msg = message("t", &refs, b"body");
+                let mut msg = message(TENANTS[tenant], &refs, b"body");
                 msg.arrived_at = time(self.clock);
                 let id = self
                     .q()
@@ -222,6 +231,7 @@ impl World {
                 self.model.insert(
                     id,
                     MMsg {
+                        tenant,
                         arrived: self.clock,
                         rcpts,
                         bounces: 0,
@@ -233,14 +243,21 @@ impl World {
                     .q()
                     .take_due_any(time(self.clock), usize::MAX)
                     .expect("take");
-                self.take(leases, None);
+                self.take(leases, None, None);
+            }
+            Op::TakeTenant(t) => {
+                let leases = self
+                    .q()
+                    .take_due_tenant(time(self.clock), TENANTS[t], usize::MAX)
+                    .expect("take");
+                self.take(leases, None, Some(t));
             }
             Op::TakeDest(d) => {
                 let leases = self
                     .q()
                     .take_due(time(self.clock), DESTS[d], usize::MAX)
                     .expect("take");
-                self.take(leases, Some(d));
+                self.take(leases, Some(d), None);
             }
             Op::Record(n, choices) => {
                 if self.leases.is_empty() {
