@@ -4,3 +4,27 @@
 //! delivery attempts, the due-time index, group commit and crash recovery.
 //! The crate is usable and testable on its own.
 #![forbid(unsafe_code)]
+
+mod backoff;
+mod commit;
+mod error;
+mod index;
+mod queue;
+mod record;
+mod segment;
+mod types;
+
+pub use backoff::{base_interval, next_retry, Retry, RetryPolicy};
+pub use commit::Durable;
+pub use error::QueueError;
+pub use index::Counts;
+pub use queue::{Queue, QueueOptions};
+pub use segment::StorageFaults;
+pub use types::{
+    AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewMessage,
+    NewRecipient, Outcome, RecipientInfo, RecipientState, StateKind,
+};
+mod lease;
+mod ops;
+pub use lease::{BounceDue, BouncedRecipient, Lease, LeasedRecipient};
+pub use ops::{ListFilter, Page};

@@ -1,0 +1,156 @@
+//! In-memory due-time index and counters, rebuilt from the metadata at open.
+//!
+//! `due` is ordered by (due millisecond, message id, recipient index), and
+//! `due_by_destination` / `due_by_tenant` hold the same keys per destination
+//! and per tenant, so "everything
+//! due now, at most N" is a range walk from the start: no scan of the store.
+//! Leases (`active`) live only here; after a crash they are simply absent and
+//! the recipients' persisted states make them due again. Counts are kept
+//! incrementally on every transition.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::record::{StoredMessage, StoredRecipient};
+use crate::{MessageId, StateKind};
+
+pub(crate) type DueKey = (u64, MessageId, u16);
+
+/// Counts of recipients by state and destination, and of messages by tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Recipients per state (final states count recipients of messages still
+    /// stored, e.g. while their bounce is pending).
+    pub by_state: BTreeMap<StateKind, u64>,
+    /// Messages stored per tenant.
+    pub by_tenant: BTreeMap<String, u64>,
+    /// Non-final recipients per destination.
+    pub by_destination: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    pub due: BTreeSet<DueKey>,
+    pub due_by_destination: HashMap<String, BTreeSet<DueKey>>,
+    pub due_by_tenant: HashMap<String, BTreeSet<DueKey>>,
+    pub active: HashSet<(MessageId, u16)>,
+    pub counts: Counts,
+}
+
+fn decrement<K: Ord>(map: &mut BTreeMap<K, u64>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl Index {
+    pub fn is_active(&self, id: MessageId, index: u16) -> bool {
+        self.active.contains(&(id, index))
+    }
+
+    fn kind(&self, id: MessageId, index: u16, r: &StoredRecipient) -> StateKind {
+        if self.is_active(id, index) {
+            StateKind::Active
+        } else {
+            r.state.public().kind()
+        }
+    }
+
+    /// Add a recipient in its current state (active if `active`).
+    pub fn add_recipient(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        tenant: &str,
+        r: &StoredRecipient,
+    ) {
+        let kind = self.kind(id, index, r);
+        *self.counts.by_state.entry(kind).or_insert(0) += 1;
+        if !kind.is_final() {
+            *self
+                .counts
+                .by_destination
+                .entry(r.destination.clone())
+                .or_insert(0) += 1;
+        }
+        if kind == StateKind::Active {
+            return;
+        }
+        if let Some(due) = r.due_ms(arrived_ms) {
+            let key = (due, id, index);
+            self.due.insert(key);
+            self.due_by_destination
+                .entry(r.destination.clone())
+                .or_default()
+                .insert(key);
+            self.due_by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(key);
+        }
+    }
+
+    /// Remove a recipient (and its lease) from the index and the counts.
+    pub fn remove_recipient(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        tenant: &str,
+        r: &StoredRecipient,
+    ) {
+        let kind = self.kind(id, index, r);
+        decrement(&mut self.counts.by_state, &kind);
+        if !kind.is_final() {
+            decrement(&mut self.counts.by_destination, &r.destination);
+        }
+        self.active.remove(&(id, index));
+        if let Some(due) = r.due_ms(arrived_ms) {
+            let key = (due, id, index);
+            self.due.remove(&key);
+            if let Some(set) = self.due_by_destination.get_mut(&r.destination) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.due_by_destination.remove(&r.destination);
+                }
+            }
+            if let Some(set) = self.due_by_tenant.get_mut(tenant) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.due_by_tenant.remove(tenant);
+                }
+            }
+        }
+    }
+
+    pub fn add_message(&mut self, id: MessageId, msg: &StoredMessage) {
+        *self.counts.by_tenant.entry(msg.tenant.clone()).or_insert(0) += 1;
+        for (i, r) in msg.recipients.iter().enumerate() {
+            self.add_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
+        }
+    }
+
+    pub fn remove_message(&mut self, id: MessageId, msg: &StoredMessage) {
+        decrement(&mut self.counts.by_tenant, &msg.tenant);
+        for (i, r) in msg.recipients.iter().enumerate() {
+            self.remove_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
+        }
+    }
+
+    /// Mark a due recipient as leased.
+    pub fn lease(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        tenant: &str,
+        r: &StoredRecipient,
+    ) {
+        self.remove_recipient(id, index, arrived_ms, tenant, r);
+        self.active.insert((id, index));
+        self.add_recipient(id, index, arrived_ms, tenant, r);
+    }
+}

@@ -1,0 +1,389 @@
+//! Leasing due recipients to delivery workers and recording attempts.
+//!
+//! A [`Lease`] covers the due recipients of one message that share a
+//! destination, so one SMTP transaction can carry them. A lease lives only in
+//! memory. [`Queue::record_attempt`] writes the outcomes and is durable
+//! before it returns and releases the lease.
+//!
+//! At-least-once: a recipient can be delivered twice when the process dies
+//! (or the disk flush fails) after the peer accepted the message and before
+//! `record_attempt` returned; after restart the recipient is due again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::backoff::{next_retry, Retry, RetryPolicy};
+use crate::commit::lock;
+use crate::index::{DueKey, Index};
+use crate::record::{StoredMessage, StoredState};
+use crate::segment::{read_body, BodyLoc};
+use crate::types::{from_ms, to_ms, AcceptedPolicy, Attempt, AttemptRecord, Outcome};
+use crate::{MessageId, Queue, QueueError};
+
+/// A leased recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedRecipient {
+    pub index: u16,
+    pub address: String,
+    pub params: Vec<String>,
+    /// Attempts made for this recipient before this lease.
+    pub attempts: u32,
+}
+
+/// Exclusive right to attempt delivery of some recipients of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: MessageId,
+    pub destination: String,
+    pub tenant: String,
+    pub mail_from: String,
+    pub mail_params: Vec<String>,
+    pub policy: AcceptedPolicy,
+    pub arrived_at: SystemTime,
+    pub recipients: Vec<LeasedRecipient>,
+    pub(crate) body: BodyLoc,
+}
+
+/// A recipient that failed or expired, for the DSN.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BouncedRecipient {
+    pub address: String,
+    pub params: Vec<String>,
+    /// `true` when the lifetime ran out, `false` for a permanent failure.
+    pub expired: bool,
+    pub reason: String,
+}
+
+/// A bounce (DSN) the engine owes the sender.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BounceDue {
+    pub id: MessageId,
+    pub seq: u32,
+    pub tenant: String,
+    pub mail_from: String,
+    pub recipients: Vec<BouncedRecipient>,
+}
+
+pub(crate) fn bounce_key(id: MessageId, seq: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&id.key());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl Queue {
+    /// Lease up to `max` messages with recipients for `destination` due at `now`.
+    pub fn take_due(
+        &self,
+        now: SystemTime,
+        destination: &str,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let mut index = lock(&self.shared.index);
+        let Some(set) = index.due_by_destination.get(destination) else {
+            return Ok(Vec::new());
+        };
+        let picks = first_due(set, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, Some(destination), max)
+    }
+
+    /// Lease the due recipients of up to `max` messages of `tenant` (one
+    /// lease per destination).
+    pub fn take_due_tenant(
+        &self,
+        now: SystemTime,
+        tenant: &str,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let mut index = lock(&self.shared.index);
+        let Some(set) = index.due_by_tenant.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let picks = first_due(set, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, None, max)
+    }
+
+    /// Lease up to `max` (message, destination) groups due at `now`, any
+    /// destination. A message's due recipients for every destination are
+    /// leased together (one lease per destination), oldest due first.
+    pub fn take_due_any(&self, now: SystemTime, max: usize) -> Result<Vec<Lease>, QueueError> {
+        let mut index = lock(&self.shared.index);
+        let picks = first_due(&index.due, to_ms(now), max, &index);
+        self.lease_picks(&mut index, now, picks, None, max)
+    }
+
+    pub(crate) fn load(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {
+        let value = self
+            .shared
+            .messages
+            .get(id.key())
+            .map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))?;
+        value.map(|v| StoredMessage::decode(id, &v)).transpose()
+    }
+
+    pub(crate) fn store(&self, id: MessageId, msg: &StoredMessage) -> Result<(), QueueError> {
+        self.shared
+            .messages
+            .insert(id.key(), msg.encode())
+            .map(|_| ())
+            .map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))
+    }
+
+    fn lease_picks(
+        &self,
+        index: &mut Index,
+        now: SystemTime,
+        picks: Vec<MessageId>,
+        only: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let now_ms = to_ms(now);
+        let mut leases: Vec<Lease> = Vec::with_capacity(picks.len());
+        for id in picks {
+            let Some(msg) = self.load(id)? else { continue };
+            let mut groups: BTreeMap<&str, Vec<LeasedRecipient>> = BTreeMap::new();
+            for (i, r) in msg.recipients.iter().enumerate() {
+                let idx = i as u16;
+                let due = r.due_ms(msg.arrived_ms).is_some_and(|d| d <= now_ms);
+                let wanted = only.is_none_or(|d| d == r.destination);
+                if !wanted || !due || index.is_active(id, idx) {
+                    continue;
+                }
+                if leases.len() + groups.len() >= max
+                    && !groups.contains_key(r.destination.as_str())
+                {
+                    continue;
+                }
+                index.lease(id, idx, msg.arrived_ms, &msg.tenant, r);
+                groups
+                    .entry(&r.destination)
+                    .or_default()
+                    .push(LeasedRecipient {
+                        index: idx,
+                        address: r.address.clone(),
+                        params: r.params.clone(),
+                        attempts: r.attempts.len() as u32,
+                    });
+            }
+            for (destination, recipients) in groups {
+                leases.push(Lease {
+                    id,
+                    destination: destination.to_string(),
+                    tenant: msg.tenant.clone(),
+                    mail_from: msg.mail_from.clone(),
+                    mail_params: msg.mail_params.clone(),
+                    policy: msg.policy.clone(),
+                    arrived_at: from_ms(msg.arrived_ms),
+                    recipients,
+                    body: msg.body,
+                });
+            }
+            if leases.len() >= max {
+                break;
+            }
+        }
+        Ok(leases)
+    }
+
+    /// The leased message's body, checked against its checksum.
+    pub fn read_body(&self, lease: &Lease) -> Result<Vec<u8>, QueueError> {
+        read_body(
+            &self.shared.body_dir,
+            lease.id,
+            &lease.body,
+            self.shared.options.max_body_bytes,
+        )
+    }
+
+    /// Record one attempt's outcomes (by recipient index) and release the
+    /// lease; durable before it returns. Leased recipients without an outcome
+    /// are deferred with the attempt's `reply_or_reason`. Temporary failures
+    /// are scheduled by [`next_retry`] with the tenant's `policy`; past the
+    /// lifetime they expire and a bounce record is written.
+    pub fn record_attempt(
+        &self,
+        lease: Lease,
+        outcomes: &[(u16, Outcome)],
+        attempt: Attempt,
+        policy: &RetryPolicy,
+    ) -> Result<(), QueueError> {
+        let lost = || QueueError::LeaseLost {
+            id: lease.id.to_string(),
+            destination: lease.destination.clone(),
+        };
+        for (idx, _) in outcomes {
+            if !lease.recipients.iter().any(|r| r.index == *idx) {
+                return Err(QueueError::NotLeased {
+                    id: lease.id.to_string(),
+                    index: *idx,
+                });
+            }
+        }
+        let id = lease.id;
+        let release;
+        {
+            let mut index = lock(&self.shared.index);
+            let Some(mut msg) = self.load(id)? else {
+                return Err(lost());
+            };
+            if lease
+                .recipients
+                .iter()
+                .any(|r| !index.is_active(id, r.index))
+            {
+                return Err(lost());
+            }
+            let mut bounced = Vec::new();
+            for leased in &lease.recipients {
+                let outcome = outcomes
+                    .iter()
+                    .find(|(i, _)| *i == leased.index)
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or_else(|| Outcome::Deferred {
+                        reason: attempt.reply_or_reason.clone(),
+                    });
+                let Some(r) = msg.recipients.get_mut(usize::from(leased.index)) else {
+                    return Err(lost());
+                };
+                index.remove_recipient(id, leased.index, msg.arrived_ms, &msg.tenant, r);
+                r.attempts.push(AttemptRecord {
+                    attempt: attempt.clone(),
+                    outcome: outcome.clone(),
+                });
+                r.state = match &outcome {
+                    Outcome::Delivered { .. } => StoredState::Delivered,
+                    Outcome::Failed { reason } => {
+                        bounced.push((leased.index, false, reason.clone()));
+                        StoredState::Failed
+                    }
+                    Outcome::Deferred { reason } => {
+                        let seed = id.0 ^ (u64::from(leased.index) << 48) ^ r.attempts.len() as u64;
+                        match next_retry(
+                            policy,
+                            r.attempts.len() as u32,
+                            from_ms(msg.arrived_ms),
+                            attempt.at,
+                            seed,
+                        ) {
+                            Retry::At(t) => StoredState::Deferred { next_ms: to_ms(t) },
+                            Retry::Expired => {
+                                bounced.push((leased.index, true, reason.clone()));
+                                StoredState::Expired
+                            }
+                        }
+                    }
+                };
+                index.add_recipient(id, leased.index, msg.arrived_ms, &msg.tenant, r);
+            }
+            release = self.finish_update(&mut index, id, &mut msg, bounced)?;
+        }
+        self.shared.commit.sync()?;
+        if let Some(loc) = release {
+            lock(&self.shared.segments).release(&loc);
+        }
+        Ok(())
+    }
+
+    /// Write a bounce record for `bounced` (if any) and store the message, or
+    /// remove it when done. Returns the body to release after the flush.
+    pub(crate) fn finish_update(
+        &self,
+        index: &mut Index,
+        id: MessageId,
+        msg: &mut StoredMessage,
+        bounced: Vec<(u16, bool, String)>,
+    ) -> Result<Option<BodyLoc>, QueueError> {
+        let meta = || self.shared.path.join("meta");
+        if !bounced.is_empty() {
+            let record = BounceDue {
+                id,
+                seq: msg.bounce_seq,
+                tenant: msg.tenant.clone(),
+                mail_from: msg.mail_from.clone(),
+                recipients: bounced
+                    .into_iter()
+                    .filter_map(|(i, expired, reason)| {
+                        let r = msg.recipients.get(usize::from(i))?;
+                        Some(BouncedRecipient {
+                            address: r.address.clone(),
+                            params: r.params.clone(),
+                            expired,
+                            reason,
+                        })
+                    })
+                    .collect(),
+            };
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            self.shared
+                .bounces
+                .insert(bounce_key(id, msg.bounce_seq), bytes)
+                .map_err(|e| QueueError::sled(meta(), e))?;
+            msg.bounce_seq += 1;
+            msg.bounces_pending += 1;
+        }
+        if msg.is_done() {
+            self.shared
+                .messages
+                .remove(id.key())
+                .map_err(|e| QueueError::sled(meta(), e))?;
+            self.retain(id, msg)?;
+            index.remove_message(id, msg);
+            Ok(Some(msg.body))
+        } else {
+            self.store(id, msg)?;
+            Ok(None)
+        }
+    }
+}
+
+impl Queue {
+    /// Keep a finished message's record for `retain_done`, and drop records
+    /// kept longer than that (a range walk from the oldest).
+    fn retain(&self, id: MessageId, msg: &StoredMessage) -> Result<(), QueueError> {
+        let Some(keep) = self.shared.options.retain_done else {
+            return Ok(());
+        };
+        let meta = || self.shared.path.join("meta");
+        let now = to_ms(SystemTime::now());
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&now.to_be_bytes());
+        key[8..].copy_from_slice(&id.key());
+        let tree = &self.shared.retained;
+        tree.insert(key, msg.encode())
+            .map_err(|e| QueueError::sled(meta(), e))?;
+        let cutoff = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+        for item in tree.range(..cutoff.to_be_bytes().to_vec()) {
+            let (old, _) = item.map_err(|e| QueueError::sled(meta(), e))?;
+            tree.remove(old).map_err(|e| QueueError::sled(meta(), e))?;
+        }
+        Ok(())
+    }
+
+    /// A finished message kept by `retain_done`.
+    pub(crate) fn retained(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {
+        for item in self.shared.retained.iter() {
+            let (key, value) =
+                item.map_err(|e| QueueError::sled(self.shared.path.join("meta"), e))?;
+            if key.get(8..16) == Some(&id.key()[..]) {
+                return StoredMessage::decode(id, &value).map(Some);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The first `max` distinct messages with a recipient in `set` due by
+/// `now_ms` and not leased.
+fn first_due(set: &BTreeSet<DueKey>, now_ms: u64, max: usize, index: &Index) -> Vec<MessageId> {
+    let mut picks: Vec<MessageId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for key in set.range(..(now_ms.saturating_add(1), MessageId(0), 0)) {
+        if picks.len() >= max {
+            break;
+        }
+        if !index.is_active(key.1, key.2) && seen.insert(key.1) {
+            picks.push(key.1);
+        }
+    }
+    picks
+}

@@ -1,0 +1,410 @@
+//! The queue handle: opening (with recovery), enqueue and the commit thread.
+//!
+//! Layout under the queue directory: `meta/` is a sled database (trees
+//! `messages` and `bounces`), `bodies/` holds the segment files.
+//!
+//! Recovery at open: every metadata record is decoded (a record that does not
+//! decode makes open fail with [`QueueError::CorruptStore`] naming the path);
+//! the due index and counts are rebuilt; recipients that were leased when the
+//! process died were never persisted as anything but queued/deferred, so they
+//! are due again; messages whose recipients are all final are removed;
+//! segment files no message points into (including torn tails of groups that
+//! never completed) are deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crate::commit::{lock, CommitQueue, Durable, Job, Slot};
+use crate::index::Index;
+use crate::record::{StoredMessage, StoredRecipient, StoredState};
+use crate::segment::{BodyLoc, Segments, StorageFaults};
+use crate::types::to_ms;
+use crate::{MessageId, NewMessage, QueueError};
+
+/// Options for [`Queue::open`].
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// Largest accepted body (bytes).
+    pub max_body_bytes: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// sled page cache; small so memory does not grow with the queue.
+    pub cache_bytes: u64,
+    /// Segment files roll over at this size.
+    pub segment_bytes: u64,
+    /// Keep the record (attempt log) of a finished message this long after
+    /// it finished, for `Queue::show`; `None` drops it at once.
+    pub retain_done: Option<std::time::Duration>,
+    /// Storage fault seam (tests set `disk_full`).
+    pub faults: Arc<StorageFaults>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_recipients: 1000,
+            cache_bytes: 16 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            retain_done: None,
+            faults: Arc::new(StorageFaults::default()),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub path: PathBuf,
+    pub db: sled::Db,
+    pub messages: sled::Tree,
+    pub bounces: sled::Tree,
+    /// Finished messages kept for `retain_done`: key finished ms ‖ id.
+    pub retained: sled::Tree,
+    pub index: Mutex<Index>,
+    pub segments: Mutex<Segments>,
+    pub body_dir: PathBuf,
+    pub commit: CommitQueue,
+    pub options: QueueOptions,
+    /// Bounce records handed out by `take_bounces` in this process.
+    pub bounces_taken: Mutex<HashSet<(MessageId, u32)>>,
+    last_id: AtomicU64,
+}
+
+/// The durable message queue. Share it with `Arc<Queue>`; every method takes
+/// `&self`. Dropping it finishes pending commits and stops the commit thread.
+pub struct Queue {
+    pub(crate) shared: Arc<Shared>,
+    /// The body stage and the metadata stage of the commit pipeline.
+    committers: Vec<JoinHandle<()>>,
+}
+
+impl Queue {
+    /// Open (or create) the queue at `path`, recovering after a crash.
+    pub fn open(path: impl AsRef<Path>, options: QueueOptions) -> Result<Queue, QueueError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| QueueError::io(&path, &e))?;
+        let meta_path = path.join("meta");
+        let corrupt = |detail: String| QueueError::CorruptStore {
+            path: meta_path.clone(),
+            detail,
+        };
+        let config = sled::Config::new()
+            .path(&meta_path)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(None);
+        // sled's own threads may hold the file lock for a moment after a
+        // previous handle in this process was dropped: retry briefly. A lock
+        // held by another process still fails after the bound.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io))
+                    if io.to_string().contains("could not acquire lock") && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(sled::Error::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+                    return Err(QueueError::io(&meta_path, &io));
+                }
+                Err(other) => return Err(corrupt(other.to_string())),
+            }
+        };
+        check_format(&path, &db, &meta_path)?;
+        let messages = db
+            .open_tree("messages")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
+        let bounces = db
+            .open_tree("bounces")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
+
+        let retained = db
+            .open_tree("retained")
+            .map_err(|e| QueueError::sled(&meta_path, e))?;
+        let mut index = Index::default();
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        let mut done = Vec::new();
+        let mut last = 0u64;
+        for item in messages.iter() {
+            let (key, value) = item.map_err(|e| QueueError::sled(&meta_path, e))?;
+            let id = MessageId::from_key(&key)
+                .ok_or_else(|| corrupt(format!("key of {} bytes in messages", key.len())))?;
+            let msg = StoredMessage::decode(id, &value)
+                .map_err(|e| corrupt(format!("message {id}: {e}")))?;
+            last = last.max(id.0);
+            if msg.is_done() {
+                done.push(id);
+                continue;
+            }
+            *live.entry(msg.body.segment).or_insert(0) += 1;
+            index.add_message(id, &msg);
+        }
+        if !done.is_empty() {
+            for id in &done {
+                messages
+                    .remove(id.key())
+                    .map_err(|e| QueueError::sled(&meta_path, e))?;
+            }
+            db.flush().map_err(|e| QueueError::sled(&meta_path, e))?;
+        }
+        let body_dir = path.join("bodies");
+        let segments = Segments::open(
+            body_dir.clone(),
+            options.segment_bytes,
+            live,
+            options.faults.clone(),
+        )?;
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            db,
+            messages,
+            bounces,
+            retained,
+            index: Mutex::new(index),
+            segments: Mutex::new(segments),
+            body_dir,
+            commit: CommitQueue::default(),
+            options,
+            bounces_taken: Mutex::new(HashSet::new()),
+            last_id: AtomicU64::new(last),
+        });
+        let (to_meta, from_bodies) = mpsc::channel();
+        let worker = shared.clone();
+        let bodies = std::thread::Builder::new()
+            .name("queue-bodies".into())
+            .spawn(move || body_stage(&worker, &to_meta))
+            .map_err(|e| QueueError::io(&path, &e))?;
+        let worker = shared.clone();
+        let meta = std::thread::Builder::new()
+            .name("queue-meta".into())
+            .spawn(move || meta_stage(&worker, &from_bodies))
+            .map_err(|e| QueueError::io(&path, &e))?;
+        Ok(Queue {
+            shared,
+            committers: vec![bodies, meta],
+        })
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Store a message. Validation errors return at once; otherwise the
+    /// returned [`Durable`] resolves when the message is on disk.
+    pub fn enqueue(&self, message: NewMessage) -> Result<Durable, QueueError> {
+        let opts = &self.shared.options;
+        if message.body.len() > opts.max_body_bytes {
+            return Err(QueueError::TooLarge {
+                size: message.body.len(),
+                limit: opts.max_body_bytes,
+            });
+        }
+        if message.recipients.is_empty() {
+            return Err(QueueError::NoRecipients);
+        }
+        if message.recipients.len() > opts.max_recipients.min(usize::from(u16::MAX)) {
+            return Err(QueueError::TooManyRecipients {
+                count: message.recipients.len(),
+                limit: opts.max_recipients.min(usize::from(u16::MAX)),
+            });
+        }
+        let id = self.next_id(to_ms(SystemTime::now()));
+        let slot = Arc::new(Slot::default());
+        self.shared.commit.push_job(Job {
+            id,
+            message,
+            slot: slot.clone(),
+        })?;
+        Ok(Durable { id, slot })
+    }
+
+    /// Time-ordered id: `max(now << 20, last + 1)`.
+    fn next_id(&self, now_ms: u64) -> MessageId {
+        let floor = now_ms << 20;
+        let mut cur = self.shared.last_id.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(cur + 1);
+            match self.shared.last_id.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return MessageId(next),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.shared.commit.close();
+        for handle in self.committers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+const FORMAT_KEY: &[u8] = b"sealpost-queue-format";
+const FORMAT: &[u8] = b"1";
+
+/// A queue directory carries a `FORMAT` file and the same marker inside sled.
+/// If the file exists but sled lost the marker, sled's log was damaged and
+/// recovered to an empty or older state: refuse to run on it.
+fn check_format(path: &Path, db: &sled::Db, meta_path: &Path) -> Result<(), QueueError> {
+    let marker = path.join("FORMAT");
+    let stored = db
+        .get(FORMAT_KEY)
+        .map_err(|e| QueueError::sled(meta_path, e))?;
+    let corrupt = |detail: &str| QueueError::CorruptStore {
+        path: meta_path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    match (marker.exists(), stored) {
+        (true, Some(v)) if v.as_ref() == FORMAT => Ok(()),
+        (_, Some(v)) => Err(corrupt(&format!(
+            "unknown format marker {:?}",
+            String::from_utf8_lossy(&v)
+        ))),
+        (true, None) => Err(corrupt(
+            "the metadata log lost its contents (format marker missing)",
+        )),
+        (false, None) => {
+            db.insert(FORMAT_KEY, FORMAT)
+                .map_err(|e| QueueError::sled(meta_path, e))?;
+            db.flush().map_err(|e| QueueError::sled(meta_path, e))?;
+            std::fs::write(&marker, FORMAT).map_err(|e| QueueError::io(&marker, &e))?;
+            std::fs::File::open(path)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| QueueError::io(path, &e))
+        }
+    }
+}
+
+/// Stage 1 to stage 2 of the commit pipeline: bodies of one group are
+/// synced (or failed); flush waiters ride along in order.
+struct Synced {
+    failed: Vec<(Arc<Slot>, QueueError)>,
+    written: Vec<(Job, BodyLoc)>,
+    flushes: Vec<Arc<Slot>>,
+}
+
+/// Stage 1: append the group's bodies and `fdatasync` once. Runs while
+/// stage 2 flushes the previous group's metadata, so the two syncs overlap.
+fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
+    while let Some((jobs, flushes)) = shared.commit.next_group() {
+        let mut failed = Vec::new();
+        let mut written = Vec::with_capacity(jobs.len());
+        if !jobs.is_empty() {
+            let mut segments = lock(&shared.segments);
+            for job in jobs {
+                match segments.append(job.id, &job.message.body) {
+                    Ok(loc) => written.push((job, loc)),
+                    Err(e) => failed.push((job.slot, e)),
+                }
+            }
+            if !written.is_empty() {
+                if let Err(e) = segments.sync() {
+                    failed.extend(written.drain(..).map(|(job, _)| (job.slot, e.clone())));
+                }
+            }
+            for (_, loc) in &written {
+                segments.add_live(loc);
+            }
+        }
+        let synced = Synced {
+            failed,
+            written,
+            flushes,
+        };
+        if let Err(mpsc::SendError(lost)) = to_meta.send(synced) {
+            for (job, _) in lost.written {
+                job.slot.complete(Err(QueueError::Closed));
+            }
+            for slot in lost.flushes {
+                slot.complete(Err(QueueError::Closed));
+            }
+        }
+    }
+}
+
+/// Stage 2: write the metadata of every synced group waiting (one sled
+/// batch), flush once, then make the messages visible and resolve waiters.
+fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
+    let meta = shared.path.join("meta");
+    while let Ok(first) = from_bodies.recv() {
+        let mut groups = vec![first];
+        groups.extend(from_bodies.try_iter());
+        let mut batch = sled::Batch::default();
+        let mut stored = Vec::new();
+        for group in &groups {
+            for (job, loc) in &group.written {
+                let msg = stored_message(&job.message, *loc);
+                batch.insert(&job.id.key(), msg.encode());
+                stored.push((job.id, msg));
+            }
+        }
+        let result = shared
+            .messages
+            .apply_batch(batch)
+            .and_then(|()| shared.db.flush().map(|_| ()))
+            .map_err(|e| QueueError::sled(&meta, e));
+        if result.is_ok() {
+            let mut index = lock(&shared.index);
+            for (id, msg) in &stored {
+                index.add_message(*id, msg);
+            }
+        } else {
+            // Not acknowledged: take the records back (best effort) so a
+            // later flush does not persist messages their senders saw fail.
+            for (id, _) in &stored {
+                let _ = shared.messages.remove(id.key());
+            }
+            let mut segments = lock(&shared.segments);
+            for (_, msg) in &stored {
+                segments.release(&msg.body);
+            }
+        }
+        for group in groups {
+            for (slot, e) in group.failed {
+                slot.complete(Err(e));
+            }
+            for (job, _) in group.written {
+                job.slot.complete(result.clone());
+            }
+            for slot in group.flushes {
+                slot.complete(result.clone());
+            }
+        }
+    }
+}
+
+fn stored_message(m: &NewMessage, body: BodyLoc) -> StoredMessage {
+    StoredMessage {
+        tenant: m.tenant.clone(),
+        mail_from: m.mail_from.clone(),
+        mail_params: m.mail_params.clone(),
+        policy: m.policy.clone(),
+        arrived_ms: to_ms(m.arrived_at),
+        body,
+        recipients: m
+            .recipients
+            .iter()
+            .map(|r| StoredRecipient {
+                address: r.address.clone(),
+                destination: r.destination.clone(),
+                params: r.params.clone(),
+                state: StoredState::Queued,
+                attempts: Vec::new(),
+            })
+            .collect(),
+        bounces_pending: 0,
+        bounce_seq: 0,
+    }
+}
