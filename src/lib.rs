@@ -5,4 +5,7 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod policy;
