@@ -7,6 +7,7 @@
 //! comes from `--log-format`, else `[logging] format`.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
@@ -79,7 +80,8 @@ pub fn init(format: LogFormat, directives: &str) -> Result<(), LoggingError> {
     let filter = parse_filter(directives)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
