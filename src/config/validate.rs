@@ -410,9 +410,6 @@ impl Validator<'_> {
                 spans[domain].outbound.peers[peer_index].0.clone(),
                 Kind::AddressPeerOutbound { peer },
             ),
-            // `BuildError` is non-exhaustive: a future variant still becomes an error.
-            #[allow(unreachable_patterns)]
-            other => (0..0, Kind::Syntax(other.to_string())),
         };
         self.error(&span, kind);
     }

@@ -72,9 +72,9 @@ pub enum NameError {
         "bad wildcard `{0}`: a wildcard is `*.` followed by a domain name, e.g. `*.example.com`"
     )]
     BadWildcard(String),
-    #[error("bad IP address or CIDR block `{given}`: {reason}")]
+    #[error("bad IP address or CIDR block: {reason}")]
     BadAddress { given: String, reason: String },
-    #[error("CIDR block `{given}` has host bits set; did you mean `{network}`?")]
+    #[error("the CIDR block has host bits set; did you mean `{network}`?")]
     HostBitsSet { given: String, network: IpNet },
 }
 
@@ -168,13 +168,21 @@ impl FromStr for PeerMatcher {
     /// `a/b` is a CIDR block, something that parses as an address is an
     /// address, `*.x` is a wildcard, anything else must be a domain name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.contains('/') {
-            let net: IpNet =
-                s.parse()
-                    .map_err(|e: ipnet::AddrParseError| NameError::BadAddress {
-                        given: s.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+        if let Some((addr, len)) = s.split_once('/') {
+            let bad = |reason: String| NameError::BadAddress {
+                given: s.to_owned(),
+                reason,
+            };
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| bad(format!("`{addr}` is not an IP address")))?;
+            let len: u8 = len
+                .parse()
+                .map_err(|_| bad(format!("`{len}` is not a prefix length")))?;
+            let net = IpNet::new(addr, len).map_err(|_| {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                bad(format!("prefix length {len} is longer than {max}"))
+            })?;
             let canonical = canonical_net(net);
             if canonical.trunc() != canonical {
                 return Err(NameError::HostBitsSet {

@@ -10,9 +10,10 @@
 //! - CIDR blocks: one probe per distinct prefix length configured for that
 //!   domain (at most 33 for IPv4, 129 for IPv6), longest first.
 //!
-//! Precedence (most specific wins): exact IP > longest CIDR > exact domain
-//! > longest wildcard > the domain's default > the global default. A
-//! disabled entry is skipped as if absent, and reported as passed over.
+//! Precedence (most specific wins): exact IP, then longest CIDR, then exact
+//! domain, then longest wildcard, then the domain's default, then the global
+//! default. A disabled entry is skipped as if absent, and reported as passed
+//! over.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
