@@ -6,11 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cli;
+pub mod config;
 pub mod dane;
 pub mod date;
 pub mod dns;
 pub mod dsn;
 pub mod inbound;
+pub mod logging;
 pub mod mta_sts;
 pub mod policy;
 pub mod smtp;

@@ -220,7 +220,7 @@ pub struct UnknownWord {
 }
 
 impl UnknownWord {
-    fn new(what: &'static str, given: &str, expected: &[&'static str]) -> Self {
+    pub fn new(what: &'static str, given: &str, expected: &[&'static str]) -> Self {
         UnknownWord {
             what,
             given: given.to_owned(),

@@ -1,5 +1,18 @@
-//! The TLS peer policy model: security levels, minimum TLS versions and the
-//! direction of mail flow.
+//! The TLS peer policy: the vocabulary ([`level`]), names and peer patterns
+//! ([`name`]), the typed model configuration produces ([`model`]), the
+//! indexed immutable [`PolicySnapshot`] and its lookup ([`snapshot`]), and
+//! the explained outcome ([`reason`]). Semantics: `docs/policy.md`.
 pub mod level;
+pub mod model;
+pub mod name;
+pub mod reason;
+pub mod snapshot;
+
+#[cfg(test)]
+mod tests;
 
 pub use level::{Direction, MinTlsVersion, SecurityLevel};
+pub use model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule, TenantName};
+pub use name::{DomainName, NameError, PeerMatcher};
+pub use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
+pub use snapshot::{BuildError, PeerQuery, PolicySnapshot};

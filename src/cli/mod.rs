@@ -1,0 +1,177 @@
+//! The commands of the `sealpost` binary. `src/main.rs` parses arguments
+//! with clap and calls these; each returns the process exit code and writes
+//! its report to the given writers (normally standard output and error).
+//!
+//! Exit codes: 0 success, 1 the configuration or the request is invalid (or
+//! the command is not implemented yet), 2 bad usage (clap's own).
+
+mod explain;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
+
+use crate::config::{Config, LoadError};
+use crate::logging::{self, LogFormat};
+use crate::policy::SecurityLevel;
+
+/// Options every command takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalOptions {
+    /// `--config`; `None` runs on the embedded default.
+    pub config: Option<PathBuf>,
+    /// `--log-format`, overriding `[logging] format`.
+    pub log_format: Option<LogFormat>,
+    /// `--log-level`, overriding `RUST_LOG` and `[logging] level`.
+    pub log_level: Option<String>,
+}
+
+/// A command's outcome as a process exit code.
+pub type ExitStatus = u8;
+
+pub const EXIT_OK: ExitStatus = 0;
+pub const EXIT_FAILURE: ExitStatus = 1;
+
+/// Loads the configuration, printing every error to `err`.
+fn load(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<Option<Config>> {
+    match Config::load_or_default(global.config.as_deref()) {
+        Ok(config) => Ok(Some(config)),
+        Err(LoadError::Invalid(errors)) => {
+            writeln!(err, "{errors}")?;
+            writeln!(
+                err,
+                "{} error{} in the configuration",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            )?;
+            Ok(None)
+        }
+        Err(e @ LoadError::Io { .. }) => {
+            writeln!(err, "{e}")?;
+            Ok(None)
+        }
+    }
+}
+
+/// Installs logging from the flags, `RUST_LOG` and the configuration.
+fn start_logging(global: &GlobalOptions, config: &Config) -> Result<(), logging::LoggingError> {
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = logging::choose_filter(
+        global.log_level.as_deref(),
+        env.as_deref(),
+        &config.logging.level,
+    );
+    logging::init(global.log_format.unwrap_or(config.logging.format), filter)
+}
+
+/// `sealpost serve`: loads the configuration and starts logging; the SMTP
+/// server itself is not implemented yet, so it then exits with failure.
+pub fn serve(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    if let Err(e) = start_logging(global, &config) {
+        writeln!(err, "{e}")?;
+        return Ok(EXIT_FAILURE);
+    }
+    tracing::info!(
+        config = %config.source,
+        hostname = %config.server.hostname,
+        listeners = config.listeners.len(),
+        managed_domains = config.policy.domains().len(),
+        "configuration loaded"
+    );
+    tracing::error!("the SMTP server is not implemented yet; nothing to serve");
+    writeln!(
+        err,
+        "sealpost serve: the SMTP server is not implemented yet"
+    )?;
+    Ok(EXIT_FAILURE)
+}
+
+/// `sealpost config check`: a summary on `out`, or every error on `err`.
+pub fn config_check(
+    global: &GlobalOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let policy = &config.policy;
+    let domains = policy.domains();
+    let disabled = domains.iter().filter(|d| !d.enabled).count();
+    let mut tenants: Vec<&str> = domains.iter().map(|d| d.tenant.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let outbound: usize = domains.iter().map(|d| d.outbound.peers.len()).sum();
+    let inbound: usize = domains.iter().map(|d| d.inbound.peers.len()).sum();
+    let mandatory = domains
+        .iter()
+        .flat_map(|d| d.outbound.peers.iter().chain(&d.inbound.peers))
+        .filter(|p| p.rule.level != SecurityLevel::Opportunistic)
+        .count();
+    writeln!(out, "configuration OK: {}", config.source)?;
+    writeln!(out, "  hostname:        {}", config.server.hostname)?;
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    writeln!(out, "  listeners:       {}", listeners.join(", "))?;
+    writeln!(
+        out,
+        "  data directory:  {}",
+        config.server.data_dir.display()
+    )?;
+    writeln!(out, "  admin socket:    {}", config.admin.socket.display())?;
+    writeln!(
+        out,
+        "  logging:         {} at {}",
+        config.logging.format, config.logging.level
+    )?;
+    writeln!(out, "  default outbound: {}", policy.defaults().outbound)?;
+    writeln!(out, "  default inbound:  {}", policy.defaults().inbound)?;
+    writeln!(
+        out,
+        "  managed domains: {} ({} disabled) of {} tenant{}",
+        domains.len(),
+        disabled,
+        tenants.len(),
+        if tenants.len() == 1 { "" } else { "s" }
+    )?;
+    writeln!(
+        out,
+        "  peer entries:    {outbound} outbound, {inbound} inbound ({mandatory} stricter than opportunistic)"
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// `sealpost policy explain`: the policy for one message, as text or JSON.
+pub fn policy_explain(
+    global: &GlobalOptions,
+    request: &ExplainRequest,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    match explain(&config.policy, request) {
+        Ok(explanation) if json => {
+            serde_json::to_writer_pretty(&mut *out, &explanation).map_err(io::Error::other)?;
+            writeln!(out)?;
+            Ok(EXIT_OK)
+        }
+        Ok(explanation) => {
+            writeln!(out, "{explanation}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost policy explain: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Configuration errors: each names the file, the line and column, and what
+//! is wrong, so an operator can fix every problem in one pass.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use crate::policy::level::UnknownWord;
+use crate::policy::{Direction, NameError, PeerMatcher, SecurityLevel};
+
+/// A position in a configuration file, both 1-based; the column counts characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The position of byte `offset` in `text` (clamped to the text).
+    pub fn of_offset(text: &str, offset: usize) -> Location {
+        let mut end = offset.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = &text[..end];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{}: {kind}", match .location { Some(l) => format!("{}:{}", l.line, l.column), None => "?".to_owned() })]
+pub struct ConfigError {
+    /// The file name, or `<embedded default>`.
+    pub file: String,
+    /// `None` only for a TOML error the parser could not place.
+    pub location: Option<Location>,
+    pub kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    pub(super) fn at(file: &str, text: &str, span: &Range<usize>, kind: ConfigErrorKind) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            location: Some(Location::of_offset(text, span.start)),
+            kind,
+        }
+    }
+
+    pub fn line(&self) -> Option<usize> {
+        self.location.map(|l| l.line)
+    }
+}
+
+/// What is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// Malformed TOML, an unknown key, a missing key or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// An unknown level, minimum TLS version or log format.
+    #[error("{0}")]
+    UnknownWord(#[from] UnknownWord),
+    #[error("level `{level}` is outbound only (DANE and MTA-STS authenticate a destination); {direction} policies may use `opportunistic` or `mandatory`")]
+    LevelNotAllowed {
+        level: SecurityLevel,
+        direction: Direction,
+    },
+    #[error("bad domain name `{given}`: {reason}")]
+    BadDomain { given: String, reason: NameError },
+    #[error("bad {direction} peer `{given}`: {reason}")]
+    BadPeer {
+        given: String,
+        direction: Direction,
+        reason: NameError,
+    },
+    #[error("outbound peer `{peer}` is an address; outbound peers are recipient domains or `*.domain` wildcards (IP addresses and CIDR blocks are inbound only)")]
+    AddressPeerOutbound { peer: PeerMatcher },
+    #[error("managed domain `{name}` is configured twice (first at line {first_line})")]
+    DuplicateDomain { name: String, first_line: usize },
+    #[error(
+        "{direction} peer `{peer}` of `{domain}` is configured twice (first at line {first_line})"
+    )]
+    DuplicatePeer {
+        domain: String,
+        direction: Direction,
+        peer: PeerMatcher,
+        first_line: usize,
+    },
+    #[error("bad listener address `{given}`: {reason} (write `IPv4:port` or `[IPv6]:port`)")]
+    BadListenAddress { given: String, reason: String },
+    #[error("listener address `{address}` is configured twice (first at line {first_line})")]
+    DuplicateListener { address: String, first_line: usize },
+    #[error("`listeners` is empty: configure at least one listener, or leave the key out for the default")]
+    NoListeners,
+    #[error("`{key}` may not be empty")]
+    Empty { key: &'static str },
+    #[error("bad log level `{given}`: {reason}")]
+    BadLogLevel { given: String, reason: String },
+}
+
+/// Every problem found in one configuration file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_lines_and_columns() {
+        let text = "a = 1\nbé = 2\n";
+        let cases = [(0, 1, 1), (4, 1, 5), (6, 2, 1), (9, 2, 3), (99, 3, 1)];
+        for (offset, line, column) in cases {
+            assert_eq!(
+                Location::of_offset(text, offset),
+                Location { line, column },
+                "{offset}"
+            );
+        }
+    }
+}

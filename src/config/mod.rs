@@ -1,0 +1,110 @@
+//! Configuration: a TOML file turned into a validated [`Config`] in two
+//! phases (STYLE item 11). [`raw`] deserializes the file as written, with
+//! unknown keys denied; [`validate`] checks every value once and produces
+//! the typed model, collecting every error (file, line, column, reason).
+//! TOML syntax, unknown keys and wrong value types stop the first phase at
+//! the first such error; everything else is reported all at once.
+//!
+//! Keys and defaults: `docs/configuration.md`.
+
+mod error;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+
+use crate::logging::LogFormat;
+use crate::policy::{DomainName, PolicySnapshot};
+
+/// The configuration `sealpost` runs on when no `--config` is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.toml");
+
+/// The name errors use for [`EMBEDDED_DEFAULT`].
+pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default>";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from: a path, or `<embedded default>`.
+    pub source: String,
+    pub server: ServerConfig,
+    /// At least one, no two with the same address.
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: AdminConfig,
+    pub logging: LoggingConfig,
+    /// The TLS peer policy: share this `Arc`, replace it on reload.
+    pub policy: Arc<PolicySnapshot>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The name used in the SMTP greeting and EHLO.
+    pub hostname: DomainName,
+    /// Queue and caches live here; a relative path in a file is relative to
+    /// that file's directory (to the working directory for the embedded default).
+    pub data_dir: PathBuf,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The admin API's Unix socket.
+    pub socket: PathBuf,
+}
+
+/// `[logging]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A checked `EnvFilter` directive list, e.g. `info`.
+    pub level: String,
+}
+
+impl Config {
+    /// Parses and validates configuration text. `source` names it in errors;
+    /// `base_dir` anchors relative paths (`None`: the working directory).
+    pub fn parse(
+        text: &str,
+        source: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Config, ConfigErrors> {
+        validate::parse(text, source, base_dir)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        Config::parse(&text, &path.display().to_string(), base).map_err(LoadError::Invalid)
+    }
+
+    /// The embedded default configuration ([`EMBEDDED_DEFAULT`]).
+    pub fn embedded_default() -> Result<Config, ConfigErrors> {
+        Config::parse(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT_NAME, None)
+    }
+
+    /// `load(path)` or, without a path, the embedded default.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, LoadError> {
+        match path {
+            Some(path) => Config::load(path),
+            None => Config::embedded_default().map_err(LoadError::Invalid),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Phase one: the configuration file as written. Every table denies unknown
+//! keys; values whose position an error may need to name are `Spanned`, and
+//! words (levels, versions, names) stay strings until validation, so that a
+//! bad one is reported with its line together with every other problem.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub listeners: Option<Spanned<Vec<Spanned<RawListener>>>>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub domains: Vec<Spanned<RawDomain>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub hostname: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub socket: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogging {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub outbound: Option<RawRule>,
+    pub inbound: Option<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub level: Spanned<String>,
+    pub min_tls: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomain {
+    pub name: Spanned<String>,
+    pub tenant: Spanned<String>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub outbound: RawDirection,
+    #[serde(default)]
+    pub inbound: RawDirection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDirection {
+    pub default: Option<RawRule>,
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub peer: Spanned<String>,
+    pub level: Spanned<String>,
+    pub min_tls: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+}

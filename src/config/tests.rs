@@ -1,0 +1,232 @@
+//! Configuration tests: the typed result of a good file, and one case per
+//! kind of error asserting file, line and reason, plus all-at-once reporting.
+
+use std::path::Path;
+
+use super::*;
+use crate::policy::{Direction, MinTlsVersion, NameError, PeerQuery, Reason, SecurityLevel};
+
+const FILE: &str = "test.toml";
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match Config::parse(text, FILE, None) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(ConfigErrors(errors)) => errors,
+    }
+}
+
+const GOOD: &str = r#"
+[server]
+hostname = "MX.Gateway.example."
+data_dir = "/var/lib/sealpost"
+
+[[listeners]]
+address = "0.0.0.0:25"
+[[listeners]]
+address = "[::]:25"
+
+[logging]
+format = "json"
+level = "sealpost=debug,info"
+
+[defaults]
+outbound = { level = "opportunistic-dane" }
+inbound = { level = "opportunistic", min_tls = "1.2" }
+
+[[domains]]
+name = "example.com"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.2" }
+
+[[domains.outbound.peers]]
+peer = "*.bank.example"
+level = "mandatory-dane"
+min_tls = "1.3"
+
+[[domains.inbound.peers]]
+peer = "192.0.2.0/24"
+level = "mandatory"
+enabled = false
+
+[[domains]]
+name = "off.example"
+tenant = "beta"
+enabled = false
+"#;
+
+#[test]
+fn a_good_file_becomes_the_typed_model() {
+    let config = Config::parse(GOOD, FILE, Some(Path::new("/etc/sealpost"))).expect("valid");
+    assert_eq!(config.server.hostname.as_str(), "mx.gateway.example");
+    assert_eq!(config.server.data_dir, Path::new("/var/lib/sealpost"));
+    assert_eq!(
+        config.admin.socket,
+        Path::new("/var/lib/sealpost/admin.sock")
+    );
+    let addrs: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    assert_eq!(addrs, ["0.0.0.0:25", "[::]:25"]);
+    assert_eq!(config.logging.format, crate::logging::LogFormat::Json);
+    assert_eq!(config.logging.level, "sealpost=debug,info");
+    let policy = &config.policy;
+    assert_eq!(
+        policy.defaults().outbound.level,
+        SecurityLevel::OpportunisticDane
+    );
+    assert_eq!(policy.defaults().outbound.min_tls, MinTlsVersion::Any);
+    assert_eq!(policy.defaults().inbound.min_tls, MinTlsVersion::Tls12);
+    assert_eq!(policy.domains().len(), 2);
+    assert!(!policy.domains()[1].enabled);
+    let example = policy.domain("EXAMPLE.COM").expect("managed");
+    assert_eq!(example.inbound.peers.len(), 1);
+    assert!(!example.inbound.peers[0].enabled);
+    let r = policy.resolve(
+        "example.com",
+        PeerQuery::Outbound {
+            recipient_domain: "mx.bank.example",
+        },
+    );
+    assert_eq!(
+        (r.level, r.min_tls),
+        (SecurityLevel::MandatoryDane, MinTlsVersion::Tls13)
+    );
+    assert!(matches!(r.reason, Reason::PeerWildcard { .. }));
+}
+
+#[test]
+fn relative_paths_follow_the_file_and_defaults_fill_in() {
+    let config = Config::parse("", FILE, Some(Path::new("/srv/gw"))).expect("valid");
+    assert_eq!(config.server.data_dir, Path::new("/srv/gw/data"));
+    assert_eq!(config.admin.socket, Path::new("/srv/gw/data/admin.sock"));
+    assert_eq!(config.server.hostname.as_str(), "localhost");
+    assert_eq!(config.listeners.len(), 1);
+    let config = Config::parse(
+        "[admin]\nsocket = \"run/a.sock\"\n",
+        FILE,
+        Some(Path::new("/srv/gw")),
+    )
+    .expect("valid");
+    assert_eq!(config.admin.socket, Path::new("/srv/gw/run/a.sock"));
+    let embedded = Config::embedded_default().expect("the embedded default is valid");
+    assert_eq!(embedded.server.data_dir, Path::new("data"));
+    assert_eq!(embedded.listeners[0].address.to_string(), "127.0.0.1:2525");
+    assert!(embedded.policy.domains().is_empty());
+}
+
+type Check = fn(&ConfigErrorKind) -> bool;
+
+const DOMAIN: &str = "[[domains]]\nname = \"example.com\"\ntenant = \"t\"\n";
+
+#[test]
+fn each_kind_of_error_names_file_line_and_reason() {
+    let cases: Vec<(String, usize, Check)> = vec![
+        ("[server\nhostname = 1".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(_))),
+        ("[server]\nhostname = 1\n".into(), 2, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("string"))),
+        ("[server]\nhost = \"a\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
+        ("[tls]\nx = 1\n".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
+        ("[server]\nhostname = \"bad_host\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadDomain { reason: NameError::BadCharacter('_'), .. })),
+        ("[server]\ndata_dir = \"\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::Empty { key: "server.data_dir" })),
+        ("[[listeners]]\naddress = \"127.0.0.1\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadListenAddress { .. })),
+        ("[[listeners]]\naddress = \"[::1]:25\"\n[[listeners]]\naddress = \"[::1]:25\"\n".into(), 4, |k| matches!(k, ConfigErrorKind::DuplicateListener { first_line: 2, .. })),
+        ("listeners = []\n".into(), 1, |k| matches!(k, ConfigErrorKind::NoListeners)),
+        ("[logging]\nformat = \"xml\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::UnknownWord(w) if w.what == "log format")),
+        ("[logging]\nlevel = \"sealpost=loud\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadLogLevel { .. })),
+        ("[defaults]\noutbound = { level = \"strict\" }\n".into(), 2, |k| matches!(k, ConfigErrorKind::UnknownWord(w) if w.what == "security level" && w.given == "strict")),
+        ("[defaults]\ninbound = { level = \"mandatory\", min_tls = \"1.1\" }\n".into(), 2, |k| matches!(k, ConfigErrorKind::UnknownWord(w) if w.what == "minimum TLS version")),
+        ("[defaults]\ninbound = { level = \"mta-sts\" }\n".into(), 2, |k| matches!(k, ConfigErrorKind::LevelNotAllowed { level: SecurityLevel::MtaSts, direction: Direction::Inbound })),
+        (format!("{DOMAIN}inbound.default = {{ level = \"opportunistic-dane\" }}\n"), 4, |k| matches!(k, ConfigErrorKind::LevelNotAllowed { level: SecurityLevel::OpportunisticDane, .. })),
+        (format!("{DOMAIN}[[domains.inbound.peers]]\npeer = \"192.0.2.1\"\nlevel = \"mandatory-dane\"\n"), 6, |k| matches!(k, ConfigErrorKind::LevelNotAllowed { level: SecurityLevel::MandatoryDane, direction: Direction::Inbound })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"gmail.com\"\nlevel = \"dane\"\n"), 6, |k| matches!(k, ConfigErrorKind::UnknownWord(w) if w.given == "dane")),
+        ("[[domains]]\nname = \"exa mple.com\"\ntenant = \"t\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadDomain { reason: NameError::BadCharacter(' '), .. })),
+        ("[[domains]]\nname = \"example.com\"\ntenant = \" \"\n".into(), 3, |k| matches!(k, ConfigErrorKind::Empty { key: "domains.tenant" })),
+        ("[[domains]]\nname = \"example.com\"\n".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("tenant"))),
+        (format!("{DOMAIN}[[domains]]\nname = \"Example.COM.\"\ntenant = \"u\"\n"), 5, |k| matches!(k, ConfigErrorKind::DuplicateDomain { first_line: 2, .. })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"gmail.com\"\nlevel = \"mandatory\"\n[[domains.outbound.peers]]\npeer = \"GMAIL.com\"\nlevel = \"mta-sts\"\n"), 8, |k| matches!(k, ConfigErrorKind::DuplicatePeer { first_line: 5, direction: Direction::Outbound, .. })),
+        (format!("{DOMAIN}inbound.peers = [{{ peer = \"10.0.0.0/8\", level = \"mandatory\" }}, {{ peer = \"10.0.0.0/8\", level = \"opportunistic\", enabled = false }}]\n"), 4, |k| matches!(k, ConfigErrorKind::DuplicatePeer { direction: Direction::Inbound, first_line: 4, .. })),
+        (format!("{DOMAIN}[[domains.inbound.peers]]\npeer = \"10.1.2.3/8\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::BadPeer { reason: NameError::HostBitsSet { .. }, .. })),
+        (format!("{DOMAIN}[[domains.inbound.peers]]\npeer = \"10.0.0.0/33\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::BadPeer { reason: NameError::BadAddress { .. }, .. })),
+        (format!("{DOMAIN}[[domains.inbound.peers]]\npeer = \"2001:db8::g\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::BadPeer { reason: NameError::BadAddress { .. }, .. })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"mx.*.example\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::BadPeer { reason: NameError::BadWildcard(_), .. })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"*.\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::BadPeer { reason: NameError::BadWildcard(_), .. })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"192.0.2.0/24\"\nlevel = \"mandatory\"\n"), 5, |k| matches!(k, ConfigErrorKind::AddressPeerOutbound { .. })),
+        (format!("{DOMAIN}[[domains.outbound.peers]]\npeer = \"a.example\"\nlevel = \"mandatory\"\ntls = \"1.3\"\n"), 7, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
+    ];
+    for (text, line, check) in cases {
+        let errs = errors(&text);
+        assert_eq!(
+            errs.len(),
+            1,
+            "one error expected for:\n{text}\ngot: {errs:?}"
+        );
+        let e = &errs[0];
+        assert_eq!(e.file, FILE);
+        assert_eq!(e.line(), Some(line), "line for:\n{text}\ngot: {e}");
+        assert!(check(&e.kind), "reason for:\n{text}\ngot: {e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with(&format!("{FILE}:{line}:")), "{shown}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once_in_file_order() {
+    let text = r#"
+[server]
+hostname = "-bad"
+
+[[listeners]]
+address = "localhost:25"
+
+[defaults]
+inbound = { level = "mandatory-dane" }
+
+[[domains]]
+name = "a.example"
+tenant = "t"
+outbound.default = { level = "sometimes" }
+inbound.peers = [
+  { peer = "10.0.0.1/8", level = "mandatory" },
+  { peer = "*.b.example", level = "mta-sts" },
+]
+
+[[domains]]
+name = "A.example"
+tenant = "t"
+outbound.peers = [{ peer = "x..example", level = "mandatory", min_tls = "1.0" }]
+"#;
+    let errs = errors(text);
+    let lines: Vec<Option<usize>> = errs.iter().map(ConfigError::line).collect();
+    assert_eq!(
+        lines,
+        [
+            Some(3),
+            Some(6),
+            Some(9),
+            Some(14),
+            Some(16),
+            Some(17),
+            Some(21),
+            Some(23),
+            Some(23)
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert!(matches!(errs[4].kind, ConfigErrorKind::BadPeer { .. }));
+    assert!(matches!(
+        errs[6].kind,
+        ConfigErrorKind::DuplicateDomain { first_line: 12, .. }
+    ));
+    let shown = ConfigErrors(errs).to_string();
+    assert_eq!(shown.lines().count(), 9);
+}
+
+#[test]
+fn syntax_errors_from_the_parser_have_positions() {
+    let errs = errors("[server]\nhostname = \"a\nx = 1\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].location.is_some(), "{:?}", errs[0]);
+    assert_eq!(errs[0].line(), Some(2));
+}

@@ -1,0 +1,423 @@
+//! Phase two: one pass over the raw file that checks every value, builds
+//! the typed [`Config`] and its [`PolicySnapshot`], and collects every
+//! error with its position instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
+use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
+use super::{AdminConfig, Config, ListenerConfig, LoggingConfig, ServerConfig};
+use crate::logging::{self, LogFormat};
+use crate::policy::level::UnknownWord;
+use crate::policy::{
+    BuildError, Defaults, Direction, DirectionPolicy, DomainName, ManagedDomain, MinTlsVersion,
+    PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, TenantName,
+};
+
+const DEFAULT_HOSTNAME: &str = "localhost";
+const DEFAULT_DATA_DIR: &str = "data";
+const DEFAULT_LISTENER: &str = "127.0.0.1:2525";
+const DEFAULT_ADMIN_SOCKET: &str = "admin.sock";
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+pub(super) fn parse(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_owned(),
+            location: e.span().map(|s| Location::of_offset(text, s.start)),
+            kind: Kind::Syntax(e.message().trim().to_owned()),
+        }])
+    })?;
+    let mut v = Validator {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let server = v.server(&raw, base_dir);
+    let listeners = v.listeners(&raw);
+    let admin_socket = raw
+        .admin
+        .socket
+        .as_ref()
+        .map(|s| v.path(s, "admin.socket", base_dir));
+    let logging = v.logging(&raw);
+    let policy = v.policy(&raw);
+    if !v.errors.is_empty() {
+        v.errors.sort_by_key(|e| e.location);
+        return Err(ConfigErrors(v.errors));
+    }
+    match (server, policy) {
+        (Some(server), Some(policy)) => Ok(Config {
+            source: file.to_owned(),
+            admin: AdminConfig {
+                socket: admin_socket.unwrap_or_else(|| server.data_dir.join(DEFAULT_ADMIN_SOCKET)),
+            },
+            server,
+            listeners,
+            logging,
+            policy: Arc::new(policy),
+        }),
+        // Not reached: a part is missing only when its error was recorded above.
+        _ => Err(ConfigErrors(Vec::new())),
+    }
+}
+
+/// Positions of the values a policy build error may point back to.
+struct DomainSpans {
+    name: Range<usize>,
+    outbound: DirectionSpans,
+    inbound: DirectionSpans,
+}
+
+#[derive(Default)]
+struct DirectionSpans {
+    default_level: Option<Range<usize>>,
+    /// (peer, level) per entry kept in the model, in model order.
+    peers: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl DomainSpans {
+    fn direction(&self, direction: Direction) -> &DirectionSpans {
+        match direction {
+            Direction::Outbound => &self.outbound,
+            Direction::Inbound => &self.inbound,
+        }
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: &Range<usize>, kind: Kind) {
+        self.errors
+            .push(ConfigError::at(self.file, self.text, span, kind));
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        Location::of_offset(self.text, span.start).line
+    }
+
+    fn word<T: FromStr<Err = UnknownWord>>(&mut self, value: &Spanned<String>) -> Option<T> {
+        match value.get_ref().parse() {
+            Ok(word) => Some(word),
+            Err(e) => {
+                self.error(&value.span(), Kind::UnknownWord(e));
+                None
+            }
+        }
+    }
+
+    fn path(
+        &mut self,
+        value: &Spanned<String>,
+        key: &'static str,
+        base_dir: Option<&Path>,
+    ) -> PathBuf {
+        if value.get_ref().is_empty() {
+            self.error(&value.span(), Kind::Empty { key });
+        }
+        let path = Path::new(value.get_ref());
+        match base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_owned(),
+        }
+    }
+
+    fn server(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> Option<ServerConfig> {
+        let hostname = match &raw.server.hostname {
+            Some(h) => h.get_ref().parse().map_err(|reason| {
+                self.error(
+                    &h.span(),
+                    Kind::BadDomain {
+                        given: h.get_ref().clone(),
+                        reason,
+                    },
+                )
+            }),
+            None => DomainName::from_str(DEFAULT_HOSTNAME).map_err(|_| ()),
+        };
+        let data_dir = match &raw.server.data_dir {
+            Some(d) => self.path(d, "server.data_dir", base_dir),
+            None => base_dir.map_or_else(
+                || PathBuf::from(DEFAULT_DATA_DIR),
+                |b| b.join(DEFAULT_DATA_DIR),
+            ),
+        };
+        Some(ServerConfig {
+            hostname: hostname.ok()?,
+            data_dir,
+        })
+    }
+
+    fn listeners(&mut self, raw: &RawConfig) -> Vec<ListenerConfig> {
+        let Some(list) = &raw.listeners else {
+            return DEFAULT_LISTENER
+                .parse()
+                .map(|address| vec![ListenerConfig { address }])
+                .unwrap_or_default();
+        };
+        if list.get_ref().is_empty() {
+            self.error(&list.span(), Kind::NoListeners);
+        }
+        let mut seen: Vec<(SocketAddr, Range<usize>)> = Vec::new();
+        let mut out = Vec::new();
+        for listener in list.get_ref() {
+            let raw_addr = &listener.get_ref().address;
+            match raw_addr.get_ref().parse::<SocketAddr>() {
+                Ok(address) => {
+                    if let Some((_, first)) = seen.iter().find(|(a, _)| *a == address) {
+                        let first_line = self.line(first);
+                        self.error(
+                            &raw_addr.span(),
+                            Kind::DuplicateListener {
+                                address: address.to_string(),
+                                first_line,
+                            },
+                        );
+                    } else {
+                        seen.push((address, raw_addr.span()));
+                        out.push(ListenerConfig { address });
+                    }
+                }
+                Err(e) => self.error(
+                    &raw_addr.span(),
+                    Kind::BadListenAddress {
+                        given: raw_addr.get_ref().clone(),
+                        reason: e.to_string(),
+                    },
+                ),
+            }
+        }
+        out
+    }
+
+    fn logging(&mut self, raw: &RawConfig) -> LoggingConfig {
+        let format = match &raw.logging.format {
+            Some(f) => self.word(f).unwrap_or_default(),
+            None => LogFormat::default(),
+        };
+        let level = match &raw.logging.level {
+            Some(l) => {
+                if let Err(logging::LoggingError::BadFilter { given, reason }) =
+                    logging::parse_filter(l.get_ref())
+                {
+                    self.error(&l.span(), Kind::BadLogLevel { given, reason });
+                }
+                l.get_ref().clone()
+            }
+            None => DEFAULT_LOG_LEVEL.to_owned(),
+        };
+        LoggingConfig { format, level }
+    }
+
+    /// A rule and the span of its level; `None` after recording errors.
+    fn rule(&mut self, raw: &RawRule) -> Option<(PolicyRule, Range<usize>)> {
+        let level = self.word(&raw.level);
+        let min_tls = match &raw.min_tls {
+            Some(m) => self.word(m),
+            None => Some(MinTlsVersion::Any),
+        };
+        Some((PolicyRule::new(level?, min_tls?), raw.level.span()))
+    }
+
+    fn policy(&mut self, raw: &RawConfig) -> Option<PolicySnapshot> {
+        let mut defaults = Defaults::default();
+        let mut default_spans = [None, None];
+        for (direction, rule) in [
+            (Direction::Outbound, &raw.defaults.outbound),
+            (Direction::Inbound, &raw.defaults.inbound),
+        ] {
+            if let Some((rule, span)) = rule.as_ref().and_then(|r| self.rule(r)) {
+                match direction {
+                    Direction::Outbound => defaults.outbound = rule,
+                    Direction::Inbound => defaults.inbound = rule,
+                }
+                default_spans[direction_slot(direction)] = Some(span);
+            }
+        }
+        let mut domains = Vec::with_capacity(raw.domains.len());
+        let mut spans = Vec::with_capacity(raw.domains.len());
+        for raw_domain in &raw.domains {
+            if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
+                domains.push(domain);
+                spans.push(domain_spans);
+            }
+        }
+        match PolicySnapshot::build(defaults, domains) {
+            Ok(snapshot) => Some(snapshot),
+            Err(build_errors) => {
+                for e in build_errors {
+                    self.build_error(e, &spans, &default_spans);
+                }
+                None
+            }
+        }
+    }
+
+    fn domain(&mut self, raw: &RawDomain) -> Option<(ManagedDomain, DomainSpans)> {
+        let name = raw.name.get_ref().parse::<DomainName>().map_err(|reason| {
+            self.error(
+                &raw.name.span(),
+                Kind::BadDomain {
+                    given: raw.name.get_ref().clone(),
+                    reason,
+                },
+            )
+        });
+        if raw.tenant.get_ref().trim().is_empty() {
+            self.error(
+                &raw.tenant.span(),
+                Kind::Empty {
+                    key: "domains.tenant",
+                },
+            );
+        }
+        let (outbound, outbound_spans) = self.direction(&raw.outbound, Direction::Outbound);
+        let (inbound, inbound_spans) = self.direction(&raw.inbound, Direction::Inbound);
+        let domain = ManagedDomain {
+            name: name.ok()?,
+            tenant: TenantName::new(raw.tenant.get_ref()),
+            enabled: raw.enabled.unwrap_or(true),
+            outbound,
+            inbound,
+        };
+        let spans = DomainSpans {
+            name: raw.name.span(),
+            outbound: outbound_spans,
+            inbound: inbound_spans,
+        };
+        Some((domain, spans))
+    }
+
+    fn direction(
+        &mut self,
+        raw: &RawDirection,
+        direction: Direction,
+    ) -> (DirectionPolicy, DirectionSpans) {
+        let mut policy = DirectionPolicy::default();
+        let mut spans = DirectionSpans::default();
+        if let Some((rule, span)) = raw.default.as_ref().and_then(|r| self.rule(r)) {
+            policy.default = Some(rule);
+            spans.default_level = Some(span);
+        }
+        for peer in &raw.peers {
+            let matcher = peer
+                .peer
+                .get_ref()
+                .parse::<PeerMatcher>()
+                .map_err(|reason| {
+                    self.error(
+                        &peer.peer.span(),
+                        Kind::BadPeer {
+                            given: peer.peer.get_ref().clone(),
+                            direction,
+                            reason,
+                        },
+                    )
+                });
+            let level = self.word(&peer.level);
+            let min_tls = match &peer.min_tls {
+                Some(m) => self.word(m),
+                None => Some(MinTlsVersion::Any),
+            };
+            if let (Ok(matcher), Some(level), Some(min_tls)) = (matcher, level, min_tls) {
+                policy.peers.push(PeerEntry {
+                    matcher,
+                    rule: PolicyRule::new(level, min_tls),
+                    enabled: peer.enabled.unwrap_or(true),
+                });
+                spans.peers.push((peer.peer.span(), peer.level.span()));
+            }
+        }
+        (policy, spans)
+    }
+
+    fn build_error(
+        &mut self,
+        e: BuildError,
+        spans: &[DomainSpans],
+        default_spans: &[Option<Range<usize>>; 2],
+    ) {
+        let (span, kind) = match e {
+            BuildError::DuplicateDomain {
+                name,
+                first,
+                second,
+            } => (
+                spans[second].name.clone(),
+                Kind::DuplicateDomain {
+                    name: name.to_string(),
+                    first_line: self.line(&spans[first].name),
+                },
+            ),
+            BuildError::DuplicatePeer {
+                domain,
+                domain_name,
+                direction,
+                peer,
+                first,
+                second,
+            } => {
+                let peers = &spans[domain].direction(direction).peers;
+                (
+                    peers[second].0.clone(),
+                    Kind::DuplicatePeer {
+                        domain: domain_name.to_string(),
+                        direction,
+                        peer,
+                        first_line: self.line(&peers[first].0),
+                    },
+                )
+            }
+            BuildError::LevelNotAllowed {
+                domain,
+                direction,
+                peer,
+                rule,
+            } => {
+                let span = match (domain, peer) {
+                    (None, _) => default_spans[direction_slot(direction)].clone(),
+                    (Some(d), None) => spans[d].direction(direction).default_level.clone(),
+                    (Some(d), Some(p)) => Some(spans[d].direction(direction).peers[p].1.clone()),
+                };
+                (
+                    span.unwrap_or(0..0),
+                    Kind::LevelNotAllowed {
+                        level: rule.level,
+                        direction,
+                    },
+                )
+            }
+            BuildError::AddressPeerOutbound {
+                domain,
+                peer_index,
+                peer,
+            } => (
+                spans[domain].outbound.peers[peer_index].0.clone(),
+                Kind::AddressPeerOutbound { peer },
+            ),
+        };
+        self.error(&span, kind);
+    }
+}
+
+fn direction_slot(direction: Direction) -> usize {
+    match direction {
+        Direction::Outbound => 0,
+        Direction::Inbound => 1,
+    }
+}

@@ -1,0 +1,444 @@
+//! The immutable, indexed policy snapshot and its resolution.
+//!
+//! A [`PolicySnapshot`] is built once from the validated model, shared
+//! through `Arc` and replaced whole on reload, so a session reads policy
+//! without locks or messages. Every lookup is a bounded number of hash
+//! probes, independent of how many domains are configured:
+//! - managed domain: one hash probe;
+//! - exact peer domain / exact IP: one hash probe;
+//! - wildcards: one probe per parent of the peer name (at most 127 labels);
+//! - CIDR blocks: one probe per distinct prefix length configured for that
+//!   domain (at most 33 for IPv4, 129 for IPv6), longest first.
+//!
+//! Precedence (most specific wins): exact IP, then longest CIDR, then exact
+//! domain, then longest wildcard, then the domain's default, then the global
+//! default. A disabled entry is skipped as if absent, and reported as passed
+//! over.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::level::Direction;
+use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule};
+use super::name::{normalize_lookup, DomainName, PeerMatcher};
+use super::reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
+
+/// The peer side of a lookup; its variant fixes the direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerQuery<'a> {
+    /// Outbound: the recipient domain is the TLS peer.
+    Outbound { recipient_domain: &'a str },
+    /// Inbound: the connecting IP and, once `MAIL FROM` is known, the
+    /// envelope sender's domain (`None` for the null reverse-path).
+    Inbound {
+        ip: Option<IpAddr>,
+        sender_domain: Option<&'a str>,
+    },
+}
+
+impl PeerQuery<'_> {
+    pub fn direction(&self) -> Direction {
+        match self {
+            PeerQuery::Outbound { .. } => Direction::Outbound,
+            PeerQuery::Inbound { .. } => Direction::Inbound,
+        }
+    }
+}
+
+/// A model the snapshot refuses; indices point into the `domains` vector
+/// given to [`PolicySnapshot::build`] and its `peers` vectors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("managed domain {name} is configured twice")]
+    DuplicateDomain {
+        name: DomainName,
+        first: usize,
+        second: usize,
+    },
+    #[error("{direction} peer {peer} of {domain_name} is configured twice")]
+    DuplicatePeer {
+        domain: usize,
+        domain_name: DomainName,
+        direction: Direction,
+        peer: PeerMatcher,
+        first: usize,
+        second: usize,
+    },
+    /// DANE and MTA-STS levels authenticate a destination: outbound only.
+    #[error("level {} is outbound only and cannot apply to inbound mail", .rule.level)]
+    LevelNotAllowed {
+        /// `None` for the global defaults.
+        domain: Option<usize>,
+        direction: Direction,
+        /// `None` for the default rule of that direction.
+        peer: Option<usize>,
+        rule: PolicyRule,
+    },
+    /// Outbound peers are recipient domains, never addresses.
+    #[error("outbound peer {peer} is an address; outbound peers are recipient domains (IP addresses and CIDR blocks are inbound only)")]
+    AddressPeerOutbound {
+        domain: usize,
+        peer_index: usize,
+        peer: PeerMatcher,
+    },
+}
+
+/// Index of one direction of one managed domain: values are indices into
+/// that direction's `peers`.
+#[derive(Debug, Default)]
+struct PeerIndex {
+    exact: HashMap<DomainName, usize>,
+    wildcard: HashMap<DomainName, usize>,
+    ip: HashMap<IpAddr, usize>,
+    /// (prefix length, network address bits -> entry), longest prefix first.
+    cidr_v4: Vec<(u8, HashMap<u32, usize>)>,
+    cidr_v6: Vec<(u8, HashMap<u128, usize>)>,
+}
+
+#[derive(Debug)]
+struct DomainIndex {
+    /// `None` when the direction has no peer entries (saves memory at scale).
+    outbound: Option<Box<PeerIndex>>,
+    inbound: Option<Box<PeerIndex>>,
+}
+
+/// The immutable, indexed policy. Build once, share via `Arc`, swap on reload.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    defaults: Defaults,
+    domains: Vec<ManagedDomain>,
+    by_name: HashMap<DomainName, usize>,
+    indexes: Vec<DomainIndex>,
+}
+
+impl Default for PolicySnapshot {
+    /// No managed domains, default global policy.
+    fn default() -> Self {
+        PolicySnapshot {
+            defaults: Defaults::default(),
+            domains: Vec::new(),
+            by_name: HashMap::new(),
+            indexes: Vec::new(),
+        }
+    }
+}
+
+impl PolicySnapshot {
+    /// Indexes the model, reporting every problem at once.
+    pub fn build(defaults: Defaults, domains: Vec<ManagedDomain>) -> Result<Self, Vec<BuildError>> {
+        let mut errors = Vec::new();
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            let rule = defaults.for_direction(direction);
+            if !rule.level.allowed_in(direction) {
+                errors.push(BuildError::LevelNotAllowed {
+                    domain: None,
+                    direction,
+                    peer: None,
+                    rule,
+                });
+            }
+        }
+        let mut by_name = HashMap::with_capacity(domains.len());
+        let mut indexes = Vec::with_capacity(domains.len());
+        for (i, domain) in domains.iter().enumerate() {
+            if let Some(&first) = by_name.get(&domain.name) {
+                errors.push(BuildError::DuplicateDomain {
+                    name: domain.name.clone(),
+                    first,
+                    second: i,
+                });
+            } else {
+                by_name.insert(domain.name.clone(), i);
+            }
+            indexes.push(DomainIndex {
+                outbound: index_direction(i, domain, Direction::Outbound, &mut errors),
+                inbound: index_direction(i, domain, Direction::Inbound, &mut errors),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(PolicySnapshot {
+            defaults,
+            domains,
+            by_name,
+            indexes,
+        })
+    }
+
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    /// Every managed domain, in configuration order.
+    pub fn domains(&self) -> &[ManagedDomain] {
+        &self.domains
+    }
+
+    /// The managed domain with this name (case-insensitive, trailing dot ignored).
+    pub fn domain(&self, name: &str) -> Option<&ManagedDomain> {
+        let key = normalize_lookup(name);
+        self.by_name.get(&*key).map(|&i| &self.domains[i])
+    }
+
+    /// The effective level and minimum TLS version for mail of `managed_domain`
+    /// (the sender's domain outbound, the recipient's inbound) with `peer`,
+    /// and why. Never fails: unknown or malformed names get the defaults.
+    pub fn resolve(&self, managed_domain: &str, peer: PeerQuery<'_>) -> Resolution {
+        let direction = peer.direction();
+        let key = normalize_lookup(managed_domain);
+        let Some(&i) = self.by_name.get(&*key) else {
+            return self.global(direction, None, GlobalDefaultCause::UnknownDomain);
+        };
+        let domain = &self.domains[i];
+        if !domain.enabled {
+            return self.global(direction, Some(domain), GlobalDefaultCause::DisabledDomain);
+        }
+        let policy = domain.direction(direction);
+        let index = match direction {
+            Direction::Outbound => self.indexes[i].outbound.as_deref(),
+            Direction::Inbound => self.indexes[i].inbound.as_deref(),
+        };
+        let mut passed_over = Vec::new();
+        let found = index.and_then(|index| {
+            let (ip, peer_domain) = match peer {
+                PeerQuery::Outbound { recipient_domain } => (None, Some(recipient_domain)),
+                PeerQuery::Inbound { ip, sender_domain } => (ip, sender_domain),
+            };
+            find_entry(index, policy, ip, peer_domain, &mut passed_over)
+        });
+        let (rule, reason) = match found {
+            Some(entry) => (entry.rule, peer_reason(&entry.matcher, passed_over)),
+            None => match policy.default {
+                Some(rule) => (
+                    rule,
+                    Reason::DomainDefault {
+                        source: DefaultSource::Domain,
+                        passed_over,
+                    },
+                ),
+                None => (
+                    self.defaults.for_direction(direction),
+                    Reason::DomainDefault {
+                        source: DefaultSource::GlobalFallback,
+                        passed_over,
+                    },
+                ),
+            },
+        };
+        Resolution {
+            direction,
+            level: rule.level,
+            min_tls: rule.min_tls,
+            managed_domain: Some(domain.name.clone()),
+            tenant: Some(domain.tenant.clone()),
+            reason,
+        }
+    }
+
+    fn global(
+        &self,
+        direction: Direction,
+        domain: Option<&ManagedDomain>,
+        cause: GlobalDefaultCause,
+    ) -> Resolution {
+        let rule = self.defaults.for_direction(direction);
+        Resolution {
+            direction,
+            level: rule.level,
+            min_tls: rule.min_tls,
+            managed_domain: domain.map(|d| d.name.clone()),
+            tenant: domain.map(|d| d.tenant.clone()),
+            reason: Reason::GlobalDefault { cause },
+        }
+    }
+}
+
+/// The first enabled entry in precedence order; disabled matches met on
+/// the way are recorded in `passed_over`.
+fn find_entry<'p>(
+    index: &PeerIndex,
+    policy: &'p DirectionPolicy,
+    ip: Option<IpAddr>,
+    peer_domain: Option<&str>,
+    passed_over: &mut Vec<DisabledPeer>,
+) -> Option<&'p PeerEntry> {
+    let mut check = |entry_index: usize| -> Option<&'p PeerEntry> {
+        let entry = &policy.peers[entry_index];
+        if entry.enabled {
+            Some(entry)
+        } else {
+            passed_over.push(DisabledPeer::from(entry));
+            None
+        }
+    };
+
+    if let Some(ip) = ip.map(|ip| ip.to_canonical()) {
+        if let Some(&e) = index.ip.get(&ip) {
+            if let Some(found) = check(e) {
+                return Some(found);
+            }
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                for (len, table) in &index.cidr_v4 {
+                    if let Some(&e) = table.get(&mask_v4(bits, *len)) {
+                        if let Some(found) = check(e) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                for (len, table) in &index.cidr_v6 {
+                    if let Some(&e) = table.get(&mask_v6(bits, *len)) {
+                        if let Some(found) = check(e) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(name) = peer_domain {
+        let name = normalize_lookup(name);
+        if let Some(&e) = index.exact.get(&*name) {
+            if let Some(found) = check(e) {
+                return Some(found);
+            }
+        }
+        // Parents, longest first: `a.b.c` tries `*.b.c`, then `*.c`.
+        let mut rest = &*name;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(&e) = index.wildcard.get(rest) {
+                if let Some(found) = check(e) {
+                    return Some(found);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn peer_reason(matcher: &PeerMatcher, passed_over: Vec<DisabledPeer>) -> Reason {
+    match matcher {
+        PeerMatcher::Ip(ip) => Reason::PeerExactIp {
+            ip: *ip,
+            passed_over,
+        },
+        PeerMatcher::Cidr(network) => Reason::PeerCidr {
+            network: *network,
+            passed_over,
+        },
+        PeerMatcher::Domain(domain) => Reason::PeerDomain {
+            domain: domain.clone(),
+            passed_over,
+        },
+        PeerMatcher::Wildcard(suffix) => Reason::PeerWildcard {
+            suffix: suffix.clone(),
+            passed_over,
+        },
+    }
+}
+
+fn mask_v4(bits: u32, len: u8) -> u32 {
+    match len {
+        0 => 0,
+        n => bits & (u32::MAX << (32 - u32::from(n.min(32)))),
+    }
+}
+
+fn mask_v6(bits: u128, len: u8) -> u128 {
+    match len {
+        0 => 0,
+        n => bits & (u128::MAX << (128 - u32::from(n.min(128)))),
+    }
+}
+
+fn index_direction(
+    domain_index: usize,
+    domain: &ManagedDomain,
+    direction: Direction,
+    errors: &mut Vec<BuildError>,
+) -> Option<Box<PeerIndex>> {
+    let policy = domain.direction(direction);
+    if let Some(rule) = policy.default {
+        if !rule.level.allowed_in(direction) {
+            errors.push(BuildError::LevelNotAllowed {
+                domain: Some(domain_index),
+                direction,
+                peer: None,
+                rule,
+            });
+        }
+    }
+    if policy.peers.is_empty() {
+        return None;
+    }
+    let mut index = PeerIndex::default();
+    for (i, entry) in policy.peers.iter().enumerate() {
+        if !entry.rule.level.allowed_in(direction) {
+            errors.push(BuildError::LevelNotAllowed {
+                domain: Some(domain_index),
+                direction,
+                peer: Some(i),
+                rule: entry.rule,
+            });
+        }
+        if direction == Direction::Outbound && entry.matcher.is_address() {
+            errors.push(BuildError::AddressPeerOutbound {
+                domain: domain_index,
+                peer_index: i,
+                peer: entry.matcher.clone(),
+            });
+        }
+        let previous = match &entry.matcher {
+            PeerMatcher::Domain(d) => index.exact.insert(d.clone(), i),
+            PeerMatcher::Wildcard(d) => index.wildcard.insert(d.clone(), i),
+            PeerMatcher::Ip(ip) => index.ip.insert(ip.to_canonical(), i),
+            PeerMatcher::Cidr(IpNet::V4(net)) => {
+                let len = net.prefix_len();
+                let bits = mask_v4(u32::from(net.network()), len);
+                table_for(&mut index.cidr_v4, len).insert(bits, i)
+            }
+            PeerMatcher::Cidr(IpNet::V6(net)) => {
+                let len = net.prefix_len();
+                let bits = mask_v6(u128::from(net.network()), len);
+                table_for(&mut index.cidr_v6, len).insert(bits, i)
+            }
+        };
+        if let Some(first) = previous {
+            errors.push(BuildError::DuplicatePeer {
+                domain: domain_index,
+                domain_name: domain.name.clone(),
+                direction,
+                peer: entry.matcher.clone(),
+                first,
+                second: i,
+            });
+        }
+    }
+    Some(Box::new(index))
+}
+
+/// The table for one prefix length, keeping the list longest-first.
+fn table_for<K>(tables: &mut Vec<(u8, HashMap<K, usize>)>, len: u8) -> &mut HashMap<K, usize> {
+    let pos = match tables.iter().position(|(l, _)| *l <= len) {
+        Some(p) if tables[p].0 == len => p,
+        Some(p) => {
+            tables.insert(p, (len, HashMap::new()));
+            p
+        }
+        None => {
+            tables.push((len, HashMap::new()));
+            tables.len() - 1
+        }
+    };
+    &mut tables[pos].1
+}

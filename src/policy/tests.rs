@@ -1,0 +1,272 @@
+//! Table-driven tests of every resolution rule: enabled/disabled domain,
+//! enabled/disabled peer, both defaults, each level, each minimum version,
+//! precedence (exact IP > longest CIDR > exact domain > longest wildcard),
+//! case and trailing dot.
+
+use std::net::IpAddr;
+
+use super::*;
+use MinTlsVersion::{Any, Tls12, Tls13};
+use SecurityLevel::{Mandatory, MandatoryDane, MtaSts, Opportunistic, OpportunisticDane};
+
+fn rule(level: SecurityLevel, min_tls: MinTlsVersion) -> PolicyRule {
+    PolicyRule::new(level, min_tls)
+}
+
+fn peer(pattern: &str, level: SecurityLevel, min_tls: MinTlsVersion, enabled: bool) -> PeerEntry {
+    PeerEntry {
+        matcher: pattern.parse().expect("test pattern"),
+        rule: rule(level, min_tls),
+        enabled,
+    }
+}
+
+fn domain(name: &str, tenant: &str, enabled: bool) -> ManagedDomain {
+    ManagedDomain {
+        name: name.parse().expect("test domain"),
+        tenant: TenantName::new(tenant),
+        enabled,
+        outbound: DirectionPolicy::default(),
+        inbound: DirectionPolicy::default(),
+    }
+}
+
+fn dn(s: &str) -> DomainName {
+    s.parse().expect("test domain")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test ip")
+}
+
+fn disabled(pattern: &str, level: SecurityLevel, min_tls: MinTlsVersion) -> DisabledPeer {
+    DisabledPeer::from(&peer(pattern, level, min_tls, false))
+}
+
+fn snapshot() -> PolicySnapshot {
+    let defaults = Defaults {
+        outbound: rule(Opportunistic, Any),
+        inbound: rule(Opportunistic, Tls12),
+    };
+    let mut main = domain("Example.com.", "acme", true);
+    main.outbound.default = Some(rule(Mandatory, Tls12));
+    main.outbound.peers = vec![
+        peer("gmail.com", MtaSts, Any, true),
+        peer("*.bank.example", MandatoryDane, Tls13, true),
+        peer("*.eu.bank.example", OpportunisticDane, Tls12, true),
+        peer("bank.example", Mandatory, Tls13, true),
+        peer("old.example", Mandatory, Tls13, false),
+        peer("*.partner.example", Opportunistic, Tls13, true),
+        peer("x.partner.example", MandatoryDane, Tls13, false),
+    ];
+    main.inbound.default = Some(rule(Mandatory, Any));
+    main.inbound.peers = vec![
+        peer("192.0.2.10", Mandatory, Tls13, true),
+        peer("192.0.2.0/24", Mandatory, Tls12, true),
+        peer("192.0.0.0/16", Opportunistic, Any, true),
+        peer("198.51.100.0/24", Mandatory, Tls13, false),
+        peer("2001:db8::1", Mandatory, Tls13, true),
+        peer("2001:db8::/32", Mandatory, Tls12, true),
+        peer("partner.example", Mandatory, Tls12, true),
+        peer("*.partner.example", Mandatory, Any, true),
+        peer("203.0.113.5", Opportunistic, Any, false),
+        peer("203.0.113.0/24", Mandatory, Tls12, true),
+    ];
+    let mut no_default = domain("nodefault.example", "beta", true);
+    no_default.outbound.peers = vec![peer("x.example", Opportunistic, Tls13, true)];
+    let mut off = domain("disabled.example", "gamma", false);
+    off.outbound.default = Some(rule(MandatoryDane, Tls13));
+    off.outbound.peers = vec![peer("gmail.com", Mandatory, Tls13, true)];
+    PolicySnapshot::build(defaults, vec![main, no_default, off]).expect("valid model")
+}
+
+fn out(recipient_domain: &str) -> PeerQuery<'_> {
+    PeerQuery::Outbound { recipient_domain }
+}
+
+fn inb<'a>(addr: Option<&str>, sender_domain: Option<&'a str>) -> PeerQuery<'a> {
+    PeerQuery::Inbound {
+        ip: addr.map(ip),
+        sender_domain,
+    }
+}
+
+#[test]
+fn every_rule_resolves_as_documented() {
+    let snap = snapshot();
+    let domain_default = |source| Reason::DomainDefault {
+        source,
+        passed_over: vec![],
+    };
+    #[rustfmt::skip]
+    let table: Vec<(&str, PeerQuery<'_>, SecurityLevel, MinTlsVersion, Reason)> = vec![
+        // Unknown and disabled managed domains: global default, both directions.
+        ("unknown.example", out("gmail.com"), Opportunistic, Any,
+            Reason::GlobalDefault { cause: GlobalDefaultCause::UnknownDomain }),
+        ("unknown.example", inb(Some("192.0.2.10"), None), Opportunistic, Tls12,
+            Reason::GlobalDefault { cause: GlobalDefaultCause::UnknownDomain }),
+        ("disabled.example", out("gmail.com"), Opportunistic, Any,
+            Reason::GlobalDefault { cause: GlobalDefaultCause::DisabledDomain }),
+        ("disabled.example", inb(None, Some("gmail.com")), Opportunistic, Tls12,
+            Reason::GlobalDefault { cause: GlobalDefaultCause::DisabledDomain }),
+        // Outbound peers: exact domain, each level, case and trailing dot.
+        ("example.com", out("gmail.com"), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com"), passed_over: vec![] }),
+        ("EXAMPLE.com.", out("GMail.Com."), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com"), passed_over: vec![] }),
+        ("example.com", out("bank.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("bank.example"), passed_over: vec![] }),
+        // Wildcards: any depth, longest suffix wins, never the apex.
+        ("example.com", out("mx.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
+        ("example.com", out("a.b.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
+        ("example.com", out("fr.eu.bank.example"), OpportunisticDane, Tls12, Reason::PeerWildcard { suffix: dn("eu.bank.example"), passed_over: vec![] }),
+        ("example.com", out("eu.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
+        ("example.com", out("partner.example"), Mandatory, Tls12, domain_default(DefaultSource::Domain)),
+        // Disabled peers are passed over: to the domain default, or to a wider match.
+        ("example.com", out("old.example"), Mandatory, Tls12, Reason::DomainDefault {
+            source: DefaultSource::Domain, passed_over: vec![disabled("old.example", Mandatory, Tls13)] }),
+        ("example.com", out("x.partner.example"), Opportunistic, Tls13, Reason::PeerWildcard {
+            suffix: dn("partner.example"), passed_over: vec![disabled("x.partner.example", MandatoryDane, Tls13)] }),
+        // Unmatched peer: the domain's own default, else the global one.
+        ("example.com", out("other.example"), Mandatory, Tls12, domain_default(DefaultSource::Domain)),
+        ("nodefault.example", out("x.example"), Opportunistic, Tls13, Reason::PeerDomain { domain: dn("x.example"), passed_over: vec![] }),
+        ("nodefault.example", out("y.example"), Opportunistic, Any, domain_default(DefaultSource::GlobalFallback)),
+        ("nodefault.example", inb(Some("192.0.2.10"), None), Opportunistic, Tls12, domain_default(DefaultSource::GlobalFallback)),
+        // Inbound precedence: exact IP > longest CIDR > exact domain > wildcard.
+        ("example.com", inb(Some("192.0.2.10"), Some("partner.example")), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10"), passed_over: vec![] }),
+        ("example.com", inb(Some("::ffff:192.0.2.10"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10"), passed_over: vec![] }),
+        ("example.com", inb(Some("192.0.2.11"), Some("partner.example")), Mandatory, Tls12, Reason::PeerCidr { network: "192.0.2.0/24".parse().expect("net"), passed_over: vec![] }),
+        ("example.com", inb(Some("192.0.9.1"), Some("partner.example")), Opportunistic, Any, Reason::PeerCidr { network: "192.0.0.0/16".parse().expect("net"), passed_over: vec![] }),
+        ("example.com", inb(Some("2001:db8::1"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("2001:db8::1"), passed_over: vec![] }),
+        ("example.com", inb(Some("2001:db8:ffff::2"), None), Mandatory, Tls12, Reason::PeerCidr { network: "2001:db8::/32".parse().expect("net"), passed_over: vec![] }),
+        ("example.com", inb(Some("10.0.0.1"), Some("Partner.Example.")), Mandatory, Tls12, Reason::PeerDomain { domain: dn("partner.example"), passed_over: vec![] }),
+        ("example.com", inb(Some("10.0.0.1"), Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example"), passed_over: vec![] }),
+        ("example.com", inb(None, Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example"), passed_over: vec![] }),
+        ("example.com", inb(Some("10.0.0.1"), None), Mandatory, Any, domain_default(DefaultSource::Domain)),
+        ("example.com", inb(None, None), Mandatory, Any, domain_default(DefaultSource::Domain)),
+        // Disabled inbound entries: skipped for a wider CIDR or the default.
+        ("example.com", inb(Some("203.0.113.5"), None), Mandatory, Tls12, Reason::PeerCidr {
+            network: "203.0.113.0/24".parse().expect("net"), passed_over: vec![disabled("203.0.113.5", Opportunistic, Any)] }),
+        ("example.com", inb(Some("198.51.100.7"), None), Mandatory, Any, Reason::DomainDefault {
+            source: DefaultSource::Domain, passed_over: vec![disabled("198.51.100.0/24", Mandatory, Tls13)] }),
+        ("example.com", inb(Some("198.51.100.7"), Some("partner.example")), Mandatory, Tls12, Reason::PeerDomain {
+            domain: dn("partner.example"), passed_over: vec![disabled("198.51.100.0/24", Mandatory, Tls13)] }),
+    ];
+    for (managed, query, level, min_tls, reason) in table {
+        let got = snap.resolve(managed, query);
+        assert_eq!(
+            (got.level, got.min_tls, &got.reason),
+            (level, min_tls, &reason),
+            "resolve({managed:?}, {query:?}) = {got}"
+        );
+        assert_eq!(got.direction, query.direction());
+    }
+}
+
+#[test]
+fn resolution_names_the_domain_and_tenant() {
+    let snap = snapshot();
+    let r = snap.resolve("example.com", out("gmail.com"));
+    assert_eq!(r.managed_domain, Some(dn("example.com")));
+    assert_eq!(r.tenant.as_ref().map(TenantName::as_str), Some("acme"));
+    let text = r.to_string();
+    assert!(text.contains("peer entry for domain gmail.com"), "{text}");
+    assert!(text.contains("tenant acme"), "{text}");
+    let off = snap.resolve("disabled.example", out("gmail.com"));
+    assert_eq!(off.tenant.as_ref().map(TenantName::as_str), Some("gamma"));
+    assert!(off.to_string().contains("is disabled"));
+    let skipped = snap.resolve("example.com", out("old.example")).to_string();
+    assert!(
+        skipped.contains("passed over disabled entry old.example"),
+        "{skipped}"
+    );
+}
+
+#[test]
+fn resolution_serializes_its_reason_as_data() {
+    let snap = snapshot();
+    let r = snap.resolve("example.com", inb(Some("203.0.113.5"), None));
+    let json = serde_json::to_value(&r).expect("serializable");
+    assert_eq!(json["level"], "mandatory");
+    assert_eq!(json["min_tls"], "1.2");
+    assert_eq!(json["direction"], "inbound");
+    assert_eq!(json["reason"]["rule"], "peer-cidr");
+    assert_eq!(json["reason"]["network"], "203.0.113.0/24");
+    assert_eq!(json["reason"]["passed_over"][0]["peer"], "203.0.113.5");
+    let g = serde_json::to_value(snap.resolve("nope.example", out("a.b"))).expect("json");
+    assert_eq!(g["reason"]["rule"], "global-default");
+    assert_eq!(g["reason"]["cause"], "unknown-domain");
+}
+
+#[test]
+fn build_reports_every_invalid_model_error() {
+    let mut a = domain("a.example", "t", true);
+    a.inbound.default = Some(rule(OpportunisticDane, Any));
+    a.inbound.peers = vec![
+        peer("192.0.2.1", MtaSts, Any, true),
+        peer("192.0.2.1", Mandatory, Any, true),
+    ];
+    a.outbound.peers = vec![peer("192.0.2.0/24", Mandatory, Any, true)];
+    let b = domain("A.example.", "t", true);
+    let defaults = Defaults {
+        outbound: rule(Opportunistic, Any),
+        inbound: rule(MandatoryDane, Any),
+    };
+    let errors = PolicySnapshot::build(defaults, vec![a, b]).expect_err("invalid");
+    let inbound = Direction::Inbound;
+    assert!(errors.contains(&BuildError::LevelNotAllowed {
+        domain: None,
+        direction: inbound,
+        peer: None,
+        rule: rule(MandatoryDane, Any)
+    }));
+    assert!(errors.contains(&BuildError::LevelNotAllowed {
+        domain: Some(0),
+        direction: inbound,
+        peer: None,
+        rule: rule(OpportunisticDane, Any)
+    }));
+    assert!(errors.contains(&BuildError::LevelNotAllowed {
+        domain: Some(0),
+        direction: inbound,
+        peer: Some(0),
+        rule: rule(MtaSts, Any)
+    }));
+    assert!(errors.iter().any(|e| matches!(
+        e,
+        BuildError::DuplicatePeer {
+            domain: 0,
+            first: 0,
+            second: 1,
+            ..
+        }
+    )));
+    assert!(errors.iter().any(|e| matches!(
+        e,
+        BuildError::AddressPeerOutbound {
+            domain: 0,
+            peer_index: 0,
+            ..
+        }
+    )));
+    assert!(errors.iter().any(|e| matches!(
+        e,
+        BuildError::DuplicateDomain {
+            first: 0,
+            second: 1,
+            ..
+        }
+    )));
+    assert_eq!(errors.len(), 6, "{errors:?}");
+}
+
+proptest::proptest! {
+    #[test]
+    fn resolution_never_panics(managed in "\\PC{0,40}", peer_name in "\\PC{0,80}", v4 in proptest::num::u32::ANY, v6 in proptest::num::u128::ANY, use_v6 in proptest::bool::ANY) {
+        let snap = snapshot();
+        let addr = if use_v6 { IpAddr::from(v6.to_be_bytes()) } else { IpAddr::from(v4.to_be_bytes()) };
+        for m in [managed.as_str(), "example.com"] {
+            let r = snap.resolve(m, PeerQuery::Outbound { recipient_domain: &peer_name });
+            proptest::prop_assert_eq!(r.direction, Direction::Outbound);
+            let r = snap.resolve(m, PeerQuery::Inbound { ip: Some(addr), sender_domain: Some(&peer_name) });
+            proptest::prop_assert!(!r.to_string().is_empty());
+        }
+    }
+}

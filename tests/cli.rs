@@ -1,0 +1,177 @@
+//! The real `sealpost` binary: `config check` on good and bad files and
+//! `policy explain` in text and JSON.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the sealpost binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/sealpost.toml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn config_check_summarizes_a_good_file() {
+    let out = run(&["--config", &example(), "config", "check"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(
+        stdout.contains("managed domains: 4 (1 disabled) of 3 tenants"),
+        "{stdout}"
+    );
+    let out = run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("<embedded default>"));
+}
+
+#[test]
+fn config_check_prints_every_error_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[domains]]\nname = \"a.example\"\ntenant = \"t\"\n\
+         inbound.peers = [{ peer = \"10.0.0.0/33\", level = \"mandatory\" }]\n\
+         [[domains]]\nname = \"A.EXAMPLE\"\ntenant = \"t\"\n\
+         outbound.default = { level = \"sometimes\" }\n",
+    )
+    .expect("write config");
+    let file = path.display().to_string();
+    let out = run(&["--config", &file, "config", "check"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:4:")) && stderr.contains("10.0.0.0/33"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:6:"))
+            && stderr.contains("configured twice (first at line 2)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:8:")) && stderr.contains("`sometimes`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 errors"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    let missing = dir.path().join("missing.toml").display().to_string();
+    let out = run(&["--config", &missing, "config", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read configuration file"));
+}
+
+#[test]
+fn policy_explain_prints_the_rule_for_people() {
+    let config = example();
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "ceo@acme.example",
+        "--to",
+        "x@mx.bank.example",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("direction:      outbound (the sender's domain is managed)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("level:          mandatory\n"), "{stdout}");
+    assert!(stdout.contains("wildcard *.bank.example"), "{stdout}");
+
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "a@acme.example",
+        "--to",
+        "b@gmail.com",
+        "--ip",
+        "192.0.2.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--ip"));
+}
+
+#[test]
+fn policy_explain_json_carries_the_reason_as_data() {
+    let config = example();
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "someone@partner.example",
+        "--to",
+        "<user@acme.example>",
+        "--ip",
+        "198.51.100.25",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["direction"], "inbound");
+    assert_eq!(json["direction_choice"], "sender-not-managed");
+    assert_eq!(json["managed_domain"], "acme.example");
+    assert_eq!(json["resolution"]["level"], "mandatory");
+    assert_eq!(json["resolution"]["min_tls"], "1.3");
+    assert_eq!(json["resolution"]["tenant"], "acme");
+    assert_eq!(json["resolution"]["reason"]["rule"], "peer-exact-ip");
+    assert_eq!(json["resolution"]["reason"]["ip"], "198.51.100.25");
+
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "a@initech.example",
+        "--to",
+        "b@gmail.com",
+        "--direction",
+        "outbound",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["direction_choice"], "given");
+    assert_eq!(json["resolution"]["reason"]["rule"], "global-default");
+    assert_eq!(json["resolution"]["reason"]["cause"], "disabled-domain");
+    assert_eq!(json["resolution"]["level"], "opportunistic-dane");
+}
+
+#[test]
+fn serve_loads_the_configuration_then_says_it_is_not_implemented() {
+    let out = run(&["--log-format", "json", "serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let first = stderr.lines().next().expect("a log line");
+    let event: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
+    assert_eq!(event["fields"]["message"], "configuration loaded");
+    assert!(stderr.contains("not implemented yet"));
+    let out = run(&["--log-format", "xml", "serve"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects an unknown format");
+}
