@@ -16,5 +16,6 @@ pub mod inbound;
 pub mod logging;
 pub mod mta_sts;
 pub mod policy;
+pub mod server;
 pub mod smtp;
 pub mod tls;

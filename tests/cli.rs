@@ -164,14 +164,17 @@ fn policy_explain_json_carries_the_reason_as_data() {
 }
 
 #[test]
-fn serve_loads_the_configuration_then_says_it_is_not_implemented() {
-    let out = run(&["--log-format", "json", "serve"]);
+fn serve_refuses_a_bad_configuration_and_an_unknown_log_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nhostname = \"mx.test\"\nbogus = 1\n").expect("write");
+    let out = run(&["--config", bad.to_str().expect("utf-8 path"), "serve"]);
     assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    let first = stderr.lines().next().expect("a log line");
-    let event: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
-    assert_eq!(event["fields"]["message"], "configuration loaded");
-    assert!(stderr.contains("not implemented yet"));
+    assert!(
+        text(&out.stderr).contains("bad.toml:3"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["--log-format", "xml", "serve"]);
     assert_eq!(out.status.code(), Some(2), "clap rejects an unknown format");
 }

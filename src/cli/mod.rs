@@ -65,8 +65,8 @@ fn start_logging(global: &GlobalOptions, config: &Config) -> Result<(), logging:
     logging::init(global.log_format.unwrap_or(config.logging.format), filter)
 }
 
-/// `sealpost serve`: loads the configuration and starts logging; the SMTP
-/// server itself is not implemented yet, so it then exits with failure.
+/// `sealpost serve`: loads the configuration, opens the queue, and accepts
+/// mail on every listener until SIGINT or SIGTERM (see [`crate::server`]).
 pub fn serve(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<ExitStatus> {
     let Some(config) = load(global, err)? else {
         return Ok(EXIT_FAILURE);
@@ -75,19 +75,14 @@ pub fn serve(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<ExitStat
         writeln!(err, "{e}")?;
         return Ok(EXIT_FAILURE);
     }
-    tracing::info!(
-        config = %config.source,
-        hostname = %config.server.hostname,
-        listeners = config.listeners.len(),
-        managed_domains = config.policy.domains().len(),
-        "configuration loaded"
-    );
-    tracing::error!("the SMTP server is not implemented yet; nothing to serve");
-    writeln!(
-        err,
-        "sealpost serve: the SMTP server is not implemented yet"
-    )?;
-    Ok(EXIT_FAILURE)
+    match crate::server::run(config) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => {
+            tracing::error!(error = %e, "sealpost stopped");
+            writeln!(err, "sealpost serve: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
 }
 
 /// `sealpost config check`: a summary on `out`, or every error on `err`.

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod reception;
 pub mod trace;
 
 use std::future::Future;

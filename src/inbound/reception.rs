@@ -1,0 +1,254 @@
+//! What sealpost does with mail it receives: relay control, the inbound TLS
+//! peer policy, and durable queueing before `250`.
+//!
+//! - Inbound relay control: a recipient is accepted only for an enabled
+//!   managed domain (and `postmaster@` of one, RFC 5321 section 4.5.1);
+//!   anything else gets `554 5.7.1 Relay access denied`. Outbound relay for
+//!   tenants' own servers (relay sources) is not configured yet, so sealpost
+//!   is never an open relay.
+//! - Inbound TLS policy: the peer is the connecting IP (exact or CIDR) or
+//!   the envelope sender's domain, the managed domain is the recipient's.
+//!   A `mandatory` peer without TLS gets `530 5.7.0 Must issue a STARTTLS
+//!   command first`; a session below the peer's minimum version is refused
+//!   the same way, naming the version. Every decision is logged with the
+//!   policy's explanation.
+//! - Queueing: one queue message per managed domain of the transaction (each
+//!   carries its tenant and the policy it was accepted under), with a
+//!   `Received:` header; `250` only once every part is durable, `452` on a
+//!   full disk, `451` on any other storage failure.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueError};
+use tracing::{info, warn};
+
+use super::trace::{received_header, Trace};
+use super::{ConnectionInfo, SessionHandler};
+use crate::policy::{PeerQuery, PolicySnapshot, Resolution, SecurityLevel};
+use crate::smtp::{
+    BodyType, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
+};
+
+/// The destination key of inbound mail for a managed domain: its
+/// downstream route, resolved by the delivery engine.
+pub fn inbound_destination(domain: &str) -> String {
+    format!("inbound:{domain}")
+}
+
+/// The inbound mail handler of `sealpost serve`.
+pub struct Reception {
+    hostname: String,
+    policy: Arc<PolicySnapshot>,
+    queue: Arc<Queue>,
+}
+
+impl Reception {
+    pub fn new(hostname: String, policy: Arc<PolicySnapshot>, queue: Arc<Queue>) -> Reception {
+        Reception {
+            hostname,
+            policy,
+            queue,
+        }
+    }
+
+    /// The managed domain a recipient belongs to, if it is one we accept.
+    fn managed_domain(&self, to: &ForwardPath) -> Option<String> {
+        let ForwardPath::Mailbox(mailbox) = to else {
+            // Bare <Postmaster>: our own postmaster, kept with our host name.
+            return Some(self.hostname.clone());
+        };
+        let domain = mailbox.host.domain_lowercase()?;
+        let managed = self.policy.domain(&domain)?;
+        managed.enabled.then(|| managed.name.as_str().to_string())
+    }
+
+    fn inbound_policy(
+        &self,
+        conn: &ConnectionInfo,
+        from: &ReversePath,
+        domain: &str,
+    ) -> Resolution {
+        let sender_domain = sender_domain(from);
+        self.policy.resolve(
+            domain,
+            PeerQuery::Inbound {
+                ip: Some(conn.peer.ip()),
+                sender_domain: sender_domain.as_deref(),
+            },
+        )
+    }
+}
+
+fn sender_domain(from: &ReversePath) -> Option<String> {
+    match from {
+        ReversePath::Mailbox(m) => m.host.domain_lowercase(),
+        ReversePath::Null => None,
+    }
+}
+
+/// Whether the session meets the policy; the refusal when it does not.
+pub fn tls_refusal(resolution: &Resolution, conn: &ConnectionInfo) -> Option<Reply> {
+    if resolution.level != SecurityLevel::Mandatory {
+        return None;
+    }
+    match &conn.tls {
+        None => Some(Reply::new(
+            530,
+            (5, 7, 0),
+            "Must issue a STARTTLS command first",
+        )),
+        Some(tls) if !resolution.min_tls.accepts(tls.version) => Some(Reply::new(
+            530,
+            (5, 7, 0),
+            format!(
+                "Must issue a STARTTLS command first: {} is below the required TLS {}",
+                tls.version_name(),
+                resolution.min_tls
+            ),
+        )),
+        Some(_) => None,
+    }
+}
+
+impl SessionHandler for Reception {
+    fn mail_from(&self, _: &ConnectionInfo, _: &ReversePath, _: &MailParams) -> Verdict {
+        // Relay control and the TLS policy depend on the recipient's domain.
+        Verdict::Accept
+    }
+
+    fn rcpt(
+        &self,
+        conn: &ConnectionInfo,
+        from: &ReversePath,
+        _: usize,
+        to: &ForwardPath,
+        _: &RcptParams,
+    ) -> Verdict {
+        let Some(domain) = self.managed_domain(to) else {
+            info!(conn = conn.id, peer = %conn.peer, %from, %to, "relay access denied: not an enabled managed domain");
+            return Verdict::Reject(Reply::new(554, (5, 7, 1), "Relay access denied"));
+        };
+        if domain == self.hostname {
+            return Verdict::Accept;
+        }
+        let resolution = self.inbound_policy(conn, from, &domain);
+        match tls_refusal(&resolution, conn) {
+            Some(reply) => {
+                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
+                Verdict::Reject(reply)
+            }
+            None => {
+                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, tls = conn.tls.as_ref().map(|t| t.version_name()), "recipient accepted");
+                Verdict::Accept
+            }
+        }
+    }
+
+    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
+        let now = SystemTime::now();
+        let at = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // One queue message per managed domain: each has its own tenant,
+        // policy and downstream route.
+        let mut groups: Vec<(String, Vec<&ForwardPath>)> = Vec::new();
+        for rcpt in &envelope.recipients {
+            let domain = self
+                .managed_domain(&rcpt.path)
+                .unwrap_or_else(|| self.hostname.clone());
+            match groups.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(&rcpt.path),
+                None => groups.push((domain, vec![&rcpt.path])),
+            }
+        }
+        let mut pending = Vec::with_capacity(groups.len());
+        for (domain, recipients) in &groups {
+            let resolution = self.inbound_policy(conn, &envelope.from, domain);
+            let tenant = resolution
+                .tenant
+                .as_ref()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default();
+            let single = match recipients.as_slice() {
+                [ForwardPath::Mailbox(m)] => Some(m.to_string()),
+                _ => None,
+            };
+            let trace = Trace {
+                helo: &envelope.helo,
+                client_ip: conn.peer.ip(),
+                esmtp: envelope.esmtp,
+                smtputf8: envelope.params.smtputf8,
+                tls: conn.tls.as_ref(),
+                by: &self.hostname,
+                id: "pending",
+                single_recipient: single.as_deref(),
+                at,
+            };
+            let mut stored = received_header(&trace).into_bytes();
+            stored.extend_from_slice(&body);
+            let message = NewMessage {
+                tenant,
+                mail_from: match &envelope.from {
+                    ReversePath::Null => String::new(),
+                    ReversePath::Mailbox(m) => m.to_string(),
+                },
+                mail_params: mail_params(&envelope.params),
+                recipients: recipients
+                    .iter()
+                    .map(|r| NewRecipient {
+                        address: match r {
+                            ForwardPath::Postmaster => format!("postmaster@{}", self.hostname),
+                            ForwardPath::Mailbox(m) => m.to_string(),
+                        },
+                        params: Vec::new(),
+                        destination: inbound_destination(domain),
+                    })
+                    .collect(),
+                policy: AcceptedPolicy {
+                    level: resolution.level.to_string(),
+                    min_tls: resolution.min_tls.to_string(),
+                    explanation: resolution.to_string(),
+                },
+                body: stored,
+                arrived_at: now,
+            };
+            match self.queue.enqueue(message) {
+                Ok(durable) => pending.push(durable),
+                Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
+            }
+        }
+        let mut ids = Vec::with_capacity(pending.len());
+        for durable in pending {
+            match durable.await {
+                Ok(id) => ids.push(id.to_string()),
+                Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
+            }
+        }
+        let ids = ids.join(" ");
+        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size = body.len(), queued_as = %ids, "message queued");
+        Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
+    }
+}
+
+/// The MAIL parameters worth keeping for the onward hop.
+fn mail_params(params: &MailParams) -> Vec<String> {
+    let mut kept = Vec::new();
+    if params.body == Some(BodyType::EightBitMime) {
+        kept.push("BODY=8BITMIME".to_string());
+    }
+    if params.smtputf8 {
+        kept.push("SMTPUTF8".to_string());
+    }
+    kept
+}
+
+fn storage_refusal(conn: &ConnectionInfo, error: &QueueError) -> Reply {
+    warn!(conn = conn.id, peer = %conn.peer, error = %error, "the queue refused the message");
+    if error.is_disk_full() {
+        Reply::new(452, (4, 3, 1), "Insufficient system storage")
+    } else {
+        Reply::new(451, (4, 3, 0), "Local error in processing; try again later")
+    }
+}

@@ -1,0 +1,263 @@
+//! `sealpost serve` end to end: the real binary on loopback with a
+//! configuration of managed domains, a real STARTTLS handshake, relay
+//! control, the inbound TLS policy, and `250` only after the message is in
+//! the queue (the queue is reopened after the server stops and the message
+//! is found there with its Received header).
+mod support;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use sealpost::smtp::{Reply, ReplyParser};
+use sealpost::tls::Unauthenticated;
+use sealpost_queue::{ListFilter, Queue, QueueOptions};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = format!(
+            r#"
+[server]
+hostname = "mx.sealpost.test"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[defaults]
+outbound = {{ level = "opportunistic" }}
+inbound = {{ level = "opportunistic" }}
+
+[[domains]]
+name = "open.example"
+tenant = "acme"
+
+[[domains]]
+name = "strict.example"
+tenant = "bank"
+inbound.default = {{ level = "mandatory", min_tls = "1.2" }}
+
+[[domains.inbound.peers]]
+peer = "127.0.0.0/8"
+level = "mandatory"
+min_tls = "1.3"
+
+[[domains]]
+name = "off.example"
+tenant = "acme"
+enabled = false
+"#
+        );
+        let path = dir.path().join("sealpost.toml");
+        std::fs::write(&path, config).expect("write config");
+        let child = Command::new(BIN)
+            .args(["--config", path.to_str().expect("utf-8"), "serve"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sealpost");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        // From here on, Drop kills and reaps the child whatever happens.
+        let server = Server { child, addr, dir };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("sealpost did not start listening on {addr}");
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "sealpost exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("sealpost did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn reply<S: AsyncRead + Unpin>(stream: &mut S) -> Reply {
+    let mut parser = ReplyParser::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(reply) = parser.next_reply() {
+            return reply.expect("well-formed reply");
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before a reply");
+        parser.push(&buf[..n]);
+    }
+}
+
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, line: &str) -> Reply {
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .expect("write");
+    reply(stream).await
+}
+
+fn code(reply: &Reply) -> String {
+    match reply.enhanced {
+        Some(e) => format!("{} {e}", reply.code),
+        None => reply.code.to_string(),
+    }
+}
+
+async fn starttls(
+    addr: SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(reply(&mut tcp).await.code, 220);
+    command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unauthenticated::new()))
+        .with_no_client_auth();
+    let name = ServerName::try_from("mx.sealpost.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with sealpost");
+    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
+    tls
+}
+
+#[tokio::test]
+async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably() {
+    let mut server = Server::start();
+
+    // Plaintext session from 127.0.0.1.
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(reply(&mut tcp).await.code, 220);
+    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    assert_eq!(
+        command(&mut tcp, "MAIL FROM:<alice@sender.test>")
+            .await
+            .code,
+        250
+    );
+    let table = [
+        ("RCPT TO:<bob@elsewhere.test>", "554 5.7.1"), // not managed: no relay
+        ("RCPT TO:<bob@off.example>", "554 5.7.1"),    // disabled domain
+        ("RCPT TO:<bob@strict.example>", "530 5.7.0"), // mandatory peer, no TLS
+        ("RCPT TO:<bob@open.example>", "250 2.1.5"),
+    ];
+    for (line, want) in table {
+        assert_eq!(code(&command(&mut tcp, line).await), want, "{line}");
+    }
+    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
+    let done = command(&mut tcp, "Subject: plain\r\n\r\nhello\r\n.").await;
+    assert_eq!(done.code, 250, "{done:?}");
+    let queued_plain = done.lines[0]
+        .rsplit(' ')
+        .next()
+        .expect("queue id")
+        .to_string();
+    assert_eq!(command(&mut tcp, "QUIT").await.code, 221);
+
+    // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
+    let mut tls12 = starttls(server.addr, support::pki::TLS12_ONLY).await;
+    assert_eq!(
+        command(&mut tls12, "MAIL FROM:<alice@sender.test>")
+            .await
+            .code,
+        250
+    );
+    let refused = command(&mut tls12, "RCPT TO:<bob@strict.example>").await;
+    assert_eq!(code(&refused), "530 5.7.0");
+    assert!(refused.lines[0].contains("TLSv1.2"), "{refused:?}");
+
+    // TLS 1.3 meets it.
+    let mut tls13 = starttls(server.addr, support::pki::TLS13_ONLY).await;
+    assert_eq!(
+        command(&mut tls13, "MAIL FROM:<alice@sender.test>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(
+        command(&mut tls13, "RCPT TO:<bob@strict.example>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(command(&mut tls13, "DATA").await.code, 354);
+    let done = command(&mut tls13, "Subject: secure\r\n\r\nhello\r\n.").await;
+    assert_eq!(done.code, 250, "{done:?}");
+    drop(tls13);
+    drop(tls12);
+
+    server.stop();
+    let queue = Queue::open(
+        server.dir.path().join("data/queue"),
+        QueueOptions::default(),
+    )
+    .expect("reopen the queue");
+    let page = queue
+        .list(&ListFilter::default(), None, 10)
+        .expect("list the queue");
+    assert_eq!(page.items.len(), 2, "{:?}", page.items);
+    let plain = page
+        .items
+        .iter()
+        .find(|m| m.id.to_string() == queued_plain)
+        .expect("the plaintext message is in the queue");
+    assert_eq!(plain.tenant, "acme");
+    let secure = page
+        .items
+        .iter()
+        .find(|m| m.tenant == "bank")
+        .expect("the TLS message is in the queue");
+    assert_eq!(secure.policy.level, "mandatory");
+    assert_eq!(secure.policy.min_tls, "1.3");
+    let body = queue.message_body(secure.id).expect("body");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.starts_with("Received: from client.test ([127.0.0.1])"),
+        "{text}"
+    );
+    assert!(text.contains("with ESMTPS (TLSv1.3) tls TLS13_"), "{text}");
+    assert!(text.ends_with("Subject: secure\r\n\r\nhello\r\n"), "{text}");
+}
