@@ -12,13 +12,12 @@ use sealpost::inbound::{
     ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts, TlsInfo,
 };
 use sealpost::smtp::{
-    Envelope, ForwardPath, MailParams, RcptParams, Reply, ReplyParser, ReversePath, SessionConfig,
-    Verdict,
+    Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use support::pki::{self, TestCa};
+use support::smtp::{command, read_reply as reply};
 
 /// Accepts everything and remembers what each message's connection looked like.
 #[derive(Default)]
@@ -91,31 +90,6 @@ async fn start(
         recorder,
         stop: Some(stop),
     }
-}
-
-/// Reads one complete reply.
-async fn reply<S: AsyncRead + Unpin>(stream: &mut S) -> Reply {
-    let mut parser = ReplyParser::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(reply) = parser.next_reply() {
-            return reply.expect("well-formed reply");
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(n > 0, "connection closed before a reply");
-        parser.push(&buf[..n]);
-    }
-}
-
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, line: &str) -> Reply {
-    stream
-        .write_all(format!("{line}\r\n").as_bytes())
-        .await
-        .expect("write");
-    reply(stream).await
 }
 
 fn loopback() -> SocketAddr {

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sealpost::smtp::{Reply, ReplyParser};
 use sealpost::tls::Unauthenticated;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use support::smtp::{code, command, read_reply as reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
 
@@ -106,37 +106,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-async fn reply<S: AsyncRead + Unpin>(stream: &mut S) -> Reply {
-    let mut parser = ReplyParser::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(reply) = parser.next_reply() {
-            return reply.expect("well-formed reply");
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .expect("reply in time")
-            .expect("read");
-        assert!(n > 0, "connection closed before a reply");
-        parser.push(&buf[..n]);
-    }
-}
-
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, line: &str) -> Reply {
-    stream
-        .write_all(format!("{line}\r\n").as_bytes())
-        .await
-        .expect("write");
-    reply(stream).await
-}
-
-fn code(reply: &Reply) -> String {
-    match reply.enhanced {
-        Some(e) => format!("{} {e}", reply.code),
-        None => reply.code.to_string(),
     }
 }
 

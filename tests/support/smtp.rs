@@ -253,3 +253,42 @@ impl SessionHandler for Scripted {
         verdict
     }
 }
+
+/// Reads one complete reply from a raw client connection (10 s at most).
+pub async fn read_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Reply {
+    use tokio::io::AsyncReadExt;
+    let mut parser = ReplyParser::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(reply) = parser.next_reply() {
+            return reply.expect("well-formed reply");
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before a reply");
+        parser.push(&buf[..n]);
+    }
+}
+
+/// Sends one command line (CRLF added) and reads its reply.
+pub async fn command<S>(stream: &mut S, line: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .expect("write");
+    read_reply(stream).await
+}
+
+/// A reply as `CODE` or `CODE X.Y.Z`, for tables.
+pub fn code(reply: &Reply) -> String {
+    match reply.enhanced {
+        Some(e) => format!("{} {e}", reply.code),
+        None => reply.code.to_string(),
+    }
+}
