@@ -1,0 +1,165 @@
+//! DANE through sealpost's SMTP client: the destination is planned from the
+//! signed test zone (`dane::resolve_destination`), then the real client
+//! connects to a real SMTP receiver on loopback with the DANE verifier.
+//! These are the rows of the RFC 7672 table that need an SMTP session:
+//! STARTTLS not offered while secure TLSA records exist (never that host),
+//! a matching certificate (delivered, DANE-verified), a certificate that
+//! does not match (never that host, not even in cleartext).
+mod support;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use sealpost::dane::{
+    association_data, connection_verdict, dane_failure, resolve_destination, ConnectionEvent,
+    ConnectionVerdict, DaneLevel, DanePlan, DestinationOutcome, Matching, Selector,
+};
+use sealpost::policy::MinTlsVersion;
+use sealpost::smtp::client::{
+    Authentication, ClientError, Connection, Peer, TlsParams, TlsRequirement,
+};
+use support::client::{all_delivered, config, rcpts, send_one, server};
+use support::dns::TestDns;
+use support::pki::{self, Leaf, ALL_VERSIONS};
+use support::smtp::accept_all;
+
+const DOMAIN: &str = "secure.test";
+const MX_HOST: &str = "mx.secure.test";
+
+async fn zone(leaf: &Leaf) -> TestDns {
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("tlsa data");
+    TestDns::builder()
+        .mx(DOMAIN, 10, MX_HOST)
+        .a(MX_HOST, Ipv4Addr::LOCALHOST)
+        .tlsa("_25._tcp.mx.secure.test", 3, 1, 1, &data)
+        .start()
+        .await
+}
+
+/// The plan for the only MX, which must be "authenticate with DANE".
+async fn plan(dns: &TestDns) -> DanePlan {
+    let destination = resolve_destination(&dns.resolver(), DaneLevel::Mandatory, DOMAIN).await;
+    assert_eq!(destination.outcome, DestinationOutcome::Deliver);
+    let mx = destination.mx.into_iter().next().expect("one MX");
+    assert!(
+        matches!(mx.plan, DanePlan::Authenticate { .. }),
+        "{:?}",
+        mx.plan
+    );
+    mx.plan
+}
+
+fn dane_params(plan: &DanePlan) -> (TlsParams, Arc<sealpost::dane::DaneVerifier>) {
+    let verifier = Arc::new(plan.verifier(&pki::provider()).expect("a DANE verifier"));
+    let requirement = TlsRequirement::RequireVerified {
+        verifier: verifier.clone(),
+        kind: Authentication::Dane,
+    };
+    let params = TlsParams::new(requirement, MinTlsVersion::Any, MX_HOST).expect("name");
+    (params, verifier)
+}
+
+fn peer(addr: std::net::SocketAddr) -> Peer {
+    Peer {
+        mx_host: MX_HOST.into(),
+        addr,
+    }
+}
+
+#[tokio::test]
+async fn starttls_not_offered_while_tlsa_exists_means_never_that_host() {
+    let leaf = pki::self_signed(&[MX_HOST]);
+    let dns = zone(&leaf).await;
+    let plan = plan(&dns).await;
+    let receiver = server(None, Arc::new(accept_all)).await;
+    let (params, _) = dane_params(&plan);
+
+    let result = Connection::connect(peer(receiver.server.addr), &params, config()).await;
+    assert!(
+        matches!(result, Err(ClientError::TlsNotOffered { .. })),
+        "{:?}",
+        result.err()
+    );
+    assert!(matches!(
+        connection_verdict(&plan, &ConnectionEvent::StartTlsNotOffered),
+        ConnectionVerdict::NextMx(_)
+    ));
+    receiver.assert_nothing_sent();
+}
+
+#[tokio::test]
+async fn a_matching_certificate_is_delivered_dane_verified() {
+    let leaf = pki::self_signed(&[MX_HOST]);
+    let dns = zone(&leaf).await;
+    let plan = plan(&dns).await;
+    let receiver = server(
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let (params, verifier) = dane_params(&plan);
+
+    let mut conn = Connection::connect(peer(receiver.server.addr), &params, config())
+        .await
+        .expect("DANE-authenticated connection");
+    assert_eq!(conn.achieved().authentication, Authentication::Dane);
+    let matched = verifier
+        .outcome()
+        .expect("the verifier ran")
+        .expect("matched");
+    assert!(matches!(
+        connection_verdict(
+            &plan,
+            &ConnectionEvent::TlsEstablished {
+                dane: Some(matched)
+            }
+        ),
+        ConnectionVerdict::SendOverTls {
+            authenticated: Some(_)
+        }
+    ));
+    let outcomes = send_one(&mut conn, &rcpts(&["bob"])).await;
+    assert!(all_delivered(&outcomes), "{outcomes:?}");
+    assert_eq!(receiver.server.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_match_is_never_sent_to() {
+    let published = pki::self_signed(&[MX_HOST]);
+    let presented = pki::self_signed(&[MX_HOST]);
+    let dns = zone(&published).await;
+    let plan = plan(&dns).await;
+    let receiver = server(
+        Some(pki::server_config(&presented, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let (params, _) = dane_params(&plan);
+
+    let result = Connection::connect(peer(receiver.server.addr), &params, config()).await;
+    let Err(ClientError::TlsHandshakeFailed {
+        source,
+        retry_cleartext_allowed,
+        ..
+    }) = result
+    else {
+        panic!("the handshake must fail: {:?}", result.err());
+    };
+    assert!(!retry_cleartext_allowed, "no cleartext retry under DANE");
+    let tls_error = source
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .expect("a rustls error");
+    let failure = dane_failure(tls_error).expect("the DANE reason").clone();
+    assert!(matches!(
+        connection_verdict(
+            &plan,
+            &ConnectionEvent::HandshakeFailed {
+                dane: Some(failure),
+                detail: tls_error.to_string()
+            }
+        ),
+        ConnectionVerdict::NextMx(_)
+    ));
+    receiver.assert_nothing_sent();
+}
