@@ -2,7 +2,8 @@
 //! configuration of managed domains, a real STARTTLS handshake, relay
 //! control, the inbound TLS policy, and `250` only after the message is in
 //! the queue (the queue is reopened after the server stops and the message
-//! is found there with its Received header).
+//! is found there with its Received header; a client that drops mid-DATA
+//! leaves nothing behind).
 mod support;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -198,6 +199,32 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     drop(tls13);
     drop(tls12);
 
+    // A client that drops the connection in the middle of DATA.
+    let mut dropped = TcpStream::connect(server.addr).await.expect("connect");
+    assert_eq!(reply(&mut dropped).await.code, 220);
+    command(&mut dropped, "EHLO client.test").await;
+    assert_eq!(
+        command(&mut dropped, "MAIL FROM:<alice@sender.test>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(
+        command(&mut dropped, "RCPT TO:<carol@open.example>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(command(&mut dropped, "DATA").await.code, 354);
+    {
+        use tokio::io::AsyncWriteExt;
+        dropped
+            .write_all(b"Subject: cut short\r\n\r\nthe first half")
+            .await
+            .expect("write");
+    }
+    drop(dropped);
+
     server.stop();
     let queue = Queue::open(
         server.dir.path().join("data/queue"),
@@ -207,6 +234,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     let page = queue
         .list(&ListFilter::default(), None, 10)
         .expect("list the queue");
+    // Exactly the two completed messages: nothing of the dropped one.
     assert_eq!(page.items.len(), 2, "{:?}", page.items);
     let plain = page
         .items
