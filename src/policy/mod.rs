@@ -5,6 +5,7 @@
 pub mod level;
 pub mod model;
 pub mod name;
+pub mod prefix;
 pub mod reason;
 pub mod snapshot;
 

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use super::prefix::PrefixMap;
 
 use super::level::Direction;
 use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule};
@@ -93,9 +93,7 @@ struct PeerIndex {
     exact: HashMap<DomainName, usize>,
     wildcard: HashMap<DomainName, usize>,
     ip: HashMap<IpAddr, usize>,
-    /// (prefix length, network address bits -> entry), longest prefix first.
-    cidr_v4: Vec<(u8, HashMap<u32, usize>)>,
-    cidr_v6: Vec<(u8, HashMap<u128, usize>)>,
+    cidr: PrefixMap<usize>,
 }
 
 #[derive(Debug)]
@@ -282,26 +280,9 @@ fn find_entry<'p>(
                 return Some(found);
             }
         }
-        match ip {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                for (len, table) in &index.cidr_v4 {
-                    if let Some(&e) = table.get(&mask_v4(bits, *len)) {
-                        if let Some(found) = check(e) {
-                            return Some(found);
-                        }
-                    }
-                }
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                for (len, table) in &index.cidr_v6 {
-                    if let Some(&e) = table.get(&mask_v6(bits, *len)) {
-                        if let Some(found) = check(e) {
-                            return Some(found);
-                        }
-                    }
-                }
+        for &e in index.cidr.matches(ip) {
+            if let Some(found) = check(e) {
+                return Some(found);
             }
         }
     }
@@ -347,20 +328,6 @@ fn peer_reason(matcher: &PeerMatcher, passed_over: Vec<DisabledPeer>) -> Reason 
     }
 }
 
-fn mask_v4(bits: u32, len: u8) -> u32 {
-    match len {
-        0 => 0,
-        n => bits & (u32::MAX << (32 - u32::from(n.min(32)))),
-    }
-}
-
-fn mask_v6(bits: u128, len: u8) -> u128 {
-    match len {
-        0 => 0,
-        n => bits & (u128::MAX << (128 - u32::from(n.min(128)))),
-    }
-}
-
 fn index_direction(
     domain_index: usize,
     domain: &ManagedDomain,
@@ -402,16 +369,7 @@ fn index_direction(
             PeerMatcher::Domain(d) => index.exact.insert(d.clone(), i),
             PeerMatcher::Wildcard(d) => index.wildcard.insert(d.clone(), i),
             PeerMatcher::Ip(ip) => index.ip.insert(ip.to_canonical(), i),
-            PeerMatcher::Cidr(IpNet::V4(net)) => {
-                let len = net.prefix_len();
-                let bits = mask_v4(u32::from(net.network()), len);
-                table_for(&mut index.cidr_v4, len).insert(bits, i)
-            }
-            PeerMatcher::Cidr(IpNet::V6(net)) => {
-                let len = net.prefix_len();
-                let bits = mask_v6(u128::from(net.network()), len);
-                table_for(&mut index.cidr_v6, len).insert(bits, i)
-            }
+            PeerMatcher::Cidr(net) => index.cidr.insert(*net, i),
         };
         if let Some(first) = previous {
             errors.push(BuildError::DuplicatePeer {
@@ -425,20 +383,4 @@ fn index_direction(
         }
     }
     Some(Box::new(index))
-}
-
-/// The table for one prefix length, keeping the list longest-first.
-fn table_for<K>(tables: &mut Vec<(u8, HashMap<K, usize>)>, len: u8) -> &mut HashMap<K, usize> {
-    let pos = match tables.iter().position(|(l, _)| *l <= len) {
-        Some(p) if tables[p].0 == len => p,
-        Some(p) => {
-            tables.insert(p, (len, HashMap::new()));
-            p
-        }
-        None => {
-            tables.push((len, HashMap::new()));
-            tables.len() - 1
-        }
-    };
-    &mut tables[pos].1
 }
