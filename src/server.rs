@@ -52,6 +52,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let reception = Arc::new(Reception::new(
         hostname,
         config.policy.clone(),
+        config.relay.clone(),
         queue.clone(),
     ));
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();

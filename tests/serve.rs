@@ -64,6 +64,11 @@ min_tls = "1.3"
 name = "off.example"
 tenant = "acme"
 enabled = false
+
+# The test client connects from 127.0.0.1: a relay source of acme.
+[[tenants]]
+name = "acme"
+relay_sources = ["127.0.0.0/8"]
 "#
         );
         let path = dir.path().join("sealpost.toml");
@@ -165,6 +170,31 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
         .next()
         .expect("queue id")
         .to_string();
+
+    // Outbound: a relay source of acme, with one of acme's sender domains,
+    // may relay to any recipient; a foreign sender domain may not.
+    assert_eq!(
+        command(&mut tcp, "MAIL FROM:<carol@open.example>")
+            .await
+            .code,
+        250
+    );
+    assert_eq!(
+        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        "250 2.1.5"
+    );
+    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
+    let done = command(&mut tcp, "Subject: out\r\n\r\nhello\r\n.").await;
+    assert_eq!(done.code, 250, "{done:?}");
+    assert_eq!(
+        command(&mut tcp, "MAIL FROM:<eve@off.example>").await.code,
+        250
+    );
+    assert_eq!(
+        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        "554 5.7.1"
+    );
+    assert_eq!(command(&mut tcp, "RSET").await.code, 250);
     assert_eq!(command(&mut tcp, "QUIT").await.code, 221);
 
     // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
@@ -234,14 +264,30 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     let page = queue
         .list(&ListFilter::default(), None, 10)
         .expect("list the queue");
-    // Exactly the two completed messages: nothing of the dropped one.
-    assert_eq!(page.items.len(), 2, "{:?}", page.items);
+    // Exactly the three completed messages: nothing of the dropped one.
+    assert_eq!(page.items.len(), 3, "{:?}", page.items);
     let plain = page
         .items
         .iter()
         .find(|m| m.id.to_string() == queued_plain)
         .expect("the plaintext message is in the queue");
     assert_eq!(plain.tenant, "acme");
+    let outbound = page
+        .items
+        .iter()
+        .find(|m| {
+            m.recipients
+                .iter()
+                .any(|r| r.address == "dave@elsewhere.test")
+        })
+        .expect("the outbound message is in the queue");
+    assert_eq!(outbound.tenant, "acme");
+    assert_eq!(outbound.recipients[0].destination, "elsewhere.test");
+    assert!(
+        outbound.policy.explanation.contains("outbound"),
+        "{:?}",
+        outbound.policy
+    );
     let secure = page
         .items
         .iter()

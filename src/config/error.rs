@@ -102,6 +102,16 @@ pub enum ConfigErrorKind {
     Empty { key: &'static str },
     #[error("bad log level `{given}`: {reason}")]
     BadLogLevel { given: String, reason: String },
+    #[error("bad relay source `{given}`: {reason} (write an IP address or a CIDR block)")]
+    BadRelaySource { given: String, reason: String },
+    #[error("relay source `{source_net}` is configured twice (first at line {first_line}, for tenant `{first_tenant}`)")]
+    DuplicateRelaySource {
+        source_net: String,
+        first_tenant: String,
+        first_line: usize,
+    },
+    #[error("tenant `{name}` is configured twice (first at line {first_line})")]
+    DuplicateTenant { name: String, first_line: usize },
 }
 
 /// Every problem found in one configuration file, in file order.

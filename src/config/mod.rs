@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
 
 use crate::logging::LogFormat;
-use crate::policy::{DomainName, PolicySnapshot};
+use crate::policy::{DomainName, PolicySnapshot, RelaySources};
 
 /// The configuration `sealpost` runs on when no `--config` is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.toml");
@@ -41,6 +41,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The TLS peer policy: share this `Arc`, replace it on reload.
     pub policy: Arc<PolicySnapshot>,
+    /// `[[tenants]]` relay sources: who may relay outbound mail.
+    pub relay: Arc<RelaySources>,
 }
 
 /// `[server]`

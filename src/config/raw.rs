@@ -20,6 +20,16 @@ pub(super) struct RawConfig {
     pub defaults: RawDefaults,
     #[serde(default)]
     pub domains: Vec<Spanned<RawDomain>>,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub relay_sources: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -230,3 +230,85 @@ fn syntax_errors_from_the_parser_have_positions() {
     assert!(errs[0].location.is_some(), "{:?}", errs[0]);
     assert_eq!(errs[0].line(), Some(2));
 }
+
+#[test]
+fn tenants_relay_sources_are_validated_and_indexed() {
+    let good = r#"
+[[domains]]
+name = "acme.example"
+tenant = "acme"
+
+[[tenants]]
+name = "acme"
+relay_sources = ["192.0.2.0/24", "2001:db8::7"]
+
+[[tenants]]
+name = "other"
+relay_sources = ["192.0.2.128/25"]
+"#;
+    let config = Config::parse(good, FILE, None).expect("valid");
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let tenant = |s: &str| {
+        config
+            .relay
+            .tenant_of(ip(s))
+            .map(|t| t.as_str().to_string())
+    };
+    assert_eq!(tenant("192.0.2.1").as_deref(), Some("acme"));
+    assert_eq!(
+        tenant("192.0.2.200").as_deref(),
+        Some("other"),
+        "longest prefix wins"
+    );
+    assert_eq!(tenant("2001:db8::7").as_deref(), Some("acme"));
+    assert_eq!(tenant("198.51.100.1"), None);
+    let policy = &config.policy;
+    assert!(config
+        .relay
+        .authorize(ip("192.0.2.1"), Some("acme.example"), policy)
+        .is_ok());
+    assert!(config
+        .relay
+        .authorize(ip("192.0.2.200"), Some("acme.example"), policy)
+        .is_err());
+    assert!(config
+        .relay
+        .authorize(ip("192.0.2.1"), None, policy)
+        .is_err());
+
+    let bad = r#"
+[[tenants]]
+name = "acme"
+relay_sources = ["192.0.2.1/24", "not-an-ip", "10.0.0.0/8"]
+
+[[tenants]]
+name = "acme"
+
+[[tenants]]
+name = "b"
+relay_sources = ["10.0.0.0/8"]
+"#;
+    let found = errors(bad);
+    let shown: Vec<String> = found.iter().map(|e| e.to_string()).collect();
+    assert_eq!(found.len(), 4, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("test.toml:4:") && shown[0].contains("host bits"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("test.toml:4:") && shown[1].contains("not-an-ip"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].starts_with("test.toml:7:") && shown[2].contains("twice"),
+        "{}",
+        shown[2]
+    );
+    assert!(
+        shown[3].starts_with("test.toml:11:") && shown[3].contains("first at line 4"),
+        "{}",
+        shown[3]
+    );
+}

@@ -2,12 +2,13 @@
 //! the typed [`Config`] and its [`PolicySnapshot`], and collects every
 //! error with its position instead of stopping at the first.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
@@ -17,7 +18,7 @@ use crate::logging::{self, LogFormat};
 use crate::policy::level::UnknownWord;
 use crate::policy::{
     BuildError, Defaults, Direction, DirectionPolicy, DomainName, ManagedDomain, MinTlsVersion,
-    PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, TenantName,
+    PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, RelaySources, TenantName,
 };
 
 const DEFAULT_HOSTNAME: &str = "localhost";
@@ -52,6 +53,7 @@ pub(super) fn parse(
         .map(|s| v.path(s, "admin.socket", base_dir));
     let logging = v.logging(&raw);
     let policy = v.policy(&raw);
+    let relay = v.relay_sources(&raw);
     if !v.errors.is_empty() {
         v.errors.sort_by_key(|e| e.location);
         return Err(ConfigErrors(v.errors));
@@ -66,6 +68,7 @@ pub(super) fn parse(
             listeners,
             logging,
             policy: Arc::new(policy),
+            relay: Arc::new(relay),
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -161,6 +164,78 @@ impl Validator<'_> {
             hostname: hostname.ok()?,
             data_dir,
         })
+    }
+
+    fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {
+        let mut relay = RelaySources::default();
+        let mut tenants: Vec<(String, Range<usize>)> = Vec::new();
+        let mut sources: Vec<(IpNet, String, Range<usize>)> = Vec::new();
+        for tenant in &raw.tenants {
+            let name = tenant.name.get_ref().trim();
+            if name.is_empty() {
+                self.error(
+                    &tenant.name.span(),
+                    Kind::Empty {
+                        key: "tenants.name",
+                    },
+                );
+                continue;
+            }
+            if let Some((_, first)) = tenants.iter().find(|(n, _)| n == name) {
+                let first_line = self.line(first);
+                self.error(
+                    &tenant.name.span(),
+                    Kind::DuplicateTenant {
+                        name: name.to_string(),
+                        first_line,
+                    },
+                );
+                continue;
+            }
+            tenants.push((name.to_string(), tenant.name.span()));
+            for source in &tenant.relay_sources {
+                let given = source.get_ref().trim();
+                let net = match given.parse::<IpNet>() {
+                    Ok(net) if net.trunc() == net => Ok(net),
+                    Ok(net) => Err(format!(
+                        "host bits are set (the network is {})",
+                        net.trunc()
+                    )),
+                    Err(_) => given
+                        .parse::<IpAddr>()
+                        .map(IpNet::from)
+                        .map_err(|e| e.to_string()),
+                };
+                let net = match net {
+                    Ok(net) => net,
+                    Err(reason) => {
+                        self.error(
+                            &source.span(),
+                            Kind::BadRelaySource {
+                                given: given.to_string(),
+                                reason,
+                            },
+                        );
+                        continue;
+                    }
+                };
+                if let Some((_, first_tenant, first)) = sources.iter().find(|(n, _, _)| *n == net) {
+                    let (first_tenant, first_line) = (first_tenant.clone(), self.line(first));
+                    self.error(
+                        &source.span(),
+                        Kind::DuplicateRelaySource {
+                            source_net: net.to_string(),
+                            first_tenant,
+                            first_line,
+                        },
+                    );
+                    continue;
+                }
+                sources.push((net, name.to_string(), source.span()));
+                relay.insert(net, TenantName::new(name));
+            }
+        }
+        relay
     }
 
     fn listeners(&mut self, raw: &RawConfig) -> Vec<ListenerConfig> {

@@ -1,18 +1,20 @@
 //! What sealpost does with mail it receives: relay control, the inbound TLS
 //! peer policy, and durable queueing before `250`.
 //!
-//! - Inbound relay control: a recipient is accepted only for an enabled
-//!   managed domain (and `postmaster@` of one, RFC 5321 section 4.5.1);
-//!   anything else gets `554 5.7.1 Relay access denied`. Outbound relay for
-//!   tenants' own servers (relay sources) is not configured yet, so sealpost
-//!   is never an open relay.
+//! - Relay control: a client inside a tenant's relay sources, sending with
+//!   a sender domain that is an enabled managed domain of that tenant, may
+//!   relay to any recipient (outbound mail; the TLS peer is the recipient
+//!   domain). Any other client may only reach enabled managed domains
+//!   (inbound mail; bare `<Postmaster>` is ours, RFC 5321 section 4.5.1).
+//!   Everything else gets `554 5.7.1 Relay access denied`: never an open
+//!   relay.
 //! - Inbound TLS policy: the peer is the connecting IP (exact or CIDR) or
 //!   the envelope sender's domain, the managed domain is the recipient's.
 //!   A `mandatory` peer without TLS gets `530 5.7.0 Must issue a STARTTLS
 //!   command first`; a session below the peer's minimum version is refused
 //!   the same way, naming the version. Every decision is logged with the
 //!   policy's explanation.
-//! - Queueing: one queue message per managed domain of the transaction (each
+//! - Queueing: one queue message per destination of the transaction (each
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
 //!   full disk, `451` on any other storage failure.
@@ -25,7 +27,7 @@ use tracing::{info, warn};
 
 use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
-use crate::policy::{PeerQuery, PolicySnapshot, Resolution, SecurityLevel};
+use crate::policy::{PeerQuery, PolicySnapshot, RelaySources, Resolution, SecurityLevel};
 use crate::smtp::{
     BodyType, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
 };
@@ -40,16 +42,80 @@ pub fn inbound_destination(domain: &str) -> String {
 pub struct Reception {
     hostname: String,
     policy: Arc<PolicySnapshot>,
+    relay: Arc<RelaySources>,
     queue: Arc<Queue>,
 }
 
+/// Where one recipient's copy goes, and under which policy.
+struct Route {
+    destination: String,
+    resolution: Resolution,
+}
+
 impl Reception {
-    pub fn new(hostname: String, policy: Arc<PolicySnapshot>, queue: Arc<Queue>) -> Reception {
+    pub fn new(
+        hostname: String,
+        policy: Arc<PolicySnapshot>,
+        relay: Arc<RelaySources>,
+        queue: Arc<Queue>,
+    ) -> Reception {
         Reception {
             hostname,
             policy,
+            relay,
             queue,
         }
+    }
+
+    /// The route of a recipient, or the refusal (relay denied, or the
+    /// inbound TLS policy).
+    fn route(
+        &self,
+        conn: &ConnectionInfo,
+        from: &ReversePath,
+        to: &ForwardPath,
+    ) -> Result<Route, Reply> {
+        let sender = sender_domain(from);
+        if self.relay.tenant_of(conn.peer.ip()).is_some() {
+            match self
+                .relay
+                .authorize(conn.peer.ip(), sender.as_deref(), &self.policy)
+            {
+                Ok(_) => {
+                    if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
+                        if let Some(recipient_domain) = m.host.domain_lowercase() {
+                            let resolution = self.policy.resolve(
+                                sender,
+                                PeerQuery::Outbound {
+                                    recipient_domain: &recipient_domain,
+                                },
+                            );
+                            return Ok(Route {
+                                destination: recipient_domain,
+                                resolution,
+                            });
+                        }
+                    }
+                }
+                Err(refusal) => {
+                    info!(conn = conn.id, peer = %conn.peer, %from, %to, %refusal, "not relayed as outbound mail");
+                }
+            }
+        }
+        let Some(domain) = self.managed_domain(to) else {
+            return Err(Reply::new(554, (5, 7, 1), "Relay access denied"));
+        };
+        let resolution = self.inbound_policy(conn, from, &domain);
+        if domain != self.hostname {
+            if let Some(reply) = tls_refusal(&resolution, conn) {
+                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
+                return Err(reply);
+            }
+        }
+        Ok(Route {
+            destination: inbound_destination(&domain),
+            resolution,
+        })
     }
 
     /// The managed domain a recipient belongs to, if it is one we accept.
@@ -125,22 +191,25 @@ impl SessionHandler for Reception {
         to: &ForwardPath,
         _: &RcptParams,
     ) -> Verdict {
-        let Some(domain) = self.managed_domain(to) else {
-            info!(conn = conn.id, peer = %conn.peer, %from, %to, "relay access denied: not an enabled managed domain");
-            return Verdict::Reject(Reply::new(554, (5, 7, 1), "Relay access denied"));
-        };
-        if domain == self.hostname {
-            return Verdict::Accept;
-        }
-        let resolution = self.inbound_policy(conn, from, &domain);
-        match tls_refusal(&resolution, conn) {
-            Some(reply) => {
-                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
-                Verdict::Reject(reply)
-            }
-            None => {
-                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, tls = conn.tls.as_ref().map(|t| t.version_name()), "recipient accepted");
+        match self.route(conn, from, to) {
+            Ok(route) => {
+                info!(
+                    conn = conn.id,
+                    peer = %conn.peer,
+                    %from,
+                    %to,
+                    destination = %route.destination,
+                    policy = %route.resolution,
+                    tls = conn.tls.as_ref().map(|t| t.version_name()),
+                    "recipient accepted"
+                );
                 Verdict::Accept
+            }
+            Err(reply) => {
+                if reply.code == 554 {
+                    info!(conn = conn.id, peer = %conn.peer, %from, %to, "relay access denied");
+                }
+                Verdict::Reject(reply)
             }
         }
     }
@@ -151,21 +220,25 @@ impl SessionHandler for Reception {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        // One queue message per managed domain: each has its own tenant,
-        // policy and downstream route.
-        let mut groups: Vec<(String, Vec<&ForwardPath>)> = Vec::new();
+        // One queue message per destination: each has its own tenant,
+        // policy and next hop.
+        let mut groups: Vec<(Route, Vec<&ForwardPath>)> = Vec::new();
         for rcpt in &envelope.recipients {
-            let domain = self
-                .managed_domain(&rcpt.path)
-                .unwrap_or_else(|| self.hostname.clone());
-            match groups.iter_mut().find(|(d, _)| *d == domain) {
+            // Accepted at RCPT against the same snapshot: the route exists.
+            let Ok(route) = self.route(conn, &envelope.from, &rcpt.path) else {
+                continue;
+            };
+            match groups
+                .iter_mut()
+                .find(|(r, _)| r.destination == route.destination)
+            {
                 Some((_, list)) => list.push(&rcpt.path),
-                None => groups.push((domain, vec![&rcpt.path])),
+                None => groups.push((route, vec![&rcpt.path])),
             }
         }
         let mut pending = Vec::with_capacity(groups.len());
-        for (domain, recipients) in &groups {
-            let resolution = self.inbound_policy(conn, &envelope.from, domain);
+        for (route, recipients) in &groups {
+            let resolution = &route.resolution;
             let tenant = resolution
                 .tenant
                 .as_ref()
@@ -203,7 +276,7 @@ impl SessionHandler for Reception {
                             ForwardPath::Mailbox(m) => m.to_string(),
                         },
                         params: Vec::new(),
-                        destination: inbound_destination(domain),
+                        destination: route.destination.clone(),
                     })
                     .collect(),
                 policy: AcceptedPolicy {

@@ -7,6 +7,7 @@ pub mod model;
 pub mod name;
 pub mod prefix;
 pub mod reason;
+pub mod relay;
 pub mod snapshot;
 
 #[cfg(test)]
@@ -16,4 +17,5 @@ pub use level::{Direction, MinTlsVersion, SecurityLevel};
 pub use model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule, TenantName};
 pub use name::{DomainName, NameError, PeerMatcher};
 pub use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
+pub use relay::{RelayRefusal, RelaySources};
 pub use snapshot::{BuildError, PeerQuery, PolicySnapshot};
