@@ -17,7 +17,8 @@
 //! - Queueing: one queue message per destination of the transaction (each
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
-//!   full disk, `451` on any other storage failure.
+//!   full disk, `552` when the queue's size limit is exceeded, `451` on any
+//!   other storage failure.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -319,9 +320,44 @@ fn mail_params(params: &MailParams) -> Vec<String> {
 
 fn storage_refusal(conn: &ConnectionInfo, error: &QueueError) -> Reply {
     warn!(conn = conn.id, peer = %conn.peer, error = %error, "the queue refused the message");
-    if error.is_disk_full() {
-        Reply::new(452, (4, 3, 1), "Insufficient system storage")
-    } else {
-        Reply::new(451, (4, 3, 0), "Local error in processing; try again later")
+    match error {
+        e if e.is_disk_full() => Reply::new(452, (4, 3, 1), "Insufficient system storage"),
+        QueueError::TooLarge { .. } => Reply::new(552, (5, 3, 4), "Message too big for the queue"),
+        _ => Reply::new(451, (4, 3, 0), "Local error in processing; try again later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnectionInfo {
+        ConnectionInfo {
+            id: 1,
+            peer: "192.0.2.7:40000".parse().expect("addr"),
+            local: "192.0.2.1:25".parse().expect("addr"),
+            tls: None,
+            helo: None,
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_a_452_too_large_a_552_and_other_failures_a_451() {
+        let full = QueueError::DiskFull {
+            path: "/var/lib/sealpost/queue".into(),
+            detail: "No space left on device".into(),
+        };
+        let reply = storage_refusal(&conn(), &full);
+        assert_eq!(
+            (reply.code, reply.enhanced.map(|e| e.to_string())),
+            (452, Some("4.3.1".into()))
+        );
+        let big = QueueError::TooLarge { size: 10, limit: 5 };
+        assert_eq!(storage_refusal(&conn(), &big).code, 552);
+        let other = QueueError::Io {
+            path: "/var/lib/sealpost/queue".into(),
+            detail: "Input/output error".into(),
+        };
+        assert_eq!(storage_refusal(&conn(), &other).code, 451);
     }
 }
