@@ -30,7 +30,7 @@ pub enum ServeError {
 
 /// Runs the server until a shutdown signal.
 pub fn run(config: Config) -> Result<(), ServeError> {
-    let data_dir = &config.server.data_dir;
+    let data_dir = config.server.data_dir.clone();
     let hostname = config.server.hostname.as_str().to_string();
     let queue = Arc::new(Queue::open(
         data_dir.join("queue"),
@@ -38,11 +38,12 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     )?);
 
     let certificates = Arc::new(SniCertResolver::default());
-    certificates.set_default(Some(tls::self_signed_in(&data_dir.join("tls"), &hostname)?));
+    load_certificates(&config, &certificates)?;
     let tls_config = rustls::ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(certificates);
+        .with_cert_resolver(certificates.clone());
+    let certificates_for_reload = certificates;
 
     let session = Arc::new(SessionConfig {
         hostname: hostname.clone(),
@@ -63,6 +64,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
         let listener = Listener::bind(&addrs).await?;
+        tokio::spawn(reload_certificates_on_sighup(
+            config.clone(),
+            certificates_for_reload,
+        ));
         info!(
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
@@ -83,6 +88,46 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         Ok::<(), ServeError>(())
     })?;
     Ok(())
+}
+
+/// Loads every configured certificate (or makes the self-signed default)
+/// and installs them together; on any error nothing is replaced.
+pub fn load_certificates(config: &Config, into: &SniCertResolver) -> Result<(), CertError> {
+    let default = match &config.tls.default {
+        Some(paths) => tls::load_pem(&paths.certificate, &paths.key)?,
+        None => tls::self_signed_in(
+            &config.server.data_dir.join("tls"),
+            config.server.hostname.as_str(),
+        )?,
+    };
+    let mut named = Vec::with_capacity(config.tls.sni.len());
+    for (name, paths) in &config.tls.sni {
+        named.push((
+            name.as_str().to_string(),
+            tls::load_pem(&paths.certificate, &paths.key)?,
+        ));
+    }
+    into.replace(named, Some(default));
+    Ok(())
+}
+
+/// SIGHUP re-reads the certificate files: renewed certificates take effect
+/// for new handshakes without a restart. A file that fails to load is
+/// logged and the certificates in use stay.
+async fn reload_certificates_on_sighup(config: Config, certificates: Arc<SniCertResolver>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates reload only on restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match load_certificates(&config, &certificates) {
+            Ok(()) => info!(sni = config.tls.sni.len(), "certificates reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "certificate reload failed; the previous certificates stay in use")
+            }
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

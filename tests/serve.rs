@@ -27,14 +27,11 @@ struct Server {
 }
 
 impl Server {
+    /// The relay and policy configuration most tests use.
     fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = format!(
-            r#"
+        Server::start_with(|port| {
+            format!(
+                r#"
 [server]
 hostname = "mx.sealpost.test"
 data_dir = "data"
@@ -70,7 +67,18 @@ enabled = false
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
 "#
-        );
+            )
+        })
+    }
+
+    /// Starts `sealpost serve` on the configuration `config(port)` makes.
+    fn start_with(config: impl Fn(u16) -> String) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let config = config(port);
         let path = dir.path().join("sealpost.toml");
         std::fs::write(&path, config).expect("write config");
         let child = Command::new(BIN)
@@ -90,6 +98,14 @@ relay_sources = ["127.0.0.0/8"]
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("sealpost did not start listening on {addr}");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     /// SIGTERM, and wait for a clean exit.
@@ -303,4 +319,100 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     );
     assert!(text.contains("with ESMTPS (TLSv1.3) tls TLS13_"), "{text}");
     assert!(text.ends_with("Subject: secure\r\n\r\nhello\r\n"), "{text}");
+}
+
+/// STARTTLS as `sni`, trusting only `ca`; the certificate the server showed.
+async fn presented(addr: SocketAddr, ca: &support::pki::TestCa, sni: &str) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(reply(&mut tcp).await.code, 220);
+    command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
+        .with_protocol_versions(support::pki::ALL_VERSIONS)
+        .expect("versions")
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("a certificate valid for the name under the test CA");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].to_vec()
+}
+
+#[tokio::test]
+async fn configured_certificates_are_chosen_by_sni_and_reloaded_on_sighup() {
+    let ca = support::pki::TestCa::new("sealpost test CA");
+    let first = ca.issue(&["mx.sealpost.test"]);
+    let second = ca.issue(&["mx2.sealpost.test"]);
+    let renewed = ca.issue(&["mx.sealpost.test"]);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| certs.path().join(name);
+    std::fs::write(file("mx.crt"), first.cert_pem.clone() + &ca.cert_pem).expect("write");
+    std::fs::write(file("mx.key"), &first.key_pem).expect("write");
+    std::fs::write(file("mx2.crt"), &second.cert_pem).expect("write");
+    std::fs::write(file("mx2.key"), &second.key_pem).expect("write");
+    let dir = certs.path().display().to_string();
+    let mut server = Server::start_with(|port| {
+        format!(
+            r#"
+[server]
+hostname = "mx.sealpost.test"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[tls]
+certificate = "{dir}/mx.crt"
+key = "{dir}/mx.key"
+
+[[tls.sni]]
+name = "mx2.sealpost.test"
+certificate = "{dir}/mx2.crt"
+key = "{dir}/mx2.key"
+"#
+        )
+    });
+
+    assert_eq!(
+        presented(server.addr, &ca, "mx.sealpost.test").await,
+        first.cert.to_vec()
+    );
+    assert_eq!(
+        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        second.cert.to_vec()
+    );
+
+    // Renewal: new files, SIGHUP, new handshakes get the new certificate.
+    std::fs::write(file("mx.crt"), &renewed.cert_pem).expect("write");
+    std::fs::write(file("mx.key"), &renewed.key_pem).expect("write");
+    server.signal("-HUP");
+    let mut now_presented = Vec::new();
+    for _ in 0..100 {
+        now_presented = presented(server.addr, &ca, "mx.sealpost.test").await;
+        if now_presented == renewed.cert.to_vec() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        now_presented,
+        renewed.cert.to_vec(),
+        "the renewed certificate after SIGHUP"
+    );
+
+    // A broken file on reload keeps the certificates in use.
+    std::fs::write(file("mx.key"), "not a key").expect("write");
+    server.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        presented(server.addr, &ca, "mx.sealpost.test").await,
+        renewed.cert.to_vec()
+    );
+    assert_eq!(
+        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        second.cert.to_vec()
+    );
+    server.stop();
 }

@@ -112,6 +112,13 @@ pub enum ConfigErrorKind {
     },
     #[error("tenant `{name}` is configured twice (first at line {first_line})")]
     DuplicateTenant { name: String, first_line: usize },
+    #[error("`{given}` is set without `{missing}`: a certificate needs its key and a key its certificate")]
+    Unpaired {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("a certificate for `{name}` is configured twice (first at line {first_line})")]
+    DuplicateSniName { name: String, first_line: usize },
 }
 
 /// Every problem found in one configuration file, in file order.

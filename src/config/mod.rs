@@ -43,6 +43,25 @@ pub struct Config {
     pub policy: Arc<PolicySnapshot>,
     /// `[[tenants]]` relay sources: who may relay outbound mail.
     pub relay: Arc<RelaySources>,
+    /// `[tls]`: the STARTTLS certificates.
+    pub tls: TlsConfig,
+}
+
+/// A PEM certificate chain and its PEM private key, as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[tls]`: what the SMTP listener presents after STARTTLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// For clients that ask for no other name; `None`: a self-signed
+    /// certificate made at first start and kept in the data directory.
+    pub default: Option<CertificatePaths>,
+    /// Certificates chosen by the SNI host name the client asks for.
+    pub sni: Vec<(DomainName, CertificatePaths)>,
 }
 
 /// `[server]`

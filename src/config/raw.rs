@@ -22,6 +22,25 @@ pub(super) struct RawConfig {
     pub domains: Vec<Spanned<RawDomain>>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub certificate: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sni: Vec<RawSniCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSniCertificate {
+    pub name: Spanned<String>,
+    pub certificate: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -126,7 +126,8 @@ fn each_kind_of_error_names_file_line_and_reason() {
         ("[server\nhostname = 1".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(_))),
         ("[server]\nhostname = 1\n".into(), 2, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("string"))),
         ("[server]\nhost = \"a\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
-        ("[tls]\nx = 1\n".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
+        ("[mystery]\nx = 1\n".into(), 1, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
+        ("[tls]\nx = 1\n".into(), 2, |k| matches!(k, ConfigErrorKind::Syntax(m) if m.contains("unknown field"))),
         ("[server]\nhostname = \"bad_host\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadDomain { reason: NameError::BadCharacter('_'), .. })),
         ("[server]\ndata_dir = \"\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::Empty { key: "server.data_dir" })),
         ("[[listeners]]\naddress = \"127.0.0.1\"\n".into(), 2, |k| matches!(k, ConfigErrorKind::BadListenAddress { .. })),
@@ -310,5 +311,51 @@ relay_sources = ["10.0.0.0/8"]
         shown[3].starts_with("test.toml:11:") && shown[3].contains("first at line 4"),
         "{}",
         shown[3]
+    );
+}
+
+#[test]
+fn tls_certificates_need_their_keys_and_unique_names() {
+    let good = r#"
+[tls]
+certificate = "certs/mx.crt"
+key = "certs/mx.key"
+
+[[tls.sni]]
+name = "MX2.example."
+certificate = "/etc/ssl/mx2.crt"
+key = "/etc/ssl/mx2.key"
+"#;
+    let config = Config::parse(good, FILE, Some(Path::new("/etc/sealpost"))).expect("valid");
+    let default = config.tls.default.expect("a default certificate");
+    assert_eq!(default.certificate, Path::new("/etc/sealpost/certs/mx.crt"));
+    assert_eq!(config.tls.sni.len(), 1);
+    assert_eq!(config.tls.sni[0].0.as_str(), "mx2.example");
+
+    let bad = r#"
+[tls]
+certificate = "mx.crt"
+
+[[tls.sni]]
+name = "mx2.example"
+certificate = "a.crt"
+key = "a.key"
+
+[[tls.sni]]
+name = "mx2.example"
+certificate = "b.crt"
+key = "b.key"
+"#;
+    let shown: Vec<String> = errors(bad).iter().map(|e| e.to_string()).collect();
+    assert_eq!(shown.len(), 2, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("test.toml:3:") && shown[0].contains("without `tls.key`"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("test.toml:11:") && shown[1].contains("first at line 6"),
+        "{}",
+        shown[1]
     );
 }

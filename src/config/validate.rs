@@ -13,7 +13,9 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
 use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
-use super::{AdminConfig, Config, ListenerConfig, LoggingConfig, ServerConfig};
+use super::{
+    AdminConfig, CertificatePaths, Config, ListenerConfig, LoggingConfig, ServerConfig, TlsConfig,
+};
 use crate::logging::{self, LogFormat};
 use crate::policy::level::UnknownWord;
 use crate::policy::{
@@ -54,6 +56,7 @@ pub(super) fn parse(
     let logging = v.logging(&raw);
     let policy = v.policy(&raw);
     let relay = v.relay_sources(&raw);
+    let tls = v.tls(&raw, base_dir);
     if !v.errors.is_empty() {
         v.errors.sort_by_key(|e| e.location);
         return Err(ConfigErrors(v.errors));
@@ -69,6 +72,7 @@ pub(super) fn parse(
             logging,
             policy: Arc::new(policy),
             relay: Arc::new(relay),
+            tls,
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -164,6 +168,72 @@ impl Validator<'_> {
             hostname: hostname.ok()?,
             data_dir,
         })
+    }
+
+    fn tls(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> TlsConfig {
+        let tls = &raw.tls;
+        let default = match (&tls.certificate, &tls.key) {
+            (Some(certificate), Some(key)) => Some(CertificatePaths {
+                certificate: self.path(certificate, "tls.certificate", base_dir),
+                key: self.path(key, "tls.key", base_dir),
+            }),
+            (Some(certificate), None) => {
+                self.error(
+                    &certificate.span(),
+                    Kind::Unpaired {
+                        given: "tls.certificate",
+                        missing: "tls.key",
+                    },
+                );
+                None
+            }
+            (None, Some(key)) => {
+                self.error(
+                    &key.span(),
+                    Kind::Unpaired {
+                        given: "tls.key",
+                        missing: "tls.certificate",
+                    },
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let mut sni: Vec<(DomainName, CertificatePaths)> = Vec::new();
+        let mut seen: Vec<(DomainName, Range<usize>)> = Vec::new();
+        for entry in &tls.sni {
+            let name = match entry.name.get_ref().parse::<DomainName>() {
+                Ok(name) => name,
+                Err(reason) => {
+                    self.error(
+                        &entry.name.span(),
+                        Kind::BadDomain {
+                            given: entry.name.get_ref().clone(),
+                            reason,
+                        },
+                    );
+                    continue;
+                }
+            };
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                let first_line = self.line(first);
+                self.error(
+                    &entry.name.span(),
+                    Kind::DuplicateSniName {
+                        name: name.to_string(),
+                        first_line,
+                    },
+                );
+                continue;
+            }
+            seen.push((name.clone(), entry.name.span()));
+            let paths = CertificatePaths {
+                certificate: self.path(&entry.certificate, "tls.sni.certificate", base_dir),
+                key: self.path(&entry.key, "tls.sni.key", base_dir),
+            };
+            sni.push((name, paths));
+        }
+        TlsConfig { default, sni }
     }
 
     fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {

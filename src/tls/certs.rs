@@ -57,6 +57,23 @@ impl SniCertResolver {
             .unwrap_or_else(|e| e.into_inner())
             .insert(host.to_ascii_lowercase(), key);
     }
+    /// Replaces every certificate at once (a reload): clients see either the
+    /// old set or the new one, never a mix.
+    pub fn replace(
+        &self,
+        named: Vec<(String, Arc<CertifiedKey>)>,
+        default: Option<Arc<CertifiedKey>>,
+    ) {
+        let named: HashMap<String, Arc<CertifiedKey>> = named
+            .into_iter()
+            .map(|(host, key)| (host.to_ascii_lowercase(), key))
+            .collect();
+        let mut names = self.named.write().unwrap_or_else(|e| e.into_inner());
+        let mut fallback = self.default.write().unwrap_or_else(|e| e.into_inner());
+        *names = named;
+        *fallback = default;
+    }
+
     pub fn set_default(&self, key: Option<Arc<CertifiedKey>>) {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
