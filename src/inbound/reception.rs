@@ -24,11 +24,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
-use crate::policy::{PeerQuery, PolicySnapshot, RelaySources, Resolution, SecurityLevel};
+use crate::policy::{
+    PeerQuery, PolicySnapshot, RelayRefusal, RelaySources, Resolution, SecurityLevel,
+};
 use crate::smtp::{
     BodyType, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
 };
@@ -77,30 +79,32 @@ impl Reception {
         to: &ForwardPath,
     ) -> Result<Route, Reply> {
         let sender = sender_domain(from);
-        if self.relay.tenant_of(conn.peer.ip()).is_some() {
-            match self
-                .relay
-                .authorize(conn.peer.ip(), sender.as_deref(), &self.policy)
-            {
-                Ok(_) => {
-                    if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
-                        if let Some(recipient_domain) = m.host.domain_lowercase() {
-                            let resolution = self.policy.resolve(
-                                sender,
-                                PeerQuery::Outbound {
-                                    recipient_domain: &recipient_domain,
-                                },
-                            );
-                            return Ok(Route {
-                                destination: recipient_domain,
-                                resolution,
-                            });
-                        }
+        match self
+            .relay
+            .authorize(conn.peer.ip(), sender.as_deref(), &self.policy)
+        {
+            Ok(_) => {
+                if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
+                    if let Some(recipient_domain) = m.host.domain_lowercase() {
+                        let resolution = self.policy.resolve(
+                            sender,
+                            PeerQuery::Outbound {
+                                recipient_domain: &recipient_domain,
+                            },
+                        );
+                        return Ok(Route {
+                            destination: recipient_domain,
+                            resolution,
+                        });
                     }
                 }
-                Err(refusal) => {
-                    info!(conn = conn.id, peer = %conn.peer, %from, %to, %refusal, "not relayed as outbound mail");
-                }
+            }
+            // Not a relay source at all: the ordinary inbound case.
+            Err(RelayRefusal::NotASource { .. }) => {}
+            // A relay source that may not relay this sender: its mail may
+            // still reach managed domains as inbound mail.
+            Err(refusal) => {
+                debug!(conn = conn.id, %from, %to, %refusal, "not relayed as outbound mail");
             }
         }
         let Some(domain) = self.managed_domain(to) else {
