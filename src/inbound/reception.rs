@@ -32,7 +32,7 @@ use crate::policy::{
     PeerQuery, PolicySnapshot, RelayRefusal, RelaySources, Resolution, SecurityLevel,
 };
 use crate::smtp::{
-    BodyType, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
+    BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
 };
 
 /// The destination key of inbound mail for a managed domain: its
@@ -107,15 +107,20 @@ impl Reception {
                 debug!(conn = conn.id, %from, %to, %refusal, "not relayed as outbound mail");
             }
         }
-        let Some(domain) = self.managed_domain(to) else {
+        let ForwardPath::Mailbox(mailbox) = to else {
+            // Bare <Postmaster>: ours, always accepted (RFC 5321 4.5.1).
+            return Ok(Route {
+                destination: inbound_destination(&self.hostname),
+                resolution: self.inbound_policy(conn, from, &self.hostname),
+            });
+        };
+        let Some(domain) = self.managed_domain(mailbox) else {
             return Err(Reply::new(554, (5, 7, 1), "Relay access denied"));
         };
         let resolution = self.inbound_policy(conn, from, &domain);
-        if domain != self.hostname {
-            if let Some(reply) = tls_refusal(&resolution, conn) {
-                info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
-                return Err(reply);
-            }
+        if let Some(reply) = tls_refusal(&resolution, conn) {
+            info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
+            return Err(reply);
         }
         Ok(Route {
             destination: inbound_destination(&domain),
@@ -123,12 +128,8 @@ impl Reception {
         })
     }
 
-    /// The managed domain a recipient belongs to, if it is one we accept.
-    fn managed_domain(&self, to: &ForwardPath) -> Option<String> {
-        let ForwardPath::Mailbox(mailbox) = to else {
-            // Bare <Postmaster>: our own postmaster, kept with our host name.
-            return Some(self.hostname.clone());
-        };
+    /// The enabled managed domain a recipient mailbox belongs to.
+    fn managed_domain(&self, mailbox: &Mailbox) -> Option<String> {
         let domain = mailbox.host.domain_lowercase()?;
         let managed = self.policy.domain(&domain)?;
         managed.enabled.then(|| managed.name.as_str().to_string())
@@ -343,6 +344,52 @@ mod tests {
             tls: None,
             helo: None,
         }
+    }
+
+    fn reception(config: &str) -> (Reception, tempfile::TempDir) {
+        let config = crate::config::Config::parse(config, "test.toml", None).expect("config");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::open(dir.path().join("queue"), Default::default()).expect("queue");
+        let reception = Reception::new(
+            config.server.hostname.as_str().to_string(),
+            config.policy.clone(),
+            config.relay.clone(),
+            Arc::new(queue),
+        );
+        (reception, dir)
+    }
+
+    fn mailbox(address: &str) -> ForwardPath {
+        let (local, domain) = address.split_once('@').expect("address");
+        ForwardPath::Mailbox(Mailbox {
+            local_part: local.into(),
+            host: crate::smtp::Host::Domain(domain.into()),
+        })
+    }
+
+    #[test]
+    fn a_managed_domain_named_like_the_host_keeps_its_tls_policy() {
+        let (reception, _dir) = reception(
+            r#"
+[server]
+hostname = "mx.example"
+
+[[domains]]
+name = "mx.example"
+tenant = "t"
+inbound.default = { level = "mandatory" }
+"#,
+        );
+        let from = ReversePath::Null;
+        let refused = reception.route(&conn(), &from, &mailbox("bob@mx.example"));
+        assert_eq!(refused.err().map(|r| r.code), Some(530));
+        let postmaster = reception.route(&conn(), &from, &ForwardPath::Postmaster);
+        assert_eq!(
+            postmaster.ok().map(|r| r.destination),
+            Some("inbound:mx.example".into())
+        );
+        let elsewhere = reception.route(&conn(), &from, &mailbox("bob@other.example"));
+        assert_eq!(elsewhere.err().map(|r| r.code), Some(554));
     }
 
     #[test]
