@@ -13,6 +13,7 @@ pub mod date;
 pub mod dns;
 pub mod dsn;
 pub mod inbound;
+pub mod live;
 pub mod logging;
 pub mod mta_sts;
 pub mod policy;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, LoadError};
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
+use crate::live::{LiveConfig, ReloadReport};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -50,12 +51,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         tls_available: true,
         ..SessionConfig::default()
     });
-    let reception = Arc::new(Reception::new(
-        hostname,
-        config.policy.clone(),
-        config.relay.clone(),
-        queue.clone(),
-    ));
+    let live = Arc::new(LiveConfig::new(config.clone()));
+    let reception = Arc::new(Reception::new(live.clone(), queue.clone()));
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,10 +61,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
         let listener = Listener::bind(&addrs).await?;
-        tokio::spawn(reload_certificates_on_sighup(
-            config.clone(),
-            certificates_for_reload,
-        ));
+        tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
@@ -111,21 +105,51 @@ pub fn load_certificates(config: &Config, into: &SniCertResolver) -> Result<(), 
     Ok(())
 }
 
-/// SIGHUP re-reads the certificate files: renewed certificates take effect
-/// for new handshakes without a restart. A file that fails to load is
-/// logged and the certificates in use stay.
-async fn reload_certificates_on_sighup(config: Config, certificates: Arc<SniCertResolver>) {
+/// Re-reads the configuration and the certificates it names and puts them
+/// in force together; on any error the running ones stay. SIGHUP and the
+/// admin socket's reload both come here.
+pub fn reload(
+    live: &LiveConfig,
+    certificates: &SniCertResolver,
+) -> Result<ReloadReport, ReloadError> {
+    let source = live.current().source.clone();
+    let config = if source == crate::config::EMBEDDED_DEFAULT_NAME {
+        Config::embedded_default().map_err(LoadError::Invalid)?
+    } else {
+        Config::load(std::path::Path::new(&source))?
+    };
+    load_certificates(&config, certificates)?;
+    let report = live.replace(config);
+    info!(
+        generation = report.generation,
+        managed_domains = report.managed_domains,
+        needs_restart = ?report.needs_restart,
+        "configuration reloaded"
+    );
+    Ok(report)
+}
+
+/// Why a reload was refused (the configuration in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] LoadError),
+    #[error("the STARTTLS certificate: {0}")]
+    Certificate(#[from] CertError),
+}
+
+/// SIGHUP reloads the configuration and the certificate files: renewed
+/// certificates take effect for new handshakes, policy changes for new
+/// transactions and the next delivery attempt of queued mail.
+async fn reload_on_sighup(live: Arc<LiveConfig>, certificates: Arc<SniCertResolver>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: certificates reload only on restart");
+        tracing::warn!("cannot listen for SIGHUP: the configuration reloads only on restart");
         return;
     };
     while hangups.recv().await.is_some() {
-        match load_certificates(&config, &certificates) {
-            Ok(()) => info!(sni = config.tls.sni.len(), "certificates reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "certificate reload failed; the previous certificates stay in use")
-            }
+        if let Err(e) = reload(&live, &certificates) {
+            tracing::error!(error = %e, "reload failed; the configuration and certificates in force stay");
         }
     }
 }

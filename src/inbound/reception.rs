@@ -28,9 +28,9 @@ use tracing::{debug, info, warn};
 
 use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
-use crate::policy::{
-    PeerQuery, PolicySnapshot, RelayRefusal, RelaySources, Resolution, SecurityLevel,
-};
+use crate::config::Config;
+use crate::live::LiveConfig;
+use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel};
 use crate::smtp::{
     BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
 };
@@ -43,9 +43,9 @@ pub fn inbound_destination(domain: &str) -> String {
 
 /// The inbound mail handler of `sealpost serve`.
 pub struct Reception {
-    hostname: String,
-    policy: Arc<PolicySnapshot>,
-    relay: Arc<RelaySources>,
+    /// Read once per decision; a transaction's routes are recomputed at its
+    /// end against the configuration then in force.
+    live: Arc<LiveConfig>,
     queue: Arc<Queue>,
 }
 
@@ -56,37 +56,30 @@ struct Route {
 }
 
 impl Reception {
-    pub fn new(
-        hostname: String,
-        policy: Arc<PolicySnapshot>,
-        relay: Arc<RelaySources>,
-        queue: Arc<Queue>,
-    ) -> Reception {
-        Reception {
-            hostname,
-            policy,
-            relay,
-            queue,
-        }
+    pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
+        Reception { live, queue }
     }
 
     /// The route of a recipient, or the refusal (relay denied, or the
     /// inbound TLS policy).
     fn route(
         &self,
+        config: &Config,
         conn: &ConnectionInfo,
         from: &ReversePath,
         to: &ForwardPath,
     ) -> Result<Route, Reply> {
         let sender = sender_domain(from);
-        match self
+        let policy = &config.policy;
+        let hostname = config.server.hostname.as_str();
+        match config
             .relay
-            .authorize(conn.peer.ip(), sender.as_deref(), &self.policy)
+            .authorize(conn.peer.ip(), sender.as_deref(), policy)
         {
             Ok(_) => {
                 if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
                     if let Some(recipient_domain) = m.host.domain_lowercase() {
-                        let resolution = self.policy.resolve(
+                        let resolution = policy.resolve(
                             sender,
                             PeerQuery::Outbound {
                                 recipient_domain: &recipient_domain,
@@ -110,14 +103,14 @@ impl Reception {
         let ForwardPath::Mailbox(mailbox) = to else {
             // Bare <Postmaster>: ours, always accepted (RFC 5321 4.5.1).
             return Ok(Route {
-                destination: inbound_destination(&self.hostname),
-                resolution: self.inbound_policy(conn, from, &self.hostname),
+                destination: inbound_destination(hostname),
+                resolution: inbound_policy(config, conn, from, hostname),
             });
         };
-        let Some(domain) = self.managed_domain(mailbox) else {
+        let Some(domain) = managed_domain(config, mailbox) else {
             return Err(Reply::new(554, (5, 7, 1), "Relay access denied"));
         };
-        let resolution = self.inbound_policy(conn, from, &domain);
+        let resolution = inbound_policy(config, conn, from, &domain);
         if let Some(reply) = tls_refusal(&resolution, conn) {
             info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
             return Err(reply);
@@ -127,29 +120,29 @@ impl Reception {
             resolution,
         })
     }
+}
 
-    /// The enabled managed domain a recipient mailbox belongs to.
-    fn managed_domain(&self, mailbox: &Mailbox) -> Option<String> {
-        let domain = mailbox.host.domain_lowercase()?;
-        let managed = self.policy.domain(&domain)?;
-        managed.enabled.then(|| managed.name.as_str().to_string())
-    }
+/// The enabled managed domain a recipient mailbox belongs to.
+fn managed_domain(config: &Config, mailbox: &Mailbox) -> Option<String> {
+    let domain = mailbox.host.domain_lowercase()?;
+    let managed = config.policy.domain(&domain)?;
+    managed.enabled.then(|| managed.name.as_str().to_string())
+}
 
-    fn inbound_policy(
-        &self,
-        conn: &ConnectionInfo,
-        from: &ReversePath,
-        domain: &str,
-    ) -> Resolution {
-        let sender_domain = sender_domain(from);
-        self.policy.resolve(
-            domain,
-            PeerQuery::Inbound {
-                ip: Some(conn.peer.ip()),
-                sender_domain: sender_domain.as_deref(),
-            },
-        )
-    }
+fn inbound_policy(
+    config: &Config,
+    conn: &ConnectionInfo,
+    from: &ReversePath,
+    domain: &str,
+) -> Resolution {
+    let sender_domain = sender_domain(from);
+    config.policy.resolve(
+        domain,
+        PeerQuery::Inbound {
+            ip: Some(conn.peer.ip()),
+            sender_domain: sender_domain.as_deref(),
+        },
+    )
 }
 
 fn sender_domain(from: &ReversePath) -> Option<String> {
@@ -197,7 +190,7 @@ impl SessionHandler for Reception {
         to: &ForwardPath,
         _: &RcptParams,
     ) -> Verdict {
-        match self.route(conn, from, to) {
+        match self.route(&self.live.current(), conn, from, to) {
             Ok(route) => {
                 info!(
                     conn = conn.id,
@@ -228,11 +221,19 @@ impl SessionHandler for Reception {
             .unwrap_or(0);
         // One queue message per destination: each has its own tenant,
         // policy and next hop.
+        let config = self.live.current();
+        let hostname = config.server.hostname.as_str();
         let mut groups: Vec<(Route, Vec<&ForwardPath>)> = Vec::new();
         for rcpt in &envelope.recipients {
-            // Accepted at RCPT against the same snapshot: the route exists.
-            let Ok(route) = self.route(conn, &envelope.from, &rcpt.path) else {
-                continue;
+            // Accepted at RCPT; only a reload in between can refuse it now.
+            // Then nothing is queued and the client tries again later.
+            let Ok(route) = self.route(&config, conn, &envelope.from, &rcpt.path) else {
+                warn!(conn = conn.id, to = %rcpt.path, "recipient no longer accepted after a configuration reload");
+                return Verdict::Reject(Reply::new(
+                    451,
+                    (4, 3, 0),
+                    "Configuration changed during the transaction, try again",
+                ));
             };
             match groups
                 .iter_mut()
@@ -260,7 +261,7 @@ impl SessionHandler for Reception {
                 esmtp: envelope.esmtp,
                 smtputf8: envelope.params.smtputf8,
                 tls: conn.tls.as_ref(),
-                by: &self.hostname,
+                by: hostname,
                 id: "pending",
                 single_recipient: single.as_deref(),
                 at,
@@ -278,7 +279,7 @@ impl SessionHandler for Reception {
                     .iter()
                     .map(|r| NewRecipient {
                         address: match r {
-                            ForwardPath::Postmaster => format!("postmaster@{}", self.hostname),
+                            ForwardPath::Postmaster => format!("postmaster@{hostname}"),
                             ForwardPath::Mailbox(m) => m.to_string(),
                         },
                         params: Vec::new(),
@@ -350,12 +351,7 @@ mod tests {
         let config = crate::config::Config::parse(config, "test.toml", None).expect("config");
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Queue::open(dir.path().join("queue"), Default::default()).expect("queue");
-        let reception = Reception::new(
-            config.server.hostname.as_str().to_string(),
-            config.policy.clone(),
-            config.relay.clone(),
-            Arc::new(queue),
-        );
+        let reception = Reception::new(Arc::new(LiveConfig::new(config)), Arc::new(queue));
         (reception, dir)
     }
 
@@ -381,14 +377,29 @@ inbound.default = { level = "mandatory" }
 "#,
         );
         let from = ReversePath::Null;
-        let refused = reception.route(&conn(), &from, &mailbox("bob@mx.example"));
+        let refused = reception.route(
+            &reception.live.current(),
+            &conn(),
+            &from,
+            &mailbox("bob@mx.example"),
+        );
         assert_eq!(refused.err().map(|r| r.code), Some(530));
-        let postmaster = reception.route(&conn(), &from, &ForwardPath::Postmaster);
+        let postmaster = reception.route(
+            &reception.live.current(),
+            &conn(),
+            &from,
+            &ForwardPath::Postmaster,
+        );
         assert_eq!(
             postmaster.ok().map(|r| r.destination),
             Some("inbound:mx.example".into())
         );
-        let elsewhere = reception.route(&conn(), &from, &mailbox("bob@other.example"));
+        let elsewhere = reception.route(
+            &reception.live.current(),
+            &conn(),
+            &from,
+            &mailbox("bob@other.example"),
+        );
         assert_eq!(elsewhere.err().map(|r| r.code), Some(554));
     }
 

@@ -1,0 +1,123 @@
+//! The configuration in force while `sealpost serve` runs, swapped as a
+//! whole on reload (SIGHUP or the admin socket).
+//!
+//! Readers take an `Arc<Config>` with [`LiveConfig::current`] and keep it
+//! for the unit of work at hand (one SMTP transaction, one delivery
+//! attempt), so a reload never changes the rules in the middle of one.
+//! A reload ([`crate::server::reload`]) validates the new file completely
+//! first; when it has an error
+//! the configuration in force stays, and the error is returned to the
+//! caller (the admin socket shows it, SIGHUP logs it).
+//!
+//! Some settings are bound at start (listener addresses, the data
+//! directory, the admin socket); a reload that changes them keeps the
+//! running values and says so in its [`ReloadReport`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+
+/// The configuration in force, replaced atomically.
+#[derive(Debug)]
+pub struct LiveConfig {
+    current: RwLock<Arc<Config>>,
+    generation: AtomicU64,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Where the configuration was read from.
+    pub source: String,
+    /// Counts up by one per successful reload (the start is generation 1).
+    pub generation: u64,
+    pub managed_domains: usize,
+    /// Settings that changed in the file but take effect only at restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl LiveConfig {
+    pub fn new(config: Config) -> LiveConfig {
+        LiveConfig {
+            current: RwLock::new(Arc::new(config)),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<Config> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            // A writer panicked while holding the lock; the value inside is
+            // still a complete configuration (replaced in one assignment).
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How many configurations have been in force (1 before any reload).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts `config` in force, keeping the start-bound settings of the
+    /// running one.
+    pub fn replace(&self, mut config: Config) -> ReloadReport {
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let running = guard.clone();
+        let mut needs_restart = Vec::new();
+        if config.listeners != running.listeners {
+            needs_restart.push("listeners");
+            config.listeners = running.listeners.clone();
+        }
+        if config.server.data_dir != running.server.data_dir {
+            needs_restart.push("server.data_dir");
+            config.server.data_dir = running.server.data_dir.clone();
+        }
+        if config.admin != running.admin {
+            needs_restart.push("admin");
+            config.admin = running.admin.clone();
+        }
+        let report = ReloadReport {
+            source: config.source.clone(),
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+            managed_domains: config.policy.domains().len(),
+            needs_restart,
+        };
+        *guard = Arc::new(config);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        match Config::parse(text, "test.toml", None) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn replace_swaps_policy_and_keeps_start_bound_settings() {
+        let live = LiveConfig::new(config("[[listeners]]\naddress = \"127.0.0.1:2600\"\n"));
+        let before = live.current();
+        let report = live.replace(config(
+            "[[listeners]]\naddress = \"127.0.0.1:2601\"\n\
+             [[domains]]\nname = \"example.org\"\ntenant = \"t\"\n",
+        ));
+        assert_eq!(report.generation, 2);
+        assert_eq!(report.managed_domains, 1);
+        assert_eq!(report.needs_restart, vec!["listeners"]);
+        let after = live.current();
+        assert_eq!(after.listeners, before.listeners);
+        assert!(after.policy.domain("example.org").is_some());
+        // The old Arc a reader kept is unchanged.
+        assert!(before.policy.domain("example.org").is_none());
+    }
+}
