@@ -7,6 +7,7 @@
 //!
 //! Keys and defaults: `docs/configuration.md`.
 
+mod delivery;
 mod error;
 mod raw;
 mod validate;
@@ -18,6 +19,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use delivery::{
+    nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
+    Route, RouteHost, Routes,
+};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
 
 use crate::logging::LogFormat;
@@ -45,6 +50,14 @@ pub struct Config {
     pub relay: Arc<RelaySources>,
     /// `[tls]`: the STARTTLS certificates.
     pub tls: TlsConfig,
+    /// `[delivery]`
+    pub delivery: DeliveryConfig,
+    /// `[dns]`
+    pub dns: DnsConfig,
+    /// `[mta_sts]`: fetching recipients' policies.
+    pub mta_sts: MtaStsClientConfig,
+    /// The `route` of each managed domain that has one.
+    pub routes: Arc<Routes>,
 }
 
 /// A PEM certificate chain and its PEM private key, as files.

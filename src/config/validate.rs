@@ -57,6 +57,10 @@ pub(super) fn parse(
     let policy = v.policy(&raw);
     let relay = v.relay_sources(&raw);
     let tls = v.tls(&raw, base_dir);
+    let delivery = v.delivery(&raw);
+    let dns = v.dns(&raw, base_dir);
+    let mta_sts = v.mta_sts_client(&raw, base_dir);
+    let routes = v.routes(&raw);
     if !v.errors.is_empty() {
         v.errors.sort_by_key(|e| e.location);
         return Err(ConfigErrors(v.errors));
@@ -73,6 +77,10 @@ pub(super) fn parse(
             policy: Arc::new(policy),
             relay: Arc::new(relay),
             tls,
+            delivery,
+            dns,
+            mta_sts,
+            routes: Arc::new(routes),
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -102,14 +110,14 @@ impl DomainSpans {
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, span: &Range<usize>, kind: Kind) {
+    pub(super) fn error(&mut self, span: &Range<usize>, kind: Kind) {
         self.errors
             .push(ConfigError::at(self.file, self.text, span, kind));
     }
@@ -118,7 +126,10 @@ impl Validator<'_> {
         Location::of_offset(self.text, span.start).line
     }
 
-    fn word<T: FromStr<Err = UnknownWord>>(&mut self, value: &Spanned<String>) -> Option<T> {
+    pub(super) fn word<T: FromStr<Err = UnknownWord>>(
+        &mut self,
+        value: &Spanned<String>,
+    ) -> Option<T> {
         match value.get_ref().parse() {
             Ok(word) => Some(word),
             Err(e) => {
@@ -128,7 +139,7 @@ impl Validator<'_> {
         }
     }
 
-    fn path(
+    pub(super) fn path(
         &mut self,
         value: &Spanned<String>,
         key: &'static str,
