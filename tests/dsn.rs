@@ -101,6 +101,7 @@ fn failed(addr: &str, reply: Reply) -> RecipientReport {
         diagnostic: Some(reply),
         last_attempt: Some(NOV_23),
         will_retry_until: None,
+        local_reason: None,
     }
 }
 
@@ -114,6 +115,7 @@ fn delayed(addr: &str) -> RecipientReport {
         diagnostic: None,
         last_attempt: Some(NOV_23),
         will_retry_until: Some(NOV_23 + 4 * 86_400),
+        local_reason: None,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Reception {
     /// end against the configuration then in force.
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    /// Called once a message is durable (wakes the delivery engine).
+    on_queued: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Where one recipient's copy goes, and under which policy.
@@ -57,7 +59,17 @@ struct Route {
 
 impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
-        Reception { live, queue }
+        Reception {
+            live,
+            queue,
+            on_queued: None,
+        }
+    }
+
+    /// Calls `waker` after each message is durable.
+    pub fn with_waker(mut self, waker: Arc<dyn Fn() + Send + Sync>) -> Reception {
+        self.on_queued = Some(waker);
+        self
     }
 
     /// The route of a recipient, or the refusal (relay denied, or the
@@ -307,6 +319,9 @@ impl SessionHandler for Reception {
             }
         }
         let ids = ids.join(" ");
+        if let Some(wake) = &self.on_queued {
+            wake();
+        }
         info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size = body.len(), queued_as = %ids, "message queued");
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }
