@@ -181,3 +181,60 @@ pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
 /// `[dns]` pointing at a closed local port: lookups fail fast and nothing
 /// leaves the machine.
 pub const NO_DNS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+
+/// Submits one message to sealpost at `addr` with sealpost's own client
+/// (STARTTLS when offered); `Ok(queue id)` on 250, else the reply or error.
+pub async fn submit(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    body: &[u8],
+) -> Result<String, String> {
+    use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
+    use sealpost::smtp::client::{
+        ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+        TlsParams, TlsRequirement,
+    };
+    let mut config = ClientConfig::new("submitter.test");
+    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    let params = TlsParams::new(
+        TlsRequirement::Opportunistic,
+        sealpost::policy::MinTlsVersion::Any,
+        "localhost",
+    )
+    .map_err(|e| e.to_string())?;
+    let peer = Peer {
+        mx_host: "sealpost".into(),
+        addr,
+    };
+    let mut conn = Connection::connect(peer, &params, std::sync::Arc::new(config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = parse_reverse_path(&format!("<{from}>")).map_err(|e| e.to_string())?;
+    let to: Vec<_> = to
+        .iter()
+        .map(|t| parse_forward_path(&format!("<{t}>")).expect("test address"))
+        .collect();
+    let sent = conn
+        .send(&OutboundMessage {
+            from: &from,
+            to: &to,
+            body,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.quit().await;
+    match sent {
+        Delivery::Attempted(outcomes) => match outcomes.first() {
+            Some(RecipientOutcome::Delivered(reply)) => Ok(reply
+                .text()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            Some(other) => Err(other.reply().to_string()),
+            None => Err("no outcome".into()),
+        },
+        Delivery::Refused(why) => Err(why.to_string()),
+    }
+}
