@@ -370,3 +370,121 @@ async fn kill_9_during_5000_messages_loses_nothing_that_got_a_250() {
     // Duplicates can only come from deliveries in flight at the kill.
     assert!(duplicates <= 4096, "{duplicates} duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
+    let downstream = receiver(true, Arc::new(accept_all)).await;
+    let proxy = TamperProxy::start(downstream.addr, Tamper::strip(&["STARTTLS"])).await;
+    let sealpost = sealpost(&[("customer.test", proxy.addr, "mandatory")]);
+    submit(
+        sealpost.smtp,
+        "a@sender.test",
+        &["bob@customer.test"],
+        &body("waits"),
+    )
+    .await
+    .expect("accepted");
+    assert!(sealpost.wait_for(WAIT, |s| !attempts(s, "deferred").is_empty()));
+    assert!(downstream.received().is_empty());
+
+    // The operator relaxes the route and reloads: the queued message goes
+    // out at its next attempt, under the new level.
+    let config = std::fs::read_to_string(sealpost.config_path()).expect("config");
+    std::fs::write(
+        sealpost.config_path(),
+        config.replace("level = \"mandatory\"", "level = \"opportunistic\""),
+    )
+    .expect("write config");
+    sealpost.signal("-HUP");
+    assert!(sealpost.wait_for(WAIT, |s| !s.events("configuration reloaded").is_empty()));
+    assert!(eventually(WAIT, || downstream.received().len() == 1).await);
+    let delivered = attempts(&sealpost, "delivered");
+    assert_eq!(delivered[0]["level"], "opportunistic");
+
+    // A broken file is refused and the configuration in force stays.
+    std::fs::write(sealpost.config_path(), "[server]\nbogus = 1\n").expect("write");
+    sealpost.signal("-HUP");
+    assert!(sealpost.wait_for(WAIT, |s| !s
+        .events("reload failed; the configuration and certificates in force stay")
+        .is_empty()));
+    submit(
+        sealpost.smtp,
+        "a@sender.test",
+        &["bob@customer.test"],
+        &body("after"),
+    )
+    .await
+    .expect("still accepting under the old configuration");
+    assert!(eventually(WAIT, || downstream.received().len() == 2).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delay_warnings_and_expiry_bounces_reach_the_sender() {
+    let deferring: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
+        Ask::Rcpt(_) => Verdict::Reject(Reply::new(452, (4, 2, 2), "mailbox full")),
+        other => accept_all(other),
+    });
+    let downstream = receiver(false, deferring).await;
+    let sender_server = receiver(false, Arc::new(accept_all)).await;
+    let domains = format!(
+        "[[domains]]\nname = \"customer.test\"\ntenant = \"t\"\n\
+         route = {{ hosts = [\"{}\"] }}\n\n\
+         [[domains]]\nname = \"sender.test\"\ntenant = \"t\"\n\
+         route = {{ hosts = [\"{}\"] }}\n",
+        downstream.addr, sender_server.addr
+    );
+    let sealpost = Sealpost::start(|port| {
+        format!(
+            r#"
+[server]
+hostname = "gw.sealpost.test"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[delivery]
+first_retry = "1s"
+max_retry_interval = "1s"
+lifetime = "5s"
+delay_warning = "2s"
+command_timeout = "10s"
+
+{NO_DNS}
+{domains}"#
+        )
+    });
+    submit(
+        sealpost.smtp,
+        "alice@sender.test",
+        &["bob@customer.test"],
+        &body("slow"),
+    )
+    .await
+    .expect("accepted");
+    assert!(eventually(WAIT, || sender_server.received().len() >= 2).await);
+    let statuses: Vec<String> = sender_server
+        .received()
+        .iter()
+        .map(|m| {
+            let parsed = parse(&m.body);
+            let (_, status) = parsed
+                .parts
+                .iter()
+                .find(|(h, _)| get(h, "content-type") == Some("message/delivery-status"))
+                .expect("delivery-status part")
+                .clone();
+            status
+        })
+        .collect();
+    // First the warning (still retried), then the bounce at the end of the
+    // lifetime, each exactly once.
+    assert!(statuses[0].contains("Action: delayed"), "{}", statuses[0]);
+    assert!(statuses[0].contains("Status: 4.2.2"), "{}", statuses[0]);
+    assert!(statuses[0].contains("Will-Retry-Until:"), "{}", statuses[0]);
+    assert!(statuses[1].contains("Action: failed"), "{}", statuses[1]);
+    assert!(statuses[1].contains("Status: 4.4.7"), "{}", statuses[1]);
+    assert!(statuses[1].contains("Diagnostic-Code: smtp; 452 4.2.2 mailbox full"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sender_server.received().len(), 2);
+}
