@@ -4,12 +4,13 @@
 //! hosts, an HTTPS server plays the MTA-STS policy host.
 mod support;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use sealpost::dane::{association_data, Matching, Selector};
+use sealpost::smtp::SessionConfig;
 use support::dns::{TestDns, TestDnsBuilder};
 use support::https::{HttpsServer, Reply};
 use support::pki::{self, Leaf, TestCa, ALL_VERSIONS};
@@ -261,6 +262,72 @@ async fn an_mx_without_starttls_is_cleartext_or_deferred() {
         "{mandatory_dane}"
     );
     assert!(smtp.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levels_fall_back_to_the_next_mx_in_preference_order() {
+    // mx1 (preference 10) has no STARTTLS; mx2 (20) has TLS on 127.0.0.2,
+    // same port; mx3 (30) has no address at all.
+    let dns = TestDns::builder()
+        .insecure_zone("multi.test")
+        .mx("multi.test", 10, "mx1.multi.test")
+        .mx("multi.test", 20, "mx2.multi.test")
+        .mx("multi.test", 30, "mx3.multi.test")
+        .a("mx1.multi.test", Ipv4Addr::LOCALHOST)
+        .a("mx2.multi.test", Ipv4Addr::new(127, 0, 0, 2))
+        .txt("mx3.multi.test", &["no address here"])
+        .start()
+        .await;
+    let plain = TestSmtpServer::start("mx1.multi.test", None, Arc::new(accept_all)).await;
+    let leaf = pki::self_signed(&["mx2.multi.test"]);
+    let secure = TestSmtpServer::start_at(
+        SocketAddr::from(([127, 0, 0, 2], plain.addr.port())),
+        SessionConfig {
+            hostname: "mx2.multi.test".into(),
+            ..SessionConfig::default()
+        },
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let setup = Setup::new(&dns, plain.addr.port(), 443, None, "");
+
+    let out = setup.probe(&["multi.test", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let hosts: Vec<&str> = json["mx"]
+        .as_array()
+        .expect("mx")
+        .iter()
+        .map(|mx| mx["host"].as_str().expect("host"))
+        .collect();
+    assert_eq!(
+        hosts,
+        ["mx1.multi.test", "mx2.multi.test", "mx3.multi.test"]
+    );
+    assert_eq!(json["mx"][0]["addresses"][0]["starttls"], "not-offered");
+    assert_eq!(json["mx"][1]["addresses"][0]["starttls"], "offered");
+    assert_eq!(json["mx"][2]["address_problem"], "no A or AAAA records");
+    let level = |name: &str| {
+        json["levels"]
+            .as_array()
+            .expect("levels")
+            .iter()
+            .find(|l| l["level"] == name)
+            .cloned()
+            .expect("level")
+    };
+    let opportunistic = level("opportunistic");
+    assert_eq!(opportunistic["mx"], "mx1.multi.test");
+    assert_eq!(opportunistic["action"], "deliver-cleartext");
+    let mandatory = level("mandatory");
+    assert_eq!(mandatory["mx"], "mx2.multi.test", "{mandatory}");
+    assert_eq!(mandatory["action"], "deliver-tls");
+    assert_eq!(
+        mandatory["address"],
+        format!("127.0.0.2:{}", plain.addr.port())
+    );
+    assert!(plain.received().is_empty() && secure.received().is_empty());
 }
 
 /// An MTA-STS domain: policy host and MX certificate from the test CA,

@@ -181,7 +181,21 @@ impl TestSmtpServer {
         decide: Arc<Decide>,
     ) -> TestSmtpServer {
         let localhost: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let listener = Listener::bind(&[localhost]).await.expect("bind 127.0.0.1");
+        TestSmtpServer::start_at(localhost, config, tls, decide).await
+    }
+
+    /// Like [`TestSmtpServer::start_with_config`] on a chosen loopback
+    /// address and port, e.g. `127.0.0.2` with the port of another server,
+    /// for several MX hosts that share one SMTP port.
+    pub async fn start_at(
+        bind: SocketAddr,
+        config: SessionConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> TestSmtpServer {
+        let listener = Listener::bind(&[bind])
+            .await
+            .unwrap_or_else(|e| panic!("bind {bind}: {e:?}"));
         let addr = listener.local_addrs()[0];
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {

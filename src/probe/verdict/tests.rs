@@ -477,3 +477,43 @@ fn a_host_without_address_is_reported() {
         "{outcome}"
     );
 }
+
+#[test]
+fn the_first_mx_that_takes_the_mail_wins_in_preference_order() {
+    let mut facts = facts(UNSIGNED, sts(None, ""), SessionOutcome::StartTlsNotOffered);
+    let mut second = facts.hosts[0].clone();
+    second.host = MxHost {
+        preference: 20,
+        exchange: "mx2.example.test".into(),
+    };
+    second.sessions[0].addr = SocketAddr::from(([127, 0, 0, 2], 25));
+    second.sessions[0].outcome = tls(untrusted(), None);
+    facts.hosts.push(second);
+    // Opportunistic takes the first MX in cleartext, mandatory the second.
+    let first = level_outcome(Opportunistic, MinTlsVersion::Any, &facts);
+    assert!(
+        matches!(&first, LevelOutcome::Deliver { mx, action: DeliverCleartext, .. } if mx == MX),
+        "{first}"
+    );
+    let second = level_outcome(Mandatory, MinTlsVersion::Any, &facts);
+    assert!(
+        matches!(&second, LevelOutcome::Deliver { mx, action: DeliverTls, .. } if mx == "mx2.example.test"),
+        "{second}"
+    );
+    // With TLS 1.3 required neither would do: both reasons are listed.
+    facts.hosts[1].sessions[0].outcome = SessionOutcome::Tls {
+        version: ProtocolVersion::TLSv1_2,
+        cipher: None,
+        certificate: None,
+    };
+    let none = level_outcome(Mandatory, MinTlsVersion::Tls13, &facts);
+    let text = none.to_string();
+    assert!(
+        matches!(&none, LevelOutcome::Defer(a) if a.len() == 2),
+        "{text}"
+    );
+    assert!(
+        text.contains("STARTTLS not offered") && text.contains("below the minimum 1.3"),
+        "{text}"
+    );
+}
