@@ -339,7 +339,7 @@ struct StsDomain {
     ca: TestCa,
 }
 
-async fn sts_domain(mx_pattern: &str) -> StsDomain {
+async fn sts_domain(mx_pattern: &str, expired_mx_certificate: bool) -> StsDomain {
     let ca = TestCa::new("sealpost probe test CA");
     let dns = TestDns::builder()
         .insecure_zone("sts.test")
@@ -349,7 +349,12 @@ async fn sts_domain(mx_pattern: &str) -> StsDomain {
         .a("mta-sts.sts.test", Ipv4Addr::LOCALHOST)
         .start()
         .await;
-    let smtp = starttls_server(&ca.issue(&["mx.sts.test"]), "mx.sts.test").await;
+    let mx_leaf = if expired_mx_certificate {
+        ca.issue_expired(&["mx.sts.test"])
+    } else {
+        ca.issue(&["mx.sts.test"])
+    };
+    let smtp = starttls_server(&mx_leaf, "mx.sts.test").await;
     let policy = format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n");
     let host = HttpsServer::start(
         pki::server_config(&ca.issue(&["mta-sts.sts.test"]), ALL_VERSIONS),
@@ -366,7 +371,7 @@ async fn sts_domain(mx_pattern: &str) -> StsDomain {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mta_sts_enforce_policy_matching_the_mx_delivers_webpki_verified() {
-    let d = sts_domain("*.sts.test").await;
+    let d = sts_domain("*.sts.test", false).await;
     let setup = Setup::new(
         &d.dns,
         d.smtp.addr.port(),
@@ -422,6 +427,13 @@ outbound.peers = [{ peer = "sts.test", level = "mta-sts" }]
     assert_eq!(json["configured"]["managed_domain"], "acme.test");
     assert_eq!(json["configured"]["resolution"]["level"], "mta-sts");
     assert_eq!(json["mta_sts"]["policy"]["mode"], "enforce");
+    assert_eq!(json["mx"][0]["mta_sts_mx_match"], true);
+    let certificate = &json["mx"][0]["addresses"][0]["certificate"];
+    assert_eq!(certificate["webpki_valid"], true);
+    assert_eq!(certificate["expired"], false);
+    assert!(certificate["expires_in_days"]
+        .as_i64()
+        .is_some_and(|d| d > 0));
     let configured: Vec<&serde_json::Value> = json["levels"]
         .as_array()
         .expect("levels")
@@ -435,7 +447,7 @@ outbound.peers = [{ peer = "sts.test", level = "mta-sts" }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mx_outside_the_mta_sts_policy_is_not_used() {
-    let d = sts_domain("mx.elsewhere.test").await;
+    let d = sts_domain("mx.elsewhere.test", false).await;
     let setup = Setup::new(&d.dns, d.smtp.addr.port(), d.host.port(), Some(&d.ca), "");
     let out = setup.probe(&["sts.test"]).await;
     let stdout = text(&out.stdout);
@@ -445,6 +457,26 @@ async fn an_mx_outside_the_mta_sts_policy_is_not_used() {
         line.contains("would defer") && line.contains("matches no mx pattern"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_mx_certificate_fails_mta_sts_enforce() {
+    let d = sts_domain("*.sts.test", true).await;
+    let setup = Setup::new(&d.dns, d.smtp.addr.port(), d.host.port(), Some(&d.ca), "");
+    let out = setup.probe(&["sts.test"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("2001-01-01 00:00:00 UTC (NOT VALID NOW)"),
+        "{stdout}"
+    );
+    let line = summary_line(&stdout, "mta-sts");
+    assert!(
+        line.contains("would defer") && line.contains("certificate expired"),
+        "{line}"
+    );
+    // Encryption without authentication does not look at the dates.
+    assert!(summary_line(&stdout, "mandatory").contains("deliver over TLS"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,9 @@ pub struct MxReport {
     pub tlsa: TlsaReport,
     /// The RFC 7672 plan under `opportunistic-dane` and `mandatory-dane`.
     pub dane_plan: DanePlans,
+    /// Whether the host name matches an `mx` pattern of the MTA-STS
+    /// policy (`None` without a policy).
+    pub mta_sts_mx_match: Option<bool>,
     /// The RFC 8461 plan before connecting.
     pub mta_sts_plan: String,
     pub addresses: Vec<AddressReport>,
@@ -104,6 +107,8 @@ pub struct CertReport {
     pub chain: Vec<CertInfo>,
     /// The leaf is outside its validity period now.
     pub expired: bool,
+    /// Whole days until the leaf's `not_after` (negative once past).
+    pub expires_in_days: Option<i64>,
     /// Whether the chain is valid under WebPKI (Mozilla roots plus
     /// `[mta_sts] ca_file`) for the MX host name.
     pub webpki_valid: Option<bool>,
@@ -263,6 +268,10 @@ fn mx_report(
             opportunistic_dane: plan_text(&facts.dane_opportunistic),
             mandatory_dane: plan_text(&facts.dane_mandatory),
         },
+        mta_sts_mx_match: facts
+            .mta_sts
+            .policy()
+            .map(|p| p.mx_matches(&host.host.exchange)),
         mta_sts_plan: plan_mx(facts.mta_sts.policy(), &host.host.exchange).to_string(),
         addresses: host
             .sessions
@@ -306,6 +315,11 @@ fn address_report(
     };
     let certificate = session.outcome.certificate().map(|check| CertReport {
         expired: check.chain.first().is_some_and(|leaf| leaf.expired_at(now)),
+        expires_in_days: check
+            .chain
+            .first()
+            .and_then(|leaf| leaf.not_after)
+            .map(|t| (t.0 - now).div_euclid(86_400)),
         chain: check.chain.clone(),
         webpki_valid: check
             .webpki
@@ -429,7 +443,14 @@ impl fmt::Display for ProbeReport {
                     mx.dane_plan.mandatory_dane
                 )?;
             }
-            writeln!(f, "  MTA-STS:    {}", mx.mta_sts_plan)?;
+            match mx.mta_sts_mx_match {
+                Some(true) => writeln!(
+                    f,
+                    "  MTA-STS:    {} matches the policy's mx patterns; {}",
+                    mx.host, mx.mta_sts_plan
+                )?,
+                _ => writeln!(f, "  MTA-STS:    {}", mx.mta_sts_plan)?,
+            }
             for a in &mx.addresses {
                 writeln!(f, "  address {} (SNI {})", a.address, a.sni)?;
                 let tls = match (&a.tls_version, &a.cipher) {
@@ -453,7 +474,11 @@ impl fmt::Display for ProbeReport {
                             "      valid:      {} to {}{}",
                             time(leaf.not_before),
                             time(leaf.not_after),
-                            if cert.expired { " (NOT VALID NOW)" } else { "" }
+                            match (cert.expired, cert.expires_in_days) {
+                                (true, _) => " (NOT VALID NOW)".to_string(),
+                                (false, Some(days)) => format!(" (expires in {days} days)"),
+                                (false, None) => String::new(),
+                            }
                         )?;
                         if !leaf.names.is_empty() {
                             writeln!(f, "      names:      {}", leaf.names.join(", "))?;
