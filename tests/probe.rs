@@ -267,15 +267,17 @@ async fn an_mx_without_starttls_is_cleartext_or_deferred() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn levels_fall_back_to_the_next_mx_in_preference_order() {
     // mx1 (preference 10) has no STARTTLS; mx2 (20) has TLS on 127.0.0.2,
-    // same port; mx3 (30) has no address at all.
+    // same port; mx3 (30) has no address at all; nothing listens on mx4's.
     let dns = TestDns::builder()
         .insecure_zone("multi.test")
         .mx("multi.test", 10, "mx1.multi.test")
         .mx("multi.test", 20, "mx2.multi.test")
         .mx("multi.test", 30, "mx3.multi.test")
+        .mx("multi.test", 40, "mx4.multi.test")
         .a("mx1.multi.test", Ipv4Addr::LOCALHOST)
         .a("mx2.multi.test", Ipv4Addr::new(127, 0, 0, 2))
         .txt("mx3.multi.test", &["no address here"])
+        .a("mx4.multi.test", Ipv4Addr::new(127, 0, 0, 3))
         .start()
         .await;
     let plain = TestSmtpServer::start("mx1.multi.test", None, Arc::new(accept_all)).await;
@@ -303,11 +305,25 @@ async fn levels_fall_back_to_the_next_mx_in_preference_order() {
         .collect();
     assert_eq!(
         hosts,
-        ["mx1.multi.test", "mx2.multi.test", "mx3.multi.test"]
+        [
+            "mx1.multi.test",
+            "mx2.multi.test",
+            "mx3.multi.test",
+            "mx4.multi.test"
+        ]
     );
     assert_eq!(json["mx"][0]["addresses"][0]["starttls"], "not-offered");
     assert_eq!(json["mx"][1]["addresses"][0]["starttls"], "offered");
     assert_eq!(json["mx"][2]["address_problem"], "no A or AAAA records");
+    let unreachable = &json["mx"][3]["addresses"][0];
+    assert_eq!(unreachable["starttls"], "unknown");
+    assert!(
+        unreachable["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect failed")),
+        "{unreachable}"
+    );
+    assert_eq!(unreachable["verdicts"][0]["reason_code"], "session-failed");
     let level = |name: &str| {
         json["levels"]
             .as_array()
@@ -328,6 +344,14 @@ async fn levels_fall_back_to_the_next_mx_in_preference_order() {
         format!("127.0.0.2:{}", plain.addr.port())
     );
     assert!(plain.received().is_empty() && secure.received().is_empty());
+
+    // A --from domain that is not managed: the global default, with a note.
+    let out = setup
+        .probe(&["multi.test", "--from", "someone@stranger.test"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stranger.test is not a managed domain"));
+    assert!(text(&out.stdout).contains("(configured)"));
 }
 
 /// An MTA-STS domain: policy host and MX certificate from the test CA,
