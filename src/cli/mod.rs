@@ -6,11 +6,13 @@
 //! the command is not implemented yet), 2 bad usage (clap's own).
 
 mod explain;
+mod probe;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
+pub use probe::{probe, probe_settings, ProbeRequest};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
