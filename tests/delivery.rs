@@ -488,3 +488,72 @@ command_timeout = "10s"
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sender_server.received().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_destination_pauses_and_its_mail_waits_without_trying() {
+    // Nothing listens on this port: connection refused.
+    let closed: SocketAddr = SocketAddr::from(([127, 0, 0, 1], support::sealpost::free_port()));
+    let sealpost = Sealpost::start(|port| {
+        format!(
+            r#"
+[server]
+hostname = "gw.sealpost.test"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{port}"
+
+[delivery]
+destination_backoff = "60s"
+command_timeout = "10s"
+
+{NO_DNS}
+[[domains]]
+name = "down.test"
+tenant = "t"
+route = {{ hosts = ["{closed}"] }}
+"#
+        )
+    });
+    submit(
+        sealpost.smtp,
+        "a@sender.test",
+        &["bob@down.test"],
+        &body("first"),
+    )
+    .await
+    .expect("accepted");
+    assert!(sealpost.wait_for(WAIT, |s| !s
+        .events("destination unreachable; pausing it")
+        .is_empty()));
+    for tag in ["second", "third"] {
+        submit(
+            sealpost.smtp,
+            "a@sender.test",
+            &["bob@down.test"],
+            &body(tag),
+        )
+        .await
+        .expect("accepted");
+    }
+    assert!(sealpost.wait_for(WAIT, |s| attempts(s, "deferred").len() == 3));
+    let deferred = attempts(&sealpost, "deferred");
+    let first = deferred[0]["detail"].as_str().unwrap_or_default();
+    assert!(first.contains("connect failed"), "{first}");
+    for later in &deferred[1..] {
+        let detail = later["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("destination inbound:down.test is paused until"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("connect failed"),
+            "the pause names its cause: {detail}"
+        );
+    }
+    // Only the first attempt tried the network.
+    assert_eq!(
+        sealpost.events("destination unreachable; pausing it").len(),
+        1
+    );
+}

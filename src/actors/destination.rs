@@ -122,6 +122,16 @@ impl Destination {
             self.name,
             humantime_like(until)
         );
+        for r in &lease.recipients {
+            info!(
+                id = %lease.id,
+                to = %r.address,
+                destination = %self.name,
+                result = "deferred",
+                detail = %reason,
+                "delivery attempt"
+            );
+        }
         let shared = self.shared.clone();
         let scheduler = self.scheduler.clone();
         self.active += 1;
