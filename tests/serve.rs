@@ -6,8 +6,7 @@
 //! leaves nothing behind).
 mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,15 +15,8 @@ use sealpost::tls::Unauthenticated;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
 use tokio::net::TcpStream;
 
+use support::serve::Server;
 use support::smtp::{code, command, read_reply as reply};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
 
 impl Server {
     /// The relay and policy configuration most tests use.
@@ -69,65 +61,6 @@ relay_sources = ["127.0.0.0/8"]
 "#
             )
         })
-    }
-
-    /// Starts `sealpost serve` on the configuration `config(port)` makes.
-    fn start_with(config: impl Fn(u16) -> String) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = config(port);
-        let path = dir.path().join("sealpost.toml");
-        std::fs::write(&path, config).expect("write config");
-        let child = Command::new(BIN)
-            .args(["--config", path.to_str().expect("utf-8"), "serve"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sealpost");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        // From here on, Drop kills and reaps the child whatever happens.
-        let server = Server { child, addr, dir };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not start listening on {addr}");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "sealpost exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -119,6 +119,11 @@ pub enum ConfigErrorKind {
     },
     #[error("a certificate for `{name}` is configured twice (first at line {first_line})")]
     DuplicateSniName { name: String, first_line: usize },
+    #[error("cannot read the recipients file {path}: {reason}")]
+    RecipientsUnreadable { path: String, reason: String },
+    /// A line of a recipients file (the error's file is that file).
+    #[error("bad recipient `{given}`: {reason}")]
+    BadRecipient { given: String, reason: String },
 }
 
 /// Every problem found in one configuration file, in file order.

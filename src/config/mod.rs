@@ -9,16 +9,19 @@
 
 mod error;
 mod raw;
+mod recipients;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+pub use recipients::RecipientList;
 
 use crate::logging::LogFormat;
 use crate::policy::{DomainName, PolicySnapshot, RelaySources};
@@ -43,6 +46,10 @@ pub struct Config {
     pub policy: Arc<PolicySnapshot>,
     /// `[[tenants]]` relay sources: who may relay outbound mail.
     pub relay: Arc<RelaySources>,
+    /// `[[domains]] recipients`: the valid recipients of the managed
+    /// domains that list them, by lowercase domain name. A domain without
+    /// an entry accepts any local part.
+    pub recipients: HashMap<String, Arc<RecipientList>>,
     /// `[tls]`: the STARTTLS certificates.
     pub tls: TlsConfig,
 }

@@ -97,6 +97,8 @@ pub(super) struct RawDomain {
     pub name: Spanned<String>,
     pub tenant: Spanned<String>,
     pub enabled: Option<bool>,
+    /// A file of valid recipients, relative to the configuration file.
+    pub recipients: Option<Spanned<String>>,
     #[serde(default)]
     pub outbound: RawDirection,
     #[serde(default)]

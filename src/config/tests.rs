@@ -359,3 +359,79 @@ key = "b.key"
         shown[1]
     );
 }
+
+#[test]
+fn recipients_files_are_read_relative_to_the_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("lists")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("lists/example.txt"),
+        "# people\nalice\nBob@Example.com\n",
+    )
+    .expect("write");
+    let text = r#"
+[[domains]]
+name = "Example.COM"
+tenant = "acme"
+recipients = "lists/example.txt"
+
+[[domains]]
+name = "open.example"
+tenant = "acme"
+"#;
+    let config = Config::parse(text, FILE, Some(dir.path())).expect("valid");
+    let list = config.recipients.get("example.com").expect("a list");
+    assert_eq!(list.path(), dir.path().join("lists/example.txt"));
+    assert!(list.accepts("ALICE") && list.accepts("bob") && list.accepts("postmaster"));
+    assert!(!list.accepts("carol"));
+    assert!(!config.recipients.contains_key("open.example"));
+}
+
+#[test]
+fn recipients_file_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("bad.txt");
+    std::fs::write(&list, "alice\nbob@other.example\n\n  not valid\n").expect("write");
+    let text = r#"
+[[domains]]
+name = "example.com"
+tenant = "acme"
+recipients = "bad.txt"
+
+[[domains]]
+name = "two.example"
+tenant = "acme"
+recipients = "missing.txt"
+
+[[domains]]
+name = "three.example"
+tenant = "acme"
+recipients = ""
+"#;
+    let shown: Vec<String> = match Config::parse(text, FILE, Some(dir.path())) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigErrors(errors)) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    let list = list.display().to_string();
+    assert_eq!(shown.len(), 4, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("test.toml:10:") && shown[0].contains("missing.txt"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("test.toml:15:") && shown[1].contains("may not be empty"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].starts_with(&format!("{list}:2:1: bad recipient `bob@other.example`")),
+        "{}",
+        shown[2]
+    );
+    assert!(
+        shown[3].starts_with(&format!("{list}:4:3: bad recipient `not valid`")),
+        "{}",
+        shown[3]
+    );
+}

@@ -2,6 +2,7 @@
 //! the typed [`Config`] and its [`PolicySnapshot`], and collects every
 //! error with its position instead of stopping at the first.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
 use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
+use super::recipients::RecipientList;
 use super::{
     AdminConfig, CertificatePaths, Config, ListenerConfig, LoggingConfig, ServerConfig, TlsConfig,
 };
@@ -56,9 +58,11 @@ pub(super) fn parse(
     let logging = v.logging(&raw);
     let policy = v.policy(&raw);
     let relay = v.relay_sources(&raw);
+    let recipients = v.recipient_lists(&raw, base_dir);
     let tls = v.tls(&raw, base_dir);
     if !v.errors.is_empty() {
-        v.errors.sort_by_key(|e| e.location);
+        // The configuration file's errors first, then those of the files it names.
+        v.errors.sort_by_key(|e| (e.file != file, e.location));
         return Err(ConfigErrors(v.errors));
     }
     match (server, policy) {
@@ -72,6 +76,7 @@ pub(super) fn parse(
             logging,
             policy: Arc::new(policy),
             relay: Arc::new(relay),
+            recipients,
             tls,
         }),
         // Not reached: a part is missing only when its error was recorded above.
@@ -234,6 +239,63 @@ impl Validator<'_> {
             sni.push((name, paths));
         }
         TlsConfig { default, sni }
+    }
+
+    /// Reads every `[[domains]] recipients` file. A domain whose name is
+    /// bad is skipped here (its error is recorded with the policy).
+    fn recipient_lists(
+        &mut self,
+        raw: &RawConfig,
+        base_dir: Option<&Path>,
+    ) -> HashMap<String, Arc<RecipientList>> {
+        let mut lists = HashMap::new();
+        for domain in &raw.domains {
+            let domain = domain.get_ref();
+            let Some(file) = &domain.recipients else {
+                continue;
+            };
+            let path = self.path(file, "domains.recipients", base_dir);
+            let Ok(name) = domain.name.get_ref().parse::<DomainName>() else {
+                continue;
+            };
+            if file.get_ref().is_empty() {
+                continue;
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.error(
+                        &file.span(),
+                        Kind::RecipientsUnreadable {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        },
+                    );
+                    continue;
+                }
+            };
+            match RecipientList::parse(&path, &text, name.as_str()) {
+                Ok(list) => {
+                    lists.insert(name.as_str().to_string(), Arc::new(list));
+                }
+                Err(bad_lines) => {
+                    for bad in bad_lines {
+                        self.errors.push(ConfigError {
+                            file: path.display().to_string(),
+                            location: Some(Location {
+                                line: bad.line,
+                                column: bad.column,
+                            }),
+                            kind: Kind::BadRecipient {
+                                given: bad.given,
+                                reason: bad.reason,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        lists
     }
 
     fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {

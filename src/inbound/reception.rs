@@ -8,6 +8,9 @@
 //!   (inbound mail; bare `<Postmaster>` is ours, RFC 5321 section 4.5.1).
 //!   Everything else gets `554 5.7.1 Relay access denied`: never an open
 //!   relay.
+//! - Valid recipients: a managed domain may list its recipients
+//!   (`[[domains]] recipients`); an unlisted local part gets `550 5.1.1`,
+//!   `postmaster` is always accepted (RFC 5321 section 4.5.1).
 //! - Inbound TLS policy: the peer is the connecting IP (exact or CIDR) or
 //!   the envelope sender's domain, the managed domain is the recipient's.
 //!   A `mandatory` peer without TLS gets `530 5.7.0 Must issue a STARTTLS
@@ -69,6 +72,10 @@ impl Reception {
         from: &ReversePath,
         to: &ForwardPath,
     ) -> Result<Route, Reply> {
+        if let Some(reply) = unknown_recipient(config, to) {
+            info!(conn = conn.id, peer = %conn.peer, %from, %to, "unknown recipient");
+            return Err(reply);
+        }
         let sender = sender_domain(from);
         let policy = &config.policy;
         let hostname = config.server.hostname.as_str();
@@ -120,6 +127,24 @@ impl Reception {
             resolution,
         })
     }
+}
+
+/// `550 5.1.1` for a recipient of an enabled managed domain that lists its
+/// valid recipients, when the local part is not listed (`postmaster` is
+/// always valid, RFC 5321 4.5.1).
+fn unknown_recipient(config: &Config, to: &ForwardPath) -> Option<Reply> {
+    let ForwardPath::Mailbox(mailbox) = to else {
+        return None;
+    };
+    let domain = managed_domain(config, mailbox)?;
+    let list = config.recipients.get(&domain)?;
+    (!list.accepts(&mailbox.local_part)).then(|| {
+        Reply::new(
+            550,
+            (5, 1, 1),
+            format!("<{mailbox}>: Recipient address rejected: user unknown"),
+        )
+    })
 }
 
 /// The enabled managed domain a recipient mailbox belongs to.

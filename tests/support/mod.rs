@@ -9,5 +9,6 @@ pub mod dns;
 pub mod https;
 pub mod pki;
 pub mod proxy;
+pub mod serve;
 pub mod smtp;
 pub mod sts;
