@@ -40,6 +40,15 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Print the DNS records a managed domain publishes for its hosted
+    /// MTA-STS policy (`_mta-sts` and `_smtp._tls` TXT).
+    DnsRecords {
+        /// The managed domain.
+        domain: String,
+        /// Print JSON instead of zone-file lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +109,9 @@ fn main() -> ExitCode {
                 direction,
             };
             cli::policy_explain(&global, &request, json, &mut out, &mut err)
+        }
+        Command::DnsRecords { domain, json } => {
+            cli::dns_records_command(&global, &domain, json, &mut out, &mut err)
         }
     };
     match status {

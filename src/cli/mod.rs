@@ -5,11 +5,13 @@
 //! Exit codes: 0 success, 1 the configuration or the request is invalid (or
 //! the command is not implemented yet), 2 bad usage (clap's own).
 
+mod dns_records;
 mod explain;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 
 use crate::config::{Config, LoadError};
@@ -166,6 +168,35 @@ pub fn policy_explain(
         }
         Err(e) => {
             writeln!(err, "sealpost policy explain: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `sealpost dns-records`: the `_mta-sts` and `_smtp._tls` TXT records of a
+/// managed domain's hosted MTA-STS policy, as zone-file lines or JSON.
+pub fn dns_records_command(
+    global: &GlobalOptions,
+    domain: &str,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    match dns_records(&config, domain) {
+        Ok(records) if json => {
+            serde_json::to_writer_pretty(&mut *out, &records).map_err(io::Error::other)?;
+            writeln!(out)?;
+            Ok(EXIT_OK)
+        }
+        Ok(records) => {
+            write!(out, "{records}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost dns-records: {e}")?;
             Ok(EXIT_FAILURE)
         }
     }

@@ -124,6 +124,16 @@ pub enum ConfigErrorKind {
     /// A line of a recipients file (the error's file is that file).
     #[error("bad recipient `{given}`: {reason}")]
     BadRecipient { given: String, reason: String },
+    #[error("bad MTA-STS mx pattern: {reason}")]
+    BadMxPattern { reason: String },
+    #[error("MTA-STS mode `{mode}` needs at least one `mx` pattern (RFC 8461 section 3.2)")]
+    NoMxPatterns { mode: String },
+    #[error(
+        "MTA-STS max_age {given} is out of range: 0 to 31557600 seconds (RFC 8461 section 3.2)"
+    )]
+    BadMaxAge { given: i64 },
+    #[error("bad TLSRPT destination: {reason}")]
+    BadTlsRpt { reason: String },
 }
 
 /// Every problem found in one configuration file, in file order.

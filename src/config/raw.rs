@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
     #[serde(default)]
+    pub mta_sts_host: RawMtaStsHost,
+    #[serde(default)]
     pub tls: RawTls,
 }
 
@@ -41,6 +43,33 @@ pub(super) struct RawSniCertificate {
     pub name: Spanned<String>,
     pub certificate: Spanned<String>,
     pub key: Spanned<String>,
+}
+
+/// `[mta_sts_host]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMtaStsHost {
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+}
+
+/// `[domains.mta_sts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomainMtaSts {
+    pub mode: Spanned<String>,
+    #[serde(default)]
+    pub mx: Vec<Spanned<String>>,
+    pub max_age: Option<Spanned<i64>>,
+    pub tlsrpt: Option<Spanned<RawOneOrMany>>,
+}
+
+/// A string, or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawOneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +128,8 @@ pub(super) struct RawDomain {
     pub enabled: Option<bool>,
     /// A file of valid recipients, relative to the configuration file.
     pub recipients: Option<Spanned<String>>,
+    /// The MTA-STS policy sealpost hosts for the domain.
+    pub mta_sts: Option<Spanned<RawDomainMtaSts>>,
     #[serde(default)]
     pub outbound: RawDirection,
     #[serde(default)]

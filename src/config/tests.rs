@@ -435,3 +435,78 @@ recipients = ""
         shown[3]
     );
 }
+
+#[test]
+fn hosted_mta_sts_is_validated_with_lines() {
+    let good = r#"
+[mta_sts_host]
+listen = ["127.0.0.1:8443", "[::1]:8443"]
+
+[[domains]]
+name = "Example.org"
+tenant = "t"
+
+[domains.mta_sts]
+mode = "enforce"
+mx = ["mx1.example.net", "*.example.net"]
+max_age = 86400
+tlsrpt = ["mailto:tls@example.org", "https://reports.example.org/v1"]
+
+[[domains]]
+name = "off.example"
+tenant = "t"
+enabled = false
+mta_sts = { mode = "none" }
+"#;
+    let config = Config::parse(good, FILE, None).expect("valid");
+    assert_eq!(config.mta_sts_host.listen.len(), 2);
+    let hosted = config.mta_sts.get("example.org").expect("hosted");
+    assert_eq!(hosted.policy.mode, crate::mta_sts::Mode::Enforce);
+    assert_eq!(hosted.policy.mx.len(), 2);
+    assert_eq!(hosted.policy.max_age, 86400);
+    assert_eq!(hosted.tlsrpt.len(), 2);
+    assert!(!hosted.tlsrpt_is_default);
+    let off = config.mta_sts.get("off.example").expect("hosted");
+    assert_eq!(off.policy.max_age, 604800);
+    assert_eq!(off.tlsrpt, vec!["mailto:tlsrpt@off.example".to_string()]);
+    // Only enabled domains are served.
+    let served: Vec<String> = config
+        .hosted_policies()
+        .into_iter()
+        .map(|p| p.domain)
+        .collect();
+    assert_eq!(served, vec!["example.org".to_string()]);
+
+    let bad = r#"
+[mta_sts_host]
+listen = ["localhost:443"]
+
+[[domains]]
+name = "a.example"
+tenant = "t"
+mta_sts = { mode = "strict", mx = ["mx.a.example"] }
+
+[[domains]]
+name = "b.example"
+tenant = "t"
+mta_sts = { mode = "enforce", mx = ["mx..b.example"], max_age = 31557601 }
+
+[[domains]]
+name = "c.example"
+tenant = "t"
+mta_sts = { mode = "testing", tlsrpt = "ftp://x" }
+"#;
+    let shown: Vec<String> = errors(bad).iter().map(|e| e.to_string()).collect();
+    let want = [
+        ("test.toml:3:", "bad listener address `localhost:443`"),
+        ("test.toml:8:", "unknown MTA-STS mode `strict`"),
+        ("test.toml:13:", "bad MTA-STS mx pattern"),
+        ("test.toml:13:", "max_age 31557601 is out of range"),
+        ("test.toml:18:", "mode `testing` needs at least one `mx`"),
+        ("test.toml:18:", "bad TLSRPT destination"),
+    ];
+    assert_eq!(shown.len(), want.len(), "{shown:#?}");
+    for (got, (at, what)) in shown.iter().zip(want) {
+        assert!(got.starts_with(at) && got.contains(what), "{got}");
+    }
+}
