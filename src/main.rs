@@ -40,6 +40,13 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Hash a password for `[[tenants]] users` (SMTP AUTH); the password is
+    /// read from the first line of standard input.
+    HashPassword {
+        /// PBKDF2 iterations.
+        #[arg(long, default_value_t = sealpost::auth::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Print the DNS records a managed domain publishes for its hosted
     /// MTA-STS policy (`_mta-sts` and `_smtp._tls` TXT).
     DnsRecords {
@@ -109,6 +116,9 @@ fn main() -> ExitCode {
                 direction,
             };
             cli::policy_explain(&global, &request, json, &mut out, &mut err)
+        }
+        Command::HashPassword { iterations } => {
+            cli::hash_password_command(iterations, &mut std::io::stdin().lock(), &mut out, &mut err)
         }
         Command::DnsRecords { domain, json } => {
             cli::dns_records_command(&global, &domain, json, &mut out, &mut err)

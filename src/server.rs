@@ -56,6 +56,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let session = Arc::new(SessionConfig {
         hostname: hostname.clone(),
         tls_available: true,
+        // Offered under TLS only; with no `[[tenants]] users` every attempt
+        // is refused. Always on so a reload can add the first user.
+        auth_available: true,
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));

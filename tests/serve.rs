@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sealpost::tls::Unauthenticated;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
 use tokio::net::TcpStream;
 
-use support::serve::Server;
+use support::serve::{starttls, Server};
 use support::smtp::{code, command, read_reply as reply};
 
 impl Server {
@@ -62,29 +61,6 @@ relay_sources = ["127.0.0.0/8"]
             )
         })
     }
-}
-
-async fn starttls(
-    addr: SocketAddr,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
-    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unauthenticated::new()))
-        .with_no_client_auth();
-    let name = ServerName::try_from("mx.sealpost.test").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake with sealpost");
-    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
-    tls
 }
 
 #[tokio::test]

@@ -201,3 +201,35 @@ pub fn dns_records_command(
         }
     }
 }
+
+/// `sealpost hash-password`: reads one password (the first line of
+/// `input`, without its line end) and prints its `pbkdf2-sha256$...` hash
+/// for `[[tenants]] users`.
+pub fn hash_password_command(
+    iterations: u32,
+    input: &mut dyn io::BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        writeln!(
+            err,
+            "sealpost hash-password: no password on standard input (one line)"
+        )?;
+        return Ok(EXIT_FAILURE);
+    }
+    match crate::auth::hash_password(password.as_bytes(), iterations) {
+        Ok(hash) => {
+            writeln!(out, "{hash}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost hash-password: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}

@@ -134,6 +134,16 @@ pub enum ConfigErrorKind {
     BadMaxAge { given: i64 },
     #[error("bad TLSRPT destination: {reason}")]
     BadTlsRpt { reason: String },
+    #[error("bad user name `{given}`: {reason}")]
+    BadUserName { given: String, reason: &'static str },
+    #[error("user `{name}` is configured twice (first at line {first_line}, for tenant `{first_tenant}`)")]
+    DuplicateUser {
+        name: String,
+        first_tenant: String,
+        first_line: usize,
+    },
+    #[error("bad password hash: {reason}")]
+    BadPasswordHash { reason: String },
 }
 
 /// Every problem found in one configuration file, in file order.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
 pub use recipients::RecipientList;
 
+use crate::auth::AuthUsers;
 use crate::logging::LogFormat;
 use crate::mta_sts::HostedPolicy;
 use crate::policy::{DomainName, PolicySnapshot, RelaySources};
@@ -57,6 +58,8 @@ pub struct Config {
     /// managed domain name (disabled domains included; see
     /// [`Config::hosted_policies`]).
     pub mta_sts: HashMap<String, DomainMtaSts>,
+    /// `[[tenants]] users`: who may relay after SMTP AUTH (RFC 4954).
+    pub users: Arc<AuthUsers>,
     /// `[tls]`: the STARTTLS certificates.
     pub tls: TlsConfig,
 }

@@ -78,6 +78,17 @@ pub(super) struct RawTenant {
     pub name: Spanned<String>,
     #[serde(default)]
     pub relay_sources: Vec<Spanned<String>>,
+    /// Users that may relay after SMTP AUTH.
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// One `[[tenants]] users` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: Spanned<String>,
+    pub password_hash: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

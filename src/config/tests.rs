@@ -510,3 +510,52 @@ mta_sts = { mode = "testing", tlsrpt = "ftp://x" }
         assert!(got.starts_with(at) && got.contains(what), "{got}");
     }
 }
+
+#[test]
+fn tenant_users_are_validated_with_lines() {
+    let hash = crate::auth::hash_password(b"pw", crate::auth::MIN_ITERATIONS)
+        .expect("hash")
+        .to_string();
+    let good = format!(
+        r#"
+[[tenants]]
+name = "acme"
+users = [{{ name = "Relay@Acme", password_hash = "{hash}" }}]
+"#
+    );
+    let config = Config::parse(&good, FILE, None).expect("valid");
+    let user = config.users.get("relay@acme").expect("any case");
+    assert_eq!(user.tenant.as_str(), "acme");
+    assert!(user.hash.verify(b"pw"));
+
+    let bad = format!(
+        r#"
+[[tenants]]
+name = "acme"
+users = [
+  {{ name = "relay@acme", password_hash = "{hash}" }},
+  {{ name = "two words", password_hash = "{hash}" }},
+]
+
+[[tenants]]
+name = "globex"
+users = [
+  {{ name = "RELAY@acme", password_hash = "{hash}" }},
+  {{ name = "g", password_hash = "md5$1$2$3" }},
+]
+"#
+    );
+    let shown: Vec<String> = errors(&bad).iter().map(|e| e.to_string()).collect();
+    let want = [
+        ("test.toml:6:", "bad user name `two words`"),
+        (
+            "test.toml:12:",
+            "configured twice (first at line 5, for tenant `acme`)",
+        ),
+        ("test.toml:13:", "bad password hash: unknown scheme `md5`"),
+    ];
+    assert_eq!(shown.len(), want.len(), "{shown:#?}");
+    for (got, (at, what)) in shown.iter().zip(want) {
+        assert!(got.starts_with(at) && got.contains(what), "{got}");
+    }
+}

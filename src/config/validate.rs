@@ -20,6 +20,7 @@ use super::{
     AdminConfig, CertificatePaths, Config, DomainMtaSts, ListenerConfig, LoggingConfig,
     MtaStsHostConfig, ServerConfig, TlsConfig,
 };
+use crate::auth::{AuthUser, AuthUsers, PasswordHash};
 use crate::logging::{self, LogFormat};
 use crate::mta_sts::policy::MAX_AGE_LIMIT;
 use crate::mta_sts::{tlsrpt_record, HostedPolicy, Mode, MxPattern};
@@ -67,6 +68,7 @@ pub(super) fn parse(
     let recipients = v.recipient_lists(&raw, base_dir);
     let mta_sts_host = v.mta_sts_host(&raw);
     let mta_sts = v.hosted_mta_sts(&raw);
+    let users = v.auth_users(&raw);
     let tls = v.tls(&raw, base_dir);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
@@ -87,6 +89,7 @@ pub(super) fn parse(
             recipients,
             mta_sts_host,
             mta_sts,
+            users: Arc::new(users),
             tls,
         }),
         // Not reached: a part is missing only when its error was recorded above.
@@ -249,6 +252,71 @@ impl Validator<'_> {
             sni.push((name, paths));
         }
         TlsConfig { default, sni }
+    }
+
+    /// `[[tenants]] users`: names unique across tenants, hashes parsed.
+    fn auth_users(&mut self, raw: &RawConfig) -> AuthUsers {
+        let mut users = AuthUsers::default();
+        let mut lines: Vec<(String, Range<usize>)> = Vec::new();
+        for tenant in &raw.tenants {
+            let tenant_name = tenant.name.get_ref().trim();
+            for user in &tenant.users {
+                let name = user.name.get_ref();
+                let reason = if name.is_empty() {
+                    Some("it is empty")
+                } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    Some("spaces and control characters are not allowed")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    self.error(
+                        &user.name.span(),
+                        Kind::BadUserName {
+                            given: name.clone(),
+                            reason,
+                        },
+                    );
+                }
+                let hash = PasswordHash::parse(user.password_hash.get_ref()).map_err(|e| {
+                    self.error(
+                        &user.password_hash.span(),
+                        Kind::BadPasswordHash {
+                            reason: e.to_string(),
+                        },
+                    )
+                });
+                let (Ok(hash), None) = (hash, reason) else {
+                    continue;
+                };
+                if tenant_name.is_empty() {
+                    continue; // reported with the tenant
+                }
+                let inserted = users.insert(AuthUser {
+                    name: name.clone(),
+                    tenant: TenantName::new(tenant_name),
+                    hash,
+                });
+                match inserted {
+                    Ok(()) => lines.push((name.to_ascii_lowercase(), user.name.span())),
+                    Err(first) => {
+                        let first_line = lines
+                            .iter()
+                            .find(|(n, _)| *n == name.to_ascii_lowercase())
+                            .map_or(0, |(_, span)| self.line(span));
+                        self.error(
+                            &user.name.span(),
+                            Kind::DuplicateUser {
+                                name: name.clone(),
+                                first_tenant: first.tenant.as_str().to_string(),
+                                first_line,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        users
     }
 
     /// `[mta_sts_host]`: the policy server's listen addresses.

@@ -4,7 +4,8 @@
 //! - Relay control: a client inside a tenant's relay sources, sending with
 //!   a sender domain that is an enabled managed domain of that tenant, may
 //!   relay to any recipient (outbound mail; the TLS peer is the recipient
-//!   domain). Any other client may only reach enabled managed domains
+//!   domain). So may a session authenticated (SMTP AUTH, RFC 4954) as one
+//!   of the tenant's users. Any other client may only reach enabled managed domains
 //!   (inbound mail; bare `<Postmaster>` is ours, RFC 5321 section 4.5.1).
 //!   Everything else gets `554 5.7.1 Relay access denied`: never an open
 //!   relay.
@@ -33,9 +34,11 @@ use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
 use crate::config::Config;
 use crate::live::LiveConfig;
-use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel};
+use crate::policy::relay::authorize_tenant;
+use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel, TenantName};
 use crate::smtp::{
-    BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
+    BodyType, Credentials, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply,
+    ReversePath, Verdict,
 };
 
 /// The destination key of inbound mail for a managed domain: its
@@ -79,10 +82,19 @@ impl Reception {
         let sender = sender_domain(from);
         let policy = &config.policy;
         let hostname = config.server.hostname.as_str();
-        match config
-            .relay
-            .authorize(conn.peer.ip(), sender.as_deref(), policy)
-        {
+        let by_address = || {
+            config
+                .relay
+                .authorize(conn.peer.ip(), sender.as_deref(), policy)
+        };
+        // A session authenticated as a tenant's user relays under the same
+        // sender rule as that tenant's relay sources.
+        let authorized = match authenticated_tenant(config, conn) {
+            Some(tenant) => authorize_tenant(&tenant, sender.as_deref(), policy)
+                .or_else(|refusal| by_address().map_err(|_| refusal)),
+            None => by_address(),
+        };
+        match authorized {
             Ok(_) => {
                 if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
                     if let Some(recipient_domain) = m.host.domain_lowercase() {
@@ -127,6 +139,21 @@ impl Reception {
             resolution,
         })
     }
+}
+
+/// The tenant of the user the session authenticated as (`None` also when
+/// a reload removed that user).
+fn authenticated_tenant(config: &Config, conn: &ConnectionInfo) -> Option<TenantName> {
+    let name = conn.authenticated.as_deref()?;
+    config.users.get(name).map(|user| user.tenant.clone())
+}
+
+fn auth_refusal() -> Verdict {
+    Verdict::Reject(Reply::new(
+        535,
+        (5, 7, 8),
+        "Authentication credentials invalid",
+    ))
 }
 
 /// `550 5.1.1` for a recipient of an enabled managed domain that lists its
@@ -235,6 +262,37 @@ impl SessionHandler for Reception {
                 }
                 Verdict::Reject(reply)
             }
+        }
+    }
+
+    /// SMTP AUTH against `[[tenants]] users`. The PBKDF2 check runs on the
+    /// blocking pool; an unknown user, a failed check, or PLAIN acting for
+    /// another identity (authzid) all get `535 5.7.8`.
+    async fn auth(&self, conn: &ConnectionInfo, credentials: Credentials) -> Verdict {
+        let config = self.live.current();
+        let Some(user) = config.users.get(&credentials.username).cloned() else {
+            info!(conn = conn.id, peer = %conn.peer, user = %credentials.username, "SMTP AUTH refused: unknown user");
+            return auth_refusal();
+        };
+        if credentials
+            .authzid
+            .as_deref()
+            .is_some_and(|z| !z.eq_ignore_ascii_case(&credentials.username))
+        {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: acting for another identity is not supported");
+            return auth_refusal();
+        }
+        let password = credentials.password().as_bytes().to_vec();
+        let checked = user.clone();
+        let valid = tokio::task::spawn_blocking(move || checked.hash.verify(&password))
+            .await
+            .unwrap_or(false);
+        if valid {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, tenant = %user.tenant, "SMTP AUTH succeeded");
+            Verdict::Accept
+        } else {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: wrong password");
+            auth_refusal()
         }
     }
 
@@ -369,6 +427,7 @@ mod tests {
             local: "192.0.2.1:25".parse().expect("addr"),
             tls: None,
             helo: None,
+            authenticated: None,
         }
     }
 

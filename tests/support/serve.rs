@@ -5,7 +5,14 @@
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use sealpost::tls::Unauthenticated;
+use tokio::net::TcpStream;
+
+use super::smtp::{command, read_reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
 
@@ -103,4 +110,29 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Connects, says EHLO, upgrades with STARTTLS (any certificate, these
+/// TLS versions) and says EHLO again.
+pub async fn starttls(
+    addr: SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(read_reply(&mut tcp).await.code, 220);
+    command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let config = rustls::ClientConfig::builder_with_provider(super::pki::provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Unauthenticated::new()))
+        .with_no_client_auth();
+    let name = ServerName::try_from("mx.sealpost.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with sealpost");
+    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
+    tls
 }
