@@ -137,4 +137,17 @@ mod tests {
         // The old Arc a reader kept is unchanged.
         assert!(before.policy.domain("example.org").is_none());
     }
+
+    #[test]
+    fn subscribers_hear_each_replacement() {
+        let live = LiveConfig::new(config(""));
+        let mut changes = live.subscribe();
+        assert!(!changes.has_changed().unwrap_or(true));
+        let report = live.replace(config("[mta_sts_host]\nlisten = [\"127.0.0.1:8443\"]\n"));
+        assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(*changes.borrow_and_update(), 2);
+        // The policy host's addresses are bound at start.
+        assert_eq!(report.needs_restart, vec!["mta_sts_host"]);
+        assert!(live.current().mta_sts_host.listen.is_empty());
+    }
 }

@@ -233,3 +233,48 @@ fn dns_records_refuses_domains_without_a_hosted_policy() {
         assert!(stderr.contains(why), "{domain}: {stderr}");
     }
 }
+
+#[test]
+fn serve_stops_when_the_policy_host_cannot_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let https = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sealpost.toml");
+    let text = format!(
+        "[server]\ndata_dir = \"data\"\n\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\n\
+         [mta_sts_host]\nlisten = [\"127.0.0.1:{https}\"]\n",
+        free_port()
+    );
+    std::fs::write(&path, text).expect("write");
+    let mut child = Command::new(BIN)
+        .args(["--config", path.to_str().expect("utf-8"), "serve"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sealpost");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("sealpost kept running without its policy host");
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(
+        stderr.contains(&format!(
+            "MTA-STS policy host cannot listen on 127.0.0.1:{https}"
+        )),
+        "{stderr}"
+    );
+    drop(taken);
+}

@@ -142,6 +142,30 @@ pub fn config_check(
         out,
         "  peer entries:    {outbound} outbound, {inbound} inbound ({mandatory} stricter than opportunistic)"
     )?;
+    let listed: usize = config.recipients.values().map(|l| l.len()).sum();
+    writeln!(
+        out,
+        "  recipient lists: {} ({listed} addresses)",
+        config.recipients.len()
+    )?;
+    let served: Vec<String> = config
+        .mta_sts_host
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    writeln!(
+        out,
+        "  hosted MTA-STS:  {} of {} configured served{}",
+        config.hosted_policies().len(),
+        config.mta_sts.len(),
+        if served.is_empty() {
+            " (no [mta_sts_host] listen address)".to_string()
+        } else {
+            format!(" on {}", served.join(", "))
+        }
+    )?;
+    writeln!(out, "  AUTH users:      {}", config.users.len())?;
     Ok(EXIT_OK)
 }
 

@@ -53,7 +53,13 @@ pub struct Reception {
     /// end against the configuration then in force.
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    /// Bounds the PBKDF2 checks running at once, so a flood of AUTH
+    /// attempts queues up instead of taking every core.
+    auth_checks: tokio::sync::Semaphore,
 }
+
+/// Password checks that may run at the same time.
+const CONCURRENT_AUTH_CHECKS: usize = 2;
 
 /// Where one recipient's copy goes, and under which policy.
 struct Route {
@@ -63,7 +69,11 @@ struct Route {
 
 impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
-        Reception { live, queue }
+        Reception {
+            live,
+            queue,
+            auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
+        }
     }
 
     /// The route of a recipient, or the refusal (relay denied, or the
@@ -284,6 +294,9 @@ impl SessionHandler for Reception {
         }
         let password = credentials.password().as_bytes().to_vec();
         let checked = user.clone();
+        let Ok(_slot) = self.auth_checks.acquire().await else {
+            return auth_refusal(); // never closed
+        };
         let valid = tokio::task::spawn_blocking(move || checked.hash.verify(&password))
             .await
             .unwrap_or(false);
