@@ -1,8 +1,9 @@
 //! Valid-recipient lists of managed domains (`[[domains]] recipients`).
 //!
 //! A list is a text file, one entry per line: an address (`local@domain`,
-//! its domain the managed domain's) or a bare local part. `#` starts a
-//! comment; blank lines are ignored. Local parts follow RFC 5321 section
+//! its domain the managed domain's) or a bare local part. A `#` at the
+//! start of a line or after whitespace starts a comment; blank lines are
+//! ignored. Local parts follow RFC 5321 section
 //! 4.1.2 (`Dot-string` or `Quoted-string`) and are compared without regard
 //! to case. `postmaster` is always a valid recipient, listed or not (RFC
 //! 5321 section 4.5.1).
@@ -42,8 +43,7 @@ impl RecipientList {
         let mut locals = HashSet::new();
         let mut bad = Vec::new();
         for (index, raw_line) in text.lines().enumerate() {
-            let content = raw_line.split('#').next().unwrap_or("");
-            let entry = content.trim();
+            let entry = without_comment(raw_line).trim();
             if entry.is_empty() {
                 continue;
             }
@@ -95,6 +95,19 @@ impl RecipientList {
     }
 }
 
+/// The line up to a `#` that starts it or follows whitespace (`#` is
+/// also a valid character inside a local part, as in `sales#eu`).
+fn without_comment(line: &str) -> &str {
+    let mut previous_blank = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && previous_blank {
+            return &line[..i];
+        }
+        previous_blank = c.is_whitespace();
+    }
+    line
+}
+
 /// The lowercased local part of one entry, checked with the SMTP address
 /// grammar; an address must belong to `domain`.
 fn local_part_of(entry: &str, domain: &str) -> Result<String, String> {
@@ -134,10 +147,11 @@ mod tests {
              Bob@Example.ORG   # with a comment\n\
              \t carol.smith@example.org\n\
              \"odd name\"\n\
+             sales#eu # a hash inside a local part is not a comment\n\
              alice\n",
         )
         .expect("valid");
-        assert_eq!(list.len(), 4);
+        assert_eq!(list.len(), 5);
         let table = [
             ("alice", true),
             ("ALICE", true),
@@ -149,6 +163,8 @@ mod tests {
             ("postmaster", true),
             ("PostMaster", true),
             ("carol", false),
+            ("SALES#EU", true),
+            ("sales", false),
         ];
         for (local, want) in table {
             assert_eq!(list.accepts(local), want, "{local}");
