@@ -121,6 +121,7 @@ fn bench(c: &mut Criterion) {
             diagnostic: Some(Reply::new(550, (5, 1, 1), "no such user here")),
             last_attempt: Some(1_795_425_483),
             will_retry_until: None,
+            local_reason: None,
         })
         .collect();
     let input = DsnInput {

@@ -5,12 +5,14 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod actors;
 pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dane;
 pub mod date;
+pub mod delivery;
 pub mod dns;
 pub mod dsn;
 pub mod inbound;

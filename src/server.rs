@@ -8,7 +8,10 @@ use std::sync::Arc;
 use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
+use crate::actors::Engine;
 use crate::config::{Config, LoadError};
+use crate::delivery::Shared;
+use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
@@ -34,6 +37,14 @@ pub enum ServeError {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("the DNS resolver: {0}")]
+    Resolver(#[from] crate::dns::ResolverError),
+    #[error("the MTA-STS policy cache: {0}")]
+    PolicyStore(#[from] crate::mta_sts::StoreError),
+    #[error("`[mta_sts] ca_file` {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error(transparent)]
+    Engine(#[from] crate::actors::EngineError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -62,16 +73,21 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
-    let reception = Arc::new(Reception::new(live.clone(), queue.clone()));
+    let shared = Arc::new(delivery_shared(&config, live.clone(), queue.clone())?);
+    let engine = Engine::start(shared.clone(), worker_arbiters())?;
+    let reception =
+        Arc::new(Reception::new(live.clone(), queue.clone()).with_waker(engine.waker()));
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(async move {
+    let mta_sts = shared.mta_sts.clone();
+    let served = runtime.block_on(async move {
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
+        crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
             listeners = ?listener.local_addrs(),
@@ -91,8 +107,77 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             .await;
         info!("shutting down");
         Ok::<(), ServeError>(())
-    })?;
-    Ok(())
+    });
+    engine.stop(std::time::Duration::from_secs(2));
+    served
+}
+
+/// One delivery arbiter per core.
+fn worker_arbiters() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// What the delivery engine shares: the resolver of `[dns]`, the MTA-STS
+/// policy cache (persisted in the data directory) and its WebPKI roots.
+pub fn delivery_shared(
+    config: &Config,
+    live: Arc<LiveConfig>,
+    queue: Arc<Queue>,
+) -> Result<Shared, ServeError> {
+    use crate::mta_sts::{
+        HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
+    };
+    let resolver = Arc::new(Resolver::new(&config.dns.resolver_settings())?);
+    let mut roots = TrustRoots::default();
+    if let Some(path) = &config.mta_sts.ca_file {
+        roots.extra = read_pem_certificates(path).map_err(|reason| ServeError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        })?;
+    }
+    let fetcher = HttpsPolicyFetcher::new(
+        &HttpsFetcherConfig {
+            roots: roots.clone(),
+            port: config.mta_sts.https_port,
+            ..HttpsFetcherConfig::default()
+        },
+        resolver.clone(),
+    )?;
+    let store = PolicyStore::open(&config.server.data_dir.join("mta-sts"))?;
+    let cache = PolicyCache::new(
+        resolver.clone(),
+        Arc::new(fetcher),
+        store,
+        Arc::new(SystemClock),
+    );
+    let webpki = match crate::mta_sts::webpki_verifier(&roots) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "no WebPKI verifier: mail under MTA-STS enforce waits");
+            None
+        }
+    };
+    Ok(Shared {
+        queue,
+        live,
+        resolver,
+        mta_sts: Arc::new(cache),
+        webpki,
+    })
+}
+
+fn read_pem_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect();
+    let certs = certs.map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
 }
 
 /// Serves the hosted MTA-STS policies on every `[mta_sts_host] listen`

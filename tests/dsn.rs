@@ -3,81 +3,9 @@
 
 use sealpost::dsn::{build, Action, DsnInput, DsnOutcome, RecipientReport};
 use sealpost::smtp::{EnhancedCode, Host, Mailbox, Reply, ReversePath};
+use support::dsn_parse::{fields, get, parse, Parsed};
 
-/// Header fields (unfolded, names lower-cased) and the body.
-fn split_entity(text: &str) -> (Vec<(String, String)>, String) {
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-    (fields(head), body.to_string())
-}
-
-/// Parses a block of header fields, unfolding continuation lines.
-fn fields(block: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in block.split("\r\n").filter(|l| !l.is_empty()) {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            let last = out.last_mut().expect("continuation after a field");
-            last.1.push(' ');
-            last.1.push_str(line.trim());
-        } else {
-            let (name, value) = line.split_once(':').expect("name: value");
-            out.push((name.to_ascii_lowercase(), value.trim().to_string()));
-        }
-    }
-    out
-}
-
-fn get<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn param(value: &str, name: &str) -> Option<String> {
-    value.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.eq_ignore_ascii_case(name)
-            .then(|| v.trim_matches('"').to_string())
-    })
-}
-
-struct Parsed {
-    top: Vec<(String, String)>,
-    parts: Vec<(Vec<(String, String)>, String)>,
-    boundary: String,
-}
-
-fn parse(message: &[u8]) -> Parsed {
-    let text = std::str::from_utf8(message).expect("DSN is UTF-8");
-    for line in text.split("\r\n") {
-        assert!(line.len() <= 998, "line too long: {}", line.len());
-    }
-    assert!(
-        !text.replace("\r\n", "").contains('\n') && !text.replace("\r\n", "").contains('\r'),
-        "bare CR or LF"
-    );
-    let (top, body) = split_entity(text);
-    let ct = get(&top, "content-type").expect("content-type");
-    assert!(ct.starts_with("multipart/report;"), "{ct}");
-    assert_eq!(param(ct, "report-type").as_deref(), Some("delivery-status"));
-    let boundary = param(ct, "boundary").expect("boundary");
-    let delimiter = format!("\r\n--{boundary}");
-    let body = format!("\r\n{body}");
-    let mut pieces: Vec<&str> = body.split(&delimiter).collect();
-    let preamble = pieces.remove(0);
-    assert!(!preamble.contains(&boundary));
-    let last = pieces.pop().expect("close delimiter");
-    assert!(last.starts_with("--"), "closing delimiter");
-    let parts = pieces
-        .into_iter()
-        .map(|p| split_entity(p.strip_prefix("\r\n").expect("CRLF after delimiter")))
-        .collect();
-    Parsed {
-        top,
-        parts,
-        boundary,
-    }
-}
+mod support;
 
 fn sender() -> ReversePath {
     ReversePath::Mailbox(Mailbox {
@@ -101,6 +29,7 @@ fn failed(addr: &str, reply: Reply) -> RecipientReport {
         diagnostic: Some(reply),
         last_attempt: Some(NOV_23),
         will_retry_until: None,
+        local_reason: None,
     }
 }
 
@@ -114,6 +43,7 @@ fn delayed(addr: &str) -> RecipientReport {
         diagnostic: None,
         last_attempt: Some(NOV_23),
         will_retry_until: Some(NOV_23 + 4 * 86_400),
+        local_reason: None,
     }
 }
 

@@ -30,6 +30,10 @@ data_dir = "data"
 [[listeners]]
 address = "127.0.0.1:{port}"
 
+# Lookups fail fast and stay on this machine.
+[dns]
+nameservers = ["127.0.0.1:9"]
+
 [defaults]
 outbound = {{ level = "opportunistic" }}
 inbound = {{ level = "opportunistic" }}

@@ -62,7 +62,7 @@ pub fn dns_records(config: &Config, domain: &str) -> Result<DnsRecords, DnsRecor
         .ok_or_else(|| DnsRecordsError::NotManaged(domain.to_string()))?;
     let name = managed.name.as_str();
     let hosted = config
-        .mta_sts
+        .hosted_mta_sts
         .get(name)
         .ok_or_else(|| DnsRecordsError::NoPolicy(name.to_string()))?;
     let sts = mta_sts_record(&hosted.policy);

@@ -158,7 +158,7 @@ pub fn config_check(
         out,
         "  hosted MTA-STS:  {} of {} configured served{}",
         config.hosted_policies().len(),
-        config.mta_sts.len(),
+        config.hosted_mta_sts.len(),
         if served.is_empty() {
             " (no [mta_sts_host] listen address)".to_string()
         } else {

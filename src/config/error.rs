@@ -144,6 +144,19 @@ pub enum ConfigErrorKind {
     },
     #[error("bad password hash: {reason}")]
     BadPasswordHash { reason: String },
+    #[error("bad duration `{given}` for `{key}`: write a positive number with a unit, e.g. `30s`, `5m`, `2h`, `5d`")]
+    BadDuration { key: &'static str, given: String },
+    #[error("`{key}` must be {range}")]
+    OutOfRange {
+        key: &'static str,
+        range: &'static str,
+    },
+    #[error("bad address `{given}` for `{key}`: write an IP address, optionally with `:port`")]
+    BadAddress { key: &'static str, given: String },
+    #[error("bad route host `{given}`: {reason} (write `host`, `host:port`, `IPv4:port` or `[IPv6]:port`)")]
+    BadRouteHost { given: String, reason: String },
+    #[error("route level `{level}` is not allowed: a route to a downstream server is `opportunistic` or `mandatory`")]
+    RouteLevel { level: SecurityLevel },
 }
 
 /// Every problem found in one configuration file, in file order.

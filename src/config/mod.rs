@@ -7,6 +7,7 @@
 //!
 //! Keys and defaults: `docs/configuration.md`.
 
+mod delivery;
 mod error;
 mod raw;
 mod recipients;
@@ -20,6 +21,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use delivery::{
+    nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
+    Route, RouteHost, Routes,
+};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
 pub use recipients::RecipientList;
 
@@ -57,11 +62,19 @@ pub struct Config {
     /// `[domains.mta_sts]`: the hosted MTA-STS policies, by lowercase
     /// managed domain name (disabled domains included; see
     /// [`Config::hosted_policies`]).
-    pub mta_sts: HashMap<String, DomainMtaSts>,
+    pub hosted_mta_sts: HashMap<String, DomainMtaSts>,
     /// `[[tenants]] users`: who may relay after SMTP AUTH (RFC 4954).
     pub users: Arc<AuthUsers>,
     /// `[tls]`: the STARTTLS certificates.
     pub tls: TlsConfig,
+    /// `[delivery]`
+    pub delivery: DeliveryConfig,
+    /// `[dns]`
+    pub dns: DnsConfig,
+    /// `[mta_sts]`: fetching recipients' policies.
+    pub mta_sts: MtaStsClientConfig,
+    /// The `route` of each managed domain that has one.
+    pub routes: Arc<Routes>,
 }
 
 /// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.
@@ -146,7 +159,7 @@ impl Config {
     /// domain with `[domains.mta_sts]`.
     pub fn hosted_policies(&self) -> Vec<HostedPolicy> {
         let mut policies: Vec<HostedPolicy> = self
-            .mta_sts
+            .hosted_mta_sts
             .iter()
             .filter(|(domain, _)| self.policy.domain(domain).is_some_and(|d| d.enabled))
             .map(|(_, hosted)| hosted.policy.clone())

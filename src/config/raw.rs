@@ -26,6 +26,51 @@ pub(super) struct RawConfig {
     pub mta_sts_host: RawMtaStsHost,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub mta_sts: RawMtaStsClient,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub smtp_port: Option<u16>,
+    pub first_retry: Option<Spanned<String>>,
+    pub max_retry_interval: Option<Spanned<String>>,
+    pub lifetime: Option<Spanned<String>>,
+    pub delay_warning: Option<Spanned<String>>,
+    pub connections_per_destination: Option<Spanned<i64>>,
+    pub messages_per_connection: Option<Spanned<i64>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub destination_backoff: Option<Spanned<String>>,
+    pub max_destination_backoff: Option<Spanned<String>>,
+    pub command_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns {
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    pub trust_anchor: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMtaStsClient {
+    pub https_port: Option<u16>,
+    pub ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub hosts: Spanned<Vec<Spanned<String>>>,
+    pub level: Option<Spanned<String>>,
+    pub min_tls: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +190,7 @@ pub(super) struct RawDomain {
     pub outbound: RawDirection,
     #[serde(default)]
     pub inbound: RawDirection,
+    pub route: Option<RawRoute>,
 }
 
 #[derive(Debug, Default, Deserialize)]

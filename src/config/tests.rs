@@ -460,13 +460,13 @@ mta_sts = { mode = "none" }
 "#;
     let config = Config::parse(good, FILE, None).expect("valid");
     assert_eq!(config.mta_sts_host.listen.len(), 2);
-    let hosted = config.mta_sts.get("example.org").expect("hosted");
+    let hosted = config.hosted_mta_sts.get("example.org").expect("hosted");
     assert_eq!(hosted.policy.mode, crate::mta_sts::Mode::Enforce);
     assert_eq!(hosted.policy.mx.len(), 2);
     assert_eq!(hosted.policy.max_age, 86400);
     assert_eq!(hosted.tlsrpt.len(), 2);
     assert!(!hosted.tlsrpt_is_default);
-    let off = config.mta_sts.get("off.example").expect("hosted");
+    let off = config.hosted_mta_sts.get("off.example").expect("hosted");
     assert_eq!(off.policy.max_age, 604800);
     assert_eq!(off.tlsrpt, vec!["mailto:tlsrpt@off.example".to_string()]);
     // Only enabled domains are served.
@@ -558,4 +558,85 @@ users = [
     for (got, (at, what)) in shown.iter().zip(want) {
         assert!(got.starts_with(at) && got.contains(what), "{got}");
     }
+}
+
+#[test]
+fn delivery_dns_and_routes_are_read() {
+    let config = Config::parse(
+        r#"
+[delivery]
+smtp_port = 2526
+first_retry = "1s"
+lifetime = "2h"
+delay_warning = "4h"
+connections_per_destination = 4
+command_timeout = "10s"
+
+[dns]
+nameservers = ["127.0.0.1:5353", "::1"]
+trust_anchor = "anchor.keys"
+
+[mta_sts]
+https_port = 8443
+
+[[domains]]
+name = "Customer.Example"
+tenant = "c"
+route = { hosts = ["127.0.0.1:2600", "mail.customer.example"], level = "mandatory", min_tls = "1.2" }
+"#,
+        FILE,
+        Some(Path::new("/etc/sealpost")),
+    )
+    .expect("valid");
+    assert_eq!(config.delivery.smtp_port, 2526);
+    assert_eq!(config.delivery.retry.first_retry.as_secs(), 1);
+    assert_eq!(config.delivery.retry.lifetime.as_secs(), 7200);
+    assert_eq!(
+        config.delivery.delay_warning.map(|d| d.as_secs()),
+        Some(4 * 3600)
+    );
+    assert_eq!(config.delivery.connections_per_destination, 4);
+    assert_eq!(config.dns.nameservers.len(), 2);
+    assert_eq!(config.dns.nameservers[1].port(), 53);
+    assert_eq!(
+        config.dns.trust_anchor.as_deref(),
+        Some(Path::new("/etc/sealpost/anchor.keys"))
+    );
+    assert_eq!(config.mta_sts.https_port, 8443);
+    let name: crate::policy::DomainName = "customer.example".parse().expect("name");
+    let route = config.routes.get(&name).expect("route");
+    assert_eq!(route.level, SecurityLevel::Mandatory);
+    assert_eq!(route.min_tls, MinTlsVersion::Tls12);
+    assert_eq!(route.hosts[1].to_string(), "mail.customer.example:25");
+}
+
+#[test]
+fn bad_delivery_values_are_reported_with_their_lines() {
+    let errs = errors(
+        r#"[delivery]
+first_retry = "soon"
+connections_per_destination = 0
+
+[dns]
+nameservers = ["resolver.example"]
+
+[[domains]]
+name = "customer.example"
+tenant = "c"
+route = { hosts = ["mail.example:x"], level = "mandatory-dane" }
+"#,
+    );
+    let lines: Vec<_> = errs
+        .iter()
+        .map(|e| (e.line(), e.kind.to_string()))
+        .collect();
+    assert_eq!(errs.len(), 5, "{lines:?}");
+    assert!(matches!(errs[0].kind, ConfigErrorKind::BadDuration { .. }));
+    assert_eq!(errs[0].line(), Some(2));
+    assert!(matches!(errs[1].kind, ConfigErrorKind::OutOfRange { .. }));
+    assert!(matches!(errs[2].kind, ConfigErrorKind::BadAddress { .. }));
+    assert_eq!(errs[2].line(), Some(6));
+    assert!(matches!(errs[3].kind, ConfigErrorKind::BadRouteHost { .. }));
+    assert!(matches!(errs[4].kind, ConfigErrorKind::RouteLevel { .. }));
+    assert_eq!(errs[4].line(), Some(11));
 }

@@ -67,9 +67,13 @@ pub(super) fn parse(
     let relay = v.relay_sources(&raw);
     let recipients = v.recipient_lists(&raw, base_dir);
     let mta_sts_host = v.mta_sts_host(&raw);
-    let mta_sts = v.hosted_mta_sts(&raw);
+    let hosted_mta_sts = v.hosted_mta_sts(&raw);
     let users = v.auth_users(&raw);
     let tls = v.tls(&raw, base_dir);
+    let delivery = v.delivery(&raw);
+    let dns = v.dns(&raw, base_dir);
+    let mta_sts = v.mta_sts_client(&raw, base_dir);
+    let routes = v.routes(&raw);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
         v.errors.sort_by_key(|e| (e.file != file, e.location));
@@ -88,9 +92,13 @@ pub(super) fn parse(
             relay: Arc::new(relay),
             recipients,
             mta_sts_host,
-            mta_sts,
+            hosted_mta_sts,
             users: Arc::new(users),
             tls,
+            delivery,
+            dns,
+            mta_sts,
+            routes: Arc::new(routes),
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -120,14 +128,14 @@ impl DomainSpans {
     }
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, span: &Range<usize>, kind: Kind) {
+    pub(super) fn error(&mut self, span: &Range<usize>, kind: Kind) {
         self.errors
             .push(ConfigError::at(self.file, self.text, span, kind));
     }
@@ -136,7 +144,10 @@ impl Validator<'_> {
         Location::of_offset(self.text, span.start).line
     }
 
-    fn word<T: FromStr<Err = UnknownWord>>(&mut self, value: &Spanned<String>) -> Option<T> {
+    pub(super) fn word<T: FromStr<Err = UnknownWord>>(
+        &mut self,
+        value: &Spanned<String>,
+    ) -> Option<T> {
         match value.get_ref().parse() {
             Ok(word) => Some(word),
             Err(e) => {
@@ -146,7 +157,7 @@ impl Validator<'_> {
         }
     }
 
-    fn path(
+    pub(super) fn path(
         &mut self,
         value: &Spanned<String>,
         key: &'static str,

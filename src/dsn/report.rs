@@ -42,6 +42,9 @@ pub struct RecipientReport {
     pub last_attempt: Option<u64>,
     /// Unix time until which a delayed recipient is retried.
     pub will_retry_until: Option<u64>,
+    /// Why, when no remote server said so (e.g. a TLS policy refusal);
+    /// shown as `X-Sealpost` Diagnostic-Code.
+    pub local_reason: Option<String>,
 }
 
 impl RecipientReport {
@@ -64,6 +67,7 @@ impl RecipientReport {
             diagnostic: Some(reply.clone()),
             last_attempt: Some(last_attempt),
             will_retry_until: None,
+            local_reason: None,
         }
     }
 }
@@ -251,6 +255,8 @@ fn explanation(input: &DsnInput<'_>, host: &str) -> String {
         }
         if let Some(reply) = &r.diagnostic {
             line.push_str(&format!(" said: {}", diagnostic(reply)));
+        } else if let Some(reason) = &r.local_reason {
+            line.push_str(&format!(": {reason}"));
         }
         if let Some(until) = r.will_retry_until {
             line.push_str(&format!("; retried until {}", rfc5322_date(until)));
@@ -294,6 +300,11 @@ fn delivery_status(input: &DsnInput<'_>, host: &str) -> String {
             s.push_str(&field(
                 "Diagnostic-Code",
                 &format!("smtp; {}", diagnostic(reply)),
+            ));
+        } else if let Some(reason) = &r.local_reason {
+            s.push_str(&field(
+                "Diagnostic-Code",
+                &format!("X-Sealpost; {}", clean(reason, true)),
             ));
         }
         if let Some(at) = r.last_attempt {
@@ -356,6 +367,7 @@ mod tests {
             diagnostic: None,
             last_attempt: None,
             will_retry_until: None,
+            local_reason: None,
         }
     }
 

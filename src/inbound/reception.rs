@@ -53,6 +53,8 @@ pub struct Reception {
     /// end against the configuration then in force.
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    /// Called once a message is durable (wakes the delivery engine).
+    on_queued: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Bounds the PBKDF2 checks running at once, so a flood of AUTH
     /// attempts queues up instead of taking every core.
     auth_checks: tokio::sync::Semaphore,
@@ -72,8 +74,15 @@ impl Reception {
         Reception {
             live,
             queue,
+            on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
         }
+    }
+
+    /// Calls `waker` after each message is durable.
+    pub fn with_waker(mut self, waker: Arc<dyn Fn() + Send + Sync>) -> Reception {
+        self.on_queued = Some(waker);
+        self
     }
 
     /// The route of a recipient, or the refusal (relay denied, or the
@@ -403,6 +412,9 @@ impl SessionHandler for Reception {
             }
         }
         let ids = ids.join(" ");
+        if let Some(wake) = &self.on_queued {
+            wake();
+        }
         info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size = body.len(), queued_as = %ids, "message queued");
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }

@@ -393,6 +393,34 @@ fn http_error(host: &str, e: hyper::Error) -> FetchError {
     }
 }
 
+/// Policy hosts resolved by sealpost's own resolver (what `serve` uses, so
+/// `[dns]` applies to MTA-STS too).
+impl HostResolver for crate::dns::Resolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move {
+            let found = self.addresses(host).await;
+            let addrs: Vec<SocketAddr> = found
+                .lookup
+                .records()
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect();
+            if addrs.is_empty() {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host}: no address records"),
+                ))
+            } else {
+                Ok(addrs)
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,11 @@
 pub mod client;
 pub mod dane_tls;
 pub mod dns;
+pub mod dsn_parse;
 pub mod https;
 pub mod pki;
 pub mod proxy;
+pub mod sealpost;
 pub mod serve;
 pub mod smtp;
 pub mod sts;

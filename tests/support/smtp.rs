@@ -153,6 +153,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The TLS version in use, if any (e.g. `TLSv1_3`).
     pub tls_version: Option<String>,
+    /// The connection it came on (one id per accepted connection).
+    pub conn_id: u64,
 }
 
 /// A receiving SMTP server on 127.0.0.1 for tests of SMTP clients.
@@ -186,7 +188,20 @@ impl TestSmtpServer {
         decide: Arc<Decide>,
     ) -> TestSmtpServer {
         let localhost: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let listener = Listener::bind(&[localhost]).await.expect("bind 127.0.0.1");
+        TestSmtpServer::start_on(localhost, config, tls, decide).await
+    }
+
+    /// Like [`TestSmtpServer::start_with_config`] on a chosen address (MX
+    /// hosts on 127.0.0.2, 127.0.0.3, ... sharing one port).
+    pub async fn start_on(
+        address: SocketAddr,
+        config: SessionConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> TestSmtpServer {
+        let listener = Listener::bind(&[address])
+            .await
+            .expect("bind the test server");
         let addr = listener.local_addrs()[0];
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {
@@ -253,6 +268,7 @@ impl SessionHandler for Scripted {
                 envelope,
                 body,
                 tls_version: conn.tls.as_ref().map(|t| format!("{:?}", t.version)),
+                conn_id: conn.id,
             });
         }
         verdict

@@ -1,0 +1,122 @@
+//! The delivery engine's actors (actix), as `docs/architecture.md` draws
+//! them:
+//!
+//! - one [`Scheduler`] on the engine's own thread: due index -> leases ->
+//!   destination actors, bounces -> DSNs;
+//! - one [`Destination`] per next hop, spread round robin over one arbiter
+//!   (thread with its own event loop) per core: pool, backoff,
+//!   concurrency; its SMTP sessions run as futures on that arbiter.
+//!
+//! Policy is not sent around as messages: every attempt reads the
+//! configuration in force from [`crate::live::LiveConfig`] (an `Arc` swap
+//! on reload), so a reload applies to the next attempt of queued mail.
+//! Actors hold state and decide; I/O runs as futures.
+
+pub mod destination;
+pub mod scheduler;
+pub mod status;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+pub use destination::{Deliver, Destination, Flush};
+pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
+pub use status::{DestinationStatus, StatusBoard};
+
+use crate::delivery::Shared;
+
+/// The running engine: wake it when mail is queued, read its destinations,
+/// stop it at shutdown.
+pub struct Engine {
+    scheduler: Addr<Scheduler>,
+    system: actix::System,
+    thread: Option<JoinHandle<()>>,
+    board: Arc<StatusBoard>,
+}
+
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the delivery engine did not start: {0}")]
+pub struct EngineError(String);
+
+impl Engine {
+    /// Starts the actor system on its own thread with `arbiters` worker
+    /// arbiters (at least one).
+    pub fn start(shared: Arc<Shared>, arbiters: usize) -> Result<Engine, EngineError> {
+        let board = Arc::new(StatusBoard::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread_board = board.clone();
+        let thread = std::thread::Builder::new()
+            .name("sealpost-delivery".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let workers: Vec<Arbiter> =
+                        (0..arbiters.max(1)).map(|_| Arbiter::new()).collect();
+                    let handles = workers.iter().map(Arbiter::handle).collect();
+                    let scheduler = Scheduler::new(shared, handles, thread_board).start();
+                    let _ = tx.send((scheduler, actix::System::current()));
+                    // The arbiters stop with the system.
+                    std::mem::forget(workers);
+                });
+                let _ = system.run();
+            })
+            .map_err(|e| EngineError(e.to_string()))?;
+        let (scheduler, system) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|e| EngineError(e.to_string()))?;
+        Ok(Engine {
+            scheduler,
+            system,
+            thread: Some(thread),
+            board,
+        })
+    }
+
+    /// Look for due work now (called after a message is queued).
+    pub fn wake(&self) {
+        self.scheduler.do_send(Wake);
+    }
+
+    /// A cheap handle for the SMTP reception to call [`Engine::wake`].
+    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let scheduler = self.scheduler.clone();
+        Arc::new(move || scheduler.do_send(Wake))
+    }
+
+    pub fn destinations(&self) -> Vec<DestinationStatus> {
+        self.board.all()
+    }
+
+    /// Clears a destination's backoff and idle connections.
+    pub fn flush(&self, destination: &str) -> bool {
+        if self.board.get(destination).is_none() {
+            return false;
+        }
+        self.scheduler
+            .do_send(FlushDestination(destination.to_string()));
+        true
+    }
+
+    pub fn board(&self) -> Arc<StatusBoard> {
+        self.board.clone()
+    }
+
+    /// Stops taking work, gives running attempts `grace` to finish, then
+    /// stops the actors. Leases cut short are due again at the next start.
+    pub fn stop(mut self, grace: Duration) {
+        self.scheduler.do_send(Pause);
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline && self.board.all().iter().any(|d| d.active > 0)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! One delivery attempt of one lease (the due recipients of one message
+//! for one destination): the effective policy under the configuration in
+//! force, the plan, the SMTP session over a pooled or new connection, and
+//! the outcomes written to the queue before the lease is released.
+//!
+//! Rules kept here (RFC-NOTES, DESIGN "Rules that keep it safe"):
+//! - MX hosts by preference, each address in turn; the cleartext retry of
+//!   the same address only under `opportunistic` after a failed handshake.
+//! - A required level never sends a byte of the message in cleartext: the
+//!   client returns a connection only once its requirement holds.
+//! - Once the message body has been sent, an error leaves the recipients'
+//!   fate unknown: they are deferred and no other host is tried in this
+//!   attempt (at-least-once, never silently twice in one attempt).
+//! - Every outcome carries a reason a person can read: the remote reply
+//!   with its host, or the level and the policy's refusal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use rustls::client::WebPkiServerVerifier;
+use sealpost_queue::{Attempt, Authentication as QueueAuth, Lease, Outcome, Queue, QueueError};
+use tracing::{debug, info, warn};
+
+use super::plan::{Effective, Hop, NextHop, Plan, Planner};
+use super::pool::Pool;
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::live::LiveConfig;
+use crate::mta_sts::PolicyCache;
+use crate::policy::{MinTlsVersion, PeerQuery, SecurityLevel};
+use crate::smtp::address::{parse_forward_path, parse_reverse_path};
+use crate::smtp::client::{
+    Achieved, Authentication, ClientConfig, ClientError, Connection, Delivery, MessageRefusal,
+    OutboundMessage, Peer, RecipientOutcome, Stage, Timeouts,
+};
+use crate::smtp::{ForwardPath, Reply, ReversePath};
+
+/// The prefix of inbound destinations (see [`crate::inbound::reception`]).
+pub const INBOUND_PREFIX: &str = "inbound:";
+
+/// What every attempt needs, shared by all destinations.
+pub struct Shared {
+    pub queue: Arc<Queue>,
+    pub live: Arc<LiveConfig>,
+    pub resolver: Arc<Resolver>,
+    pub mta_sts: Arc<PolicyCache>,
+    /// WebPKI roots for MTA-STS (`None` when they could not be loaded).
+    pub webpki: Option<Arc<WebPkiServerVerifier>>,
+}
+
+/// Whether the destination could be reached at all, for its backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Some server answered a transaction (whatever it said).
+    Reached,
+    /// No host could be used; the reason.
+    Unreachable(String),
+    /// The attempt did not get as far as the network (a queue error).
+    NotTried,
+}
+
+/// What an attempt did, for the destination actor and the logs.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub health: Health,
+    pub delivered: usize,
+    pub deferred: usize,
+    pub failed: usize,
+    /// The hosts of the plan, in order (for the admin view).
+    pub hosts: Vec<String>,
+    /// What the plan required of TLS, e.g. "DANE authentication ...".
+    pub tls: Option<String>,
+    pub tenant: String,
+    /// From arrival to this attempt's end.
+    pub latency: std::time::Duration,
+}
+
+/// The policy a queued message is delivered under now: a reload applies
+/// at the next attempt. Outbound mail resolves (sender's managed domain,
+/// recipient domain); inbound mail follows its route; a message without a
+/// sender domain (a DSN) keeps the policy it was queued with.
+pub fn effective_policy(config: &Config, lease: &Lease) -> Effective {
+    if let Some(domain) = lease.destination.strip_prefix(INBOUND_PREFIX) {
+        if let Some(route) = route_of(config, domain) {
+            return Effective {
+                level: route.level,
+                min_tls: route.min_tls,
+            };
+        }
+    } else if let Some((_, sender_domain)) = lease.mail_from.rsplit_once('@') {
+        let resolution = config.policy.resolve(
+            &sender_domain.to_ascii_lowercase(),
+            PeerQuery::Outbound {
+                recipient_domain: &lease.destination,
+            },
+        );
+        return Effective {
+            level: resolution.level,
+            min_tls: resolution.min_tls,
+        };
+    }
+    Effective {
+        level: lease
+            .policy
+            .level
+            .parse()
+            .unwrap_or(SecurityLevel::Opportunistic),
+        min_tls: lease.policy.min_tls.parse().unwrap_or(MinTlsVersion::Any),
+    }
+}
+
+fn route_of<'a>(config: &'a Config, domain: &str) -> Option<&'a crate::config::Route> {
+    let name: crate::policy::DomainName = domain.parse().ok()?;
+    config.routes.get(&name)
+}
+
+/// The next hop of a destination key.
+pub fn next_hop<'a>(config: &'a Config, destination: &'a str) -> NextHop<'a> {
+    match destination.strip_prefix(INBOUND_PREFIX) {
+        Some(domain) => match route_of(config, domain) {
+            Some(route) => NextHop::Route { domain, route },
+            None => NextHop::NoRoute { domain },
+        },
+        None => NextHop::Domain(destination),
+    }
+}
+
+/// The client settings under `config`.
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new(config.server.hostname.as_str());
+    if let Some(limit) = config.delivery.command_timeout {
+        client.timeouts = Timeouts::uniform(limit);
+    }
+    client
+}
+
+/// How a remote reply is kept as a reason: `host [ip] said: 550 5.1.1 text`.
+pub fn remote_reason(peer: &Peer, reply: &Reply) -> String {
+    format!("{} [{}] said: {reply}", peer.mx_host, peer.addr.ip())
+}
+
+/// The host and reply back from a [`remote_reason`] (for the DSN).
+pub fn parse_remote_reason(reason: &str) -> Option<(String, Reply)> {
+    let (host, reply) = reason.split_once(" said: ")?;
+    let host = host.split(" [").next()?.to_string();
+    let reply = crate::smtp::reply::parse_reply(format!("{reply}\r\n").as_bytes())?.ok()?;
+    Some((host, reply))
+}
+
+/// Runs one attempt and records it in the queue.
+pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
+    let started = Instant::now();
+    let config = shared.live.current();
+    let effective = effective_policy(&config, &lease);
+    let planner = Planner {
+        resolver: &shared.resolver,
+        mta_sts: &shared.mta_sts,
+        smtp_port: config.delivery.smtp_port,
+    };
+    let hop = next_hop(&config, &lease.destination);
+    let plan = planner.plan(&hop, &effective).await;
+    let level = effective.level;
+    let mut report = Report {
+        health: Health::NotTried,
+        delivered: 0,
+        deferred: 0,
+        failed: 0,
+        hosts: Vec::new(),
+        tls: None,
+        tenant: String::new(),
+        latency: std::time::Duration::ZERO,
+    };
+    let (outcomes, attempt) = match plan {
+        Plan::Fail(reason) => {
+            let reason = format!("{level}: {reason}");
+            report.health = Health::Reached;
+            all(
+                &lease,
+                |_| Outcome::Failed {
+                    reason: reason.clone(),
+                },
+                local_attempt(&reason),
+            )
+        }
+        Plan::Defer(reason) => {
+            let reason = format!("{level}: {reason}");
+            report.health = Health::Unreachable(reason.clone());
+            all(
+                &lease,
+                |_| Outcome::Deferred {
+                    reason: reason.clone(),
+                },
+                local_attempt(&reason),
+            )
+        }
+        Plan::Hops(hops) => {
+            report.hosts = hops.iter().map(|h| h.host.clone()).collect();
+            report.tls = hops.first().map(|h| h.tls.to_string());
+            let body = {
+                let queue = shared.queue.clone();
+                let lease = lease.clone();
+                tokio::task::spawn_blocking(move || queue.read_body(&lease)).await
+            };
+            match body {
+                Ok(Ok(body)) => {
+                    let client = Arc::new(client_config(&config));
+                    let run = Session {
+                        shared: &shared,
+                        pool: &pool,
+                        client,
+                        level,
+                    };
+                    let (outcomes, attempt, health) = run.deliver(&lease, &hops, &body).await;
+                    report.health = health;
+                    (outcomes, attempt)
+                }
+                Ok(Err(e)) => queue_trouble(&lease, &e),
+                Err(join) => queue_trouble(
+                    &lease,
+                    &QueueError::Io {
+                        path: shared.queue.path().to_path_buf(),
+                        detail: join.to_string(),
+                    },
+                ),
+            }
+        }
+    };
+    for (_, outcome) in &outcomes {
+        match outcome {
+            Outcome::Delivered { .. } => report.delivered += 1,
+            Outcome::Deferred { .. } => report.deferred += 1,
+            Outcome::Failed { .. } => report.failed += 1,
+        }
+    }
+    log_outcomes(&lease, &outcomes, &attempt, level, started);
+    if let Some(threshold) = config.delivery.delay_warning {
+        let old_enough = lease.arrived_at + threshold <= SystemTime::now();
+        if old_enough && report.deferred > 0 {
+            let (shared, config, lease, outcomes) = (
+                shared.clone(),
+                config.clone(),
+                lease.clone(),
+                outcomes.clone(),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                super::bounce::delay_warning(&shared, &config, &lease, &outcomes, threshold)
+            })
+            .await;
+        }
+    }
+    let tenant = lease.tenant.clone();
+    let latency = lease.arrived_at.elapsed().unwrap_or_default();
+    let retry = config.delivery.retry;
+    let queue = shared.queue.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        queue.record_attempt(lease, &outcomes, attempt, &retry)
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "recording a delivery attempt failed; the recipients are due again")
+        }
+        Err(e) => warn!(error = %e, "recording a delivery attempt failed"),
+    }
+    report.tenant = tenant;
+    report.latency = latency;
+    report
+}
+
+type Outcomes = Vec<(u16, Outcome)>;
+
+fn all(lease: &Lease, outcome: impl Fn(u16) -> Outcome, attempt: Attempt) -> (Outcomes, Attempt) {
+    (
+        lease
+            .recipients
+            .iter()
+            .map(|r| (r.index, outcome(r.index)))
+            .collect(),
+        attempt,
+    )
+}
+
+fn local_attempt(reason: &str) -> Attempt {
+    Attempt {
+        at: SystemTime::now(),
+        mx_host: None,
+        ip: None,
+        tls_version: None,
+        cipher: None,
+        authentication: QueueAuth::None,
+        reply_or_reason: reason.to_string(),
+    }
+}
+
+fn queue_trouble(lease: &Lease, e: &QueueError) -> (Outcomes, Attempt) {
+    let reason = format!("queue: {e}");
+    warn!(id = %lease.id, error = %e, "reading the message body failed");
+    all(
+        lease,
+        |_| Outcome::Deferred {
+            reason: reason.clone(),
+        },
+        local_attempt(&reason),
+    )
+}
+
+fn log_outcomes(
+    lease: &Lease,
+    outcomes: &Outcomes,
+    attempt: &Attempt,
+    level: SecurityLevel,
+    started: Instant,
+) {
+    for (index, outcome) in outcomes {
+        let to = lease
+            .recipients
+            .iter()
+            .find(|r| r.index == *index)
+            .map(|r| r.address.as_str())
+            .unwrap_or("");
+        let (result, detail) = match outcome {
+            Outcome::Delivered { reply } => ("delivered", reply),
+            Outcome::Deferred { reason } => ("deferred", reason),
+            Outcome::Failed { reason } => ("failed", reason),
+        };
+        info!(
+            id = %lease.id,
+            to,
+            destination = %lease.destination,
+            %level,
+            mx = attempt.mx_host.as_deref(),
+            tls = attempt.tls_version.as_deref(),
+            cipher = attempt.cipher.as_deref(),
+            authentication = ?attempt.authentication,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            result,
+            detail = %detail,
+            "delivery attempt"
+        );
+    }
+}
+
+/// The SMTP part of an attempt.
+struct Session<'a> {
+    shared: &'a Shared,
+    pool: &'a Pool,
+    client: Arc<ClientConfig>,
+    level: SecurityLevel,
+}
+
+/// How trying one address ended.
+enum Tried {
+    /// A transaction ran: outcomes per recipient.
+    Ran(Vec<RecipientOutcome>, Achieved),
+    /// The server would not take this message (nothing sent).
+    Refused(MessageRefusal, Achieved),
+    /// The body was sent and then the connection failed: fate unknown.
+    Unknown(ClientError),
+    /// Nothing of the message was accepted; try the next address.
+    Failed(String),
+}
+
+impl Session<'_> {
+    async fn deliver(
+        &self,
+        lease: &Lease,
+        hops: &[Hop],
+        body: &[u8],
+    ) -> (Outcomes, Attempt, Health) {
+        let from =
+            parse_reverse_path(&format!("<{}>", lease.mail_from)).unwrap_or(ReversePath::Null);
+        let to: Vec<ForwardPath> = lease
+            .recipients
+            .iter()
+            .filter_map(|r| parse_forward_path(&format!("<{}>", r.address)).ok())
+            .collect();
+        if to.len() != lease.recipients.len() {
+            let reason = "a queued recipient address no longer parses".to_string();
+            let (outcomes, attempt) = all(
+                lease,
+                |_| Outcome::Failed {
+                    reason: reason.clone(),
+                },
+                local_attempt(&reason),
+            );
+            return (outcomes, attempt, Health::NotTried);
+        }
+        let message = OutboundMessage {
+            from: &from,
+            to: &to,
+            body,
+        };
+        let mut problems: Vec<String> = Vec::new();
+        let mut refusal: Option<(MessageRefusal, Achieved)> = None;
+        for hop in hops {
+            for addr in &hop.addresses {
+                match self.try_address(hop, *addr, &message).await {
+                    Tried::Ran(outcomes, achieved) => {
+                        return self.ran(lease, outcomes, &achieved);
+                    }
+                    Tried::Refused(why, achieved) => {
+                        problems.push(format!("{} [{}]: {why}", hop.host, addr.ip()));
+                        refusal = Some((why, achieved));
+                        break;
+                    }
+                    Tried::Unknown(e) => {
+                        let reason = format!(
+                            "{}: connection lost after the message was sent, it may have been delivered: {e}",
+                            self.level
+                        );
+                        let mut attempt = local_attempt(&reason);
+                        attempt.mx_host = Some(hop.host.clone());
+                        attempt.ip = Some(addr.ip().to_string());
+                        let (outcomes, attempt) = all(
+                            lease,
+                            |_| Outcome::Deferred {
+                                reason: reason.clone(),
+                            },
+                            attempt,
+                        );
+                        return (outcomes, attempt, Health::Reached);
+                    }
+                    Tried::Failed(why) => problems.push(why),
+                }
+            }
+        }
+        if let Some((why, achieved)) = refusal {
+            // Every host that answered refused this message as it is.
+            let reason = format!("{}: {}", self.level, problems.join("; "));
+            let (code, a, b) = why.status();
+            debug!(status = %format!("{code}.{a}.{b}"), "message refused by every MX");
+            let attempt = attempt_from(&achieved, &reason);
+            let (outcomes, attempt) = all(
+                lease,
+                |_| Outcome::Failed {
+                    reason: reason.clone(),
+                },
+                attempt,
+            );
+            return (outcomes, attempt, Health::Reached);
+        }
+        let reason = format!("{}: {}", self.level, problems.join("; "));
+        let (outcomes, attempt) = all(
+            lease,
+            |_| Outcome::Deferred {
+                reason: reason.clone(),
+            },
+            local_attempt(&reason),
+        );
+        (outcomes, attempt, Health::Unreachable(reason))
+    }
+
+    /// One address: a pooled connection if one satisfies the message's
+    /// requirement (a fresh one when the pooled one turns out dead before
+    /// the message was sent), else a new connection.
+    async fn try_address(
+        &self,
+        hop: &Hop,
+        addr: SocketAddr,
+        message: &OutboundMessage<'_>,
+    ) -> Tried {
+        let params = match hop.params(self.shared.webpki.as_ref()) {
+            Ok(p) => p,
+            Err(e) => return Tried::Failed(format!("{} [{}]: {e}", hop.host, addr.ip())),
+        };
+        if let Some(mut conn) = self.pool.take(&hop.host, addr, &params) {
+            match self.send(hop, &mut conn, message).await {
+                Some(tried) => {
+                    self.release(hop, conn, &tried).await;
+                    return tried;
+                }
+                None => {
+                    debug!(host = %hop.host, %addr, "pooled connection was closed; opening a new one")
+                }
+            }
+        }
+        let peer = Peer {
+            mx_host: hop.host.clone(),
+            addr,
+        };
+        let connected = match Connection::connect(peer.clone(), &params, self.client.clone()).await
+        {
+            Err(e) if e.retry_cleartext_allowed() => match params.cleartext_retry() {
+                Some(retry) => {
+                    debug!(host = %hop.host, %addr, error = %e, "TLS handshake failed; retrying this host in cleartext (opportunistic)");
+                    Connection::connect(peer, &retry, self.client.clone()).await
+                }
+                None => Err(e),
+            },
+            other => other,
+        };
+        let mut conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => return Tried::Failed(e.to_string()),
+        };
+        match self.send(hop, &mut conn, message).await {
+            Some(tried) => {
+                self.release(hop, conn, &tried).await;
+                tried
+            }
+            None => Tried::Failed(format!(
+                "{} [{}]: connection closed before the message was sent",
+                hop.host,
+                addr.ip()
+            )),
+        }
+    }
+
+    /// Back to the pool after a transaction, or closed.
+    async fn release(&self, hop: &Hop, conn: Connection, tried: &Tried) {
+        if matches!(tried, Tried::Ran(..) | Tried::Refused(..)) {
+            if let Some(conn) = self.pool.put(&hop.host, conn) {
+                conn.quit().await;
+            }
+        }
+    }
+
+    /// Sends on `conn`; the caller pools or closes it. `None`: the
+    /// connection failed before the message was sent.
+    async fn send(
+        &self,
+        hop: &Hop,
+        conn: &mut Connection,
+        message: &OutboundMessage<'_>,
+    ) -> Option<Tried> {
+        let result = conn.send(message).await;
+        let achieved = conn.achieved().clone();
+        let tried = match result {
+            Ok(Delivery::Attempted(outcomes)) => Tried::Ran(outcomes, achieved),
+            Ok(Delivery::Refused(why)) => Tried::Refused(why, achieved),
+            Err(e) if body_was_sent(&e) => Tried::Unknown(e),
+            Err(e) => {
+                debug!(host = %hop.host, error = %e, "connection failed before the message was sent");
+                return None;
+            }
+        };
+        Some(tried)
+    }
+
+    fn ran(
+        &self,
+        lease: &Lease,
+        outcomes: Vec<RecipientOutcome>,
+        achieved: &Achieved,
+    ) -> (Outcomes, Attempt, Health) {
+        let peer = Peer {
+            mx_host: achieved.mx_host.clone(),
+            addr: achieved.peer,
+        };
+        let mut summary = String::new();
+        let mapped: Outcomes = lease
+            .recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, outcome)| {
+                let reason = remote_reason(&peer, outcome.reply());
+                if summary.is_empty() {
+                    summary = reason.clone();
+                }
+                let outcome = match outcome {
+                    RecipientOutcome::Delivered(_) => Outcome::Delivered { reply: reason },
+                    RecipientOutcome::TempFail(_) => Outcome::Deferred { reason },
+                    RecipientOutcome::PermFail(_) => Outcome::Failed { reason },
+                };
+                (r.index, outcome)
+            })
+            .collect();
+        (mapped, attempt_from(achieved, &summary), Health::Reached)
+    }
+}
+
+/// Whether an error came after the body was (partly) sent, so the server
+/// may have accepted the message.
+fn body_was_sent(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Timeout {
+            stage: Stage::Body,
+            ..
+        } | ClientError::Io {
+            stage: Stage::Body,
+            ..
+        } | ClientError::Closed {
+            stage: Stage::Body,
+            ..
+        } | ClientError::BadReply {
+            stage: Stage::Body,
+            ..
+        }
+    )
+}
+
+fn attempt_from(achieved: &Achieved, reason: &str) -> Attempt {
+    Attempt {
+        at: SystemTime::now(),
+        mx_host: Some(achieved.mx_host.clone()),
+        ip: Some(achieved.peer.ip().to_string()),
+        tls_version: achieved.tls_version.map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+            other => format!("{other:?}"),
+        }),
+        cipher: achieved.cipher.clone(),
+        authentication: match achieved.authentication {
+            Authentication::None => QueueAuth::None,
+            Authentication::Dane => QueueAuth::Dane,
+            Authentication::WebPki => QueueAuth::Webpki,
+        },
+        reply_or_reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_reasons_round_trip_for_the_dsn() {
+        let peer = Peer {
+            mx_host: "mx1.example.net".into(),
+            addr: "192.0.2.25:25".parse().expect("addr"),
+        };
+        let reply = Reply::new(550, (5, 1, 1), "no such user");
+        let reason = remote_reason(&peer, &reply);
+        assert_eq!(
+            reason,
+            "mx1.example.net [192.0.2.25] said: 550 5.1.1 no such user"
+        );
+        let (host, back) = parse_remote_reason(&reason).expect("parses");
+        assert_eq!(host, "mx1.example.net");
+        assert_eq!(back, reply);
+        assert_eq!(parse_remote_reason("mandatory: TLS not offered"), None);
+    }
+}

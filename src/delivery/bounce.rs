@@ -1,0 +1,291 @@
+//! Delivery status notifications: the bounces the queue owes (recipients
+//! that failed permanently or whose lifetime ran out) and optional delay
+//! warnings, built by [`crate::dsn`] (RFC 3464) and queued like any other
+//! message, from the null sender to the original sender.
+//!
+//! - Never a DSN for a message whose sender is null (RFC 5321 section
+//!   4.5.5): the bounce record is simply completed.
+//! - The DSN goes where the sender's mail goes: to the tenant's own server
+//!   (the managed domain's route) when the sender's domain is an enabled
+//!   managed domain, else to the sender domain's MX under the outbound
+//!   policy of the managed domain the original message was for.
+//! - A bounce record is completed only after its DSN is durable in the
+//!   queue; a crash in between sends the DSN again (at-least-once).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sealpost_queue::{
+    AcceptedPolicy, BounceDue, BouncedRecipient, Lease, MessageId, NewMessage, NewRecipient,
+    Outcome, Queue, QueueError,
+};
+use tracing::{info, warn};
+
+use super::attempt::{parse_remote_reason, Shared, INBOUND_PREFIX};
+use crate::config::Config;
+use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
+use crate::policy::PeerQuery;
+use crate::smtp::address::parse_reverse_path;
+use crate::smtp::{EnhancedCode, ReversePath};
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Queues the DSNs of up to `max` owed bounces; returns how many bounce
+/// records were completed.
+pub async fn send_bounces(shared: &Arc<Shared>, max: usize) -> usize {
+    let queue = shared.queue.clone();
+    let owed = match tokio::task::spawn_blocking(move || queue.take_bounces(max)).await {
+        Ok(Ok(owed)) => owed,
+        Ok(Err(e)) => {
+            warn!(error = %e, "reading owed bounces failed");
+            return 0;
+        }
+        Err(_) => return 0,
+    };
+    let mut done = 0;
+    for bounce in owed {
+        let shared = shared.clone();
+        let result = tokio::task::spawn_blocking(move || bounce_one(&shared, &bounce)).await;
+        match result {
+            Ok(Ok(())) => done += 1,
+            Ok(Err(e)) => warn!(error = %e, "queueing a DSN failed; it is tried again later"),
+            Err(e) => warn!(error = %e, "queueing a DSN failed"),
+        }
+    }
+    done
+}
+
+fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
+    let config = shared.live.current();
+    let queue = &shared.queue;
+    let now = SystemTime::now();
+    let reports: Vec<RecipientReport> = bounce
+        .recipients
+        .iter()
+        .map(|r| failure_report(r, unix(now)))
+        .collect();
+    let original = queue.message_body(bounce.id).unwrap_or_default();
+    let sender = sender_path(&bounce.mail_from);
+    let outcome = dsn::build(&DsnInput {
+        reporting_mta: config.server.hostname.as_str(),
+        original_sender: &sender,
+        arrival_date: bounce.id.millis() / 1000,
+        now: unix(now),
+        recipients: &reports,
+        original_message: &original,
+    });
+    match outcome {
+        Ok(DsnOutcome::Bounce(dsn)) => {
+            let managed = bounce
+                .recipients
+                .iter()
+                .filter_map(|r| {
+                    r.address
+                        .rsplit_once('@')
+                        .map(|(_, d)| d.to_ascii_lowercase())
+                })
+                .find(|d| config.policy.domain(d).is_some());
+            let id = queue_dsn(
+                queue,
+                &config,
+                &bounce.tenant,
+                &dsn.recipient.to_string(),
+                managed.as_deref(),
+                dsn.message,
+                &format!("bounce for message {}", bounce.id),
+            )?;
+            info!(original = %bounce.id, dsn = %id, to = %dsn.recipient, recipients = bounce.recipients.len(), "bounce queued");
+        }
+        Ok(DsnOutcome::NoBounceForNullSender) => {
+            info!(original = %bounce.id, recipients = bounce.recipients.len(), "no bounce: the sender is null");
+        }
+        Err(e) => {
+            warn!(original = %bounce.id, error = %e, "no DSN could be built; the bounce is dropped")
+        }
+    }
+    queue.bounce_done(bounce)
+}
+
+fn sender_path(mail_from: &str) -> ReversePath {
+    if mail_from.is_empty() {
+        return ReversePath::Null;
+    }
+    parse_reverse_path(&format!("<{mail_from}>")).unwrap_or(ReversePath::Null)
+}
+
+fn failure_report(r: &BouncedRecipient, now: u64) -> RecipientReport {
+    let remote = parse_remote_reason(&r.reason);
+    let status = match (&remote, r.expired) {
+        (Some((_, reply)), false) => dsn::status_of(reply),
+        // RFC 3463: 4.4.7 delivery time expired.
+        (_, true) => EnhancedCode(4, 4, 7),
+        (None, false) => EnhancedCode(5, 0, 0),
+    };
+    let (remote_mta, diagnostic) = match remote {
+        Some((host, reply)) => (Some(host), Some(reply)),
+        None => (None, None),
+    };
+    RecipientReport {
+        final_recipient: r.address.clone(),
+        original_recipient: None,
+        action: Action::Failed,
+        status,
+        local_reason: diagnostic.is_none().then(|| r.reason.clone()),
+        remote_mta,
+        diagnostic,
+        last_attempt: Some(now),
+        will_retry_until: None,
+    }
+}
+
+/// Queues a DSN for `to` (durable before it returns).
+fn queue_dsn(
+    queue: &Queue,
+    config: &Config,
+    tenant: &str,
+    to: &str,
+    managed_domain: Option<&str>,
+    message: Vec<u8>,
+    what: &str,
+) -> Result<MessageId, QueueError> {
+    let to_domain = to
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    let sender_is_ours = config.policy.domain(&to_domain).is_some_and(|d| d.enabled);
+    let (destination, policy) = if sender_is_ours {
+        (
+            format!("{INBOUND_PREFIX}{to_domain}"),
+            AcceptedPolicy {
+                level: "opportunistic".into(),
+                min_tls: "any".into(),
+                explanation: format!("{what}: to managed domain {to_domain} by its route"),
+            },
+        )
+    } else {
+        let resolution = config.policy.resolve(
+            managed_domain.unwrap_or(""),
+            PeerQuery::Outbound {
+                recipient_domain: &to_domain,
+            },
+        );
+        (
+            to_domain.clone(),
+            AcceptedPolicy {
+                level: resolution.level.to_string(),
+                min_tls: resolution.min_tls.to_string(),
+                explanation: format!("{what}: {resolution}"),
+            },
+        )
+    };
+    queue
+        .enqueue(NewMessage {
+            tenant: tenant.to_string(),
+            mail_from: String::new(),
+            mail_params: Vec::new(),
+            recipients: vec![NewRecipient {
+                address: to.to_string(),
+                destination,
+                params: Vec::new(),
+            }],
+            policy,
+            body: message,
+            arrived_at: SystemTime::now(),
+        })?
+        .wait()
+}
+
+/// Sends a delay warning for the recipients of `lease` deferred in this
+/// attempt when the message has just crossed `[delivery] delay_warning`
+/// (no earlier attempt was past it). Blocking (reads the message's
+/// attempt log); called only for messages older than the threshold.
+pub fn delay_warning(
+    shared: &Shared,
+    config: &Config,
+    lease: &Lease,
+    outcomes: &[(u16, Outcome)],
+    threshold: Duration,
+) {
+    if lease.mail_from.is_empty() {
+        return;
+    }
+    let now = SystemTime::now();
+    let crossed_at = lease.arrived_at + threshold;
+    if now < crossed_at {
+        return;
+    }
+    let Ok(info) = shared.queue.show(lease.id) else {
+        return;
+    };
+    let deferred: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Deferred { .. }))
+        .filter_map(|(index, _)| {
+            let r = info.recipients.iter().find(|r| r.index == *index)?;
+            let warned = r.attempts.iter().any(|a| a.attempt.at >= crossed_at);
+            (!warned).then_some(r.address.as_str())
+        })
+        .collect();
+    if deferred.is_empty() {
+        return;
+    }
+    let until = unix(lease.arrived_at + config.delivery.retry.lifetime);
+    let reports: Vec<RecipientReport> = deferred
+        .iter()
+        .map(|address| {
+            let reason = outcomes.iter().find_map(|(_, o)| match o {
+                Outcome::Deferred { reason } => Some(reason.clone()),
+                _ => None,
+            });
+            let remote = reason.as_deref().and_then(parse_remote_reason);
+            RecipientReport {
+                final_recipient: address.to_string(),
+                original_recipient: None,
+                action: Action::Delayed,
+                status: remote
+                    .as_ref()
+                    .map(|(_, reply)| dsn::status_of(reply))
+                    .unwrap_or(EnhancedCode(4, 0, 0)),
+                local_reason: if remote.is_none() { reason } else { None },
+                remote_mta: remote.as_ref().map(|(h, _)| h.clone()),
+                diagnostic: remote.map(|(_, reply)| reply),
+                last_attempt: Some(unix(now)),
+                will_retry_until: Some(until),
+            }
+        })
+        .collect();
+    let original = shared.queue.message_body(lease.id).unwrap_or_default();
+    let sender = sender_path(&lease.mail_from);
+    let built = dsn::build(&DsnInput {
+        reporting_mta: config.server.hostname.as_str(),
+        original_sender: &sender,
+        arrival_date: unix(lease.arrived_at),
+        now: unix(now),
+        recipients: &reports,
+        original_message: &original,
+    });
+    if let Ok(DsnOutcome::Bounce(dsn)) = built {
+        let managed = deferred
+            .iter()
+            .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .find(|d| config.policy.domain(d).is_some());
+        match queue_dsn(
+            &shared.queue,
+            config,
+            &lease.tenant,
+            &dsn.recipient.to_string(),
+            managed.as_deref(),
+            dsn.message,
+            &format!("delay warning for message {}", lease.id),
+        ) {
+            Ok(id) => {
+                info!(original = %lease.id, dsn = %id, recipients = deferred.len(), "delay warning queued")
+            }
+            Err(e) => warn!(original = %lease.id, error = %e, "queueing a delay warning failed"),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The real `sealpost` binary as a child process: started on a config in a
+//! temporary directory, logging JSON to a file the test can search,
+//! stopped with SIGTERM, killed with SIGKILL and restarted on the same
+//! data directory.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+pub struct Sealpost {
+    child: Option<Child>,
+    /// The SMTP listener.
+    pub smtp: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sealpost {
+    /// Writes `config(smtp_port)` to `sealpost.toml` in a new temporary
+    /// directory (relative paths in it land there) and starts `serve`.
+    pub fn start(config: impl Fn(u16) -> String) -> Sealpost {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        std::fs::write(dir.path().join("sealpost.toml"), config(port)).expect("write config");
+        let mut sealpost = Sealpost {
+            child: None,
+            smtp: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        sealpost.spawn();
+        sealpost
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sealpost.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("sealpost.log")
+    }
+
+    /// Starts `serve` again (after [`Sealpost::kill`] or [`Sealpost::stop`]).
+    pub fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(["--config"])
+            .arg(self.config_path())
+            .args(["--log-format", "json", "--log-level", "info", "serve"])
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start sealpost");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.smtp).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("sealpost exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sealpost did not listen on {}:\n{}", self.smtp, self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// Sends a signal by name (`-HUP`, `-TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(status.success(), "sealpost exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("sealpost did not stop on SIGTERM");
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The JSON log events whose message is `message`, as their `fields`.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|event| event.get("fields").cloned())
+            .filter(|fields| fields.get("message").and_then(|m| m.as_str()) == Some(message))
+            .collect()
+    }
+
+    /// Waits until `done(self)` holds (polling), at most `limit`.
+    pub fn wait_for(&self, limit: Duration, done: impl Fn(&Sealpost) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+}
+
+impl Drop for Sealpost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `[dns]` for a test DNS server: its address and trust anchor file.
+pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
+    let servers: Vec<String> = settings
+        .nameservers
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let anchor = match &settings.trust_anchor {
+        sealpost::dns::TrustAnchorSource::DnskeyFile(path) => {
+            format!("trust_anchor = \"{}\"\n", path.display())
+        }
+        sealpost::dns::TrustAnchorSource::IanaRoot => String::new(),
+    };
+    format!("[dns]\nnameservers = [{}]\n{anchor}", servers.join(", "))
+}
+
+/// `[dns]` pointing at a closed local port: lookups fail fast and nothing
+/// leaves the machine.
+pub const NO_DNS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+
+/// Submits one message to sealpost at `addr` with sealpost's own client
+/// (STARTTLS when offered); `Ok(queue id)` on 250, else the reply or error.
+pub async fn submit(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    body: &[u8],
+) -> Result<String, String> {
+    use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
+    use sealpost::smtp::client::{
+        ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+        TlsParams, TlsRequirement,
+    };
+    let mut config = ClientConfig::new("submitter.test");
+    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    let params = TlsParams::new(
+        TlsRequirement::Opportunistic,
+        sealpost::policy::MinTlsVersion::Any,
+        "localhost",
+    )
+    .map_err(|e| e.to_string())?;
+    let peer = Peer {
+        mx_host: "sealpost".into(),
+        addr,
+    };
+    let mut conn = Connection::connect(peer, &params, std::sync::Arc::new(config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = parse_reverse_path(&format!("<{from}>")).map_err(|e| e.to_string())?;
+    let to: Vec<_> = to
+        .iter()
+        .map(|t| parse_forward_path(&format!("<{t}>")).expect("test address"))
+        .collect();
+    let sent = conn
+        .send(&OutboundMessage {
+            from: &from,
+            to: &to,
+            body,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.quit().await;
+    match sent {
+        Delivery::Attempted(outcomes) => match outcomes.first() {
+            Some(RecipientOutcome::Delivered(reply)) => Ok(reply
+                .text()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            Some(other) => Err(other.reply().to_string()),
+            None => Err("no outcome".into()),
+        },
+        Delivery::Refused(why) => Err(why.to_string()),
+    }
+}
