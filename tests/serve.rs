@@ -14,15 +14,14 @@ use rustls::pki_types::ServerName;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
 use tokio::net::TcpStream;
 
-use support::serve::{starttls, Server};
+use support::sealpost::{starttls, Sealpost};
 use support::smtp::{code, command, read_reply as reply};
 
-impl Server {
-    /// The relay and policy configuration most tests use.
-    fn start() -> Server {
-        Server::start_with(|port| {
-            format!(
-                r#"
+/// The relay and policy configuration most tests use.
+fn start_relay_test() -> Sealpost {
+    Sealpost::start(|port| {
+        format!(
+            r#"
 [server]
 hostname = "mx.sealpost.test"
 data_dir = "data"
@@ -62,17 +61,16 @@ enabled = false
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
 "#
-            )
-        })
-    }
+        )
+    })
 }
 
 #[tokio::test]
 async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably() {
-    let mut server = Server::start();
+    let mut server = start_relay_test();
 
     // Plaintext session from 127.0.0.1.
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut tcp).await.code, 220);
     let ehlo = command(&mut tcp, "EHLO client.test").await;
     assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
@@ -127,7 +125,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     assert_eq!(command(&mut tcp, "QUIT").await.code, 221);
 
     // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
-    let mut tls12 = starttls(server.addr, support::pki::TLS12_ONLY).await;
+    let mut tls12 = starttls(server.smtp, support::pki::TLS12_ONLY).await;
     assert_eq!(
         command(&mut tls12, "MAIL FROM:<alice@sender.test>")
             .await
@@ -139,7 +137,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     assert!(refused.lines[0].contains("TLSv1.2"), "{refused:?}");
 
     // TLS 1.3 meets it.
-    let mut tls13 = starttls(server.addr, support::pki::TLS13_ONLY).await;
+    let mut tls13 = starttls(server.smtp, support::pki::TLS13_ONLY).await;
     assert_eq!(
         command(&mut tls13, "MAIL FROM:<alice@sender.test>")
             .await
@@ -159,7 +157,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     drop(tls12);
 
     // A client that drops the connection in the middle of DATA.
-    let mut dropped = TcpStream::connect(server.addr).await.expect("connect");
+    let mut dropped = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut dropped).await.code, 220);
     command(&mut dropped, "EHLO client.test").await;
     assert_eq!(
@@ -266,7 +264,7 @@ async fn configured_certificates_are_chosen_by_sni_and_reloaded_on_sighup() {
     std::fs::write(file("mx2.crt"), &second.cert_pem).expect("write");
     std::fs::write(file("mx2.key"), &second.key_pem).expect("write");
     let dir = certs.path().display().to_string();
-    let mut server = Server::start_with(|port| {
+    let mut server = Sealpost::start(|port| {
         format!(
             r#"
 [server]
@@ -289,11 +287,11 @@ key = "{dir}/mx2.key"
     });
 
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         first.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
 
@@ -303,7 +301,7 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     let mut now_presented = Vec::new();
     for _ in 0..100 {
-        now_presented = presented(server.addr, &ca, "mx.sealpost.test").await;
+        now_presented = presented(server.smtp, &ca, "mx.sealpost.test").await;
         if now_presented == renewed.cert.to_vec() {
             break;
         }
@@ -320,11 +318,11 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         renewed.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
     server.stop();

@@ -13,7 +13,7 @@ use base64::Engine;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
 use tokio::net::TcpStream;
 
-use support::serve::{starttls, Server};
+use support::sealpost::{starttls, Sealpost, NO_DNS};
 use support::smtp::{code, command, read_reply as reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
@@ -46,7 +46,7 @@ async fn an_authenticated_session_relays_for_its_tenant_only() {
     let empty = hash_password("");
     assert_eq!(empty.status.code(), Some(1));
 
-    let mut server = Server::start_with(|port| {
+    let mut server = Sealpost::start(|port| {
         format!(
             r#"
 [server]
@@ -55,6 +55,8 @@ data_dir = "data"
 
 [[listeners]]
 address = "127.0.0.1:{port}"
+
+{NO_DNS}
 
 [[domains]]
 name = "acme.example"
@@ -73,7 +75,7 @@ users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
     });
 
     // Plaintext: not offered, not accepted.
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut tcp).await.code, 220);
     let ehlo = command(&mut tcp, "EHLO client.test").await;
     assert!(
@@ -87,7 +89,7 @@ users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
     );
     drop(tcp);
 
-    let mut tls = starttls(server.addr, support::pki::ALL_VERSIONS).await;
+    let mut tls = starttls(server.smtp, support::pki::ALL_VERSIONS).await;
     let ehlo = command(&mut tls, "EHLO client.test").await;
     assert!(
         ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"),

@@ -19,7 +19,7 @@ use sealpost::mta_sts::{
     PolicyFetcher, StaticHosts, TrustRoots,
 };
 use support::pki::TestCa;
-use support::serve::{free_port, wait_listening, Server};
+use support::sealpost::{free_port, Sealpost, NO_DNS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
 
@@ -33,6 +33,7 @@ data_dir = "data"
 [[listeners]]
 address = "127.0.0.1:{port}"
 
+{NO_DNS}
 [mta_sts_host]
 listen = ["127.0.0.1:{https}"]
 
@@ -77,7 +78,7 @@ fn fetcher(ca: &TestCa, port: u16) -> HttpsPolicyFetcher {
 }
 
 /// `sealpost dns-records a.test`: its stdout, and the `_mta-sts` id.
-fn dns_records(server: &Server) -> (String, String) {
+fn dns_records(server: &Sealpost) -> (String, String) {
     let output = Command::new(BIN)
         .args(["--config", server.config_path().to_str().expect("utf-8")])
         .args(["dns-records", "a.test"])
@@ -123,9 +124,15 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
         std::fs::write(dir.path().join(name), text).expect("write");
     }
     let https = free_port();
-    let mut server = Server::start_in(dir, |port| config(port, https, "enforce", true));
+    let mut server = Sealpost::start_in(dir, |port| config(port, https, "enforce", true));
     let https_addr: SocketAddr = format!("127.0.0.1:{https}").parse().expect("addr");
-    assert!(wait_listening(https_addr), "the policy host listens");
+    assert!(
+        server.wait_for(Duration::from_secs(10), |_| {
+            std::net::TcpStream::connect(https_addr).is_ok()
+        }),
+        "the policy host listens:\n{}",
+        server.log()
+    );
     let fetcher = fetcher(&ca, https);
 
     // a.test: the configured policy, over a certificate valid for its name.
@@ -170,7 +177,7 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
     // Switch to testing and reload: the policy served and its id change.
     std::fs::write(
         server.config_path(),
-        config(server.addr.port(), https, "testing", true),
+        config(server.smtp.port(), https, "testing", true),
     )
     .expect("write");
     server.signal("-HUP");
@@ -191,7 +198,7 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
     // Disabling the domain withdraws its policy.
     std::fs::write(
         server.config_path(),
-        config(server.addr.port(), https, "testing", false),
+        config(server.smtp.port(), https, "testing", false),
     )
     .expect("write");
     server.signal("-HUP");
@@ -242,7 +249,7 @@ fn serve_stops_when_the_policy_host_cannot_listen() {
     let path = dir.path().join("sealpost.toml");
     let text = format!(
         "[server]\ndata_dir = \"data\"\n\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\n\
-         [mta_sts_host]\nlisten = [\"127.0.0.1:{https}\"]\n",
+         {NO_DNS}\n[mta_sts_host]\nlisten = [\"127.0.0.1:{https}\"]\n",
         free_port()
     );
     std::fs::write(&path, text).expect("write");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use support::serve::Server;
+use support::sealpost::Sealpost;
 use support::smtp::{code, command, read_reply as reply};
 
 const CONFIG: &str = r#"
@@ -19,6 +19,10 @@ data_dir = "data"
 
 [[listeners]]
 address = "127.0.0.1:PORT"
+
+# Lookups fail fast and stay on this machine.
+[dns]
+nameservers = ["127.0.0.1:9"]
 
 [[domains]]
 name = "listed.example"
@@ -37,8 +41,8 @@ recipients = "listed-off.txt"
 "#;
 
 /// One transaction's RCPT replies (`CODE X.Y.Z`), then RSET.
-async fn rcpt_codes(server: &Server, recipients: &[&str]) -> Vec<String> {
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+async fn rcpt_codes(server: &Sealpost, recipients: &[&str]) -> Vec<String> {
+    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut tcp).await.code, 220);
     assert_eq!(command(&mut tcp, "EHLO client.test").await.code, 250);
     assert_eq!(
@@ -69,7 +73,7 @@ async fn unknown_local_parts_are_refused_and_sighup_rereads_the_list() {
     let list = dir.path().join("listed.txt");
     std::fs::write(&list, "# staff\nalice\nBob@listed.example\n").expect("write");
     std::fs::write(dir.path().join("listed-off.txt"), "x\n").expect("write");
-    let mut server = Server::start_in(dir, |port| CONFIG.replace("PORT", &port.to_string()));
+    let mut server = Sealpost::start_in(dir, |port| CONFIG.replace("PORT", &port.to_string()));
 
     let table = [
         ("alice@listed.example", "250 2.1.5"),
@@ -100,7 +104,14 @@ async fn unknown_local_parts_are_refused_and_sighup_rereads_the_list() {
     // A broken list on reload: the configuration in force stays.
     std::fs::write(&list, "alice\nnot valid\n").expect("write");
     server.signal("-HUP");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let failed = "reload failed; the configuration and certificates in force stay";
+    assert!(
+        server.wait_for(Duration::from_secs(10), |s| !s.events(failed).is_empty()),
+        "the broken list is refused:\n{}",
+        server.log()
+    );
+    let error = server.events(failed)[0]["error"].to_string();
+    assert!(error.contains("listed.txt:2:1: bad recipient"), "{error}");
     assert_eq!(
         rcpt_codes(&server, &["carol@listed.example", "dave@listed.example"]).await,
         ["250 2.1.5", "550 5.1.1"]

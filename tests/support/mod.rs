@@ -11,6 +11,5 @@ pub mod https;
 pub mod pki;
 pub mod proxy;
 pub mod sealpost;
-pub mod serve;
 pub mod smtp;
 pub mod sts;
