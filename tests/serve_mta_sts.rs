@@ -182,7 +182,7 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
     .expect("write");
     server.signal("-HUP");
     let mut mode = None;
-    for _ in 0..100 {
+    for _ in 0..500 {
         let body = fetcher.fetch("a.test").await.expect("the policy of a.test");
         mode = Policy::parse(&body).ok().map(|p| p.mode);
         if mode == Some(Mode::Testing) {
@@ -203,7 +203,7 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
     .expect("write");
     server.signal("-HUP");
     let mut result = Ok(String::new());
-    for _ in 0..100 {
+    for _ in 0..500 {
         result = fetcher.fetch("a.test").await;
         if result.is_err() {
             break;
