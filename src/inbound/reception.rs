@@ -5,8 +5,9 @@
 //!   a sender domain that is an enabled managed domain of that tenant, may
 //!   relay to any recipient (outbound mail; the TLS peer is the recipient
 //!   domain). So may a session authenticated (SMTP AUTH, RFC 4954) as one
-//!   of the tenant's users. Any other client may only reach enabled managed domains
-//!   (inbound mail; bare `<Postmaster>` is ours, RFC 5321 section 4.5.1).
+//!   of the tenant's users. Any other client may only reach enabled
+//!   managed domains (inbound mail; bare `<Postmaster>` is ours, RFC 5321
+//!   section 4.5.1).
 //!   Everything else gets `554 5.7.1 Relay access denied`: never an open
 //!   relay.
 //! - Valid recipients: a managed domain may list its recipients
@@ -510,6 +511,47 @@ inbound.default = { level = "mandatory" }
             &mailbox("bob@other.example"),
         );
         assert_eq!(elsewhere.err().map(|r| r.code), Some(554));
+    }
+
+    #[test]
+    fn an_authenticated_session_relays_for_its_tenant() {
+        let hash = crate::auth::hash_password(b"pw", crate::auth::MIN_ITERATIONS)
+            .expect("hash")
+            .to_string();
+        let (reception, _dir) = reception(&format!(
+            r#"
+[[domains]]
+name = "acme.example"
+tenant = "acme"
+
+[[domains]]
+name = "globex.example"
+tenant = "globex"
+
+[[tenants]]
+name = "acme"
+users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
+"#
+        ));
+        let config = reception.live.current();
+        let sender = |address: &str| match mailbox(address) {
+            ForwardPath::Mailbox(m) => ReversePath::Mailbox(m),
+            ForwardPath::Postmaster => ReversePath::Null,
+        };
+        let to = mailbox("bob@elsewhere.test");
+        let mut authed = conn();
+        authed.authenticated = Some("Relay@Acme".into());
+        let table = [
+            (&authed, sender("a@acme.example"), Ok("elsewhere.test")),
+            (&authed, sender("a@globex.example"), Err(554)),
+            (&authed, ReversePath::Null, Err(554)),
+            (&conn(), sender("a@acme.example"), Err(554)),
+        ];
+        for (conn, from, want) in table {
+            let got = reception.route(&config, conn, &from, &to);
+            let got = got.map(|r| r.destination).map_err(|r| r.code);
+            assert_eq!(got.as_deref().map_err(|c| *c), want, "{from}");
+        }
     }
 
     #[test]
