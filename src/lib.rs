@@ -20,6 +20,7 @@ pub mod live;
 pub mod logging;
 pub mod mta_sts;
 pub mod policy;
+pub mod probe;
 pub mod server;
 pub mod smtp;
 pub mod tls;

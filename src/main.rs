@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sealpost::cli::{self, ExplainRequest, GlobalOptions};
+use sealpost::cli::{self, ExplainRequest, GlobalOptions, ProbeRequest};
 use sealpost::logging::LogFormat;
 use sealpost::policy::Direction;
 
@@ -53,6 +53,20 @@ enum Command {
         /// The managed domain.
         domain: String,
         /// Print JSON instead of zone-file lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each security level would do with mail for a domain:
+    /// MX, TLSA (DNSSEC), MTA-STS, and a STARTTLS session with every MX
+    /// address (EHLO, STARTTLS, EHLO, QUIT; no mail is sent).
+    Probe {
+        /// The recipient domain.
+        domain: String,
+        /// A managed domain: also show (and mark) the level sealpost applies
+        /// to mail from it to <DOMAIN>.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +136,10 @@ fn main() -> ExitCode {
         }
         Command::DnsRecords { domain, json } => {
             cli::dns_records_command(&global, &domain, json, &mut out, &mut err)
+        }
+        Command::Probe { domain, from, json } => {
+            let request = ProbeRequest { domain, from, json };
+            cli::probe(&global, &request, &mut out, &mut err)
         }
     };
     match status {

@@ -326,3 +326,37 @@ fn finished_message_attempt_log_is_retained_when_configured() {
         Err(QueueError::NotFound { .. })
     ));
 }
+
+#[test]
+fn due_tenants_names_each_tenant_with_due_mail_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    for (tenant, n) in [("flood", 3), ("quiet", 1)] {
+        for _ in 0..n {
+            q.enqueue(message(tenant, &[("a@x.test", "x.test")], b"m"))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+    }
+    assert_eq!(q.due_tenants(at(1)), vec!["flood", "quiet"]);
+    // Leasing every message of a tenant leaves its keys in the index until
+    // the attempt is recorded; take_due_tenant then finds nothing new.
+    let leases = q.take_due_tenant(at(1), "quiet", 10).unwrap();
+    assert_eq!(leases.len(), 1);
+    assert!(q.take_due_tenant(at(1), "quiet", 10).unwrap().is_empty());
+    let lease = leases.into_iter().next().unwrap();
+    q.record_attempt(
+        lease,
+        &[(
+            0,
+            Outcome::Delivered {
+                reply: "250 ok".into(),
+            },
+        )],
+        attempt(2, "250 ok"),
+        &RetryPolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(q.due_tenants(at(3)), vec!["flood"]);
+}

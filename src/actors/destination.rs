@@ -100,8 +100,10 @@ impl Destination {
             let work = attempt(self.shared.clone(), self.pool.clone(), lease);
             ctx.spawn(work.into_actor(self).map(|report, act, ctx| {
                 act.active -= 1;
+                act.scheduler.do_send(Done {
+                    tenant: report.tenant.clone(),
+                });
                 act.on_report(report);
-                act.scheduler.do_send(Done);
                 act.pump(ctx);
             }));
         }
@@ -148,6 +150,7 @@ impl Destination {
             };
             let queue = shared.queue.clone();
             let id = lease.id;
+            let tenant = lease.tenant.clone();
             let result = tokio::task::spawn_blocking(move || {
                 queue.record_attempt(lease, &outcomes, attempt, &retry)
             })
@@ -155,7 +158,7 @@ impl Destination {
             if let Ok(Err(e)) = result {
                 warn!(%id, error = %e, "recording a deferral failed");
             }
-            scheduler.do_send(Done);
+            scheduler.do_send(Done { tenant });
         };
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
             act.active -= 1;

@@ -7,12 +7,14 @@
 
 mod dns_records;
 mod explain;
+mod probe;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
+pub use probe::{probe, probe_settings, ProbeRequest};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};

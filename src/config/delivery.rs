@@ -31,6 +31,8 @@ pub struct DeliveryConfig {
     pub connections_per_destination: usize,
     /// Messages carried by one connection before it is closed.
     pub messages_per_connection: u32,
+    /// Leases of one tenant in flight at most (its share of the engine).
+    pub in_flight_per_tenant: usize,
     /// An idle pooled connection is closed after this long.
     pub idle_timeout: Duration,
     /// The first pause of a destination that could not be reached at all;
@@ -49,6 +51,7 @@ impl Default for DeliveryConfig {
             delay_warning: None,
             connections_per_destination: 16,
             messages_per_connection: 100,
+            in_flight_per_tenant: 1024,
             idle_timeout: Duration::from_secs(5),
             destination_backoff: Duration::from_secs(60),
             max_destination_backoff: Duration::from_secs(30 * 60),
@@ -278,6 +281,18 @@ impl Validator<'_> {
                     &n.span(),
                     Kind::OutOfRange {
                         key: "delivery.connections_per_destination",
+                        range: "1 or more",
+                    },
+                ),
+            }
+        }
+        if let Some(n) = &d.in_flight_per_tenant {
+            match usize::try_from(*n.get_ref()) {
+                Ok(n) if n > 0 => config.in_flight_per_tenant = n,
+                _ => self.error(
+                    &n.span(),
+                    Kind::OutOfRange {
+                        key: "delivery.in_flight_per_tenant",
                         range: "1 or more",
                     },
                 ),

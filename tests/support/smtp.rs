@@ -201,7 +201,7 @@ impl TestSmtpServer {
     ) -> TestSmtpServer {
         let listener = Listener::bind(&[address])
             .await
-            .expect("bind the test server");
+            .unwrap_or_else(|e| panic!("bind {address}: {e:?}"));
         let addr = listener.local_addrs()[0];
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {
