@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;

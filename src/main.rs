@@ -40,6 +40,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Hash a password for `[[tenants]] users` (SMTP AUTH); the password is
+    /// read from the first line of standard input.
+    HashPassword {
+        /// PBKDF2 iterations.
+        #[arg(long, default_value_t = sealpost::auth::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+    /// Print the DNS records a managed domain publishes for its hosted
+    /// MTA-STS policy (`_mta-sts` and `_smtp._tls` TXT).
+    DnsRecords {
+        /// The managed domain.
+        domain: String,
+        /// Print JSON instead of zone-file lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what each security level would do with mail for a domain:
     /// MX, TLSA (DNSSEC), MTA-STS, and a STARTTLS session with every MX
     /// address (EHLO, STARTTLS, EHLO, QUIT; no mail is sent).
@@ -114,6 +130,12 @@ fn main() -> ExitCode {
                 direction,
             };
             cli::policy_explain(&global, &request, json, &mut out, &mut err)
+        }
+        Command::HashPassword { iterations } => {
+            cli::hash_password_command(iterations, &mut std::io::stdin().lock(), &mut out, &mut err)
+        }
+        Command::DnsRecords { domain, json } => {
+            cli::dns_records_command(&global, &domain, json, &mut out, &mut err)
         }
         Command::Probe { domain, from, json } => {
             let request = ProbeRequest { domain, from, json };

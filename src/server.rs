@@ -1,6 +1,7 @@
 //! `sealpost serve`: opens the queue, makes or loads the STARTTLS
 //! certificate, and runs the SMTP listeners with the inbound reception
-//! until SIGINT or SIGTERM.
+//! and, when `[mta_sts_host]` lists addresses, the HTTPS server of the
+//! hosted MTA-STS policies (RFC 8461 section 3.3), until SIGINT or SIGTERM.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
+use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -30,6 +32,11 @@ pub enum ServeError {
     Listen(#[from] ListenerError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the MTA-STS policy host cannot listen on {address}: {source}")]
+    PolicyHostListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the DNS resolver: {0}")]
     Resolver(#[from] crate::dns::ResolverError),
     #[error("the MTA-STS policy cache: {0}")]
@@ -55,11 +62,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certificates.clone());
-    let certificates_for_reload = certificates;
+    let certificates_for_reload = certificates.clone();
 
     let session = Arc::new(SessionConfig {
         hostname: hostname.clone(),
         tls_available: true,
+        // Offered under TLS only; with no `[[tenants]] users` every attempt
+        // is refused. Always on so a reload can add the first user.
+        auth_available: true,
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
@@ -76,6 +86,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let mta_sts = shared.mta_sts.clone();
     let served = runtime.block_on(async move {
         let listener = Listener::bind(&addrs).await?;
+        start_policy_host(&live, certificates).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
@@ -167,6 +178,47 @@ fn read_pem_certificates(
         return Err("no PEM certificate in the file".into());
     }
     Ok(certs)
+}
+
+/// Serves the hosted MTA-STS policies on every `[mta_sts_host] listen`
+/// address, with the STARTTLS certificates (chosen by SNI), and keeps the
+/// served set in step with the configuration in force.
+async fn start_policy_host(
+    live: &Arc<LiveConfig>,
+    certificates: Arc<SniCertResolver>,
+) -> Result<(), ServeError> {
+    let config = live.current();
+    if config.mta_sts_host.listen.is_empty() {
+        return Ok(());
+    }
+    let mut listeners = Vec::with_capacity(config.mta_sts_host.listen.len());
+    for &address in &config.mta_sts_host.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::PolicyHostListen { address, source })?;
+        listeners.push(listener);
+    }
+    let host = Arc::new(PolicyHost::new(&config.hosted_policies()));
+    let tls = mta_sts::host::server_config(certificates)?;
+    for listener in listeners {
+        tokio::spawn(
+            host.clone()
+                .serve(listener, tls.clone(), ServeLimits::default()),
+        );
+    }
+    let mut changes = live.subscribe();
+    let live = live.clone();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            host.replace(&live.current().hosted_policies());
+        }
+    });
+    info!(
+        addresses = ?config.mta_sts_host.listen,
+        domains = config.hosted_policies().len(),
+        "serving hosted MTA-STS policies"
+    );
+    Ok(())
 }
 
 /// Loads every configured certificate (or makes the self-signed default)

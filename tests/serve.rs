@@ -6,32 +6,22 @@
 //! leaves nothing behind).
 mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sealpost::tls::Unauthenticated;
 use sealpost_queue::{ListFilter, Queue, QueueOptions};
 use tokio::net::TcpStream;
 
+use support::sealpost::{starttls, Sealpost};
 use support::smtp::{code, command, read_reply as reply};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// The relay and policy configuration most tests use.
-    fn start() -> Server {
-        Server::start_with(|port| {
-            format!(
-                r#"
+/// The relay and policy configuration most tests use.
+fn start_relay_test() -> Sealpost {
+    Sealpost::start(|port| {
+        format!(
+            r#"
 [server]
 hostname = "mx.sealpost.test"
 data_dir = "data"
@@ -71,99 +61,16 @@ enabled = false
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
 "#
-            )
-        })
-    }
-
-    /// Starts `sealpost serve` on the configuration `config(port)` makes.
-    fn start_with(config: impl Fn(u16) -> String) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = config(port);
-        let path = dir.path().join("sealpost.toml");
-        std::fs::write(&path, config).expect("write config");
-        let child = Command::new(BIN)
-            .args(["--config", path.to_str().expect("utf-8"), "serve"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sealpost");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        // From here on, Drop kills and reaps the child whatever happens.
-        let server = Server { child, addr, dir };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not start listening on {addr}");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "sealpost exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn starttls(
-    addr: SocketAddr,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
-    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unauthenticated::new()))
-        .with_no_client_auth();
-    let name = ServerName::try_from("mx.sealpost.test").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake with sealpost");
-    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
-    tls
+        )
+    })
 }
 
 #[tokio::test]
 async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably() {
-    let mut server = Server::start();
+    let mut server = start_relay_test();
 
     // Plaintext session from 127.0.0.1.
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut tcp).await.code, 220);
     let ehlo = command(&mut tcp, "EHLO client.test").await;
     assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
@@ -218,7 +125,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     assert_eq!(command(&mut tcp, "QUIT").await.code, 221);
 
     // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
-    let mut tls12 = starttls(server.addr, support::pki::TLS12_ONLY).await;
+    let mut tls12 = starttls(server.smtp, support::pki::TLS12_ONLY).await;
     assert_eq!(
         command(&mut tls12, "MAIL FROM:<alice@sender.test>")
             .await
@@ -230,7 +137,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     assert!(refused.lines[0].contains("TLSv1.2"), "{refused:?}");
 
     // TLS 1.3 meets it.
-    let mut tls13 = starttls(server.addr, support::pki::TLS13_ONLY).await;
+    let mut tls13 = starttls(server.smtp, support::pki::TLS13_ONLY).await;
     assert_eq!(
         command(&mut tls13, "MAIL FROM:<alice@sender.test>")
             .await
@@ -250,7 +157,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     drop(tls12);
 
     // A client that drops the connection in the middle of DATA.
-    let mut dropped = TcpStream::connect(server.addr).await.expect("connect");
+    let mut dropped = TcpStream::connect(server.smtp).await.expect("connect");
     assert_eq!(reply(&mut dropped).await.code, 220);
     command(&mut dropped, "EHLO client.test").await;
     assert_eq!(
@@ -357,7 +264,7 @@ async fn configured_certificates_are_chosen_by_sni_and_reloaded_on_sighup() {
     std::fs::write(file("mx2.crt"), &second.cert_pem).expect("write");
     std::fs::write(file("mx2.key"), &second.key_pem).expect("write");
     let dir = certs.path().display().to_string();
-    let mut server = Server::start_with(|port| {
+    let mut server = Sealpost::start(|port| {
         format!(
             r#"
 [server]
@@ -380,11 +287,11 @@ key = "{dir}/mx2.key"
     });
 
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         first.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
 
@@ -394,7 +301,7 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     let mut now_presented = Vec::new();
     for _ in 0..100 {
-        now_presented = presented(server.addr, &ca, "mx.sealpost.test").await;
+        now_presented = presented(server.smtp, &ca, "mx.sealpost.test").await;
         if now_presented == renewed.cert.to_vec() {
             break;
         }
@@ -411,11 +318,11 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         renewed.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
     server.stop();

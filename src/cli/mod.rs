@@ -5,12 +5,14 @@
 //! Exit codes: 0 success, 1 the configuration or the request is invalid (or
 //! the command is not implemented yet), 2 bad usage (clap's own).
 
+mod dns_records;
 mod explain;
 mod probe;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};
 
@@ -142,6 +144,30 @@ pub fn config_check(
         out,
         "  peer entries:    {outbound} outbound, {inbound} inbound ({mandatory} stricter than opportunistic)"
     )?;
+    let listed: usize = config.recipients.values().map(|l| l.len()).sum();
+    writeln!(
+        out,
+        "  recipient lists: {} ({listed} addresses)",
+        config.recipients.len()
+    )?;
+    let served: Vec<String> = config
+        .mta_sts_host
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    writeln!(
+        out,
+        "  hosted MTA-STS:  {} of {} configured served{}",
+        config.hosted_policies().len(),
+        config.hosted_mta_sts.len(),
+        if served.is_empty() {
+            " (no [mta_sts_host] listen address)".to_string()
+        } else {
+            format!(" on {}", served.join(", "))
+        }
+    )?;
+    writeln!(out, "  AUTH users:      {}", config.users.len())?;
     Ok(EXIT_OK)
 }
 
@@ -168,6 +194,67 @@ pub fn policy_explain(
         }
         Err(e) => {
             writeln!(err, "sealpost policy explain: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `sealpost dns-records`: the `_mta-sts` and `_smtp._tls` TXT records of a
+/// managed domain's hosted MTA-STS policy, as zone-file lines or JSON.
+pub fn dns_records_command(
+    global: &GlobalOptions,
+    domain: &str,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    match dns_records(&config, domain) {
+        Ok(records) if json => {
+            serde_json::to_writer_pretty(&mut *out, &records).map_err(io::Error::other)?;
+            writeln!(out)?;
+            Ok(EXIT_OK)
+        }
+        Ok(records) => {
+            write!(out, "{records}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost dns-records: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `sealpost hash-password`: reads one password (the first line of
+/// `input`, without its line end) and prints its `pbkdf2-sha256$...` hash
+/// for `[[tenants]] users`.
+pub fn hash_password_command(
+    iterations: u32,
+    input: &mut dyn io::BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        writeln!(
+            err,
+            "sealpost hash-password: no password on standard input (one line)"
+        )?;
+        return Ok(EXIT_FAILURE);
+    }
+    match crate::auth::hash_password(password.as_bytes(), iterations) {
+        Ok(hash) => {
+            writeln!(out, "{hash}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost hash-password: {e}")?;
             Ok(EXIT_FAILURE)
         }
     }

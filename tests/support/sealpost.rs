@@ -30,7 +30,12 @@ impl Sealpost {
     /// Writes `config(smtp_port)` to `sealpost.toml` in a new temporary
     /// directory (relative paths in it land there) and starts `serve`.
     pub fn start(config: impl Fn(u16) -> String) -> Sealpost {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Sealpost::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// As [`Sealpost::start`], in a directory the test has prepared (files
+    /// the configuration names, such as recipients lists or certificates).
+    pub fn start_in(dir: tempfile::TempDir, config: impl Fn(u16) -> String) -> Sealpost {
         let port = free_port();
         std::fs::write(dir.path().join("sealpost.toml"), config(port)).expect("write config");
         let mut sealpost = Sealpost {
@@ -237,4 +242,32 @@ pub async fn submit(
         },
         Delivery::Refused(why) => Err(why.to_string()),
     }
+}
+
+/// Connects to sealpost at `addr`, says EHLO, upgrades with STARTTLS
+/// (any certificate; these TLS versions) and says EHLO again.
+pub async fn starttls(
+    addr: SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use super::smtp::{command, read_reply};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(read_reply(&mut tcp).await.code, 220);
+    command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let config = rustls::ClientConfig::builder_with_provider(super::pki::provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(
+            std::sync::Arc::new(sealpost::tls::Unauthenticated::new()),
+        )
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mx.sealpost.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with sealpost");
+    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
+    tls
 }

@@ -134,6 +134,11 @@ fn pump(session: &mut Session, decide: &Decide, transcript: &mut Transcript) -> 
                 transcript.messages.push((envelope, body));
                 session.answer(verdict).expect("pending");
             }
+            Event::Auth { .. } => {
+                // The scripted peer knows no users.
+                let refuse = Reply::new(535, (5, 7, 8), "Authentication credentials invalid");
+                session.answer(Verdict::Reject(refuse)).expect("pending");
+            }
             Event::StartTls => return Stop::StartTls,
             Event::AwaitingAnswer => panic!("every event was answered"),
             Event::Close => return Stop::Close,
