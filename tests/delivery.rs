@@ -22,6 +22,14 @@ use support::smtp::{accept_all, Ask, Decide, TestSmtpServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Fast retries for tests: a second between attempts, short pauses.
+const FAST: &str = r#"first_retry = "1s"
+max_retry_interval = "2s"
+destination_backoff = "1s"
+max_destination_backoff = "2s"
+idle_timeout = "5s"
+command_timeout = "10s""#;
+
 /// A sealpost whose managed domains route to the given downstream
 /// addresses: `(domain, address, level)`.
 fn sealpost(routes: &[(&str, SocketAddr, &str)]) -> Sealpost {
@@ -34,6 +42,11 @@ fn sealpost(routes: &[(&str, SocketAddr, &str)]) -> Sealpost {
             )
         })
         .collect();
+    sealpost_with(FAST, &domains)
+}
+
+/// A sealpost with these `[delivery]` settings and `[[domains]]` tables.
+fn sealpost_with(delivery: &str, domains: &str) -> Sealpost {
     Sealpost::start(|port| {
         format!(
             r#"
@@ -45,12 +58,7 @@ data_dir = "data"
 address = "127.0.0.1:{port}"
 
 [delivery]
-first_retry = "1s"
-max_retry_interval = "2s"
-destination_backoff = "1s"
-max_destination_backoff = "2s"
-idle_timeout = "5s"
-command_timeout = "10s"
+{delivery}
 
 {NO_DNS}
 {domains}"#
@@ -433,27 +441,10 @@ async fn delay_warnings_and_expiry_bounces_reach_the_sender() {
          route = {{ hosts = [\"{}\"] }}\n",
         downstream.addr, sender_server.addr
     );
-    let sealpost = Sealpost::start(|port| {
-        format!(
-            r#"
-[server]
-hostname = "gw.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
-[delivery]
-first_retry = "1s"
-max_retry_interval = "1s"
-lifetime = "5s"
-delay_warning = "2s"
-command_timeout = "10s"
-
-{NO_DNS}
-{domains}"#
-        )
-    });
+    let sealpost = sealpost_with(
+        "first_retry = \"1s\"\nmax_retry_interval = \"1s\"\nlifetime = \"5s\"\ndelay_warning = \"2s\"\ncommand_timeout = \"10s\"",
+        &domains,
+    );
     submit(
         sealpost.smtp,
         "alice@sender.test",
@@ -493,28 +484,10 @@ command_timeout = "10s"
 async fn an_unreachable_destination_pauses_and_its_mail_waits_without_trying() {
     // Nothing listens on this port: connection refused.
     let closed: SocketAddr = SocketAddr::from(([127, 0, 0, 1], support::sealpost::free_port()));
-    let sealpost = Sealpost::start(|port| {
-        format!(
-            r#"
-[server]
-hostname = "gw.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
-[delivery]
-destination_backoff = "60s"
-command_timeout = "10s"
-
-{NO_DNS}
-[[domains]]
-name = "down.test"
-tenant = "t"
-route = {{ hosts = ["{closed}"] }}
-"#
-        )
-    });
+    let sealpost = sealpost_with(
+        "destination_backoff = \"60s\"\ncommand_timeout = \"10s\"",
+        &format!("[[domains]]\nname = \"down.test\"\ntenant = \"t\"\nroute = {{ hosts = [\"{closed}\"] }}\n"),
+    );
     submit(
         sealpost.smtp,
         "a@sender.test",
