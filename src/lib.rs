@@ -5,6 +5,7 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod dsn;
 pub mod inbound;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod mta_sts;
 pub mod policy;
 pub mod server;

@@ -1,16 +1,19 @@
 //! `sealpost serve`: opens the queue, makes or loads the STARTTLS
-//! certificate, and runs the SMTP listeners with the inbound reception
-//! until SIGINT or SIGTERM.
+//! certificate, starts the admin API (`crate::admin`) and runs the SMTP
+//! listeners with the inbound reception until SIGINT or SIGTERM; the admin
+//! socket file is removed at shutdown.
 
 use std::sync::Arc;
 
 use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
+use crate::admin::{AdminError, AdminServer, AdminState, NoDelivery, ReloadFn};
 use crate::config::{Config, LoadError};
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
+use crate::metrics::Metrics;
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -25,6 +28,8 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error(transparent)]
     Listen(#[from] ListenerError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -52,7 +57,22 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
-    let reception = Arc::new(Reception::new(live.clone(), queue.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let reception =
+        Arc::new(Reception::new(live.clone(), queue.clone()).with_metrics(metrics.clone()));
+    let reload_fn: ReloadFn = {
+        let live = live.clone();
+        let certificates = certificates_for_reload.clone();
+        Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
+    };
+    let admin_state = Arc::new(AdminState {
+        queue: queue.clone(),
+        live: live.clone(),
+        metrics,
+        // Until the delivery engine runs, no destination state to show.
+        delivery: Arc::new(NoDelivery),
+        reload: reload_fn,
+    });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -60,12 +80,15 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
+        // Dropped at the end of this block: stops the API, removes the socket.
+        let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
             queue = %data_dir.join("queue").display(),
+            admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
         listener
@@ -79,6 +102,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             )
             .await;
         info!("shutting down");
+        drop(admin);
         Ok::<(), ServeError>(())
     })?;
     Ok(())

@@ -119,6 +119,10 @@ pub enum ConfigErrorKind {
     },
     #[error("a certificate for `{name}` is configured twice (first at line {first_line})")]
     DuplicateSniName { name: String, first_line: usize },
+    #[error("bad `admin.metrics_listen` address `{given}`: {reason} (write `IPv4:port` or `[IPv6]:port`)")]
+    BadMetricsListen { given: String, reason: String },
+    #[error("bad `admin.group` `{given}`: write a group name or a numeric group id")]
+    BadAdminGroup { given: String },
 }
 
 /// Every problem found in one configuration file, in file order.

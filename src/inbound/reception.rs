@@ -30,6 +30,7 @@ use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
 use crate::config::Config;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel};
 use crate::smtp::{
     BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
@@ -47,6 +48,8 @@ pub struct Reception {
     /// end against the configuration then in force.
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    /// `received` per queued message.
+    metrics: Arc<Metrics>,
 }
 
 /// Where one recipient's copy goes, and under which policy.
@@ -57,7 +60,17 @@ struct Route {
 
 impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
-        Reception { live, queue }
+        Reception {
+            live,
+            queue,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// Counts received messages into `metrics` (the server's shared ones).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
+        self.metrics = metrics;
+        self
     }
 
     /// The route of a recipient, or the refusal (relay denied, or the
@@ -294,15 +307,19 @@ impl SessionHandler for Reception {
                 body: stored,
                 arrived_at: now,
             };
+            let tenant = message.tenant.clone();
             match self.queue.enqueue(message) {
-                Ok(durable) => pending.push(durable),
+                Ok(durable) => pending.push((durable, tenant)),
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
         let mut ids = Vec::with_capacity(pending.len());
-        for durable in pending {
+        for (durable, tenant) in pending {
             match durable.await {
-                Ok(id) => ids.push(id.to_string()),
+                Ok(id) => {
+                    self.metrics.received(&tenant);
+                    ids.push(id.to_string());
+                }
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
