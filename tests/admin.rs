@@ -722,3 +722,201 @@ async fn the_socket_is_exclusive_and_a_stale_file_is_replaced() {
     assert!(stderr.contains("not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).expect("read"), "keep me");
 }
+
+/// `sealpost --config <config> <args>`.
+fn sealpost(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the sealpost binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Exit 0; standard output.
+fn ok(config: &Path, args: &[&str]) -> String {
+    let (code, stdout, stderr) = sealpost(config, args);
+    assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
+    stdout
+}
+
+fn ok_json(config: &Path, args: &[&str]) -> Value {
+    let stdout = ok(config, args);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+}
+
+#[tokio::test]
+async fn the_cli_shows_and_acts_on_the_queue_of_the_running_server() {
+    let mut s = setup(None).await;
+    let cfg = s.daemon.config.clone();
+
+    let summary = ok(&cfg, &["queue", "summary"]);
+    assert!(summary.contains("messages: 3"), "{summary}");
+    assert!(summary.contains(&s.deferred), "{summary}");
+    assert!(summary.contains(GREYLISTED), "{summary}");
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.split_whitespace().eq(["queued", "2"])),
+        "{summary}"
+    );
+    assert_eq!(
+        ok_json(&cfg, &["queue", "summary", "--json"])["messages"],
+        3
+    );
+
+    let list = ok(&cfg, &["queue", "list"]);
+    assert!(list.starts_with("ID "), "{list}");
+    for id in [&s.deferred, &s.inbound, &s.outbound] {
+        assert!(list.contains(id.as_str()), "{id} in {list}");
+    }
+    let page = ok_json(
+        &cfg,
+        &["queue", "list", "--domain", "open.example", "--json"],
+    );
+    assert_eq!(ids(&page), vec![s.inbound.clone()]);
+    let first = ok(&cfg, &["queue", "list", "--limit", "1"]);
+    assert!(
+        first.contains(&format!("more: --cursor {}", s.deferred)),
+        "{first}"
+    );
+    let second = ok_json(
+        &cfg,
+        &[
+            "queue",
+            "list",
+            "--limit",
+            "1",
+            "--cursor",
+            &s.deferred,
+            "--json",
+        ],
+    );
+    assert_eq!(ids(&second), vec![s.inbound.clone()]);
+    let filtered = ok_json(
+        &cfg,
+        &[
+            "queue",
+            "list",
+            "--state",
+            "deferred",
+            "--min-age",
+            "1h",
+            "--reason",
+            "greylist",
+            "--sender",
+            "carol@open.example",
+            "--tenant",
+            "acme",
+            "--json",
+        ],
+    );
+    assert_eq!(ids(&filtered), vec![s.deferred.clone()]);
+
+    let shown = ok(&cfg, &["queue", "show", &s.deferred]);
+    for want in [
+        "carol@open.example",
+        "dave@refusing.test",
+        "mx1.refusing.test [192.0.2.25]",
+        "TLSv1.3 TLS13_AES_256_GCM_SHA384, authenticated: dane",
+        GREYLISTED,
+        "outbound default for open.example",
+    ] {
+        assert!(shown.contains(want), "{want} in {shown}");
+    }
+    let shown = ok_json(&cfg, &["queue", "show", &s.inbound, "--json"]);
+    assert_eq!(shown["recipients"][0]["address"], "bob@open.example");
+
+    assert_eq!(ok(&cfg, &["queue", "hold", &s.inbound]), "1 message held\n");
+    assert_eq!(
+        ok_json(&cfg, &["queue", "release", "--state", "held", "--json"])["touched"],
+        1
+    );
+    assert_eq!(
+        ok(&cfg, &["queue", "retry", &s.deferred]),
+        "1 message scheduled for retry now\n"
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &[
+                "queue",
+                "bounce",
+                &s.outbound,
+                "--bounce-reason",
+                "cancelled"
+            ]
+        ),
+        "1 message bounced\n"
+    );
+    assert_eq!(
+        ok(
+            &cfg,
+            &["queue", "hold", "--recipient", "dave@refusing.test"]
+        ),
+        "1 message held\n"
+    );
+
+    // Refusals: everything without --all, an unknown id, a bad filter,
+    // an id together with a filter (a usage error).
+    let (code, _, stderr) = sealpost(&cfg, &["queue", "delete"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--all"), "{stderr}");
+    let (code, _, stderr) = sealpost(&cfg, &["queue", "show", "00000000000000ff"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no message 00000000000000ff"), "{stderr}");
+    let (code, _, stderr) = sealpost(&cfg, &["queue", "list", "--state", "lost"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("unknown state `lost`"), "{stderr}");
+    let (code, _, _) = sealpost(&cfg, &["queue", "delete", &s.deferred, "--tenant", "acme"]);
+    assert_eq!(code, Some(2));
+
+    let destinations = ok(&cfg, &["destinations"]);
+    assert!(
+        destinations.contains("the delivery engine reports no destinations"),
+        "{destinations}"
+    );
+    assert!(destinations.contains("refusing.test"), "{destinations}");
+    assert_eq!(
+        ok_json(&cfg, &["destinations", "--json"])["queued_recipients"]["refusing.test"],
+        1
+    );
+
+    let reloaded = ok(&cfg, &["reload"]);
+    assert!(reloaded.contains("generation 2"), "{reloaded}");
+    assert_eq!(ok_json(&cfg, &["reload", "--json"])["generation"], 3);
+    let good = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        format!("{good}\n[defaults]\noutbound = {{ level = \"never\" }}\n"),
+    )
+    .expect("write");
+    // The broken file is also the CLI's own configuration: name the socket.
+    let socket = s.socket.to_str().expect("utf-8");
+    let (code, _, stderr) = sealpost(&cfg, &["reload", "--socket", socket]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("never"),
+        "{stderr}"
+    );
+    std::fs::write(&cfg, good).expect("write");
+
+    // --socket instead of the configuration's path.
+    let deleted = ok(&cfg, &["queue", "delete", "--all", "--socket", socket]);
+    assert_eq!(deleted, "3 messages deleted\n");
+
+    // Not running: a clear message and exit 1.
+    s.daemon.stop();
+    let (code, _, stderr) = sealpost(&cfg, &["queue", "summary"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("sealpost is not running"), "{stderr}");
+    let (code, _, stderr) = sealpost(&cfg, &["reload"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("sealpost is not running"), "{stderr}");
+}

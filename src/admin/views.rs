@@ -513,6 +513,16 @@ pub struct TenantDomain {
     pub enabled: bool,
 }
 
+/// `POST /reload` as the client reads it (the server writes a
+/// [`crate::live::ReloadReport`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReloadAnswer {
+    pub source: String,
+    pub generation: u64,
+    pub managed_domains: usize,
+    pub needs_restart: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
