@@ -7,7 +7,7 @@
 //! bad input answered with 4xx JSON errors.
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -25,10 +25,8 @@ use support::daemon::{self, submit, Daemon, BIN};
 
 const GREYLISTED: &str = "451 4.7.1 greylisted, try again later";
 
-fn config(port: u16, socket: &Path, metrics_port: Option<u16>, extra: &str) -> String {
-    let metrics = metrics_port
-        .map(|p| format!("metrics_listen = \"127.0.0.1:{p}\"\n"))
-        .unwrap_or_default();
+/// The test configuration; `admin` is added to `[admin]`, `extra` at the end.
+fn config(port: u16, socket: &Path, admin: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -40,7 +38,7 @@ address = "127.0.0.1:{port}"
 
 [admin]
 socket = "{}"
-{metrics}
+{admin}
 [[domains]]
 name = "open.example"
 tenant = "acme"
@@ -236,12 +234,12 @@ struct Setup {
     outbound: String,
 }
 
-async fn setup(metrics_port: Option<u16>) -> Setup {
+async fn setup(admin: &str) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("run/admin.sock");
     let deferred = deferred_message(dir.path());
     let daemon = Daemon::start(dir.path(), "sealpost.toml", |port| {
-        config(port, &socket, metrics_port, "")
+        config(port, &socket, admin, "")
     });
     let inbound = submit(
         daemon.addr,
@@ -270,7 +268,7 @@ async fn setup(metrics_port: Option<u16>) -> Setup {
 #[tokio::test]
 async fn the_admin_api_answers_every_endpoint() {
     let metrics_port = daemon::free_port();
-    let mut s = setup(Some(metrics_port)).await;
+    let mut s = setup(&format!("metrics_listen = \"127.0.0.1:{metrics_port}\"")).await;
     let c = client(&s.socket);
 
     // The socket file: private to the server's user.
@@ -634,7 +632,7 @@ async fn tcp_request(port: u16, request_line: &str) -> String {
 
 #[tokio::test]
 async fn reload_refuses_a_bad_configuration_and_keeps_the_one_in_force() {
-    let s = setup(None).await;
+    let s = setup("").await;
     let c = client(&s.socket);
     let explain = "/policy/explain?from=x%40peer.test&to=y%40new.example";
     let before = get(&c, explain).await;
@@ -668,7 +666,7 @@ async fn reload_refuses_a_bad_configuration_and_keeps_the_one_in_force() {
         config(
             port,
             &socket,
-            None,
+            "",
             "\n[[domains]]\nname = \"new.example\"\ntenant = \"newco\"\n",
         ),
     )
@@ -691,32 +689,38 @@ async fn the_socket_is_exclusive_and_a_stale_file_is_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("admin.sock");
     let other = tempfile::tempdir().expect("tempdir");
-    let mut first = Daemon::start(dir.path(), "a.toml", |port| config(port, &socket, None, ""));
+    let mut first = Daemon::start(dir.path(), "a.toml", |port| config(port, &socket, "", ""));
     assert_eq!(get(&client(&socket), "/queue/summary").await["messages"], 0);
 
     // A second server on the same socket (its own data directory) refuses
     // to start and leaves the first one's socket alone.
     let second = other.path().join("b.toml");
-    std::fs::write(&second, config(daemon::free_port(), &socket, None, "")).expect("write");
+    std::fs::write(&second, config(daemon::free_port(), &socket, "", "")).expect("write");
     let (code, stderr) = daemon::wait_for_exit(daemon::spawn(&second, Stdio::piped()));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("in use"), "{stderr}");
     assert_eq!(get(&client(&socket), "/queue/summary").await["messages"], 0);
 
     // The first crashes: its socket file stays behind, stale; the next
-    // server replaces it.
+    // server replaces it, here for the members of a group (our own).
     first.crash();
     assert!(socket.exists());
+    let gid = std::fs::metadata(other.path()).expect("stat").gid();
     let _third = Daemon::start(other.path(), "c.toml", |port| {
-        config(port, &socket, None, "")
+        config(port, &socket, &format!("group = \"{gid}\""), "")
     });
     assert_eq!(get(&client(&socket), "/queue/summary").await["messages"], 0);
+    let meta = std::fs::metadata(&socket).expect("stat");
+    assert_eq!(
+        (meta.permissions().mode() & 0o777, meta.gid()),
+        (0o660, gid)
+    );
 
     // A path that is not a socket is never replaced.
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").expect("write");
     let fourth = dir.path().join("d.toml");
-    std::fs::write(&fourth, config(daemon::free_port(), &file, None, "")).expect("write");
+    std::fs::write(&fourth, config(daemon::free_port(), &file, "", "")).expect("write");
     let (code, stderr) = daemon::wait_for_exit(daemon::spawn(&fourth, Stdio::piped()));
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("not a socket"), "{stderr}");
@@ -753,7 +757,7 @@ fn ok_json(config: &Path, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn the_cli_shows_and_acts_on_the_queue_of_the_running_server() {
-    let mut s = setup(None).await;
+    let mut s = setup("").await;
     let cfg = s.daemon.config.clone();
 
     let summary = ok(&cfg, &["queue", "summary"]);

@@ -243,4 +243,14 @@ mod tests {
         assert!(parse_query("x=%ff").is_err());
         assert!(parse_query("x=%4").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn encoding_round_trips_and_decoding_never_panics(text in ".*", raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            proptest::prop_assert_eq!(percent_decode(&percent_encode(&text), false).ok(), Some(text.clone()));
+            let query = String::from_utf8_lossy(&raw).into_owned();
+            let _ = parse_query(&query);
+            let _ = percent_decode(&query, false);
+        }
+    }
 }

@@ -17,7 +17,7 @@ use super::views::{
     outcome_text, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
     MessagePage, MessageSummary, Oldest, ReasonCount, Summary, TenantDomain, TenantView, Touched,
 };
-use super::AdminState;
+use super::{AdminState, DeliveryView};
 use crate::cli::{explain, ExplainRequest};
 use crate::metrics::{state_name, STATES};
 use crate::policy::Direction;
@@ -72,8 +72,11 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
                 Err(e) => Err(e),
             }
         }
-        (&Method::GET, ["destinations"]) => no_query(&query).map(|()| destinations(&state)),
-        (&Method::POST, ["destinations", name, "flush"]) => flush(&state, name),
+        (&Method::GET, ["destinations"]) => match no_query(&query) {
+            Ok(()) => destinations(&state).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["destinations", name, "flush"]) => flush(&state, name).await,
         (&Method::GET, ["tenants"]) => no_query(&query).map(|()| tenants(&state)),
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,
@@ -426,16 +429,30 @@ async fn filter_action(
     Ok(http::json(StatusCode::OK, &Touched { touched }))
 }
 
-fn destinations(state: &AdminState) -> HttpResponse {
-    let answer = Destinations {
-        destinations: state.delivery.destinations(),
-        queued_recipients: state.queue.counts().by_destination,
-    };
-    http::json(StatusCode::OK, &answer)
+/// Runs a call into the delivery engine on the blocking pool: the
+/// engine's implementation may take locks.
+async fn engine<T: Send + 'static>(
+    state: &AdminState,
+    work: impl FnOnce(&dyn DeliveryView) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let delivery = state.delivery.clone();
+    tokio::task::spawn_blocking(move || work(delivery.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("the delivery engine's answer failed: {e}")))
 }
 
-fn flush(state: &AdminState, name: &str) -> Result<HttpResponse, ApiError> {
-    if state.delivery.flush(name) {
+async fn destinations(state: &AdminState) -> Result<HttpResponse, ApiError> {
+    let destinations = engine(state, |delivery| delivery.destinations()).await?;
+    let answer = Destinations {
+        destinations,
+        queued_recipients: state.queue.counts().by_destination,
+    };
+    Ok(http::json(StatusCode::OK, &answer))
+}
+
+async fn flush(state: &AdminState, name: &str) -> Result<HttpResponse, ApiError> {
+    let destination = name.to_string();
+    if engine(state, move |delivery| delivery.flush(&destination)).await? {
         tracing::info!(destination = name, "destination cache flushed");
         Ok(http::json(
             StatusCode::OK,
