@@ -89,7 +89,9 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
             None => ApiError::not_found(format!("no endpoint {path}")),
         }),
     };
-    result.unwrap_or_else(|e| http::error(&e))
+    let response = result.unwrap_or_else(|e| http::error(&e));
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+    response
 }
 
 /// The answer to one request on the metrics listener: `GET /metrics` only.

@@ -4,8 +4,10 @@
 //! it) is refused, and anything that is not a socket is left alone.
 //!
 //! The socket is bound under a temporary name in the same directory, given
-//! its mode and group, and only then renamed into place, so the final path
-//! never has looser permissions than configured.
+//! its mode and group, and only then linked to its final name (a link
+//! fails if the name exists, so two servers starting at once cannot take
+//! the name from each other), so the final path never has looser
+//! permissions than configured.
 
 use std::fs;
 use std::io;
@@ -64,9 +66,16 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, SocketFil
     let _ = fs::remove_file(&temporary);
     let listener = UnixListener::bind(&temporary).map_err(io_error)?;
     let placed = place(&temporary, path, gid);
-    if let Err(e) = placed {
-        let _ = fs::remove_file(&temporary);
-        return Err(io_error(e));
+    let _ = fs::remove_file(&temporary);
+    match placed {
+        Ok(()) => {}
+        // Another server took the name since `clear_stale` looked.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(AdminError::InUse {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => return Err(io_error(e)),
     }
     let meta = fs::symlink_metadata(path).map_err(io_error)?;
     Ok((
@@ -78,14 +87,19 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, SocketFil
     ))
 }
 
-/// Mode, group, then the final name.
+/// Mode, group, then the final name (the caller removes the temporary one).
 fn place(temporary: &Path, path: &Path, gid: Option<u32>) -> io::Result<()> {
     let mode = if gid.is_some() { 0o660 } else { 0o600 };
     fs::set_permissions(temporary, fs::Permissions::from_mode(mode))?;
     if let Some(gid) = gid {
         std::os::unix::fs::chown(temporary, None, Some(gid))?;
     }
-    fs::rename(temporary, path)
+    match fs::hard_link(temporary, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: rename (replaces atomically).
+        Err(_) => fs::rename(temporary, path),
+    }
 }
 
 /// Removes a stale socket file at `path`; refuses a live one or a non-socket.
