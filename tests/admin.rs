@@ -595,6 +595,23 @@ async fn the_admin_api_answers_every_endpoint() {
         413
     );
 
+    // The same cap without a Content-Length (chunked), and garbage instead
+    // of HTTP: refused, the server carries on.
+    let mut chunked =
+        b"POST /queue/actions/hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 30_000).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 30_000));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_request(&s.socket, &chunked).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    let answer = raw_request(&s.socket, b"\x16\x03\x01 not http at all\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
     // A client that sends half a request and stalls does not block others.
     let mut stalled = tokio::net::UnixStream::connect(&s.socket)
         .await
@@ -620,6 +637,25 @@ async fn the_admin_api_answers_every_endpoint() {
     s.daemon.stop();
     assert!(!s.socket.exists(), "the socket file is removed at shutdown");
     drop(s.dir);
+}
+
+/// Raw bytes to the admin socket; the raw response (until the server
+/// closes the connection, or 10 seconds pass).
+async fn raw_request(socket: &Path, bytes: &[u8]) -> String {
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect");
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One request over TCP (connection closed after it); the raw response.
