@@ -18,6 +18,9 @@ pub mod routes;
 pub mod socket;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
