@@ -47,7 +47,7 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["queue", "summary"]) => match no_query(&query) {
-            Ok(()) => blocking(&state, |queue| Ok(summary(queue)))
+            Ok(()) => blocking(&state, summary)
                 .await
                 .map(|s| http::json(StatusCode::OK, &s)),
             Err(e) => Err(e),
@@ -160,13 +160,15 @@ fn parse_id(id: &str) -> Result<MessageId, ApiError> {
 
 /// Counts from the queue's counters; the defer reasons from a walk over
 /// messages with deferred recipients, bounded by [`SUMMARY_SCAN`].
-fn summary(queue: &Queue) -> Summary {
+fn summary(queue: &Queue) -> Result<Summary, ApiError> {
     let now = SystemTime::now();
     let counts = queue.counts();
     let oldest = queue
         .list(&ListFilter::default(), None, 1)
-        .ok()
-        .and_then(|page| page.items.into_iter().next())
+        .map_err(queue_error)?
+        .items
+        .into_iter()
+        .next()
         .map(|m| Oldest::of(m.id, m.arrived_at, now));
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let deferred = ListFilter {
@@ -182,10 +184,9 @@ fn summary(queue: &Queue) -> Summary {
             complete = false;
             break;
         }
-        let Ok(page) = queue.list(&deferred, cursor, room.min(ACTION_STEP)) else {
-            complete = false;
-            break;
-        };
+        let page = queue
+            .list(&deferred, cursor, room.min(ACTION_STEP))
+            .map_err(queue_error)?;
         for message in &page.items {
             scanned += 1;
             for r in &message.recipients {
@@ -212,7 +213,7 @@ fn summary(queue: &Queue) -> Summary {
             .then(a.reason.cmp(&b.reason))
     });
     top.truncate(10);
-    Summary {
+    Ok(Summary {
         messages: counts.by_tenant.values().sum(),
         recipients_by_state: STATES
             .iter()
@@ -229,7 +230,7 @@ fn summary(queue: &Queue) -> Summary {
         top_defer_reasons: top,
         defer_scan_messages: scanned,
         defer_scan_complete: complete,
-    }
+    })
 }
 
 async fn list(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> {
