@@ -18,7 +18,8 @@
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
 //!   full disk, `552` when the queue's size limit is exceeded, `451` on any
-//!   other storage failure.
+//!   other storage failure. Each message queued counts as received for its
+//!   tenant in the server's metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
