@@ -1,6 +1,7 @@
 //! `sealpost serve`: opens the queue, makes or loads the STARTTLS
-//! certificate, and runs the SMTP listeners with the inbound reception
-//! until SIGINT or SIGTERM.
+//! certificate, starts the admin API (`crate::admin`) and runs the SMTP
+//! listeners with the inbound reception until SIGINT or SIGTERM; the admin
+//! socket file is removed at shutdown.
 
 use std::sync::Arc;
 
@@ -8,12 +9,14 @@ use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
 use crate::actors::Engine;
+use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
+use crate::metrics::Metrics;
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -28,6 +31,8 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error(transparent)]
     Listen(#[from] ListenerError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the DNS resolver: {0}")]
@@ -63,10 +68,31 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared = Arc::new(delivery_shared(&config, live.clone(), queue.clone())?);
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(delivery_shared(
+        &config,
+        live.clone(),
+        queue.clone(),
+        metrics.clone(),
+    )?);
     let engine = Engine::start(shared.clone(), worker_arbiters())?;
-    let reception =
-        Arc::new(Reception::new(live.clone(), queue.clone()).with_waker(engine.waker()));
+    let reception = Arc::new(
+        Reception::new(live.clone(), queue.clone())
+            .with_metrics(metrics.clone())
+            .with_waker(engine.waker()),
+    );
+    let reload_fn: ReloadFn = {
+        let live = live.clone();
+        let certificates = certificates_for_reload.clone();
+        Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
+    };
+    let admin_state = Arc::new(AdminState {
+        queue: queue.clone(),
+        live: live.clone(),
+        metrics,
+        delivery: engine.view(),
+        reload: reload_fn,
+    });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,6 +101,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let mta_sts = shared.mta_sts.clone();
     let served = runtime.block_on(async move {
+        // Dropped at the end of this block: stops the API, removes the socket.
+        let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
@@ -82,6 +110,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
             queue = %data_dir.join("queue").display(),
+            admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
         listener
@@ -95,6 +124,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             )
             .await;
         info!("shutting down");
+        drop(admin);
         Ok::<(), ServeError>(())
     });
     engine.stop(std::time::Duration::from_secs(2));
@@ -112,6 +142,7 @@ pub fn delivery_shared(
     config: &Config,
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
 ) -> Result<Shared, ServeError> {
     use crate::mta_sts::{
         HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
@@ -152,6 +183,7 @@ pub fn delivery_shared(
         resolver,
         mta_sts: Arc::new(cache),
         webpki,
+        metrics,
     })
 }
 

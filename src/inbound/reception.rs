@@ -18,7 +18,8 @@
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
 //!   full disk, `552` when the queue's size limit is exceeded, `451` on any
-//!   other storage failure.
+//!   other storage failure. Each message queued counts as received for its
+//!   tenant in the server's metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,6 +31,7 @@ use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
 use crate::config::Config;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel};
 use crate::smtp::{
     BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
@@ -49,6 +51,8 @@ pub struct Reception {
     queue: Arc<Queue>,
     /// Called once a message is durable (wakes the delivery engine).
     on_queued: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// `received` per queued message.
+    metrics: Arc<Metrics>,
 }
 
 /// Where one recipient's copy goes, and under which policy.
@@ -63,12 +67,19 @@ impl Reception {
             live,
             queue,
             on_queued: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
     /// Calls `waker` after each message is durable.
     pub fn with_waker(mut self, waker: Arc<dyn Fn() + Send + Sync>) -> Reception {
         self.on_queued = Some(waker);
+        self
+    }
+
+    /// Counts received messages into `metrics` (the server's shared ones).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
+        self.metrics = metrics;
         self
     }
 
@@ -306,15 +317,19 @@ impl SessionHandler for Reception {
                 body: stored,
                 arrived_at: now,
             };
+            let tenant = message.tenant.clone();
             match self.queue.enqueue(message) {
-                Ok(durable) => pending.push(durable),
+                Ok(durable) => pending.push((durable, tenant)),
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
         let mut ids = Vec::with_capacity(pending.len());
-        for durable in pending {
+        for (durable, tenant) in pending {
             match durable.await {
-                Ok(id) => ids.push(id.to_string()),
+                Ok(id) => {
+                    self.metrics.received(&tenant);
+                    ids.push(id.to_string());
+                }
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
