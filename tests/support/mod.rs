@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod client;
-pub mod daemon;
 pub mod dane_tls;
 pub mod dns;
 pub mod dsn_parse;

@@ -1,7 +1,8 @@
 //! The real `sealpost` binary as a child process: started on a config in a
 //! temporary directory, logging JSON to a file the test can search,
 //! stopped with SIGTERM, killed with SIGKILL and restarted on the same
-//! data directory.
+//! data directory; [`run_to_exit`] for a `serve` expected to refuse to
+//! start.
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -30,7 +31,12 @@ impl Sealpost {
     /// Writes `config(smtp_port)` to `sealpost.toml` in a new temporary
     /// directory (relative paths in it land there) and starts `serve`.
     pub fn start(config: impl Fn(u16) -> String) -> Sealpost {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Sealpost::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// Like [`Sealpost::start`] in a directory the test prepared (e.g. a
+    /// queue written before the server starts).
+    pub fn start_in(dir: tempfile::TempDir, config: impl Fn(u16) -> String) -> Sealpost {
         let port = free_port();
         std::fs::write(dir.path().join("sealpost.toml"), config(port)).expect("write config");
         let mut sealpost = Sealpost {
@@ -160,6 +166,36 @@ impl Drop for Sealpost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `sealpost --config <config> serve` expected to exit by itself (a
+/// refused start): its exit code and standard error (human log format),
+/// waiting 10 seconds at most.
+pub fn run_to_exit(config: &std::path::Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return (status.code(), stderr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sealpost did not exit by itself");
 }
 
 /// `[dns]` for a test DNS server: its address and trust anchor file.
