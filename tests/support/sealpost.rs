@@ -214,8 +214,9 @@ pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
     format!("[dns]\nnameservers = [{}]\n{anchor}", servers.join(", "))
 }
 
-/// `[dns]` pointing at a closed local port: lookups fail fast and nothing
-/// leaves the machine.
+/// `[dns]` pointing at a closed local port: nothing leaves the machine,
+/// but a lookup fails only after the resolver's timeout (15 s): for mail
+/// that needs DNS, use a `dns::TestDns` (e.g. with `servfail`).
 pub const NO_DNS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
 
 /// Submits one message to sealpost at `addr` with sealpost's own client
