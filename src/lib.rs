@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod dsn;
 pub mod inbound;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod mta_sts;
 pub mod policy;
 pub mod probe;

@@ -1,7 +1,9 @@
 //! `sealpost serve`: opens the queue, makes or loads the STARTTLS
-//! certificate, and runs the SMTP listeners with the inbound reception
-//! and, when `[mta_sts_host]` lists addresses, the HTTPS server of the
-//! hosted MTA-STS policies (RFC 8461 section 3.3), until SIGINT or SIGTERM.
+//! certificate, starts the admin API (`crate::admin`), runs the SMTP
+//! listeners with the inbound reception and, when `[mta_sts_host]` lists
+//! addresses, the HTTPS server of the hosted MTA-STS policies (RFC 8461
+//! section 3.3), until SIGINT or SIGTERM; the admin socket file is
+//! removed at shutdown.
 
 use std::sync::Arc;
 
@@ -9,12 +11,14 @@ use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
 use crate::actors::Engine;
+use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
+use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
@@ -30,6 +34,8 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error(transparent)]
     Listen(#[from] ListenerError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the MTA-STS policy host cannot listen on {address}: {source}")]
@@ -73,10 +79,31 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared = Arc::new(delivery_shared(&config, live.clone(), queue.clone())?);
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(delivery_shared(
+        &config,
+        live.clone(),
+        queue.clone(),
+        metrics.clone(),
+    )?);
     let engine = Engine::start(shared.clone(), worker_arbiters())?;
-    let reception =
-        Arc::new(Reception::new(live.clone(), queue.clone()).with_waker(engine.waker()));
+    let reception = Arc::new(
+        Reception::new(live.clone(), queue.clone())
+            .with_metrics(metrics.clone())
+            .with_waker(engine.waker()),
+    );
+    let reload_fn: ReloadFn = {
+        let live = live.clone();
+        let certificates = certificates_for_reload.clone();
+        Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
+    };
+    let admin_state = Arc::new(AdminState {
+        queue: queue.clone(),
+        live: live.clone(),
+        metrics,
+        delivery: engine.view(),
+        reload: reload_fn,
+    });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,6 +112,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let mta_sts = shared.mta_sts.clone();
     let served = runtime.block_on(async move {
+        // Dropped at the end of this block: stops the API, removes the socket.
+        let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
@@ -93,6 +122,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
             queue = %data_dir.join("queue").display(),
+            admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
         listener
@@ -106,6 +136,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             )
             .await;
         info!("shutting down");
+        drop(admin);
         Ok::<(), ServeError>(())
     });
     engine.stop(std::time::Duration::from_secs(2));
@@ -123,6 +154,7 @@ pub fn delivery_shared(
     config: &Config,
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
 ) -> Result<Shared, ServeError> {
     use crate::mta_sts::{
         HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
@@ -163,6 +195,7 @@ pub fn delivery_shared(
         resolver,
         mta_sts: Arc::new(cache),
         webpki,
+        metrics,
     })
 }
 

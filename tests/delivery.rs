@@ -406,6 +406,8 @@ async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     sealpost.signal("-HUP");
     assert!(sealpost.wait_for(WAIT, |s| !s.events("configuration reloaded").is_empty()));
     assert!(eventually(WAIT, || downstream.received().len() == 1).await);
+    // The attempt is logged once the receiver has answered.
+    assert!(sealpost.wait_for(WAIT, |s| !attempts(s, "delivered").is_empty()));
     let delivered = attempts(&sealpost, "delivered");
     assert_eq!(delivered[0]["level"], "opportunistic");
 

@@ -222,12 +222,12 @@ impl Destination {
         let last = self.last.as_ref();
         self.board.set(DestinationStatus {
             name: self.name.clone(),
-            hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
+            mx_hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
             tls: last.and_then(|r| r.tls.clone()),
-            active: self.active,
+            active_connections: self.active,
             idle_connections: self.pool.len(),
             waiting: self.waiting.len(),
-            backoff_until: self.backoff.as_ref().map(|b| b.until),
+            backoff_until: self.backoff.as_ref().map(|b| unix_ms(b.until)),
             last_error: match last.map(|r| &r.health) {
                 Some(Health::Unreachable(reason)) => Some(reason.clone()),
                 _ => None,
@@ -240,6 +240,12 @@ impl Destination {
 pub fn pause_after(failures: u32, first: Duration, max: Duration) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
     first.saturating_mul(factor).min(max)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn humantime_like(t: SystemTime) -> String {

@@ -2,9 +2,11 @@
 //! with clap and calls these; each returns the process exit code and writes
 //! its report to the given writers (normally standard output and error).
 //!
-//! Exit codes: 0 success, 1 the configuration or the request is invalid (or
-//! the command is not implemented yet), 2 bad usage (clap's own).
+//! Exit codes: 0 success, 1 the configuration or the request is invalid,
+//! the daemon refused the request or is not reachable (or the command is
+//! not implemented yet), 2 bad usage (clap's own).
 
+mod admin;
 mod dns_records;
 mod explain;
 mod probe;
@@ -12,6 +14,7 @@ mod probe;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+pub use admin::{destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target};
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};

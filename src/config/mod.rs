@@ -134,6 +134,11 @@ pub struct ListenerConfig {
 pub struct AdminConfig {
     /// The admin API's Unix socket.
     pub socket: PathBuf,
+    /// A group (name or numeric id) whose members may use the socket: it is
+    /// then created with mode 0660 and that group; without it, mode 0600.
+    pub group: Option<String>,
+    /// A read-only TCP listener that serves only `GET /metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[logging]`

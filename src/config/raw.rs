@@ -154,6 +154,8 @@ pub(super) struct RawListener {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub socket: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -640,3 +640,40 @@ route = { hosts = ["mail.example:x"], level = "mandatory-dane" }
     assert!(matches!(errs[4].kind, ConfigErrorKind::RouteLevel { .. }));
     assert_eq!(errs[4].line(), Some(11));
 }
+
+#[test]
+fn admin_group_and_metrics_listener_are_validated() {
+    let config = Config::parse(
+        "[admin]\ngroup = \"sealpost-admin\"\nmetrics_listen = \"127.0.0.1:9925\"\n",
+        FILE,
+        None,
+    )
+    .expect("valid");
+    assert_eq!(config.admin.group.as_deref(), Some("sealpost-admin"));
+    assert_eq!(
+        config.admin.metrics_listen.map(|a| a.to_string()),
+        Some("127.0.0.1:9925".to_string())
+    );
+    let defaults = Config::parse("", FILE, None).expect("valid");
+    assert_eq!(
+        (defaults.admin.group, defaults.admin.metrics_listen),
+        (None, None)
+    );
+    let cases: Vec<(&str, usize, Check)> = vec![
+        ("[admin]\ngroup = \"\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::Empty { key: "admin.group" })
+        }),
+        ("[admin]\ngroup = \"a:b\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::BadAdminGroup { .. })
+        }),
+        ("[admin]\nmetrics_listen = \"localhost\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::BadMetricsListen { .. })
+        }),
+    ];
+    for (text, line, check) in cases {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{text}: {errs:?}");
+        assert_eq!(errs[0].line(), Some(line), "{text}");
+        assert!(check(&errs[0].kind), "{text}: {}", errs[0]);
+    }
+}

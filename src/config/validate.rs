@@ -62,6 +62,8 @@ pub(super) fn parse(
         .socket
         .as_ref()
         .map(|s| v.path(s, "admin.socket", base_dir));
+    let admin_group = v.admin_group(&raw);
+    let metrics_listen = v.metrics_listen(&raw);
     let logging = v.logging(&raw);
     let policy = v.policy(&raw);
     let relay = v.relay_sources(&raw);
@@ -84,6 +86,8 @@ pub(super) fn parse(
             source: file.to_owned(),
             admin: AdminConfig {
                 socket: admin_socket.unwrap_or_else(|| server.data_dir.join(DEFAULT_ADMIN_SOCKET)),
+                group: admin_group,
+                metrics_listen,
             },
             server,
             listeners,
@@ -197,6 +201,45 @@ impl Validator<'_> {
             hostname: hostname.ok()?,
             data_dir,
         })
+    }
+
+    /// `[admin] group`: a group name or a numeric id (whether the group
+    /// exists is checked when the socket is created).
+    fn admin_group(&mut self, raw: &RawConfig) -> Option<String> {
+        let group = raw.admin.group.as_ref()?;
+        let name = group.get_ref().trim();
+        if name.is_empty() {
+            self.error(&group.span(), Kind::Empty { key: "admin.group" });
+            return None;
+        }
+        if name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control()) {
+            self.error(
+                &group.span(),
+                Kind::BadAdminGroup {
+                    given: name.to_string(),
+                },
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// `[admin] metrics_listen`: the read-only metrics listener.
+    fn metrics_listen(&mut self, raw: &RawConfig) -> Option<SocketAddr> {
+        let given = raw.admin.metrics_listen.as_ref()?;
+        match given.get_ref().trim().parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(e) => {
+                self.error(
+                    &given.span(),
+                    Kind::BadMetricsListen {
+                        given: given.get_ref().clone(),
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
     }
 
     fn tls(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> TlsConfig {

@@ -23,7 +23,8 @@
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
 //!   full disk, `552` when the queue's size limit is exceeded, `451` on any
-//!   other storage failure.
+//!   other storage failure. Each message queued counts as received for its
+//!   tenant in the server's metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +36,7 @@ use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
 use crate::config::Config;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::policy::relay::authorize_tenant;
 use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel, TenantName};
 use crate::smtp::{
@@ -59,6 +61,8 @@ pub struct Reception {
     /// Bounds the PBKDF2 checks running at once, so a flood of AUTH
     /// attempts queues up instead of taking every core.
     auth_checks: tokio::sync::Semaphore,
+    /// `received` per queued message.
+    metrics: Arc<Metrics>,
 }
 
 /// Password checks that may run at the same time.
@@ -77,12 +81,19 @@ impl Reception {
             queue,
             on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
     /// Calls `waker` after each message is durable.
     pub fn with_waker(mut self, waker: Arc<dyn Fn() + Send + Sync>) -> Reception {
         self.on_queued = Some(waker);
+        self
+    }
+
+    /// Counts received messages into `metrics` (the server's shared ones).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
+        self.metrics = metrics;
         self
     }
 
@@ -400,15 +411,19 @@ impl SessionHandler for Reception {
                 body: stored,
                 arrived_at: now,
             };
+            let tenant = message.tenant.clone();
             match self.queue.enqueue(message) {
-                Ok(durable) => pending.push(durable),
+                Ok(durable) => pending.push((durable, tenant)),
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
         let mut ids = Vec::with_capacity(pending.len());
-        for durable in pending {
+        for (durable, tenant) in pending {
             match durable.await {
-                Ok(id) => ids.push(id.to_string()),
+                Ok(id) => {
+                    self.metrics.received(&tenant);
+                    ids.push(id.to_string());
+                }
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }

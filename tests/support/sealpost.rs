@@ -1,7 +1,8 @@
 //! The real `sealpost` binary as a child process: started on a config in a
 //! temporary directory, logging JSON to a file the test can search,
 //! stopped with SIGTERM, killed with SIGKILL and restarted on the same
-//! data directory.
+//! data directory; [`run_to_exit`] for a `serve` expected to refuse to
+//! start.
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -167,6 +168,36 @@ impl Drop for Sealpost {
     }
 }
 
+/// `sealpost --config <config> serve` expected to exit by itself (a
+/// refused start): its exit code and standard error (human log format),
+/// waiting 10 seconds at most.
+pub fn run_to_exit(config: &std::path::Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return (status.code(), stderr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sealpost did not exit by itself");
+}
+
 /// `[dns]` for a test DNS server: its address and trust anchor file.
 pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
     let servers: Vec<String> = settings
@@ -183,8 +214,9 @@ pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
     format!("[dns]\nnameservers = [{}]\n{anchor}", servers.join(", "))
 }
 
-/// `[dns]` pointing at a closed local port: lookups fail fast and nothing
-/// leaves the machine.
+/// `[dns]` pointing at a closed local port: nothing leaves the machine,
+/// but a lookup fails only after the resolver's timeout (15 s): for mail
+/// that needs DNS, use a `dns::TestDns` (e.g. with `servfail`).
 pub const NO_DNS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
 
 /// Submits one message to sealpost at `addr` with sealpost's own client
