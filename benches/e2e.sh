@@ -419,8 +419,9 @@ sealpost_start() { # MODE
 
 sealpost_pids() { [[ -n $SP_PID && -d /proc/$SP_PID ]] && echo "$SP_PID"; return 0; }
 
-sealpost_queued() { # queue entries left; replace with the queue's own count when it exists
-    find "$SP_DIR/queue" -type f -name '*.msg' 2>/dev/null | wc -l
+sealpost_queued() { # messages still in the queue, from the admin socket
+    "$BIN/sealpost" --config "$SP_DIR/sealpost.toml" queue summary --json 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])' 2>/dev/null || echo "?"
 }
 
 sealpost_stop() {
