@@ -29,7 +29,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::dns::TestDns;
-use support::sealpost::{dns_section, free_port, run_to_exit, submit, Sealpost, BIN, NO_DNS};
+use support::sealpost::{
+    dns_section, free_port, run_to_exit, server_head, submit, Sealpost, BIN, NO_DNS,
+};
 use support::smtp::{Ask, TestSmtpServer};
 
 /// The reason recorded for the message written before the server starts.
@@ -58,13 +60,7 @@ fn config(
         .unwrap_or_default();
     format!(
         r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 [admin]
 socket = "{}"
 {admin}
@@ -81,7 +77,8 @@ tenant = "bank"
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
 {extra}"#,
-        socket.display()
+        socket.display(),
+        head = server_head(port)
     )
 }
 

@@ -19,20 +19,12 @@ use sealpost::mta_sts::{
     PolicyFetcher, StaticHosts, TrustRoots,
 };
 use support::pki::TestCa;
-use support::sealpost::{free_port, Sealpost, NO_DNS};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+use support::sealpost::{free_port, server_head, Sealpost, BIN, NO_DNS};
 
 fn config(port: u16, https: u16, mode: &str, a_enabled: bool) -> String {
     format!(
         r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 {NO_DNS}
 [mta_sts_host]
 listen = ["127.0.0.1:{https}"]
@@ -61,7 +53,8 @@ tlsrpt = "mailto:tls-reports@a.test"
 [[domains]]
 name = "b.test"
 tenant = "acme"
-"#
+"#,
+        head = server_head(port)
     )
 }
 
