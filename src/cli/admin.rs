@@ -17,7 +17,7 @@ use crate::admin::client::{AdminClient, Answer};
 use crate::admin::http::percent_encode;
 use crate::admin::views::{
     unix_ms, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
-    MessagePage, Summary, Touched,
+    MessagePage, ReloadAnswer, Summary, Touched,
 };
 use crate::metrics::{state_name, STATES};
 
@@ -142,35 +142,28 @@ fn request(socket: PathBuf, call: Call<'_>, err: &mut dyn Write) -> io::Result<O
     }
 }
 
-/// What asking the daemon came to.
-enum Asked {
-    /// Nothing more to print; exit with this status: a failure already
-    /// reported on `err`, or the answer printed as JSON (`--json`).
-    Done(ExitStatus),
-    /// A successful answer, for the command to print as text.
-    Text(Answer),
-}
-
-/// Sends one request to the socket of `--socket` or the configuration and,
-/// with `--json`, prints the answer as it is.
+/// Sends one request to the socket of `--socket` or the configuration
+/// and prints the answer: as it is with `--json`, else as `text` prints it.
 fn ask(
     global: &GlobalOptions,
     options: &AdminOptions,
     call: Call<'_>,
+    text: impl FnOnce(&Answer, &mut dyn Write) -> io::Result<()>,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> io::Result<Asked> {
+) -> io::Result<ExitStatus> {
     let Some(socket) = socket(global, options, err)? else {
-        return Ok(Asked::Done(EXIT_FAILURE));
+        return Ok(EXIT_FAILURE);
     };
     let Some(answer) = request(socket, call, err)? else {
-        return Ok(Asked::Done(EXIT_FAILURE));
+        return Ok(EXIT_FAILURE);
     };
     if options.json {
         print_json(&answer, out)?;
-        return Ok(Asked::Done(EXIT_OK));
+    } else {
+        text(&answer, out)?;
     }
-    Ok(Asked::Text(answer))
+    Ok(EXIT_OK)
 }
 
 /// Pretty JSON of an answer's body.
@@ -284,16 +277,12 @@ pub fn queue(
         path: &path,
         body,
     };
-    let answer = match ask(global, options, call, out, err)? {
-        Asked::Done(status) => return Ok(status),
-        Asked::Text(answer) => answer,
-    };
-    match command {
-        QueueCommand::Summary => print_summary(&decode(&answer, &name)?, out)?,
-        QueueCommand::List { .. } => print_page(&decode(&answer, &name)?, out)?,
-        QueueCommand::Show { .. } => print_detail(&decode(&answer, &name)?, out)?,
+    let text = |answer: &Answer, out: &mut dyn Write| match command {
+        QueueCommand::Summary => print_summary(&decode(answer, &name)?, out),
+        QueueCommand::List { .. } => print_page(&decode(answer, &name)?, out),
+        QueueCommand::Show { .. } => print_detail(&decode(answer, &name)?, out),
         QueueCommand::Act { action, .. } => {
-            let touched: Touched = decode(&answer, &name)?;
+            let touched: Touched = decode(answer, &name)?;
             let n = touched.touched;
             writeln!(
                 out,
@@ -301,10 +290,10 @@ pub fn queue(
                 n,
                 if n == 1 { "" } else { "s" },
                 action.past()
-            )?;
+            )
         }
-    }
-    Ok(EXIT_OK)
+    };
+    ask(global, options, call, text, out, err)
 }
 
 /// `sealpost destinations`
@@ -320,11 +309,13 @@ pub fn destinations(
         path: "/destinations",
         body: None,
     };
-    let answer = match ask(global, options, call, out, err)? {
-        Asked::Done(status) => return Ok(status),
-        Asked::Text(answer) => answer,
+    let text = |answer: &Answer, out: &mut dyn Write| {
+        print_destinations(&decode(answer, "destinations")?, out)
     };
-    let answer: Destinations = decode(&answer, "destinations")?;
+    ask(global, options, call, text, out, err)
+}
+
+fn print_destinations(answer: &Destinations, out: &mut dyn Write) -> io::Result<()> {
     if answer.destinations.is_empty() {
         writeln!(out, "the delivery engine reports no destinations")?;
     } else {
@@ -379,8 +370,7 @@ pub fn destinations(
             .queued_recipients
             .iter()
             .map(|(d, n)| (d.clone(), *n)),
-    )?;
-    Ok(EXIT_OK)
+    )
 }
 
 /// `sealpost reload`
@@ -396,11 +386,11 @@ pub fn reload(
         path: "/reload",
         body: None,
     };
-    let answer = match ask(global, options, call, out, err)? {
-        Asked::Done(status) => return Ok(status),
-        Asked::Text(answer) => answer,
-    };
-    let report: crate::admin::views::ReloadAnswer = decode(&answer, "reload")?;
+    let text = |answer: &Answer, out: &mut dyn Write| print_reload(&decode(answer, "reload")?, out);
+    ask(global, options, call, text, out, err)
+}
+
+fn print_reload(report: &ReloadAnswer, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "configuration reloaded from {}: generation {}, {} managed domain{}",
@@ -416,7 +406,7 @@ pub fn reload(
             report.needs_restart.join(", ")
         )?;
     }
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// `2h05m`, `45s`, `3d04h`.
