@@ -4,10 +4,9 @@
 //! force), and `config check` names a bad line by file and line.
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::sealpost::{greet, server_head, Sealpost, BIN, NO_DNS};
+use support::sealpost::{greet, run_cli, server_head, Sealpost, NO_DNS};
 use support::smtp::{code, command};
 
 fn config(port: u16) -> String {
@@ -122,12 +121,8 @@ fn config_check_names_the_bad_line_of_a_recipients_file() {
     std::fs::write(dir.path().join("listed-off.txt"), "x\n").expect("write");
     let path = dir.path().join("sealpost.toml");
     std::fs::write(&path, config(2525)).expect("write");
-    let output = Command::new(BIN)
-        .args(["--config", path.to_str().expect("utf-8"), "config", "check"])
-        .output()
-        .expect("run sealpost");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (code, _, stderr) = run_cli(&path, &["config", "check"]);
+    assert_eq!(code, Some(1));
     let want = format!(
         "{}:3:1: bad recipient `bob@elsewhere.test`",
         dir.path().join("listed.txt").display()

@@ -178,6 +178,23 @@ impl Drop for Sealpost {
     }
 }
 
+/// `sealpost --config <config> <args>` run to its end (without
+/// `RUST_LOG`): its exit code, standard output and standard error.
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the sealpost binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `sealpost --config <config> serve` expected to exit by itself (a
 /// refused start): its exit code and standard error (human log format),
 /// waiting 10 seconds at most.
