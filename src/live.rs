@@ -113,18 +113,13 @@ impl LiveConfig {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        match Config::parse(text, "test.toml", None) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn replace_swaps_policy_and_keeps_start_bound_settings() {
-        let live = LiveConfig::new(config("[[listeners]]\naddress = \"127.0.0.1:2600\"\n"));
+        let live = LiveConfig::new(Config::for_test(
+            "[[listeners]]\naddress = \"127.0.0.1:2600\"\n",
+        ));
         let before = live.current();
-        let report = live.replace(config(
+        let report = live.replace(Config::for_test(
             "[[listeners]]\naddress = \"127.0.0.1:2601\"\n\
              [[domains]]\nname = \"example.org\"\ntenant = \"t\"\n",
         ));
@@ -140,10 +135,12 @@ mod tests {
 
     #[test]
     fn subscribers_hear_each_replacement() {
-        let live = LiveConfig::new(config(""));
+        let live = LiveConfig::new(Config::for_test(""));
         let mut changes = live.subscribe();
         assert!(!changes.has_changed().unwrap_or(true));
-        let report = live.replace(config("[mta_sts_host]\nlisten = [\"127.0.0.1:8443\"]\n"));
+        let report = live.replace(Config::for_test(
+            "[mta_sts_host]\nlisten = [\"127.0.0.1:8443\"]\n",
+        ));
         assert!(changes.has_changed().unwrap_or(false));
         assert_eq!(*changes.borrow_and_update(), 2);
         // The policy host's addresses are bound at start.

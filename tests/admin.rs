@@ -14,7 +14,6 @@ mod support;
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +28,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::dns::TestDns;
-use support::sealpost::{dns_section, free_port, run_to_exit, submit, Sealpost, BIN, NO_DNS};
+use support::sealpost::{
+    dns_section, free_port, run_cli, run_to_exit, server_head, submit, Sealpost, NO_DNS,
+};
 use support::smtp::{Ask, TestSmtpServer};
 
 /// The reason recorded for the message written before the server starts.
@@ -58,13 +59,7 @@ fn config(
         .unwrap_or_default();
     format!(
         r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 [admin]
 socket = "{}"
 {admin}
@@ -81,7 +76,8 @@ tenant = "bank"
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
 {extra}"#,
-        socket.display()
+        socket.display(),
+        head = server_head(port)
     )
 }
 
@@ -782,10 +778,9 @@ async fn the_admin_api_answers_every_endpoint() {
         "/policy/explain?from=carol%40open.example&to=x%40gmail.com",
     )
     .await;
-    let cli = Command::new(BIN)
-        .args([
-            "--config",
-            s.sealpost.config_path().to_str().expect("utf-8"),
+    let (_, cli, _) = run_cli(
+        &s.sealpost.config_path(),
+        &[
             "policy",
             "explain",
             "--from",
@@ -793,10 +788,9 @@ async fn the_admin_api_answers_every_endpoint() {
             "--to",
             "x@gmail.com",
             "--json",
-        ])
-        .output()
-        .expect("sealpost runs");
-    let cli: Value = serde_json::from_slice(&cli.stdout).expect("CLI JSON");
+        ],
+    );
+    let cli: Value = serde_json::from_str(&cli).expect("CLI JSON");
     assert_eq!(explained, cli);
     assert_eq!(
         refused(&c, Method::GET, "/policy/explain?from=a%40b.example", None).await,
@@ -1142,25 +1136,9 @@ async fn the_socket_is_exclusive_and_a_stale_file_is_replaced() {
     assert_eq!(std::fs::read_to_string(&file).expect("read"), "keep me");
 }
 
-/// `sealpost --config <config> <args>`.
-fn sealpost(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the sealpost binary runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Exit 0; standard output.
 fn ok(config: &Path, args: &[&str]) -> String {
-    let (code, stdout, stderr) = sealpost(config, args);
+    let (code, stdout, stderr) = run_cli(config, args);
     assert_eq!(code, Some(0), "{args:?}: {stdout}{stderr}");
     stdout
 }
@@ -1303,22 +1281,22 @@ async fn the_cli_shows_and_acts_on_the_queue_of_the_running_server() {
 
     // Refusals: everything without --all, an unknown id, a bad filter,
     // an id together with a filter (a usage error).
-    let (code, _, stderr) = sealpost(&cfg, &["queue", "delete"]);
+    let (code, _, stderr) = run_cli(&cfg, &["queue", "delete"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--all"), "{stderr}");
-    let (code, _, stderr) = sealpost(&cfg, &["queue", "show", "00000000000000ff"]);
+    let (code, _, stderr) = run_cli(&cfg, &["queue", "show", "00000000000000ff"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no message 00000000000000ff"), "{stderr}");
-    let (code, _, stderr) = sealpost(&cfg, &["queue", "show", &s.outbound]);
+    let (code, _, stderr) = run_cli(&cfg, &["queue", "show", &s.outbound]);
     assert_eq!(code, Some(1), "bounced and done");
     assert!(
         stderr.contains(&format!("no message {}", s.outbound)),
         "{stderr}"
     );
-    let (code, _, stderr) = sealpost(&cfg, &["queue", "list", "--state", "lost"]);
+    let (code, _, stderr) = run_cli(&cfg, &["queue", "list", "--state", "lost"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("unknown state `lost`"), "{stderr}");
-    let (code, _, _) = sealpost(&cfg, &["queue", "delete", &s.deferred, "--tenant", "acme"]);
+    let (code, _, _) = run_cli(&cfg, &["queue", "delete", &s.deferred, "--tenant", "acme"]);
     assert_eq!(code, Some(2));
 
     // The engine's destinations, with the queued counts.
@@ -1372,7 +1350,7 @@ async fn the_cli_shows_and_acts_on_the_queue_of_the_running_server() {
     .expect("write");
     // The broken file is also the CLI's own configuration: name the socket.
     let socket = s.socket.to_str().expect("utf-8");
-    let (code, _, stderr) = sealpost(&cfg, &["reload", "--socket", socket]);
+    let (code, _, stderr) = run_cli(&cfg, &["reload", "--socket", socket]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("refused") && stderr.contains("never"),
@@ -1387,10 +1365,10 @@ async fn the_cli_shows_and_acts_on_the_queue_of_the_running_server() {
 
     // Not running: a clear message and exit 1.
     s.sealpost.stop();
-    let (code, _, stderr) = sealpost(&cfg, &["queue", "summary"]);
+    let (code, _, stderr) = run_cli(&cfg, &["queue", "summary"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("sealpost is not running"), "{stderr}");
-    let (code, _, stderr) = sealpost(&cfg, &["reload"]);
+    let (code, _, stderr) = run_cli(&cfg, &["reload"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("sealpost is not running"), "{stderr}");
 }

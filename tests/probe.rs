@@ -14,9 +14,8 @@ use sealpost::smtp::SessionConfig;
 use support::dns::{TestDns, TestDnsBuilder};
 use support::https::{HttpsServer, Reply};
 use support::pki::{self, Leaf, TestCa, ALL_VERSIONS};
+use support::sealpost::BIN;
 use support::smtp::{accept_all, TestSmtpServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
 
 /// A configuration file in its own directory.
 struct Setup {

@@ -11,28 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sealpost_queue::{ListFilter, Queue, QueueOptions};
-use tokio::net::TcpStream;
+use sealpost_queue::ListFilter;
 
-use support::sealpost::{starttls, Sealpost};
-use support::smtp::{code, command, read_reply as reply};
+use support::sealpost::{before_tls, greet, server_head, starttls, Sealpost, NO_DNS};
+use support::smtp::{code, command, data, mail_rcpt};
 
 /// The relay and policy configuration most tests use.
 fn start_relay_test() -> Sealpost {
     Sealpost::start(|port| {
         format!(
             r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
-# Lookups fail fast and stay on this machine.
-[dns]
-nameservers = ["127.0.0.1:9"]
-
+{head}
+{NO_DNS}
 [defaults]
 outbound = {{ level = "opportunistic" }}
 inbound = {{ level = "opportunistic" }}
@@ -60,7 +50,8 @@ enabled = false
 [[tenants]]
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
-"#
+"#,
+            head = server_head(port)
         )
     })
 }
@@ -70,9 +61,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     let mut server = start_relay_test();
 
     // Plaintext session from 127.0.0.1.
-    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    let (mut tcp, ehlo) = greet(server.smtp).await;
     assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
     assert_eq!(
         command(&mut tcp, "MAIL FROM:<alice@sender.test>")
@@ -89,8 +78,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     for (line, want) in table {
         assert_eq!(code(&command(&mut tcp, line).await), want, "{line}");
     }
-    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
-    let done = command(&mut tcp, "Subject: plain\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tcp, "Subject: plain\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     let queued_plain = done.lines[0]
         .rsplit(' ')
@@ -101,24 +89,27 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     // Outbound: a relay source of acme, with one of acme's sender domains,
     // may relay to any recipient; a foreign sender domain may not.
     assert_eq!(
-        command(&mut tcp, "MAIL FROM:<carol@open.example>")
+        code(
+            &mail_rcpt(
+                &mut tcp,
+                "MAIL FROM:<carol@open.example>",
+                "RCPT TO:<dave@elsewhere.test>"
+            )
             .await
-            .code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        ),
         "250 2.1.5"
     );
-    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
-    let done = command(&mut tcp, "Subject: out\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tcp, "Subject: out\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     assert_eq!(
-        command(&mut tcp, "MAIL FROM:<eve@off.example>").await.code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        code(
+            &mail_rcpt(
+                &mut tcp,
+                "MAIL FROM:<eve@off.example>",
+                "RCPT TO:<dave@elsewhere.test>"
+            )
+            .await
+        ),
         "554 5.7.1"
     );
     assert_eq!(command(&mut tcp, "RSET").await.code, 250);
@@ -126,50 +117,42 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
 
     // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
     let mut tls12 = starttls(server.smtp, support::pki::TLS12_ONLY).await;
-    assert_eq!(
-        command(&mut tls12, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
-        250
-    );
-    let refused = command(&mut tls12, "RCPT TO:<bob@strict.example>").await;
+    let refused = mail_rcpt(
+        &mut tls12,
+        "MAIL FROM:<alice@sender.test>",
+        "RCPT TO:<bob@strict.example>",
+    )
+    .await;
     assert_eq!(code(&refused), "530 5.7.0");
     assert!(refused.lines[0].contains("TLSv1.2"), "{refused:?}");
 
     // TLS 1.3 meets it.
     let mut tls13 = starttls(server.smtp, support::pki::TLS13_ONLY).await;
     assert_eq!(
-        command(&mut tls13, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
+        mail_rcpt(
+            &mut tls13,
+            "MAIL FROM:<alice@sender.test>",
+            "RCPT TO:<bob@strict.example>"
+        )
+        .await
+        .code,
         250
     );
-    assert_eq!(
-        command(&mut tls13, "RCPT TO:<bob@strict.example>")
-            .await
-            .code,
-        250
-    );
-    assert_eq!(command(&mut tls13, "DATA").await.code, 354);
-    let done = command(&mut tls13, "Subject: secure\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tls13, "Subject: secure\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     drop(tls13);
     drop(tls12);
 
     // A client that drops the connection in the middle of DATA.
-    let mut dropped = TcpStream::connect(server.smtp).await.expect("connect");
-    assert_eq!(reply(&mut dropped).await.code, 220);
-    command(&mut dropped, "EHLO client.test").await;
+    let (mut dropped, _) = greet(server.smtp).await;
     assert_eq!(
-        command(&mut dropped, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
-        250
-    );
-    assert_eq!(
-        command(&mut dropped, "RCPT TO:<carol@open.example>")
-            .await
-            .code,
+        mail_rcpt(
+            &mut dropped,
+            "MAIL FROM:<alice@sender.test>",
+            "RCPT TO:<carol@open.example>"
+        )
+        .await
+        .code,
         250
     );
     assert_eq!(command(&mut dropped, "DATA").await.code, 354);
@@ -183,11 +166,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     drop(dropped);
 
     server.stop();
-    let queue = Queue::open(
-        server.dir.path().join("data/queue"),
-        QueueOptions::default(),
-    )
-    .expect("reopen the queue");
+    let queue = server.open_queue();
     let page = queue
         .list(&ListFilter::default(), None, 10)
         .expect("list the queue");
@@ -234,10 +213,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
 
 /// STARTTLS as `sni`, trusting only `ca`; the certificate the server showed.
 async fn presented(addr: SocketAddr, ca: &support::pki::TestCa, sni: &str) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let tcp = before_tls(addr).await;
     let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
         .with_protocol_versions(support::pki::ALL_VERSIONS)
         .expect("versions")
@@ -267,13 +243,7 @@ async fn configured_certificates_are_chosen_by_sni_and_reloaded_on_sighup() {
     let mut server = Sealpost::start(|port| {
         format!(
             r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 [tls]
 certificate = "{dir}/mx.crt"
 key = "{dir}/mx.key"
@@ -282,7 +252,8 @@ key = "{dir}/mx.key"
 name = "mx2.sealpost.test"
 certificate = "{dir}/mx2.crt"
 key = "{dir}/mx2.key"
-"#
+"#,
+            head = server_head(port)
         )
     });
 

@@ -10,13 +10,10 @@ use std::process::{Command, Stdio};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use sealpost_queue::{ListFilter, Queue, QueueOptions};
-use tokio::net::TcpStream;
+use sealpost_queue::ListFilter;
 
-use support::sealpost::{starttls, Sealpost, NO_DNS};
-use support::smtp::{code, command, read_reply as reply};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+use support::sealpost::{greet, server_head, starttls, Sealpost, BIN, NO_DNS};
+use support::smtp::{code, command, data, mail_rcpt};
 
 /// `sealpost hash-password` with `input` on standard input.
 fn hash_password(input: &str) -> std::process::Output {
@@ -49,13 +46,7 @@ async fn an_authenticated_session_relays_for_its_tenant_only() {
     let mut server = Sealpost::start(|port| {
         format!(
             r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 {NO_DNS}
 
 [[domains]]
@@ -70,14 +61,13 @@ tenant = "globex"
 [[tenants]]
 name = "acme"
 users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
-"#
+"#,
+            head = server_head(port)
         )
     });
 
     // Plaintext: not offered, not accepted.
-    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    let (mut tcp, ehlo) = greet(server.smtp).await;
     assert!(
         !ehlo.lines.iter().any(|l| l.starts_with("AUTH")),
         "{ehlo:?}"
@@ -97,13 +87,14 @@ users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
     );
     // Not yet authenticated: no relay.
     assert_eq!(
-        command(&mut tls, "MAIL FROM:<alice@acme.example>")
+        code(
+            &mail_rcpt(
+                &mut tls,
+                "MAIL FROM:<alice@acme.example>",
+                "RCPT TO:<bob@elsewhere.test>"
+            )
             .await
-            .code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tls, "RCPT TO:<bob@elsewhere.test>").await),
+        ),
         "554 5.7.1"
     );
     assert_eq!(command(&mut tls, "RSET").await.code, 250);
@@ -128,37 +119,34 @@ users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
 
     // Authenticated: acme's sender domain relays anywhere, globex's does not.
     assert_eq!(
-        command(&mut tls, "MAIL FROM:<alice@acme.example> AUTH=<>")
+        code(
+            &mail_rcpt(
+                &mut tls,
+                "MAIL FROM:<alice@acme.example> AUTH=<>",
+                "RCPT TO:<bob@elsewhere.test>"
+            )
             .await
-            .code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tls, "RCPT TO:<bob@elsewhere.test>").await),
+        ),
         "250 2.1.5"
     );
-    assert_eq!(command(&mut tls, "DATA").await.code, 354);
-    let done = command(&mut tls, "Subject: relayed\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tls, "Subject: relayed\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     assert_eq!(
-        command(&mut tls, "MAIL FROM:<eve@globex.example>")
+        code(
+            &mail_rcpt(
+                &mut tls,
+                "MAIL FROM:<eve@globex.example>",
+                "RCPT TO:<bob@elsewhere.test>"
+            )
             .await
-            .code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tls, "RCPT TO:<bob@elsewhere.test>").await),
+        ),
         "554 5.7.1"
     );
     assert_eq!(command(&mut tls, "QUIT").await.code, 221);
     drop(tls);
 
     server.stop();
-    let queue = Queue::open(
-        server.dir.path().join("data/queue"),
-        QueueOptions::default(),
-    )
-    .expect("reopen the queue");
+    let queue = server.open_queue();
     let page = queue
         .list(&ListFilter::default(), None, 10)
         .expect("list the queue");

@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,20 +18,12 @@ use sealpost::mta_sts::{
     PolicyFetcher, StaticHosts, TrustRoots,
 };
 use support::pki::TestCa;
-use support::sealpost::{free_port, Sealpost, NO_DNS};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
+use support::sealpost::{free_port, run_cli, run_to_exit, server_head, Sealpost, NO_DNS};
 
 fn config(port: u16, https: u16, mode: &str, a_enabled: bool) -> String {
     format!(
         r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 {NO_DNS}
 [mta_sts_host]
 listen = ["127.0.0.1:{https}"]
@@ -61,7 +52,8 @@ tlsrpt = "mailto:tls-reports@a.test"
 [[domains]]
 name = "b.test"
 tenant = "acme"
-"#
+"#,
+        head = server_head(port)
     )
 }
 
@@ -79,13 +71,8 @@ fn fetcher(ca: &TestCa, port: u16) -> HttpsPolicyFetcher {
 
 /// `sealpost dns-records a.test`: its stdout, and the `_mta-sts` id.
 fn dns_records(server: &Sealpost) -> (String, String) {
-    let output = Command::new(BIN)
-        .args(["--config", server.config_path().to_str().expect("utf-8")])
-        .args(["dns-records", "a.test"])
-        .output()
-        .expect("run sealpost");
-    assert!(output.status.success(), "{output:?}");
-    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let (code, text, stderr) = run_cli(&server.config_path(), &["dns-records", "a.test"]);
+    assert_eq!(code, Some(0), "{stderr}");
     let value = text
         .lines()
         .find_map(|l| l.strip_prefix("_mta-sts.a.test. IN TXT \""))
@@ -162,12 +149,8 @@ async fn serve_hosts_the_policies_and_dns_records_follow_them() {
         text.contains("_smtp._tls.a.test. IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@a.test\""),
         "{text}"
     );
-    let json = Command::new(BIN)
-        .args(["--config", server.config_path().to_str().expect("utf-8")])
-        .args(["dns-records", "a.test", "--json"])
-        .output()
-        .expect("run sealpost");
-    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let (_, json, _) = run_cli(&server.config_path(), &["dns-records", "a.test", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json["domain"], "a.test");
     assert_eq!(json["mode"], "enforce");
     assert_eq!(json["policy"], body.as_str());
@@ -226,17 +209,8 @@ fn dns_records_refuses_domains_without_a_hosted_policy() {
         ("b.test", "has no [domains.mta_sts] policy"),
         ("c.test", "is not a managed domain"),
     ] {
-        let output = Command::new(BIN)
-            .args([
-                "--config",
-                path.to_str().expect("utf-8"),
-                "dns-records",
-                domain,
-            ])
-            .output()
-            .expect("run sealpost");
-        assert_eq!(output.status.code(), Some(1), "{domain}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let (code, _, stderr) = run_cli(&path, &["dns-records", domain]);
+        assert_eq!(code, Some(1), "{domain}");
         assert!(stderr.contains(why), "{domain}: {stderr}");
     }
 }
@@ -253,30 +227,8 @@ fn serve_stops_when_the_policy_host_cannot_listen() {
         free_port()
     );
     std::fs::write(&path, text).expect("write");
-    let mut child = Command::new(BIN)
-        .args(["--config", path.to_str().expect("utf-8"), "serve"])
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sealpost");
-    let mut status = None;
-    for _ in 0..200 {
-        if let Ok(Some(s)) = child.try_wait() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("sealpost kept running without its policy host");
-    };
-    assert_eq!(status.code(), Some(1));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
+    let (code, stderr) = run_to_exit(&path);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "MTA-STS policy host cannot listen on 127.0.0.1:{https}"

@@ -4,26 +4,16 @@
 //! force), and `config check` names a bad line by file and line.
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use support::sealpost::{greet, run_cli, server_head, Sealpost, NO_DNS};
+use support::smtp::{code, command};
 
-use support::sealpost::Sealpost;
-use support::smtp::{code, command, read_reply as reply};
-
-const CONFIG: &str = r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:PORT"
-
-# Lookups fail fast and stay on this machine.
-[dns]
-nameservers = ["127.0.0.1:9"]
-
+fn config(port: u16) -> String {
+    format!(
+        r#"
+{head}
+{NO_DNS}
 [[domains]]
 name = "listed.example"
 tenant = "acme"
@@ -38,13 +28,14 @@ name = "off.example"
 tenant = "acme"
 enabled = false
 recipients = "listed-off.txt"
-"#;
+"#,
+        head = server_head(port)
+    )
+}
 
 /// One transaction's RCPT replies (`CODE X.Y.Z`), then RSET.
 async fn rcpt_codes(server: &Sealpost, recipients: &[&str]) -> Vec<String> {
-    let mut tcp = TcpStream::connect(server.smtp).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    assert_eq!(command(&mut tcp, "EHLO client.test").await.code, 250);
+    let (mut tcp, _) = greet(server.smtp).await;
     assert_eq!(
         command(&mut tcp, "MAIL FROM:<someone@sender.test>")
             .await
@@ -73,7 +64,7 @@ async fn unknown_local_parts_are_refused_and_sighup_rereads_the_list() {
     let list = dir.path().join("listed.txt");
     std::fs::write(&list, "# staff\nalice\nBob@listed.example\n").expect("write");
     std::fs::write(dir.path().join("listed-off.txt"), "x\n").expect("write");
-    let mut server = Sealpost::start_in(dir, |port| CONFIG.replace("PORT", &port.to_string()));
+    let mut server = Sealpost::start_in(dir, config);
 
     let table = [
         ("alice@listed.example", "250 2.1.5"),
@@ -129,13 +120,9 @@ fn config_check_names_the_bad_line_of_a_recipients_file() {
     .expect("write");
     std::fs::write(dir.path().join("listed-off.txt"), "x\n").expect("write");
     let path = dir.path().join("sealpost.toml");
-    std::fs::write(&path, CONFIG.replace("PORT", "2525")).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .args(["--config", path.to_str().expect("utf-8"), "config", "check"])
-        .output()
-        .expect("run sealpost");
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    std::fs::write(&path, config(2525)).expect("write");
+    let (code, _, stderr) = run_cli(&path, &["config", "check"]);
+    assert_eq!(code, Some(1));
     let want = format!(
         "{}:3:1: bad recipient `bob@elsewhere.test`",
         dir.path().join("listed.txt").display()

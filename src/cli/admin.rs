@@ -17,7 +17,7 @@ use crate::admin::client::{AdminClient, Answer};
 use crate::admin::http::percent_encode;
 use crate::admin::views::{
     unix_ms, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
-    MessagePage, Summary, Touched,
+    MessagePage, ReloadAnswer, Summary, Touched,
 };
 use crate::metrics::{state_name, STATES};
 
@@ -113,20 +113,23 @@ fn socket(
     Ok(load(global, err)?.map(|config| config.admin.socket))
 }
 
-/// Sends one request; `None` after printing why there is no answer.
-fn request(
-    socket: PathBuf,
+/// One request of a command to the daemon.
+struct Call<'a> {
+    /// The command's name in messages (`queue list`, `reload`).
+    command: &'a str,
     method: Method,
-    path: &str,
+    path: &'a str,
     body: Option<Vec<u8>>,
-    command: &str,
-    err: &mut dyn Write,
-) -> io::Result<Option<Answer>> {
+}
+
+/// Sends one request; `None` after printing why there is no answer.
+fn request(socket: PathBuf, call: Call<'_>, err: &mut dyn Write) -> io::Result<Option<Answer>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = AdminClient::new(socket, REQUEST_TIMEOUT);
-    match runtime.block_on(client.request(method, path, body)) {
+    let command = call.command;
+    match runtime.block_on(client.request(call.method, call.path, call.body)) {
         Ok(answer) if answer.is_success() => Ok(Some(answer)),
         Ok(answer) => {
             writeln!(err, "sealpost {command}: {}", answer.error_text())?;
@@ -137,6 +140,30 @@ fn request(
             Ok(None)
         }
     }
+}
+
+/// Sends one request to the socket of `--socket` or the configuration
+/// and prints the answer: as it is with `--json`, else as `text` prints it.
+fn ask(
+    global: &GlobalOptions,
+    options: &AdminOptions,
+    call: Call<'_>,
+    text: impl FnOnce(&Answer, &mut dyn Write) -> io::Result<()>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(socket) = socket(global, options, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let Some(answer) = request(socket, call, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    if options.json {
+        print_json(&answer, out)?;
+    } else {
+        text(&answer, out)?;
+    }
+    Ok(EXIT_OK)
 }
 
 /// Pretty JSON of an answer's body.
@@ -244,22 +271,18 @@ pub fn queue(
             }
         }
     };
-    let Some(socket) = socket(global, options, err)? else {
-        return Ok(EXIT_FAILURE);
+    let call = Call {
+        command: &name,
+        method,
+        path: &path,
+        body,
     };
-    let Some(answer) = request(socket, method, &path, body, &name, err)? else {
-        return Ok(EXIT_FAILURE);
-    };
-    if options.json {
-        print_json(&answer, out)?;
-        return Ok(EXIT_OK);
-    }
-    match command {
-        QueueCommand::Summary => print_summary(&decode(&answer, &name)?, out)?,
-        QueueCommand::List { .. } => print_page(&decode(&answer, &name)?, out)?,
-        QueueCommand::Show { .. } => print_detail(&decode(&answer, &name)?, out)?,
+    let text = |answer: &Answer, out: &mut dyn Write| match command {
+        QueueCommand::Summary => print_summary(&decode(answer, &name)?, out),
+        QueueCommand::List { .. } => print_page(&decode(answer, &name)?, out),
+        QueueCommand::Show { .. } => print_detail(&decode(answer, &name)?, out),
         QueueCommand::Act { action, .. } => {
-            let touched: Touched = decode(&answer, &name)?;
+            let touched: Touched = decode(answer, &name)?;
             let n = touched.touched;
             writeln!(
                 out,
@@ -267,10 +290,10 @@ pub fn queue(
                 n,
                 if n == 1 { "" } else { "s" },
                 action.past()
-            )?;
+            )
         }
-    }
-    Ok(EXIT_OK)
+    };
+    ask(global, options, call, text, out, err)
 }
 
 /// `sealpost destinations`
@@ -280,25 +303,19 @@ pub fn destinations(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<ExitStatus> {
-    let Some(socket) = socket(global, options, err)? else {
-        return Ok(EXIT_FAILURE);
+    let call = Call {
+        command: "destinations",
+        method: Method::GET,
+        path: "/destinations",
+        body: None,
     };
-    let Some(answer) = request(
-        socket,
-        Method::GET,
-        "/destinations",
-        None,
-        "destinations",
-        err,
-    )?
-    else {
-        return Ok(EXIT_FAILURE);
+    let text = |answer: &Answer, out: &mut dyn Write| {
+        print_destinations(&decode(answer, "destinations")?, out)
     };
-    if options.json {
-        print_json(&answer, out)?;
-        return Ok(EXIT_OK);
-    }
-    let answer: Destinations = decode(&answer, "destinations")?;
+    ask(global, options, call, text, out, err)
+}
+
+fn print_destinations(answer: &Destinations, out: &mut dyn Write) -> io::Result<()> {
     if answer.destinations.is_empty() {
         writeln!(out, "the delivery engine reports no destinations")?;
     } else {
@@ -345,16 +362,15 @@ pub fn destinations(
             rows,
         )?;
     }
-    if !answer.queued_recipients.is_empty() {
-        writeln!(out, "\nqueued recipients per destination:")?;
-        let rows = answer
+    count_table(
+        out,
+        "queued recipients per destination",
+        &["DESTINATION", "RECIPIENTS"],
+        answer
             .queued_recipients
             .iter()
-            .map(|(name, n)| vec![name.clone(), n.to_string()])
-            .collect();
-        table(out, &["DESTINATION", "RECIPIENTS"], rows)?;
-    }
-    Ok(EXIT_OK)
+            .map(|(d, n)| (d.clone(), *n)),
+    )
 }
 
 /// `sealpost reload`
@@ -364,17 +380,17 @@ pub fn reload(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> io::Result<ExitStatus> {
-    let Some(socket) = socket(global, options, err)? else {
-        return Ok(EXIT_FAILURE);
+    let call = Call {
+        command: "reload",
+        method: Method::POST,
+        path: "/reload",
+        body: None,
     };
-    let Some(answer) = request(socket, Method::POST, "/reload", None, "reload", err)? else {
-        return Ok(EXIT_FAILURE);
-    };
-    if options.json {
-        print_json(&answer, out)?;
-        return Ok(EXIT_OK);
-    }
-    let report: crate::admin::views::ReloadAnswer = decode(&answer, "reload")?;
+    let text = |answer: &Answer, out: &mut dyn Write| print_reload(&decode(answer, "reload")?, out);
+    ask(global, options, call, text, out, err)
+}
+
+fn print_reload(report: &ReloadAnswer, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "configuration reloaded from {}: generation {}, {} managed domain{}",
@@ -390,7 +406,7 @@ pub fn reload(
             report.needs_restart.join(", ")
         )?;
     }
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// `2h05m`, `45s`, `3d04h`.
@@ -438,6 +454,22 @@ fn table(out: &mut dyn Write, headers: &[&str], rows: Vec<Vec<String>>) -> io::R
     Ok(())
 }
 
+/// A blank line, `title:` and a table of a name and a count a row;
+/// nothing when there are no rows.
+fn count_table(
+    out: &mut dyn Write,
+    title: &str,
+    headers: &[&str],
+    counts: impl Iterator<Item = (String, u64)>,
+) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = counts.map(|(name, n)| vec![name, n.to_string()]).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n{title}:")?;
+    table(out, headers, rows)
+}
+
 fn print_summary(summary: &Summary, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "messages: {}", summary.messages)?;
     match &summary.oldest {
@@ -459,29 +491,24 @@ fn print_summary(summary: &Summary, out: &mut dyn Write) -> io::Result<()> {
         })
         .collect();
     table(out, &["STATE", "RECIPIENTS"], rows)?;
-    if !summary.messages_by_tenant.is_empty() {
-        writeln!(out, "\nmessages by tenant:")?;
-        let rows = summary
+    count_table(
+        out,
+        "messages by tenant",
+        &["TENANT", "MESSAGES"],
+        summary
             .messages_by_tenant
             .iter()
-            .map(|(t, n)| {
-                vec![
-                    if t.is_empty() { "-".into() } else { t.clone() },
-                    n.to_string(),
-                ]
-            })
-            .collect();
-        table(out, &["TENANT", "MESSAGES"], rows)?;
-    }
-    if !summary.recipients_by_destination.is_empty() {
-        writeln!(out, "\nwaiting recipients by destination:")?;
-        let rows = summary
+            .map(|(t, n)| (if t.is_empty() { "-".into() } else { t.clone() }, *n)),
+    )?;
+    count_table(
+        out,
+        "waiting recipients by destination",
+        &["DESTINATION", "RECIPIENTS"],
+        summary
             .recipients_by_destination
             .iter()
-            .map(|(d, n)| vec![d.clone(), n.to_string()])
-            .collect();
-        table(out, &["DESTINATION", "RECIPIENTS"], rows)?;
-    }
+            .map(|(d, n)| (d.clone(), *n)),
+    )?;
     if !summary.top_defer_reasons.is_empty() {
         writeln!(
             out,

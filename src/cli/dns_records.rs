@@ -139,13 +139,6 @@ impl fmt::Display for DnsRecords {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        match Config::parse(text, "test.toml", None) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     const TEXT: &str = r#"
 [mta_sts_host]
 listen = ["127.0.0.1:8443"]
@@ -173,7 +166,7 @@ mta_sts = { mode = "testing", mx = ["mx.off.example"] }
 
     #[test]
     fn records_and_their_id_follow_the_policy() {
-        let enforce = config(&TEXT.replace("MODE", "enforce"));
+        let enforce = Config::for_test(&TEXT.replace("MODE", "enforce"));
         let records = dns_records(&enforce, "EXAMPLE.org.").expect("records");
         assert_eq!(records.domain, "example.org");
         assert!(records.warnings.is_empty(), "{:?}", records.warnings);
@@ -193,7 +186,7 @@ mta_sts = { mode = "testing", mx = ["mx.off.example"] }
             "{text}"
         );
 
-        let testing = config(&TEXT.replace("MODE", "testing"));
+        let testing = Config::for_test(&TEXT.replace("MODE", "testing"));
         let changed = dns_records(&testing, "example.org").expect("records");
         assert_ne!(changed.records[0], records.records[0]);
         assert_eq!(changed.records[1], records.records[1]);
@@ -201,7 +194,7 @@ mta_sts = { mode = "testing", mx = ["mx.off.example"] }
 
     #[test]
     fn defaults_warnings_and_refusals() {
-        let config = config(&TEXT.replace("MODE", "enforce"));
+        let config = Config::for_test(&TEXT.replace("MODE", "enforce"));
         let off = dns_records(&config, "off.example").expect("records");
         assert!(off.tlsrpt_is_default);
         assert_eq!(

@@ -185,21 +185,14 @@ pub fn policy_explain(
     let Some(config) = load(global, err)? else {
         return Ok(EXIT_FAILURE);
     };
-    match explain(&config.policy, request) {
-        Ok(explanation) if json => {
-            serde_json::to_writer_pretty(&mut *out, &explanation).map_err(io::Error::other)?;
-            writeln!(out)?;
-            Ok(EXIT_OK)
-        }
-        Ok(explanation) => {
-            writeln!(out, "{explanation}")?;
-            Ok(EXIT_OK)
-        }
-        Err(e) => {
-            writeln!(err, "sealpost policy explain: {e}")?;
-            Ok(EXIT_FAILURE)
-        }
-    }
+    print_answer(
+        "policy explain",
+        explain(&config.policy, request),
+        json,
+        |out, explanation| writeln!(out, "{explanation}"),
+        out,
+        err,
+    )
 }
 
 /// `sealpost dns-records`: the `_mta-sts` and `_smtp._tls` TXT records of a
@@ -214,18 +207,38 @@ pub fn dns_records_command(
     let Some(config) = load(global, err)? else {
         return Ok(EXIT_FAILURE);
     };
-    match dns_records(&config, domain) {
-        Ok(records) if json => {
-            serde_json::to_writer_pretty(&mut *out, &records).map_err(io::Error::other)?;
+    print_answer(
+        "dns-records",
+        dns_records(&config, domain),
+        json,
+        |out, records| write!(out, "{records}"),
+        out,
+        err,
+    )
+}
+
+/// Prints the answer of `sealpost <command>`: as pretty JSON on `out` with
+/// `json`, else as `text` writes it; an error on `err` (exit 1).
+fn print_answer<T: serde::Serialize, E: std::fmt::Display>(
+    command: &str,
+    answer: Result<T, E>,
+    json: bool,
+    text: impl FnOnce(&mut dyn Write, &T) -> io::Result<()>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    match answer {
+        Ok(answer) if json => {
+            serde_json::to_writer_pretty(&mut *out, &answer).map_err(io::Error::other)?;
             writeln!(out)?;
             Ok(EXIT_OK)
         }
-        Ok(records) => {
-            write!(out, "{records}")?;
+        Ok(answer) => {
+            text(out, &answer)?;
             Ok(EXIT_OK)
         }
         Err(e) => {
-            writeln!(err, "sealpost dns-records: {e}")?;
+            writeln!(err, "sealpost {command}: {e}")?;
             Ok(EXIT_FAILURE)
         }
     }

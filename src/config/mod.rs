@@ -188,6 +188,16 @@ impl Config {
         Config::parse(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT_NAME, None)
     }
 
+    /// For unit tests: `text` parsed as `test.toml` with no base
+    /// directory, panicking with every error.
+    #[cfg(test)]
+    pub(crate) fn for_test(text: &str) -> Config {
+        match Config::parse(text, "test.toml", None) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
     /// `load(path)` or, without a path, the embedded default.
     pub fn load_or_default(path: Option<&Path>) -> Result<Config, LoadError> {
         match path {

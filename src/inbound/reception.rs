@@ -473,7 +473,7 @@ mod tests {
     }
 
     fn reception(config: &str) -> (Reception, tempfile::TempDir) {
-        let config = crate::config::Config::parse(config, "test.toml", None).expect("config");
+        let config = crate::config::Config::for_test(config);
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Queue::open(dir.path().join("queue"), Default::default()).expect("queue");
         let reception = Reception::new(Arc::new(LiveConfig::new(config)), Arc::new(queue));

@@ -354,18 +354,22 @@ fn address_problem(lookup: &Lookup<std::net::IpAddr>) -> String {
 
 type Decision = (Action, Authentication, Reason);
 
+/// The address is not used, for `reason`.
+fn not_used(reason: Reason) -> Decision {
+    (Action::NotUsed, Authentication::None, reason)
+}
+
+/// The session to the address failed before TLS came into it.
+fn session_failed(detail: &str) -> Decision {
+    not_used(Reason::SessionFailed {
+        detail: detail.to_string(),
+    })
+}
+
 /// `opportunistic` (`required == false`) and `mandatory`.
 fn plain(required: bool, min_tls: MinTlsVersion, outcome: &SessionOutcome) -> Decision {
     let problem = match outcome {
-        SessionOutcome::Failed { detail } => {
-            return (
-                Action::NotUsed,
-                Authentication::None,
-                Reason::SessionFailed {
-                    detail: detail.clone(),
-                },
-            )
-        }
+        SessionOutcome::Failed { detail } => return session_failed(detail),
         SessionOutcome::Tls {
             version, cipher, ..
         } if min_tls.accepts(*version) => {
@@ -395,11 +399,7 @@ fn plain(required: bool, min_tls: MinTlsVersion, outcome: &SessionOutcome) -> De
 
 fn cleartext_or_not(required: bool, problem: TlsProblem) -> Decision {
     if required {
-        return (
-            Action::NotUsed,
-            Authentication::None,
-            Reason::TlsRequired(problem),
-        );
+        return not_used(Reason::TlsRequired(problem));
     }
     let action = match problem {
         TlsProblem::Handshake { .. } | TlsProblem::BelowMinimum { .. } => Action::RetryCleartext,
@@ -417,11 +417,7 @@ fn dane(
     precedence: bool,
 ) -> Decision {
     let Some(plan) = host.dane_plan(destination) else {
-        return (
-            Action::NotUsed,
-            Authentication::None,
-            Reason::DaneDestination(destination.outcome.clone()),
-        );
+        return not_used(Reason::DaneDestination(destination.outcome.clone()));
     };
     let reason = |verdict: ConnectionVerdict| Reason::Dane {
         plan: plan.clone(),
@@ -429,22 +425,10 @@ fn dane(
         precedence,
     };
     if let DanePlan::Skip(why) = plan {
-        return (
-            Action::NotUsed,
-            Authentication::None,
-            reason(ConnectionVerdict::NextMx(why.clone())),
-        );
+        return not_used(reason(ConnectionVerdict::NextMx(why.clone())));
     }
     let event = match outcome {
-        SessionOutcome::Failed { detail } => {
-            return (
-                Action::NotUsed,
-                Authentication::None,
-                Reason::SessionFailed {
-                    detail: detail.clone(),
-                },
-            )
-        }
+        SessionOutcome::Failed { detail } => return session_failed(detail),
         SessionOutcome::Tls { version, .. } if !min_tls.accepts(*version) => {
             let problem = TlsProblem::BelowMinimum {
                 negotiated: *version,
@@ -519,22 +503,10 @@ fn mta_sts(
     let policy = facts.mta_sts.policy();
     let mx = host.host.exchange.as_str();
     if let MxPlan::Skip(failure) = plan_mx(policy, mx) {
-        return (
-            Action::NotUsed,
-            Authentication::None,
-            Reason::MtaSts(MxVerdict::Skip(failure)),
-        );
+        return not_used(Reason::MtaSts(MxVerdict::Skip(failure)));
     }
     let certificate = match outcome {
-        SessionOutcome::Failed { detail } => {
-            return (
-                Action::NotUsed,
-                Authentication::None,
-                Reason::SessionFailed {
-                    detail: detail.clone(),
-                },
-            )
-        }
+        SessionOutcome::Failed { detail } => return session_failed(detail),
         SessionOutcome::StartTlsNotOffered | SessionOutcome::StartTlsRefused { .. } => None,
         SessionOutcome::HandshakeFailed { detail, .. } => {
             Some(CertOutcome::HandshakeFailed(detail.clone()))
@@ -571,11 +543,7 @@ fn mta_sts(
                 Reason::MtaSts(verdict),
             ),
         },
-        MxVerdict::Skip(_) => (
-            Action::NotUsed,
-            Authentication::None,
-            Reason::MtaSts(verdict),
-        ),
+        MxVerdict::Skip(_) => not_used(Reason::MtaSts(verdict)),
         MxVerdict::Opportunistic(_) => {
             let (action, authentication, _) = plain(false, min_tls, outcome);
             (action, authentication, Reason::MtaSts(verdict))

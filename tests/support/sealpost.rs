@@ -160,12 +160,39 @@ impl Sealpost {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }
+
+    /// The queue under `data/queue`, opened by the test (after
+    /// [`Sealpost::stop`]: sled allows one process at a time).
+    pub fn open_queue(&self) -> sealpost_queue::Queue {
+        sealpost_queue::Queue::open(
+            self.path("data/queue"),
+            sealpost_queue::QueueOptions::default(),
+        )
+        .expect("reopen the queue")
+    }
 }
 
 impl Drop for Sealpost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `sealpost --config <config> <args>` run to its end (without
+/// `RUST_LOG`): its exit code, standard output and standard error.
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the sealpost binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `sealpost --config <config> serve` expected to exit by itself (a
@@ -212,6 +239,16 @@ pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
         sealpost::dns::TrustAnchorSource::IanaRoot => String::new(),
     };
     format!("[dns]\nnameservers = [{}]\n{anchor}", servers.join(", "))
+}
+
+/// The start of a test configuration: `[server]` named `mx.sealpost.test`
+/// with its data in `data/` (relative to the test directory), and one
+/// `[[listeners]]` on 127.0.0.1:`port`.
+pub fn server_head(port: u16) -> String {
+    format!(
+        "[server]\nhostname = \"mx.sealpost.test\"\ndata_dir = \"data\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n"
+    )
 }
 
 /// `[dns]` pointing at a closed local port: nothing leaves the machine,
@@ -276,17 +313,34 @@ pub async fn submit(
     }
 }
 
+/// Connects to sealpost at `addr` in plaintext, expects the 220 greeting
+/// and says `EHLO client.test` (expecting 250): the connection and the
+/// EHLO reply (its extension lines).
+pub async fn greet(addr: SocketAddr) -> (tokio::net::TcpStream, sealpost::smtp::Reply) {
+    use super::smtp::{command, read_reply};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(read_reply(&mut tcp).await.code, 220);
+    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    (tcp, ehlo)
+}
+
+/// [`greet`], then `STARTTLS` (expecting 220): the connection, ready for
+/// the client's TLS handshake.
+pub async fn before_tls(addr: SocketAddr) -> tokio::net::TcpStream {
+    let (mut tcp, _) = greet(addr).await;
+    assert_eq!(super::smtp::command(&mut tcp, "STARTTLS").await.code, 220);
+    tcp
+}
+
 /// Connects to sealpost at `addr`, says EHLO, upgrades with STARTTLS
 /// (any certificate; these TLS versions) and says EHLO again.
 pub async fn starttls(
     addr: SocketAddr,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use super::smtp::{command, read_reply};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(read_reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    use super::smtp::command;
+    let tcp = before_tls(addr).await;
     let config = rustls::ClientConfig::builder_with_provider(super::pki::provider())
         .with_protocol_versions(versions)
         .expect("versions")

@@ -313,3 +313,24 @@ pub fn code(reply: &Reply) -> String {
         None => reply.code.to_string(),
     }
 }
+
+/// `mail` (a whole `MAIL FROM:` line, expecting 250), then `rcpt` (a
+/// whole `RCPT TO:` line): the RCPT reply.
+pub async fn mail_rcpt<S>(stream: &mut S, mail: &str, rcpt: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let answer = command(stream, mail).await;
+    assert_eq!(answer.code, 250, "{mail}: {answer:?}");
+    command(stream, rcpt).await
+}
+
+/// `DATA` (expecting 354), then `message` and the closing dot: the reply
+/// to the message.
+pub async fn data<S>(stream: &mut S, message: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    assert_eq!(command(stream, "DATA").await.code, 354);
+    command(stream, &format!("{message}\r\n.")).await
+}
