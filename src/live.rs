@@ -92,6 +92,19 @@ impl LiveConfig {
             needs_restart.push("admin");
             config.admin = running.admin.clone();
         }
+        // The resolver and the MTA-STS fetcher are built at start.
+        if config.dns != running.dns {
+            needs_restart.push("dns");
+            config.dns = running.dns.clone();
+        }
+        if config.mta_sts != running.mta_sts {
+            needs_restart.push("mta_sts");
+            config.mta_sts = running.mta_sts.clone();
+        }
+        if config.delivery.smtp_port != running.delivery.smtp_port {
+            needs_restart.push("delivery.smtp_port");
+            config.delivery.smtp_port = running.delivery.smtp_port;
+        }
         if config.mta_sts_host != running.mta_sts_host {
             needs_restart.push("mta_sts_host");
             config.mta_sts_host = running.mta_sts_host.clone();
@@ -121,11 +134,13 @@ mod tests {
         let before = live.current();
         let report = live.replace(Config::for_test(
             "[[listeners]]\naddress = \"127.0.0.1:2601\"\n\
+             [dns]\nnameservers = [\"192.0.2.53\"]\n\
              [[domains]]\nname = \"example.org\"\ntenant = \"t\"\n",
         ));
         assert_eq!(report.generation, 2);
         assert_eq!(report.managed_domains, 1);
-        assert_eq!(report.needs_restart, vec!["listeners"]);
+        assert_eq!(report.needs_restart, vec!["listeners", "dns"]);
+        assert!(live.current().dns.nameservers.is_empty());
         let after = live.current();
         assert_eq!(after.listeners, before.listeners);
         assert!(after.policy.domain("example.org").is_some());

@@ -295,6 +295,12 @@ impl Queue {
         Ok(out)
     }
 
+    /// Hands `bounce` back: its DSN could not be queued, so a later
+    /// [`Queue::take_bounces`] returns it again.
+    pub fn untake_bounce(&self, bounce: &BounceDue) {
+        lock(&self.shared.bounces_taken).remove(&(bounce.id, bounce.seq));
+    }
+
     /// The DSN for `bounce` is queued: forget the record (durable).
     pub fn bounce_done(&self, bounce: &BounceDue) -> Result<(), QueueError> {
         let meta = || self.shared.path.join("meta");

@@ -99,6 +99,10 @@ fn deferral_schedules_retry_and_expiry_bounces() {
         q.take_bounces(10).unwrap().is_empty(),
         "handed out once per process"
     );
+    // A bounce whose DSN could not be queued is handed back and out again.
+    q.untake_bounce(&bounces[0]);
+    let again = q.take_bounces(10).unwrap();
+    assert_eq!(again, bounces);
     assert_eq!(q.message_body(id).unwrap(), b"body");
     q.bounce_done(&bounces[0]).unwrap();
     assert!(matches!(q.show(id), Err(QueueError::NotFound { .. })));

@@ -48,12 +48,20 @@ pub async fn send_bounces(shared: &Arc<Shared>, max: usize) -> usize {
     };
     let mut done = 0;
     for bounce in owed {
-        let shared = shared.clone();
-        let result = tokio::task::spawn_blocking(move || bounce_one(&shared, &bounce)).await;
+        let shared_for_task = shared.clone();
+        let record = bounce.clone();
+        let result =
+            tokio::task::spawn_blocking(move || bounce_one(&shared_for_task, &record)).await;
         match result {
             Ok(Ok(())) => done += 1,
-            Ok(Err(e)) => warn!(error = %e, "queueing a DSN failed; it is tried again later"),
-            Err(e) => warn!(error = %e, "queueing a DSN failed"),
+            Ok(Err(e)) => {
+                warn!(original = %bounce.id, error = %e, "queueing a DSN failed; it is tried again later");
+                shared.queue.untake_bounce(&bounce);
+            }
+            Err(e) => {
+                warn!(original = %bounce.id, error = %e, "queueing a DSN failed; it is tried again later");
+                shared.queue.untake_bounce(&bounce);
+            }
         }
     }
     done
