@@ -61,12 +61,29 @@ pub struct Reception {
     /// Bounds the PBKDF2 checks running at once, so a flood of AUTH
     /// attempts queues up instead of taking every core.
     auth_checks: tokio::sync::Semaphore,
+    /// AUTH attempts waiting for `auth_checks`.
+    auth_waiting: std::sync::atomic::AtomicUsize,
     /// `received` per queued message.
     metrics: Arc<Metrics>,
 }
 
 /// Password checks that may run at the same time.
 const CONCURRENT_AUTH_CHECKS: usize = 2;
+
+/// AUTH attempts waiting for a check slot at most; beyond that the client
+/// is told to try later (`454 4.7.0`, RFC 4954 section 6) instead of
+/// queueing without bound behind a flood.
+const WAITING_AUTH_CHECKS: usize = 32;
+
+/// What an unknown user name's password is checked against, so that the
+/// answer takes as long as for a known user (no user enumeration by timing).
+fn decoy_hash() -> &'static Option<crate::auth::PasswordHash> {
+    static DECOY: std::sync::OnceLock<Option<crate::auth::PasswordHash>> =
+        std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        crate::auth::hash_password(b"sealpost decoy", crate::auth::DEFAULT_ITERATIONS).ok()
+    })
+}
 
 /// Where one recipient's copy goes, and under which policy.
 struct Route {
@@ -81,6 +98,7 @@ impl Reception {
             queue,
             on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
+            auth_waiting: std::sync::atomic::AtomicUsize::new(0),
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -300,33 +318,56 @@ impl SessionHandler for Reception {
     /// blocking pool; an unknown user, a failed check, or PLAIN acting for
     /// another identity (authzid) all get `535 5.7.8`.
     async fn auth(&self, conn: &ConnectionInfo, credentials: Credentials) -> Verdict {
+        use std::sync::atomic::Ordering;
         let config = self.live.current();
-        let Some(user) = config.users.get(&credentials.username).cloned() else {
-            info!(conn = conn.id, peer = %conn.peer, user = %credentials.username, "SMTP AUTH refused: unknown user");
-            return auth_refusal();
-        };
-        if credentials
+        let user = config.users.get(&credentials.username).cloned();
+        let other_identity = credentials
             .authzid
             .as_deref()
-            .is_some_and(|z| !z.eq_ignore_ascii_case(&credentials.username))
-        {
-            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: acting for another identity is not supported");
-            return auth_refusal();
+            .is_some_and(|z| !z.eq_ignore_ascii_case(&credentials.username));
+        // Every refusal costs one password check, known user or not.
+        let hash = match &user {
+            Some(user) => user.hash.clone(),
+            None => match decoy_hash() {
+                Some(decoy) => decoy.clone(),
+                None => return auth_refusal(),
+            },
+        };
+        if self.auth_waiting.fetch_add(1, Ordering::AcqRel) >= WAITING_AUTH_CHECKS {
+            self.auth_waiting.fetch_sub(1, Ordering::AcqRel);
+            warn!(conn = conn.id, peer = %conn.peer, "SMTP AUTH deferred: too many checks waiting");
+            return Verdict::Reject(Reply::new(
+                454,
+                (4, 7, 0),
+                "Temporary authentication failure, try again later",
+            ));
         }
-        let password = credentials.password().as_bytes().to_vec();
-        let checked = user.clone();
-        let Ok(_slot) = self.auth_checks.acquire().await else {
+        let slot = self.auth_checks.acquire().await;
+        self.auth_waiting.fetch_sub(1, Ordering::AcqRel);
+        let Ok(_slot) = slot else {
             return auth_refusal(); // never closed
         };
-        let valid = tokio::task::spawn_blocking(move || checked.hash.verify(&password))
+        let password = credentials.password().as_bytes().to_vec();
+        let valid = tokio::task::spawn_blocking(move || hash.verify(&password))
             .await
             .unwrap_or(false);
-        if valid {
-            info!(conn = conn.id, peer = %conn.peer, user = %user.name, tenant = %user.tenant, "SMTP AUTH succeeded");
-            Verdict::Accept
-        } else {
-            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: wrong password");
-            auth_refusal()
+        match user {
+            None => {
+                info!(conn = conn.id, peer = %conn.peer, user = %credentials.username, "SMTP AUTH refused: unknown user");
+                auth_refusal()
+            }
+            Some(user) if other_identity => {
+                info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: acting for another identity is not supported");
+                auth_refusal()
+            }
+            Some(user) if valid => {
+                info!(conn = conn.id, peer = %conn.peer, user = %user.name, tenant = %user.tenant, "SMTP AUTH succeeded");
+                Verdict::Accept
+            }
+            Some(user) => {
+                info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: wrong password");
+                auth_refusal()
+            }
         }
     }
 
