@@ -1,0 +1,488 @@
+//! The delivery engine end to end for outbound mail: a tenant's server
+//! relays through the real `sealpost serve` process, which resolves each
+//! recipient domain in the test DNS (signed `test.` zone, DANE TLSA,
+//! MTA-STS TXT and a policy host over HTTPS) and delivers to test SMTP
+//! receivers on 127.0.0.x under the level and minimum TLS version the
+//! sender's managed domain sets for that recipient domain.
+//!
+//! What is observed: what each receiver got (envelope, TLS version,
+//! connection id, and whether a MAIL command ever reached it) and the
+//! `delivery attempt` events sealpost logs. "Never delivered" is checked
+//! after several retries (`first_retry = 1s`) have been logged as deferred.
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealpost::dane::{association_data, Matching, Selector};
+use sealpost::policy::MinTlsVersion;
+use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
+use sealpost::smtp::client::{
+    ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+    TlsParams, TlsRequirement,
+};
+use sealpost::smtp::{Reply, SessionConfig};
+use serde_json::Value;
+
+use support::dns::TestDns;
+
+use support::https::{HttpsServer, Reply as HttpsReply};
+use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
+use support::sealpost::{dns_section, free_port, Sealpost};
+use support::smtp::{accept_all, Ask, Decide, Received, TestSmtpServer};
+
+/// How long one expectation may take.
+const WAIT: Duration = Duration::from_secs(20);
+/// sealpost's host name (EHLO, DSN Reporting-MTA).
+const GATEWAY: &str = "gw.sealpost.test";
+
+/// A receiving MX on its own loopback address; counts MAIL commands, so a
+/// test can prove that no transaction was ever started.
+struct Mx {
+    server: TestSmtpServer,
+    mails: Arc<AtomicUsize>,
+}
+
+impl Mx {
+    async fn start(
+        ip: Ipv4Addr,
+        port: u16,
+        name: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> Mx {
+        let mails = Arc::new(AtomicUsize::new(0));
+        let count = mails.clone();
+        let wrapped: Arc<Decide> = Arc::new(move |ask: Ask<'_>| {
+            if matches!(ask, Ask::Mail(_)) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            decide(ask)
+        });
+        let config = SessionConfig {
+            hostname: name.to_string(),
+            ..SessionConfig::default()
+        };
+        let server =
+            TestSmtpServer::start_on(SocketAddr::new(IpAddr::V4(ip), port), config, tls, wrapped)
+                .await;
+        Mx { server, mails }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.server.received()
+    }
+
+    fn mails(&self) -> usize {
+        self.mails.load(Ordering::SeqCst)
+    }
+}
+
+fn loopback(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// Polls `done` (async-friendly) for at most `limit`.
+async fn until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `delivery attempt` events for recipient `to`.
+fn attempts(sealpost: &Sealpost, to: &str) -> Vec<Value> {
+    sealpost
+        .events("delivery attempt")
+        .into_iter()
+        .filter(|e| e["to"].as_str() == Some(to))
+        .collect()
+}
+
+fn with_result(sealpost: &Sealpost, to: &str, result: &str) -> Vec<Value> {
+    attempts(sealpost, to)
+        .into_iter()
+        .filter(|e| e["result"].as_str() == Some(result))
+        .collect()
+}
+
+/// Waits for the `delivered` event of `to` and returns it.
+async fn delivered_event(sealpost: &Sealpost, to: &str) -> Value {
+    let found = until(WAIT, || !with_result(sealpost, to, "delivered").is_empty()).await;
+    assert!(
+        found,
+        "{to} was not delivered within {WAIT:?}; its attempts: {:#?}",
+        attempts(sealpost, to)
+    );
+    with_result(sealpost, to, "delivered").remove(0)
+}
+
+/// Waits until `to` has been deferred `times` times and returns those
+/// events; fails if it was ever delivered or failed.
+async fn deferred_events(sealpost: &Sealpost, to: &str, times: usize) -> Vec<Value> {
+    let found = until(WAIT, || {
+        with_result(sealpost, to, "deferred").len() >= times
+    })
+    .await;
+    let all = attempts(sealpost, to);
+    assert!(found, "{to}: fewer than {times} deferrals: {all:#?}");
+    assert!(
+        all.iter().all(|e| e["result"].as_str() == Some("deferred")),
+        "{to} must only ever be deferred: {all:#?}"
+    );
+    with_result(sealpost, to, "deferred")
+}
+
+fn submission_client() -> Arc<ClientConfig> {
+    let mut config = ClientConfig::new("tenant-server.acme.test");
+    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    Arc::new(config)
+}
+
+/// Relays one message through sealpost as the tenant's server would (from
+/// 127.0.0.1, a relay source); returns the queue id from the 250 reply.
+async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
+    let peer = Peer {
+        mx_host: GATEWAY.into(),
+        addr: sealpost,
+    };
+    let params = TlsParams::new(TlsRequirement::Opportunistic, MinTlsVersion::Any, GATEWAY)
+        .expect("server name");
+    let mut conn = Connection::connect(peer, &params, submission_client())
+        .await
+        .expect("connect to sealpost");
+    let reverse = parse_reverse_path(&format!("<{from}>")).expect("sender");
+    let forward = [parse_forward_path(&format!("<{to}>")).expect("recipient")];
+    let body = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: delivery level test\r\n\r\nHello {to}.\r\n"
+    );
+    let message = OutboundMessage {
+        from: &reverse,
+        to: &forward,
+        body: body.as_bytes(),
+    };
+    let reply: Reply = match conn.send(&message).await.expect("send to sealpost") {
+        Delivery::Attempted(mut outcomes) => match outcomes.remove(0) {
+            RecipientOutcome::Delivered(reply) => reply,
+            other => panic!("sealpost refused {from} -> {to}: {other:?}"),
+        },
+        Delivery::Refused(why) => panic!("sealpost refused {from} -> {to}: {why}"),
+    };
+    conn.quit().await;
+    let text = reply.text();
+    text.split("queued as ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no queue id in `{text}`"))
+        .trim()
+        .to_string()
+}
+
+/// The common part of sealpost's configuration.
+fn base_config(listen: u16, mx_port: u16, dns: &TestDns, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+hostname = "{GATEWAY}"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{listen}"
+
+[delivery]
+smtp_port = {mx_port}
+first_retry = "1s"
+max_retry_interval = "2s"
+destination_backoff = "1s"
+max_destination_backoff = "2s"
+command_timeout = "10s"
+idle_timeout = "30s"
+
+{dns}
+[[tenants]]
+name = "acme"
+relay_sources = ["127.0.0.0/8"]
+
+{extra}
+"#,
+        dns = dns_section(&dns.settings()),
+    )
+}
+
+fn policy_text(mx_pattern: &str) -> String {
+    format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_level_and_minimum_version_through_the_real_server() {
+    let port = free_port();
+    let ca = TestCa::new("sealpost levels test CA");
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+
+    // DANE: the MX's own self-signed certificate, pinned by TLSA 3 1 1.
+    let dane_leaf = pki::self_signed(&["mx.dane.test"]);
+    let dane_data =
+        association_data(&dane_leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let badtlsa_leaf = pki::self_signed(&["mx.badtlsa.test"]);
+    let other_key = pki::self_signed(&["somebody-else.test"]);
+    let wrong_data =
+        association_data(&other_key.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+
+    // MTA-STS: one policy host for both policy domains.
+    let policy_leaf = ca.issue(&["mta-sts.sts.test", "mta-sts.stsbad.test"]);
+    let policy_host = HttpsServer::start(
+        pki::server_config(&policy_leaf, ALL_VERSIONS),
+        |host, path| {
+            if path != "/.well-known/mta-sts.txt" {
+                return HttpsReply::status(404);
+            }
+            if host.starts_with("mta-sts.sts.test") {
+                HttpsReply::text(&policy_text("mx.sts.test"))
+            } else if host.starts_with("mta-sts.stsbad.test") {
+                HttpsReply::text(&policy_text("mx.elsewhere.test"))
+            } else {
+                HttpsReply::status(404)
+            }
+        },
+    )
+    .await;
+
+    let dns = TestDns::builder()
+        // opportunistic, no STARTTLS
+        .mx("plain.test", 10, "mx.plain.test")
+        .a("mx.plain.test", loopback(2))
+        // mandatory min 1.2, TLS 1.2-only receiver
+        .mx("m12.test", 10, "mx.m12.test")
+        .a("mx.m12.test", loopback(3))
+        // mandatory min 1.3, TLS 1.2-only receiver
+        .mx("m13.test", 10, "mx.m13.test")
+        .a("mx.m13.test", loopback(4))
+        // mandatory, no STARTTLS
+        .mx("notls.test", 10, "mx.notls.test")
+        .a("mx.notls.test", loopback(5))
+        // mandatory-dane, matching TLSA
+        .mx("dane.test", 10, "mx.dane.test")
+        .a("mx.dane.test", loopback(6))
+        .tlsa("_25._tcp.mx.dane.test", 3, 1, 1, &dane_data)
+        // mandatory-dane, TLSA for another key
+        .mx("badtlsa.test", 10, "mx.badtlsa.test")
+        .a("mx.badtlsa.test", loopback(7))
+        .tlsa("_25._tcp.mx.badtlsa.test", 3, 1, 1, &wrong_data)
+        // opportunistic-dane on an unsigned zone
+        .insecure_zone("insecure.test")
+        .mx("insecure.test", 10, "mx.insecure.test")
+        .a("mx.insecure.test", loopback(8))
+        // mta-sts enforce, MX in the policy
+        .mx("sts.test", 10, "mx.sts.test")
+        .a("mx.sts.test", loopback(9))
+        .txt("_mta-sts.sts.test", &["v=STSv1; id=20261123;"])
+        .a("mta-sts.sts.test", Ipv4Addr::LOCALHOST)
+        // mta-sts enforce, MX not in the policy
+        .mx("stsbad.test", 10, "mx.stsbad.test")
+        .a("mx.stsbad.test", loopback(10))
+        .txt("_mta-sts.stsbad.test", &["v=STSv1; id=20261123;"])
+        .a("mta-sts.stsbad.test", Ipv4Addr::LOCALHOST)
+        .start()
+        .await;
+
+    let accept: Arc<Decide> = Arc::new(accept_all);
+    let self_signed =
+        |name: &str, versions| Some(pki::server_config(&pki::self_signed(&[name]), versions));
+    let plain = Mx::start(loopback(2), port, "mx.plain.test", None, accept.clone()).await;
+    let m12 = Mx::start(
+        loopback(3),
+        port,
+        "mx.m12.test",
+        self_signed("mx.m12.test", TLS12_ONLY),
+        accept.clone(),
+    )
+    .await;
+    let m13 = Mx::start(
+        loopback(4),
+        port,
+        "mx.m13.test",
+        self_signed("mx.m13.test", TLS12_ONLY),
+        accept.clone(),
+    )
+    .await;
+    let notls = Mx::start(loopback(5), port, "mx.notls.test", None, accept.clone()).await;
+    let dane = Mx::start(
+        loopback(6),
+        port,
+        "mx.dane.test",
+        Some(pki::server_config(&dane_leaf, ALL_VERSIONS)),
+        accept.clone(),
+    )
+    .await;
+    let badtlsa = Mx::start(
+        loopback(7),
+        port,
+        "mx.badtlsa.test",
+        Some(pki::server_config(&badtlsa_leaf, ALL_VERSIONS)),
+        accept.clone(),
+    )
+    .await;
+    let insecure = Mx::start(
+        loopback(8),
+        port,
+        "mx.insecure.test",
+        self_signed("mx.insecure.test", ALL_VERSIONS),
+        accept.clone(),
+    )
+    .await;
+    let sts = Mx::start(
+        loopback(9),
+        port,
+        "mx.sts.test",
+        Some(pki::server_config(
+            &ca.issue(&["mx.sts.test"]),
+            ALL_VERSIONS,
+        )),
+        accept.clone(),
+    )
+    .await;
+    let stsbad = Mx::start(
+        loopback(10),
+        port,
+        "mx.stsbad.test",
+        Some(pki::server_config(
+            &ca.issue(&["mx.stsbad.test"]),
+            ALL_VERSIONS,
+        )),
+        accept.clone(),
+    )
+    .await;
+
+    let peers = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "mandatory" }
+outbound.peers = [
+  { peer = "plain.test", level = "opportunistic" },
+  { peer = "m12.test", level = "mandatory", min_tls = "1.2" },
+  { peer = "m13.test", level = "mandatory", min_tls = "1.3" },
+  { peer = "notls.test", level = "mandatory" },
+  { peer = "dane.test", level = "mandatory-dane" },
+  { peer = "badtlsa.test", level = "mandatory-dane" },
+  { peer = "insecure.test", level = "opportunistic-dane" },
+  { peer = "sts.test", level = "mta-sts" },
+  { peer = "stsbad.test", level = "mta-sts" },
+]
+"#;
+    let mta_sts = format!(
+        "[mta_sts]\nhttps_port = {}\nca_file = \"{}\"\n",
+        policy_host.port(),
+        ca_file.display()
+    );
+    let sealpost =
+        Sealpost::start(|listen| base_config(listen, port, &dns, &format!("{mta_sts}\n{peers}")));
+
+    let rcpt = |domain: &str| format!("bob@{domain}");
+    for domain in [
+        "plain.test",
+        "m12.test",
+        "m13.test",
+        "notls.test",
+        "dane.test",
+        "badtlsa.test",
+        "insecure.test",
+        "sts.test",
+        "stsbad.test",
+    ] {
+        submit(sealpost.smtp, "alice@acme.test", &rcpt(domain)).await;
+    }
+
+    // opportunistic, no STARTTLS: cleartext.
+    let event = delivered_event(&sealpost, &rcpt("plain.test")).await;
+    assert_eq!(event["level"], "opportunistic");
+    assert_eq!(event["tls"], Value::Null, "{event}");
+    let got = plain.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tls_version, None);
+    assert_eq!(
+        got[0].envelope.recipients[0].path.to_string(),
+        "<bob@plain.test>"
+    );
+
+    // mandatory min 1.2 to a TLS 1.2 receiver.
+    let event = delivered_event(&sealpost, &rcpt("m12.test")).await;
+    assert_eq!(event["level"], "mandatory");
+    assert_eq!(event["tls"], "TLSv1.2", "{event}");
+    assert_eq!(event["authentication"], "None");
+    let got = m12.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
+
+    // mandatory-dane with a matching TLSA 3 1 1.
+    let event = delivered_event(&sealpost, &rcpt("dane.test")).await;
+    assert_eq!(event["level"], "mandatory-dane");
+    assert_eq!(event["authentication"], "Dane", "{event}");
+    assert_eq!(dane.received().len(), 1);
+    assert!(dane.received()[0].tls_version.is_some());
+
+    // opportunistic-dane on an insecure zone: delivered, not authenticated.
+    let event = delivered_event(&sealpost, &rcpt("insecure.test")).await;
+    assert_eq!(event["level"], "opportunistic-dane");
+    assert_eq!(event["authentication"], "None", "{event}");
+    assert_eq!(insecure.received().len(), 1);
+
+    // mta-sts enforce, MX matches, certificate from the CA.
+    let event = delivered_event(&sealpost, &rcpt("sts.test")).await;
+    assert_eq!(event["level"], "mta-sts");
+    assert_eq!(event["authentication"], "Webpki", "{event}");
+    assert_eq!(sts.received().len(), 1);
+    assert!(sts.received()[0].tls_version.is_some());
+
+    // mandatory min 1.3 to a TLS 1.2 receiver: deferred, naming the version.
+    let events = deferred_events(&sealpost, &rcpt("m13.test"), 2).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("TLSv1_2") && detail.contains("1.3"),
+        "the reason names the negotiated and required versions: {detail}"
+    );
+    assert_eq!(m13.mails(), 0, "no MAIL over a TLS 1.2 session");
+    assert!(m13.received().is_empty());
+
+    // mandatory, no STARTTLS: deferred, never a MAIL in cleartext.
+    let events = deferred_events(&sealpost, &rcpt("notls.test"), 2).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("STARTTLS"), "{detail}");
+    assert_eq!(notls.mails(), 0, "a MAIL command was sent in cleartext");
+    assert!(notls.received().is_empty());
+
+    // mandatory-dane, TLSA does not match: deferred, never delivered.
+    let events = deferred_events(&sealpost, &rcpt("badtlsa.test"), 2).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("mx.badtlsa.test"), "{detail}");
+    assert_eq!(badtlsa.mails(), 0);
+    assert!(badtlsa.received().is_empty());
+
+    // mta-sts enforce, MX not in the policy: deferred, never contacted.
+    let events = deferred_events(&sealpost, &rcpt("stsbad.test"), 2).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("mx.stsbad.test"), "{detail}");
+    assert_eq!(stsbad.mails(), 0);
+    assert!(stsbad.received().is_empty());
+
+    // And still nothing for any of them after more retries.
+    for (domain, mx) in [
+        ("m13.test", &m13),
+        ("notls.test", &notls),
+        ("badtlsa.test", &badtlsa),
+        ("stsbad.test", &stsbad),
+    ] {
+        deferred_events(&sealpost, &rcpt(domain), 3).await;
+        assert_eq!(mx.mails(), 0, "{domain}");
+    }
+    assert!(policy_host.hits() > 0, "the MTA-STS policies were fetched");
+}
