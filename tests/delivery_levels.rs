@@ -23,11 +23,12 @@ use sealpost::smtp::client::{
     ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
     TlsParams, TlsRequirement,
 };
-use sealpost::smtp::{Reply, SessionConfig};
+use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use serde_json::Value;
 
 use support::dns::TestDns;
 
+use support::dsn_parse;
 use support::https::{HttpsServer, Reply as HttpsReply};
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::sealpost::{dns_section, free_port, Sealpost};
@@ -485,4 +486,177 @@ outbound.peers = [
         assert_eq!(mx.mails(), 0, "{domain}");
     }
     assert!(policy_host.hits() > 0, "the MTA-STS policies were fetched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_are_reused_only_where_the_policy_allows() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mx.dest.test"]),
+            TLS12_ONLY,
+        )),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "a.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic", min_tls = "1.3" }
+
+[[domains]]
+name = "b.test"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.2" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+
+    // Sequential: each message is delivered before the next is sent, all
+    // within the idle timeout (30 s).
+    for (i, from) in ["alice@a.test", "anna@a.test", "bert@b.test"]
+        .iter()
+        .enumerate()
+    {
+        let to = format!("rcpt{i}@dest.test");
+        submit(sealpost.smtp, from, &to).await;
+        delivered_event(&sealpost, &to).await;
+        assert!(
+            until(WAIT, || dest.received().len() > i).await,
+            "the receiver did not get message {i}"
+        );
+    }
+    let got = dest.received();
+    assert_eq!(got.len(), 3);
+    let from = |r: &Received| r.envelope.from.to_string();
+    assert_eq!(from(&got[0]), "<alice@a.test>");
+    assert_eq!(from(&got[1]), "<anna@a.test>");
+    assert_eq!(from(&got[2]), "<bert@b.test>");
+    // a.test: TLS 1.2 is below its minimum 1.3, so a cleartext session,
+    // reused for the second message of a.test.
+    assert_eq!(got[0].tls_version, None, "{got:?}");
+    assert_eq!(got[1].tls_version, None, "{got:?}");
+    assert_eq!(
+        got[0].conn_id, got[1].conn_id,
+        "the second a.test message reuses the connection"
+    );
+    // b.test requires TLS: the cleartext connection is not good enough.
+    assert_eq!(got[2].tls_version.as_deref(), Some("TLSv1_2"), "{got:?}");
+    assert_ne!(
+        got[2].conn_id, got[0].conn_id,
+        "the b.test message must not ride the cleartext connection"
+    );
+    let event = delivered_event(&sealpost, "rcpt2@dest.test").await;
+    assert_eq!(event["level"], "mandatory");
+    assert_eq!(event["tls"], "TLSv1.2");
+    for to in ["rcpt0@dest.test", "rcpt1@dest.test"] {
+        let event = delivered_event(&sealpost, to).await;
+        assert_eq!(event["level"], "opportunistic");
+        assert_eq!(event["tls"], Value::Null, "{event}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_5xx_from_an_outbound_mx_bounces_to_the_senders_own_server() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let refusing: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
+        Ask::Rcpt(_) => Verdict::Reject(Reply::new(550, (5, 1, 1), "no such user here")),
+        other => accept_all(other),
+    });
+    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, refusing).await;
+    // The tenant's own server, where the DSN must arrive.
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "opportunistic" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
+    submit(sealpost.smtp, "alice@acme.test", "nobody@dest.test").await;
+
+    let failed = until(WAIT, || {
+        !with_result(&sealpost, "nobody@dest.test", "failed").is_empty()
+    })
+    .await;
+    assert!(
+        failed,
+        "no failure logged: {:#?}",
+        attempts(&sealpost, "nobody@dest.test")
+    );
+    let event = with_result(&sealpost, "nobody@dest.test", "failed").remove(0);
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("550 5.1.1"), "{detail}");
+    assert!(dest.received().is_empty());
+
+    assert!(
+        until(WAIT, || !home.received().is_empty()).await,
+        "no DSN reached the sender's server; log:\n{}",
+        sealpost.log()
+    );
+    let got = home.received();
+    assert_eq!(got.len(), 1, "exactly one DSN");
+    let dsn = &got[0];
+    assert_eq!(
+        dsn.envelope.from.to_string(),
+        "<>",
+        "DSN from the null sender"
+    );
+    assert_eq!(
+        dsn.envelope.recipients[0].path.to_string(),
+        "<alice@acme.test>"
+    );
+    let parsed = dsn_parse::parse(&dsn.body);
+    let status = parsed
+        .parts
+        .iter()
+        .find(|(fields, _)| {
+            dsn_parse::get(fields, "content-type")
+                .is_some_and(|ct| ct.starts_with("message/delivery-status"))
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a message/delivery-status part");
+    // Per-message fields, a blank line, then the recipient's fields.
+    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
+    let fields = dsn_parse::fields(per_recipient);
+    let field = |name: &str| {
+        dsn_parse::get(&fields, name)
+            .unwrap_or_else(|| panic!("no {name} in {per_recipient}"))
+            .to_string()
+    };
+    assert_eq!(field("final-recipient"), "rfc822; nobody@dest.test");
+    assert_eq!(field("action"), "failed");
+    assert_eq!(field("status"), "5.1.1");
+    assert_eq!(field("remote-mta"), "dns; mx.dest.test");
+    let diagnostic = field("diagnostic-code");
+    assert!(
+        diagnostic.starts_with("smtp; 550") && diagnostic.contains("no such user here"),
+        "{diagnostic}"
+    );
+    // The bounce went to the tenant's server, not to any MX.
+    assert_eq!(dest.mails(), 1, "one transaction at the refusing MX only");
 }
