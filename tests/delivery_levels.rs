@@ -188,6 +188,17 @@ async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
 
 /// The common part of sealpost's configuration.
 fn base_config(listen: u16, mx_port: u16, dns: &TestDns, extra: &str) -> String {
+    config_with_backoff(listen, mx_port, dns, "1s", extra)
+}
+
+/// [`base_config`] with a chosen `[delivery] destination_backoff`.
+fn config_with_backoff(
+    listen: u16,
+    mx_port: u16,
+    dns: &TestDns,
+    destination_backoff: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -201,8 +212,8 @@ address = "127.0.0.1:{listen}"
 smtp_port = {mx_port}
 first_retry = "1s"
 max_retry_interval = "2s"
-destination_backoff = "1s"
-max_destination_backoff = "2s"
+destination_backoff = "{destination_backoff}"
+max_destination_backoff = "{destination_backoff}"
 command_timeout = "10s"
 idle_timeout = "30s"
 
@@ -464,7 +475,11 @@ outbound.peers = [
     // mandatory-dane, TLSA does not match: deferred, never delivered.
     let events = deferred_events(&sealpost, &rcpt("badtlsa.test"), 2).await;
     let detail = events[0]["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("mx.badtlsa.test"), "{detail}");
+    assert!(
+        detail.starts_with("mandatory-dane: mx.badtlsa.test")
+            && detail.contains("DANE authentication failed: no TLSA record matches"),
+        "{detail}"
+    );
     assert_eq!(badtlsa.mails(), 0);
     assert!(badtlsa.received().is_empty());
 
@@ -659,4 +674,66 @@ route = {{ hosts = ["{}"] }}
     );
     // The bounce went to the tenant's server, not to any MX.
     assert_eq!(dest.mails(), 1, "one transaction at the refusing MX only");
+}
+
+/// A destination paused because its MX refused one policy's TLS
+/// requirement is not paused for mail under another policy: the
+/// `mandatory` sender's deferral must not hold up the `opportunistic`
+/// sender's mail to the same domain (the MX is up and answering).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_refusal_does_not_pause_mail_under_another_policy() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "strict.test"
+tenant = "acme"
+outbound.default = { level = "mandatory" }
+
+[[domains]]
+name = "loose.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+"#;
+    // A long destination pause, as in production (the default is 60 s).
+    let sealpost =
+        Sealpost::start(|listen| config_with_backoff(listen, port, &dns, "60s", domains));
+
+    submit(sealpost.smtp, "carol@strict.test", "strict@dest.test").await;
+    let events = deferred_events(&sealpost, "strict@dest.test", 1).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("STARTTLS not offered"), "{detail}");
+
+    submit(sealpost.smtp, "dave@loose.test", "loose@dest.test").await;
+    let event = delivered_event(&sealpost, "loose@dest.test").await;
+    assert_eq!(event["level"], "opportunistic");
+    let got = dest.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope.from.to_string(), "<dave@loose.test>");
+    assert_eq!(got[0].tls_version, None);
+    assert_eq!(dest.mails(), 1, "no MAIL for the mandatory message");
+
+    // Mail under the refused policy itself still waits for the pause
+    // instead of trying again.
+    submit(sealpost.smtp, "carol@strict.test", "strict2@dest.test").await;
+    let events = deferred_events(&sealpost, "strict2@dest.test", 1).await;
+    let detail = events[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("destination dest.test is paused until")
+            && detail.contains("STARTTLS not offered"),
+        "{detail}"
+    );
+    assert_eq!(dest.mails(), 1);
 }

@@ -54,8 +54,16 @@ pub struct Shared {
 pub enum Health {
     /// Some server answered a transaction (whatever it said).
     Reached,
-    /// No host could be used; the reason.
+    /// No host could be used: none answered (connection refused or lost,
+    /// timeouts, DNS failures); the reason. The destination is down for
+    /// every policy.
     Unreachable(String),
+    /// A server answered (or the plan was decided) but the message's
+    /// policy refused what it offers: STARTTLS missing or refused, TLS
+    /// below the minimum, a certificate that fails DANE or MTA-STS, no
+    /// usable MX under DANE or an MTA-STS policy; the reason. Mail under
+    /// another policy may still be delivered to this destination.
+    Refused(String),
     /// The attempt did not get as far as the network (a queue error).
     NotTried,
 }
@@ -74,6 +82,8 @@ pub struct Report {
     pub tenant: String,
     /// From arrival to this attempt's end.
     pub latency: std::time::Duration,
+    /// The policy the attempt ran under (a refusal pauses only it).
+    pub policy: Effective,
 }
 
 /// The policy a queued message is delivered under now: a reload applies
@@ -170,6 +180,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         tls: None,
         tenant: String::new(),
         latency: std::time::Duration::ZERO,
+        policy: effective.clone(),
     };
     let (outcomes, attempt) = match plan {
         Plan::Fail(reason) => {
@@ -185,7 +196,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
         Plan::Defer(reason) => {
             let reason = format!("{level}: {reason}");
-            report.health = Health::Unreachable(reason.clone());
+            report.health = plan_deferral_health(level, reason.clone());
             all(
                 &lease,
                 |_| Outcome::Deferred {
@@ -269,7 +280,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
     report
 }
 
-type Outcomes = Vec<(u16, Outcome)>;
+pub(crate) type Outcomes = Vec<(u16, Outcome)>;
 
 fn all(lease: &Lease, outcome: impl Fn(u16) -> Outcome, attempt: Attempt) -> (Outcomes, Attempt) {
     (
@@ -306,7 +317,9 @@ fn queue_trouble(lease: &Lease, e: &QueueError) -> (Outcomes, Attempt) {
     )
 }
 
-fn log_outcomes(
+/// Logs one `delivery attempt` event per recipient (also for deferrals
+/// decided without a connection, e.g. while the destination is paused).
+pub(crate) fn log_outcomes(
     lease: &Lease,
     outcomes: &Outcomes,
     attempt: &Attempt,
@@ -350,6 +363,37 @@ struct Session<'a> {
     level: SecurityLevel,
 }
 
+/// The destination's health after the plan deferred it: under
+/// `opportunistic` and `mandatory` only DNS can defer a plan (the domain
+/// is unreachable for everyone); under the DANE levels and `mta-sts` the
+/// deferral is that policy's verdict (TLSA or MTA-STS policy trouble, no
+/// MX the policy allows), which other policies do not share.
+fn plan_deferral_health(level: SecurityLevel, reason: String) -> Health {
+    match level {
+        SecurityLevel::Opportunistic | SecurityLevel::Mandatory => Health::Unreachable(reason),
+        SecurityLevel::OpportunisticDane | SecurityLevel::MandatoryDane | SecurityLevel::MtaSts => {
+            Health::Refused(reason)
+        }
+    }
+}
+
+/// Whether a failed connection was the server declining what the
+/// message's TLS requirement asks (it answered: the host is up), as
+/// opposed to the host being unreachable or broken.
+fn refused_by_policy(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::TlsNotOffered { .. }
+            | ClientError::TlsBelowMinimum { .. }
+            | ClientError::TlsHandshakeFailed { .. }
+            | ClientError::StartTlsInjection { .. }
+            | ClientError::Rejected {
+                stage: Stage::StartTls,
+                ..
+            }
+    )
+}
+
 /// How trying one address ended.
 enum Tried {
     /// A transaction ran: outcomes per recipient.
@@ -359,7 +403,9 @@ enum Tried {
     /// The body was sent and then the connection failed: fate unknown.
     Unknown(ClientError),
     /// Nothing of the message was accepted; try the next address.
-    Failed(String),
+    /// `refused`: the host answered but the policy refused its TLS (see
+    /// [`refused_by_policy`]).
+    Failed { why: String, refused: bool },
 }
 
 impl Session<'_> {
@@ -393,6 +439,7 @@ impl Session<'_> {
             body,
         };
         let mut problems: Vec<String> = Vec::new();
+        let mut policy_refused = false;
         let mut refusal: Option<(MessageRefusal, Achieved)> = None;
         for hop in hops {
             for addr in &hop.addresses {
@@ -422,7 +469,10 @@ impl Session<'_> {
                         );
                         return (outcomes, attempt, Health::Reached);
                     }
-                    Tried::Failed(why) => problems.push(why),
+                    Tried::Failed { why, refused } => {
+                        policy_refused |= refused;
+                        problems.push(why);
+                    }
                 }
             }
         }
@@ -449,7 +499,12 @@ impl Session<'_> {
             },
             local_attempt(&reason),
         );
-        (outcomes, attempt, Health::Unreachable(reason))
+        let health = if policy_refused {
+            Health::Refused(reason)
+        } else {
+            Health::Unreachable(reason)
+        };
+        (outcomes, attempt, health)
     }
 
     /// One address: a pooled connection if one satisfies the message's
@@ -463,7 +518,12 @@ impl Session<'_> {
     ) -> Tried {
         let params = match hop.params(self.shared.webpki.as_ref()) {
             Ok(p) => p,
-            Err(e) => return Tried::Failed(format!("{} [{}]: {e}", hop.host, addr.ip())),
+            Err(e) => {
+                return Tried::Failed {
+                    why: format!("{} [{}]: {e}", hop.host, addr.ip()),
+                    refused: true,
+                }
+            }
         };
         if let Some(mut conn) = self.pool.take(&hop.host, addr, &params) {
             match self.send(hop, &mut conn, message).await {
@@ -493,18 +553,26 @@ impl Session<'_> {
         };
         let mut conn = match connected {
             Ok(conn) => conn,
-            Err(e) => return Tried::Failed(e.to_string()),
+            Err(e) => {
+                return Tried::Failed {
+                    why: describe_failure(&e),
+                    refused: refused_by_policy(&e),
+                }
+            }
         };
         match self.send(hop, &mut conn, message).await {
             Some(tried) => {
                 self.release(hop, conn, &tried).await;
                 tried
             }
-            None => Tried::Failed(format!(
-                "{} [{}]: connection closed before the message was sent",
-                hop.host,
-                addr.ip()
-            )),
+            None => Tried::Failed {
+                why: format!(
+                    "{} [{}]: connection closed before the message was sent",
+                    hop.host,
+                    addr.ip()
+                ),
+                refused: false,
+            },
         }
     }
 
@@ -571,6 +639,22 @@ impl Session<'_> {
     }
 }
 
+/// A connection failure as a reason a person can act on: a certificate
+/// DANE refused says which TLSA check failed (rustls would print the
+/// wrapped error with `Debug`); everything else as the client reports it.
+fn describe_failure(e: &ClientError) -> String {
+    if let ClientError::TlsHandshakeFailed { peer, source, .. } = e {
+        let dane = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(crate::dane::dane_failure);
+        if let Some(failure) = dane {
+            return format!("{peer}: DANE authentication failed: {failure}");
+        }
+    }
+    e.to_string()
+}
+
 /// Whether an error came after the body was (partly) sent, so the server
 /// may have accepted the message.
 fn body_was_sent(e: &ClientError) -> bool {
@@ -632,5 +716,106 @@ mod tests {
         assert_eq!(host, "mx1.example.net");
         assert_eq!(back, reply);
         assert_eq!(parse_remote_reason("mandatory: TLS not offered"), None);
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            mx_host: "mx1.example.net".into(),
+            addr: "192.0.2.25:25".parse().expect("addr"),
+        }
+    }
+
+    fn handshake_failed(error: rustls::Error) -> ClientError {
+        ClientError::TlsHandshakeFailed {
+            peer: peer(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+            retry_cleartext_allowed: false,
+        }
+    }
+
+    #[test]
+    fn a_refused_tls_requirement_is_told_apart_from_an_unreachable_host() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let table: Vec<(ClientError, bool)> = vec![
+            (ClientError::TlsNotOffered { peer: peer() }, true),
+            (
+                ClientError::TlsBelowMinimum {
+                    peer: peer(),
+                    negotiated: rustls::ProtocolVersion::TLSv1_2,
+                    minimum: "1.3",
+                },
+                true,
+            ),
+            (handshake_failed(rustls::Error::DecryptError), true),
+            (ClientError::StartTlsInjection { peer: peer() }, true),
+            (
+                ClientError::Rejected {
+                    peer: peer(),
+                    stage: Stage::StartTls,
+                    reply: Reply::new(454, (4, 7, 0), "TLS not available"),
+                },
+                true,
+            ),
+            (
+                ClientError::Connect {
+                    peer: peer(),
+                    source: io(),
+                },
+                false,
+            ),
+            (
+                ClientError::Timeout {
+                    peer: peer(),
+                    stage: Stage::Greeting,
+                },
+                false,
+            ),
+            (
+                ClientError::Rejected {
+                    peer: peer(),
+                    stage: Stage::Greeting,
+                    reply: Reply::new(554, (5, 3, 2), "not now"),
+                },
+                false,
+            ),
+        ];
+        for (error, refused) in table {
+            assert_eq!(refused_by_policy(&error), refused, "{error}");
+        }
+    }
+
+    #[test]
+    fn plan_deferrals_pause_everyone_only_under_the_mx_levels() {
+        use SecurityLevel::*;
+        for (level, everyone) in [
+            (Opportunistic, true),
+            (Mandatory, true),
+            (OpportunisticDane, false),
+            (MandatoryDane, false),
+            (MtaSts, false),
+        ] {
+            let health = plan_deferral_health(level, "why".into());
+            assert_eq!(
+                matches!(health, Health::Unreachable(_)),
+                everyone,
+                "{level}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dane_mismatch_reads_as_one() {
+        use rustls::{CertificateError, OtherError};
+        let failure = crate::dane::DaneFailure::NoMatch { records: 2 };
+        let error = handshake_failed(rustls::Error::InvalidCertificate(CertificateError::Other(
+            OtherError(Arc::new(failure)),
+        )));
+        assert_eq!(
+            describe_failure(&error),
+            "mx1.example.net [192.0.2.25:25]: DANE authentication failed: \
+             no TLSA record matches the presented chain (2 usable records)"
+        );
+        let other = handshake_failed(rustls::Error::DecryptError);
+        assert_eq!(describe_failure(&other), other.to_string());
     }
 }

@@ -124,7 +124,7 @@ pub enum Plan {
 }
 
 /// What a destination's mail is delivered under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Effective {
     pub level: SecurityLevel,
     pub min_tls: MinTlsVersion,
