@@ -31,6 +31,7 @@ use support::dns::TestDns;
 use support::dsn_parse;
 use support::https::{HttpsServer, Reply as HttpsReply};
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
+use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{dns_section, free_port, Sealpost};
 use support::smtp::{accept_all, Ask, Decide, Received, TestSmtpServer};
 
@@ -736,4 +737,189 @@ outbound.default = { level = "opportunistic" }
         "{detail}"
     );
     assert_eq!(dest.mails(), 1);
+}
+
+/// A network attacker strips STARTTLS from the MX's EHLO reply: the
+/// required levels defer and send nothing of the message (not even MAIL)
+/// while `opportunistic` delivers in cleartext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
+    let port = free_port();
+    let leaf = pki::self_signed(&["mx.strip.test"]);
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let dns = TestDns::builder()
+        .mx("open.test", 10, "mx.strip.test")
+        .mx("required.test", 10, "mx.strip.test")
+        .mx("pinned.test", 10, "mx.strip.test")
+        .a("mx.strip.test", loopback(2))
+        .tlsa("_25._tcp.mx.strip.test", 3, 1, 1, &data)
+        .start()
+        .await;
+    // The real MX (STARTTLS offered, certificate matching the TLSA) on
+    // 127.0.0.3; the MX address 127.0.0.2 is the stripping proxy.
+    let mx = Mx::start(
+        loopback(3),
+        port,
+        "mx.strip.test",
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let proxy = TamperProxy::start_on(
+        SocketAddr::new(IpAddr::V4(loopback(2)), port),
+        mx.server.addr,
+        Tamper::strip(&["STARTTLS"]),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.peers = [
+  { peer = "open.test", level = "opportunistic" },
+  { peer = "required.test", level = "mandatory" },
+  { peer = "pinned.test", level = "mandatory-dane" },
+]
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
+        submit(sealpost.smtp, "alice@acme.test", to).await;
+    }
+
+    let event = delivered_event(&sealpost, "bob@open.test").await;
+    assert_eq!(event["tls"], Value::Null, "stripped: cleartext");
+    for (to, level) in [
+        ("bob@required.test", "mandatory"),
+        ("bob@pinned.test", "mandatory-dane"),
+    ] {
+        let events = deferred_events(&sealpost, to, 2).await;
+        assert_eq!(events[0]["level"], level);
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("STARTTLS not offered"), "{to}: {detail}");
+    }
+    let got = mx.received();
+    assert_eq!(got.len(), 1, "only the opportunistic message arrived");
+    assert_eq!(
+        got[0].envelope.recipients[0].path.to_string(),
+        "<bob@open.test>"
+    );
+    assert_eq!(mx.mails(), 1, "one MAIL command, the opportunistic one");
+    let sent = proxy.client_text();
+    assert!(sent.contains("RCPT TO:<bob@open.test>"), "{sent}");
+    for leak in [
+        "required.test",
+        "pinned.test",
+        "Hello bob@required",
+        "Hello bob@pinned",
+    ] {
+        assert!(
+            !sent.contains(leak),
+            "`{leak}` crossed the wire in cleartext:\n{sent}"
+        );
+    }
+}
+
+/// A temporary failure, then success: the message arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_4xx_then_2xx_delivers_exactly_once() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let messages = Arc::new(AtomicUsize::new(0));
+    let seen = messages.clone();
+    let flaky: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
+        Ask::Message(..) if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+            Verdict::Reject(Reply::new(451, (4, 3, 0), "try again later"))
+        }
+        other => accept_all(other),
+    });
+    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, flaky).await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+
+    delivered_event(&sealpost, "bob@dest.test").await;
+    let log = attempts(&sealpost, "bob@dest.test");
+    assert_eq!(log[0]["result"], "deferred", "{log:#?}");
+    let detail = log[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("451 4.3.0 try again later"), "{detail}");
+    assert_eq!(
+        messages.load(Ordering::SeqCst),
+        2,
+        "sent twice: 451, then 250"
+    );
+    // Nothing more comes after the success (several retry intervals).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dest.received().len(), 1, "exactly once");
+    assert_eq!(messages.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        with_result(&sealpost, "bob@dest.test", "delivered").len(),
+        1
+    );
+}
+
+/// Queued mail is judged by the policy in force at each attempt: a
+/// message deferred under `min_tls = "1.3"` is delivered once a reload
+/// lowers the peer's minimum to 1.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mx.dest.test"]),
+            TLS12_ONLY,
+        )),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = |min: &str| {
+        format!(
+            r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.peers = [{{ peer = "dest.test", level = "mandatory", min_tls = "{min}" }}]
+"#
+        )
+    };
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains("1.3")));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    let events = deferred_events(&sealpost, "bob@dest.test", 1).await;
+    assert!(
+        events[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("below the required minimum 1.3"),
+        "{events:#?}"
+    );
+    assert_eq!(dest.mails(), 0);
+
+    let listen = sealpost.smtp.port();
+    std::fs::write(
+        sealpost.config_path(),
+        base_config(listen, port, &dns, &domains("1.2")),
+    )
+    .expect("rewrite the configuration");
+    sealpost.signal("-HUP");
+    let event = delivered_event(&sealpost, "bob@dest.test").await;
+    assert_eq!(event["tls"], "TLSv1.2");
+    let got = dest.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
 }
