@@ -923,3 +923,172 @@ outbound.peers = [{{ peer = "dest.test", level = "mandatory", min_tls = "{min}" 
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
 }
+
+/// The DANE and MTA-STS rows beyond the basic ones: usable TLSA records
+/// make even `opportunistic-dane` a requirement for that host (RFC 7672
+/// section 2.2: no cleartext, no unauthenticated TLS), a failed host
+/// moves on to the next MX, DANE governs under `mta-sts` (RFC 8461
+/// section 2), an enforce policy needs a trusted certificate, and no
+/// policy at all is opportunistic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dane_and_mta_sts_edges_through_the_real_server() {
+    let port = free_port();
+    let ca = TestCa::new("sealpost levels edge CA");
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let tlsa_of = |leaf: &pki::Leaf| {
+        association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data")
+    };
+    let od_ok = pki::self_signed(&["mx.od-ok.test"]);
+    let od_bad = pki::self_signed(&["mx.od-bad.test"]);
+    let stranger = pki::self_signed(&["stranger.test"]);
+    let md_second = pki::self_signed(&["mx2.md-next.test"]);
+    let md_first = pki::self_signed(&["mx1.md-next.test"]);
+    let sd = pki::self_signed(&["mx.sts-dane.test"]);
+
+    let policy_leaf = ca.issue(&["mta-sts.sts-dane.test", "mta-sts.sts-untrusted.test"]);
+    let policy_host = HttpsServer::start(
+        pki::server_config(&policy_leaf, ALL_VERSIONS),
+        |host, path| {
+            if path != "/.well-known/mta-sts.txt" {
+                return HttpsReply::status(404);
+            }
+            if host.starts_with("mta-sts.sts-dane.test") {
+                // A policy whose pattern would refuse the MX: DANE decides.
+                HttpsReply::text(&policy_text("mx.elsewhere.test"))
+            } else if host.starts_with("mta-sts.sts-untrusted.test") {
+                HttpsReply::text(&policy_text("*.sts-untrusted.test"))
+            } else {
+                HttpsReply::status(404)
+            }
+        },
+    )
+    .await;
+
+    let dns = TestDns::builder()
+        // opportunistic-dane, secure zone, matching TLSA
+        .mx("od-ok.test", 10, "mx.od-ok.test")
+        .a("mx.od-ok.test", loopback(2))
+        .tlsa("_25._tcp.mx.od-ok.test", 3, 1, 1, &tlsa_of(&od_ok))
+        // opportunistic-dane, secure zone, TLSA for another key
+        .mx("od-bad.test", 10, "mx.od-bad.test")
+        .a("mx.od-bad.test", loopback(3))
+        .tlsa("_25._tcp.mx.od-bad.test", 3, 1, 1, &tlsa_of(&stranger))
+        // opportunistic-dane, secure TLSA, no STARTTLS
+        .mx("od-plain.test", 10, "mx.od-plain.test")
+        .a("mx.od-plain.test", loopback(4))
+        .tlsa("_25._tcp.mx.od-plain.test", 3, 1, 1, &tlsa_of(&stranger))
+        // mandatory-dane: the first MX fails DANE, the second matches
+        .mx("md-next.test", 10, "mx1.md-next.test")
+        .mx("md-next.test", 20, "mx2.md-next.test")
+        .a("mx1.md-next.test", loopback(5))
+        .a("mx2.md-next.test", loopback(6))
+        .tlsa("_25._tcp.mx1.md-next.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx2.md-next.test", 3, 1, 1, &tlsa_of(&md_second))
+        // mta-sts with usable TLSA: DANE governs
+        .mx("sts-dane.test", 10, "mx.sts-dane.test")
+        .a("mx.sts-dane.test", loopback(7))
+        .tlsa("_25._tcp.mx.sts-dane.test", 3, 1, 1, &tlsa_of(&sd))
+        .txt("_mta-sts.sts-dane.test", &["v=STSv1; id=1;"])
+        .a("mta-sts.sts-dane.test", Ipv4Addr::LOCALHOST)
+        // mta-sts enforce, MX certificate not from a trusted CA
+        .mx("sts-untrusted.test", 10, "mx.sts-untrusted.test")
+        .a("mx.sts-untrusted.test", loopback(8))
+        .txt("_mta-sts.sts-untrusted.test", &["v=STSv1; id=1;"])
+        .a("mta-sts.sts-untrusted.test", Ipv4Addr::LOCALHOST)
+        // mta-sts, no policy published, MX without STARTTLS
+        .mx("sts-none.test", 10, "mx.sts-none.test")
+        .a("mx.sts-none.test", loopback(9))
+        .start()
+        .await;
+
+    let accept: Arc<Decide> = Arc::new(accept_all);
+    let tls = |leaf: &pki::Leaf| Some(pki::server_config(leaf, ALL_VERSIONS));
+    let start = |last: u8, name: &'static str, tls: Option<Arc<rustls::ServerConfig>>| {
+        Mx::start(loopback(last), port, name, tls, accept.clone())
+    };
+    let mx_od_ok = start(2, "mx.od-ok.test", tls(&od_ok)).await;
+    let mx_od_bad = start(3, "mx.od-bad.test", tls(&od_bad)).await;
+    let mx_od_plain = start(4, "mx.od-plain.test", None).await;
+    let mx_md_first = start(5, "mx1.md-next.test", tls(&md_first)).await;
+    let mx_md_second = start(6, "mx2.md-next.test", tls(&md_second)).await;
+    let mx_sd = start(7, "mx.sts-dane.test", tls(&sd)).await;
+    let untrusted = pki::self_signed(&["mx.sts-untrusted.test"]);
+    let mx_untrusted = start(8, "mx.sts-untrusted.test", tls(&untrusted)).await;
+    let mx_sts_none = start(9, "mx.sts-none.test", None).await;
+
+    let extra = format!(
+        r#"
+[mta_sts]
+https_port = {}
+ca_file = "{}"
+
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.peers = [
+  {{ peer = "od-ok.test", level = "opportunistic-dane" }},
+  {{ peer = "od-bad.test", level = "opportunistic-dane" }},
+  {{ peer = "od-plain.test", level = "opportunistic-dane" }},
+  {{ peer = "md-next.test", level = "mandatory-dane" }},
+  {{ peer = "sts-dane.test", level = "mta-sts" }},
+  {{ peer = "sts-untrusted.test", level = "mta-sts" }},
+  {{ peer = "sts-none.test", level = "mta-sts" }},
+]
+"#,
+        policy_host.port(),
+        ca_file.display()
+    );
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &extra));
+    for domain in [
+        "od-ok.test",
+        "od-bad.test",
+        "od-plain.test",
+        "md-next.test",
+        "sts-dane.test",
+        "sts-untrusted.test",
+        "sts-none.test",
+    ] {
+        submit(sealpost.smtp, "alice@acme.test", &format!("bob@{domain}")).await;
+    }
+
+    let event = delivered_event(&sealpost, "bob@od-ok.test").await;
+    assert_eq!(event["authentication"], "Dane", "{event}");
+    assert_eq!(mx_od_ok.received().len(), 1);
+
+    let event = delivered_event(&sealpost, "bob@md-next.test").await;
+    assert_eq!(event["authentication"], "Dane", "{event}");
+    assert_eq!(event["mx"], "mx2.md-next.test");
+    assert_eq!(mx_md_second.received().len(), 1);
+    assert_eq!(
+        mx_md_first.mails(),
+        0,
+        "nothing sent to the MX failing DANE"
+    );
+
+    let event = delivered_event(&sealpost, "bob@sts-dane.test").await;
+    assert_eq!(event["level"], "mta-sts");
+    assert_eq!(event["authentication"], "Dane", "DANE governs: {event}");
+    assert_eq!(mx_sd.received().len(), 1);
+
+    let event = delivered_event(&sealpost, "bob@sts-none.test").await;
+    assert_eq!(event["tls"], Value::Null, "no policy: opportunistic");
+    assert_eq!(mx_sts_none.received().len(), 1);
+
+    for (to, mx, needle) in [
+        ("bob@od-bad.test", &mx_od_bad, "DANE authentication failed"),
+        ("bob@od-plain.test", &mx_od_plain, "STARTTLS not offered"),
+        (
+            "bob@sts-untrusted.test",
+            &mx_untrusted,
+            "mx.sts-untrusted.test",
+        ),
+    ] {
+        let events = deferred_events(&sealpost, to, 2).await;
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{to}: {detail}");
+        assert_eq!(mx.mails(), 0, "{to}: no MAIL, not even in cleartext");
+        assert!(mx.received().is_empty(), "{to}");
+    }
+}

@@ -22,12 +22,12 @@ use rustls::client::WebPkiServerVerifier;
 use sealpost_queue::{Attempt, Authentication as QueueAuth, Lease, Outcome, Queue, QueueError};
 use tracing::{debug, info, warn};
 
-use super::plan::{Effective, Hop, NextHop, Plan, Planner};
+use super::plan::{Effective, Hop, HopTls, NextHop, Plan, Planner};
 use super::pool::Pool;
 use crate::config::Config;
 use crate::dns::Resolver;
 use crate::live::LiveConfig;
-use crate::mta_sts::PolicyCache;
+use crate::mta_sts::{CertOutcome, PolicyCache};
 use crate::policy::{MinTlsVersion, PeerQuery, SecurityLevel};
 use crate::smtp::address::{parse_forward_path, parse_reverse_path};
 use crate::smtp::client::{
@@ -555,7 +555,7 @@ impl Session<'_> {
             Ok(conn) => conn,
             Err(e) => {
                 return Tried::Failed {
-                    why: describe_failure(&e),
+                    why: describe_failure(hop, &e),
                     refused: refused_by_policy(&e),
                 }
             }
@@ -641,15 +641,23 @@ impl Session<'_> {
 
 /// A connection failure as a reason a person can act on: a certificate
 /// DANE refused says which TLSA check failed (rustls would print the
-/// wrapped error with `Debug`); everything else as the client reports it.
-fn describe_failure(e: &ClientError) -> String {
+/// wrapped error with `Debug`), one an MTA-STS enforce policy refused says
+/// why in the RFC 8460 vocabulary; everything else as the client reports
+/// it.
+fn describe_failure(hop: &Hop, e: &ClientError) -> String {
     if let ClientError::TlsHandshakeFailed { peer, source, .. } = e {
-        let dane = source
+        let tls = source
             .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .and_then(crate::dane::dane_failure);
-        if let Some(failure) = dane {
-            return format!("{peer}: DANE authentication failed: {failure}");
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let Some(tls) = tls {
+            if let Some(failure) = crate::dane::dane_failure(tls) {
+                return format!("{peer}: DANE authentication failed: {failure}");
+            }
+            if matches!(hop.tls, HopTls::WebPki) {
+                if let CertOutcome::Invalid(problem) = crate::mta_sts::verify::classify(tls) {
+                    return format!("{peer}: MTA-STS enforce: {problem}");
+                }
+            }
         }
     }
     e.to_string()
@@ -803,19 +811,42 @@ mod tests {
         }
     }
 
+    fn hop(tls: HopTls) -> Hop {
+        Hop {
+            host: "mx1.example.net".into(),
+            addresses: vec!["192.0.2.25:25".parse().expect("addr")],
+            tls,
+            min_tls: MinTlsVersion::Any,
+        }
+    }
+
     #[test]
-    fn a_dane_mismatch_reads_as_one() {
+    fn certificate_refusals_read_as_what_they_are() {
         use rustls::{CertificateError, OtherError};
         let failure = crate::dane::DaneFailure::NoMatch { records: 2 };
         let error = handshake_failed(rustls::Error::InvalidCertificate(CertificateError::Other(
             OtherError(Arc::new(failure)),
         )));
         assert_eq!(
-            describe_failure(&error),
+            describe_failure(&hop(HopTls::Unauthenticated), &error),
             "mx1.example.net [192.0.2.25:25]: DANE authentication failed: \
              no TLSA record matches the presented chain (2 usable records)"
         );
+        let untrusted = handshake_failed(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(
+            describe_failure(&hop(HopTls::WebPki), &untrusted),
+            "mx1.example.net [192.0.2.25:25]: MTA-STS enforce: certificate not issued by a trusted CA"
+        );
         let other = handshake_failed(rustls::Error::DecryptError);
-        assert_eq!(describe_failure(&other), other.to_string());
+        assert_eq!(
+            describe_failure(&hop(HopTls::WebPki), &other),
+            other.to_string()
+        );
+        assert_eq!(
+            describe_failure(&hop(HopTls::Opportunistic), &untrusted),
+            untrusted.to_string()
+        );
     }
 }
