@@ -152,6 +152,11 @@ fn submission_client() -> Arc<ClientConfig> {
 /// Relays one message through sealpost as the tenant's server would (from
 /// 127.0.0.1, a relay source); returns the queue id from the 250 reply.
 async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
+    submit_to(sealpost, from, &[to]).await
+}
+
+/// [`submit`] with several recipients (every one must be accepted).
+async fn submit_to(sealpost: SocketAddr, from: &str, to: &[&str]) -> String {
     let peer = Peer {
         mx_host: GATEWAY.into(),
         addr: sealpost,
@@ -162,22 +167,32 @@ async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
         .await
         .expect("connect to sealpost");
     let reverse = parse_reverse_path(&format!("<{from}>")).expect("sender");
-    let forward = [parse_forward_path(&format!("<{to}>")).expect("recipient")];
+    let forward: Vec<_> = to
+        .iter()
+        .map(|to| parse_forward_path(&format!("<{to}>")).expect("recipient"))
+        .collect();
+    let to = to.join(", ");
     let body = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: delivery level test\r\n\r\nHello {to}.\r\n"
+        "From: <{from}>\r\nTo: {to}\r\nSubject: delivery level test\r\n\r\nHello {to}.\r\n"
     );
     let message = OutboundMessage {
         from: &reverse,
         to: &forward,
         body: body.as_bytes(),
     };
-    let reply: Reply = match conn.send(&message).await.expect("send to sealpost") {
-        Delivery::Attempted(mut outcomes) => match outcomes.remove(0) {
-            RecipientOutcome::Delivered(reply) => reply,
-            other => panic!("sealpost refused {from} -> {to}: {other:?}"),
-        },
+    let mut replies = Vec::new();
+    match conn.send(&message).await.expect("send to sealpost") {
+        Delivery::Attempted(outcomes) => {
+            for outcome in outcomes {
+                match outcome {
+                    RecipientOutcome::Delivered(reply) => replies.push(reply),
+                    other => panic!("sealpost refused {from} -> {to}: {other:?}"),
+                }
+            }
+        }
         Delivery::Refused(why) => panic!("sealpost refused {from} -> {to}: {why}"),
     };
+    let reply: Reply = replies.pop().expect("a reply");
     conn.quit().await;
     let text = reply.text();
     text.split("queued as ")
@@ -1091,4 +1106,146 @@ outbound.peers = [
         assert_eq!(mx.mails(), 0, "{to}: no MAIL, not even in cleartext");
         assert!(mx.received().is_empty(), "{to}");
     }
+}
+
+/// One message to two recipients of one domain, one refused with a 4xx:
+/// the accepted one is delivered once, the other alone on the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_recipient_is_delivered_once_across_retries() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    let decide: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
+        Ask::Rcpt(to)
+            if to.to_string() == "<later@dest.test>"
+                && count.fetch_add(1, Ordering::SeqCst) == 0 =>
+        {
+            Verdict::Reject(Reply::new(452, (4, 2, 2), "mailbox full, try later"))
+        }
+        other => accept_all(other),
+    });
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mx.dest.test"]),
+            ALL_VERSIONS,
+        )),
+        decide,
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.2" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    submit_to(
+        sealpost.smtp,
+        "alice@acme.test",
+        &["now@dest.test", "later@dest.test"],
+    )
+    .await;
+
+    delivered_event(&sealpost, "now@dest.test").await;
+    delivered_event(&sealpost, "later@dest.test").await;
+    let later = attempts(&sealpost, "later@dest.test");
+    assert_eq!(later[0]["result"], "deferred", "{later:#?}");
+    assert!(
+        later[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("452 4.2.2"),
+        "{later:#?}"
+    );
+    let rcpts = |r: &Received| -> Vec<String> {
+        r.envelope
+            .recipients
+            .iter()
+            .map(|r| r.path.to_string())
+            .collect()
+    };
+    // Several retry intervals: nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = dest.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(rcpts(&got[0]), ["<now@dest.test>"]);
+    assert_eq!(rcpts(&got[1]), ["<later@dest.test>"]);
+    assert!(got.iter().all(|r| r.tls_version.is_some()));
+    assert_eq!(
+        with_result(&sealpost, "now@dest.test", "delivered").len(),
+        1
+    );
+    assert_eq!(attempts(&sealpost, "now@dest.test").len(), 1);
+}
+
+/// MX hosts by preference, skipping the ones a policy refuses: the
+/// `mandatory` sender's mail goes to the second MX (the first has no
+/// STARTTLS) while the `opportunistic` sender's goes to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_required_level_moves_on_to_the_next_mx() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx1.dest.test")
+        .mx("dest.test", 20, "mx2.dest.test")
+        .a("mx1.dest.test", loopback(2))
+        .a("mx2.dest.test", loopback(3))
+        .start()
+        .await;
+    let plain = Mx::start(
+        loopback(2),
+        port,
+        "mx1.dest.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let secure = Mx::start(
+        loopback(3),
+        port,
+        "mx2.dest.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mx2.dest.test"]),
+            ALL_VERSIONS,
+        )),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "strict.test"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.3" }
+
+[[domains]]
+name = "loose.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    submit(sealpost.smtp, "carol@strict.test", "strict@dest.test").await;
+    let event = delivered_event(&sealpost, "strict@dest.test").await;
+    assert_eq!(event["mx"], "mx2.dest.test");
+    assert_eq!(event["tls"], "TLSv1.3");
+    submit(sealpost.smtp, "dave@loose.test", "loose@dest.test").await;
+    let event = delivered_event(&sealpost, "loose@dest.test").await;
+    assert_eq!(event["mx"], "mx1.dest.test");
+    assert_eq!(event["tls"], Value::Null);
+    assert_eq!(plain.mails(), 1, "only the opportunistic MAIL reached mx1");
+    assert_eq!(
+        plain.received()[0].envelope.from.to_string(),
+        "<dave@loose.test>"
+    );
+    assert_eq!(secure.received().len(), 1);
+    assert_eq!(
+        secure.received()[0].envelope.from.to_string(),
+        "<carol@strict.test>"
+    );
 }
