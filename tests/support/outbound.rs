@@ -1,0 +1,232 @@
+//! Helpers for end-to-end tests of outbound delivery through the real
+//! `sealpost serve`: receiving MX hosts on 127.0.0.x that count MAIL
+//! commands, a tenant server's submission (relay from 127.0.0.1), the
+//! `delivery attempt` log events by recipient, and a configuration with a
+//! fast retry schedule pointing at the test DNS.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealpost::policy::MinTlsVersion;
+use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
+use sealpost::smtp::client::{
+    ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+    TlsParams, TlsRequirement,
+};
+use sealpost::smtp::{Reply, SessionConfig};
+use serde_json::Value;
+
+use super::dns::TestDns;
+use super::sealpost::{dns_section, Sealpost};
+use super::smtp::{Ask, Decide, Received, TestSmtpServer};
+
+/// How long one expectation may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// sealpost's host name (EHLO, DSN Reporting-MTA).
+pub const GATEWAY: &str = "gw.sealpost.test";
+
+/// A receiving MX on its own loopback address; counts MAIL commands, so a
+/// test can prove that no transaction was ever started.
+pub struct Mx {
+    pub server: TestSmtpServer,
+    mails: Arc<AtomicUsize>,
+}
+
+impl Mx {
+    pub async fn start(
+        ip: Ipv4Addr,
+        port: u16,
+        name: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> Mx {
+        let mails = Arc::new(AtomicUsize::new(0));
+        let count = mails.clone();
+        let wrapped: Arc<Decide> = Arc::new(move |ask: Ask<'_>| {
+            if matches!(ask, Ask::Mail(_)) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            decide(ask)
+        });
+        let config = SessionConfig {
+            hostname: name.to_string(),
+            ..SessionConfig::default()
+        };
+        let server =
+            TestSmtpServer::start_on(SocketAddr::new(IpAddr::V4(ip), port), config, tls, wrapped)
+                .await;
+        Mx { server, mails }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.server.received()
+    }
+
+    pub fn mails(&self) -> usize {
+        self.mails.load(Ordering::SeqCst)
+    }
+}
+
+pub fn loopback(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+/// Polls `done` (async-friendly) for at most `limit`.
+pub async fn until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `delivery attempt` events for recipient `to`.
+pub fn attempts(sealpost: &Sealpost, to: &str) -> Vec<Value> {
+    sealpost
+        .events("delivery attempt")
+        .into_iter()
+        .filter(|e| e["to"].as_str() == Some(to))
+        .collect()
+}
+
+pub fn with_result(sealpost: &Sealpost, to: &str, result: &str) -> Vec<Value> {
+    attempts(sealpost, to)
+        .into_iter()
+        .filter(|e| e["result"].as_str() == Some(result))
+        .collect()
+}
+
+/// Waits for the `delivered` event of `to` and returns it.
+pub async fn delivered_event(sealpost: &Sealpost, to: &str) -> Value {
+    let found = until(WAIT, || !with_result(sealpost, to, "delivered").is_empty()).await;
+    assert!(
+        found,
+        "{to} was not delivered within {WAIT:?}; its attempts: {:#?}",
+        attempts(sealpost, to)
+    );
+    with_result(sealpost, to, "delivered").remove(0)
+}
+
+/// Waits until `to` has been deferred `times` times and returns those
+/// events; fails if it was ever delivered or failed.
+pub async fn deferred_events(sealpost: &Sealpost, to: &str, times: usize) -> Vec<Value> {
+    let found = until(WAIT, || {
+        with_result(sealpost, to, "deferred").len() >= times
+    })
+    .await;
+    let all = attempts(sealpost, to);
+    assert!(found, "{to}: fewer than {times} deferrals: {all:#?}");
+    assert!(
+        all.iter().all(|e| e["result"].as_str() == Some("deferred")),
+        "{to} must only ever be deferred: {all:#?}"
+    );
+    with_result(sealpost, to, "deferred")
+}
+
+pub fn submission_client() -> Arc<ClientConfig> {
+    let mut config = ClientConfig::new("tenant-server.acme.test");
+    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    Arc::new(config)
+}
+
+/// Relays one message through sealpost as the tenant's server would (from
+/// 127.0.0.1, a relay source); returns the queue id from the 250 reply.
+pub async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
+    submit_to(sealpost, from, &[to]).await
+}
+
+/// [`submit`] with several recipients (every one must be accepted).
+pub async fn submit_to(sealpost: SocketAddr, from: &str, to: &[&str]) -> String {
+    let peer = Peer {
+        mx_host: GATEWAY.into(),
+        addr: sealpost,
+    };
+    let params = TlsParams::new(TlsRequirement::Opportunistic, MinTlsVersion::Any, GATEWAY)
+        .expect("server name");
+    let mut conn = Connection::connect(peer, &params, submission_client())
+        .await
+        .expect("connect to sealpost");
+    let reverse = parse_reverse_path(&format!("<{from}>")).expect("sender");
+    let forward: Vec<_> = to
+        .iter()
+        .map(|to| parse_forward_path(&format!("<{to}>")).expect("recipient"))
+        .collect();
+    let to = to.join(", ");
+    let body = format!(
+        "From: <{from}>\r\nTo: {to}\r\nSubject: delivery level test\r\n\r\nHello {to}.\r\n"
+    );
+    let message = OutboundMessage {
+        from: &reverse,
+        to: &forward,
+        body: body.as_bytes(),
+    };
+    let mut replies = Vec::new();
+    match conn.send(&message).await.expect("send to sealpost") {
+        Delivery::Attempted(outcomes) => {
+            for outcome in outcomes {
+                match outcome {
+                    RecipientOutcome::Delivered(reply) => replies.push(reply),
+                    other => panic!("sealpost refused {from} -> {to}: {other:?}"),
+                }
+            }
+        }
+        Delivery::Refused(why) => panic!("sealpost refused {from} -> {to}: {why}"),
+    };
+    let reply: Reply = replies.pop().expect("a reply");
+    conn.quit().await;
+    let text = reply.text();
+    text.split("queued as ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no queue id in `{text}`"))
+        .trim()
+        .to_string()
+}
+
+/// The common part of sealpost's configuration.
+pub fn base_config(listen: u16, mx_port: u16, dns: &TestDns, extra: &str) -> String {
+    config_with_backoff(listen, mx_port, dns, "1s", extra)
+}
+
+/// [`base_config`] with a chosen `[delivery] destination_backoff`.
+pub fn config_with_backoff(
+    listen: u16,
+    mx_port: u16,
+    dns: &TestDns,
+    destination_backoff: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+hostname = "{GATEWAY}"
+data_dir = "data"
+
+[[listeners]]
+address = "127.0.0.1:{listen}"
+
+[delivery]
+smtp_port = {mx_port}
+first_retry = "1s"
+max_retry_interval = "2s"
+destination_backoff = "{destination_backoff}"
+max_destination_backoff = "{destination_backoff}"
+command_timeout = "10s"
+idle_timeout = "30s"
+
+{dns}
+[[tenants]]
+name = "acme"
+relay_sources = ["127.0.0.0/8"]
+
+{extra}
+"#,
+        dns = dns_section(&dns.settings()),
+    )
+}
