@@ -1037,3 +1037,72 @@ outbound.default = { level = "opportunistic" }
         "<carol@strict.test>"
     );
 }
+
+/// Reuse by authentication: an unauthenticated TLS connection (opened for
+/// `mandatory`) never carries `mandatory-dane` mail; the DANE-authenticated
+/// one carries both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_dane_authenticated_connection_carries_mandatory_dane_mail() {
+    let port = free_port();
+    let leaf = pki::self_signed(&["mx.dest.test"]);
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .tlsa("_25._tcp.mx.dest.test", 3, 1, 1, &data)
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "m.test"
+tenant = "acme"
+outbound.default = { level = "mandatory" }
+
+[[domains]]
+name = "d.test"
+tenant = "acme"
+outbound.default = { level = "mandatory-dane" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    let steps = [
+        ("mia@m.test", "None"),
+        ("dan@d.test", "Dane"),
+        ("mia@m.test", "None"),
+        ("dan@d.test", "Dane"),
+    ];
+    for (i, (from, authentication)) in steps.iter().enumerate() {
+        let to = format!("rcpt{i}@dest.test");
+        submit(sealpost.smtp, from, &to).await;
+        let event = delivered_event(&sealpost, &to).await;
+        // A reused connection reports what it achieved when it was opened.
+        if i < 2 {
+            assert_eq!(event["authentication"], *authentication, "{event}");
+        }
+        assert!(until(WAIT, || dest.received().len() > i).await);
+    }
+    let got = dest.received();
+    let ids: Vec<u64> = got.iter().map(|r| r.conn_id).collect();
+    assert!(got.iter().all(|r| r.tls_version.is_some()), "{got:?}");
+    assert_ne!(
+        ids[1], ids[0],
+        "mandatory-dane did not ride the unauthenticated connection"
+    );
+    assert!(
+        ids[2] == ids[0] || ids[2] == ids[1],
+        "mandatory mail reuses an open connection: {ids:?}"
+    );
+    assert_eq!(
+        ids[3], ids[1],
+        "mandatory-dane reuses the DANE connection: {ids:?}"
+    );
+    let third = delivered_event(&sealpost, "rcpt3@dest.test").await;
+    assert_eq!(third["authentication"], "Dane", "{third}");
+}
