@@ -24,8 +24,8 @@ use support::dns::TestDns;
 use support::dsn_parse;
 use support::https::{HttpsServer, Reply as HttpsReply};
 use support::outbound::{
-    attempts, base_config, config_with_backoff, deferred_events, delivered_event, loopback, submit,
-    submit_to, until, with_result, Mx, WAIT,
+    attempts, base_config, config_with_delivery, deferred_events, delivered_event, loopback,
+    submit, submit_to, until, with_result, Mx, WAIT,
 };
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
@@ -512,8 +512,12 @@ tenant = "acme"
 outbound.default = { level = "opportunistic" }
 "#;
     // A long destination pause, as in production (the default is 60 s).
+    let long_pause = [
+        ("destination_backoff", "\"60s\""),
+        ("max_destination_backoff", "\"60s\""),
+    ];
     let sealpost =
-        Sealpost::start(|listen| config_with_backoff(listen, port, &dns, "60s", domains));
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &long_pause, domains));
 
     submit(sealpost.smtp, "carol@strict.test", "strict@dest.test").await;
     let events = deferred_events(&sealpost, "strict@dest.test", 1).await;
@@ -1105,4 +1109,53 @@ outbound.default = { level = "mandatory-dane" }
     );
     let third = delivered_event(&sealpost, "rcpt3@dest.test").await;
     assert_eq!(third["authentication"], "Dane", "{third}");
+}
+
+/// The pool's limits: a connection carries at most
+/// `messages_per_connection` messages, and closes after `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pooled_connections_respect_their_limits() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+"#;
+    let limits = [("messages_per_connection", "2"), ("idle_timeout", "\"1s\"")];
+    let sealpost =
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &limits, domains));
+    let send = |i: usize| {
+        let sealpost = &sealpost;
+        let dest = &dest;
+        async move {
+            let to = format!("rcpt{i}@dest.test");
+            submit(sealpost.smtp, "alice@acme.test", &to).await;
+            delivered_event(sealpost, &to).await;
+            assert!(until(WAIT, || dest.received().len() > i).await);
+        }
+    };
+    for i in 0..3 {
+        send(i).await;
+    }
+    // Idle for several idle timeouts: the pooled connection is closed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send(3).await;
+    let ids: Vec<u64> = dest.received().iter().map(|r| r.conn_id).collect();
+    assert_eq!(ids[0], ids[1], "two messages share a connection: {ids:?}");
+    assert_ne!(ids[2], ids[1], "the third needs a new connection: {ids:?}");
+    assert_ne!(ids[3], ids[2], "the idle connection was closed: {ids:?}");
 }

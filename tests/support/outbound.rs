@@ -189,19 +189,41 @@ pub async fn submit_to(sealpost: SocketAddr, from: &str, to: &[&str]) -> String 
         .to_string()
 }
 
-/// The common part of sealpost's configuration.
+/// The common part of sealpost's configuration: listening on `listen`,
+/// MX hosts on `mx_port`, the test DNS, tenant `acme` relaying from
+/// 127.0.0.0/8, fast retries; `extra` adds tables (domains, `[mta_sts]`).
 pub fn base_config(listen: u16, mx_port: u16, dns: &TestDns, extra: &str) -> String {
-    config_with_backoff(listen, mx_port, dns, "1s", extra)
+    config_with_delivery(listen, mx_port, dns, &[], extra)
 }
 
-/// [`base_config`] with a chosen `[delivery] destination_backoff`.
-pub fn config_with_backoff(
+/// [`base_config`] with `[delivery]` keys replaced or added, as TOML
+/// values (`("idle_timeout", "\"1s\"")`).
+pub fn config_with_delivery(
     listen: u16,
     mx_port: u16,
     dns: &TestDns,
-    destination_backoff: &str,
+    delivery: &[(&str, &str)],
     extra: &str,
 ) -> String {
+    let mut keys: Vec<(String, String)> = [
+        ("smtp_port", mx_port.to_string()),
+        ("first_retry", "\"1s\"".into()),
+        ("max_retry_interval", "\"2s\"".into()),
+        ("destination_backoff", "\"1s\"".into()),
+        ("max_destination_backoff", "\"1s\"".into()),
+        ("command_timeout", "\"10s\"".into()),
+        ("idle_timeout", "\"30s\"".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (key, value) in delivery {
+        match keys.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => keys.push((key.to_string(), value.to_string())),
+        }
+    }
+    let delivery: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
     format!(
         r#"
 [server]
@@ -212,14 +234,7 @@ data_dir = "data"
 address = "127.0.0.1:{listen}"
 
 [delivery]
-smtp_port = {mx_port}
-first_retry = "1s"
-max_retry_interval = "2s"
-destination_backoff = "{destination_backoff}"
-max_destination_backoff = "{destination_backoff}"
-command_timeout = "10s"
-idle_timeout = "30s"
-
+{delivery}
 {dns}
 [[tenants]]
 name = "acme"
