@@ -54,6 +54,9 @@ struct Pauses {
     /// No host answered: every lease waits.
     down: Option<Backoff>,
     /// The hosts refused one policy's TLS: leases under that policy wait.
+    /// An expired entry is kept so that a further refusal doubles the
+    /// pause; there are at most as many entries as (level, minimum TLS
+    /// version) pairs.
     refused: HashMap<Effective, Backoff>,
 }
 
@@ -115,7 +118,6 @@ impl Pauses {
             }
             Health::NotTried => PauseChange::None,
         };
-        self.refused.retain(|_, b| b.until > now);
         change
     }
 
@@ -404,6 +406,9 @@ mod tests {
         // Mail under the other policy is delivered: the refusal stays.
         p.record(&Health::Reached, &loose, t0 + s(2), s(60), s(600));
         assert!(p.holding(&strict, t0 + s(3)).is_some());
+        // The pause runs out; other mail goes on meanwhile.
+        assert!(p.holding(&strict, t0 + s(60)).is_none());
+        p.record(&Health::Reached, &loose, t0 + s(60), s(60), s(600));
         // The same policy refused again: the pause doubles.
         assert_eq!(
             p.record(&refused, &strict, t0 + s(61), s(60), s(600)),
