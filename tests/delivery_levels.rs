@@ -1159,3 +1159,65 @@ outbound.default = { level = "opportunistic" }
     assert_ne!(ids[2], ids[1], "the third needs a new connection: {ids:?}");
     assert_ne!(ids[3], ids[2], "the idle connection was closed: {ids:?}");
 }
+
+/// The TLS handshake is broken on the wire (the ClientHello is dropped):
+/// only `opportunistic` retries the same MX in cleartext; the required
+/// levels defer without a byte of the message sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_opportunistic_retries_in_cleartext_after_a_failed_handshake() {
+    let port = free_port();
+    let leaf = pki::self_signed(&["mx.broken.test"]);
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let dns = TestDns::builder()
+        .mx("open.test", 10, "mx.broken.test")
+        .mx("required.test", 10, "mx.broken.test")
+        .mx("pinned.test", 10, "mx.broken.test")
+        .a("mx.broken.test", loopback(2))
+        .tlsa("_25._tcp.mx.broken.test", 3, 1, 1, &data)
+        .start()
+        .await;
+    let mx = Mx::start(
+        loopback(3),
+        port,
+        "mx.broken.test",
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let proxy = TamperProxy::start_on(
+        SocketAddr::new(IpAddr::V4(loopback(2)), port),
+        mx.server.addr,
+        Tamper {
+            break_tls: true,
+            ..Tamper::default()
+        },
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.peers = [
+  { peer = "open.test", level = "opportunistic" },
+  { peer = "required.test", level = "mandatory" },
+  { peer = "pinned.test", level = "mandatory-dane" },
+]
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
+        submit(sealpost.smtp, "alice@acme.test", to).await;
+    }
+    let event = delivered_event(&sealpost, "bob@open.test").await;
+    assert_eq!(event["tls"], Value::Null, "cleartext retry: {event}");
+    for to in ["bob@required.test", "bob@pinned.test"] {
+        let events = deferred_events(&sealpost, to, 2).await;
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("TLS handshake failed"), "{to}: {detail}");
+    }
+    assert_eq!(mx.mails(), 1, "only the opportunistic MAIL");
+    assert_eq!(mx.received().len(), 1);
+    let sent = proxy.client_text();
+    for leak in ["required.test", "pinned.test"] {
+        assert!(!sent.contains(leak), "`{leak}` crossed the wire:\n{sent}");
+    }
+}
