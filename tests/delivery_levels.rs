@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost::dane::{association_data, Matching, Selector};
-use sealpost::smtp::{Reply, Verdict};
+use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use serde_json::Value;
 
 use support::dns::TestDns;
@@ -31,6 +31,23 @@ use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Ask, Decide, Received};
+
+/// The per-recipient fields of a DSN's (only) recipient.
+fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
+    let parsed = dsn_parse::parse(dsn);
+    let status = parsed
+        .parts
+        .iter()
+        .find(|(fields, _)| {
+            dsn_parse::get(fields, "content-type")
+                .is_some_and(|ct| ct.starts_with("message/delivery-status"))
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a message/delivery-status part");
+    // Per-message fields, a blank line, then the recipient's fields.
+    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
+    dsn_parse::fields(per_recipient)
+}
 
 fn policy_text(mx_pattern: &str) -> String {
     format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n")
@@ -449,22 +466,10 @@ route = {{ hosts = ["{}"] }}
         dsn.envelope.recipients[0].path.to_string(),
         "<alice@acme.test>"
     );
-    let parsed = dsn_parse::parse(&dsn.body);
-    let status = parsed
-        .parts
-        .iter()
-        .find(|(fields, _)| {
-            dsn_parse::get(fields, "content-type")
-                .is_some_and(|ct| ct.starts_with("message/delivery-status"))
-        })
-        .map(|(_, body)| body.clone())
-        .expect("a message/delivery-status part");
-    // Per-message fields, a blank line, then the recipient's fields.
-    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
-    let fields = dsn_parse::fields(per_recipient);
+    let fields = recipient_fields(&dsn.body);
     let field = |name: &str| {
         dsn_parse::get(&fields, name)
-            .unwrap_or_else(|| panic!("no {name} in {per_recipient}"))
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
             .to_string()
     };
     assert_eq!(field("final-recipient"), "rfc822; nobody@dest.test");
@@ -1220,4 +1225,63 @@ outbound.peers = [
     for leak in ["required.test", "pinned.test"] {
         assert!(!sent.contains(leak), "`{leak}` crossed the wire:\n{sent}");
     }
+}
+
+/// A message the MX says it cannot take (larger than its SIZE limit) is
+/// never offered (no MAIL) and bounces with the matching status, 5.3.4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_over_the_mx_size_limit_bounces_with_its_status() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let small = SessionConfig {
+        hostname: "mx.dest.test".into(),
+        max_message_size: 64,
+        ..SessionConfig::default()
+    };
+    let dest = Mx::start_with_config(loopback(2), port, small, None, Arc::new(accept_all)).await;
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "opportunistic" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    assert!(
+        until(WAIT, || !home.received().is_empty()).await,
+        "no DSN; attempts: {:#?}",
+        attempts(&sealpost, "bob@dest.test")
+    );
+    let event = with_result(&sealpost, "bob@dest.test", "failed").remove(0);
+    assert!(
+        event["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the server accepts at most 64"),
+        "{event}"
+    );
+    assert_eq!(dest.mails(), 0, "the message was never offered");
+    let fields = recipient_fields(&home.received()[0].body);
+    assert_eq!(dsn_parse::get(&fields, "action"), Some("failed"));
+    assert_eq!(
+        dsn_parse::get(&fields, "status"),
+        Some("5.3.4"),
+        "{fields:?}"
+    );
 }

@@ -34,7 +34,7 @@ use crate::smtp::client::{
     Achieved, Authentication, ClientConfig, ClientError, Connection, Delivery, MessageRefusal,
     OutboundMessage, Peer, RecipientOutcome, Stage, Timeouts,
 };
-use crate::smtp::{ForwardPath, Reply, ReversePath};
+use crate::smtp::{EnhancedCode, ForwardPath, Reply, ReversePath};
 
 /// The prefix of inbound destinations (see [`crate::inbound::reception`]).
 pub const INBOUND_PREFIX: &str = "inbound:";
@@ -156,6 +156,23 @@ pub fn parse_remote_reason(reason: &str) -> Option<(String, Reply)> {
     let host = host.split(" [").next()?.to_string();
     let reply = crate::smtp::reply::parse_reply(format!("{reply}\r\n").as_bytes())?.ok()?;
     Some((host, reply))
+}
+
+/// How a local permanent failure keeps its RFC 3463 status for the DSN:
+/// `<why> (status 5.3.4)`.
+pub fn local_reason(why: &str, status: EnhancedCode) -> String {
+    format!("{why} (status {status})")
+}
+
+/// The status back from a [`local_reason`] (for the DSN).
+pub fn parse_local_status(reason: &str) -> Option<EnhancedCode> {
+    let (_, code) = reason.strip_suffix(')')?.rsplit_once(" (status ")?;
+    let mut parts = code.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && matches!(class, 2 | 4 | 5))
+        .then_some(EnhancedCode(class, subject, detail))
 }
 
 /// Runs one attempt and records it in the queue.
@@ -477,10 +494,13 @@ impl Session<'_> {
             }
         }
         if let Some((why, achieved)) = refusal {
-            // Every host that answered refused this message as it is.
-            let reason = format!("{}: {}", self.level, problems.join("; "));
+            // Every host that answered refused this message as it is; the
+            // refusal's status goes into the DSN.
             let (code, a, b) = why.status();
-            debug!(status = %format!("{code}.{a}.{b}"), "message refused by every MX");
+            let reason = local_reason(
+                &format!("{}: {}", self.level, problems.join("; ")),
+                EnhancedCode(code, a, b),
+            );
             let attempt = attempt_from(&achieved, &reason);
             let (outcomes, attempt) = all(
                 lease,
@@ -724,6 +744,25 @@ mod tests {
         assert_eq!(host, "mx1.example.net");
         assert_eq!(back, reply);
         assert_eq!(parse_remote_reason("mandatory: TLS not offered"), None);
+    }
+
+    #[test]
+    fn local_reasons_keep_their_status_for_the_dsn() {
+        let reason = local_reason(
+            "mandatory: mx1.example.net [192.0.2.25]: message is 900 octets, the server accepts at most 100",
+            EnhancedCode(5, 3, 4),
+        );
+        assert!(reason.ends_with(" (status 5.3.4)"), "{reason}");
+        assert_eq!(parse_local_status(&reason), Some(EnhancedCode(5, 3, 4)));
+        for text in [
+            "mandatory: TLS not offered",
+            "x (status 5.3)",
+            "x (status 9.1.1)",
+            "x (status 5.1.1.1)",
+            "x (status a.b.c)",
+        ] {
+            assert_eq!(parse_local_status(text), None, "{text}");
+        }
     }
 
     fn peer() -> Peer {

@@ -21,7 +21,7 @@ use sealpost_queue::{
 };
 use tracing::{info, warn};
 
-use super::attempt::{parse_remote_reason, Shared, INBOUND_PREFIX};
+use super::attempt::{parse_local_status, parse_remote_reason, Shared, INBOUND_PREFIX};
 use crate::config::Config;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
 use crate::policy::PeerQuery;
@@ -123,7 +123,7 @@ fn failure_report(r: &BouncedRecipient, now: u64) -> RecipientReport {
         (Some((_, reply)), false) => dsn::status_of(reply),
         // RFC 3463: 4.4.7 delivery time expired.
         (_, true) => EnhancedCode(4, 4, 7),
-        (None, false) => EnhancedCode(5, 0, 0),
+        (None, false) => parse_local_status(&r.reason).unwrap_or(EnhancedCode(5, 0, 0)),
     };
     let (remote_mta, diagnostic) = match remote {
         Some((host, reply)) => (Some(host), Some(reply)),

@@ -42,6 +42,21 @@ impl Mx {
         tls: Option<Arc<rustls::ServerConfig>>,
         decide: Arc<Decide>,
     ) -> Mx {
+        let config = SessionConfig {
+            hostname: name.to_string(),
+            ..SessionConfig::default()
+        };
+        Mx::start_with_config(ip, port, config, tls, decide).await
+    }
+
+    /// [`Mx::start`] with a chosen session config (e.g. a size limit).
+    pub async fn start_with_config(
+        ip: Ipv4Addr,
+        port: u16,
+        config: SessionConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+    ) -> Mx {
         let mails = Arc::new(AtomicUsize::new(0));
         let count = mails.clone();
         let wrapped: Arc<Decide> = Arc::new(move |ask: Ask<'_>| {
@@ -50,10 +65,6 @@ impl Mx {
             }
             decide(ask)
         });
-        let config = SessionConfig {
-            hostname: name.to_string(),
-            ..SessionConfig::default()
-        };
         let server =
             TestSmtpServer::start_on(SocketAddr::new(IpAddr::V4(ip), port), config, tls, wrapped)
                 .await;
