@@ -1285,3 +1285,63 @@ route = {{ hosts = ["{}"] }}
         "{fields:?}"
     );
 }
+
+/// Mail a policy keeps deferring bounces at the end of its lifetime, with
+/// status 4.4.7 and the policy's reason, still never sent in cleartext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_deferred_by_its_policy_bounces_when_its_lifetime_ends() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "mandatory" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let lifetime = [("lifetime", "\"4s\"")];
+    let sealpost =
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &lifetime, &domains));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    assert!(
+        until(WAIT, || !home.received().is_empty()).await,
+        "no DSN; attempts: {:#?}",
+        attempts(&sealpost, "bob@dest.test")
+    );
+    let dsn = &home.received()[0];
+    assert_eq!(dsn.envelope.from.to_string(), "<>");
+    let fields = recipient_fields(&dsn.body);
+    assert_eq!(dsn_parse::get(&fields, "action"), Some("failed"));
+    assert_eq!(
+        dsn_parse::get(&fields, "status"),
+        Some("4.4.7"),
+        "{fields:?}"
+    );
+    let text = String::from_utf8_lossy(&dsn.body);
+    assert!(text.contains("STARTTLS not offered"), "{text}");
+    assert_eq!(dest.mails(), 0, "never sent in cleartext");
+    assert!(with_result(&sealpost, "bob@dest.test", "delivered").is_empty());
+}
