@@ -812,6 +812,10 @@ async fn dane_and_mta_sts_edges_through_the_real_server() {
         // mta-sts, no policy published, MX without STARTTLS
         .mx("sts-none.test", 10, "mx.sts-none.test")
         .a("mx.sts-none.test", loopback(9))
+        // opportunistic-dane, a zone whose DNSSEC validates as bogus
+        .bogus_zone("bogus.test")
+        .mx("bogus.test", 10, "mx.bogus.test")
+        .a("mx.bogus.test", loopback(10))
         .start()
         .await;
 
@@ -829,6 +833,7 @@ async fn dane_and_mta_sts_edges_through_the_real_server() {
     let untrusted = pki::self_signed(&["mx.sts-untrusted.test"]);
     let mx_untrusted = start(8, "mx.sts-untrusted.test", tls(&untrusted)).await;
     let mx_sts_none = start(9, "mx.sts-none.test", None).await;
+    let mx_bogus = start(10, "mx.bogus.test", None).await;
 
     let extra = format!(
         r#"
@@ -847,6 +852,7 @@ outbound.peers = [
   {{ peer = "sts-dane.test", level = "mta-sts" }},
   {{ peer = "sts-untrusted.test", level = "mta-sts" }},
   {{ peer = "sts-none.test", level = "mta-sts" }},
+  {{ peer = "bogus.test", level = "opportunistic-dane" }},
 ]
 "#,
         policy_host.port(),
@@ -861,6 +867,7 @@ outbound.peers = [
         "sts-dane.test",
         "sts-untrusted.test",
         "sts-none.test",
+        "bogus.test",
     ] {
         submit(sealpost.smtp, "alice@acme.test", &format!("bob@{domain}")).await;
     }
@@ -894,7 +901,17 @@ outbound.peers = [
         (
             "bob@sts-untrusted.test",
             &mx_untrusted,
-            "mx.sts-untrusted.test",
+            "mx.sts-untrusted.test [127.0.0.8:",
+        ),
+        (
+            "bob@sts-untrusted.test",
+            &mx_untrusted,
+            "MTA-STS enforce: certificate not issued by a trusted CA",
+        ),
+        (
+            "bob@bogus.test",
+            &mx_bogus,
+            "bogus.test: MX lookup failed: DNSSEC bogus",
         ),
     ] {
         let events = deferred_events(&sealpost, to, 2).await;

@@ -272,7 +272,7 @@ impl Planner<'_> {
         let plan = dane::resolve_destination(self.resolver, level, domain).await;
         match &plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(why.to_string()),
+            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
             DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
         }
         let hops: Vec<Hop> = plan
@@ -308,7 +308,7 @@ impl Planner<'_> {
         .await;
         match &dane_plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(why.to_string()),
+            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
             DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
         }
         let policy = lookup.policy();
@@ -341,7 +341,7 @@ impl Planner<'_> {
         }
         if hops.is_empty() {
             Plan::Defer(format!(
-                "MTA-STS: no MX host of {domain} may be used: {}",
+                "no MX host of {domain} may be used under its MTA-STS policy: {}",
                 skipped.join("; ")
             ))
         } else {
