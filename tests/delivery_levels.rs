@@ -1,9 +1,12 @@
-//! The delivery engine end to end for outbound mail: a tenant's server
-//! relays through the real `sealpost serve` process, which resolves each
+//! Security levels end to end for outbound mail: a tenant's server relays
+//! through the real `sealpost serve` process, which resolves each
 //! recipient domain in the test DNS (signed `test.` zone, DANE TLSA,
 //! MTA-STS TXT and a policy host over HTTPS) and delivers to test SMTP
 //! receivers on 127.0.0.x under the level and minimum TLS version the
-//! sender's managed domain sets for that recipient domain.
+//! sender's managed domain sets for that recipient domain: every level,
+//! the DANE and MTA-STS rows that need a live session, STARTTLS stripping
+//! and broken handshakes on the wire, MX fallback, and a reload applying
+//! to queued mail.
 //!
 //! What is observed: what each receiver got (envelope, TLS version,
 //! connection id, and whether a MAIL command ever reached it) and the
@@ -12,42 +15,18 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sealpost::dane::{association_data, Matching, Selector};
-use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use serde_json::Value;
 
 use support::dns::TestDns;
-use support::dsn_parse;
 use support::https::{HttpsServer, Reply as HttpsReply};
-use support::outbound::{
-    attempts, base_config, config_with_delivery, deferred_events, delivered_event, loopback,
-    submit, submit_to, until, with_result, Mx, WAIT,
-};
+use support::outbound::{base_config, deferred_events, delivered_event, loopback, submit, Mx};
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{free_port, Sealpost};
-use support::smtp::{accept_all, Ask, Decide, Received};
-
-/// The per-recipient fields of a DSN's (only) recipient.
-fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
-    let parsed = dsn_parse::parse(dsn);
-    let status = parsed
-        .parts
-        .iter()
-        .find(|(fields, _)| {
-            dsn_parse::get(fields, "content-type")
-                .is_some_and(|ct| ct.starts_with("message/delivery-status"))
-        })
-        .map(|(_, body)| body.clone())
-        .expect("a message/delivery-status part");
-    // Per-message fields, a blank line, then the recipient's fields.
-    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
-    dsn_parse::fields(per_recipient)
-}
+use support::smtp::{accept_all, Decide};
 
 fn policy_text(mx_pattern: &str) -> String {
     format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n")
@@ -324,418 +303,6 @@ outbound.peers = [
     assert!(policy_host.hits() > 0, "the MTA-STS policies were fetched");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connections_are_reused_only_where_the_policy_allows() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "a.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic", min_tls = "1.3" }
-
-[[domains]]
-name = "b.test"
-tenant = "acme"
-outbound.default = { level = "mandatory", min_tls = "1.2" }
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-
-    // Sequential: each message is delivered before the next is sent, all
-    // within the idle timeout (30 s).
-    for (i, from) in ["alice@a.test", "anna@a.test", "bert@b.test"]
-        .iter()
-        .enumerate()
-    {
-        let to = format!("rcpt{i}@dest.test");
-        submit(sealpost.smtp, from, &to).await;
-        delivered_event(&sealpost, &to).await;
-        assert!(
-            until(WAIT, || dest.received().len() > i).await,
-            "the receiver did not get message {i}"
-        );
-    }
-    let got = dest.received();
-    assert_eq!(got.len(), 3);
-    let from = |r: &Received| r.envelope.from.to_string();
-    assert_eq!(from(&got[0]), "<alice@a.test>");
-    assert_eq!(from(&got[1]), "<anna@a.test>");
-    assert_eq!(from(&got[2]), "<bert@b.test>");
-    // a.test: TLS 1.2 is below its minimum 1.3, so a cleartext session,
-    // reused for the second message of a.test.
-    assert_eq!(got[0].tls_version, None, "{got:?}");
-    assert_eq!(got[1].tls_version, None, "{got:?}");
-    assert_eq!(
-        got[0].conn_id, got[1].conn_id,
-        "the second a.test message reuses the connection"
-    );
-    // b.test requires TLS: the cleartext connection is not good enough.
-    assert_eq!(got[2].tls_version.as_deref(), Some("TLSv1_2"), "{got:?}");
-    assert_ne!(
-        got[2].conn_id, got[0].conn_id,
-        "the b.test message must not ride the cleartext connection"
-    );
-    let event = delivered_event(&sealpost, "rcpt2@dest.test").await;
-    assert_eq!(event["level"], "mandatory");
-    assert_eq!(event["tls"], "TLSv1.2");
-    for to in ["rcpt0@dest.test", "rcpt1@dest.test"] {
-        let event = delivered_event(&sealpost, to).await;
-        assert_eq!(event["level"], "opportunistic");
-        assert_eq!(event["tls"], Value::Null, "{event}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_5xx_from_an_outbound_mx_bounces_to_the_senders_own_server() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let refusing: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
-        Ask::Rcpt(_) => Verdict::Reject(Reply::new(550, (5, 1, 1), "no such user here")),
-        other => accept_all(other),
-    });
-    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, refusing).await;
-    // The tenant's own server, where the DSN must arrive.
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "opportunistic" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
-    submit(sealpost.smtp, "alice@acme.test", "nobody@dest.test").await;
-
-    let failed = until(WAIT, || {
-        !with_result(&sealpost, "nobody@dest.test", "failed").is_empty()
-    })
-    .await;
-    assert!(
-        failed,
-        "no failure logged: {:#?}",
-        attempts(&sealpost, "nobody@dest.test")
-    );
-    let event = with_result(&sealpost, "nobody@dest.test", "failed").remove(0);
-    let detail = event["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("550 5.1.1"), "{detail}");
-    assert!(dest.received().is_empty());
-
-    assert!(
-        until(WAIT, || !home.received().is_empty()).await,
-        "no DSN reached the sender's server; log:\n{}",
-        sealpost.log()
-    );
-    let got = home.received();
-    assert_eq!(got.len(), 1, "exactly one DSN");
-    let dsn = &got[0];
-    assert_eq!(
-        dsn.envelope.from.to_string(),
-        "<>",
-        "DSN from the null sender"
-    );
-    assert_eq!(
-        dsn.envelope.recipients[0].path.to_string(),
-        "<alice@acme.test>"
-    );
-    let fields = recipient_fields(&dsn.body);
-    let field = |name: &str| {
-        dsn_parse::get(&fields, name)
-            .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
-            .to_string()
-    };
-    assert_eq!(field("final-recipient"), "rfc822; nobody@dest.test");
-    assert_eq!(field("action"), "failed");
-    assert_eq!(field("status"), "5.1.1");
-    assert_eq!(field("remote-mta"), "dns; mx.dest.test");
-    let diagnostic = field("diagnostic-code");
-    assert!(
-        diagnostic.starts_with("smtp; 550") && diagnostic.contains("no such user here"),
-        "{diagnostic}"
-    );
-    // The bounce went to the tenant's server, not to any MX.
-    assert_eq!(dest.mails(), 1, "one transaction at the refusing MX only");
-}
-
-/// A destination paused because its MX refused one policy's TLS
-/// requirement is not paused for mail under another policy: the
-/// `mandatory` sender's deferral must not hold up the `opportunistic`
-/// sender's mail to the same domain (the MX is up and answering).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_policy_refusal_does_not_pause_mail_under_another_policy() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "strict.test"
-tenant = "acme"
-outbound.default = { level = "mandatory" }
-
-[[domains]]
-name = "loose.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic" }
-"#;
-    // A long destination pause, as in production (the default is 60 s).
-    let long_pause = [
-        ("destination_backoff", "\"60s\""),
-        ("max_destination_backoff", "\"60s\""),
-    ];
-    let sealpost =
-        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &long_pause, domains));
-
-    submit(sealpost.smtp, "carol@strict.test", "strict@dest.test").await;
-    let events = deferred_events(&sealpost, "strict@dest.test", 1).await;
-    let detail = events[0]["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("STARTTLS not offered"), "{detail}");
-
-    submit(sealpost.smtp, "dave@loose.test", "loose@dest.test").await;
-    let event = delivered_event(&sealpost, "loose@dest.test").await;
-    assert_eq!(event["level"], "opportunistic");
-    let got = dest.received();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].envelope.from.to_string(), "<dave@loose.test>");
-    assert_eq!(got[0].tls_version, None);
-    assert_eq!(dest.mails(), 1, "no MAIL for the mandatory message");
-
-    // Mail under the refused policy itself still waits for the pause
-    // instead of trying again.
-    submit(sealpost.smtp, "carol@strict.test", "strict2@dest.test").await;
-    let events = deferred_events(&sealpost, "strict2@dest.test", 1).await;
-    let detail = events[0]["detail"].as_str().unwrap_or_default();
-    assert!(
-        detail.contains("destination dest.test is paused until")
-            && detail.contains("STARTTLS not offered"),
-        "{detail}"
-    );
-    assert_eq!(dest.mails(), 1);
-}
-
-/// A network attacker strips STARTTLS from the MX's EHLO reply: the
-/// required levels defer and send nothing of the message (not even MAIL)
-/// while `opportunistic` delivers in cleartext.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
-    let port = free_port();
-    let leaf = pki::self_signed(&["mx.strip.test"]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
-    let dns = TestDns::builder()
-        .mx("open.test", 10, "mx.strip.test")
-        .mx("required.test", 10, "mx.strip.test")
-        .mx("pinned.test", 10, "mx.strip.test")
-        .a("mx.strip.test", loopback(2))
-        .tlsa("_25._tcp.mx.strip.test", 3, 1, 1, &data)
-        .start()
-        .await;
-    // The real MX (STARTTLS offered, certificate matching the TLSA) on
-    // 127.0.0.3; the MX address 127.0.0.2 is the stripping proxy.
-    let mx = Mx::start(
-        loopback(3),
-        port,
-        "mx.strip.test",
-        Some(pki::server_config(&leaf, ALL_VERSIONS)),
-        Arc::new(accept_all),
-    )
-    .await;
-    let proxy = TamperProxy::start_on(
-        SocketAddr::new(IpAddr::V4(loopback(2)), port),
-        mx.server.addr,
-        Tamper::strip(&["STARTTLS"]),
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.peers = [
-  { peer = "open.test", level = "opportunistic" },
-  { peer = "required.test", level = "mandatory" },
-  { peer = "pinned.test", level = "mandatory-dane" },
-]
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
-        submit(sealpost.smtp, "alice@acme.test", to).await;
-    }
-
-    let event = delivered_event(&sealpost, "bob@open.test").await;
-    assert_eq!(event["tls"], Value::Null, "stripped: cleartext");
-    for (to, level) in [
-        ("bob@required.test", "mandatory"),
-        ("bob@pinned.test", "mandatory-dane"),
-    ] {
-        let events = deferred_events(&sealpost, to, 2).await;
-        assert_eq!(events[0]["level"], level);
-        let detail = events[0]["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("STARTTLS not offered"), "{to}: {detail}");
-    }
-    let got = mx.received();
-    assert_eq!(got.len(), 1, "only the opportunistic message arrived");
-    assert_eq!(
-        got[0].envelope.recipients[0].path.to_string(),
-        "<bob@open.test>"
-    );
-    assert_eq!(mx.mails(), 1, "one MAIL command, the opportunistic one");
-    let sent = proxy.client_text();
-    assert!(sent.contains("RCPT TO:<bob@open.test>"), "{sent}");
-    for leak in [
-        "required.test",
-        "pinned.test",
-        "Hello bob@required",
-        "Hello bob@pinned",
-    ] {
-        assert!(
-            !sent.contains(leak),
-            "`{leak}` crossed the wire in cleartext:\n{sent}"
-        );
-    }
-}
-
-/// A temporary failure, then success: the message arrives exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_4xx_then_2xx_delivers_exactly_once() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let messages = Arc::new(AtomicUsize::new(0));
-    let seen = messages.clone();
-    let flaky: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
-        Ask::Message(..) if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
-            Verdict::Reject(Reply::new(451, (4, 3, 0), "try again later"))
-        }
-        other => accept_all(other),
-    });
-    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, flaky).await;
-    let domains = r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic" }
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
-
-    delivered_event(&sealpost, "bob@dest.test").await;
-    let log = attempts(&sealpost, "bob@dest.test");
-    assert_eq!(log[0]["result"], "deferred", "{log:#?}");
-    let detail = log[0]["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("451 4.3.0 try again later"), "{detail}");
-    assert_eq!(
-        messages.load(Ordering::SeqCst),
-        2,
-        "sent twice: 451, then 250"
-    );
-    // Nothing more comes after the success (several retry intervals).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(dest.received().len(), 1, "exactly once");
-    assert_eq!(messages.load(Ordering::SeqCst), 2);
-    assert_eq!(
-        with_result(&sealpost, "bob@dest.test", "delivered").len(),
-        1
-    );
-}
-
-/// Queued mail is judged by the policy in force at each attempt: a
-/// message deferred under `min_tls = "1.3"` is delivered once a reload
-/// lowers the peer's minimum to 1.2.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = |min: &str| {
-        format!(
-            r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.peers = [{{ peer = "dest.test", level = "mandatory", min_tls = "{min}" }}]
-"#
-        )
-    };
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains("1.3")));
-    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
-    let events = deferred_events(&sealpost, "bob@dest.test", 1).await;
-    assert!(
-        events[0]["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("below the required minimum 1.3"),
-        "{events:#?}"
-    );
-    assert_eq!(dest.mails(), 0);
-
-    let listen = sealpost.smtp.port();
-    std::fs::write(
-        sealpost.config_path(),
-        base_config(listen, port, &dns, &domains("1.2")),
-    )
-    .expect("rewrite the configuration");
-    sealpost.signal("-HUP");
-    let event = delivered_event(&sealpost, "bob@dest.test").await;
-    assert_eq!(event["tls"], "TLSv1.2");
-    let got = dest.received();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
-}
-
 /// The DANE and MTA-STS rows beyond the basic ones: usable TLSA records
 /// make even `opportunistic-dane` a requirement for that host (RFC 7672
 /// section 2.2: no cleartext, no unauthenticated TLS), a failed host
@@ -922,82 +489,146 @@ outbound.peers = [
     }
 }
 
-/// One message to two recipients of one domain, one refused with a 4xx:
-/// the accepted one is delivered once, the other alone on the retry.
+/// A network attacker strips STARTTLS from the MX's EHLO reply: the
+/// required levels defer and send nothing of the message (not even MAIL)
+/// while `opportunistic` delivers in cleartext.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn each_recipient_is_delivered_once_across_retries() {
+async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
     let port = free_port();
+    let leaf = pki::self_signed(&["mx.strip.test"]);
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
     let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
+        .mx("open.test", 10, "mx.strip.test")
+        .mx("required.test", 10, "mx.strip.test")
+        .mx("pinned.test", 10, "mx.strip.test")
+        .a("mx.strip.test", loopback(2))
+        .tlsa("_25._tcp.mx.strip.test", 3, 1, 1, &data)
         .start()
         .await;
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    let decide: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
-        Ask::Rcpt(to)
-            if to.to_string() == "<later@dest.test>"
-                && count.fetch_add(1, Ordering::SeqCst) == 0 =>
-        {
-            Verdict::Reject(Reply::new(452, (4, 2, 2), "mailbox full, try later"))
-        }
-        other => accept_all(other),
-    });
-    let dest = Mx::start(
-        loopback(2),
+    // The real MX (STARTTLS offered, certificate matching the TLSA) on
+    // 127.0.0.3; the MX address 127.0.0.2 is the stripping proxy.
+    let mx = Mx::start(
+        loopback(3),
         port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            ALL_VERSIONS,
-        )),
-        decide,
+        "mx.strip.test",
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let proxy = TamperProxy::start_on(
+        SocketAddr::new(IpAddr::V4(loopback(2)), port),
+        mx.server.addr,
+        Tamper::strip(&["STARTTLS"]),
     )
     .await;
     let domains = r#"
 [[domains]]
 name = "acme.test"
 tenant = "acme"
-outbound.default = { level = "mandatory", min_tls = "1.2" }
+outbound.peers = [
+  { peer = "open.test", level = "opportunistic" },
+  { peer = "required.test", level = "mandatory" },
+  { peer = "pinned.test", level = "mandatory-dane" },
+]
 "#;
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    submit_to(
-        sealpost.smtp,
-        "alice@acme.test",
-        &["now@dest.test", "later@dest.test"],
+    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
+        submit(sealpost.smtp, "alice@acme.test", to).await;
+    }
+
+    let event = delivered_event(&sealpost, "bob@open.test").await;
+    assert_eq!(event["tls"], Value::Null, "stripped: cleartext");
+    for (to, level) in [
+        ("bob@required.test", "mandatory"),
+        ("bob@pinned.test", "mandatory-dane"),
+    ] {
+        let events = deferred_events(&sealpost, to, 2).await;
+        assert_eq!(events[0]["level"], level);
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("STARTTLS not offered"), "{to}: {detail}");
+    }
+    let got = mx.received();
+    assert_eq!(got.len(), 1, "only the opportunistic message arrived");
+    assert_eq!(
+        got[0].envelope.recipients[0].path.to_string(),
+        "<bob@open.test>"
+    );
+    assert_eq!(mx.mails(), 1, "one MAIL command, the opportunistic one");
+    let sent = proxy.client_text();
+    assert!(sent.contains("RCPT TO:<bob@open.test>"), "{sent}");
+    for leak in [
+        "required.test",
+        "pinned.test",
+        "Hello bob@required",
+        "Hello bob@pinned",
+    ] {
+        assert!(
+            !sent.contains(leak),
+            "`{leak}` crossed the wire in cleartext:\n{sent}"
+        );
+    }
+}
+
+/// The TLS handshake is broken on the wire (the ClientHello is dropped):
+/// only `opportunistic` retries the same MX in cleartext; the required
+/// levels defer without a byte of the message sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_opportunistic_retries_in_cleartext_after_a_failed_handshake() {
+    let port = free_port();
+    let leaf = pki::self_signed(&["mx.broken.test"]);
+    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let dns = TestDns::builder()
+        .mx("open.test", 10, "mx.broken.test")
+        .mx("required.test", 10, "mx.broken.test")
+        .mx("pinned.test", 10, "mx.broken.test")
+        .a("mx.broken.test", loopback(2))
+        .tlsa("_25._tcp.mx.broken.test", 3, 1, 1, &data)
+        .start()
+        .await;
+    let mx = Mx::start(
+        loopback(3),
+        port,
+        "mx.broken.test",
+        Some(pki::server_config(&leaf, ALL_VERSIONS)),
+        Arc::new(accept_all),
     )
     .await;
-
-    delivered_event(&sealpost, "now@dest.test").await;
-    delivered_event(&sealpost, "later@dest.test").await;
-    let later = attempts(&sealpost, "later@dest.test");
-    assert_eq!(later[0]["result"], "deferred", "{later:#?}");
-    assert!(
-        later[0]["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("452 4.2.2"),
-        "{later:#?}"
-    );
-    let rcpts = |r: &Received| -> Vec<String> {
-        r.envelope
-            .recipients
-            .iter()
-            .map(|r| r.path.to_string())
-            .collect()
-    };
-    // Several retry intervals: nothing more arrives.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let got = dest.received();
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(rcpts(&got[0]), ["<now@dest.test>"]);
-    assert_eq!(rcpts(&got[1]), ["<later@dest.test>"]);
-    assert!(got.iter().all(|r| r.tls_version.is_some()));
-    assert_eq!(
-        with_result(&sealpost, "now@dest.test", "delivered").len(),
-        1
-    );
-    assert_eq!(attempts(&sealpost, "now@dest.test").len(), 1);
+    let proxy = TamperProxy::start_on(
+        SocketAddr::new(IpAddr::V4(loopback(2)), port),
+        mx.server.addr,
+        Tamper {
+            break_tls: true,
+            ..Tamper::default()
+        },
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.peers = [
+  { peer = "open.test", level = "opportunistic" },
+  { peer = "required.test", level = "mandatory" },
+  { peer = "pinned.test", level = "mandatory-dane" },
+]
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
+        submit(sealpost.smtp, "alice@acme.test", to).await;
+    }
+    let event = delivered_event(&sealpost, "bob@open.test").await;
+    assert_eq!(event["tls"], Value::Null, "cleartext retry: {event}");
+    for to in ["bob@required.test", "bob@pinned.test"] {
+        let events = deferred_events(&sealpost, to, 2).await;
+        let detail = events[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("TLS handshake failed"), "{to}: {detail}");
+    }
+    assert_eq!(mx.mails(), 1, "only the opportunistic MAIL");
+    assert_eq!(mx.received().len(), 1);
+    let sent = proxy.client_text();
+    for leak in ["required.test", "pinned.test"] {
+        assert!(!sent.contains(leak), "`{leak}` crossed the wire:\n{sent}");
+    }
 }
 
 /// MX hosts by preference, skipping the ones a policy refuses: the
@@ -1064,79 +695,11 @@ outbound.default = { level = "opportunistic" }
     );
 }
 
-/// Reuse by authentication: an unauthenticated TLS connection (opened for
-/// `mandatory`) never carries `mandatory-dane` mail; the DANE-authenticated
-/// one carries both.
+/// Queued mail is judged by the policy in force at each attempt: a
+/// message deferred under `min_tls = "1.3"` is delivered once a reload
+/// lowers the peer's minimum to 1.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_a_dane_authenticated_connection_carries_mandatory_dane_mail() {
-    let port = free_port();
-    let leaf = pki::self_signed(&["mx.dest.test"]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .tlsa("_25._tcp.mx.dest.test", 3, 1, 1, &data)
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        Some(pki::server_config(&leaf, ALL_VERSIONS)),
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "m.test"
-tenant = "acme"
-outbound.default = { level = "mandatory" }
-
-[[domains]]
-name = "d.test"
-tenant = "acme"
-outbound.default = { level = "mandatory-dane" }
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    let steps = [
-        ("mia@m.test", "None"),
-        ("dan@d.test", "Dane"),
-        ("mia@m.test", "None"),
-        ("dan@d.test", "Dane"),
-    ];
-    for (i, (from, authentication)) in steps.iter().enumerate() {
-        let to = format!("rcpt{i}@dest.test");
-        submit(sealpost.smtp, from, &to).await;
-        let event = delivered_event(&sealpost, &to).await;
-        // A reused connection reports what it achieved when it was opened.
-        if i < 2 {
-            assert_eq!(event["authentication"], *authentication, "{event}");
-        }
-        assert!(until(WAIT, || dest.received().len() > i).await);
-    }
-    let got = dest.received();
-    let ids: Vec<u64> = got.iter().map(|r| r.conn_id).collect();
-    assert!(got.iter().all(|r| r.tls_version.is_some()), "{got:?}");
-    assert_ne!(
-        ids[1], ids[0],
-        "mandatory-dane did not ride the unauthenticated connection"
-    );
-    assert!(
-        ids[2] == ids[0] || ids[2] == ids[1],
-        "mandatory mail reuses an open connection: {ids:?}"
-    );
-    assert_eq!(
-        ids[3], ids[1],
-        "mandatory-dane reuses the DANE connection: {ids:?}"
-    );
-    let third = delivered_event(&sealpost, "rcpt3@dest.test").await;
-    assert_eq!(third["authentication"], "Dane", "{third}");
-}
-
-/// The pool's limits: a connection carries at most
-/// `messages_per_connection` messages, and closes after `idle_timeout`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pooled_connections_respect_their_limits() {
+async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     let port = free_port();
     let dns = TestDns::builder()
         .mx("dest.test", 10, "mx.dest.test")
@@ -1147,218 +710,45 @@ async fn pooled_connections_respect_their_limits() {
         loopback(2),
         port,
         "mx.dest.test",
-        None,
+        Some(pki::server_config(
+            &pki::self_signed(&["mx.dest.test"]),
+            TLS12_ONLY,
+        )),
         Arc::new(accept_all),
     )
     .await;
-    let domains = r#"
+    let domains = |min: &str| {
+        format!(
+            r#"
 [[domains]]
 name = "acme.test"
 tenant = "acme"
-outbound.default = { level = "opportunistic" }
-"#;
-    let limits = [("messages_per_connection", "2"), ("idle_timeout", "\"1s\"")];
-    let sealpost =
-        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &limits, domains));
-    let send = |i: usize| {
-        let sealpost = &sealpost;
-        let dest = &dest;
-        async move {
-            let to = format!("rcpt{i}@dest.test");
-            submit(sealpost.smtp, "alice@acme.test", &to).await;
-            delivered_event(sealpost, &to).await;
-            assert!(until(WAIT, || dest.received().len() > i).await);
-        }
+outbound.peers = [{{ peer = "dest.test", level = "mandatory", min_tls = "{min}" }}]
+"#
+        )
     };
-    for i in 0..3 {
-        send(i).await;
-    }
-    // Idle for several idle timeouts: the pooled connection is closed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    send(3).await;
-    let ids: Vec<u64> = dest.received().iter().map(|r| r.conn_id).collect();
-    assert_eq!(ids[0], ids[1], "two messages share a connection: {ids:?}");
-    assert_ne!(ids[2], ids[1], "the third needs a new connection: {ids:?}");
-    assert_ne!(ids[3], ids[2], "the idle connection was closed: {ids:?}");
-}
-
-/// The TLS handshake is broken on the wire (the ClientHello is dropped):
-/// only `opportunistic` retries the same MX in cleartext; the required
-/// levels defer without a byte of the message sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_opportunistic_retries_in_cleartext_after_a_failed_handshake() {
-    let port = free_port();
-    let leaf = pki::self_signed(&["mx.broken.test"]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
-    let dns = TestDns::builder()
-        .mx("open.test", 10, "mx.broken.test")
-        .mx("required.test", 10, "mx.broken.test")
-        .mx("pinned.test", 10, "mx.broken.test")
-        .a("mx.broken.test", loopback(2))
-        .tlsa("_25._tcp.mx.broken.test", 3, 1, 1, &data)
-        .start()
-        .await;
-    let mx = Mx::start(
-        loopback(3),
-        port,
-        "mx.broken.test",
-        Some(pki::server_config(&leaf, ALL_VERSIONS)),
-        Arc::new(accept_all),
-    )
-    .await;
-    let proxy = TamperProxy::start_on(
-        SocketAddr::new(IpAddr::V4(loopback(2)), port),
-        mx.server.addr,
-        Tamper {
-            break_tls: true,
-            ..Tamper::default()
-        },
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.peers = [
-  { peer = "open.test", level = "opportunistic" },
-  { peer = "required.test", level = "mandatory" },
-  { peer = "pinned.test", level = "mandatory-dane" },
-]
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
-        submit(sealpost.smtp, "alice@acme.test", to).await;
-    }
-    let event = delivered_event(&sealpost, "bob@open.test").await;
-    assert_eq!(event["tls"], Value::Null, "cleartext retry: {event}");
-    for to in ["bob@required.test", "bob@pinned.test"] {
-        let events = deferred_events(&sealpost, to, 2).await;
-        let detail = events[0]["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("TLS handshake failed"), "{to}: {detail}");
-    }
-    assert_eq!(mx.mails(), 1, "only the opportunistic MAIL");
-    assert_eq!(mx.received().len(), 1);
-    let sent = proxy.client_text();
-    for leak in ["required.test", "pinned.test"] {
-        assert!(!sent.contains(leak), "`{leak}` crossed the wire:\n{sent}");
-    }
-}
-
-/// A message the MX says it cannot take (larger than its SIZE limit) is
-/// never offered (no MAIL) and bounces with the matching status, 5.3.4.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_message_over_the_mx_size_limit_bounces_with_its_status() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let small = SessionConfig {
-        hostname: "mx.dest.test".into(),
-        max_message_size: 64,
-        ..SessionConfig::default()
-    };
-    let dest = Mx::start_with_config(loopback(2), port, small, None, Arc::new(accept_all)).await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "opportunistic" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains("1.3")));
     submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    let events = deferred_events(&sealpost, "bob@dest.test", 1).await;
     assert!(
-        until(WAIT, || !home.received().is_empty()).await,
-        "no DSN; attempts: {:#?}",
-        attempts(&sealpost, "bob@dest.test")
-    );
-    let event = with_result(&sealpost, "bob@dest.test", "failed").remove(0);
-    assert!(
-        event["detail"]
+        events[0]["detail"]
             .as_str()
             .unwrap_or_default()
-            .contains("the server accepts at most 64"),
-        "{event}"
+            .contains("below the required minimum 1.3"),
+        "{events:#?}"
     );
-    assert_eq!(dest.mails(), 0, "the message was never offered");
-    let fields = recipient_fields(&home.received()[0].body);
-    assert_eq!(dsn_parse::get(&fields, "action"), Some("failed"));
-    assert_eq!(
-        dsn_parse::get(&fields, "status"),
-        Some("5.3.4"),
-        "{fields:?}"
-    );
-}
+    assert_eq!(dest.mails(), 0);
 
-/// Mail a policy keeps deferring bounces at the end of its lifetime, with
-/// status 4.4.7 and the policy's reason, still never sent in cleartext.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_message_deferred_by_its_policy_bounces_when_its_lifetime_ends() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
+    let listen = sealpost.smtp.port();
+    std::fs::write(
+        sealpost.config_path(),
+        base_config(listen, port, &dns, &domains("1.2")),
     )
-    .await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "mandatory" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
-    let lifetime = [("lifetime", "\"4s\"")];
-    let sealpost =
-        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &lifetime, &domains));
-    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
-    assert!(
-        until(WAIT, || !home.received().is_empty()).await,
-        "no DSN; attempts: {:#?}",
-        attempts(&sealpost, "bob@dest.test")
-    );
-    let dsn = &home.received()[0];
-    assert_eq!(dsn.envelope.from.to_string(), "<>");
-    let fields = recipient_fields(&dsn.body);
-    assert_eq!(dsn_parse::get(&fields, "action"), Some("failed"));
-    assert_eq!(
-        dsn_parse::get(&fields, "status"),
-        Some("4.4.7"),
-        "{fields:?}"
-    );
-    let text = String::from_utf8_lossy(&dsn.body);
-    assert!(text.contains("STARTTLS not offered"), "{text}");
-    assert_eq!(dest.mails(), 0, "never sent in cleartext");
-    assert!(with_result(&sealpost, "bob@dest.test", "delivered").is_empty());
+    .expect("rewrite the configuration");
+    sealpost.signal("-HUP");
+    let event = delivered_event(&sealpost, "bob@dest.test").await;
+    assert_eq!(event["tls"], "TLSv1.2");
+    let got = dest.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
 }

@@ -75,3 +75,20 @@ pub fn parse(message: &[u8]) -> Parsed {
         boundary,
     }
 }
+
+/// The per-recipient fields of a DSN with one recipient (from its
+/// `message/delivery-status` part).
+pub fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
+    let parsed = parse(dsn);
+    let status = parsed
+        .parts
+        .iter()
+        .find(|(fields, _)| {
+            get(fields, "content-type").is_some_and(|ct| ct.starts_with("message/delivery-status"))
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a message/delivery-status part");
+    // Per-message fields, a blank line, then the recipient's fields.
+    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
+    fields(per_recipient)
+}
