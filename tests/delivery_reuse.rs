@@ -280,3 +280,76 @@ outbound.default = { level = "opportunistic" }
     );
     assert_eq!(dest.mails(), 1);
 }
+
+/// Many messages from both policies at once, over several connections:
+/// each arrives exactly once, and every message of the `mandatory`
+/// sender arrived over TLS whichever pooled connection carried it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_mail_under_two_policies_keeps_each_policy() {
+    const EACH: usize = 15;
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mx.dest.test"]),
+            TLS12_ONLY,
+        )),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = r#"
+[[domains]]
+name = "a.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic", min_tls = "1.3" }
+
+[[domains]]
+name = "b.test"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.2" }
+"#;
+    let limits = [("connections_per_destination", "4")];
+    let sealpost =
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &limits, domains));
+    let submissions = (0..EACH).flat_map(|i| {
+        [
+            ("alice@a.test", format!("a{i}@dest.test")),
+            ("bert@b.test", format!("b{i}@dest.test")),
+        ]
+    });
+    let sends = submissions.map(|(from, to)| {
+        let smtp = sealpost.smtp;
+        async move { submit(smtp, from, &to).await }
+    });
+    futures_util::future::join_all(sends).await;
+    assert!(
+        until(WAIT, || dest.received().len() >= 2 * EACH).await,
+        "{} of {} arrived",
+        dest.received().len(),
+        2 * EACH
+    );
+    // Several retry intervals: no duplicates come after.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = dest.received();
+    let mut recipients: Vec<String> = got
+        .iter()
+        .map(|r| r.envelope.recipients[0].path.to_string())
+        .collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), 2 * EACH, "each exactly once");
+    assert_eq!(got.len(), 2 * EACH, "each exactly once");
+    for r in got
+        .iter()
+        .filter(|r| r.envelope.from.to_string() == "<bert@b.test>")
+    {
+        assert_eq!(r.tls_version.as_deref(), Some("TLSv1_2"), "{r:?}");
+    }
+}
