@@ -350,3 +350,73 @@ route = {{ hosts = ["{}"] }}
     assert_eq!(dest.mails(), 0, "never sent in cleartext");
     assert!(with_result(&sealpost, "bob@dest.test", "delivered").is_empty());
 }
+
+/// A delay warning goes out once the message has waited `delay_warning`,
+/// also when the attempts after that moment are held back by the
+/// destination's pause (a long `destination_backoff`), and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delay_warning_is_sent_once_even_while_the_destination_is_paused() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        port,
+        "mx.dest.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "mandatory" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let delivery = [
+        ("delay_warning", "\"2s\""),
+        ("destination_backoff", "\"60s\""),
+        ("max_destination_backoff", "\"60s\""),
+    ];
+    let sealpost =
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &delivery, &domains));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    assert!(
+        until(WAIT, || !home.received().is_empty()).await,
+        "no delay warning; attempts: {:#?}",
+        attempts(&sealpost, "bob@dest.test")
+    );
+    let warning = &home.received()[0];
+    assert_eq!(warning.envelope.from.to_string(), "<>");
+    let fields = recipient_fields(&warning.body);
+    assert_eq!(
+        dsn_parse::get(&fields, "action"),
+        Some("delayed"),
+        "{fields:?}"
+    );
+    assert!(dsn_parse::get(&fields, "will-retry-until").is_some());
+    // More attempts pass: still one warning.
+    let seen = attempts(&sealpost, "bob@dest.test").len();
+    assert!(
+        until(WAIT, || attempts(&sealpost, "bob@dest.test").len()
+            >= seen + 2)
+        .await
+    );
+    assert_eq!(home.received().len(), 1, "one delay warning only");
+    assert_eq!(dest.mails(), 0);
+}

@@ -223,7 +223,8 @@ impl Destination {
         let level = policy.level;
         self.active += 1;
         let work = async move {
-            let retry = shared.live.current().delivery.retry;
+            let config = shared.live.current();
+            let retry = config.delivery.retry;
             let outcomes: Vec<(u16, Outcome)> = lease
                 .recipients
                 .iter()
@@ -252,6 +253,7 @@ impl Destination {
                 level,
                 std::time::Instant::now(),
             );
+            crate::delivery::attempt::warn_if_delayed(&shared, &config, &lease, &outcomes).await;
             let queue = shared.queue.clone();
             let id = lease.id;
             let result = tokio::task::spawn_blocking(move || {

@@ -262,21 +262,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
     }
     log_outcomes(&lease, &outcomes, &attempt, level, started);
-    if let Some(threshold) = config.delivery.delay_warning {
-        let old_enough = lease.arrived_at + threshold <= SystemTime::now();
-        if old_enough && report.deferred > 0 {
-            let (shared, config, lease, outcomes) = (
-                shared.clone(),
-                config.clone(),
-                lease.clone(),
-                outcomes.clone(),
-            );
-            let _ = tokio::task::spawn_blocking(move || {
-                super::bounce::delay_warning(&shared, &config, &lease, &outcomes, threshold)
-            })
-            .await;
-        }
-    }
+    warn_if_delayed(&shared, &config, &lease, &outcomes).await;
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
     let retry = config.delivery.retry;
@@ -298,6 +284,40 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
 }
 
 pub(crate) type Outcomes = Vec<(u16, Outcome)>;
+
+/// Queues the delay warning owed for the recipients deferred now, if the
+/// message just waited past `[delivery] delay_warning` (see
+/// [`super::bounce::delay_warning`]). Called before the attempt is
+/// recorded, by every path that defers: an attempt, and a lease held back
+/// by its destination's pause (else a message crossing the threshold
+/// during a pause would never be warned about).
+pub(crate) async fn warn_if_delayed(
+    shared: &Arc<Shared>,
+    config: &Arc<Config>,
+    lease: &Lease,
+    outcomes: &Outcomes,
+) {
+    let Some(threshold) = config.delivery.delay_warning else {
+        return;
+    };
+    let old_enough = lease.arrived_at + threshold <= SystemTime::now();
+    let deferred = outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+    if !(old_enough && deferred) {
+        return;
+    }
+    let (shared, config, lease, outcomes) = (
+        shared.clone(),
+        config.clone(),
+        lease.clone(),
+        outcomes.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        super::bounce::delay_warning(&shared, &config, &lease, &outcomes, threshold)
+    })
+    .await;
+}
 
 fn all(lease: &Lease, outcome: impl Fn(u16) -> Outcome, attempt: Attempt) -> (Outcomes, Attempt) {
     (
