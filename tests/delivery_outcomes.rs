@@ -420,3 +420,69 @@ route = {{ hosts = ["{}"] }}
     assert_eq!(home.received().len(), 1, "one delay warning only");
     assert_eq!(dest.mails(), 0);
 }
+
+/// A delay warning for two recipients deferred for different reasons
+/// reports each with its own server reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delay_warning_reports_each_recipient_with_its_own_reason() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await;
+    let decide: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
+        Ask::Rcpt(to) if to.to_string() == "<full@dest.test>" => {
+            Verdict::Reject(Reply::new(452, (4, 2, 2), "mailbox full"))
+        }
+        Ask::Rcpt(to) if to.to_string() == "<busy@dest.test>" => {
+            Verdict::Reject(Reply::new(451, (4, 3, 0), "busy, try later"))
+        }
+        other => accept_all(other),
+    });
+    let _dest = Mx::start(loopback(2), port, "mx.dest.test", None, decide).await;
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "opportunistic" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let delivery = [("delay_warning", "\"2s\"")];
+    let sealpost =
+        Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &delivery, &domains));
+    submit_to(
+        sealpost.smtp,
+        "alice@acme.test",
+        &["full@dest.test", "busy@dest.test"],
+    )
+    .await;
+    assert!(
+        until(WAIT, || !home.received().is_empty()).await,
+        "no delay warning"
+    );
+    let blocks = dsn_parse::recipient_blocks(&home.received()[0].body);
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    for block in &blocks {
+        let get = |name| dsn_parse::get(block, name).unwrap_or_default();
+        assert_eq!(get("action"), "delayed");
+        let (status, reply) = match get("final-recipient") {
+            "rfc822; full@dest.test" => ("4.2.2", "452 4.2.2 mailbox full"),
+            "rfc822; busy@dest.test" => ("4.3.0", "451 4.3.0 busy, try later"),
+            other => panic!("unexpected recipient {other}"),
+        };
+        assert_eq!(get("status"), status, "{block:?}");
+        assert!(get("diagnostic-code").contains(reply), "{block:?}");
+    }
+}

@@ -76,9 +76,9 @@ pub fn parse(message: &[u8]) -> Parsed {
     }
 }
 
-/// The per-recipient fields of a DSN with one recipient (from its
-/// `message/delivery-status` part).
-pub fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
+/// The per-recipient field blocks of a DSN (from its
+/// `message/delivery-status` part), in order.
+pub fn recipient_blocks(dsn: &[u8]) -> Vec<Vec<(String, String)>> {
     let parsed = parse(dsn);
     let status = parsed
         .parts
@@ -88,7 +88,18 @@ pub fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
         })
         .map(|(_, body)| body.clone())
         .expect("a message/delivery-status part");
-    // Per-message fields, a blank line, then the recipient's fields.
-    let (_, per_recipient) = status.split_once("\r\n\r\n").expect("per-recipient block");
-    fields(per_recipient)
+    // Per-message fields, then one block per recipient, blank-line separated.
+    status
+        .split("\r\n\r\n")
+        .skip(1)
+        .filter(|block| !block.trim().is_empty())
+        .map(fields)
+        .collect()
+}
+
+/// The per-recipient fields of a DSN with one recipient.
+pub fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
+    let mut blocks = recipient_blocks(dsn);
+    assert_eq!(blocks.len(), 1, "one recipient: {blocks:?}");
+    blocks.remove(0)
 }
