@@ -21,7 +21,8 @@ use sealpost_queue::{
 };
 use tracing::{info, warn};
 
-use super::attempt::{parse_local_status, parse_remote_reason, Shared, INBOUND_PREFIX};
+use super::attempt::{Shared, INBOUND_PREFIX};
+use super::reason::{parse_local_status, parse_remote_reason};
 use crate::config::Config;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
 use crate::policy::PeerQuery;
