@@ -499,3 +499,63 @@ route = {{ hosts = ["{}"] }}
         assert!(get("diagnostic-code").contains(reply), "{block:?}");
     }
 }
+
+/// Domains that accept no mail fail at once, without a connection, and
+/// bounce with the status for the case: a null MX (RFC 7505: 5.1.10) and
+/// a domain that does not exist (5.1.2), under a plain and a DANE level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn domains_that_accept_no_mail_bounce_with_their_status() {
+    let dns = TestDns::builder()
+        .null_mx("nullmx.test")
+        .null_mx("nullmx-dane.test")
+        .start()
+        .await;
+    let home = Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "opportunistic" }}
+outbound.peers = [{{ peer = "nullmx-dane.test", level = "mandatory-dane" }}]
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    );
+    let sealpost = Sealpost::start(|listen| base_config(listen, free_port(), &dns, &domains));
+    let cases = [
+        ("bob@nullmx.test", "5.1.10"),
+        ("bob@nullmx-dane.test", "5.1.10"),
+        ("bob@nowhere.test", "5.1.2"),
+    ];
+    for (to, _) in cases {
+        submit(sealpost.smtp, "alice@acme.test", to).await;
+    }
+    assert!(
+        until(WAIT, || home.received().len() >= cases.len()).await,
+        "{} DSNs",
+        home.received().len()
+    );
+    for (to, status) in cases {
+        let fields: Vec<_> = home
+            .received()
+            .iter()
+            .map(|dsn| recipient_fields(&dsn.body))
+            .find(|f| dsn_parse::get(f, "final-recipient") == Some(&format!("rfc822; {to}")))
+            .unwrap_or_else(|| panic!("no DSN for {to}"));
+        assert_eq!(
+            dsn_parse::get(&fields, "status"),
+            Some(status),
+            "{to}: {fields:?}"
+        );
+        assert_eq!(dsn_parse::get(&fields, "action"), Some("failed"));
+        assert_eq!(attempts(&sealpost, to).len(), 1, "{to}: failed at once");
+    }
+}

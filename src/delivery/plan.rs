@@ -25,12 +25,14 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 
+use super::reason::local_reason;
 use crate::config::Route;
-use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome};
+use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, FailReason};
 use crate::dns::{MxLookup, Resolver};
 use crate::mta_sts::{self, Mode, PolicyCache, StsCertVerifier};
 use crate::policy::{MinTlsVersion, SecurityLevel};
 use crate::smtp::client::{Authentication, TlsParams, TlsRequirement};
+use crate::smtp::EnhancedCode;
 
 /// The TLS a hop requires.
 #[derive(Debug, Clone)]
@@ -141,6 +143,26 @@ pub enum NextHop<'a> {
     NoRoute { domain: &'a str },
 }
 
+/// RFC 7505 section 4.1 (with RFC 7504): mail for a null-MX domain
+/// fails with 5.1.10.
+const NULL_MX: EnhancedCode = EnhancedCode(5, 1, 10);
+/// RFC 3463 X.1.2: bad destination system address.
+const NO_MAIL_DOMAIN: EnhancedCode = EnhancedCode(5, 1, 2);
+
+/// A permanent failure of the destination, with the status its DSN gives.
+fn no_mail(why: String, status: EnhancedCode) -> Plan {
+    Plan::Fail(local_reason(&why, status))
+}
+
+/// [`no_mail`] for the DANE planner's verdict.
+fn dane_failure(domain: &str, why: &FailReason) -> Plan {
+    let status = match why {
+        FailReason::NullMx => NULL_MX,
+        FailReason::NoMailDomain { .. } => NO_MAIL_DOMAIN,
+    };
+    no_mail(format!("{domain}: {why}"), status)
+}
+
 /// What the planner needs.
 pub struct Planner<'a> {
     pub resolver: &'a Resolver,
@@ -221,16 +243,22 @@ impl Planner<'_> {
         let mx = self.resolver.mx(domain).await;
         match &mx {
             MxLookup::NullMx { .. } => {
-                return Plan::Fail(format!(
-                    "{domain} publishes a null MX (RFC 7505): it accepts no mail"
-                ))
+                return no_mail(
+                    format!("{domain} publishes a null MX (RFC 7505): it accepts no mail"),
+                    NULL_MX,
+                )
             }
             MxLookup::NoMailDomain { nxdomain: true, .. } => {
-                return Plan::Fail(format!("{domain} does not exist"))
+                return no_mail(format!("{domain} does not exist"), NO_MAIL_DOMAIN)
             }
             MxLookup::NoMailDomain {
                 nxdomain: false, ..
-            } => return Plan::Fail(format!("{domain} has no MX and no address records")),
+            } => {
+                return no_mail(
+                    format!("{domain} has no MX and no address records"),
+                    NO_MAIL_DOMAIN,
+                )
+            }
             MxLookup::Failed(failure) => {
                 return Plan::Defer(format!("MX lookup for {domain} failed: {failure}"))
             }
@@ -273,7 +301,7 @@ impl Planner<'_> {
         match &plan.outcome {
             DestinationOutcome::Deliver => {}
             DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
-            DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
+            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
         }
         let hops: Vec<Hop> = plan
             .mx
@@ -309,7 +337,7 @@ impl Planner<'_> {
         match &dane_plan.outcome {
             DestinationOutcome::Deliver => {}
             DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
-            DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
+            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
         }
         let policy = lookup.policy();
         let mut hops = Vec::new();
@@ -346,6 +374,34 @@ impl Planner<'_> {
             ))
         } else {
             Plan::Hops(hops)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::reason::parse_local_status;
+
+    #[test]
+    fn domains_without_mail_fail_with_their_dsn_status() {
+        let table = [
+            (FailReason::NullMx, EnhancedCode(5, 1, 10)),
+            (
+                FailReason::NoMailDomain { nxdomain: true },
+                EnhancedCode(5, 1, 2),
+            ),
+            (
+                FailReason::NoMailDomain { nxdomain: false },
+                EnhancedCode(5, 1, 2),
+            ),
+        ];
+        for (why, status) in table {
+            let Plan::Fail(reason) = dane_failure("example.net", &why) else {
+                panic!("{why}: not a failure");
+            };
+            assert!(reason.starts_with("example.net: "), "{reason}");
+            assert_eq!(parse_local_status(&reason), Some(status), "{reason}");
         }
     }
 }
