@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod actors;
+pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -17,8 +19,10 @@ pub mod dsn;
 pub mod inbound;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod mta_sts;
 pub mod policy;
+pub mod probe;
 pub mod server;
 pub mod smtp;
 pub mod tls;

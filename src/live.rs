@@ -10,7 +10,7 @@
 //! caller (the admin socket shows it, SIGHUP logs it).
 //!
 //! Some settings are bound at start (listener addresses, the data
-//! directory, the admin socket); a reload that changes them keeps the
+//! directory, the admin socket, the MTA-STS policy host's addresses); a reload that changes them keeps the
 //! running values and says so in its [`ReloadReport`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,8 @@ use crate::config::Config;
 pub struct LiveConfig {
     current: RwLock<Arc<Config>>,
     generation: AtomicU64,
+    /// The generation, sent after each replacement (see [`LiveConfig::subscribe`]).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a successful reload changed.
@@ -42,7 +44,16 @@ impl LiveConfig {
         LiveConfig {
             current: RwLock::new(Arc::new(config)),
             generation: AtomicU64::new(1),
+            changes: tokio::sync::watch::Sender::new(1),
         }
+    }
+
+    /// Tells its holder about each replacement (the new generation); for
+    /// parts that keep state derived from the configuration, such as the
+    /// MTA-STS policy host's table. Read the configuration itself with
+    /// [`LiveConfig::current`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The configuration in force now.
@@ -81,6 +92,10 @@ impl LiveConfig {
             needs_restart.push("admin");
             config.admin = running.admin.clone();
         }
+        if config.mta_sts_host != running.mta_sts_host {
+            needs_restart.push("mta_sts_host");
+            config.mta_sts_host = running.mta_sts_host.clone();
+        }
         let report = ReloadReport {
             source: config.source.clone(),
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
@@ -88,6 +103,8 @@ impl LiveConfig {
             needs_restart,
         };
         *guard = Arc::new(config);
+        drop(guard);
+        self.changes.send_replace(report.generation);
         report
     }
 }
@@ -96,18 +113,13 @@ impl LiveConfig {
 mod tests {
     use super::*;
 
-    fn config(text: &str) -> Config {
-        match Config::parse(text, "test.toml", None) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
     #[test]
     fn replace_swaps_policy_and_keeps_start_bound_settings() {
-        let live = LiveConfig::new(config("[[listeners]]\naddress = \"127.0.0.1:2600\"\n"));
+        let live = LiveConfig::new(Config::for_test(
+            "[[listeners]]\naddress = \"127.0.0.1:2600\"\n",
+        ));
         let before = live.current();
-        let report = live.replace(config(
+        let report = live.replace(Config::for_test(
             "[[listeners]]\naddress = \"127.0.0.1:2601\"\n\
              [[domains]]\nname = \"example.org\"\ntenant = \"t\"\n",
         ));
@@ -119,5 +131,20 @@ mod tests {
         assert!(after.policy.domain("example.org").is_some());
         // The old Arc a reader kept is unchanged.
         assert!(before.policy.domain("example.org").is_none());
+    }
+
+    #[test]
+    fn subscribers_hear_each_replacement() {
+        let live = LiveConfig::new(Config::for_test(""));
+        let mut changes = live.subscribe();
+        assert!(!changes.has_changed().unwrap_or(true));
+        let report = live.replace(Config::for_test(
+            "[mta_sts_host]\nlisten = [\"127.0.0.1:8443\"]\n",
+        ));
+        assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(*changes.borrow_and_update(), 2);
+        // The policy host's addresses are bound at start.
+        assert_eq!(report.needs_restart, vec!["mta_sts_host"]);
+        assert!(live.current().mta_sts_host.listen.is_empty());
     }
 }

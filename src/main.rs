@@ -4,8 +4,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use sealpost::cli::{self, ExplainRequest, GlobalOptions};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use sealpost::admin::views::FilterSpec;
+use sealpost::cli::{
+    self, AdminOptions, ExplainRequest, GlobalOptions, ProbeRequest, QueueAction, QueueCommand,
+    Target,
+};
 use sealpost::logging::LogFormat;
 use sealpost::policy::Direction;
 
@@ -40,6 +44,244 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Hash a password for `[[tenants]] users` (SMTP AUTH); the password is
+    /// read from the first line of standard input.
+    HashPassword {
+        /// PBKDF2 iterations.
+        #[arg(long, default_value_t = sealpost::auth::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+    /// Print the DNS records a managed domain publishes for its hosted
+    /// MTA-STS policy (`_mta-sts` and `_smtp._tls` TXT).
+    DnsRecords {
+        /// The managed domain.
+        domain: String,
+        /// Print JSON instead of zone-file lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each security level would do with mail for a domain:
+    /// MX, TLSA (DNSSEC), MTA-STS, and a STARTTLS session with every MX
+    /// address (EHLO, STARTTLS, EHLO, QUIT; no mail is sent).
+    Probe {
+        /// The recipient domain.
+        domain: String,
+        /// A managed domain: also show (and mark) the level sealpost applies
+        /// to mail from it to <DOMAIN>.
+        #[arg(long, value_name = "DOMAIN")]
+        from: Option<String>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and act on the queue of the running server (admin socket).
+    Queue {
+        #[command(subcommand)]
+        command: QueueArgs,
+    },
+    /// What the running server's delivery engine knows of each destination.
+    Destinations {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the running server reload its configuration and certificates.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Options of the commands that talk to the running server.
+#[derive(Debug, ClapArgs)]
+struct AdminArgs {
+    /// The admin socket (default: `[admin] socket` of the configuration).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AdminArgs {
+    fn options(self) -> AdminOptions {
+        AdminOptions {
+            socket: self.socket,
+            json: self.json,
+        }
+    }
+}
+
+/// Which messages: every option given must match.
+#[derive(Debug, ClapArgs)]
+struct FilterArgs {
+    /// Messages of this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Messages from this envelope sender.
+    #[arg(long, value_name = "ADDR")]
+    sender: Option<String>,
+    /// Messages to this recipient address.
+    #[arg(long, value_name = "ADDR")]
+    recipient: Option<String>,
+    /// Messages to a recipient in this domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Messages with a recipient in this state (queued, active, deferred, held, delivered, failed, expired).
+    #[arg(long)]
+    state: Option<String>,
+    /// Messages at least this old (90, 90s, 15m, 2h, 3d).
+    #[arg(long, value_name = "AGE")]
+    min_age: Option<String>,
+    /// Messages with an attempt whose reply or reason contains this text.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+impl FilterArgs {
+    fn spec(self) -> FilterSpec {
+        FilterSpec {
+            tenant: self.tenant,
+            sender: self.sender,
+            recipient: self.recipient,
+            domain: self.domain,
+            state: self.state,
+            min_age: self.min_age,
+            reason: self.reason,
+        }
+    }
+}
+
+/// One message by id, or the messages a filter matches.
+#[derive(Debug, ClapArgs)]
+struct TargetArgs {
+    /// The message id (16 hex digits); or use filter options.
+    #[arg(conflicts_with_all = ["tenant", "sender", "recipient", "domain", "state", "min_age", "reason", "all"])]
+    id: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Act on every message in the queue (required when no filter is given).
+    #[arg(long)]
+    all: bool,
+}
+
+impl TargetArgs {
+    fn target(self) -> Target {
+        match self.id {
+            Some(id) => Target::Message(id),
+            None => Target::Filter {
+                filter: self.filter.spec(),
+                all: self.all,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueArgs {
+    /// Counts by state, tenant and destination, the oldest message, top defer reasons.
+    Summary {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List messages, oldest first, a page at a time.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Continue after this message id (the `more:` line of the previous page).
+        #[arg(long, value_name = "ID")]
+        cursor: Option<String>,
+        /// Messages per page (1 to 1000, default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// One message: envelope, recipients, every attempt, its policy.
+    Show {
+        /// The message id (16 hex digits).
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make deferred recipients due now.
+    Retry {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Hold waiting recipients until released.
+    Hold {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Release held recipients (due now).
+    Release {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove messages without a bounce.
+    Delete {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Fail unfinished recipients now and send the sender a bounce.
+    Bounce {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The reason the bounce gives.
+        #[arg(long, value_name = "TEXT")]
+        bounce_reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+impl QueueArgs {
+    fn command(self) -> (QueueCommand, AdminOptions) {
+        let act = |action, target: TargetArgs, bounce_reason, admin: AdminArgs| {
+            (
+                QueueCommand::Act {
+                    action,
+                    target: target.target(),
+                    bounce_reason,
+                },
+                admin.options(),
+            )
+        };
+        match self {
+            QueueArgs::Summary { admin } => (QueueCommand::Summary, admin.options()),
+            QueueArgs::List {
+                filter,
+                cursor,
+                limit,
+                admin,
+            } => (
+                QueueCommand::List {
+                    filter: filter.spec(),
+                    cursor,
+                    limit,
+                },
+                admin.options(),
+            ),
+            QueueArgs::Show { id, admin } => (QueueCommand::Show { id }, admin.options()),
+            QueueArgs::Retry { target, admin } => act(QueueAction::Retry, target, None, admin),
+            QueueArgs::Hold { target, admin } => act(QueueAction::Hold, target, None, admin),
+            QueueArgs::Release { target, admin } => act(QueueAction::Release, target, None, admin),
+            QueueArgs::Delete { target, admin } => act(QueueAction::Delete, target, None, admin),
+            QueueArgs::Bounce {
+                target,
+                bounce_reason,
+                admin,
+            } => act(QueueAction::Bounce, target, bounce_reason, admin),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +343,24 @@ fn main() -> ExitCode {
             };
             cli::policy_explain(&global, &request, json, &mut out, &mut err)
         }
+        Command::HashPassword { iterations } => {
+            cli::hash_password_command(iterations, &mut std::io::stdin().lock(), &mut out, &mut err)
+        }
+        Command::DnsRecords { domain, json } => {
+            cli::dns_records_command(&global, &domain, json, &mut out, &mut err)
+        }
+        Command::Probe { domain, from, json } => {
+            let request = ProbeRequest { domain, from, json };
+            cli::probe(&global, &request, &mut out, &mut err)
+        }
+        Command::Queue { command } => {
+            let (command, options) = command.command();
+            cli::queue(&global, &options, &command, &mut out, &mut err)
+        }
+        Command::Destinations { admin } => {
+            cli::destinations(&global, &admin.options(), &mut out, &mut err)
+        }
+        Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
     };
     match status {
         Ok(code) => ExitCode::from(code),

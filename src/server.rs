@@ -1,6 +1,9 @@
 //! `sealpost serve`: opens the queue, makes or loads the STARTTLS
-//! certificate, and runs the SMTP listeners with the inbound reception
-//! until SIGINT or SIGTERM.
+//! certificate, starts the admin API (`crate::admin`), runs the SMTP
+//! listeners with the inbound reception and, when `[mta_sts_host]` lists
+//! addresses, the HTTPS server of the hosted MTA-STS policies (RFC 8461
+//! section 3.3), until SIGINT or SIGTERM; the admin socket file is
+//! removed at shutdown.
 
 use std::sync::Arc;
 
@@ -8,12 +11,15 @@ use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
 
 use crate::actors::Engine;
+use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
 use crate::live::{LiveConfig, ReloadReport};
+use crate::metrics::Metrics;
+use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -28,8 +34,15 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error(transparent)]
     Listen(#[from] ListenerError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the MTA-STS policy host cannot listen on {address}: {source}")]
+    PolicyHostListen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the DNS resolver: {0}")]
     Resolver(#[from] crate::dns::ResolverError),
     #[error("the MTA-STS policy cache: {0}")]
@@ -55,18 +68,42 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certificates.clone());
-    let certificates_for_reload = certificates;
+    let certificates_for_reload = certificates.clone();
 
     let session = Arc::new(SessionConfig {
         hostname: hostname.clone(),
         tls_available: true,
+        // Offered under TLS only; with no `[[tenants]] users` every attempt
+        // is refused. Always on so a reload can add the first user.
+        auth_available: true,
         ..SessionConfig::default()
     });
     let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared = Arc::new(delivery_shared(&config, live.clone(), queue.clone())?);
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(delivery_shared(
+        &config,
+        live.clone(),
+        queue.clone(),
+        metrics.clone(),
+    )?);
     let engine = Engine::start(shared.clone(), worker_arbiters())?;
-    let reception =
-        Arc::new(Reception::new(live.clone(), queue.clone()).with_waker(engine.waker()));
+    let reception = Arc::new(
+        Reception::new(live.clone(), queue.clone())
+            .with_metrics(metrics.clone())
+            .with_waker(engine.waker()),
+    );
+    let reload_fn: ReloadFn = {
+        let live = live.clone();
+        let certificates = certificates_for_reload.clone();
+        Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
+    };
+    let admin_state = Arc::new(AdminState {
+        queue: queue.clone(),
+        live: live.clone(),
+        metrics,
+        delivery: engine.view(),
+        reload: reload_fn,
+    });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,13 +112,17 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let mta_sts = shared.mta_sts.clone();
     let served = runtime.block_on(async move {
+        // Dropped at the end of this block: stops the API, removes the socket.
+        let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
+        start_policy_host(&live, certificates).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
             listeners = ?listener.local_addrs(),
             managed_domains = config.policy.domains().len(),
             queue = %data_dir.join("queue").display(),
+            admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
         listener
@@ -95,6 +136,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             )
             .await;
         info!("shutting down");
+        drop(admin);
         Ok::<(), ServeError>(())
     });
     engine.stop(std::time::Duration::from_secs(2));
@@ -112,6 +154,7 @@ pub fn delivery_shared(
     config: &Config,
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
 ) -> Result<Shared, ServeError> {
     use crate::mta_sts::{
         HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
@@ -152,6 +195,7 @@ pub fn delivery_shared(
         resolver,
         mta_sts: Arc::new(cache),
         webpki,
+        metrics,
     })
 }
 
@@ -167,6 +211,47 @@ fn read_pem_certificates(
         return Err("no PEM certificate in the file".into());
     }
     Ok(certs)
+}
+
+/// Serves the hosted MTA-STS policies on every `[mta_sts_host] listen`
+/// address, with the STARTTLS certificates (chosen by SNI), and keeps the
+/// served set in step with the configuration in force.
+async fn start_policy_host(
+    live: &Arc<LiveConfig>,
+    certificates: Arc<SniCertResolver>,
+) -> Result<(), ServeError> {
+    let config = live.current();
+    if config.mta_sts_host.listen.is_empty() {
+        return Ok(());
+    }
+    let mut listeners = Vec::with_capacity(config.mta_sts_host.listen.len());
+    for &address in &config.mta_sts_host.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::PolicyHostListen { address, source })?;
+        listeners.push(listener);
+    }
+    let host = Arc::new(PolicyHost::new(&config.hosted_policies()));
+    let tls = mta_sts::host::server_config(certificates)?;
+    for listener in listeners {
+        tokio::spawn(
+            host.clone()
+                .serve(listener, tls.clone(), ServeLimits::default()),
+        );
+    }
+    let mut changes = live.subscribe();
+    let live = live.clone();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            host.replace(&live.current().hosted_policies());
+        }
+    });
+    info!(
+        addresses = ?config.mta_sts_host.listen,
+        domains = config.hosted_policies().len(),
+        "serving hosted MTA-STS policies"
+    );
+    Ok(())
 }
 
 /// Loads every configured certificate (or makes the self-signed default)

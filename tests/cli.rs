@@ -35,6 +35,14 @@ fn config_check_summarizes_a_good_file() {
         stdout.contains("managed domains: 4 (1 disabled) of 3 tenants"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("recipient lists: 1 (3 addresses)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hosted MTA-STS:  1 of 1 configured served on 0.0.0.0:443, [::]:443"),
+        "{stdout}"
+    );
     let out = run(&["config", "check"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("<embedded default>"));

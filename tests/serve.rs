@@ -6,43 +6,23 @@
 //! leaves nothing behind).
 mod support;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use sealpost::tls::Unauthenticated;
-use sealpost_queue::{ListFilter, Queue, QueueOptions};
-use tokio::net::TcpStream;
+use sealpost_queue::ListFilter;
 
-use support::smtp::{code, command, read_reply as reply};
+use support::sealpost::{before_tls, greet, server_head, starttls, Sealpost, NO_DNS};
+use support::smtp::{code, command, data, mail_rcpt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// The relay and policy configuration most tests use.
-    fn start() -> Server {
-        Server::start_with(|port| {
-            format!(
-                r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
-# Lookups fail fast and stay on this machine.
-[dns]
-nameservers = ["127.0.0.1:9"]
-
+/// The relay and policy configuration most tests use.
+fn start_relay_test() -> Sealpost {
+    Sealpost::start(|port| {
+        format!(
+            r#"
+{head}
+{NO_DNS}
 [defaults]
 outbound = {{ level = "opportunistic" }}
 inbound = {{ level = "opportunistic" }}
@@ -70,102 +50,18 @@ enabled = false
 [[tenants]]
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
-"#
-            )
-        })
-    }
-
-    /// Starts `sealpost serve` on the configuration `config(port)` makes.
-    fn start_with(config: impl Fn(u16) -> String) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = config(port);
-        let path = dir.path().join("sealpost.toml");
-        std::fs::write(&path, config).expect("write config");
-        let child = Command::new(BIN)
-            .args(["--config", path.to_str().expect("utf-8"), "serve"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sealpost");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        // From here on, Drop kills and reaps the child whatever happens.
-        let server = Server { child, addr, dir };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not start listening on {addr}");
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "sealpost exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("sealpost did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn starttls(
-    addr: SocketAddr,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
-    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unauthenticated::new()))
-        .with_no_client_auth();
-    let name = ServerName::try_from("mx.sealpost.test").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("handshake with sealpost");
-    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
-    tls
+"#,
+            head = server_head(port)
+        )
+    })
 }
 
 #[tokio::test]
 async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably() {
-    let mut server = Server::start();
+    let mut server = start_relay_test();
 
     // Plaintext session from 127.0.0.1.
-    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    let (mut tcp, ehlo) = greet(server.smtp).await;
     assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
     assert_eq!(
         command(&mut tcp, "MAIL FROM:<alice@sender.test>")
@@ -182,8 +78,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     for (line, want) in table {
         assert_eq!(code(&command(&mut tcp, line).await), want, "{line}");
     }
-    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
-    let done = command(&mut tcp, "Subject: plain\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tcp, "Subject: plain\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     let queued_plain = done.lines[0]
         .rsplit(' ')
@@ -194,75 +89,70 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     // Outbound: a relay source of acme, with one of acme's sender domains,
     // may relay to any recipient; a foreign sender domain may not.
     assert_eq!(
-        command(&mut tcp, "MAIL FROM:<carol@open.example>")
+        code(
+            &mail_rcpt(
+                &mut tcp,
+                "MAIL FROM:<carol@open.example>",
+                "RCPT TO:<dave@elsewhere.test>"
+            )
             .await
-            .code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        ),
         "250 2.1.5"
     );
-    assert_eq!(command(&mut tcp, "DATA").await.code, 354);
-    let done = command(&mut tcp, "Subject: out\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tcp, "Subject: out\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     assert_eq!(
-        command(&mut tcp, "MAIL FROM:<eve@off.example>").await.code,
-        250
-    );
-    assert_eq!(
-        code(&command(&mut tcp, "RCPT TO:<dave@elsewhere.test>").await),
+        code(
+            &mail_rcpt(
+                &mut tcp,
+                "MAIL FROM:<eve@off.example>",
+                "RCPT TO:<dave@elsewhere.test>"
+            )
+            .await
+        ),
         "554 5.7.1"
     );
     assert_eq!(command(&mut tcp, "RSET").await.code, 250);
     assert_eq!(command(&mut tcp, "QUIT").await.code, 221);
 
     // TLS 1.2 is below the 1.3 the 127.0.0.0/8 entry asks for.
-    let mut tls12 = starttls(server.addr, support::pki::TLS12_ONLY).await;
-    assert_eq!(
-        command(&mut tls12, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
-        250
-    );
-    let refused = command(&mut tls12, "RCPT TO:<bob@strict.example>").await;
+    let mut tls12 = starttls(server.smtp, support::pki::TLS12_ONLY).await;
+    let refused = mail_rcpt(
+        &mut tls12,
+        "MAIL FROM:<alice@sender.test>",
+        "RCPT TO:<bob@strict.example>",
+    )
+    .await;
     assert_eq!(code(&refused), "530 5.7.0");
     assert!(refused.lines[0].contains("TLSv1.2"), "{refused:?}");
 
     // TLS 1.3 meets it.
-    let mut tls13 = starttls(server.addr, support::pki::TLS13_ONLY).await;
+    let mut tls13 = starttls(server.smtp, support::pki::TLS13_ONLY).await;
     assert_eq!(
-        command(&mut tls13, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
+        mail_rcpt(
+            &mut tls13,
+            "MAIL FROM:<alice@sender.test>",
+            "RCPT TO:<bob@strict.example>"
+        )
+        .await
+        .code,
         250
     );
-    assert_eq!(
-        command(&mut tls13, "RCPT TO:<bob@strict.example>")
-            .await
-            .code,
-        250
-    );
-    assert_eq!(command(&mut tls13, "DATA").await.code, 354);
-    let done = command(&mut tls13, "Subject: secure\r\n\r\nhello\r\n.").await;
+    let done = data(&mut tls13, "Subject: secure\r\n\r\nhello").await;
     assert_eq!(done.code, 250, "{done:?}");
     drop(tls13);
     drop(tls12);
 
     // A client that drops the connection in the middle of DATA.
-    let mut dropped = TcpStream::connect(server.addr).await.expect("connect");
-    assert_eq!(reply(&mut dropped).await.code, 220);
-    command(&mut dropped, "EHLO client.test").await;
+    let (mut dropped, _) = greet(server.smtp).await;
     assert_eq!(
-        command(&mut dropped, "MAIL FROM:<alice@sender.test>")
-            .await
-            .code,
-        250
-    );
-    assert_eq!(
-        command(&mut dropped, "RCPT TO:<carol@open.example>")
-            .await
-            .code,
+        mail_rcpt(
+            &mut dropped,
+            "MAIL FROM:<alice@sender.test>",
+            "RCPT TO:<carol@open.example>"
+        )
+        .await
+        .code,
         250
     );
     assert_eq!(command(&mut dropped, "DATA").await.code, 354);
@@ -276,11 +166,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
     drop(dropped);
 
     server.stop();
-    let queue = Queue::open(
-        server.dir.path().join("data/queue"),
-        QueueOptions::default(),
-    )
-    .expect("reopen the queue");
+    let queue = server.open_queue();
     let page = queue
         .list(&ListFilter::default(), None, 10)
         .expect("list the queue");
@@ -327,10 +213,7 @@ async fn serve_applies_relay_control_and_the_inbound_policy_and_queues_durably()
 
 /// STARTTLS as `sni`, trusting only `ca`; the certificate the server showed.
 async fn presented(addr: SocketAddr, ca: &support::pki::TestCa, sni: &str) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    assert_eq!(reply(&mut tcp).await.code, 220);
-    command(&mut tcp, "EHLO client.test").await;
-    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let tcp = before_tls(addr).await;
     let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
         .with_protocol_versions(support::pki::ALL_VERSIONS)
         .expect("versions")
@@ -357,16 +240,10 @@ async fn configured_certificates_are_chosen_by_sni_and_reloaded_on_sighup() {
     std::fs::write(file("mx2.crt"), &second.cert_pem).expect("write");
     std::fs::write(file("mx2.key"), &second.key_pem).expect("write");
     let dir = certs.path().display().to_string();
-    let mut server = Server::start_with(|port| {
+    let mut server = Sealpost::start(|port| {
         format!(
             r#"
-[server]
-hostname = "mx.sealpost.test"
-data_dir = "data"
-
-[[listeners]]
-address = "127.0.0.1:{port}"
-
+{head}
 [tls]
 certificate = "{dir}/mx.crt"
 key = "{dir}/mx.key"
@@ -375,16 +252,17 @@ key = "{dir}/mx.key"
 name = "mx2.sealpost.test"
 certificate = "{dir}/mx2.crt"
 key = "{dir}/mx2.key"
-"#
+"#,
+            head = server_head(port)
         )
     });
 
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         first.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
 
@@ -394,7 +272,7 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     let mut now_presented = Vec::new();
     for _ in 0..100 {
-        now_presented = presented(server.addr, &ca, "mx.sealpost.test").await;
+        now_presented = presented(server.smtp, &ca, "mx.sealpost.test").await;
         if now_presented == renewed.cert.to_vec() {
             break;
         }
@@ -411,11 +289,11 @@ key = "{dir}/mx2.key"
     server.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        presented(server.addr, &ca, "mx.sealpost.test").await,
+        presented(server.smtp, &ca, "mx.sealpost.test").await,
         renewed.cert.to_vec()
     );
     assert_eq!(
-        presented(server.addr, &ca, "mx2.sealpost.test").await,
+        presented(server.smtp, &ca, "mx2.sealpost.test").await,
         second.cert.to_vec()
     );
     server.stop();

@@ -17,6 +17,7 @@ fn config() -> SessionConfig {
         max_recipients: 3,
         max_errors: 5,
         tls_available: true,
+        auth_available: false,
         extra_params: vec!["REQUIRETLS".into()],
     }
 }

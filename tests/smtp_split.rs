@@ -75,6 +75,10 @@ fn script_piece() -> impl Strategy<Value = &'static str> {
         "NOOP\r\n",
         "VRFY x\r\n",
         "STARTTLS\r\n",
+        "AUTH PLAIN AHUAcA==\r\n",
+        "AUTH LOGIN\r\n",
+        "dXNlcg==\r\n",
+        "*\r\n",
         "HELP\r\n",
         "bogus\r\n",
         "line of text\r\n",
@@ -149,7 +153,7 @@ proptest! {
         points in prop::collection::vec(any::<usize>(), 0..6),
     ) {
         let segments: Vec<Vec<u8>> = segments.iter().map(|s| s.concat().into_bytes()).collect();
-        let config = SessionConfig { max_message_size: 60, max_recipients: 2, max_errors: 8, tls_available: true, ..SessionConfig::default() };
+        let config = SessionConfig { max_message_size: 60, max_recipients: 2, max_errors: 8, tls_available: true, auth_available: true, ..SessionConfig::default() };
         let whole = run_script(config.clone(), &segments, &|s| vec![s.to_vec()], &accept_all);
         let split = run_script(config, &segments, &|s| cut(s, &points), &accept_all);
         prop_assert_eq!(&whole.replies, &split.replies);

@@ -1,5 +1,5 @@
 //! Fuzzes a whole server session with arbitrary client bytes, accepting
-//! every MAIL, RCPT and message; the machine must never panic or stall.
+//! every MAIL, RCPT, AUTH and message; the machine must never panic or stall.
 #![no_main]
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let config = SessionConfig {
         max_message_size: 1024,
         tls_available: true,
+        auth_available: true,
         ..SessionConfig::default()
     };
     let mut session = Session::new(Arc::new(config));
@@ -19,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match session.next_event() {
                 Event::NeedInput => break,
-                Event::MailFrom { .. } | Event::Rcpt { .. } | Event::Message { .. } => {
+                Event::MailFrom { .. }
+                | Event::Rcpt { .. }
+                | Event::Auth { .. }
+                | Event::Message { .. } => {
                     session.answer(Verdict::Accept).expect("pending");
                 }
                 Event::StartTls => {

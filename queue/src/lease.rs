@@ -103,6 +103,23 @@ impl Queue {
         self.lease_picks(&mut index, now, picks, None, max)
     }
 
+    /// The tenants with a recipient due at `now` (leased ones included:
+    /// [`Queue::take_due_tenant`] skips those), for a scheduler that shares
+    /// delivery slots between tenants. One look at each tenant's earliest
+    /// due key; no scan.
+    pub fn due_tenants(&self, now: SystemTime) -> Vec<String> {
+        let index = lock(&self.shared.index);
+        let now_ms = to_ms(now);
+        let mut tenants: Vec<String> = index
+            .due_by_tenant
+            .iter()
+            .filter(|(_, set)| set.first().is_some_and(|key| key.0 <= now_ms))
+            .map(|(tenant, _)| tenant.clone())
+            .collect();
+        tenants.sort();
+        tenants
+    }
+
     /// Lease up to `max` (message, destination) groups due at `now`, any
     /// destination. A message's due recipients for every destination are
     /// leased together (one lease per destination), oldest due first.

@@ -7,7 +7,7 @@ use sealpost_queue::{
     StateKind,
 };
 use std::sync::atomic::Ordering;
-use support::{at, attempt, message, open};
+use support::{at, attempt, message, open, record_delivered};
 
 #[test]
 fn enqueue_take_deliver_removes_message_and_body() {
@@ -31,34 +31,12 @@ fn enqueue_take_deliver_removes_message_and_body() {
     // Leased recipients are not due again.
     assert!(q.take_due(at(1), "x.test", 10).unwrap().is_empty());
     let lease = leases.into_iter().next().unwrap();
-    q.record_attempt(
-        lease,
-        &[(
-            0,
-            Outcome::Delivered {
-                reply: "250 ok".into(),
-            },
-        )],
-        attempt(1, "250 ok"),
-        &RetryPolicy::default(),
-    )
-    .unwrap();
+    record_delivered(&q, lease, 0, 1);
     let other = q.take_due_any(at(1), 10).unwrap();
     assert_eq!(other.len(), 1);
     assert_eq!(other[0].destination, "y.test");
     let lease = other.into_iter().next().unwrap();
-    q.record_attempt(
-        lease,
-        &[(
-            1,
-            Outcome::Delivered {
-                reply: "250 ok".into(),
-            },
-        )],
-        attempt(2, "250 ok"),
-        &RetryPolicy::default(),
-    )
-    .unwrap();
+    record_delivered(&q, lease, 1, 2);
     assert!(matches!(q.show(id), Err(QueueError::NotFound { .. })));
     assert!(q.counts().by_state.is_empty());
     let segments = std::fs::read_dir(dir.path().join("bodies"))
@@ -325,4 +303,27 @@ fn finished_message_attempt_log_is_retained_when_configured() {
         q.message_body(id),
         Err(QueueError::NotFound { .. })
     ));
+}
+
+#[test]
+fn due_tenants_names_each_tenant_with_due_mail_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    for (tenant, n) in [("flood", 3), ("quiet", 1)] {
+        for _ in 0..n {
+            q.enqueue(message(tenant, &[("a@x.test", "x.test")], b"m"))
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+    }
+    assert_eq!(q.due_tenants(at(1)), vec!["flood", "quiet"]);
+    // Leasing every message of a tenant leaves its keys in the index until
+    // the attempt is recorded; take_due_tenant then finds nothing new.
+    let leases = q.take_due_tenant(at(1), "quiet", 10).unwrap();
+    assert_eq!(leases.len(), 1);
+    assert!(q.take_due_tenant(at(1), "quiet", 10).unwrap().is_empty());
+    let lease = leases.into_iter().next().unwrap();
+    record_delivered(&q, lease, 0, 2);
+    assert_eq!(q.due_tenants(at(3)), vec!["flood"]);
 }

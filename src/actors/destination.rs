@@ -197,8 +197,10 @@ impl Destination {
             let work = attempt(self.shared.clone(), self.pool.clone(), lease);
             ctx.spawn(work.into_actor(self).map(|report, act, ctx| {
                 act.active -= 1;
+                act.scheduler.do_send(Done {
+                    tenant: report.tenant.clone(),
+                });
                 act.on_report(report);
-                act.scheduler.do_send(Done);
                 act.pump(ctx);
             }));
         }
@@ -256,6 +258,7 @@ impl Destination {
             crate::delivery::attempt::warn_if_delayed(&shared, &config, &lease, &outcomes).await;
             let queue = shared.queue.clone();
             let id = lease.id;
+            let tenant = lease.tenant.clone();
             let result = tokio::task::spawn_blocking(move || {
                 queue.record_attempt(lease, &outcomes, attempt, &retry)
             })
@@ -263,7 +266,7 @@ impl Destination {
             if let Ok(Err(e)) = result {
                 warn!(%id, error = %e, "recording a deferral failed");
             }
-            scheduler.do_send(Done);
+            scheduler.do_send(Done { tenant });
         };
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
             act.active -= 1;
@@ -318,12 +321,12 @@ impl Destination {
         let last = self.last.as_ref();
         self.board.set(DestinationStatus {
             name: self.name.clone(),
-            hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
+            mx_hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
             tls: last.and_then(|r| r.tls.clone()),
-            active: self.active,
+            active_connections: self.active,
             idle_connections: self.pool.len(),
             waiting: self.waiting.len(),
-            backoff_until: self.pauses.down_until(),
+            backoff_until: self.pauses.down_until().map(unix_ms),
             last_error: match last.map(|r| &r.health) {
                 Some(Health::Unreachable(reason) | Health::Refused(reason)) => Some(reason.clone()),
                 _ => None,
@@ -336,6 +339,12 @@ impl Destination {
 pub fn pause_after(failures: u32, first: Duration, max: Duration) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
     first.saturating_mul(factor).min(max)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn humantime_like(t: SystemTime) -> String {

@@ -26,6 +26,7 @@ pub use destination::{Deliver, Destination, Flush};
 pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
 pub use status::{DestinationStatus, StatusBoard};
 
+use crate::admin::DeliveryView;
 use crate::delivery::Shared;
 
 /// The running engine: wake it when mail is queued, read its destinations,
@@ -87,22 +88,12 @@ impl Engine {
         Arc::new(move || scheduler.do_send(Wake))
     }
 
-    pub fn destinations(&self) -> Vec<DestinationStatus> {
-        self.board.all()
-    }
-
-    /// Clears a destination's backoff and idle connections.
-    pub fn flush(&self, destination: &str) -> bool {
-        if self.board.get(destination).is_none() {
-            return false;
-        }
-        self.scheduler
-            .do_send(FlushDestination(destination.to_string()));
-        true
-    }
-
-    pub fn board(&self) -> Arc<StatusBoard> {
-        self.board.clone()
+    /// What the admin socket reads and flushes.
+    pub fn view(&self) -> Arc<EngineView> {
+        Arc::new(EngineView {
+            scheduler: self.scheduler.clone(),
+            board: self.board.clone(),
+        })
     }
 
     /// Stops taking work, gives running attempts `grace` to finish, then
@@ -110,7 +101,8 @@ impl Engine {
     pub fn stop(mut self, grace: Duration) {
         self.scheduler.do_send(Pause);
         let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline && self.board.all().iter().any(|d| d.active > 0)
+        while std::time::Instant::now() < deadline
+            && self.board.all().iter().any(|d| d.active_connections > 0)
         {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -118,5 +110,27 @@ impl Engine {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The engine as the admin socket sees it: the destinations' published
+/// state, and a flush that clears one destination's backoff and pool.
+pub struct EngineView {
+    scheduler: Addr<Scheduler>,
+    board: Arc<StatusBoard>,
+}
+
+impl DeliveryView for EngineView {
+    fn destinations(&self) -> Vec<DestinationStatus> {
+        self.board.all()
+    }
+
+    fn flush(&self, destination: &str) -> bool {
+        if self.board.get(destination).is_none() {
+            return false;
+        }
+        self.scheduler
+            .do_send(FlushDestination(destination.to_string()));
+        true
     }
 }

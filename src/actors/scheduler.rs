@@ -3,6 +3,11 @@
 //! actor on the next arbiter (round robin) the first time. It bounds the
 //! leases in flight, wakes on every accepted message and on a timer (for
 //! retries coming due), and turns owed bounces into DSNs.
+//!
+//! Tenants share the delivery slots: each round, the tenants with due mail
+//! are served in turn ([`shares`]), each up to an equal part of the free
+//! slots and at most `[delivery] in_flight_per_tenant` leases in flight, so
+//! one tenant's flood never makes another tenant's mail wait behind it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,10 +32,12 @@ const TICK: Duration = Duration::from_millis(250);
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// A lease is finished (recorded in the queue).
+/// A lease of this tenant is finished (recorded in the queue).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Done;
+pub struct Done {
+    pub tenant: String,
+}
 
 /// Stop taking work (shutdown).
 #[derive(Message)]
@@ -49,6 +56,9 @@ pub struct Scheduler {
     destinations: HashMap<String, Addr<Destination>>,
     board: Arc<StatusBoard>,
     in_flight: usize,
+    tenant_in_flight: HashMap<String, usize>,
+    /// Which due tenant is served first in the next round.
+    next_tenant: usize,
     paused: bool,
     bouncing: bool,
 }
@@ -62,6 +72,8 @@ impl Scheduler {
             destinations: HashMap::new(),
             board,
             in_flight: 0,
+            tenant_in_flight: HashMap::new(),
+            next_tenant: 0,
             paused: false,
             bouncing: false,
         }
@@ -89,31 +101,46 @@ impl Scheduler {
         addr
     }
 
-    /// Hands due leases to destinations while the in-flight bound allows.
+    /// Hands due leases to destinations while the in-flight bounds allow,
+    /// sharing the free slots between the tenants with due mail.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         if self.paused {
             return;
         }
-        let free = MAX_IN_FLIGHT.saturating_sub(self.in_flight);
+        let free = MAX_IN_FLIGHT.saturating_sub(self.in_flight).min(BATCH);
         if free == 0 {
             return;
         }
-        let want = free.min(BATCH);
-        let leases = match self.shared.queue.take_due_any(SystemTime::now(), want) {
-            Ok(leases) => leases,
-            Err(e) => {
-                warn!(error = %e, "taking due mail from the queue failed");
-                return;
+        let now = SystemTime::now();
+        let due = self.shared.queue.due_tenants(now);
+        let per_tenant = self.shared.live.current().delivery.in_flight_per_tenant;
+        let quotas = shares(
+            &due,
+            &self.tenant_in_flight,
+            per_tenant,
+            free,
+            self.next_tenant,
+        );
+        self.next_tenant = self.next_tenant.wrapping_add(1);
+        let mut more = false;
+        for (tenant, quota) in quotas {
+            let leases = match self.shared.queue.take_due_tenant(now, &tenant, quota) {
+                Ok(leases) => leases,
+                Err(e) => {
+                    warn!(error = %e, %tenant, "taking due mail from the queue failed");
+                    continue;
+                }
+            };
+            more |= leases.len() >= quota;
+            for lease in leases {
+                debug!(id = %lease.id, %tenant, destination = %lease.destination, recipients = lease.recipients.len(), "scheduled");
+                let addr = self.destination(&lease.destination, ctx.address());
+                self.in_flight += 1;
+                *self.tenant_in_flight.entry(tenant.clone()).or_default() += 1;
+                addr.do_send(Deliver(lease));
             }
-        };
-        let full = leases.len() >= want;
-        for lease in leases {
-            debug!(id = %lease.id, destination = %lease.destination, recipients = lease.recipients.len(), "scheduled");
-            let addr = self.destination(&lease.destination, ctx.address());
-            self.in_flight += 1;
-            addr.do_send(Deliver(lease));
         }
-        if full {
+        if more {
             // More may be due: go on after the mailbox drained.
             ctx.notify(Wake);
         }
@@ -157,9 +184,21 @@ impl Handler<Wake> for Scheduler {
 
 impl Handler<Done> for Scheduler {
     type Result = ();
-    fn handle(&mut self, _: Done, ctx: &mut Self::Context) {
+    fn handle(&mut self, done: Done, ctx: &mut Self::Context) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if self.in_flight == MAX_IN_FLIGHT - 1 {
+        let per_tenant = self.shared.live.current().delivery.in_flight_per_tenant;
+        let tenant_was_full = match self.tenant_in_flight.get_mut(&done.tenant) {
+            Some(n) => {
+                let full = *n >= per_tenant;
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.tenant_in_flight.remove(&done.tenant);
+                }
+                full
+            }
+            None => false,
+        };
+        if self.in_flight == MAX_IN_FLIGHT - 1 || tenant_was_full {
             self.fill(ctx);
         }
     }
@@ -181,6 +220,100 @@ impl Handler<FlushDestination> for Scheduler {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// How many messages each tenant with due mail may lease in this round:
+/// tenants in turn starting at `start`, each up to an equal part of `free`
+/// (at least one) and to what its `per_tenant` limit leaves.
+pub fn shares(
+    due: &[String],
+    in_flight: &HashMap<String, usize>,
+    per_tenant: usize,
+    free: usize,
+    start: usize,
+) -> Vec<(String, usize)> {
+    if due.is_empty() {
+        return Vec::new();
+    }
+    let fair = (free / due.len()).max(1);
+    let mut left = free;
+    let mut out = Vec::new();
+    for i in 0..due.len() {
+        if left == 0 {
+            break;
+        }
+        let tenant = &due[(start + i) % due.len()];
+        let room = per_tenant.saturating_sub(in_flight.get(tenant).copied().unwrap_or(0));
+        let quota = room.min(fair).min(left);
+        if quota > 0 {
+            out.push((tenant.clone(), quota));
+            left -= quota;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenants(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn tenants_share_the_free_slots_and_keep_to_their_limit() {
+        let none = HashMap::new();
+        let busy: HashMap<String, usize> = [("flood".to_string(), 100)].into();
+        type Row<'a> = (
+            &'a [&'a str],
+            &'a HashMap<String, usize>,
+            usize,
+            usize,
+            usize,
+            Vec<(&'a str, usize)>,
+        );
+        let table: Vec<Row> = vec![
+            (&[], &none, 100, 512, 0, vec![]),
+            (&["a"], &none, 100, 512, 0, vec![("a", 100)]),
+            (
+                &["a", "b"],
+                &none,
+                1000,
+                512,
+                0,
+                vec![("a", 256), ("b", 256)],
+            ),
+            (
+                &["a", "b"],
+                &none,
+                1000,
+                512,
+                1,
+                vec![("b", 256), ("a", 256)],
+            ),
+            // The flooding tenant is at its limit; the quiet one still gets slots.
+            (
+                &["flood", "quiet"],
+                &busy,
+                100,
+                512,
+                0,
+                vec![("quiet", 100)],
+            ),
+            // Fewer free slots than tenants: one each, in turn, until none left.
+            (&["a", "b", "c"], &none, 10, 2, 2, vec![("c", 1), ("a", 1)]),
+        ];
+        for (due, in_flight, per_tenant, free, start, want) in table {
+            let want: Vec<(String, usize)> =
+                want.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+            assert_eq!(
+                shares(&tenants(due), in_flight, per_tenant, free, start),
+                want,
+                "{due:?} start {start}"
+            );
         }
     }
 }

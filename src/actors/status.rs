@@ -4,26 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
-/// One destination as its actor last published it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DestinationStatus {
-    pub name: String,
-    /// The hosts of the last plan, in the order they are tried.
-    pub hosts: Vec<String>,
-    /// What the last plan required of TLS.
-    pub tls: Option<String>,
-    /// Attempts running now.
-    pub active: usize,
-    pub idle_connections: usize,
-    /// Leases waiting for a free connection slot.
-    pub waiting: usize,
-    /// Paused until then after it could not be reached.
-    pub backoff_until: Option<SystemTime>,
-    /// Why the last attempt reached no host.
-    pub last_error: Option<String>,
-}
+pub use crate::admin::views::DestinationStatus;
 
 /// The published states of every destination.
 #[derive(Debug, Default)]

@@ -230,6 +230,7 @@ impl Sink {
             max_recipients: 1000,
             max_errors: 20,
             tls_available: self.tls.is_some(),
+            auth_available: false,
             extra_params: Vec::new(),
         });
         // A load tool: every connection is welcome.

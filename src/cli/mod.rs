@@ -2,15 +2,22 @@
 //! with clap and calls these; each returns the process exit code and writes
 //! its report to the given writers (normally standard output and error).
 //!
-//! Exit codes: 0 success, 1 the configuration or the request is invalid (or
-//! the command is not implemented yet), 2 bad usage (clap's own).
+//! Exit codes: 0 success, 1 the configuration or the request is invalid,
+//! the daemon refused the request or is not reachable (or the command is
+//! not implemented yet), 2 bad usage (clap's own).
 
+mod admin;
+mod dns_records;
 mod explain;
+mod probe;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+pub use admin::{destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target};
+pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
+pub use probe::{probe, probe_settings, ProbeRequest};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
@@ -140,6 +147,30 @@ pub fn config_check(
         out,
         "  peer entries:    {outbound} outbound, {inbound} inbound ({mandatory} stricter than opportunistic)"
     )?;
+    let listed: usize = config.recipients.values().map(|l| l.len()).sum();
+    writeln!(
+        out,
+        "  recipient lists: {} ({listed} addresses)",
+        config.recipients.len()
+    )?;
+    let served: Vec<String> = config
+        .mta_sts_host
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    writeln!(
+        out,
+        "  hosted MTA-STS:  {} of {} configured served{}",
+        config.hosted_policies().len(),
+        config.hosted_mta_sts.len(),
+        if served.is_empty() {
+            " (no [mta_sts_host] listen address)".to_string()
+        } else {
+            format!(" on {}", served.join(", "))
+        }
+    )?;
+    writeln!(out, "  AUTH users:      {}", config.users.len())?;
     Ok(EXIT_OK)
 }
 
@@ -154,18 +185,92 @@ pub fn policy_explain(
     let Some(config) = load(global, err)? else {
         return Ok(EXIT_FAILURE);
     };
-    match explain(&config.policy, request) {
-        Ok(explanation) if json => {
-            serde_json::to_writer_pretty(&mut *out, &explanation).map_err(io::Error::other)?;
+    print_answer(
+        "policy explain",
+        explain(&config.policy, request),
+        json,
+        |out, explanation| writeln!(out, "{explanation}"),
+        out,
+        err,
+    )
+}
+
+/// `sealpost dns-records`: the `_mta-sts` and `_smtp._tls` TXT records of a
+/// managed domain's hosted MTA-STS policy, as zone-file lines or JSON.
+pub fn dns_records_command(
+    global: &GlobalOptions,
+    domain: &str,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let Some(config) = load(global, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    print_answer(
+        "dns-records",
+        dns_records(&config, domain),
+        json,
+        |out, records| write!(out, "{records}"),
+        out,
+        err,
+    )
+}
+
+/// Prints the answer of `sealpost <command>`: as pretty JSON on `out` with
+/// `json`, else as `text` writes it; an error on `err` (exit 1).
+fn print_answer<T: serde::Serialize, E: std::fmt::Display>(
+    command: &str,
+    answer: Result<T, E>,
+    json: bool,
+    text: impl FnOnce(&mut dyn Write, &T) -> io::Result<()>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    match answer {
+        Ok(answer) if json => {
+            serde_json::to_writer_pretty(&mut *out, &answer).map_err(io::Error::other)?;
             writeln!(out)?;
             Ok(EXIT_OK)
         }
-        Ok(explanation) => {
-            writeln!(out, "{explanation}")?;
+        Ok(answer) => {
+            text(out, &answer)?;
             Ok(EXIT_OK)
         }
         Err(e) => {
-            writeln!(err, "sealpost policy explain: {e}")?;
+            writeln!(err, "sealpost {command}: {e}")?;
+            Ok(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `sealpost hash-password`: reads one password (the first line of
+/// `input`, without its line end) and prints its `pbkdf2-sha256$...` hash
+/// for `[[tenants]] users`.
+pub fn hash_password_command(
+    iterations: u32,
+    input: &mut dyn io::BufRead,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        writeln!(
+            err,
+            "sealpost hash-password: no password on standard input (one line)"
+        )?;
+        return Ok(EXIT_FAILURE);
+    }
+    match crate::auth::hash_password(password.as_bytes(), iterations) {
+        Ok(hash) => {
+            writeln!(out, "{hash}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(err, "sealpost hash-password: {e}")?;
             Ok(EXIT_FAILURE)
         }
     }

@@ -31,6 +31,8 @@ pub struct DeliveryConfig {
     pub connections_per_destination: usize,
     /// Messages carried by one connection before it is closed.
     pub messages_per_connection: u32,
+    /// Leases of one tenant in flight at most (its share of the engine).
+    pub in_flight_per_tenant: usize,
     /// An idle pooled connection is closed after this long.
     pub idle_timeout: Duration,
     /// The first pause of a destination that could not be reached at all;
@@ -49,6 +51,7 @@ impl Default for DeliveryConfig {
             delay_warning: None,
             connections_per_destination: 16,
             messages_per_connection: 100,
+            in_flight_per_tenant: 1024,
             idle_timeout: Duration::from_secs(5),
             destination_backoff: Duration::from_secs(60),
             max_destination_backoff: Duration::from_secs(30 * 60),
@@ -216,6 +219,24 @@ impl Validator<'_> {
         parsed
     }
 
+    /// A count of 1 or more (an error otherwise).
+    fn positive(&mut self, value: &Option<Spanned<i64>>, key: &'static str) -> Option<usize> {
+        let value = value.as_ref()?;
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.error(
+                    &value.span(),
+                    Kind::OutOfRange {
+                        key,
+                        range: "1 or more",
+                    },
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn delivery(&mut self, raw: &RawConfig) -> DeliveryConfig {
         let d = &raw.delivery;
         let mut config = DeliveryConfig::default();
@@ -271,29 +292,20 @@ impl Validator<'_> {
         if let Some(value) = &d.command_timeout {
             config.command_timeout = self.duration(value, "delivery.command_timeout");
         }
-        if let Some(n) = &d.connections_per_destination {
-            match usize::try_from(*n.get_ref()) {
-                Ok(n) if n > 0 => config.connections_per_destination = n,
-                _ => self.error(
-                    &n.span(),
-                    Kind::OutOfRange {
-                        key: "delivery.connections_per_destination",
-                        range: "1 or more",
-                    },
-                ),
-            }
+        if let Some(n) = self.positive(
+            &d.connections_per_destination,
+            "delivery.connections_per_destination",
+        ) {
+            config.connections_per_destination = n;
         }
-        if let Some(n) = &d.messages_per_connection {
-            match u32::try_from(*n.get_ref()) {
-                Ok(n) if n > 0 => config.messages_per_connection = n,
-                _ => self.error(
-                    &n.span(),
-                    Kind::OutOfRange {
-                        key: "delivery.messages_per_connection",
-                        range: "1 or more",
-                    },
-                ),
-            }
+        if let Some(n) = self.positive(&d.in_flight_per_tenant, "delivery.in_flight_per_tenant") {
+            config.in_flight_per_tenant = n;
+        }
+        if let Some(n) = self.positive(
+            &d.messages_per_connection,
+            "delivery.messages_per_connection",
+        ) {
+            config.messages_per_connection = u32::try_from(n).unwrap_or(u32::MAX);
         }
         config
     }

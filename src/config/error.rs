@@ -119,6 +119,31 @@ pub enum ConfigErrorKind {
     },
     #[error("a certificate for `{name}` is configured twice (first at line {first_line})")]
     DuplicateSniName { name: String, first_line: usize },
+    #[error("cannot read the recipients file {path}: {reason}")]
+    RecipientsUnreadable { path: String, reason: String },
+    /// A line of a recipients file (the error's file is that file).
+    #[error("bad recipient `{given}`: {reason}")]
+    BadRecipient { given: String, reason: String },
+    #[error("bad MTA-STS mx pattern: {reason}")]
+    BadMxPattern { reason: String },
+    #[error("MTA-STS mode `{mode}` needs at least one `mx` pattern (RFC 8461 section 3.2)")]
+    NoMxPatterns { mode: String },
+    #[error(
+        "MTA-STS max_age {given} is out of range: 0 to 31557600 seconds (RFC 8461 section 3.2)"
+    )]
+    BadMaxAge { given: i64 },
+    #[error("bad TLSRPT destination: {reason}")]
+    BadTlsRpt { reason: String },
+    #[error("bad user name `{given}`: {reason}")]
+    BadUserName { given: String, reason: &'static str },
+    #[error("user `{name}` is configured twice (first at line {first_line}, for tenant `{first_tenant}`)")]
+    DuplicateUser {
+        name: String,
+        first_tenant: String,
+        first_line: usize,
+    },
+    #[error("bad password hash: {reason}")]
+    BadPasswordHash { reason: String },
     #[error("bad duration `{given}` for `{key}`: write a positive number with a unit, e.g. `30s`, `5m`, `2h`, `5d`")]
     BadDuration { key: &'static str, given: String },
     #[error("`{key}` must be {range}")]
@@ -132,6 +157,10 @@ pub enum ConfigErrorKind {
     BadRouteHost { given: String, reason: String },
     #[error("route level `{level}` is not allowed: a route to a downstream server is `opportunistic` or `mandatory`")]
     RouteLevel { level: SecurityLevel },
+    #[error("bad `admin.metrics_listen` address `{given}`: {reason} (write `IPv4:port` or `[IPv6]:port`)")]
+    BadMetricsListen { given: String, reason: String },
+    #[error("bad `admin.group` `{given}`: write a group name or a numeric group id")]
+    BadAdminGroup { given: String },
 }
 
 /// Every problem found in one configuration file, in file order.

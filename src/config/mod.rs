@@ -10,11 +10,13 @@
 mod delivery;
 mod error;
 mod raw;
+mod recipients;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +26,11 @@ pub use delivery::{
     Route, RouteHost, Routes,
 };
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+pub use recipients::RecipientList;
 
+use crate::auth::AuthUsers;
 use crate::logging::LogFormat;
+use crate::mta_sts::HostedPolicy;
 use crate::policy::{DomainName, PolicySnapshot, RelaySources};
 
 /// The configuration `sealpost` runs on when no `--config` is given.
@@ -48,6 +53,18 @@ pub struct Config {
     pub policy: Arc<PolicySnapshot>,
     /// `[[tenants]]` relay sources: who may relay outbound mail.
     pub relay: Arc<RelaySources>,
+    /// `[[domains]] recipients`: the valid recipients of the managed
+    /// domains that list them, by lowercase domain name. A domain without
+    /// an entry accepts any local part.
+    pub recipients: HashMap<String, Arc<RecipientList>>,
+    /// `[mta_sts_host]`: where hosted MTA-STS policies are served.
+    pub mta_sts_host: MtaStsHostConfig,
+    /// `[domains.mta_sts]`: the hosted MTA-STS policies, by lowercase
+    /// managed domain name (disabled domains included; see
+    /// [`Config::hosted_policies`]).
+    pub hosted_mta_sts: HashMap<String, DomainMtaSts>,
+    /// `[[tenants]] users`: who may relay after SMTP AUTH (RFC 4954).
+    pub users: Arc<AuthUsers>,
     /// `[tls]`: the STARTTLS certificates.
     pub tls: TlsConfig,
     /// `[delivery]`
@@ -58,6 +75,25 @@ pub struct Config {
     pub mta_sts: MtaStsClientConfig,
     /// The `route` of each managed domain that has one.
     pub routes: Arc<Routes>,
+}
+
+/// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MtaStsHostConfig {
+    /// Empty: no policy is served.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// `[domains.mta_sts]`: the MTA-STS policy sealpost hosts for a managed
+/// domain (RFC 8461), and the TLSRPT destinations to publish (RFC 8460).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainMtaSts {
+    pub policy: HostedPolicy,
+    /// `rua` URIs (`mailto:` or `https:`), checked.
+    pub tlsrpt: Vec<String>,
+    /// No `tlsrpt` was configured: `tlsrpt` holds the default,
+    /// `mailto:tlsrpt@<domain>`.
+    pub tlsrpt_is_default: bool,
 }
 
 /// A PEM certificate chain and its PEM private key, as files.
@@ -98,6 +134,11 @@ pub struct ListenerConfig {
 pub struct AdminConfig {
     /// The admin API's Unix socket.
     pub socket: PathBuf,
+    /// A group (name or numeric id) whose members may use the socket: it is
+    /// then created with mode 0660 and that group; without it, mode 0600.
+    pub group: Option<String>,
+    /// A read-only TCP listener that serves only `GET /metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[logging]`
@@ -119,6 +160,19 @@ impl Config {
         validate::parse(text, source, base_dir)
     }
 
+    /// The policies the MTA-STS host serves: one per enabled managed
+    /// domain with `[domains.mta_sts]`.
+    pub fn hosted_policies(&self) -> Vec<HostedPolicy> {
+        let mut policies: Vec<HostedPolicy> = self
+            .hosted_mta_sts
+            .iter()
+            .filter(|(domain, _)| self.policy.domain(domain).is_some_and(|d| d.enabled))
+            .map(|(_, hosted)| hosted.policy.clone())
+            .collect();
+        policies.sort_by(|a, b| a.domain.cmp(&b.domain));
+        policies
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
@@ -132,6 +186,16 @@ impl Config {
     /// The embedded default configuration ([`EMBEDDED_DEFAULT`]).
     pub fn embedded_default() -> Result<Config, ConfigErrors> {
         Config::parse(EMBEDDED_DEFAULT, EMBEDDED_DEFAULT_NAME, None)
+    }
+
+    /// For unit tests: `text` parsed as `test.toml` with no base
+    /// directory, panicking with every error.
+    #[cfg(test)]
+    pub(crate) fn for_test(text: &str) -> Config {
+        match Config::parse(text, "test.toml", None) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
     }
 
     /// `load(path)` or, without a path, the embedded default.

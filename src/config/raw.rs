@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
     #[serde(default)]
+    pub mta_sts_host: RawMtaStsHost,
+    #[serde(default)]
     pub tls: RawTls,
     #[serde(default)]
     pub delivery: RawDelivery,
@@ -42,6 +44,7 @@ pub(super) struct RawDelivery {
     pub delay_warning: Option<Spanned<String>>,
     pub connections_per_destination: Option<Spanned<i64>>,
     pub messages_per_connection: Option<Spanned<i64>>,
+    pub in_flight_per_tenant: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub destination_backoff: Option<Spanned<String>>,
     pub max_destination_backoff: Option<Spanned<String>>,
@@ -88,12 +91,50 @@ pub(super) struct RawSniCertificate {
     pub key: Spanned<String>,
 }
 
+/// `[mta_sts_host]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMtaStsHost {
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+}
+
+/// `[domains.mta_sts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomainMtaSts {
+    pub mode: Spanned<String>,
+    #[serde(default)]
+    pub mx: Vec<Spanned<String>>,
+    pub max_age: Option<Spanned<i64>>,
+    pub tlsrpt: Option<Spanned<RawOneOrMany>>,
+}
+
+/// A string, or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawOneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTenant {
     pub name: Spanned<String>,
     #[serde(default)]
     pub relay_sources: Vec<Spanned<String>>,
+    /// Users that may relay after SMTP AUTH.
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// One `[[tenants]] users` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: Spanned<String>,
+    pub password_hash: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +154,8 @@ pub(super) struct RawListener {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub socket: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +185,10 @@ pub(super) struct RawDomain {
     pub name: Spanned<String>,
     pub tenant: Spanned<String>,
     pub enabled: Option<bool>,
+    /// A file of valid recipients, relative to the configuration file.
+    pub recipients: Option<Spanned<String>>,
+    /// The MTA-STS policy sealpost hosts for the domain.
+    pub mta_sts: Option<Spanned<RawDomainMtaSts>>,
     #[serde(default)]
     pub outbound: RawDirection,
     #[serde(default)]

@@ -361,6 +361,206 @@ key = "b.key"
 }
 
 #[test]
+fn recipients_files_are_read_relative_to_the_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("lists")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("lists/example.txt"),
+        "# people\nalice\nBob@Example.com\n",
+    )
+    .expect("write");
+    let text = r#"
+[[domains]]
+name = "Example.COM"
+tenant = "acme"
+recipients = "lists/example.txt"
+
+[[domains]]
+name = "open.example"
+tenant = "acme"
+"#;
+    let config = Config::parse(text, FILE, Some(dir.path())).expect("valid");
+    let list = config.recipients.get("example.com").expect("a list");
+    assert_eq!(list.path(), dir.path().join("lists/example.txt"));
+    assert!(list.accepts("ALICE") && list.accepts("bob") && list.accepts("postmaster"));
+    assert!(!list.accepts("carol"));
+    assert!(!config.recipients.contains_key("open.example"));
+}
+
+#[test]
+fn recipients_file_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("bad.txt");
+    std::fs::write(&list, "alice\nbob@other.example\n\n  not valid\n").expect("write");
+    let text = r#"
+[[domains]]
+name = "example.com"
+tenant = "acme"
+recipients = "bad.txt"
+
+[[domains]]
+name = "two.example"
+tenant = "acme"
+recipients = "missing.txt"
+
+[[domains]]
+name = "three.example"
+tenant = "acme"
+recipients = ""
+"#;
+    let shown: Vec<String> = match Config::parse(text, FILE, Some(dir.path())) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigErrors(errors)) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    let list = list.display().to_string();
+    assert_eq!(shown.len(), 4, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("test.toml:10:") && shown[0].contains("missing.txt"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].starts_with("test.toml:15:") && shown[1].contains("may not be empty"),
+        "{}",
+        shown[1]
+    );
+    assert!(
+        shown[2].starts_with(&format!("{list}:2:1: bad recipient `bob@other.example`")),
+        "{}",
+        shown[2]
+    );
+    assert!(
+        shown[3].starts_with(&format!("{list}:4:3: bad recipient `not valid`")),
+        "{}",
+        shown[3]
+    );
+}
+
+#[test]
+fn hosted_mta_sts_is_validated_with_lines() {
+    let good = r#"
+[mta_sts_host]
+listen = ["127.0.0.1:8443", "[::1]:8443"]
+
+[[domains]]
+name = "Example.org"
+tenant = "t"
+
+[domains.mta_sts]
+mode = "enforce"
+mx = ["mx1.example.net", "*.example.net"]
+max_age = 86400
+tlsrpt = ["mailto:tls@example.org", "https://reports.example.org/v1"]
+
+[[domains]]
+name = "off.example"
+tenant = "t"
+enabled = false
+mta_sts = { mode = "none" }
+"#;
+    let config = Config::parse(good, FILE, None).expect("valid");
+    assert_eq!(config.mta_sts_host.listen.len(), 2);
+    let hosted = config.hosted_mta_sts.get("example.org").expect("hosted");
+    assert_eq!(hosted.policy.mode, crate::mta_sts::Mode::Enforce);
+    assert_eq!(hosted.policy.mx.len(), 2);
+    assert_eq!(hosted.policy.max_age, 86400);
+    assert_eq!(hosted.tlsrpt.len(), 2);
+    assert!(!hosted.tlsrpt_is_default);
+    let off = config.hosted_mta_sts.get("off.example").expect("hosted");
+    assert_eq!(off.policy.max_age, 604800);
+    assert_eq!(off.tlsrpt, vec!["mailto:tlsrpt@off.example".to_string()]);
+    // Only enabled domains are served.
+    let served: Vec<String> = config
+        .hosted_policies()
+        .into_iter()
+        .map(|p| p.domain)
+        .collect();
+    assert_eq!(served, vec!["example.org".to_string()]);
+
+    let bad = r#"
+[mta_sts_host]
+listen = ["localhost:443"]
+
+[[domains]]
+name = "a.example"
+tenant = "t"
+mta_sts = { mode = "strict", mx = ["mx.a.example"] }
+
+[[domains]]
+name = "b.example"
+tenant = "t"
+mta_sts = { mode = "enforce", mx = ["mx..b.example"], max_age = 31557601 }
+
+[[domains]]
+name = "c.example"
+tenant = "t"
+mta_sts = { mode = "testing", tlsrpt = "ftp://x" }
+"#;
+    let shown: Vec<String> = errors(bad).iter().map(|e| e.to_string()).collect();
+    let want = [
+        ("test.toml:3:", "bad listener address `localhost:443`"),
+        ("test.toml:8:", "unknown MTA-STS mode `strict`"),
+        ("test.toml:13:", "bad MTA-STS mx pattern"),
+        ("test.toml:13:", "max_age 31557601 is out of range"),
+        ("test.toml:18:", "mode `testing` needs at least one `mx`"),
+        ("test.toml:18:", "bad TLSRPT destination"),
+    ];
+    assert_eq!(shown.len(), want.len(), "{shown:#?}");
+    for (got, (at, what)) in shown.iter().zip(want) {
+        assert!(got.starts_with(at) && got.contains(what), "{got}");
+    }
+}
+
+#[test]
+fn tenant_users_are_validated_with_lines() {
+    let hash = crate::auth::hash_password(b"pw", crate::auth::MIN_ITERATIONS)
+        .expect("hash")
+        .to_string();
+    let good = format!(
+        r#"
+[[tenants]]
+name = "acme"
+users = [{{ name = "Relay@Acme", password_hash = "{hash}" }}]
+"#
+    );
+    let config = Config::parse(&good, FILE, None).expect("valid");
+    let user = config.users.get("relay@acme").expect("any case");
+    assert_eq!(user.tenant.as_str(), "acme");
+    assert!(user.hash.verify(b"pw"));
+
+    let bad = format!(
+        r#"
+[[tenants]]
+name = "acme"
+users = [
+  {{ name = "relay@acme", password_hash = "{hash}" }},
+  {{ name = "two words", password_hash = "{hash}" }},
+]
+
+[[tenants]]
+name = "globex"
+users = [
+  {{ name = "RELAY@acme", password_hash = "{hash}" }},
+  {{ name = "g", password_hash = "md5$1$2$3" }},
+]
+"#
+    );
+    let shown: Vec<String> = errors(&bad).iter().map(|e| e.to_string()).collect();
+    let want = [
+        ("test.toml:6:", "bad user name `two words`"),
+        (
+            "test.toml:12:",
+            "configured twice (first at line 5, for tenant `acme`)",
+        ),
+        ("test.toml:13:", "bad password hash: unknown scheme `md5`"),
+    ];
+    assert_eq!(shown.len(), want.len(), "{shown:#?}");
+    for (got, (at, what)) in shown.iter().zip(want) {
+        assert!(got.starts_with(at) && got.contains(what), "{got}");
+    }
+}
+
+#[test]
 fn delivery_dns_and_routes_are_read() {
     let config = Config::parse(
         r#"
@@ -439,4 +639,41 @@ route = { hosts = ["mail.example:x"], level = "mandatory-dane" }
     assert!(matches!(errs[3].kind, ConfigErrorKind::BadRouteHost { .. }));
     assert!(matches!(errs[4].kind, ConfigErrorKind::RouteLevel { .. }));
     assert_eq!(errs[4].line(), Some(11));
+}
+
+#[test]
+fn admin_group_and_metrics_listener_are_validated() {
+    let config = Config::parse(
+        "[admin]\ngroup = \"sealpost-admin\"\nmetrics_listen = \"127.0.0.1:9925\"\n",
+        FILE,
+        None,
+    )
+    .expect("valid");
+    assert_eq!(config.admin.group.as_deref(), Some("sealpost-admin"));
+    assert_eq!(
+        config.admin.metrics_listen.map(|a| a.to_string()),
+        Some("127.0.0.1:9925".to_string())
+    );
+    let defaults = Config::parse("", FILE, None).expect("valid");
+    assert_eq!(
+        (defaults.admin.group, defaults.admin.metrics_listen),
+        (None, None)
+    );
+    let cases: Vec<(&str, usize, Check)> = vec![
+        ("[admin]\ngroup = \"\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::Empty { key: "admin.group" })
+        }),
+        ("[admin]\ngroup = \"a:b\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::BadAdminGroup { .. })
+        }),
+        ("[admin]\nmetrics_listen = \"localhost\"\n", 2, |k| {
+            matches!(k, ConfigErrorKind::BadMetricsListen { .. })
+        }),
+    ];
+    for (text, line, check) in cases {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{text}: {errs:?}");
+        assert_eq!(errs[0].line(), Some(line), "{text}");
+        assert!(check(&errs[0].kind), "{text}: {}", errs[0]);
+    }
 }

@@ -2,6 +2,7 @@
 //! the typed [`Config`] and its [`PolicySnapshot`], and collects every
 //! error with its position instead of stopping at the first.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,11 +13,17 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
+use super::raw::RawOneOrMany;
 use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
+use super::recipients::RecipientList;
 use super::{
-    AdminConfig, CertificatePaths, Config, ListenerConfig, LoggingConfig, ServerConfig, TlsConfig,
+    AdminConfig, CertificatePaths, Config, DomainMtaSts, ListenerConfig, LoggingConfig,
+    MtaStsHostConfig, ServerConfig, TlsConfig,
 };
+use crate::auth::{AuthUser, AuthUsers, PasswordHash};
 use crate::logging::{self, LogFormat};
+use crate::mta_sts::policy::MAX_AGE_LIMIT;
+use crate::mta_sts::{tlsrpt_record, HostedPolicy, Mode, MxPattern};
 use crate::policy::level::UnknownWord;
 use crate::policy::{
     BuildError, Defaults, Direction, DirectionPolicy, DomainName, ManagedDomain, MinTlsVersion,
@@ -28,6 +35,8 @@ const DEFAULT_DATA_DIR: &str = "data";
 const DEFAULT_LISTENER: &str = "127.0.0.1:2525";
 const DEFAULT_ADMIN_SOCKET: &str = "admin.sock";
 const DEFAULT_LOG_LEVEL: &str = "info";
+/// One week, as RFC 8461 section 3.2 suggests ("weeks or greater").
+const DEFAULT_MTA_STS_MAX_AGE: u64 = 604_800;
 
 pub(super) fn parse(
     text: &str,
@@ -53,16 +62,23 @@ pub(super) fn parse(
         .socket
         .as_ref()
         .map(|s| v.path(s, "admin.socket", base_dir));
+    let admin_group = v.admin_group(&raw);
+    let metrics_listen = v.metrics_listen(&raw);
     let logging = v.logging(&raw);
     let policy = v.policy(&raw);
     let relay = v.relay_sources(&raw);
+    let recipients = v.recipient_lists(&raw, base_dir);
+    let mta_sts_host = v.mta_sts_host(&raw);
+    let hosted_mta_sts = v.hosted_mta_sts(&raw);
+    let users = v.auth_users(&raw);
     let tls = v.tls(&raw, base_dir);
     let delivery = v.delivery(&raw);
     let dns = v.dns(&raw, base_dir);
     let mta_sts = v.mta_sts_client(&raw, base_dir);
     let routes = v.routes(&raw);
     if !v.errors.is_empty() {
-        v.errors.sort_by_key(|e| e.location);
+        // The configuration file's errors first, then those of the files it names.
+        v.errors.sort_by_key(|e| (e.file != file, e.location));
         return Err(ConfigErrors(v.errors));
     }
     match (server, policy) {
@@ -70,12 +86,18 @@ pub(super) fn parse(
             source: file.to_owned(),
             admin: AdminConfig {
                 socket: admin_socket.unwrap_or_else(|| server.data_dir.join(DEFAULT_ADMIN_SOCKET)),
+                group: admin_group,
+                metrics_listen,
             },
             server,
             listeners,
             logging,
             policy: Arc::new(policy),
             relay: Arc::new(relay),
+            recipients,
+            mta_sts_host,
+            hosted_mta_sts,
+            users: Arc::new(users),
             tls,
             delivery,
             dns,
@@ -181,6 +203,45 @@ impl Validator<'_> {
         })
     }
 
+    /// `[admin] group`: a group name or a numeric id (whether the group
+    /// exists is checked when the socket is created).
+    fn admin_group(&mut self, raw: &RawConfig) -> Option<String> {
+        let group = raw.admin.group.as_ref()?;
+        let name = group.get_ref().trim();
+        if name.is_empty() {
+            self.error(&group.span(), Kind::Empty { key: "admin.group" });
+            return None;
+        }
+        if name.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control()) {
+            self.error(
+                &group.span(),
+                Kind::BadAdminGroup {
+                    given: name.to_string(),
+                },
+            );
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// `[admin] metrics_listen`: the read-only metrics listener.
+    fn metrics_listen(&mut self, raw: &RawConfig) -> Option<SocketAddr> {
+        let given = raw.admin.metrics_listen.as_ref()?;
+        match given.get_ref().trim().parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(e) => {
+                self.error(
+                    &given.span(),
+                    Kind::BadMetricsListen {
+                        given: given.get_ref().clone(),
+                        reason: e.to_string(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
     fn tls(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> TlsConfig {
         let tls = &raw.tls;
         let default = match (&tls.certificate, &tls.key) {
@@ -245,6 +306,268 @@ impl Validator<'_> {
             sni.push((name, paths));
         }
         TlsConfig { default, sni }
+    }
+
+    /// `[[tenants]] users`: names unique across tenants, hashes parsed.
+    fn auth_users(&mut self, raw: &RawConfig) -> AuthUsers {
+        let mut users = AuthUsers::default();
+        let mut lines: Vec<(String, Range<usize>)> = Vec::new();
+        for tenant in &raw.tenants {
+            let tenant_name = tenant.name.get_ref().trim();
+            for user in &tenant.users {
+                let name = user.name.get_ref();
+                let reason = if name.is_empty() {
+                    Some("it is empty")
+                } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    Some("spaces and control characters are not allowed")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    self.error(
+                        &user.name.span(),
+                        Kind::BadUserName {
+                            given: name.clone(),
+                            reason,
+                        },
+                    );
+                }
+                let hash = PasswordHash::parse(user.password_hash.get_ref()).map_err(|e| {
+                    self.error(
+                        &user.password_hash.span(),
+                        Kind::BadPasswordHash {
+                            reason: e.to_string(),
+                        },
+                    )
+                });
+                let (Ok(hash), None) = (hash, reason) else {
+                    continue;
+                };
+                if tenant_name.is_empty() {
+                    continue; // reported with the tenant
+                }
+                let inserted = users.insert(AuthUser {
+                    name: name.clone(),
+                    tenant: TenantName::new(tenant_name),
+                    hash,
+                });
+                match inserted {
+                    Ok(()) => lines.push((name.to_ascii_lowercase(), user.name.span())),
+                    Err(first) => {
+                        let first_line = lines
+                            .iter()
+                            .find(|(n, _)| *n == name.to_ascii_lowercase())
+                            .map_or(0, |(_, span)| self.line(span));
+                        self.error(
+                            &user.name.span(),
+                            Kind::DuplicateUser {
+                                name: name.clone(),
+                                first_tenant: first.tenant.as_str().to_string(),
+                                first_line,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        users
+    }
+
+    /// `[mta_sts_host]`: the policy server's listen addresses.
+    fn mta_sts_host(&mut self, raw: &RawConfig) -> MtaStsHostConfig {
+        let mut listen: Vec<(SocketAddr, Range<usize>)> = Vec::new();
+        for given in &raw.mta_sts_host.listen {
+            let address = match given.get_ref().parse::<SocketAddr>() {
+                Ok(address) => address,
+                Err(e) => {
+                    self.error(
+                        &given.span(),
+                        Kind::BadListenAddress {
+                            given: given.get_ref().clone(),
+                            reason: e.to_string(),
+                        },
+                    );
+                    continue;
+                }
+            };
+            if let Some((_, first)) = listen.iter().find(|(a, _)| *a == address) {
+                let first_line = self.line(first);
+                self.error(
+                    &given.span(),
+                    Kind::DuplicateListener {
+                        address: address.to_string(),
+                        first_line,
+                    },
+                );
+                continue;
+            }
+            listen.push((address, given.span()));
+        }
+        MtaStsHostConfig {
+            listen: listen.into_iter().map(|(a, _)| a).collect(),
+        }
+    }
+
+    /// Every `[domains.mta_sts]`: mode, mx patterns, max_age (RFC 8461
+    /// section 3.2) and the TLSRPT destinations (RFC 8460 section 3).
+    fn hosted_mta_sts(&mut self, raw: &RawConfig) -> HashMap<String, DomainMtaSts> {
+        let mut hosted = HashMap::new();
+        for domain in &raw.domains {
+            let domain = domain.get_ref();
+            let Some(sts) = &domain.mta_sts else {
+                continue;
+            };
+            let table_span = sts.span();
+            let sts = sts.get_ref();
+            let mode = match sts.mode.get_ref().as_str() {
+                "enforce" => Some(Mode::Enforce),
+                "testing" => Some(Mode::Testing),
+                "none" => Some(Mode::None),
+                other => {
+                    self.error(
+                        &sts.mode.span(),
+                        Kind::UnknownWord(UnknownWord::new(
+                            "MTA-STS mode",
+                            other,
+                            &["enforce", "testing", "none"],
+                        )),
+                    );
+                    None
+                }
+            };
+            let mut mx = Vec::with_capacity(sts.mx.len());
+            for pattern in &sts.mx {
+                match MxPattern::parse(pattern.get_ref()) {
+                    Ok(p) => mx.push(p),
+                    Err(e) => self.error(
+                        &pattern.span(),
+                        Kind::BadMxPattern {
+                            reason: e.to_string(),
+                        },
+                    ),
+                }
+            }
+            if let Some(mode) = mode {
+                if sts.mx.is_empty() && mode != Mode::None {
+                    self.error(
+                        &table_span,
+                        Kind::NoMxPatterns {
+                            mode: mode.to_string(),
+                        },
+                    );
+                }
+            }
+            let max_age = match &sts.max_age {
+                None => Some(DEFAULT_MTA_STS_MAX_AGE),
+                Some(given) => match u64::try_from(*given.get_ref()) {
+                    Ok(age) if age <= MAX_AGE_LIMIT => Some(age),
+                    _ => {
+                        self.error(
+                            &given.span(),
+                            Kind::BadMaxAge {
+                                given: *given.get_ref(),
+                            },
+                        );
+                        None
+                    }
+                },
+            };
+            // A bad domain name is reported with the policy.
+            let Ok(name) = domain.name.get_ref().parse::<DomainName>() else {
+                continue;
+            };
+            let (tlsrpt, tlsrpt_is_default) = match &sts.tlsrpt {
+                None => (vec![format!("mailto:tlsrpt@{name}")], true),
+                Some(given) => {
+                    let list = match given.get_ref() {
+                        RawOneOrMany::One(uri) => vec![uri.clone()],
+                        RawOneOrMany::Many(uris) => uris.clone(),
+                    };
+                    if let Err(e) = tlsrpt_record(name.as_str(), &list) {
+                        self.error(
+                            &given.span(),
+                            Kind::BadTlsRpt {
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                    (list, false)
+                }
+            };
+            if let (Some(mode), Some(max_age)) = (mode, max_age) {
+                hosted.insert(
+                    name.as_str().to_string(),
+                    DomainMtaSts {
+                        policy: HostedPolicy {
+                            domain: name.as_str().to_string(),
+                            mode,
+                            mx,
+                            max_age,
+                        },
+                        tlsrpt,
+                        tlsrpt_is_default,
+                    },
+                );
+            }
+        }
+        hosted
+    }
+
+    /// Reads every `[[domains]] recipients` file. A domain whose name is
+    /// bad is skipped here (its error is recorded with the policy).
+    fn recipient_lists(
+        &mut self,
+        raw: &RawConfig,
+        base_dir: Option<&Path>,
+    ) -> HashMap<String, Arc<RecipientList>> {
+        let mut lists = HashMap::new();
+        for domain in &raw.domains {
+            let domain = domain.get_ref();
+            let Some(file) = &domain.recipients else {
+                continue;
+            };
+            let path = self.path(file, "domains.recipients", base_dir);
+            let Ok(name) = domain.name.get_ref().parse::<DomainName>() else {
+                continue;
+            };
+            if file.get_ref().is_empty() {
+                continue;
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.error(
+                        &file.span(),
+                        Kind::RecipientsUnreadable {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        },
+                    );
+                    continue;
+                }
+            };
+            match RecipientList::parse(&path, &text, name.as_str()) {
+                Ok(list) => {
+                    lists.insert(name.as_str().to_string(), Arc::new(list));
+                }
+                Err(bad_lines) => {
+                    for bad in bad_lines {
+                        self.errors.push(ConfigError {
+                            file: path.display().to_string(),
+                            location: Some(Location {
+                                line: bad.line,
+                                column: bad.column,
+                            }),
+                            kind: Kind::BadRecipient {
+                                given: bad.given,
+                                reason: bad.reason,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        lists
     }
 
     fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {

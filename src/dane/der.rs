@@ -4,14 +4,16 @@
 //! `None` on anything malformed, never panics.
 
 /// One TLV element: its tag, the whole encoding, and what follows it.
-struct Element<'a> {
-    tag: u8,
-    whole: &'a [u8],
-    content: &'a [u8],
-    rest: &'a [u8],
+/// Also used by `probe::certinfo` to show certificate names and dates.
+pub(crate) struct Element<'a> {
+    pub(crate) tag: u8,
+    pub(crate) whole: &'a [u8],
+    pub(crate) content: &'a [u8],
+    pub(crate) rest: &'a [u8],
 }
 
-fn element(input: &[u8]) -> Option<Element<'_>> {
+/// The first DER element of `input`; `None` when malformed or truncated.
+pub(crate) fn element(input: &[u8]) -> Option<Element<'_>> {
     let (&tag, after_tag) = input.split_first()?;
     let (&first, after_len) = after_tag.split_first()?;
     let (length, after_header) = if first < 0x80 {

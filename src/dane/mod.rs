@@ -10,7 +10,7 @@
 
 pub mod connection;
 pub mod decision;
-mod der;
+pub(crate) mod der;
 pub mod plan;
 pub mod tlsa;
 pub mod verify;

@@ -50,6 +50,7 @@ pub struct Shared {
     pub mta_sts: Arc<PolicyCache>,
     /// WebPKI roots for MTA-STS (`None` when they could not be loaded).
     pub webpki: Option<Arc<WebPkiServerVerifier>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Whether the destination could be reached at all, for its backoff.
@@ -235,6 +236,16 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
     }
     log_outcomes(&lease, &outcomes, &attempt, level, started);
+    let tls_outcome = match (
+        &attempt.tls_version,
+        attempt.authentication,
+        &attempt.mx_host,
+    ) {
+        (Some(_), QueueAuth::Dane | QueueAuth::Webpki, _) => "authenticated",
+        (Some(_), QueueAuth::None, _) => "unauthenticated",
+        (None, _, Some(_)) => "plaintext",
+        (None, _, None) => "refused",
+    };
     warn_if_delayed(&shared, &config, &lease, &outcomes).await;
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
@@ -251,6 +262,14 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
         Err(e) => warn!(error = %e, "recording a delivery attempt failed"),
     }
+    let metrics = &shared.metrics;
+    for _ in 0..report.delivered {
+        metrics.delivered(&tenant, latency);
+    }
+    for _ in 0..report.deferred {
+        metrics.deferred(&tenant);
+    }
+    metrics.tls_outcome(level.as_str(), tls_outcome);
     report.tenant = tenant;
     report.latency = latency;
     report

@@ -100,6 +100,9 @@ fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
                 &format!("bounce for message {}", bounce.id),
             )?;
             info!(original = %bounce.id, dsn = %id, to = %dsn.recipient, recipients = bounce.recipients.len(), "bounce queued");
+            for _ in &bounce.recipients {
+                shared.metrics.bounced(&bounce.tenant);
+            }
         }
         Ok(DsnOutcome::NoBounceForNullSender) => {
             info!(original = %bounce.id, recipients = bounce.recipients.len(), "no bounce: the sender is null");

@@ -80,6 +80,17 @@ pub async fn serve_connection<H: SessionHandler>(
                 let verdict = handler.rcpt(&conn, &from, accepted, &to, &params);
                 answer(&mut session, verdict)?;
             }
+            Event::Auth { credentials } => {
+                let username = credentials.username.clone();
+                let verdict = handler.auth(&conn, credentials).await;
+                answer(&mut session, verdict)?;
+                if let Some(user) = session.authenticated() {
+                    info!(conn = conn.id, peer = %conn.peer, user, "authenticated");
+                    conn.authenticated = Some(user.to_string());
+                } else {
+                    info!(conn = conn.id, peer = %conn.peer, user = %username, "authentication failed");
+                }
+            }
             Event::Message { envelope, body } => {
                 let verdict = handler.message(&conn, envelope, body).await;
                 answer(&mut session, verdict)?;
@@ -125,6 +136,7 @@ pub async fn serve_connection<H: SessionHandler>(
                 );
                 conn.tls = Some(info);
                 conn.helo = None;
+                conn.authenticated = None;
                 stream = MaybeTls::Server(Box::new(tls_stream));
                 session.tls_established().map_err(std::io::Error::other)?;
             }

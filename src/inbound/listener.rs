@@ -179,6 +179,7 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
             local,
             tls: None,
             helo: None,
+            authenticated: None,
         };
         let admitted = shared.admit(peer.ip());
         let shared = shared.clone();

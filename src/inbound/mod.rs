@@ -13,7 +13,9 @@ pub mod trace;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use crate::smtp::{Envelope, ForwardPath, MailParams, RcptParams, ReversePath, Verdict};
+use crate::smtp::{
+    Credentials, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
+};
 
 pub use connection::{serve_connection, Timeouts};
 pub use listener::{ConnectionLimits, Listener, ListenerError};
@@ -29,6 +31,8 @@ pub struct ConnectionInfo {
     pub tls: Option<TlsInfo>,
     /// The HELO/EHLO name, once given.
     pub helo: Option<String>,
+    /// The user name SMTP AUTH succeeded with.
+    pub authenticated: Option<String>,
 }
 
 /// What a TLS handshake achieved.
@@ -76,4 +80,18 @@ pub trait SessionHandler: Send + Sync + 'static {
         envelope: Envelope,
         body: Vec<u8>,
     ) -> impl Future<Output = Verdict> + Send;
+
+    /// Checks SMTP AUTH credentials (only asked when the session config
+    /// offers AUTH). The default knows no users.
+    fn auth(
+        &self,
+        _conn: &ConnectionInfo,
+        _credentials: Credentials,
+    ) -> impl Future<Output = Verdict> + Send {
+        std::future::ready(Verdict::Reject(Reply::new(
+            535,
+            (5, 7, 8),
+            "Authentication credentials invalid",
+        )))
+    }
 }

@@ -4,10 +4,15 @@
 //! - Relay control: a client inside a tenant's relay sources, sending with
 //!   a sender domain that is an enabled managed domain of that tenant, may
 //!   relay to any recipient (outbound mail; the TLS peer is the recipient
-//!   domain). Any other client may only reach enabled managed domains
-//!   (inbound mail; bare `<Postmaster>` is ours, RFC 5321 section 4.5.1).
+//!   domain). So may a session authenticated (SMTP AUTH, RFC 4954) as one
+//!   of the tenant's users. Any other client may only reach enabled
+//!   managed domains (inbound mail; bare `<Postmaster>` is ours, RFC 5321
+//!   section 4.5.1).
 //!   Everything else gets `554 5.7.1 Relay access denied`: never an open
 //!   relay.
+//! - Valid recipients: a managed domain may list its recipients
+//!   (`[[domains]] recipients`); an unlisted local part gets `550 5.1.1`,
+//!   `postmaster` is always accepted (RFC 5321 section 4.5.1).
 //! - Inbound TLS policy: the peer is the connecting IP (exact or CIDR) or
 //!   the envelope sender's domain, the managed domain is the recipient's.
 //!   A `mandatory` peer without TLS gets `530 5.7.0 Must issue a STARTTLS
@@ -18,7 +23,8 @@
 //!   carries its tenant and the policy it was accepted under), with a
 //!   `Received:` header; `250` only once every part is durable, `452` on a
 //!   full disk, `552` when the queue's size limit is exceeded, `451` on any
-//!   other storage failure.
+//!   other storage failure. Each message queued counts as received for its
+//!   tenant in the server's metrics.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,9 +36,12 @@ use super::trace::{received_header, Trace};
 use super::{ConnectionInfo, SessionHandler};
 use crate::config::Config;
 use crate::live::LiveConfig;
-use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel};
+use crate::metrics::Metrics;
+use crate::policy::relay::authorize_tenant;
+use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel, TenantName};
 use crate::smtp::{
-    BodyType, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply, ReversePath, Verdict,
+    BodyType, Credentials, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply,
+    ReversePath, Verdict,
 };
 
 /// The destination key of inbound mail for a managed domain: its
@@ -49,7 +58,15 @@ pub struct Reception {
     queue: Arc<Queue>,
     /// Called once a message is durable (wakes the delivery engine).
     on_queued: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Bounds the PBKDF2 checks running at once, so a flood of AUTH
+    /// attempts queues up instead of taking every core.
+    auth_checks: tokio::sync::Semaphore,
+    /// `received` per queued message.
+    metrics: Arc<Metrics>,
 }
+
+/// Password checks that may run at the same time.
+const CONCURRENT_AUTH_CHECKS: usize = 2;
 
 /// Where one recipient's copy goes, and under which policy.
 struct Route {
@@ -63,12 +80,20 @@ impl Reception {
             live,
             queue,
             on_queued: None,
+            auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
     /// Calls `waker` after each message is durable.
     pub fn with_waker(mut self, waker: Arc<dyn Fn() + Send + Sync>) -> Reception {
         self.on_queued = Some(waker);
+        self
+    }
+
+    /// Counts received messages into `metrics` (the server's shared ones).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
+        self.metrics = metrics;
         self
     }
 
@@ -81,13 +106,26 @@ impl Reception {
         from: &ReversePath,
         to: &ForwardPath,
     ) -> Result<Route, Reply> {
+        if let Some(reply) = unknown_recipient(config, to) {
+            info!(conn = conn.id, peer = %conn.peer, %from, %to, "unknown recipient");
+            return Err(reply);
+        }
         let sender = sender_domain(from);
         let policy = &config.policy;
         let hostname = config.server.hostname.as_str();
-        match config
-            .relay
-            .authorize(conn.peer.ip(), sender.as_deref(), policy)
-        {
+        let by_address = || {
+            config
+                .relay
+                .authorize(conn.peer.ip(), sender.as_deref(), policy)
+        };
+        // A session authenticated as a tenant's user relays under the same
+        // sender rule as that tenant's relay sources.
+        let authorized = match authenticated_tenant(config, conn) {
+            Some(tenant) => authorize_tenant(&tenant, sender.as_deref(), policy)
+                .or_else(|refusal| by_address().map_err(|_| refusal)),
+            None => by_address(),
+        };
+        match authorized {
             Ok(_) => {
                 if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
                     if let Some(recipient_domain) = m.host.domain_lowercase() {
@@ -132,6 +170,39 @@ impl Reception {
             resolution,
         })
     }
+}
+
+/// The tenant of the user the session authenticated as (`None` also when
+/// a reload removed that user).
+fn authenticated_tenant(config: &Config, conn: &ConnectionInfo) -> Option<TenantName> {
+    let name = conn.authenticated.as_deref()?;
+    config.users.get(name).map(|user| user.tenant.clone())
+}
+
+fn auth_refusal() -> Verdict {
+    Verdict::Reject(Reply::new(
+        535,
+        (5, 7, 8),
+        "Authentication credentials invalid",
+    ))
+}
+
+/// `550 5.1.1` for a recipient of an enabled managed domain that lists its
+/// valid recipients, when the local part is not listed (`postmaster` is
+/// always valid, RFC 5321 4.5.1).
+fn unknown_recipient(config: &Config, to: &ForwardPath) -> Option<Reply> {
+    let ForwardPath::Mailbox(mailbox) = to else {
+        return None;
+    };
+    let domain = managed_domain(config, mailbox)?;
+    let list = config.recipients.get(&domain)?;
+    (!list.accepts(&mailbox.local_part)).then(|| {
+        Reply::new(
+            550,
+            (5, 1, 1),
+            format!("<{mailbox}>: Recipient address rejected: user unknown"),
+        )
+    })
 }
 
 /// The enabled managed domain a recipient mailbox belongs to.
@@ -225,6 +296,40 @@ impl SessionHandler for Reception {
         }
     }
 
+    /// SMTP AUTH against `[[tenants]] users`. The PBKDF2 check runs on the
+    /// blocking pool; an unknown user, a failed check, or PLAIN acting for
+    /// another identity (authzid) all get `535 5.7.8`.
+    async fn auth(&self, conn: &ConnectionInfo, credentials: Credentials) -> Verdict {
+        let config = self.live.current();
+        let Some(user) = config.users.get(&credentials.username).cloned() else {
+            info!(conn = conn.id, peer = %conn.peer, user = %credentials.username, "SMTP AUTH refused: unknown user");
+            return auth_refusal();
+        };
+        if credentials
+            .authzid
+            .as_deref()
+            .is_some_and(|z| !z.eq_ignore_ascii_case(&credentials.username))
+        {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: acting for another identity is not supported");
+            return auth_refusal();
+        }
+        let password = credentials.password().as_bytes().to_vec();
+        let checked = user.clone();
+        let Ok(_slot) = self.auth_checks.acquire().await else {
+            return auth_refusal(); // never closed
+        };
+        let valid = tokio::task::spawn_blocking(move || checked.hash.verify(&password))
+            .await
+            .unwrap_or(false);
+        if valid {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, tenant = %user.tenant, "SMTP AUTH succeeded");
+            Verdict::Accept
+        } else {
+            info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: wrong password");
+            auth_refusal()
+        }
+    }
+
     async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
         let now = SystemTime::now();
         let at = now
@@ -306,15 +411,19 @@ impl SessionHandler for Reception {
                 body: stored,
                 arrived_at: now,
             };
+            let tenant = message.tenant.clone();
             match self.queue.enqueue(message) {
-                Ok(durable) => pending.push(durable),
+                Ok(durable) => pending.push((durable, tenant)),
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
         let mut ids = Vec::with_capacity(pending.len());
-        for durable in pending {
+        for (durable, tenant) in pending {
             match durable.await {
-                Ok(id) => ids.push(id.to_string()),
+                Ok(id) => {
+                    self.metrics.received(&tenant);
+                    ids.push(id.to_string());
+                }
                 Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
             }
         }
@@ -359,11 +468,12 @@ mod tests {
             local: "192.0.2.1:25".parse().expect("addr"),
             tls: None,
             helo: None,
+            authenticated: None,
         }
     }
 
     fn reception(config: &str) -> (Reception, tempfile::TempDir) {
-        let config = crate::config::Config::parse(config, "test.toml", None).expect("config");
+        let config = crate::config::Config::for_test(config);
         let dir = tempfile::tempdir().expect("tempdir");
         let queue = Queue::open(dir.path().join("queue"), Default::default()).expect("queue");
         let reception = Reception::new(Arc::new(LiveConfig::new(config)), Arc::new(queue));
@@ -416,6 +526,47 @@ inbound.default = { level = "mandatory" }
             &mailbox("bob@other.example"),
         );
         assert_eq!(elsewhere.err().map(|r| r.code), Some(554));
+    }
+
+    #[test]
+    fn an_authenticated_session_relays_for_its_tenant() {
+        let hash = crate::auth::hash_password(b"pw", crate::auth::MIN_ITERATIONS)
+            .expect("hash")
+            .to_string();
+        let (reception, _dir) = reception(&format!(
+            r#"
+[[domains]]
+name = "acme.example"
+tenant = "acme"
+
+[[domains]]
+name = "globex.example"
+tenant = "globex"
+
+[[tenants]]
+name = "acme"
+users = [{{ name = "relay@acme", password_hash = "{hash}" }}]
+"#
+        ));
+        let config = reception.live.current();
+        let sender = |address: &str| match mailbox(address) {
+            ForwardPath::Mailbox(m) => ReversePath::Mailbox(m),
+            ForwardPath::Postmaster => ReversePath::Null,
+        };
+        let to = mailbox("bob@elsewhere.test");
+        let mut authed = conn();
+        authed.authenticated = Some("Relay@Acme".into());
+        let table = [
+            (&authed, sender("a@acme.example"), Ok("elsewhere.test")),
+            (&authed, sender("a@globex.example"), Err(554)),
+            (&authed, ReversePath::Null, Err(554)),
+            (&conn(), sender("a@acme.example"), Err(554)),
+        ];
+        for (conn, from, want) in table {
+            let got = reception.route(&config, conn, &from, &to);
+            let got = got.map(|r| r.destination).map_err(|r| r.code);
+            assert_eq!(got.as_deref().map_err(|c| *c), want, "{from}");
+        }
     }
 
     #[test]

@@ -402,20 +402,18 @@ impl HostResolver for crate::dns::Resolver {
         port: u16,
     ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
         Box::pin(async move {
-            let found = self.addresses(host).await;
-            let addrs: Vec<SocketAddr> = found
-                .lookup
-                .records()
-                .iter()
-                .map(|ip| SocketAddr::new(*ip, port))
-                .collect();
-            if addrs.is_empty() {
-                Err(io::Error::new(
+            match self.addresses(host).await.lookup {
+                crate::dns::Lookup::Records { records, .. } => Ok(records
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()),
+                crate::dns::Lookup::Failed(failure) => Err(io::Error::other(format!(
+                    "{host}: address lookup failed: {failure}"
+                ))),
+                _ => Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("{host}: no address records"),
-                ))
-            } else {
-                Ok(addrs)
+                )),
             }
         })
     }

@@ -52,19 +52,28 @@ impl RelaySources {
         sender_domain: Option<&str>,
         policy: &PolicySnapshot,
     ) -> Result<TenantName, RelayRefusal> {
-        let tenant = self
-            .tenant_of(ip)
-            .ok_or(RelayRefusal::NotASource { ip })?
-            .clone();
-        let Some(domain) = sender_domain else {
-            return Err(RelayRefusal::NullSender { tenant });
-        };
-        match policy.domain(domain) {
-            Some(managed) if managed.enabled && managed.tenant == tenant => Ok(tenant),
-            _ => Err(RelayRefusal::ForeignSender {
-                domain: domain.to_string(),
-                tenant,
-            }),
-        }
+        let tenant = self.tenant_of(ip).ok_or(RelayRefusal::NotASource { ip })?;
+        authorize_tenant(tenant, sender_domain, policy)
+    }
+}
+
+/// Whether a client of `tenant` (a relay source, or a session that
+/// authenticated as one of the tenant's users) may relay mail from
+/// `sender_domain`: only with an enabled managed domain of that tenant.
+pub fn authorize_tenant(
+    tenant: &TenantName,
+    sender_domain: Option<&str>,
+    policy: &PolicySnapshot,
+) -> Result<TenantName, RelayRefusal> {
+    let tenant = tenant.clone();
+    let Some(domain) = sender_domain else {
+        return Err(RelayRefusal::NullSender { tenant });
+    };
+    match policy.domain(domain) {
+        Some(managed) if managed.enabled && managed.tenant == tenant => Ok(tenant),
+        _ => Err(RelayRefusal::ForeignSender {
+            domain: domain.to_string(),
+            tenant,
+        }),
     }
 }

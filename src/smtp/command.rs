@@ -76,6 +76,12 @@ pub enum Command {
     Help {
         topic: Option<String>,
     },
+    /// `AUTH mechanism [initial-response]` (RFC 4954 section 4); the
+    /// mechanism upper-cased, the response as sent (base64, or `=`).
+    Auth {
+        mechanism: String,
+        initial_response: Option<String>,
+    },
 }
 
 /// Which address a path error concerns, for the enhanced code
@@ -147,9 +153,7 @@ impl CommandError {
 }
 
 /// Verbs we know but do not offer (RFC 5321 4.2.4: 502).
-const NOT_IMPLEMENTED: &[&str] = &[
-    "EXPN", "AUTH", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML",
-];
+const NOT_IMPLEMENTED: &[&str] = &["EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"];
 
 /// Parses one command line without its CRLF.
 pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
@@ -213,6 +217,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                 })
             }
         }
+        "AUTH" => parse_auth(arg),
         "HELP" => Ok(Command::Help {
             topic: (!arg.is_empty()).then(|| arg.to_string()),
         }),
@@ -306,6 +311,30 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
     Ok(Command::Mail {
         from,
         params: parsed,
+    })
+}
+
+/// `AUTH SP sasl-mech [SP initial-response]` (RFC 4954 section 4).
+fn parse_auth(arg: &str) -> Result<Command, CommandError> {
+    let mut words = arg.split(' ').filter(|w| !w.is_empty());
+    let Some(mechanism) = words.next() else {
+        return Err(CommandError::MissingArgument { verb: "AUTH" });
+    };
+    let initial_response = words.next().map(str::to_string);
+    // sasl-mech = 1*20(UPPER-ALPHA / DIGIT / "-" / "_") (RFC 4422 3.1).
+    let mechanism_ok = mechanism.len() <= 20
+        && mechanism
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !mechanism_ok || words.next().is_some() {
+        return Err(CommandError::Syntax {
+            verb: "AUTH",
+            expected: "AUTH mechanism [initial-response]",
+        });
+    }
+    Ok(Command::Auth {
+        mechanism: mechanism.to_ascii_uppercase(),
+        initial_response,
     })
 }
 
@@ -495,6 +524,20 @@ mod tests {
             ),
             ("STARTTLS", Command::StartTls),
             ("starttls", Command::StartTls),
+            (
+                "auth plain AGEAYg==",
+                Command::Auth {
+                    mechanism: "PLAIN".into(),
+                    initial_response: Some("AGEAYg==".into()),
+                },
+            ),
+            (
+                "AUTH LOGIN",
+                Command::Auth {
+                    mechanism: "LOGIN".into(),
+                    initial_response: None,
+                },
+            ),
             ("HELP", Command::Help { topic: None }),
             (
                 "HELP MAIL",
@@ -514,7 +557,9 @@ mod tests {
             ("FOO bar", 500, (5, 5, 2)),
             ("", 500, (5, 5, 2)),
             ("EXPN list", 502, (5, 5, 1)),
-            ("AUTH PLAIN", 502, (5, 5, 1)),
+            ("AUTH", 501, (5, 5, 4)),
+            ("AUTH PLAIN abc extra", 501, (5, 5, 4)),
+            ("AUTH PL@IN", 501, (5, 5, 4)),
             ("EHLO", 501, (5, 5, 4)),
             ("DATA now", 501, (5, 5, 4)),
             ("QUIT please", 501, (5, 5, 4)),

@@ -20,5 +20,6 @@ pub use data::{encode_data, BdatReceiver, ContentError, DataProgress, DataReceiv
 pub use ehlo::EhloCapabilities;
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
 pub use server::{
-    Envelope, Event, Recipient, Session, SessionConfig, SessionError, Transfer, Verdict,
+    AuthMechanism, Credentials, Envelope, Event, Recipient, Session, SessionConfig, SessionError,
+    Transfer, Verdict,
 };

@@ -9,13 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealpost::policy::MinTlsVersion;
-use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
-use sealpost::smtp::client::{
-    ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
-    TlsParams, TlsRequirement,
-};
-use sealpost::smtp::{Reply, SessionConfig};
+use sealpost::smtp::SessionConfig;
 use serde_json::Value;
 
 use super::dns::TestDns;
@@ -141,63 +135,21 @@ pub async fn deferred_events(sealpost: &Sealpost, to: &str, times: usize) -> Vec
     with_result(sealpost, to, "deferred")
 }
 
-pub fn submission_client() -> Arc<ClientConfig> {
-    let mut config = ClientConfig::new("tenant-server.acme.test");
-    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
-    Arc::new(config)
-}
-
 /// Relays one message through sealpost as the tenant's server would (from
 /// 127.0.0.1, a relay source); returns the queue id from the 250 reply.
 pub async fn submit(sealpost: SocketAddr, from: &str, to: &str) -> String {
     submit_to(sealpost, from, &[to]).await
 }
 
-/// [`submit`] with several recipients (every one must be accepted).
+/// [`submit`] with several recipients (sealpost must accept them).
 pub async fn submit_to(sealpost: SocketAddr, from: &str, to: &[&str]) -> String {
-    let peer = Peer {
-        mx_host: GATEWAY.into(),
-        addr: sealpost,
-    };
-    let params = TlsParams::new(TlsRequirement::Opportunistic, MinTlsVersion::Any, GATEWAY)
-        .expect("server name");
-    let mut conn = Connection::connect(peer, &params, submission_client())
-        .await
-        .expect("connect to sealpost");
-    let reverse = parse_reverse_path(&format!("<{from}>")).expect("sender");
-    let forward: Vec<_> = to
-        .iter()
-        .map(|to| parse_forward_path(&format!("<{to}>")).expect("recipient"))
-        .collect();
-    let to = to.join(", ");
+    let list = to.join(", ");
     let body = format!(
-        "From: <{from}>\r\nTo: {to}\r\nSubject: delivery level test\r\n\r\nHello {to}.\r\n"
+        "From: <{from}>\r\nTo: {list}\r\nSubject: delivery level test\r\n\r\nHello {list}.\r\n"
     );
-    let message = OutboundMessage {
-        from: &reverse,
-        to: &forward,
-        body: body.as_bytes(),
-    };
-    let mut replies = Vec::new();
-    match conn.send(&message).await.expect("send to sealpost") {
-        Delivery::Attempted(outcomes) => {
-            for outcome in outcomes {
-                match outcome {
-                    RecipientOutcome::Delivered(reply) => replies.push(reply),
-                    other => panic!("sealpost refused {from} -> {to}: {other:?}"),
-                }
-            }
-        }
-        Delivery::Refused(why) => panic!("sealpost refused {from} -> {to}: {why}"),
-    };
-    let reply: Reply = replies.pop().expect("a reply");
-    conn.quit().await;
-    let text = reply.text();
-    text.split("queued as ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no queue id in `{text}`"))
-        .trim()
-        .to_string()
+    super::sealpost::submit(sealpost, from, to, body.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("sealpost refused {from} -> {list}: {e}"))
 }
 
 /// The common part of sealpost's configuration: listening on `listen`,

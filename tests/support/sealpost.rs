@@ -1,7 +1,8 @@
 //! The real `sealpost` binary as a child process: started on a config in a
 //! temporary directory, logging JSON to a file the test can search,
 //! stopped with SIGTERM, killed with SIGKILL and restarted on the same
-//! data directory.
+//! data directory; [`run_to_exit`] for a `serve` expected to refuse to
+//! start.
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -30,7 +31,12 @@ impl Sealpost {
     /// Writes `config(smtp_port)` to `sealpost.toml` in a new temporary
     /// directory (relative paths in it land there) and starts `serve`.
     pub fn start(config: impl Fn(u16) -> String) -> Sealpost {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Sealpost::start_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// As [`Sealpost::start`], in a directory the test has prepared (files
+    /// the configuration names, such as recipients lists or certificates).
+    pub fn start_in(dir: tempfile::TempDir, config: impl Fn(u16) -> String) -> Sealpost {
         let port = free_port();
         std::fs::write(dir.path().join("sealpost.toml"), config(port)).expect("write config");
         let mut sealpost = Sealpost {
@@ -154,12 +160,69 @@ impl Sealpost {
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
     }
+
+    /// The queue under `data/queue`, opened by the test (after
+    /// [`Sealpost::stop`]: sled allows one process at a time).
+    pub fn open_queue(&self) -> sealpost_queue::Queue {
+        sealpost_queue::Queue::open(
+            self.path("data/queue"),
+            sealpost_queue::QueueOptions::default(),
+        )
+        .expect("reopen the queue")
+    }
 }
 
 impl Drop for Sealpost {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `sealpost --config <config> <args>` run to its end (without
+/// `RUST_LOG`): its exit code, standard output and standard error.
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the sealpost binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sealpost --config <config> serve` expected to exit by itself (a
+/// refused start): its exit code and standard error (human log format),
+/// waiting 10 seconds at most.
+pub fn run_to_exit(config: &std::path::Path) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return (status.code(), stderr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("sealpost did not exit by itself");
 }
 
 /// `[dns]` for a test DNS server: its address and trust anchor file.
@@ -178,6 +241,119 @@ pub fn dns_section(settings: &sealpost::dns::ResolverSettings) -> String {
     format!("[dns]\nnameservers = [{}]\n{anchor}", servers.join(", "))
 }
 
-/// `[dns]` pointing at a closed local port: lookups fail fast and nothing
-/// leaves the machine.
+/// The start of a test configuration: `[server]` named `mx.sealpost.test`
+/// with its data in `data/` (relative to the test directory), and one
+/// `[[listeners]]` on 127.0.0.1:`port`.
+pub fn server_head(port: u16) -> String {
+    format!(
+        "[server]\nhostname = \"mx.sealpost.test\"\ndata_dir = \"data\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n"
+    )
+}
+
+/// `[dns]` pointing at a closed local port: nothing leaves the machine,
+/// but a lookup fails only after the resolver's timeout (15 s): for mail
+/// that needs DNS, use a `dns::TestDns` (e.g. with `servfail`).
 pub const NO_DNS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n";
+
+/// Submits one message to sealpost at `addr` with sealpost's own client
+/// (STARTTLS when offered); `Ok(queue id)` on 250, else the reply or error.
+pub async fn submit(
+    addr: SocketAddr,
+    from: &str,
+    to: &[&str],
+    body: &[u8],
+) -> Result<String, String> {
+    use sealpost::smtp::address::{parse_forward_path, parse_reverse_path};
+    use sealpost::smtp::client::{
+        ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+        TlsParams, TlsRequirement,
+    };
+    let mut config = ClientConfig::new("submitter.test");
+    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    let params = TlsParams::new(
+        TlsRequirement::Opportunistic,
+        sealpost::policy::MinTlsVersion::Any,
+        "localhost",
+    )
+    .map_err(|e| e.to_string())?;
+    let peer = Peer {
+        mx_host: "sealpost".into(),
+        addr,
+    };
+    let mut conn = Connection::connect(peer, &params, std::sync::Arc::new(config))
+        .await
+        .map_err(|e| e.to_string())?;
+    let from = parse_reverse_path(&format!("<{from}>")).map_err(|e| e.to_string())?;
+    let to: Vec<_> = to
+        .iter()
+        .map(|t| parse_forward_path(&format!("<{t}>")).expect("test address"))
+        .collect();
+    let sent = conn
+        .send(&OutboundMessage {
+            from: &from,
+            to: &to,
+            body,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.quit().await;
+    match sent {
+        Delivery::Attempted(outcomes) => match outcomes.first() {
+            Some(RecipientOutcome::Delivered(reply)) => Ok(reply
+                .text()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_string()),
+            Some(other) => Err(other.reply().to_string()),
+            None => Err("no outcome".into()),
+        },
+        Delivery::Refused(why) => Err(why.to_string()),
+    }
+}
+
+/// Connects to sealpost at `addr` in plaintext, expects the 220 greeting
+/// and says `EHLO client.test` (expecting 250): the connection and the
+/// EHLO reply (its extension lines).
+pub async fn greet(addr: SocketAddr) -> (tokio::net::TcpStream, sealpost::smtp::Reply) {
+    use super::smtp::{command, read_reply};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(read_reply(&mut tcp).await.code, 220);
+    let ehlo = command(&mut tcp, "EHLO client.test").await;
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    (tcp, ehlo)
+}
+
+/// [`greet`], then `STARTTLS` (expecting 220): the connection, ready for
+/// the client's TLS handshake.
+pub async fn before_tls(addr: SocketAddr) -> tokio::net::TcpStream {
+    let (mut tcp, _) = greet(addr).await;
+    assert_eq!(super::smtp::command(&mut tcp, "STARTTLS").await.code, 220);
+    tcp
+}
+
+/// Connects to sealpost at `addr`, says EHLO, upgrades with STARTTLS
+/// (any certificate; these TLS versions) and says EHLO again.
+pub async fn starttls(
+    addr: SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use super::smtp::command;
+    let tcp = before_tls(addr).await;
+    let config = rustls::ClientConfig::builder_with_provider(super::pki::provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(
+            std::sync::Arc::new(sealpost::tls::Unauthenticated::new()),
+        )
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mx.sealpost.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with sealpost");
+    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
+    tls
+}

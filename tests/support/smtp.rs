@@ -134,6 +134,11 @@ fn pump(session: &mut Session, decide: &Decide, transcript: &mut Transcript) -> 
                 transcript.messages.push((envelope, body));
                 session.answer(verdict).expect("pending");
             }
+            Event::Auth { .. } => {
+                // The scripted peer knows no users.
+                let refuse = Reply::new(535, (5, 7, 8), "Authentication credentials invalid");
+                session.answer(Verdict::Reject(refuse)).expect("pending");
+            }
             Event::StartTls => return Stop::StartTls,
             Event::AwaitingAnswer => panic!("every event was answered"),
             Event::Close => return Stop::Close,
@@ -196,7 +201,7 @@ impl TestSmtpServer {
     ) -> TestSmtpServer {
         let listener = Listener::bind(&[address])
             .await
-            .expect("bind the test server");
+            .unwrap_or_else(|e| panic!("bind {address}: {e:?}"));
         let addr = listener.local_addrs()[0];
         let received = Arc::new(Mutex::new(Vec::new()));
         let config = Arc::new(SessionConfig {
@@ -307,4 +312,25 @@ pub fn code(reply: &Reply) -> String {
         Some(e) => format!("{} {e}", reply.code),
         None => reply.code.to_string(),
     }
+}
+
+/// `mail` (a whole `MAIL FROM:` line, expecting 250), then `rcpt` (a
+/// whole `RCPT TO:` line): the RCPT reply.
+pub async fn mail_rcpt<S>(stream: &mut S, mail: &str, rcpt: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let answer = command(stream, mail).await;
+    assert_eq!(answer.code, 250, "{mail}: {answer:?}");
+    command(stream, rcpt).await
+}
+
+/// `DATA` (expecting 354), then `message` and the closing dot: the reply
+/// to the message.
+pub async fn data<S>(stream: &mut S, message: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    assert_eq!(command(stream, "DATA").await.code, 354);
+    command(stream, &format!("{message}\r\n.")).await
 }

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use sealpost_queue::{
-    AcceptedPolicy, Attempt, Authentication, NewMessage, NewRecipient, Queue, QueueOptions,
+    AcceptedPolicy, Attempt, Authentication, Lease, NewMessage, NewRecipient, Outcome, Queue,
+    QueueOptions, RetryPolicy,
 };
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +54,22 @@ pub fn attempt(secs: u64, reply: &str) -> Attempt {
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
         authentication: Authentication::Dane,
         reply_or_reason: reply.into(),
+    }
+}
+
+/// Records the attempt on `lease` that delivered recipient `index` with
+/// `250 ok` at `at(secs)`, under the default retry policy.
+pub fn record_delivered(q: &Queue, lease: Lease, index: u16, secs: u64) {
+    let delivered = Outcome::Delivered {
+        reply: "250 ok".into(),
+    };
+    if let Err(e) = q.record_attempt(
+        lease,
+        &[(index, delivered)],
+        attempt(secs, "250 ok"),
+        &RetryPolicy::default(),
+    ) {
+        panic!("record the delivery of recipient {index}: {e}");
     }
 }
 

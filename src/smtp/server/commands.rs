@@ -30,11 +30,15 @@ impl Session {
 
     fn unsupported_param(&self, params: &[(String, Option<String>)]) -> Option<Reply> {
         let unknown = params.iter().find(|(k, _)| {
-            !self
-                .config
-                .extra_params
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(k))
+            // MAIL's AUTH= (RFC 4954 section 5) is accepted and ignored
+            // where AUTH is offered.
+            let auth_param = self.config.auth_available && k.eq_ignore_ascii_case("AUTH");
+            !auth_param
+                && !self
+                    .config
+                    .extra_params
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(k))
         })?;
         Some(Reply::new(
             555,
@@ -197,6 +201,10 @@ impl Session {
                 self.reply(Reply::new(214, (2, 0, 0), text));
                 None
             }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(mechanism, initial_response),
             Command::StartTls => {
                 if self.tls {
                     self.error(bad_sequence("Error: TLS already active"));
@@ -229,6 +237,11 @@ impl Session {
         ];
         if self.config.tls_available && !self.tls {
             lines.push("STARTTLS".to_string());
+        }
+        // RFC 4954 section 4 allows AUTH before TLS; offering it only
+        // under TLS keeps passwords off plaintext connections.
+        if self.config.auth_available && self.tls {
+            lines.push("AUTH PLAIN LOGIN".to_string());
         }
         lines.push("SMTPUTF8".to_string());
         lines.push("CHUNKING".to_string());

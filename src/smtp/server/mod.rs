@@ -33,13 +33,19 @@
 //! - Errors: after `max_errors` protocol errors or 5xx rejections the session
 //!   answers `421 4.7.0` and closes.
 //! - VRFY is disabled: `252 2.5.2` (RFC 5321 section 3.5.3).
+//! - AUTH PLAIN and LOGIN (RFC 4954), when configured, only under TLS:
+//!   see [`auth`].
 
+mod auth;
 mod commands;
 mod types;
 
 pub use types::{
-    Envelope, Event, Recipient, SessionConfig, SessionError, Transaction, Transfer, Verdict,
+    AuthMechanism, Credentials, Envelope, Event, Recipient, SessionConfig, SessionError,
+    Transaction, Transfer, Verdict,
 };
+
+use auth::{AuthStep, MAX_AUTH_LINE};
 
 use std::sync::Arc;
 
@@ -59,6 +65,9 @@ enum Pending {
         params: RcptParams,
     },
     Message,
+    Auth {
+        username: String,
+    },
 }
 
 #[derive(Debug)]
@@ -75,6 +84,8 @@ enum Phase {
         discard: Option<Reply>,
     },
     Pending(Pending),
+    /// In an AUTH exchange, waiting for the client's next line.
+    Auth(AuthStep),
     AwaitingTls,
     Closed,
 }
@@ -91,6 +102,8 @@ pub struct Session {
     tls: bool,
     transaction: Option<Transaction>,
     errors: u32,
+    /// The user name accepted by AUTH.
+    authenticated: Option<String>,
 }
 
 impl Session {
@@ -105,6 +118,7 @@ impl Session {
             tls: false,
             transaction: None,
             errors: 0,
+            authenticated: None,
             config,
         };
         let greeting = Reply::plain(220, format!("{} ESMTP sealpost", session.config.hostname));
@@ -172,6 +186,11 @@ impl Session {
         self.transaction.as_ref()
     }
 
+    /// The user name AUTH succeeded with, if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
     /// Protocol errors and rejections counted so far.
     pub fn errors(&self) -> u32 {
         self.errors
@@ -186,13 +205,14 @@ impl Session {
         self.tls = true;
         self.helo = None;
         self.transaction = None;
+        self.authenticated = None;
         self.input.clear();
         self.pos = 0;
         self.phase = Phase::Command;
         Ok(())
     }
 
-    /// Answers the outstanding `MailFrom`, `Rcpt` or `Message` event.
+    /// Answers the outstanding `MailFrom`, `Rcpt`, `Auth` or `Message` event.
     pub fn answer(&mut self, verdict: Verdict) -> Result<(), SessionError> {
         let Phase::Pending(pending) = std::mem::replace(&mut self.phase, Phase::Command) else {
             return Err(SessionError::NotAwaitingAnswer);
@@ -206,6 +226,10 @@ impl Session {
             (Pending::Mail { .. }, _) => Reply::new(250, (2, 1, 0), "Ok"),
             (Pending::Rcpt { .. }, _) => Reply::new(250, (2, 1, 5), "Ok"),
             (Pending::Message, _) => Reply::new(250, (2, 0, 0), "Ok: queued"),
+            (Pending::Auth { .. }, true) => Reply::new(235, (2, 7, 0), "Authentication successful"),
+            (Pending::Auth { .. }, false) => {
+                Reply::new(535, (5, 7, 8), "Authentication credentials invalid")
+            }
         };
         let reply = reply.unwrap_or(default);
         match pending {
@@ -225,6 +249,7 @@ impl Session {
                 }
             }
             Pending::Message => self.transaction = None,
+            Pending::Auth { username } if accept => self.authenticated = Some(username),
             _ => {}
         }
         if accept {
@@ -283,6 +308,32 @@ impl Session {
                             let len = MAX_COMMAND_LINE + 1;
                             self.error(CommandError::LineTooLong { len }.reply());
                         }
+                    }
+                }
+                Phase::Auth(_) => {
+                    let rest = &self.input[self.pos..];
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        if rest.len() >= MAX_AUTH_LINE {
+                            // Ends the exchange: 500 once the line is over.
+                            self.pos = self.input.len();
+                            self.phase = Phase::DiscardLine;
+                            continue;
+                        }
+                        return Event::NeedInput;
+                    };
+                    let line = rest[..nl].to_vec();
+                    self.pos += nl + 1;
+                    let Phase::Auth(step) = std::mem::replace(&mut self.phase, Phase::Command)
+                    else {
+                        continue;
+                    };
+                    if line.len() + 1 > MAX_AUTH_LINE {
+                        let text = "Authentication Exchange line is too long";
+                        self.error(Reply::new(500, (5, 5, 6), text));
+                        continue;
+                    }
+                    if let Some(event) = self.auth_line(step, &line) {
+                        return event;
                     }
                 }
                 Phase::Data(rx) => {

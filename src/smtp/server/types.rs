@@ -22,6 +22,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Whether the I/O layer can do STARTTLS (a certificate is configured).
     pub tls_available: bool,
+    /// Whether AUTH PLAIN and LOGIN are offered (RFC 4954); they are
+    /// advertised and accepted only under TLS.
+    pub auth_available: bool,
     /// MAIL/RCPT parameters, besides SIZE, BODY and SMTPUTF8, that are
     /// passed to the caller instead of getting `555` (e.g. `REQUIRETLS`).
     pub extra_params: Vec<String>,
@@ -35,6 +38,7 @@ impl Default for SessionConfig {
             max_recipients: 100,
             max_errors: 20,
             tls_available: false,
+            auth_available: false,
             extra_params: Vec::new(),
         }
     }
@@ -100,6 +104,10 @@ pub enum Event {
     /// A complete, valid message. Store it, then [`Session::answer`]: accept
     /// only once it is durable. The transaction ends either way.
     Message { envelope: Envelope, body: Vec<u8> },
+    /// AUTH gave credentials (RFC 4954): check them, then
+    /// [`Session::answer`]: accept (`235 2.7.0`) or reject (`535 5.7.8`
+    /// counts as an error; `454 4.7.0` for a temporary failure).
+    Auth { credentials: Credentials },
     /// `220` was queued: write the output, run the TLS handshake on the same
     /// connection, then call [`Session::tls_established`] (or close).
     StartTls,
@@ -109,7 +117,57 @@ pub enum Event {
     Close,
 }
 
-/// The caller's answer to `MailFrom`, `Rcpt` or `Message`.
+/// The SASL mechanisms offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMechanism {
+    /// RFC 4616.
+    Plain,
+    /// The obsolete but common LOGIN (username and password prompts).
+    Login,
+}
+
+/// What a client authenticated with. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub mechanism: AuthMechanism,
+    /// PLAIN's authorization identity when not empty (acting for another
+    /// user; a handler normally refuses one that differs from `username`).
+    pub authzid: Option<String>,
+    pub username: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(
+        mechanism: AuthMechanism,
+        authzid: Option<String>,
+        username: String,
+        password: String,
+    ) -> Credentials {
+        Credentials {
+            mechanism,
+            authzid,
+            username,
+            password,
+        }
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("mechanism", &self.mechanism)
+            .field("authzid", &self.authzid)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The caller's answer to `MailFrom`, `Rcpt`, `Auth` or `Message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Accept with the standard reply (`250 2.1.0`, `250 2.1.5`, `250 2.0.0`).

@@ -1,0 +1,584 @@
+//! The admin API's endpoints (listed in `docs/admin-api.md`): routing by
+//! method and path, and one handler per endpoint. Queue work runs on the
+//! blocking pool (the queue's calls wait for disk flushes).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use sealpost_queue::{ListFilter, MessageId, Queue, QueueError, StateKind};
+
+use super::http::{self, parse_json, parse_query, read_body, ApiError, HttpResponse};
+use super::views::{
+    outcome_text, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
+    MessagePage, MessageSummary, Oldest, ReasonCount, Summary, TenantDomain, TenantView, Touched,
+};
+use super::{AdminState, DeliveryView};
+use crate::cli::{explain, ExplainRequest};
+use crate::metrics::{state_name, STATES};
+use crate::policy::Direction;
+
+/// Default and largest page of `GET /queue/messages`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Messages with deferred recipients read for the summary's defer reasons.
+const SUMMARY_SCAN: usize = 10_000;
+/// Messages read per step of a filter action.
+const ACTION_STEP: usize = 500;
+
+/// The answer to one request on the admin socket.
+pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpResponse {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or("").to_string();
+    let segments: Vec<String> = match path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| http::percent_decode(s, false))
+        .collect()
+    {
+        Ok(segments) => segments,
+        Err(e) => return http::error(&e),
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["queue", "summary"]) => match no_query(&query) {
+            Ok(()) => blocking(&state, summary)
+                .await
+                .map(|s| http::json(StatusCode::OK, &s)),
+            Err(e) => Err(e),
+        },
+        (&Method::GET, ["queue", "messages"]) => list(&state, &query).await,
+        (&Method::GET, ["queue", "messages", id]) => match no_query(&query) {
+            Ok(()) => show(&state, id).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["queue", "messages", id, action]) => {
+            let id = id.to_string();
+            let action = action.to_string();
+            match read_body(request).await {
+                Ok(body) => message_action(&state, &id, &action, &body).await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::POST, ["queue", "actions", action]) => {
+            let action = action.to_string();
+            match read_body(request).await {
+                Ok(body) => filter_action(&state, &action, &body).await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::GET, ["destinations"]) => match no_query(&query) {
+            Ok(()) => destinations(&state).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["destinations", name, "flush"]) => flush(&state, name).await,
+        (&Method::GET, ["tenants"]) => no_query(&query).map(|()| tenants(&state)),
+        (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
+        (&Method::POST, ["reload"]) => reload(&state).await,
+        (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
+        (_, known) => Err(match allowed_method(known) {
+            Some(allowed) => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}: use {allowed}"),
+            ),
+            None => ApiError::not_found(format!("no endpoint {path}")),
+        }),
+    };
+    let response = result.unwrap_or_else(|e| http::error(&e));
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "admin request");
+    response
+}
+
+/// The answer to one request on the metrics listener: `GET /metrics` only.
+pub async fn metrics_only(state: Arc<AdminState>, request: Request<Incoming>) -> HttpResponse {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(&state),
+        (_, "/metrics") => http::error(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the metrics listener is read-only: GET /metrics",
+        )),
+        (_, path) => http::error(&ApiError::not_found(format!(
+            "no endpoint {path}: the metrics listener serves only GET /metrics"
+        ))),
+    }
+}
+
+fn allowed_method(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["queue", "summary"]
+        | ["queue", "messages"]
+        | ["queue", "messages", _]
+        | ["destinations"]
+        | ["tenants"]
+        | ["policy", "explain"]
+        | ["metrics"] => Some("GET"),
+        ["queue", "messages", _, _]
+        | ["queue", "actions", _]
+        | ["destinations", _, "flush"]
+        | ["reload"] => Some("POST"),
+        _ => None,
+    }
+}
+
+fn no_query(query: &str) -> Result<(), ApiError> {
+    if query.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "this endpoint takes no query parameters",
+        ))
+    }
+}
+
+fn queue_error(e: QueueError) -> ApiError {
+    match e {
+        QueueError::NotFound { .. } => ApiError::not_found(e.to_string()),
+        QueueError::BadMessageId { .. } => ApiError::bad_request(e.to_string()),
+        e => ApiError::internal(e.to_string()),
+    }
+}
+
+/// Runs queue work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &AdminState,
+    work: impl FnOnce(&Queue) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let queue = state.queue.clone();
+    tokio::task::spawn_blocking(move || work(&queue))
+        .await
+        .map_err(|e| ApiError::internal(format!("the queue task failed: {e}")))?
+}
+
+fn parse_id(id: &str) -> Result<MessageId, ApiError> {
+    MessageId::from_str(id).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Counts from the queue's counters; the defer reasons from a walk over
+/// messages with deferred recipients, bounded by [`SUMMARY_SCAN`].
+fn summary(queue: &Queue) -> Result<Summary, ApiError> {
+    let now = SystemTime::now();
+    let counts = queue.counts();
+    let oldest = queue
+        .list(&ListFilter::default(), None, 1)
+        .map_err(queue_error)?
+        .items
+        .into_iter()
+        .next()
+        .map(|m| Oldest::of(m.id, m.arrived_at, now));
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let deferred = ListFilter {
+        state: Some(StateKind::Deferred),
+        ..ListFilter::default()
+    };
+    let mut scanned = 0u64;
+    let mut cursor = None;
+    let mut complete = true;
+    loop {
+        let room = SUMMARY_SCAN.saturating_sub(scanned as usize);
+        if room == 0 {
+            complete = false;
+            break;
+        }
+        let page = queue
+            .list(&deferred, cursor, room.min(ACTION_STEP))
+            .map_err(queue_error)?;
+        for message in &page.items {
+            scanned += 1;
+            for r in &message.recipients {
+                if r.state.kind() != StateKind::Deferred {
+                    continue;
+                }
+                if let Some(last) = r.attempts.last() {
+                    *reasons.entry(outcome_text(last).to_string()).or_default() += 1;
+                }
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut top: Vec<ReasonCount> = reasons
+        .into_iter()
+        .map(|(reason, recipients)| ReasonCount { reason, recipients })
+        .collect();
+    top.sort_by(|a, b| {
+        b.recipients
+            .cmp(&a.recipients)
+            .then(a.reason.cmp(&b.reason))
+    });
+    top.truncate(10);
+    Ok(Summary {
+        messages: counts.by_tenant.values().sum(),
+        recipients_by_state: STATES
+            .iter()
+            .map(|s| {
+                (
+                    state_name(*s).to_string(),
+                    counts.by_state.get(s).copied().unwrap_or(0),
+                )
+            })
+            .collect(),
+        messages_by_tenant: counts.by_tenant.clone(),
+        recipients_by_destination: counts.by_destination.clone(),
+        oldest,
+        top_defer_reasons: top,
+        defer_scan_messages: scanned,
+        defer_scan_complete: complete,
+    })
+}
+
+async fn list(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> {
+    let mut spec = FilterSpec::default();
+    let mut cursor = None;
+    let mut limit = DEFAULT_PAGE;
+    for (name, value) in parse_query(query)? {
+        match name.as_str() {
+            "cursor" => cursor = Some(parse_id(&value)?),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "bad limit `{value}`: a number from 1 to {MAX_PAGE}"
+                        ))
+                    })?
+            }
+            _ => {
+                if !spec.set(&name, value) {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown query parameter `{name}`: use tenant, sender, recipient, domain, \
+                         state, min_age, reason, cursor or limit"
+                    )));
+                }
+            }
+        }
+    }
+    let now = SystemTime::now();
+    let filter = spec.to_list_filter(now).map_err(ApiError::bad_request)?;
+    let page = blocking(state, move |queue| {
+        queue.list(&filter, cursor, limit).map_err(queue_error)
+    })
+    .await?;
+    let page = MessagePage {
+        messages: page
+            .items
+            .iter()
+            .map(|m| MessageSummary::of(m, now))
+            .collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
+    };
+    Ok(http::json(StatusCode::OK, &page))
+}
+
+async fn show(state: &AdminState, id: &str) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(id)?;
+    let info = blocking(state, move |queue| queue.show(id).map_err(queue_error)).await?;
+    // Outbound mail (its destination is the recipient domain): the policy
+    // the configuration in force gives this sender and destination now.
+    let effective = info
+        .recipients
+        .first()
+        .filter(|r| !r.destination.starts_with("inbound:"))
+        .and_then(|r| {
+            let request = ExplainRequest {
+                from: info.mail_from.clone(),
+                to: r.destination.clone(),
+                ip: None,
+                direction: Some(Direction::Outbound),
+            };
+            explain(&state.live.current().policy, &request).ok()
+        })
+        .and_then(|e| serde_json::to_value(e).ok());
+    let detail = MessageDetail::of(&info, effective, SystemTime::now());
+    Ok(http::json(StatusCode::OK, &detail))
+}
+
+/// An operator action on queued messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Retry,
+    Hold,
+    Release,
+    Delete,
+    Bounce,
+}
+
+impl Action {
+    fn parse(name: &str) -> Result<Action, ApiError> {
+        Ok(match name {
+            "retry" => Action::Retry,
+            "hold" => Action::Hold,
+            "release" => Action::Release,
+            "delete" => Action::Delete,
+            "bounce" => Action::Bounce,
+            other => {
+                return Err(ApiError::not_found(format!(
+                    "unknown action `{other}`: retry, hold, release, delete or bounce"
+                )))
+            }
+        })
+    }
+
+    /// Applies the action to one message: whether it changed anything.
+    fn apply(self, queue: &Queue, id: MessageId, bounce_reason: &str) -> Result<bool, QueueError> {
+        let now = SystemTime::now();
+        let changed = match self {
+            Action::Retry => queue.retry_now(id, now)?,
+            Action::Hold => queue.hold(id)?,
+            Action::Release => queue.release(id, now)?,
+            Action::Bounce => queue.bounce_now(id, bounce_reason)?,
+            Action::Delete => {
+                queue.delete(id)?;
+                1
+            }
+        };
+        Ok(changed > 0)
+    }
+}
+
+const DEFAULT_BOUNCE_REASON: &str = "bounced by the postmaster";
+
+async fn message_action(
+    state: &AdminState,
+    id: &str,
+    action: &str,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let action = Action::parse(action)?;
+    let id = parse_id(id)?;
+    let request: MessageActionRequest = parse_json(body)?;
+    if request.bounce_reason.is_some() && action != Action::Bounce {
+        return Err(ApiError::bad_request(
+            "`bounce_reason` belongs to the bounce action only",
+        ));
+    }
+    let reason = request
+        .bounce_reason
+        .unwrap_or_else(|| DEFAULT_BOUNCE_REASON.to_string());
+    let changed = blocking(state, move |queue| {
+        action.apply(queue, id, &reason).map_err(queue_error)
+    })
+    .await?;
+    tracing::info!(id = %id, ?action, changed, "admin action on one message");
+    Ok(http::json(
+        StatusCode::OK,
+        &Touched {
+            touched: u64::from(changed),
+        },
+    ))
+}
+
+async fn filter_action(
+    state: &AdminState,
+    action: &str,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let action = Action::parse(action)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "a JSON filter body is required, e.g. {\"tenant\": \"acme\"} or {\"confirm_all\": true}",
+        ));
+    }
+    let request: ActionRequest = parse_json(body)?;
+    let spec = request.filter();
+    if spec.is_empty() && !request.confirm_all {
+        return Err(ApiError::bad_request(format!(
+            "this filter matches every message: add \"confirm_all\": true to {action:?} them all"
+        )));
+    }
+    if request.bounce_reason.is_some() && action != Action::Bounce {
+        return Err(ApiError::bad_request(
+            "`bounce_reason` belongs to the bounce action only",
+        ));
+    }
+    let filter = spec
+        .to_list_filter(SystemTime::now())
+        .map_err(ApiError::bad_request)?;
+    let reason = request
+        .bounce_reason
+        .unwrap_or_else(|| DEFAULT_BOUNCE_REASON.to_string());
+    let touched = blocking(state, move |queue| {
+        let mut touched = 0u64;
+        let mut cursor = None;
+        loop {
+            let page = queue
+                .list(&filter, cursor, ACTION_STEP)
+                .map_err(queue_error)?;
+            for message in &page.items {
+                match action.apply(queue, message.id, &reason) {
+                    Ok(true) => touched += 1,
+                    Ok(false) => {}
+                    // Gone since it was listed (delivered or deleted).
+                    Err(QueueError::NotFound { .. }) => {}
+                    Err(e) => return Err(queue_error(e)),
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(touched),
+            }
+        }
+    })
+    .await?;
+    tracing::info!(?action, ?spec, touched, "admin action on a filter");
+    Ok(http::json(StatusCode::OK, &Touched { touched }))
+}
+
+/// Runs a call into the delivery engine on the blocking pool: the
+/// engine's implementation may take locks.
+async fn engine<T: Send + 'static>(
+    state: &AdminState,
+    work: impl FnOnce(&dyn DeliveryView) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let delivery = state.delivery.clone();
+    tokio::task::spawn_blocking(move || work(delivery.as_ref()))
+        .await
+        .map_err(|e| ApiError::internal(format!("the delivery engine's answer failed: {e}")))
+}
+
+async fn destinations(state: &AdminState) -> Result<HttpResponse, ApiError> {
+    let destinations = engine(state, |delivery| delivery.destinations()).await?;
+    let answer = Destinations {
+        destinations,
+        queued_recipients: state.queue.counts().by_destination,
+    };
+    Ok(http::json(StatusCode::OK, &answer))
+}
+
+async fn flush(state: &AdminState, name: &str) -> Result<HttpResponse, ApiError> {
+    let destination = name.to_string();
+    if engine(state, move |delivery| delivery.flush(&destination)).await? {
+        tracing::info!(destination = name, "destination cache flushed");
+        Ok(http::json(
+            StatusCode::OK,
+            &serde_json::json!({ "flushed": name }),
+        ))
+    } else {
+        Err(ApiError::not_found(format!(
+            "the delivery engine has no state for destination `{name}`"
+        )))
+    }
+}
+
+fn tenants(state: &AdminState) -> HttpResponse {
+    let config = state.live.current();
+    let counters = state.metrics.tenants();
+    let queued = state.queue.counts().by_tenant;
+    let mut rows: BTreeMap<String, TenantView> = BTreeMap::new();
+    let row = |rows: &mut BTreeMap<String, TenantView>, name: &str| {
+        if !rows.contains_key(name) {
+            let c = counters.get(name).copied().unwrap_or_default();
+            rows.insert(
+                name.to_string(),
+                TenantView {
+                    name: name.to_string(),
+                    domains: Vec::new(),
+                    queued_messages: queued.get(name).copied().unwrap_or(0),
+                    received: c.received,
+                    delivered: c.delivered,
+                    deferred: c.deferred,
+                    bounced: c.bounced,
+                },
+            );
+        }
+    };
+    for domain in config.policy.domains() {
+        row(&mut rows, domain.tenant.as_str());
+        if let Some(r) = rows.get_mut(domain.tenant.as_str()) {
+            r.domains.push(TenantDomain {
+                name: domain.name.as_str().to_string(),
+                enabled: domain.enabled,
+            });
+        }
+    }
+    for name in counters.keys().chain(queued.keys()) {
+        row(&mut rows, name);
+    }
+    let tenants: Vec<TenantView> = rows.into_values().collect();
+    http::json(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
+}
+
+fn policy_explain(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> {
+    let mut from = None;
+    let mut to = None;
+    let mut ip = None;
+    let mut direction = None;
+    for (name, value) in parse_query(query)? {
+        match name.as_str() {
+            "from" => from = Some(value),
+            "to" => to = Some(value),
+            "ip" => {
+                ip = Some(value.parse::<IpAddr>().map_err(|_| {
+                    ApiError::bad_request(format!("bad ip `{value}`: an IPv4 or IPv6 address"))
+                })?)
+            }
+            "direction" => {
+                direction = Some(
+                    Direction::from_str(&value)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`: use from, to, ip or direction"
+                )))
+            }
+        }
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(ApiError::bad_request(
+            "`from` and `to` are required (`from=<>` for the null sender)",
+        ));
+    };
+    let request = ExplainRequest {
+        from,
+        to,
+        ip,
+        direction,
+    };
+    let explanation = explain(&state.live.current().policy, &request)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(http::json(StatusCode::OK, &explanation))
+}
+
+async fn reload(state: &AdminState) -> Result<HttpResponse, ApiError> {
+    let reload = state.reload.clone();
+    let outcome = tokio::task::spawn_blocking(move || reload())
+        .await
+        .map_err(|e| ApiError::internal(format!("the reload task failed: {e}")))?;
+    match outcome {
+        Ok(report) => Ok(http::json(StatusCode::OK, &report)),
+        Err(errors) => {
+            tracing::error!(error = %errors, "reload through the admin socket refused; the configuration in force stays");
+            Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "the new configuration was refused; the one in force stays".to_string(),
+                details: errors.lines().map(str::to_string).collect(),
+            })
+        }
+    }
+}
+
+fn metrics(state: &AdminState) -> HttpResponse {
+    let text = state.metrics.render(&state.queue.counts());
+    let mut text = text;
+    text.push_str(&format!(
+        "# HELP sealpost_config_generation Configurations put in force since start (1 before any reload).\n\
+         # TYPE sealpost_config_generation gauge\n\
+         sealpost_config_generation {}\n",
+        state.live.generation()
+    ));
+    http::respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        text.into_bytes(),
+    )
+}
