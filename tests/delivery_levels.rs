@@ -257,6 +257,7 @@ outbound.peers = [
 
     // mandatory min 1.3 to a TLS 1.2 receiver: deferred, naming the version.
     let events = deferred_events(&sealpost, &rcpt("m13.test"), 2).await;
+    assert_eq!(events[0]["mx"], "mx.m13.test", "the one MX tried is named");
     let detail = events[0]["detail"].as_str().unwrap_or_default();
     assert!(
         detail.contains("TLSv1_2") && detail.contains("1.3"),

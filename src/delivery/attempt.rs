@@ -236,15 +236,14 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
     }
     log_outcomes(&lease, &outcomes, &attempt, level, started);
-    let tls_outcome = match (
-        &attempt.tls_version,
-        attempt.authentication,
-        &attempt.mx_host,
-    ) {
+    // A session that ran names its MX; a deferral that tried one address
+    // names it too, but no session ran: refused.
+    let session_ran = attempt.mx_host.is_some() && report.health == Health::Reached;
+    let tls_outcome = match (&attempt.tls_version, attempt.authentication, session_ran) {
         (Some(_), QueueAuth::Dane | QueueAuth::Webpki, _) => "authenticated",
         (Some(_), QueueAuth::None, _) => "unauthenticated",
-        (None, _, Some(_)) => "plaintext",
-        (None, _, None) => "refused",
+        (None, _, true) => "plaintext",
+        (None, _, false) => "refused",
     };
     warn_if_delayed(&shared, &config, &lease, &outcomes).await;
     let tenant = lease.tenant.clone();
@@ -438,6 +437,8 @@ impl Session<'_> {
         };
         let mut problems: Vec<String> = Vec::new();
         let mut policy_refused = false;
+        // The addresses tried and failed (for the attempt record).
+        let mut failed_at: Vec<(&str, SocketAddr)> = Vec::new();
         let mut refusal: Option<(MessageRefusal, Achieved)> = None;
         for hop in hops {
             for addr in &hop.addresses {
@@ -470,6 +471,7 @@ impl Session<'_> {
                     Tried::Failed { why, refused } => {
                         policy_refused |= refused;
                         problems.push(why);
+                        failed_at.push((&hop.host, *addr));
                     }
                 }
             }
@@ -493,12 +495,18 @@ impl Session<'_> {
             return (outcomes, attempt, Health::Reached);
         }
         let reason = format!("{}: {}", self.level, problems.join("; "));
+        let mut attempt = local_attempt(&reason);
+        if let [(host, addr)] = failed_at.as_slice() {
+            // One address was tried: the record (and log) names it.
+            attempt.mx_host = Some(host.to_string());
+            attempt.ip = Some(addr.ip().to_string());
+        }
         let (outcomes, attempt) = all(
             lease,
             |_| Outcome::Deferred {
                 reason: reason.clone(),
             },
-            local_attempt(&reason),
+            attempt,
         );
         let health = if policy_refused {
             Health::Refused(reason)
