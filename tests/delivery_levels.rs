@@ -32,6 +32,10 @@ fn policy_text(mx_pattern: &str) -> String {
     format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n")
 }
 
+/// One managed domain whose outbound peers give each recipient domain its
+/// level and minimum TLS version; each recipient domain has its own MX.
+/// Delivered where the policy allows it (with the TLS and authentication
+/// logged), otherwise deferred with the reason and no MAIL ever sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_level_and_minimum_version_through_the_real_server() {
     let port = free_port();

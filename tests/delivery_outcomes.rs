@@ -22,6 +22,9 @@ use support::pki::{self, ALL_VERSIONS};
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Ask, Decide, Received};
 
+/// A 550 from the recipient's MX fails the recipient at once and the DSN
+/// (multipart/report, from `<>`) reaches the sender's own server through
+/// its managed domain's route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_5xx_from_an_outbound_mx_bounces_to_the_senders_own_server() {
     let port = free_port();

@@ -21,6 +21,10 @@ use support::pki::{self, ALL_VERSIONS, TLS12_ONLY};
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Received};
 
+/// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2) to
+/// one MX offering only TLS 1.2: a.test's cleartext session (TLS 1.2 is
+/// below its minimum) is reused for its second message but never carries
+/// b.test's, which gets its own TLS 1.2 connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_are_reused_only_where_the_policy_allows() {
     let port = free_port();
