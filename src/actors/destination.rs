@@ -4,13 +4,20 @@
 //! attempts as futures on its arbiter.
 //!
 //! Backoff: when an attempt could reach no host at all (DNS failure, every
-//! MX refused the connection or the required TLS), the destination pauses
-//! for `[delivery] destination_backoff`, doubled per further failure up to
+//! MX refused the connection or timed out), the destination pauses for
+//! `[delivery] destination_backoff`, doubled per further failure up to
 //! `max_destination_backoff`. Leases that arrive meanwhile are deferred at
 //! once with that reason instead of each trying and failing; the first
 //! lease after the pause tries again. Any server answering clears it.
+//!
+//! When the hosts answered but refused what one policy requires (no
+//! STARTTLS for `mandatory`, TLS below its minimum, a DANE or MTA-STS
+//! failure), only mail under that same policy (level and minimum TLS
+//! version) pauses: the destination's mail under other policies, which
+//! the hosts may well take, goes on. A transaction under that policy, or
+//! the pause running out, clears it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +27,7 @@ use tracing::{info, warn};
 
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
-use crate::delivery::{attempt, Health, Pool, Report, Shared};
+use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
 
 /// Deliver this lease.
 #[derive(Message)]
@@ -32,10 +39,97 @@ pub struct Deliver(pub Lease);
 #[rtype(result = "()")]
 pub struct Flush;
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Backoff {
     until: SystemTime,
     failures: u32,
     reason: String,
+}
+
+/// What holds a destination's leases back: its own pause (no host
+/// answered) and the pauses of policies its hosts refused. Pure state,
+/// driven by the attempts' [`Health`] and the clock passed in.
+#[derive(Debug, Default)]
+struct Pauses {
+    /// No host answered: every lease waits.
+    down: Option<Backoff>,
+    /// The hosts refused one policy's TLS: leases under that policy wait.
+    /// An expired entry is kept so that a further refusal doubles the
+    /// pause; there are at most as many entries as (level, minimum TLS
+    /// version) pairs.
+    refused: HashMap<Effective, Backoff>,
+}
+
+/// What [`Pauses::record`] changed, for the log.
+#[derive(Debug, PartialEq, Eq)]
+enum PauseChange {
+    None,
+    Cleared { down: bool, policy: bool },
+    Paused { failures: u32, pause: Duration },
+}
+
+impl Pauses {
+    /// The pause holding back a lease under `policy` at `now`.
+    fn holding(&self, policy: &Effective, now: SystemTime) -> Option<&Backoff> {
+        self.down
+            .as_ref()
+            .filter(|b| b.until > now)
+            .or_else(|| self.refused.get(policy).filter(|b| b.until > now))
+    }
+
+    /// Takes an attempt's health under `policy` into account.
+    fn record(
+        &mut self,
+        health: &Health,
+        policy: &Effective,
+        now: SystemTime,
+        first: Duration,
+        max: Duration,
+    ) -> PauseChange {
+        let next = |previous: Option<&Backoff>, reason: &str| {
+            let failures = previous.map_or(0, |b| b.failures) + 1;
+            let pause = pause_after(failures, first, max);
+            let backoff = Backoff {
+                until: now + pause,
+                failures,
+                reason: reason.to_string(),
+            };
+            (backoff, PauseChange::Paused { failures, pause })
+        };
+        let change = match health {
+            Health::Reached => {
+                let down = self.down.take().is_some();
+                let policy = self.refused.remove(policy).is_some();
+                if down || policy {
+                    PauseChange::Cleared { down, policy }
+                } else {
+                    PauseChange::None
+                }
+            }
+            Health::Unreachable(reason) => {
+                let (backoff, change) = next(self.down.as_ref(), reason);
+                self.down = Some(backoff);
+                change
+            }
+            Health::Refused(reason) => {
+                let (backoff, change) = next(self.refused.get(policy), reason);
+                self.refused.insert(policy.clone(), backoff);
+                change
+            }
+            Health::NotTried => PauseChange::None,
+        };
+        change
+    }
+
+    /// Until when the whole destination is paused.
+    fn down_until(&self) -> Option<SystemTime> {
+        self.down.as_ref().map(|b| b.until)
+    }
+
+    fn clear(&mut self) {
+        self.down = None;
+        self.refused.clear();
+    }
 }
 
 pub struct Destination {
@@ -46,7 +140,7 @@ pub struct Destination {
     pool: Arc<Pool>,
     waiting: VecDeque<Lease>,
     active: usize,
-    backoff: Option<Backoff>,
+    pauses: Pauses,
     last: Option<Report>,
 }
 
@@ -70,9 +164,17 @@ impl Destination {
             pool,
             waiting: VecDeque::new(),
             active: 0,
-            backoff: None,
+            pauses: Pauses::default(),
             last: None,
         }
+    }
+
+    /// The pause that holds `lease` back now, if any: the destination's
+    /// own, else its policy's.
+    fn pause_for(&self, lease: &Lease) -> Option<(SystemTime, String, Effective)> {
+        let policy = effective_policy(&self.shared.live.current(), lease);
+        let pause = self.pauses.holding(&policy, SystemTime::now())?;
+        Some((pause.until, pause.reason.clone(), policy))
     }
 
     /// Starts attempts while the concurrency limit allows.
@@ -87,13 +189,8 @@ impl Destination {
             let Some(lease) = self.waiting.pop_front() else {
                 break;
             };
-            let paused = self
-                .backoff
-                .as_ref()
-                .filter(|b| b.until > SystemTime::now())
-                .map(|b| (b.until, b.reason.clone()));
-            if let Some((until, reason)) = paused {
-                self.defer_in_backoff(lease, until, &reason, ctx);
+            if let Some((until, reason, policy)) = self.pause_for(&lease) {
+                self.defer_in_backoff(lease, until, &reason, &policy, ctx);
                 continue;
             }
             self.active += 1;
@@ -115,6 +212,7 @@ impl Destination {
         lease: Lease,
         until: SystemTime,
         why: &str,
+        policy: &Effective,
         ctx: &mut Context<Self>,
     ) {
         let reason = format!(
@@ -122,21 +220,13 @@ impl Destination {
             self.name,
             humantime_like(until)
         );
-        for r in &lease.recipients {
-            info!(
-                id = %lease.id,
-                to = %r.address,
-                destination = %self.name,
-                result = "deferred",
-                detail = %reason,
-                "delivery attempt"
-            );
-        }
         let shared = self.shared.clone();
         let scheduler = self.scheduler.clone();
+        let level = policy.level;
         self.active += 1;
         let work = async move {
-            let retry = shared.live.current().delivery.retry;
+            let config = shared.live.current();
+            let retry = config.delivery.retry;
             let outcomes: Vec<(u16, Outcome)> = lease
                 .recipients
                 .iter()
@@ -158,6 +248,14 @@ impl Destination {
                 authentication: Authentication::None,
                 reply_or_reason: reason,
             };
+            crate::delivery::attempt::log_outcomes(
+                &lease,
+                &outcomes,
+                &attempt,
+                level,
+                std::time::Instant::now(),
+            );
+            crate::delivery::attempt::warn_if_delayed(&shared, &config, &lease, &outcomes).await;
             let queue = shared.queue.clone();
             let id = lease.id;
             let tenant = lease.tenant.clone();
@@ -177,28 +275,29 @@ impl Destination {
     }
 
     fn on_report(&mut self, report: Report) {
-        match &report.health {
-            Health::Reached => {
-                if self.backoff.take().is_some() {
-                    info!(destination = %self.name, "destination reachable again");
-                }
+        let delivery = &self.shared.live.current().delivery;
+        let change = self.pauses.record(
+            &report.health,
+            &report.policy,
+            SystemTime::now(),
+            delivery.destination_backoff,
+            delivery.max_destination_backoff,
+        );
+        let (level, min_tls) = (report.policy.level, report.policy.min_tls);
+        match (&report.health, change) {
+            (_, PauseChange::Cleared { down: true, .. }) => {
+                info!(destination = %self.name, "destination reachable again")
             }
-            Health::Unreachable(reason) => {
-                let delivery = &self.shared.live.current().delivery;
-                let failures = self.backoff.as_ref().map_or(0, |b| b.failures) + 1;
-                let pause = pause_after(
-                    failures,
-                    delivery.destination_backoff,
-                    delivery.max_destination_backoff,
-                );
-                info!(destination = %self.name, failures, pause_s = pause.as_secs(), %reason, "destination unreachable; pausing it");
-                self.backoff = Some(Backoff {
-                    until: SystemTime::now() + pause,
-                    failures,
-                    reason: reason.clone(),
-                });
+            (_, PauseChange::Cleared { policy: true, .. }) => {
+                info!(destination = %self.name, %level, %min_tls, "destination delivers under this policy again")
             }
-            Health::NotTried => {}
+            (Health::Unreachable(reason), PauseChange::Paused { failures, pause }) => {
+                info!(destination = %self.name, failures, pause_s = pause.as_secs(), %reason, "destination unreachable; pausing it")
+            }
+            (Health::Refused(reason), PauseChange::Paused { failures, pause }) => {
+                info!(destination = %self.name, %level, %min_tls, failures, pause_s = pause.as_secs(), %reason, "destination refuses this policy; pausing its mail under it")
+            }
+            _ => {}
         }
         self.last = Some(report);
     }
@@ -227,9 +326,9 @@ impl Destination {
             active_connections: self.active,
             idle_connections: self.pool.len(),
             waiting: self.waiting.len(),
-            backoff_until: self.backoff.as_ref().map(|b| unix_ms(b.until)),
+            backoff_until: self.pauses.down_until().map(unix_ms),
             last_error: match last.map(|r| &r.health) {
-                Some(Health::Unreachable(reason)) => Some(reason.clone()),
+                Some(Health::Unreachable(reason) | Health::Refused(reason)) => Some(reason.clone()),
                 _ => None,
             },
         });
@@ -278,7 +377,7 @@ impl Handler<Deliver> for Destination {
 impl Handler<Flush> for Destination {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.backoff = None;
+        self.pauses.clear();
         self.close_idle(Duration::ZERO, ctx);
         info!(destination = %self.name, "destination flushed: backoff cleared, idle connections closed");
         self.publish();
@@ -288,6 +387,86 @@ impl Handler<Flush> for Destination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{MinTlsVersion, SecurityLevel};
+
+    fn policy(level: SecurityLevel, min_tls: MinTlsVersion) -> Effective {
+        Effective { level, min_tls }
+    }
+
+    #[test]
+    fn a_refused_policy_pauses_only_itself_until_it_delivers_again() {
+        let s = Duration::from_secs;
+        let t0 = SystemTime::UNIX_EPOCH + s(1_800_000_000);
+        let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
+        let loose = policy(SecurityLevel::Opportunistic, MinTlsVersion::Any);
+        let mut p = Pauses::default();
+        let refused = Health::Refused("mandatory: STARTTLS not offered".into());
+        assert_eq!(
+            p.record(&refused, &strict, t0, s(60), s(600)),
+            PauseChange::Paused {
+                failures: 1,
+                pause: s(60)
+            }
+        );
+        assert!(p.holding(&strict, t0 + s(1)).is_some());
+        assert!(
+            p.holding(&loose, t0 + s(1)).is_none(),
+            "other policies go on"
+        );
+        assert_eq!(p.down_until(), None);
+        // Mail under the other policy is delivered: the refusal stays.
+        p.record(&Health::Reached, &loose, t0 + s(2), s(60), s(600));
+        assert!(p.holding(&strict, t0 + s(3)).is_some());
+        // The pause runs out; other mail goes on meanwhile.
+        assert!(p.holding(&strict, t0 + s(60)).is_none());
+        p.record(&Health::Reached, &loose, t0 + s(60), s(60), s(600));
+        // The same policy refused again: the pause doubles.
+        assert_eq!(
+            p.record(&refused, &strict, t0 + s(61), s(60), s(600)),
+            PauseChange::Paused {
+                failures: 2,
+                pause: s(120)
+            }
+        );
+        // A transaction under it clears it.
+        assert_eq!(
+            p.record(&Health::Reached, &strict, t0 + s(200), s(60), s(600)),
+            PauseChange::Cleared {
+                down: false,
+                policy: true
+            }
+        );
+        assert!(p.holding(&strict, t0 + s(201)).is_none());
+    }
+
+    #[test]
+    fn an_unreachable_destination_pauses_every_policy_until_a_server_answers() {
+        let s = Duration::from_secs;
+        let t0 = SystemTime::UNIX_EPOCH + s(1_800_000_000);
+        let strict = policy(SecurityLevel::MandatoryDane, MinTlsVersion::Tls13);
+        let loose = policy(SecurityLevel::Opportunistic, MinTlsVersion::Any);
+        let mut p = Pauses::default();
+        let down = Health::Unreachable("connection refused".into());
+        p.record(&down, &strict, t0, s(60), s(600));
+        assert!(p.holding(&loose, t0 + s(1)).is_some());
+        assert!(p.holding(&strict, t0 + s(1)).is_some());
+        assert!(
+            p.holding(&loose, t0 + s(61)).is_none(),
+            "the pause runs out"
+        );
+        assert_eq!(
+            p.record(&Health::Reached, &loose, t0 + s(70), s(60), s(600)),
+            PauseChange::Cleared {
+                down: true,
+                policy: false
+            }
+        );
+        assert!(p.holding(&strict, t0 + s(71)).is_none());
+        assert_eq!(
+            p.record(&Health::NotTried, &strict, t0 + s(72), s(60), s(600)),
+            PauseChange::None
+        );
+    }
 
     #[test]
     fn pauses_double_up_to_the_maximum() {

@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 
 use super::plan::{Effective, Hop, NextHop, Plan, Planner};
 use super::pool::Pool;
+use super::reason::{describe_failure, local_reason, plan_deferral_health, refused_by_policy};
+// Their home was here: the old paths keep working.
+pub use super::reason::{parse_remote_reason, remote_reason};
 use crate::config::Config;
 use crate::dns::Resolver;
 use crate::live::LiveConfig;
@@ -34,7 +37,7 @@ use crate::smtp::client::{
     Achieved, Authentication, ClientConfig, ClientError, Connection, Delivery, MessageRefusal,
     OutboundMessage, Peer, RecipientOutcome, Stage, Timeouts,
 };
-use crate::smtp::{ForwardPath, Reply, ReversePath};
+use crate::smtp::{EnhancedCode, ForwardPath, ReversePath};
 
 /// The prefix of inbound destinations (see [`crate::inbound::reception`]).
 pub const INBOUND_PREFIX: &str = "inbound:";
@@ -55,8 +58,16 @@ pub struct Shared {
 pub enum Health {
     /// Some server answered a transaction (whatever it said).
     Reached,
-    /// No host could be used; the reason.
+    /// No host could be used: none answered (connection refused or lost,
+    /// timeouts, DNS failures); the reason. The destination is down for
+    /// every policy.
     Unreachable(String),
+    /// A server answered (or the plan was decided) but the message's
+    /// policy refused what it offers: STARTTLS missing or refused, TLS
+    /// below the minimum, a certificate that fails DANE or MTA-STS, no
+    /// usable MX under DANE or an MTA-STS policy; the reason. Mail under
+    /// another policy may still be delivered to this destination.
+    Refused(String),
     /// The attempt did not get as far as the network (a queue error).
     NotTried,
 }
@@ -75,6 +86,8 @@ pub struct Report {
     pub tenant: String,
     /// From arrival to this attempt's end.
     pub latency: std::time::Duration,
+    /// The policy the attempt ran under (a refusal pauses only it).
+    pub policy: Effective,
 }
 
 /// The policy a queued message is delivered under now: a reload applies
@@ -136,19 +149,6 @@ pub fn client_config(config: &Config) -> ClientConfig {
     client
 }
 
-/// How a remote reply is kept as a reason: `host [ip] said: 550 5.1.1 text`.
-pub fn remote_reason(peer: &Peer, reply: &Reply) -> String {
-    format!("{} [{}] said: {reply}", peer.mx_host, peer.addr.ip())
-}
-
-/// The host and reply back from a [`remote_reason`] (for the DSN).
-pub fn parse_remote_reason(reason: &str) -> Option<(String, Reply)> {
-    let (host, reply) = reason.split_once(" said: ")?;
-    let host = host.split(" [").next()?.to_string();
-    let reply = crate::smtp::reply::parse_reply(format!("{reply}\r\n").as_bytes())?.ok()?;
-    Some((host, reply))
-}
-
 /// Runs one attempt and records it in the queue.
 pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
     let started = Instant::now();
@@ -171,6 +171,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         tls: None,
         tenant: String::new(),
         latency: std::time::Duration::ZERO,
+        policy: effective.clone(),
     };
     let (outcomes, attempt) = match plan {
         Plan::Fail(reason) => {
@@ -186,7 +187,7 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
         Plan::Defer(reason) => {
             let reason = format!("{level}: {reason}");
-            report.health = Health::Unreachable(reason.clone());
+            report.health = plan_deferral_health(level, reason.clone());
             all(
                 &lease,
                 |_| Outcome::Deferred {
@@ -235,31 +236,16 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         }
     }
     log_outcomes(&lease, &outcomes, &attempt, level, started);
-    let tls_outcome = match (
-        &attempt.tls_version,
-        attempt.authentication,
-        &attempt.mx_host,
-    ) {
+    // A session that ran names its MX; a deferral that tried one address
+    // names it too, but no session ran: refused.
+    let session_ran = attempt.mx_host.is_some() && report.health == Health::Reached;
+    let tls_outcome = match (&attempt.tls_version, attempt.authentication, session_ran) {
         (Some(_), QueueAuth::Dane | QueueAuth::Webpki, _) => "authenticated",
         (Some(_), QueueAuth::None, _) => "unauthenticated",
-        (None, _, Some(_)) => "plaintext",
-        (None, _, None) => "refused",
+        (None, _, true) => "plaintext",
+        (None, _, false) => "refused",
     };
-    if let Some(threshold) = config.delivery.delay_warning {
-        let old_enough = lease.arrived_at + threshold <= SystemTime::now();
-        if old_enough && report.deferred > 0 {
-            let (shared, config, lease, outcomes) = (
-                shared.clone(),
-                config.clone(),
-                lease.clone(),
-                outcomes.clone(),
-            );
-            let _ = tokio::task::spawn_blocking(move || {
-                super::bounce::delay_warning(&shared, &config, &lease, &outcomes, threshold)
-            })
-            .await;
-        }
-    }
+    warn_if_delayed(&shared, &config, &lease, &outcomes).await;
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
     let retry = config.delivery.retry;
@@ -288,7 +274,41 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
     report
 }
 
-type Outcomes = Vec<(u16, Outcome)>;
+pub(crate) type Outcomes = Vec<(u16, Outcome)>;
+
+/// Queues the delay warning owed for the recipients deferred now, if the
+/// message just waited past `[delivery] delay_warning` (see
+/// [`super::bounce::delay_warning`]). Called before the attempt is
+/// recorded, by every path that defers: an attempt, and a lease held back
+/// by its destination's pause (else a message crossing the threshold
+/// during a pause would never be warned about).
+pub(crate) async fn warn_if_delayed(
+    shared: &Arc<Shared>,
+    config: &Arc<Config>,
+    lease: &Lease,
+    outcomes: &Outcomes,
+) {
+    let Some(threshold) = config.delivery.delay_warning else {
+        return;
+    };
+    let old_enough = lease.arrived_at + threshold <= SystemTime::now();
+    let deferred = outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+    if !(old_enough && deferred) {
+        return;
+    }
+    let (shared, config, lease, outcomes) = (
+        shared.clone(),
+        config.clone(),
+        lease.clone(),
+        outcomes.clone(),
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        super::bounce::delay_warning(&shared, &config, &lease, &outcomes, threshold)
+    })
+    .await;
+}
 
 fn all(lease: &Lease, outcome: impl Fn(u16) -> Outcome, attempt: Attempt) -> (Outcomes, Attempt) {
     (
@@ -325,7 +345,9 @@ fn queue_trouble(lease: &Lease, e: &QueueError) -> (Outcomes, Attempt) {
     )
 }
 
-fn log_outcomes(
+/// Logs one `delivery attempt` event per recipient (also for deferrals
+/// decided without a connection, e.g. while the destination is paused).
+pub(crate) fn log_outcomes(
     lease: &Lease,
     outcomes: &Outcomes,
     attempt: &Attempt,
@@ -378,7 +400,9 @@ enum Tried {
     /// The body was sent and then the connection failed: fate unknown.
     Unknown(ClientError),
     /// Nothing of the message was accepted; try the next address.
-    Failed(String),
+    /// `refused`: the host answered but the policy refused its TLS (see
+    /// [`refused_by_policy`]).
+    Failed { why: String, refused: bool },
 }
 
 impl Session<'_> {
@@ -412,6 +436,9 @@ impl Session<'_> {
             body,
         };
         let mut problems: Vec<String> = Vec::new();
+        let mut policy_refused = false;
+        // The addresses tried and failed (for the attempt record).
+        let mut failed_at: Vec<(&str, SocketAddr)> = Vec::new();
         let mut refusal: Option<(MessageRefusal, Achieved)> = None;
         for hop in hops {
             for addr in &hop.addresses {
@@ -441,15 +468,22 @@ impl Session<'_> {
                         );
                         return (outcomes, attempt, Health::Reached);
                     }
-                    Tried::Failed(why) => problems.push(why),
+                    Tried::Failed { why, refused } => {
+                        policy_refused |= refused;
+                        problems.push(why);
+                        failed_at.push((&hop.host, *addr));
+                    }
                 }
             }
         }
         if let Some((why, achieved)) = refusal {
-            // Every host that answered refused this message as it is.
-            let reason = format!("{}: {}", self.level, problems.join("; "));
+            // Every host that answered refused this message as it is; the
+            // refusal's status goes into the DSN.
             let (code, a, b) = why.status();
-            debug!(status = %format!("{code}.{a}.{b}"), "message refused by every MX");
+            let reason = local_reason(
+                &format!("{}: {}", self.level, problems.join("; ")),
+                EnhancedCode(code, a, b),
+            );
             let attempt = attempt_from(&achieved, &reason);
             let (outcomes, attempt) = all(
                 lease,
@@ -461,14 +495,25 @@ impl Session<'_> {
             return (outcomes, attempt, Health::Reached);
         }
         let reason = format!("{}: {}", self.level, problems.join("; "));
+        let mut attempt = local_attempt(&reason);
+        if let [(host, addr)] = failed_at.as_slice() {
+            // One address was tried: the record (and log) names it.
+            attempt.mx_host = Some(host.to_string());
+            attempt.ip = Some(addr.ip().to_string());
+        }
         let (outcomes, attempt) = all(
             lease,
             |_| Outcome::Deferred {
                 reason: reason.clone(),
             },
-            local_attempt(&reason),
+            attempt,
         );
-        (outcomes, attempt, Health::Unreachable(reason))
+        let health = if policy_refused {
+            Health::Refused(reason)
+        } else {
+            Health::Unreachable(reason)
+        };
+        (outcomes, attempt, health)
     }
 
     /// One address: a pooled connection if one satisfies the message's
@@ -482,7 +527,12 @@ impl Session<'_> {
     ) -> Tried {
         let params = match hop.params(self.shared.webpki.as_ref()) {
             Ok(p) => p,
-            Err(e) => return Tried::Failed(format!("{} [{}]: {e}", hop.host, addr.ip())),
+            Err(e) => {
+                return Tried::Failed {
+                    why: format!("{} [{}]: {e}", hop.host, addr.ip()),
+                    refused: true,
+                }
+            }
         };
         if let Some(mut conn) = self.pool.take(&hop.host, addr, &params) {
             match self.send(hop, &mut conn, message).await {
@@ -512,18 +562,26 @@ impl Session<'_> {
         };
         let mut conn = match connected {
             Ok(conn) => conn,
-            Err(e) => return Tried::Failed(e.to_string()),
+            Err(e) => {
+                return Tried::Failed {
+                    why: describe_failure(hop, &e),
+                    refused: refused_by_policy(&e),
+                }
+            }
         };
         match self.send(hop, &mut conn, message).await {
             Some(tried) => {
                 self.release(hop, conn, &tried).await;
                 tried
             }
-            None => Tried::Failed(format!(
-                "{} [{}]: connection closed before the message was sent",
-                hop.host,
-                addr.ip()
-            )),
+            None => Tried::Failed {
+                why: format!(
+                    "{} [{}]: connection closed before the message was sent",
+                    hop.host,
+                    addr.ip()
+                ),
+                refused: false,
+            },
         }
     }
 
@@ -628,28 +686,5 @@ fn attempt_from(achieved: &Achieved, reason: &str) -> Attempt {
             Authentication::WebPki => QueueAuth::Webpki,
         },
         reply_or_reason: reason.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_reasons_round_trip_for_the_dsn() {
-        let peer = Peer {
-            mx_host: "mx1.example.net".into(),
-            addr: "192.0.2.25:25".parse().expect("addr"),
-        };
-        let reply = Reply::new(550, (5, 1, 1), "no such user");
-        let reason = remote_reason(&peer, &reply);
-        assert_eq!(
-            reason,
-            "mx1.example.net [192.0.2.25] said: 550 5.1.1 no such user"
-        );
-        let (host, back) = parse_remote_reason(&reason).expect("parses");
-        assert_eq!(host, "mx1.example.net");
-        assert_eq!(back, reply);
-        assert_eq!(parse_remote_reason("mandatory: TLS not offered"), None);
     }
 }

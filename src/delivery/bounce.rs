@@ -21,7 +21,8 @@ use sealpost_queue::{
 };
 use tracing::{info, warn};
 
-use super::attempt::{parse_remote_reason, Shared, INBOUND_PREFIX};
+use super::attempt::{Shared, INBOUND_PREFIX};
+use super::reason::{parse_local_status, parse_remote_reason};
 use crate::config::Config;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
 use crate::policy::PeerQuery;
@@ -134,7 +135,7 @@ fn failure_report(r: &BouncedRecipient, now: u64) -> RecipientReport {
         (Some((_, reply)), false) => dsn::status_of(reply),
         // RFC 3463: 4.4.7 delivery time expired.
         (_, true) => EnhancedCode(4, 4, 7),
-        (None, false) => EnhancedCode(5, 0, 0),
+        (None, false) => parse_local_status(&r.reason).unwrap_or(EnhancedCode(5, 0, 0)),
     };
     let (remote_mta, diagnostic) = match remote {
         Some((host, reply)) => (Some(host), Some(reply)),
@@ -232,13 +233,17 @@ pub fn delay_warning(
     let Ok(info) = shared.queue.show(lease.id) else {
         return;
     };
-    let deferred: Vec<&str> = outcomes
+    // Each deferred recipient not warned about yet, with its own reason.
+    let deferred: Vec<(&str, &str)> = outcomes
         .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Deferred { .. }))
-        .filter_map(|(index, _)| {
+        .filter_map(|(index, o)| match o {
+            Outcome::Deferred { reason } => Some((index, reason.as_str())),
+            _ => None,
+        })
+        .filter_map(|(index, reason)| {
             let r = info.recipients.iter().find(|r| r.index == *index)?;
             let warned = r.attempts.iter().any(|a| a.attempt.at >= crossed_at);
-            (!warned).then_some(r.address.as_str())
+            (!warned).then_some((r.address.as_str(), reason))
         })
         .collect();
     if deferred.is_empty() {
@@ -247,12 +252,8 @@ pub fn delay_warning(
     let until = unix(lease.arrived_at + config.delivery.retry.lifetime);
     let reports: Vec<RecipientReport> = deferred
         .iter()
-        .map(|address| {
-            let reason = outcomes.iter().find_map(|(_, o)| match o {
-                Outcome::Deferred { reason } => Some(reason.clone()),
-                _ => None,
-            });
-            let remote = reason.as_deref().and_then(parse_remote_reason);
+        .map(|(address, reason)| {
+            let remote = parse_remote_reason(reason);
             RecipientReport {
                 final_recipient: address.to_string(),
                 original_recipient: None,
@@ -261,7 +262,7 @@ pub fn delay_warning(
                     .as_ref()
                     .map(|(_, reply)| dsn::status_of(reply))
                     .unwrap_or(EnhancedCode(4, 0, 0)),
-                local_reason: if remote.is_none() { reason } else { None },
+                local_reason: remote.is_none().then(|| reason.to_string()),
                 remote_mta: remote.as_ref().map(|(h, _)| h.clone()),
                 diagnostic: remote.map(|(_, reply)| reply),
                 last_attempt: Some(unix(now)),
@@ -282,7 +283,7 @@ pub fn delay_warning(
     if let Ok(DsnOutcome::Bounce(dsn)) = built {
         let managed = deferred
             .iter()
-            .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+            .filter_map(|(a, _)| a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
             .find(|d| config.policy.domain(d).is_some());
         match queue_dsn(
             &shared.queue,

@@ -8,6 +8,8 @@
 //! - [`attempt`]: one lease (recipients of one message for one
 //!   destination) delivered or deferred, recorded in the queue.
 //! - [`bounce`]: DSNs for failed and expired recipients, delay warnings.
+//! - [`reason`]: outcomes as readable reasons (and back, for DSNs), and
+//!   whether a failure pauses the destination or only one policy.
 //!
 //! The actors that schedule this work live in [`crate::actors`]; see
 //! `docs/architecture.md` for the topology.
@@ -16,6 +18,7 @@ pub mod attempt;
 pub mod bounce;
 pub mod plan;
 pub mod pool;
+pub mod reason;
 
 pub use attempt::{attempt, effective_policy, next_hop, Health, Report, Shared, INBOUND_PREFIX};
 pub use bounce::send_bounces;

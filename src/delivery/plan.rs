@@ -25,12 +25,14 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 
+use super::reason::local_reason;
 use crate::config::Route;
-use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome};
+use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, FailReason};
 use crate::dns::{MxLookup, Resolver};
 use crate::mta_sts::{self, Mode, PolicyCache, StsCertVerifier};
 use crate::policy::{MinTlsVersion, SecurityLevel};
 use crate::smtp::client::{Authentication, TlsParams, TlsRequirement};
+use crate::smtp::EnhancedCode;
 
 /// The TLS a hop requires.
 #[derive(Debug, Clone)]
@@ -124,7 +126,7 @@ pub enum Plan {
 }
 
 /// What a destination's mail is delivered under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Effective {
     pub level: SecurityLevel,
     pub min_tls: MinTlsVersion,
@@ -139,6 +141,26 @@ pub enum NextHop<'a> {
     Route { domain: &'a str, route: &'a Route },
     /// Inbound to a managed domain without a route.
     NoRoute { domain: &'a str },
+}
+
+/// RFC 7505 section 4.1 (with RFC 7504): mail for a null-MX domain
+/// fails with 5.1.10.
+const NULL_MX: EnhancedCode = EnhancedCode(5, 1, 10);
+/// RFC 3463 X.1.2: bad destination system address.
+const NO_MAIL_DOMAIN: EnhancedCode = EnhancedCode(5, 1, 2);
+
+/// A permanent failure of the destination, with the status its DSN gives.
+fn no_mail(why: String, status: EnhancedCode) -> Plan {
+    Plan::Fail(local_reason(&why, status))
+}
+
+/// [`no_mail`] for the DANE planner's verdict.
+fn dane_failure(domain: &str, why: &FailReason) -> Plan {
+    let status = match why {
+        FailReason::NullMx => NULL_MX,
+        FailReason::NoMailDomain { .. } => NO_MAIL_DOMAIN,
+    };
+    no_mail(format!("{domain}: {why}"), status)
 }
 
 /// What the planner needs.
@@ -221,16 +243,22 @@ impl Planner<'_> {
         let mx = self.resolver.mx(domain).await;
         match &mx {
             MxLookup::NullMx { .. } => {
-                return Plan::Fail(format!(
-                    "{domain} publishes a null MX (RFC 7505): it accepts no mail"
-                ))
+                return no_mail(
+                    format!("{domain} publishes a null MX (RFC 7505): it accepts no mail"),
+                    NULL_MX,
+                )
             }
             MxLookup::NoMailDomain { nxdomain: true, .. } => {
-                return Plan::Fail(format!("{domain} does not exist"))
+                return no_mail(format!("{domain} does not exist"), NO_MAIL_DOMAIN)
             }
             MxLookup::NoMailDomain {
                 nxdomain: false, ..
-            } => return Plan::Fail(format!("{domain} has no MX and no address records")),
+            } => {
+                return no_mail(
+                    format!("{domain} has no MX and no address records"),
+                    NO_MAIL_DOMAIN,
+                )
+            }
             MxLookup::Failed(failure) => {
                 return Plan::Defer(format!("MX lookup for {domain} failed: {failure}"))
             }
@@ -272,8 +300,8 @@ impl Planner<'_> {
         let plan = dane::resolve_destination(self.resolver, level, domain).await;
         match &plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(why.to_string()),
-            DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
+            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
+            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
         }
         let hops: Vec<Hop> = plan
             .mx
@@ -308,8 +336,8 @@ impl Planner<'_> {
         .await;
         match &dane_plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(why.to_string()),
-            DestinationOutcome::Fail(why) => return Plan::Fail(format!("{domain}: {why}")),
+            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
+            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
         }
         let policy = lookup.policy();
         let mut hops = Vec::new();
@@ -341,11 +369,39 @@ impl Planner<'_> {
         }
         if hops.is_empty() {
             Plan::Defer(format!(
-                "MTA-STS: no MX host of {domain} may be used: {}",
+                "no MX host of {domain} may be used under its MTA-STS policy: {}",
                 skipped.join("; ")
             ))
         } else {
             Plan::Hops(hops)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::reason::parse_local_status;
+
+    #[test]
+    fn domains_without_mail_fail_with_their_dsn_status() {
+        let table = [
+            (FailReason::NullMx, EnhancedCode(5, 1, 10)),
+            (
+                FailReason::NoMailDomain { nxdomain: true },
+                EnhancedCode(5, 1, 2),
+            ),
+            (
+                FailReason::NoMailDomain { nxdomain: false },
+                EnhancedCode(5, 1, 2),
+            ),
+        ];
+        for (why, status) in table {
+            let Plan::Fail(reason) = dane_failure("example.net", &why) else {
+                panic!("{why}: not a failure");
+            };
+            assert!(reason.starts_with("example.net: "), "{reason}");
+            assert_eq!(parse_local_status(&reason), Some(status), "{reason}");
         }
     }
 }

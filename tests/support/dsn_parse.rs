@@ -75,3 +75,31 @@ pub fn parse(message: &[u8]) -> Parsed {
         boundary,
     }
 }
+
+/// The per-recipient field blocks of a DSN (from its
+/// `message/delivery-status` part), in order.
+pub fn recipient_blocks(dsn: &[u8]) -> Vec<Vec<(String, String)>> {
+    let parsed = parse(dsn);
+    let status = parsed
+        .parts
+        .iter()
+        .find(|(fields, _)| {
+            get(fields, "content-type").is_some_and(|ct| ct.starts_with("message/delivery-status"))
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a message/delivery-status part");
+    // Per-message fields, then one block per recipient, blank-line separated.
+    status
+        .split("\r\n\r\n")
+        .skip(1)
+        .filter(|block| !block.trim().is_empty())
+        .map(fields)
+        .collect()
+}
+
+/// The per-recipient fields of a DSN with one recipient.
+pub fn recipient_fields(dsn: &[u8]) -> Vec<(String, String)> {
+    let mut blocks = recipient_blocks(dsn);
+    assert_eq!(blocks.len(), 1, "one recipient: {blocks:?}");
+    blocks.remove(0)
+}

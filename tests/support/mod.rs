@@ -8,6 +8,7 @@ pub mod dane_tls;
 pub mod dns;
 pub mod dsn_parse;
 pub mod https;
+pub mod outbound;
 pub mod pki;
 pub mod proxy;
 pub mod sealpost;

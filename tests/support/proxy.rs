@@ -43,7 +43,14 @@ pub struct TamperProxy {
 impl TamperProxy {
     /// Listens on 127.0.0.1 and relays every connection to `upstream`.
     pub async fn start(upstream: SocketAddr, tamper: Tamper) -> TamperProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        TamperProxy::start_on(any_port, upstream, tamper).await
+    }
+
+    /// Like [`TamperProxy::start`] listening on `listen` (e.g. an MX
+    /// address 127.0.0.x on the port every MX shares).
+    pub async fn start_on(listen: SocketAddr, upstream: SocketAddr, tamper: Tamper) -> TamperProxy {
+        let listener = TcpListener::bind(listen).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let chunks = Arc::new(Mutex::new(Vec::new()));
         let record = chunks.clone();
