@@ -274,7 +274,9 @@ impl Queue {
                         StoredState::Failed
                     }
                     Outcome::Deferred { reason } => {
-                        let seed = id.0 ^ (u64::from(leased.index) << 48) ^ r.attempts.len() as u64;
+                        // One seed per message and attempt: recipients deferred together
+                        // are retried together, in one transaction.
+                        let seed = id.0 ^ r.attempts.len() as u64;
                         match next_retry(
                             policy,
                             r.attempts.len() as u32,
