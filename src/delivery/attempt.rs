@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::client::WebPkiServerVerifier;
 use sealpost_queue::{Attempt, Authentication as QueueAuth, Lease, Outcome, Queue, QueueError};
@@ -173,61 +173,14 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         latency: std::time::Duration::ZERO,
         policy: effective.clone(),
     };
-    let (outcomes, attempt) = match plan {
-        Plan::Fail(reason) => {
-            let reason = format!("{level}: {reason}");
-            report.health = Health::Reached;
-            all(
-                &lease,
-                |_| Outcome::Failed {
-                    reason: reason.clone(),
-                },
-                local_attempt(&reason),
-            )
-        }
-        Plan::Defer(reason) => {
-            let reason = format!("{level}: {reason}");
-            report.health = plan_deferral_health(level, reason.clone());
-            all(
-                &lease,
-                |_| Outcome::Deferred {
-                    reason: reason.clone(),
-                },
-                local_attempt(&reason),
-            )
-        }
-        Plan::Hops(hops) => {
-            report.hosts = hops.iter().map(|h| h.host.clone()).collect();
-            report.tls = hops.first().map(|h| h.tls.to_string());
-            let body = {
-                let queue = shared.queue.clone();
-                let lease = lease.clone();
-                tokio::task::spawn_blocking(move || queue.read_body(&lease)).await
-            };
-            match body {
-                Ok(Ok(body)) => {
-                    let client = Arc::new(client_config(&config));
-                    let run = Session {
-                        shared: &shared,
-                        pool: &pool,
-                        client,
-                        level,
-                    };
-                    let (outcomes, attempt, health) = run.deliver(&lease, &hops, &body).await;
-                    report.health = health;
-                    (outcomes, attempt)
-                }
-                Ok(Err(e)) => queue_trouble(&lease, &e),
-                Err(join) => queue_trouble(
-                    &lease,
-                    &QueueError::Io {
-                        path: shared.queue.path().to_path_buf(),
-                        detail: join.to_string(),
-                    },
-                ),
-            }
-        }
-    };
+    let (mut outcomes, mut attempt) =
+        run_plan(&shared, &pool, &config, &lease, plan, &mut report).await;
+    if level == SecurityLevel::MtaSts
+        && recheck_before_bounce(&shared, &config, &lease, &hop, &outcomes).await
+    {
+        let plan = planner.plan(&hop, &effective).await;
+        (outcomes, attempt) = run_plan(&shared, &pool, &config, &lease, plan, &mut report).await;
+    }
     for (_, outcome) in &outcomes {
         match outcome {
             Outcome::Delivered { .. } => report.delivered += 1,
@@ -274,7 +227,124 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
     report
 }
 
+/// Carries out `plan` for `lease`: the outcomes and the attempt record,
+/// with the report's health, hosts and TLS filled in.
+async fn run_plan(
+    shared: &Arc<Shared>,
+    pool: &Arc<Pool>,
+    config: &Config,
+    lease: &Lease,
+    plan: Plan,
+    report: &mut Report,
+) -> (Outcomes, Attempt) {
+    let level = report.policy.level;
+    match plan {
+        Plan::Fail(reason) => {
+            let reason = format!("{level}: {reason}");
+            report.health = Health::Reached;
+            all(
+                lease,
+                |_| Outcome::Failed {
+                    reason: reason.clone(),
+                },
+                local_attempt(&reason),
+            )
+        }
+        Plan::Defer(reason) => {
+            let reason = format!("{level}: {reason}");
+            report.health = plan_deferral_health(level, reason.clone());
+            all(
+                lease,
+                |_| Outcome::Deferred {
+                    reason: reason.clone(),
+                },
+                local_attempt(&reason),
+            )
+        }
+        Plan::Hops(hops) => {
+            report.hosts = hops.iter().map(|h| h.host.clone()).collect();
+            report.tls = hops.first().map(|h| h.tls.to_string());
+            let body = {
+                let queue = shared.queue.clone();
+                let lease = lease.clone();
+                tokio::task::spawn_blocking(move || queue.read_body(&lease)).await
+            };
+            match body {
+                Ok(Ok(body)) => {
+                    let client = Arc::new(client_config(config));
+                    let run = Session {
+                        shared,
+                        pool,
+                        client,
+                        level,
+                    };
+                    let (outcomes, attempt, health) = run.deliver(lease, &hops, &body).await;
+                    report.health = health;
+                    (outcomes, attempt)
+                }
+                Ok(Err(e)) => queue_trouble(lease, &e),
+                Err(join) => queue_trouble(
+                    lease,
+                    &QueueError::Io {
+                        path: shared.queue.path().to_path_buf(),
+                        detail: join.to_string(),
+                    },
+                ),
+            }
+        }
+    }
+}
+
+/// RFC 8461 section 5.1: before the last attempt of a message under the
+/// `mta-sts` level bounces, look for a new policy (the TXT id again, and a
+/// new fetch even within the wait after a failed one). A changed policy
+/// gets one more try in this attempt instead of the bounce.
+async fn recheck_before_bounce(
+    shared: &Shared,
+    config: &Config,
+    lease: &Lease,
+    hop: &NextHop<'_>,
+    outcomes: &Outcomes,
+) -> bool {
+    let NextHop::Domain(domain) = hop else {
+        return false;
+    };
+    let lifetime = config.delivery.retry.lifetime;
+    if !bounces_now(SystemTime::now(), lease.arrived_at, lifetime, outcomes) {
+        return false;
+    }
+    let Some(used) = shared.mta_sts.cached(domain) else {
+        return false;
+    };
+    match shared.mta_sts.recheck_before_bounce(domain, &used.id).await {
+        crate::mta_sts::BounceCheck::Changed(lookup) => {
+            info!(id = %lease.id, %domain, used_id = %used.id, reason = %lookup.reason, "MTA-STS policy changed before the bounce; trying again under it");
+            true
+        }
+        crate::mta_sts::BounceCheck::Unchanged(_) => {
+            info!(id = %lease.id, %domain, used_id = %used.id, "MTA-STS policy unchanged before the bounce; the bounce stands");
+            false
+        }
+    }
+}
+
 pub(crate) type Outcomes = Vec<(u16, Outcome)>;
+
+/// Whether recording `outcomes` now ends the message's lifetime with a
+/// bounce: every recipient deferred, and the lifetime over (the queue
+/// expires a deferral at or after `arrived_at + lifetime`).
+fn bounces_now(
+    now: SystemTime,
+    arrived_at: SystemTime,
+    lifetime: Duration,
+    outcomes: &Outcomes,
+) -> bool {
+    let all_deferred = !outcomes.is_empty()
+        && outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Deferred { .. }));
+    all_deferred && now >= arrived_at + lifetime
+}
 
 /// Queues the delay warning owed for the recipients deferred now, if the
 /// message just waited past `[delivery] delay_warning` (see
@@ -686,5 +756,36 @@ fn attempt_from(achieved: &Achieved, reason: &str) -> Attempt {
             Authentication::WebPki => QueueAuth::Webpki,
         },
         reply_or_reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_deferral_at_the_end_of_the_lifetime_bounces_now() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(86_400);
+        let deferred = vec![(0, Outcome::Deferred { reason: "x".into() })];
+        let mixed = vec![
+            (0, Outcome::Deferred { reason: "x".into() }),
+            (
+                1,
+                Outcome::Delivered {
+                    reply: "250".into(),
+                },
+            ),
+        ];
+        assert!(bounces_now(t0 + day, t0, day, &deferred));
+        assert!(bounces_now(t0 + 2 * day, t0, day, &deferred));
+        assert!(!bounces_now(
+            t0 + day - Duration::from_secs(1),
+            t0,
+            day,
+            &deferred
+        ));
+        assert!(!bounces_now(t0 + day, t0, day, &mixed));
+        assert!(!bounces_now(t0 + day, t0, day, &Vec::new()));
     }
 }
