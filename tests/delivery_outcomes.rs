@@ -15,8 +15,8 @@ use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use support::dns::TestDns;
 use support::dsn_parse::{self, recipient_fields};
 use support::outbound::{
-    attempts, base_config, config_with_delivery, delivered_event, loopback, submit, submit_to,
-    until, with_result, Mx, WAIT,
+    attempts, base_config, config_with_delivery, deferred_events, delivered_event, loopback,
+    submit, submit_to, until, with_result, Mx, WAIT,
 };
 use support::pki::{self, ALL_VERSIONS};
 use support::sealpost::{free_port, Sealpost};
@@ -292,6 +292,41 @@ route = {{ hosts = ["{}"] }}
         Some("5.3.4"),
         "{fields:?}"
     );
+}
+
+/// A backup MX that refuses the message's size while the primary cannot
+/// be reached does not make it bounce: the primary may take it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_size_refusal_by_the_backup_while_the_primary_is_down_defers() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx1.dest.test")
+        .mx("dest.test", 20, "mx2.dest.test")
+        // Nothing listens on the primary's address.
+        .a("mx1.dest.test", loopback(3))
+        .a("mx2.dest.test", loopback(2))
+        .start()
+        .await;
+    let small = SessionConfig {
+        hostname: "mx2.dest.test".into(),
+        max_message_size: 64,
+        ..SessionConfig::default()
+    };
+    let backup = Mx::start_with_config(loopback(2), port, small, None, Arc::new(accept_all)).await;
+    let domains = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+"#;
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    let deferred = deferred_events(&sealpost, "bob@dest.test", 1).await;
+    let detail = deferred[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("mx1.dest.test"), "{detail}");
+    assert!(detail.contains("the server accepts at most 64"), "{detail}");
+    assert!(with_result(&sealpost, "bob@dest.test", "failed").is_empty());
+    assert_eq!(backup.mails(), 0, "the message was never offered");
 }
 
 /// Mail a policy keeps deferring bounces at the end of its lifetime, with

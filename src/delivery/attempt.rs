@@ -546,8 +546,12 @@ impl Session<'_> {
                 }
             }
         }
+        // Fail only when every host refused the message as it is; a host
+        // that could not be reached may take it later (the backup MX with a
+        // small SIZE limit must not bounce mail the primary would accept).
+        let refusal = refusal.filter(|_| failed_at.is_empty());
         if let Some((why, achieved)) = refusal {
-            // Every host that answered refused this message as it is; the
+            // Every host answered and refused this message as it is; the
             // refusal's status goes into the DSN.
             let (code, a, b) = why.status();
             let reason = local_reason(
