@@ -21,9 +21,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::panic::AssertUnwindSafe;
+
 use actix::prelude::*;
+use futures_util::FutureExt;
 use sealpost_queue::{Attempt, Authentication, Lease, Outcome};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
@@ -142,7 +145,30 @@ pub struct Destination {
     active: usize,
     pauses: Pauses,
     last: Option<Report>,
+    /// Since when nothing is waiting, running, pooled or paused.
+    idle_since: Option<std::time::Instant>,
+    /// The scheduler was told this actor is idle.
+    offered_retirement: bool,
+    /// The scheduler forgot this actor: finish what is here, then stop.
+    retired: bool,
 }
+
+/// An actor idle this long offers to retire, so one actor per destination
+/// ever seen does not pile up.
+const RETIRE_AFTER: Duration = Duration::from_secs(300);
+
+/// This destination's actor has been idle for [`RETIRE_AFTER`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Idle {
+    pub name: String,
+    pub actor: Addr<Destination>,
+}
+
+/// The scheduler forgot this actor (it sends new leases to a new one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
 
 impl Destination {
     pub fn new(
@@ -166,6 +192,9 @@ impl Destination {
             active: 0,
             pauses: Pauses::default(),
             last: None,
+            idle_since: None,
+            offered_retirement: false,
+            retired: false,
         }
     }
 
@@ -194,13 +223,22 @@ impl Destination {
                 continue;
             }
             self.active += 1;
-            let work = attempt(self.shared.clone(), self.pool.clone(), lease);
-            ctx.spawn(work.into_actor(self).map(|report, act, ctx| {
+            let (id, tenant) = (lease.id, lease.tenant.clone());
+            // A panic in an attempt must not take the actor (and every
+            // lease sent to it later) down with it.
+            let work = AssertUnwindSafe(attempt(self.shared.clone(), self.pool.clone(), lease))
+                .catch_unwind();
+            ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
                 act.active -= 1;
-                act.scheduler.do_send(Done {
-                    tenant: report.tenant.clone(),
-                });
-                act.on_report(report);
+                act.scheduler.do_send(Done { tenant });
+                match result {
+                    Ok(report) => act.on_report(report),
+                    Err(_) => error!(
+                        %id,
+                        destination = %act.name,
+                        "a delivery attempt panicked; its recipients are due again after a restart"
+                    ),
+                }
                 act.pump(ctx);
             }));
         }
@@ -317,7 +355,42 @@ impl Destination {
         }
     }
 
+    /// Nothing waiting, running, pooled or paused.
+    fn is_idle(&self) -> bool {
+        let now = SystemTime::now();
+        self.waiting.is_empty()
+            && self.active == 0
+            && self.pool.is_empty()
+            && self.pauses.down.as_ref().is_none_or(|b| b.until <= now)
+            && self.pauses.refused.values().all(|b| b.until <= now)
+    }
+
+    /// Offers retirement after [`RETIRE_AFTER`] idle; stops once retired
+    /// and idle.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.is_idle() {
+            self.idle_since = None;
+            return;
+        }
+        if self.retired {
+            ctx.stop();
+            return;
+        }
+        let now = std::time::Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        if !self.offered_retirement && now.duration_since(since) >= RETIRE_AFTER {
+            self.offered_retirement = true;
+            self.scheduler.do_send(Idle {
+                name: self.name.clone(),
+                actor: ctx.address(),
+            });
+        }
+    }
+
     fn publish(&self) {
+        if self.retired {
+            return;
+        }
         let last = self.last.as_ref();
         self.board.set(DestinationStatus {
             name: self.name.clone(),
@@ -362,7 +435,16 @@ impl Actor for Destination {
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let timeout = act.shared.live.current().delivery.idle_timeout;
             act.close_idle(timeout, ctx);
+            act.check_idle(ctx);
         });
+    }
+}
+
+impl Handler<Retire> for Destination {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        self.retired = true;
+        self.check_idle(ctx);
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use tracing::{debug, warn};
 
-use super::destination::{Deliver, Destination, Flush};
+use super::destination::{Deliver, Destination, Flush, Idle, Retire};
 use super::status::StatusBoard;
 use crate::delivery::{send_bounces, Shared};
 
@@ -80,7 +80,8 @@ impl Scheduler {
     }
 
     fn destination(&mut self, name: &str, me: Addr<Scheduler>) -> Addr<Destination> {
-        if let Some(addr) = self.destinations.get(name) {
+        // A stopped actor (retired, or ended by a panic) is replaced.
+        if let Some(addr) = self.destinations.get(name).filter(|a| a.connected()) {
             return addr.clone();
         }
         let actor = Destination::new(
@@ -200,6 +201,18 @@ impl Handler<Done> for Scheduler {
         };
         if self.in_flight == MAX_IN_FLIGHT - 1 || tenant_was_full {
             self.fill(ctx);
+        }
+    }
+}
+
+impl Handler<Idle> for Scheduler {
+    type Result = ();
+    fn handle(&mut self, idle: Idle, _: &mut Self::Context) {
+        // Only the actor in the map retires; new leases get a new actor.
+        if self.destinations.get(&idle.name) == Some(&idle.actor) {
+            self.destinations.remove(&idle.name);
+            self.board.remove(&idle.name);
+            idle.actor.do_send(Retire);
         }
     }
 }

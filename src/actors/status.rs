@@ -29,6 +29,11 @@ impl StatusBoard {
         all
     }
 
+    /// Forgets a destination whose actor retired.
+    pub fn remove(&self, name: &str) {
+        self.entries().remove(name);
+    }
+
     pub fn get(&self, name: &str) -> Option<DestinationStatus> {
         self.entries().get(name).cloned()
     }
