@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
@@ -62,13 +62,25 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, SocketFil
         path: parent.to_owned(),
         source,
     })?;
-    let temporary = parent.join(format!(".sp{}.tmp", std::process::id()));
+    // Bound first inside a directory only this user can enter, so nobody
+    // can connect before the socket has its final mode and group.
+    let private = parent.join(format!(".sealpost-admin.{}", std::process::id()));
+    let _ = fs::remove_file(private.join("admin.sock"));
+    let _ = fs::remove_dir(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|source| AdminError::Io {
+            path: private.clone(),
+            source,
+        })?;
+    let temporary = private.join("admin.sock");
+    let placed = UnixListener::bind(&temporary)
+        .and_then(|listener| place(&temporary, path, gid).map(|()| listener));
     let _ = fs::remove_file(&temporary);
-    let listener = UnixListener::bind(&temporary).map_err(io_error)?;
-    let placed = place(&temporary, path, gid);
-    let _ = fs::remove_file(&temporary);
-    match placed {
-        Ok(()) => {}
+    let _ = fs::remove_dir(&private);
+    let listener = match placed {
+        Ok(listener) => listener,
         // Another server took the name since `clear_stale` looked.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(AdminError::InUse {
@@ -76,7 +88,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, SocketFil
             })
         }
         Err(e) => return Err(io_error(e)),
-    }
+    };
     let meta = fs::symlink_metadata(path).map_err(io_error)?;
     Ok((
         listener,
@@ -94,12 +106,9 @@ fn place(temporary: &Path, path: &Path, gid: Option<u32>) -> io::Result<()> {
     if let Some(gid) = gid {
         std::os::unix::fs::chown(temporary, None, Some(gid))?;
     }
-    match fs::hard_link(temporary, path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
-        // A file system without hard links: rename (replaces atomically).
-        Err(_) => fs::rename(temporary, path),
-    }
+    // A hard link never replaces a socket another server placed meanwhile
+    // (a rename would).
+    fs::hard_link(temporary, path)
 }
 
 /// Removes a stale socket file at `path`; refuses a live one or a non-socket.
