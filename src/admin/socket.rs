@@ -3,11 +3,11 @@
 //! by a crashed server is replaced, a live one (another sealpost answers on
 //! it) is refused, and anything that is not a socket is left alone.
 //!
-//! The socket is bound under a temporary name in the same directory, given
-//! its mode and group, and only then linked to its final name (a link
-//! fails if the name exists, so two servers starting at once cannot take
-//! the name from each other), so the final path never has looser
-//! permissions than configured.
+//! The socket is bound inside a private directory (mode 0700) next to its
+//! final name, given its mode and group, and only then hard-linked to its
+//! final name (a link fails if the name exists, so two servers starting at
+//! once cannot take the name from each other): nobody can connect before
+//! the socket has its configured permissions.
 
 use std::fs;
 use std::io;
