@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustls::client::WebPkiServerVerifier;
 use sealpost_queue::{Attempt, Authentication as QueueAuth, Lease, Outcome, Queue, QueueError};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::plan::{Effective, Hop, NextHop, Plan, Planner};
 use super::pool::Pool;
@@ -203,16 +203,21 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
     let retry = config.delivery.retry;
     let queue = shared.queue.clone();
+    let id = lease.id;
     let recorded = tokio::task::spawn_blocking(move || {
         queue.record_attempt(lease, &outcomes, attempt, &retry)
     })
     .await;
     match recorded {
         Ok(Ok(())) => {}
+        // The recipients stay leased (not retried in a loop that could
+        // deliver again and again) until the next start, when they are due.
         Ok(Err(e)) => {
-            warn!(error = %e, "recording a delivery attempt failed; the recipients are due again")
+            error!(%id, error = %e, "recording a delivery attempt failed; its recipients wait until sealpost restarts")
         }
-        Err(e) => warn!(error = %e, "recording a delivery attempt failed"),
+        Err(e) => {
+            error!(%id, error = %e, "recording a delivery attempt failed; its recipients wait until sealpost restarts")
+        }
     }
     let metrics = &shared.metrics;
     for _ in 0..report.delivered {
