@@ -230,14 +230,24 @@ impl Destination {
                 .catch_unwind();
             ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
                 act.active -= 1;
-                act.scheduler.do_send(Done { tenant });
                 match result {
-                    Ok(report) => act.on_report(report),
-                    Err(_) => error!(
-                        %id,
-                        destination = %act.name,
-                        "a delivery attempt panicked; its recipients are due again after a restart"
-                    ),
+                    Ok(report) => {
+                        act.scheduler.do_send(Done {
+                            tenant,
+                            delivered: report.delivered,
+                            deferred: report.deferred,
+                            failed: report.failed,
+                        });
+                        act.on_report(report);
+                    }
+                    Err(_) => {
+                        act.scheduler.do_send(Done::nothing(tenant));
+                        error!(
+                            %id,
+                            destination = %act.name,
+                            "a delivery attempt panicked; its recipients are due again after a restart"
+                        );
+                    }
                 }
                 act.pump(ctx);
             }));
@@ -297,6 +307,7 @@ impl Destination {
             let queue = shared.queue.clone();
             let id = lease.id;
             let tenant = lease.tenant.clone();
+            let deferred = outcomes.len();
             let result = tokio::task::spawn_blocking(move || {
                 queue.record_attempt(lease, &outcomes, attempt, &retry)
             })
@@ -304,7 +315,12 @@ impl Destination {
             if let Ok(Err(e)) = result {
                 warn!(%id, error = %e, "recording a deferral failed");
             }
-            scheduler.do_send(Done { tenant });
+            scheduler.do_send(Done {
+                tenant,
+                delivered: 0,
+                deferred,
+                failed: 0,
+            });
         };
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
             act.active -= 1;

@@ -3,6 +3,9 @@
 //!
 //! - one [`Scheduler`] on the engine's own thread: due index -> leases ->
 //!   destination actors, bounces -> DSNs;
+//! - one [`Tenant`] per tenant with mail in the engine, on the same
+//!   arbiter: its counters and in-flight limit, published as an immutable
+//!   snapshot the scheduler and the admin socket read;
 //! - one [`Destination`] per next hop, spread round robin over one arbiter
 //!   (thread with its own event loop) per core: pool, backoff,
 //!   concurrency; its SMTP sessions run as futures on that arbiter.
@@ -15,6 +18,7 @@
 pub mod destination;
 pub mod scheduler;
 pub mod status;
+pub mod tenant;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,6 +29,7 @@ use actix::prelude::*;
 pub use destination::{Deliver, Destination, Flush};
 pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
 pub use status::{DestinationStatus, StatusBoard};
+pub use tenant::{Tenant, TenantBoard, TenantSnapshot};
 
 use crate::admin::DeliveryView;
 use crate::delivery::Shared;
@@ -36,6 +41,7 @@ pub struct Engine {
     system: actix::System,
     thread: Option<JoinHandle<()>>,
     board: Arc<StatusBoard>,
+    tenants: Arc<TenantBoard>,
 }
 
 /// Why the engine did not start.
@@ -50,6 +56,8 @@ impl Engine {
         let board = Arc::new(StatusBoard::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_board = board.clone();
+        let tenants = Arc::new(TenantBoard::default());
+        let thread_tenants = tenants.clone();
         let thread = std::thread::Builder::new()
             .name("sealpost-delivery".into())
             .spawn(move || {
@@ -58,7 +66,8 @@ impl Engine {
                     let workers: Vec<Arbiter> =
                         (0..arbiters.max(1)).map(|_| Arbiter::new()).collect();
                     let handles = workers.iter().map(Arbiter::handle).collect();
-                    let scheduler = Scheduler::new(shared, handles, thread_board).start();
+                    let scheduler =
+                        Scheduler::new(shared, handles, thread_board, thread_tenants).start();
                     let _ = tx.send((scheduler, actix::System::current()));
                     // The arbiters stop with the system.
                     std::mem::forget(workers);
@@ -74,6 +83,7 @@ impl Engine {
             system,
             thread: Some(thread),
             board,
+            tenants,
         })
     }
 
@@ -86,6 +96,11 @@ impl Engine {
     pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
         let scheduler = self.scheduler.clone();
         Arc::new(move || scheduler.do_send(Wake))
+    }
+
+    /// The tenants' published snapshots (domains, in-flight limit, counters).
+    pub fn tenants(&self) -> Arc<TenantBoard> {
+        self.tenants.clone()
     }
 
     /// What the admin socket reads and flushes.

@@ -6,7 +6,8 @@
 //!
 //! Tenants share the delivery slots: each round, the tenants with due mail
 //! are served in turn ([`shares`]), each up to an equal part of the free
-//! slots and at most `[delivery] in_flight_per_tenant` leases in flight, so
+//! slots and at most its limit in flight (published by its tenant actor:
+//! `[[tenants]] max_in_flight` or `[delivery] in_flight_per_tenant`), so
 //! one tenant's flood never makes another tenant's mail wait behind it.
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::destination::{Deliver, Destination, Flush, Idle, Retire};
 use super::status::StatusBoard;
+use super::tenant::{tenant_limit, Attempted, Tenant, TenantBoard};
 use crate::delivery::{send_bounces, Shared};
 
 /// Leases handed to destinations and not finished, at most.
@@ -37,6 +39,22 @@ pub struct Wake;
 #[rtype(result = "()")]
 pub struct Done {
     pub tenant: String,
+    /// Recipients of the lease by result (for the tenant's counters).
+    pub delivered: usize,
+    pub deferred: usize,
+    pub failed: usize,
+}
+
+impl Done {
+    /// A lease that ended without outcomes (e.g. a panicked attempt).
+    pub fn nothing(tenant: String) -> Done {
+        Done {
+            tenant,
+            delivered: 0,
+            deferred: 0,
+            failed: 0,
+        }
+    }
 }
 
 /// Stop taking work (shutdown).
@@ -57,6 +75,8 @@ pub struct Scheduler {
     board: Arc<StatusBoard>,
     in_flight: usize,
     tenant_in_flight: HashMap<String, usize>,
+    tenants: HashMap<String, Addr<Tenant>>,
+    tenant_board: Arc<TenantBoard>,
     /// Which due tenant is served first in the next round.
     next_tenant: usize,
     paused: bool,
@@ -64,7 +84,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(shared: Arc<Shared>, arbiters: Vec<ArbiterHandle>, board: Arc<StatusBoard>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        arbiters: Vec<ArbiterHandle>,
+        board: Arc<StatusBoard>,
+        tenant_board: Arc<TenantBoard>,
+    ) -> Self {
         Scheduler {
             shared,
             arbiters,
@@ -73,6 +98,8 @@ impl Scheduler {
             board,
             in_flight: 0,
             tenant_in_flight: HashMap::new(),
+            tenants: HashMap::new(),
+            tenant_board,
             next_tenant: 0,
             paused: false,
             bouncing: false,
@@ -114,14 +141,11 @@ impl Scheduler {
         }
         let now = SystemTime::now();
         let due = self.shared.queue.due_tenants(now);
-        let per_tenant = self.shared.live.current().delivery.in_flight_per_tenant;
-        let quotas = shares(
-            &due,
-            &self.tenant_in_flight,
-            per_tenant,
-            free,
-            self.next_tenant,
-        );
+        for tenant in &due {
+            self.tenant(tenant);
+        }
+        let limit = |tenant: &str| self.limit(tenant);
+        let quotas = shares(&due, &self.tenant_in_flight, &limit, free, self.next_tenant);
         self.next_tenant = self.next_tenant.wrapping_add(1);
         let mut more = false;
         for (tenant, quota) in quotas {
@@ -144,6 +168,31 @@ impl Scheduler {
         if more {
             // More may be due: go on after the mailbox drained.
             ctx.notify(Wake);
+        }
+    }
+
+    /// The tenant's actor, started on the scheduler's arbiter the first
+    /// time (or again if it stopped).
+    fn tenant(&mut self, name: &str) -> Addr<Tenant> {
+        if let Some(addr) = self.tenants.get(name).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let addr = Tenant::new(
+            name.to_string(),
+            self.shared.live.clone(),
+            self.tenant_board.clone(),
+        )
+        .start();
+        self.tenants.insert(name.to_string(), addr.clone());
+        addr
+    }
+
+    /// The tenant's in-flight limit as its actor published it (the
+    /// configuration's until it has).
+    fn limit(&self, tenant: &str) -> usize {
+        match self.tenant_board.get(tenant) {
+            Some(snapshot) => snapshot.max_in_flight,
+            None => tenant_limit(&self.shared.live.current(), tenant),
         }
     }
 
@@ -187,10 +236,10 @@ impl Handler<Done> for Scheduler {
     type Result = ();
     fn handle(&mut self, done: Done, ctx: &mut Self::Context) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let per_tenant = self.shared.live.current().delivery.in_flight_per_tenant;
+        let limit = self.limit(&done.tenant);
         let tenant_was_full = match self.tenant_in_flight.get_mut(&done.tenant) {
             Some(n) => {
-                let full = *n >= per_tenant;
+                let full = *n >= limit;
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.tenant_in_flight.remove(&done.tenant);
@@ -199,6 +248,13 @@ impl Handler<Done> for Scheduler {
             }
             None => false,
         };
+        if done.delivered + done.deferred + done.failed > 0 {
+            self.tenant(&done.tenant).do_send(Attempted {
+                delivered: done.delivered,
+                deferred: done.deferred,
+                failed: done.failed,
+            });
+        }
         if self.in_flight == MAX_IN_FLIGHT - 1 || tenant_was_full {
             self.fill(ctx);
         }
@@ -239,11 +295,11 @@ impl Handler<FlushDestination> for Scheduler {
 
 /// How many messages each tenant with due mail may lease in this round:
 /// tenants in turn starting at `start`, each up to an equal part of `free`
-/// (at least one) and to what its `per_tenant` limit leaves.
+/// (at least one) and to what its in-flight `limit` leaves.
 pub fn shares(
     due: &[String],
     in_flight: &HashMap<String, usize>,
-    per_tenant: usize,
+    limit: &dyn Fn(&str) -> usize,
     free: usize,
     start: usize,
 ) -> Vec<(String, usize)> {
@@ -258,7 +314,7 @@ pub fn shares(
             break;
         }
         let tenant = &due[(start + i) % due.len()];
-        let room = per_tenant.saturating_sub(in_flight.get(tenant).copied().unwrap_or(0));
+        let room = limit(tenant).saturating_sub(in_flight.get(tenant).copied().unwrap_or(0));
         let quota = room.min(fair).min(left);
         if quota > 0 {
             out.push((tenant.clone(), quota));
@@ -323,7 +379,7 @@ mod tests {
             let want: Vec<(String, usize)> =
                 want.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
             assert_eq!(
-                shares(&tenants(due), in_flight, per_tenant, free, start),
+                shares(&tenants(due), in_flight, &|_: &str| per_tenant, free, start),
                 want,
                 "{due:?} start {start}"
             );

@@ -310,6 +310,17 @@ impl Validator<'_> {
         config
     }
 
+    /// `[[tenants]] max_in_flight` by tenant name.
+    pub(super) fn tenant_limits(&mut self, raw: &RawConfig) -> HashMap<String, usize> {
+        let mut limits = HashMap::new();
+        for tenant in &raw.tenants {
+            if let Some(n) = self.positive(&tenant.max_in_flight, "tenants.max_in_flight") {
+                limits.insert(tenant.name.get_ref().trim().to_string(), n);
+            }
+        }
+        limits
+    }
+
     pub(super) fn dns(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> DnsConfig {
         let mut nameservers = Vec::new();
         for server in &raw.dns.nameservers {

@@ -75,6 +75,8 @@ pub struct Config {
     pub mta_sts: MtaStsClientConfig,
     /// The `route` of each managed domain that has one.
     pub routes: Arc<Routes>,
+    /// `[[tenants]] max_in_flight` by tenant name.
+    pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
 }
 
 /// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.

@@ -127,6 +127,8 @@ pub(super) struct RawTenant {
     /// Users that may relay after SMTP AUTH.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// This tenant's deliveries under way at most.
+    pub max_in_flight: Option<Spanned<i64>>,
 }
 
 /// One `[[tenants]] users` entry.

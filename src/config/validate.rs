@@ -76,6 +76,7 @@ pub(super) fn parse(
     let dns = v.dns(&raw, base_dir);
     let mta_sts = v.mta_sts_client(&raw, base_dir);
     let routes = v.routes(&raw);
+    let tenant_limits = v.tenant_limits(&raw);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
         v.errors.sort_by_key(|e| (e.file != file, e.location));
@@ -103,6 +104,7 @@ pub(super) fn parse(
             dns,
             mta_sts,
             routes: Arc::new(routes),
+            tenant_limits: Arc::new(tenant_limits),
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
