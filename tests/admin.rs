@@ -75,6 +75,7 @@ tenant = "bank"
 [[tenants]]
 name = "acme"
 relay_sources = ["127.0.0.0/8"]
+max_in_flight = 3
 {extra}"#,
         socket.display(),
         head = server_head(port)
@@ -768,6 +769,8 @@ async fn the_admin_api_answers_every_endpoint() {
     // three (refusing.test was paused: no attempt).
     assert_eq!(acme["deferred"], 7, "{acme}");
     assert_eq!(acme["delivered"], 0, "{acme}");
+    // Its tenant actor published the configured limit.
+    assert_eq!(acme["max_in_flight"], 3, "{acme}");
     let bank = list.iter().find(|t| t["name"] == "bank").expect("bank");
     assert_eq!(bank["domains"][0]["name"], "strict.example");
     assert_eq!(bank["received"], 0);

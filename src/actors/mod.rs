@@ -108,6 +108,7 @@ impl Engine {
         Arc::new(EngineView {
             scheduler: self.scheduler.clone(),
             board: self.board.clone(),
+            tenants: self.tenants.clone(),
         })
     }
 
@@ -133,6 +134,7 @@ impl Engine {
 pub struct EngineView {
     scheduler: Addr<Scheduler>,
     board: Arc<StatusBoard>,
+    tenants: Arc<TenantBoard>,
 }
 
 impl DeliveryView for EngineView {
@@ -147,5 +149,9 @@ impl DeliveryView for EngineView {
         self.scheduler
             .do_send(FlushDestination(destination.to_string()));
         true
+    }
+
+    fn tenant_limit(&self, tenant: &str) -> Option<usize> {
+        self.tenants.get(tenant).map(|t| t.max_in_flight)
     }
 }

@@ -43,6 +43,11 @@ pub trait DeliveryView: Send + Sync {
     /// Forgets the cached state of one destination (MX, TLSA, MTA-STS,
     /// backoff); `false` when the engine knows no such destination.
     fn flush(&self, destination: &str) -> bool;
+    /// The in-flight limit the tenant's actor published (`None`: the
+    /// engine has not seen the tenant's mail yet).
+    fn tenant_limit(&self, _tenant: &str) -> Option<usize> {
+        None
+    }
 }
 
 /// The view used until the delivery engine is running: no destinations.

@@ -486,6 +486,7 @@ fn tenants(state: &AdminState) -> HttpResponse {
                     delivered: c.delivered,
                     deferred: c.deferred,
                     bounced: c.bounced,
+                    max_in_flight: state.delivery.tenant_limit(name),
                 },
             );
         }

@@ -505,6 +505,10 @@ pub struct TenantView {
     pub delivered: u64,
     pub deferred: u64,
     pub bounced: u64,
+    /// Deliveries of the tenant under way at most, as its tenant actor
+    /// published it (`None` before the engine saw its mail).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
