@@ -22,7 +22,9 @@ use serde_json::Value;
 
 use support::dns::TestDns;
 use support::https::{HttpsServer, Reply as HttpsReply};
-use support::outbound::{base_config, deferred_events, delivered_event, loopback, submit, Mx};
+use support::outbound::{
+    base_config, deferred_events, delivered_event, dest_dns, dest_mx, loopback, submit, Mx,
+};
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{free_port, Sealpost};
@@ -706,15 +708,9 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dns = dest_dns().await;
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
         Some(pki::server_config(
             &pki::self_signed(&["mx.dest.test"]),
             TLS12_ONLY,

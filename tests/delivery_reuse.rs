@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use support::dns::TestDns;
 use support::outbound::{
-    base_config, config_with_delivery, deferred_events, delivered_event, loopback, submit, until,
-    Mx, WAIT,
+    base_config, config_with_delivery, deferred_events, delivered_event, dest_dns, dest_mx,
+    loopback, submit, until, WAIT,
 };
 use support::pki::{self, ALL_VERSIONS, TLS12_ONLY};
 use support::sealpost::{free_port, Sealpost};
@@ -28,15 +28,9 @@ use support::smtp::{accept_all, Received};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_are_reused_only_where_the_policy_allows() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dns = dest_dns().await;
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
         Some(pki::server_config(
             &pki::self_signed(&["mx.dest.test"]),
             TLS12_ONLY,
@@ -115,10 +109,8 @@ async fn only_a_dane_authenticated_connection_carries_mandatory_dane_mail() {
         .tlsa("_25._tcp.mx.dest.test", 3, 1, 1, &data)
         .start()
         .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
         Some(pki::server_config(&leaf, ALL_VERSIONS)),
         Arc::new(accept_all),
     )
@@ -175,19 +167,8 @@ outbound.default = { level = "mandatory-dane" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pooled_connections_respect_their_limits() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
     let domains = r#"
 [[domains]]
 name = "acme.test"
@@ -226,19 +207,8 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_refusal_does_not_pause_mail_under_another_policy() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
     let domains = r#"
 [[domains]]
 name = "strict.test"
@@ -292,15 +262,9 @@ outbound.default = { level = "opportunistic" }
 async fn concurrent_mail_under_two_policies_keeps_each_policy() {
     const EACH: usize = 15;
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dns = dest_dns().await;
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
         Some(pki::server_config(
             &pki::self_signed(&["mx.dest.test"]),
             TLS12_ONLY,
