@@ -23,7 +23,8 @@ use serde_json::Value;
 use support::dns::TestDns;
 use support::https::{HttpsServer, Reply as HttpsReply};
 use support::outbound::{
-    base_config, deferred_events, delivered_event, dest_dns, dest_mx, loopback, submit, Mx,
+    base_config, deferred_events, delivered_event, dest_dns, dest_mx, loopback, self_signed_tls,
+    submit, Mx,
 };
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
@@ -663,10 +664,7 @@ async fn a_required_level_moves_on_to_the_next_mx() {
         loopback(3),
         port,
         "mx2.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx2.dest.test"]),
-            ALL_VERSIONS,
-        )),
+        self_signed_tls("mx2.dest.test", ALL_VERSIONS),
         Arc::new(accept_all),
     )
     .await;
@@ -711,10 +709,7 @@ async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     let dns = dest_dns().await;
     let dest = dest_mx(
         port,
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
         Arc::new(accept_all),
     )
     .await;

@@ -15,9 +15,10 @@ use support::dns::TestDns;
 use support::dsn_parse::{self, recipient_fields};
 use support::outbound::{
     acme_routed_to, attempts, base_config, config_with_delivery, deferred_events, delivered_event,
-    dest_dns, dest_mx, home_mx, loopback, submit, submit_to, until, with_result, Mx, WAIT,
+    dest_dns, dest_mx, home_mx, loopback, self_signed_tls, submit, submit_to, until, with_result,
+    Mx, WAIT,
 };
-use support::pki::{self, ALL_VERSIONS};
+use support::pki::ALL_VERSIONS;
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Ask, Decide, Received};
 
@@ -149,15 +150,7 @@ async fn each_recipient_is_delivered_once_across_retries() {
         }
         other => accept_all(other),
     });
-    let dest = dest_mx(
-        port,
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            ALL_VERSIONS,
-        )),
-        decide,
-    )
-    .await;
+    let dest = dest_mx(port, self_signed_tls("mx.dest.test", ALL_VERSIONS), decide).await;
     let domains = r#"
 [[domains]]
 name = "acme.test"

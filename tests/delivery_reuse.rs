@@ -15,11 +15,25 @@ use serde_json::Value;
 use support::dns::TestDns;
 use support::outbound::{
     base_config, config_with_delivery, deferred_events, delivered_event, dest_dns, dest_mx,
-    loopback, submit, until, WAIT,
+    loopback, self_signed_tls, submit, until, WAIT,
 };
 use support::pki::{self, ALL_VERSIONS, TLS12_ONLY};
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Received};
+
+/// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2), the
+/// two senders of the tests whose MX offers only TLS 1.2.
+const TWO_POLICIES: &str = r#"
+[[domains]]
+name = "a.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic", min_tls = "1.3" }
+
+[[domains]]
+name = "b.test"
+tenant = "acme"
+outbound.default = { level = "mandatory", min_tls = "1.2" }
+"#;
 
 /// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2) to
 /// one MX offering only TLS 1.2: a.test's cleartext session (TLS 1.2 is
@@ -31,24 +45,11 @@ async fn connections_are_reused_only_where_the_policy_allows() {
     let dns = dest_dns().await;
     let dest = dest_mx(
         port,
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
         Arc::new(accept_all),
     )
     .await;
-    let domains = r#"
-[[domains]]
-name = "a.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic", min_tls = "1.3" }
-
-[[domains]]
-name = "b.test"
-tenant = "acme"
-outbound.default = { level = "mandatory", min_tls = "1.2" }
-"#;
+    let domains = TWO_POLICIES;
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
 
     // Sequential: each message is delivered before the next is sent, all
@@ -265,24 +266,11 @@ async fn concurrent_mail_under_two_policies_keeps_each_policy() {
     let dns = dest_dns().await;
     let dest = dest_mx(
         port,
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
         Arc::new(accept_all),
     )
     .await;
-    let domains = r#"
-[[domains]]
-name = "a.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic", min_tls = "1.3" }
-
-[[domains]]
-name = "b.test"
-tenant = "acme"
-outbound.default = { level = "mandatory", min_tls = "1.2" }
-"#;
+    let domains = TWO_POLICIES;
     let limits = [("connections_per_destination", "4")];
     let sealpost =
         Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &limits, domains));

@@ -89,6 +89,18 @@ pub async fn dest_mx(port: u16, tls: Option<Arc<rustls::ServerConfig>>, decide: 
     Mx::start(loopback(2), port, "mx.dest.test", tls, decide).await
 }
 
+/// STARTTLS for an MX named `name`: a self-signed certificate for it,
+/// offering the TLS `versions` (`pki::ALL_VERSIONS`, `pki::TLS12_ONLY`).
+pub fn self_signed_tls(
+    name: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Option<Arc<rustls::ServerConfig>> {
+    Some(super::pki::server_config(
+        &super::pki::self_signed(&[name]),
+        versions,
+    ))
+}
+
 /// The tenant's own server `mail.acme.test` (on 127.0.0.1), accepting
 /// everything: where DSNs to acme.test senders arrive.
 pub async fn home_mx() -> Mx {
