@@ -22,7 +22,10 @@ use serde_json::Value;
 
 use support::dns::TestDns;
 use support::https::{HttpsServer, Reply as HttpsReply};
-use support::outbound::{base_config, deferred_events, delivered_event, loopback, submit, Mx};
+use support::outbound::{
+    base_config, deferred_events, delivered_event, dest_dns, dest_mx, loopback, self_signed_tls,
+    submit, Mx,
+};
 use support::pki::{self, TestCa, ALL_VERSIONS, TLS12_ONLY};
 use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{free_port, Sealpost};
@@ -494,28 +497,37 @@ outbound.peers = [
     }
 }
 
-/// A network attacker strips STARTTLS from the MX's EHLO reply: the
-/// required levels defer and send nothing of the message (not even MAIL)
-/// while `opportunistic` delivers in cleartext.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
+/// The setup of the tampering tests: `open.test` (opportunistic),
+/// `required.test` (mandatory) and `pinned.test` (mandatory-dane) are
+/// acme.test's peers and share the MX `host`. The real MX (STARTTLS
+/// offered, certificate matching the TLSA) is on 127.0.0.3; the MX address
+/// 127.0.0.2 is a proxy applying `tamper`. One message from
+/// alice@acme.test to bob@ each peer has been submitted.
+struct TamperedLevels {
+    // Bind every field (`_dns` too: `..` would drop it at once); the
+    // bindings drop in reverse order, sealpost first and the DNS last.
+    sealpost: Sealpost,
+    proxy: TamperProxy,
+    mx: Mx,
+    _dns: TestDns,
+}
+
+async fn three_levels_behind_a_proxy(host: &str, tamper: Tamper) -> TamperedLevels {
     let port = free_port();
-    let leaf = pki::self_signed(&["mx.strip.test"]);
+    let leaf = pki::self_signed(&[host]);
     let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
     let dns = TestDns::builder()
-        .mx("open.test", 10, "mx.strip.test")
-        .mx("required.test", 10, "mx.strip.test")
-        .mx("pinned.test", 10, "mx.strip.test")
-        .a("mx.strip.test", loopback(2))
-        .tlsa("_25._tcp.mx.strip.test", 3, 1, 1, &data)
+        .mx("open.test", 10, host)
+        .mx("required.test", 10, host)
+        .mx("pinned.test", 10, host)
+        .a(host, loopback(2))
+        .tlsa(&format!("_25._tcp.{host}"), 3, 1, 1, &data)
         .start()
         .await;
-    // The real MX (STARTTLS offered, certificate matching the TLSA) on
-    // 127.0.0.3; the MX address 127.0.0.2 is the stripping proxy.
     let mx = Mx::start(
         loopback(3),
         port,
-        "mx.strip.test",
+        host,
         Some(pki::server_config(&leaf, ALL_VERSIONS)),
         Arc::new(accept_all),
     )
@@ -523,7 +535,7 @@ async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
     let proxy = TamperProxy::start_on(
         SocketAddr::new(IpAddr::V4(loopback(2)), port),
         mx.server.addr,
-        Tamper::strip(&["STARTTLS"]),
+        tamper,
     )
     .await;
     let domains = r#"
@@ -540,6 +552,25 @@ outbound.peers = [
     for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
         submit(sealpost.smtp, "alice@acme.test", to).await;
     }
+    TamperedLevels {
+        sealpost,
+        proxy,
+        mx,
+        _dns: dns,
+    }
+}
+
+/// A network attacker strips STARTTLS from the MX's EHLO reply: the
+/// required levels defer and send nothing of the message (not even MAIL)
+/// while `opportunistic` delivers in cleartext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starttls_stripping_defers_the_required_levels_and_leaks_nothing() {
+    let TamperedLevels {
+        _dns,
+        mx,
+        proxy,
+        sealpost,
+    } = three_levels_behind_a_proxy("mx.strip.test", Tamper::strip(&["STARTTLS"])).await;
 
     let event = delivered_event(&sealpost, "bob@open.test").await;
     assert_eq!(event["tls"], Value::Null, "stripped: cleartext");
@@ -579,48 +610,16 @@ outbound.peers = [
 /// levels defer without a byte of the message sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_opportunistic_retries_in_cleartext_after_a_failed_handshake() {
-    let port = free_port();
-    let leaf = pki::self_signed(&["mx.broken.test"]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
-    let dns = TestDns::builder()
-        .mx("open.test", 10, "mx.broken.test")
-        .mx("required.test", 10, "mx.broken.test")
-        .mx("pinned.test", 10, "mx.broken.test")
-        .a("mx.broken.test", loopback(2))
-        .tlsa("_25._tcp.mx.broken.test", 3, 1, 1, &data)
-        .start()
-        .await;
-    let mx = Mx::start(
-        loopback(3),
-        port,
-        "mx.broken.test",
-        Some(pki::server_config(&leaf, ALL_VERSIONS)),
-        Arc::new(accept_all),
-    )
-    .await;
-    let proxy = TamperProxy::start_on(
-        SocketAddr::new(IpAddr::V4(loopback(2)), port),
-        mx.server.addr,
-        Tamper {
-            break_tls: true,
-            ..Tamper::default()
-        },
-    )
-    .await;
-    let domains = r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.peers = [
-  { peer = "open.test", level = "opportunistic" },
-  { peer = "required.test", level = "mandatory" },
-  { peer = "pinned.test", level = "mandatory-dane" },
-]
-"#;
-    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
-    for to in ["bob@required.test", "bob@pinned.test", "bob@open.test"] {
-        submit(sealpost.smtp, "alice@acme.test", to).await;
-    }
+    let tamper = Tamper {
+        break_tls: true,
+        ..Tamper::default()
+    };
+    let TamperedLevels {
+        _dns,
+        mx,
+        proxy,
+        sealpost,
+    } = three_levels_behind_a_proxy("mx.broken.test", tamper).await;
     let event = delivered_event(&sealpost, "bob@open.test").await;
     assert_eq!(event["tls"], Value::Null, "cleartext retry: {event}");
     for to in ["bob@required.test", "bob@pinned.test"] {
@@ -661,10 +660,7 @@ async fn a_required_level_moves_on_to_the_next_mx() {
         loopback(3),
         port,
         "mx2.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx2.dest.test"]),
-            ALL_VERSIONS,
-        )),
+        self_signed_tls("mx2.dest.test", ALL_VERSIONS),
         Arc::new(accept_all),
     )
     .await;
@@ -706,19 +702,10 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dns = dest_dns().await;
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
         Arc::new(accept_all),
     )
     .await;

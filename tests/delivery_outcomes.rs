@@ -5,7 +5,6 @@
 //! managed domain's route), parsed with `support/dsn_parse.rs`.
 mod support;
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +14,11 @@ use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use support::dns::TestDns;
 use support::dsn_parse::{self, recipient_fields};
 use support::outbound::{
-    attempts, base_config, config_with_delivery, deferred_events, delivered_event, loopback,
-    submit, submit_to, until, with_result, Mx, WAIT,
+    acme_routed_to, attempts, base_config, config_with_delivery, deferred_events, delivered_event,
+    dest_dns, dest_mx, home_mx, loopback, self_signed_tls, submit, submit_to, until, with_result,
+    Mx, WAIT,
 };
-use support::pki::{self, ALL_VERSIONS};
+use support::pki::ALL_VERSIONS;
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Ask, Decide, Received};
 
@@ -28,35 +28,15 @@ use support::smtp::{accept_all, Ask, Decide, Received};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_5xx_from_an_outbound_mx_bounces_to_the_senders_own_server() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
+    let dns = dest_dns().await;
     let refusing: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
         Ask::Rcpt(_) => Verdict::Reject(Reply::new(550, (5, 1, 1), "no such user here")),
         other => accept_all(other),
     });
-    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, refusing).await;
+    let dest = dest_mx(port, None, refusing).await;
     // The tenant's own server, where the DSN must arrive.
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "opportunistic" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
+    let home = home_mx().await;
+    let domains = acme_routed_to("opportunistic", &home);
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
     submit(sealpost.smtp, "alice@acme.test", "nobody@dest.test").await;
 
@@ -114,11 +94,7 @@ route = {{ hosts = ["{}"] }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_4xx_then_2xx_delivers_exactly_once() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
+    let dns = dest_dns().await;
     let messages = Arc::new(AtomicUsize::new(0));
     let seen = messages.clone();
     let flaky: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
@@ -127,7 +103,7 @@ async fn a_4xx_then_2xx_delivers_exactly_once() {
         }
         other => accept_all(other),
     });
-    let dest = Mx::start(loopback(2), port, "mx.dest.test", None, flaky).await;
+    let dest = dest_mx(port, None, flaky).await;
     let domains = r#"
 [[domains]]
 name = "acme.test"
@@ -162,11 +138,7 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_recipient_is_delivered_once_across_retries() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
+    let dns = dest_dns().await;
     let asked = Arc::new(AtomicUsize::new(0));
     let count = asked.clone();
     let decide: Arc<Decide> = Arc::new(move |ask: Ask<'_>| match ask {
@@ -178,17 +150,7 @@ async fn each_recipient_is_delivered_once_across_retries() {
         }
         other => accept_all(other),
     });
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            ALL_VERSIONS,
-        )),
-        decide,
-    )
-    .await;
+    let dest = dest_mx(port, self_signed_tls("mx.dest.test", ALL_VERSIONS), decide).await;
     let domains = r#"
 [[domains]]
 name = "acme.test"
@@ -240,35 +202,15 @@ outbound.default = { level = "mandatory", min_tls = "1.2" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_over_the_mx_size_limit_bounces_with_its_status() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
+    let dns = dest_dns().await;
     let small = SessionConfig {
         hostname: "mx.dest.test".into(),
         max_message_size: 64,
         ..SessionConfig::default()
     };
     let dest = Mx::start_with_config(loopback(2), port, small, None, Arc::new(accept_all)).await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "opportunistic" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
+    let home = home_mx().await;
+    let domains = acme_routed_to("opportunistic", &home);
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
     submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
     assert!(
@@ -334,37 +276,10 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_deferred_by_its_policy_bounces_when_its_lifetime_ends() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "mandatory" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
+    let home = home_mx().await;
+    let domains = acme_routed_to("mandatory", &home);
     let lifetime = [("lifetime", "\"4s\"")];
     let sealpost =
         Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &lifetime, &domains));
@@ -395,37 +310,10 @@ route = {{ hosts = ["{}"] }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delay_warning_is_sent_once_even_while_the_destination_is_paused() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "mandatory" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
+    let home = home_mx().await;
+    let domains = acme_routed_to("mandatory", &home);
     let delivery = [
         ("delay_warning", "\"2s\""),
         ("destination_backoff", "\"60s\""),
@@ -464,11 +352,7 @@ route = {{ hosts = ["{}"] }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delay_warning_reports_each_recipient_with_its_own_reason() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
+    let dns = dest_dns().await;
     let decide: Arc<Decide> = Arc::new(|ask: Ask<'_>| match ask {
         Ask::Rcpt(to) if to.to_string() == "<full@dest.test>" => {
             Verdict::Reject(Reply::new(452, (4, 2, 2), "mailbox full"))
@@ -478,25 +362,9 @@ async fn a_delay_warning_reports_each_recipient_with_its_own_reason() {
         }
         other => accept_all(other),
     });
-    let _dest = Mx::start(loopback(2), port, "mx.dest.test", None, decide).await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = format!(
-        r#"
-[[domains]]
-name = "acme.test"
-tenant = "acme"
-outbound.default = {{ level = "opportunistic" }}
-route = {{ hosts = ["{}"] }}
-"#,
-        home.server.addr
-    );
+    let _dest = dest_mx(port, None, decide).await;
+    let home = home_mx().await;
+    let domains = acme_routed_to("opportunistic", &home);
     let delivery = [("delay_warning", "\"2s\"")];
     let sealpost =
         Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &delivery, &domains));
@@ -548,14 +416,7 @@ async fn domains_that_accept_no_mail_bounce_with_their_status() {
         .null_mx("nullmx-dane.test")
         .start()
         .await;
-    let home = Mx::start(
-        Ipv4Addr::LOCALHOST,
-        free_port(),
-        "mail.acme.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
+    let home = home_mx().await;
     let domains = format!(
         r#"
 [[domains]]

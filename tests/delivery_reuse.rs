@@ -14,37 +14,16 @@ use serde_json::Value;
 
 use support::dns::TestDns;
 use support::outbound::{
-    base_config, config_with_delivery, deferred_events, delivered_event, loopback, submit, until,
-    Mx, WAIT,
+    base_config, config_with_delivery, deferred_events, delivered_event, dest_dns, dest_mx,
+    loopback, self_signed_tls, submit, until, WAIT,
 };
 use support::pki::{self, ALL_VERSIONS, TLS12_ONLY};
 use support::sealpost::{free_port, Sealpost};
 use support::smtp::{accept_all, Received};
 
-/// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2) to
-/// one MX offering only TLS 1.2: a.test's cleartext session (TLS 1.2 is
-/// below its minimum) is reused for its second message but never carries
-/// b.test's, which gets its own TLS 1.2 connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connections_are_reused_only_where_the_policy_allows() {
-    let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
-        Arc::new(accept_all),
-    )
-    .await;
-    let domains = r#"
+/// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2), the
+/// two senders of the tests whose MX offers only TLS 1.2.
+const TWO_POLICIES: &str = r#"
 [[domains]]
 name = "a.test"
 tenant = "acme"
@@ -55,6 +34,22 @@ name = "b.test"
 tenant = "acme"
 outbound.default = { level = "mandatory", min_tls = "1.2" }
 "#;
+
+/// `a.test` (opportunistic, min 1.3) and `b.test` (mandatory, min 1.2) to
+/// one MX offering only TLS 1.2: a.test's cleartext session (TLS 1.2 is
+/// below its minimum) is reused for its second message but never carries
+/// b.test's, which gets its own TLS 1.2 connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_are_reused_only_where_the_policy_allows() {
+    let port = free_port();
+    let dns = dest_dns().await;
+    let dest = dest_mx(
+        port,
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
+        Arc::new(accept_all),
+    )
+    .await;
+    let domains = TWO_POLICIES;
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, domains));
 
     // Sequential: each message is delivered before the next is sent, all
@@ -115,10 +110,8 @@ async fn only_a_dane_authenticated_connection_carries_mandatory_dane_mail() {
         .tlsa("_25._tcp.mx.dest.test", 3, 1, 1, &data)
         .start()
         .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
         Some(pki::server_config(&leaf, ALL_VERSIONS)),
         Arc::new(accept_all),
     )
@@ -175,19 +168,8 @@ outbound.default = { level = "mandatory-dane" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pooled_connections_respect_their_limits() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
     let domains = r#"
 [[domains]]
 name = "acme.test"
@@ -226,19 +208,8 @@ outbound.default = { level = "opportunistic" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_policy_refusal_does_not_pause_mail_under_another_policy() {
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
-        port,
-        "mx.dest.test",
-        None,
-        Arc::new(accept_all),
-    )
-    .await;
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
     let domains = r#"
 [[domains]]
 name = "strict.test"
@@ -292,33 +263,14 @@ outbound.default = { level = "opportunistic" }
 async fn concurrent_mail_under_two_policies_keeps_each_policy() {
     const EACH: usize = 15;
     let port = free_port();
-    let dns = TestDns::builder()
-        .mx("dest.test", 10, "mx.dest.test")
-        .a("mx.dest.test", loopback(2))
-        .start()
-        .await;
-    let dest = Mx::start(
-        loopback(2),
+    let dns = dest_dns().await;
+    let dest = dest_mx(
         port,
-        "mx.dest.test",
-        Some(pki::server_config(
-            &pki::self_signed(&["mx.dest.test"]),
-            TLS12_ONLY,
-        )),
+        self_signed_tls("mx.dest.test", TLS12_ONLY),
         Arc::new(accept_all),
     )
     .await;
-    let domains = r#"
-[[domains]]
-name = "a.test"
-tenant = "acme"
-outbound.default = { level = "opportunistic", min_tls = "1.3" }
-
-[[domains]]
-name = "b.test"
-tenant = "acme"
-outbound.default = { level = "mandatory", min_tls = "1.2" }
-"#;
+    let domains = TWO_POLICIES;
     let limits = [("connections_per_destination", "4")];
     let sealpost =
         Sealpost::start(|listen| config_with_delivery(listen, port, &dns, &limits, domains));

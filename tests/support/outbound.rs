@@ -13,8 +13,8 @@ use sealpost::smtp::SessionConfig;
 use serde_json::Value;
 
 use super::dns::TestDns;
-use super::sealpost::{dns_section, Sealpost};
-use super::smtp::{Ask, Decide, Received, TestSmtpServer};
+use super::sealpost::{dns_section, free_port, Sealpost};
+use super::smtp::{accept_all, Ask, Decide, Received, TestSmtpServer};
 
 /// How long one expectation may take.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -72,6 +72,61 @@ impl Mx {
     pub fn mails(&self) -> usize {
         self.mails.load(Ordering::SeqCst)
     }
+}
+
+/// The test DNS of a test with one destination: `dest.test`, whose only
+/// MX `mx.dest.test` is at 127.0.0.2 (see [`dest_mx`]).
+pub async fn dest_dns() -> TestDns {
+    TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .start()
+        .await
+}
+
+/// `mx.dest.test`, the MX of [`dest_dns`], on 127.0.0.2 at `port`.
+pub async fn dest_mx(port: u16, tls: Option<Arc<rustls::ServerConfig>>, decide: Arc<Decide>) -> Mx {
+    Mx::start(loopback(2), port, "mx.dest.test", tls, decide).await
+}
+
+/// STARTTLS for an MX named `name`: a self-signed certificate for it,
+/// offering the TLS `versions` (`pki::ALL_VERSIONS`, `pki::TLS12_ONLY`).
+pub fn self_signed_tls(
+    name: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Option<Arc<rustls::ServerConfig>> {
+    Some(super::pki::server_config(
+        &super::pki::self_signed(&[name]),
+        versions,
+    ))
+}
+
+/// The tenant's own server `mail.acme.test` (on 127.0.0.1), accepting
+/// everything: where DSNs to acme.test senders arrive.
+pub async fn home_mx() -> Mx {
+    Mx::start(
+        Ipv4Addr::LOCALHOST,
+        free_port(),
+        "mail.acme.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await
+}
+
+/// The `[[domains]]` table of `acme.test` (tenant `acme`) with outbound
+/// `level`, its inbound mail routed to `home` (see [`home_mx`]).
+pub fn acme_routed_to(level: &str, home: &Mx) -> String {
+    format!(
+        r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = {{ level = "{level}" }}
+route = {{ hosts = ["{}"] }}
+"#,
+        home.server.addr
+    )
 }
 
 pub fn loopback(last: u8) -> Ipv4Addr {
