@@ -25,11 +25,12 @@ use std::panic::AssertUnwindSafe;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use sealpost_queue::{Attempt, Authentication, Lease, Outcome};
-use tracing::{error, info, warn};
+use sealpost_queue::Lease;
+use tracing::{error, info};
 
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
+use crate::delivery::attempt::{conclude, defer_all, log_outcomes};
 use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
 
 /// Deliver this lease.
@@ -274,47 +275,17 @@ impl Destination {
         self.active += 1;
         let work = async move {
             let config = shared.live.current();
-            let retry = config.delivery.retry;
-            let outcomes: Vec<(u16, Outcome)> = lease
-                .recipients
-                .iter()
-                .map(|r| {
-                    (
-                        r.index,
-                        Outcome::Deferred {
-                            reason: reason.clone(),
-                        },
-                    )
-                })
-                .collect();
-            let attempt = Attempt {
-                at: SystemTime::now(),
-                mx_host: None,
-                ip: None,
-                tls_version: None,
-                cipher: None,
-                authentication: Authentication::None,
-                reply_or_reason: reason,
-            };
-            crate::delivery::attempt::log_outcomes(
+            let (outcomes, attempt) = defer_all(&lease, &reason);
+            log_outcomes(
                 &lease,
                 &outcomes,
                 &attempt,
                 level,
                 std::time::Instant::now(),
             );
-            crate::delivery::attempt::warn_if_delayed(&shared, &config, &lease, &outcomes).await;
-            let queue = shared.queue.clone();
-            let id = lease.id;
             let tenant = lease.tenant.clone();
             let deferred = outcomes.len();
-            let result = tokio::task::spawn_blocking(move || {
-                queue.record_attempt(lease, &outcomes, attempt, &retry)
-            })
-            .await;
-            if let Ok(Err(e)) = result {
-                warn!(%id, error = %e, "recording a deferral failed");
-            }
+            conclude(&shared, &config, lease, outcomes, attempt).await;
             scheduler.do_send(Done {
                 tenant,
                 delivered: 0,

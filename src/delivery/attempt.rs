@@ -198,27 +198,9 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         (None, _, true) => "plaintext",
         (None, _, false) => "refused",
     };
-    warn_if_delayed(&shared, &config, &lease, &outcomes).await;
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
-    let retry = config.delivery.retry;
-    let queue = shared.queue.clone();
-    let id = lease.id;
-    let recorded = tokio::task::spawn_blocking(move || {
-        queue.record_attempt(lease, &outcomes, attempt, &retry)
-    })
-    .await;
-    match recorded {
-        Ok(Ok(())) => {}
-        // The recipients stay leased (not retried in a loop that could
-        // deliver again and again) until the next start, when they are due.
-        Ok(Err(e)) => {
-            error!(%id, error = %e, "recording a delivery attempt failed; its recipients wait until sealpost restarts")
-        }
-        Err(e) => {
-            error!(%id, error = %e, "recording a delivery attempt failed; its recipients wait until sealpost restarts")
-        }
-    }
+    conclude(&shared, &config, lease, outcomes, attempt).await;
     let metrics = &shared.metrics;
     for _ in 0..report.delivered {
         metrics.delivered(&tenant, latency);
@@ -258,13 +240,7 @@ async fn run_plan(
         Plan::Defer(reason) => {
             let reason = format!("{level}: {reason}");
             report.health = plan_deferral_health(level, reason.clone());
-            all(
-                lease,
-                |_| Outcome::Deferred {
-                    reason: reason.clone(),
-                },
-                local_attempt(&reason),
-            )
+            defer_all(lease, &reason)
         }
         Plan::Hops(hops) => {
             report.hosts = hops.iter().map(|h| h.host.clone()).collect();
@@ -335,6 +311,33 @@ async fn recheck_before_bounce(
 
 pub(crate) type Outcomes = Vec<(u16, Outcome)>;
 
+/// Sends the delay warning owed (if any) and records the attempt in the
+/// queue, durable before it returns; the lease is released. A failed
+/// record leaves the recipients leased until the next start (never
+/// retried in a loop that could deliver again and again).
+pub(crate) async fn conclude(
+    shared: &Arc<Shared>,
+    config: &Arc<Config>,
+    lease: Lease,
+    outcomes: Outcomes,
+    attempt: Attempt,
+) {
+    warn_if_delayed(shared, config, &lease, &outcomes).await;
+    let retry = config.delivery.retry;
+    let queue = shared.queue.clone();
+    let id = lease.id;
+    let recorded = tokio::task::spawn_blocking(move || {
+        queue.record_attempt(lease, &outcomes, attempt, &retry)
+    })
+    .await;
+    let failure = match recorded {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    error!(%id, error = %failure, "recording a delivery attempt failed; its recipients wait until sealpost restarts");
+}
+
 /// Whether recording `outcomes` now ends the message's lifetime with a
 /// bounce: every recipient deferred, and the lifetime over (the queue
 /// expires a deferral at or after `arrived_at + lifetime`).
@@ -353,11 +356,11 @@ fn bounces_now(
 
 /// Queues the delay warning owed for the recipients deferred now, if the
 /// message just waited past `[delivery] delay_warning` (see
-/// [`super::bounce::delay_warning`]). Called before the attempt is
-/// recorded, by every path that defers: an attempt, and a lease held back
-/// by its destination's pause (else a message crossing the threshold
-/// during a pause would never be warned about).
-pub(crate) async fn warn_if_delayed(
+/// [`super::bounce::delay_warning`]). [`conclude`] calls it before the
+/// attempt is recorded, for every path that defers: an attempt, and a
+/// lease held back by its destination's pause (else a message crossing
+/// the threshold during a pause would never be warned about).
+async fn warn_if_delayed(
     shared: &Arc<Shared>,
     config: &Arc<Config>,
     lease: &Lease,
@@ -396,6 +399,22 @@ fn all(lease: &Lease, outcome: impl Fn(u16) -> Outcome, attempt: Attempt) -> (Ou
     )
 }
 
+/// Every recipient of `lease` deferred with `reason`, recorded as `attempt`.
+fn deferred(lease: &Lease, reason: &str, attempt: Attempt) -> (Outcomes, Attempt) {
+    all(
+        lease,
+        |_| Outcome::Deferred {
+            reason: reason.to_string(),
+        },
+        attempt,
+    )
+}
+
+/// Every recipient of `lease` deferred for a local `reason`: no session ran.
+pub(crate) fn defer_all(lease: &Lease, reason: &str) -> (Outcomes, Attempt) {
+    deferred(lease, reason, local_attempt(reason))
+}
+
 fn local_attempt(reason: &str) -> Attempt {
     Attempt {
         at: SystemTime::now(),
@@ -411,13 +430,7 @@ fn local_attempt(reason: &str) -> Attempt {
 fn queue_trouble(lease: &Lease, e: &QueueError) -> (Outcomes, Attempt) {
     let reason = format!("queue: {e}");
     warn!(id = %lease.id, error = %e, "reading the message body failed");
-    all(
-        lease,
-        |_| Outcome::Deferred {
-            reason: reason.clone(),
-        },
-        local_attempt(&reason),
-    )
+    defer_all(lease, &reason)
 }
 
 /// Logs one `delivery attempt` event per recipient (also for deferrals
@@ -534,13 +547,7 @@ impl Session<'_> {
                         let mut attempt = local_attempt(&reason);
                         attempt.mx_host = Some(hop.host.clone());
                         attempt.ip = Some(addr.ip().to_string());
-                        let (outcomes, attempt) = all(
-                            lease,
-                            |_| Outcome::Deferred {
-                                reason: reason.clone(),
-                            },
-                            attempt,
-                        );
+                        let (outcomes, attempt) = deferred(lease, &reason, attempt);
                         return (outcomes, attempt, Health::Reached);
                     }
                     Tried::Failed { why, refused } => {
@@ -580,13 +587,7 @@ impl Session<'_> {
             attempt.mx_host = Some(host.to_string());
             attempt.ip = Some(addr.ip().to_string());
         }
-        let (outcomes, attempt) = all(
-            lease,
-            |_| Outcome::Deferred {
-                reason: reason.clone(),
-            },
-            attempt,
-        );
+        let (outcomes, attempt) = deferred(lease, &reason, attempt);
         let health = if policy_refused {
             Health::Refused(reason)
         } else {
