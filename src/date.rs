@@ -1,7 +1,22 @@
 //! RFC 5322 section 3.3 dates from a unix time, always in UTC (`+0000`),
 //! e.g. `Mon, 23 Nov 2026 09:18:03 +0000`. No calendar dependency: the
 //! civil date comes from the days-since-epoch algorithm of the proleptic
-//! Gregorian calendar.
+//! Gregorian calendar. Also the unix-time conversions the rest of the
+//! crate shares.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (0 before it).
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 const MONTHS: [&str; 12] = [

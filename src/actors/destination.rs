@@ -30,6 +30,7 @@ use tracing::{error, info};
 
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
+use crate::date::unix_ms;
 use crate::delivery::attempt::{conclude, defer_all, log_outcomes};
 use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
 
@@ -401,18 +402,8 @@ pub fn pause_after(failures: u32, first: Duration, max: Duration) -> Duration {
     first.saturating_mul(factor).min(max)
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn humantime_like(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::date::rfc5322_date(secs)
+    crate::date::rfc5322_date(crate::date::unix_seconds(t))
 }
 
 impl Actor for Destination {

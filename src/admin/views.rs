@@ -14,12 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{state_name, STATES};
 
-/// Milliseconds since the Unix epoch (0 before it).
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::date::unix_ms;
 
 fn age_seconds(arrived: SystemTime, now: SystemTime) -> u64 {
     now.duration_since(arrived)

@@ -13,7 +13,7 @@
 //!   queue; a crash in between sends the DSN again (at-least-once).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use sealpost_queue::{
     AcceptedPolicy, BounceDue, BouncedRecipient, Lease, MessageId, NewMessage, NewRecipient,
@@ -24,16 +24,11 @@ use tracing::{info, warn};
 use super::attempt::{Shared, INBOUND_PREFIX};
 use super::reason::{parse_local_status, parse_remote_reason};
 use crate::config::Config;
+use crate::date::unix_seconds;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
 use crate::policy::PeerQuery;
 use crate::smtp::address::parse_reverse_path;
 use crate::smtp::{EnhancedCode, ReversePath};
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// Queues the DSNs of up to `max` owed bounces; returns how many bounce
 /// records were completed.
@@ -75,7 +70,7 @@ fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
     let reports: Vec<RecipientReport> = bounce
         .recipients
         .iter()
-        .map(|r| failure_report(r, unix(now)))
+        .map(|r| failure_report(r, unix_seconds(now)))
         .collect();
     let original = queue.message_body(bounce.id).unwrap_or_default();
     let sender = sender_path(&bounce.mail_from);
@@ -83,7 +78,7 @@ fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
         reporting_mta: config.server.hostname.as_str(),
         original_sender: &sender,
         arrival_date: bounce.id.millis() / 1000,
-        now: unix(now),
+        now: unix_seconds(now),
         recipients: &reports,
         original_message: &original,
     });
@@ -249,7 +244,7 @@ pub fn delay_warning(
     if deferred.is_empty() {
         return;
     }
-    let until = unix(lease.arrived_at + config.delivery.retry.lifetime);
+    let until = unix_seconds(lease.arrived_at + config.delivery.retry.lifetime);
     let reports: Vec<RecipientReport> = deferred
         .iter()
         .map(|(address, reason)| {
@@ -265,7 +260,7 @@ pub fn delay_warning(
                 local_reason: remote.is_none().then(|| reason.to_string()),
                 remote_mta: remote.as_ref().map(|(h, _)| h.clone()),
                 diagnostic: remote.map(|(_, reply)| reply),
-                last_attempt: Some(unix(now)),
+                last_attempt: Some(unix_seconds(now)),
                 will_retry_until: Some(until),
             }
         })
@@ -275,8 +270,8 @@ pub fn delay_warning(
     let built = dsn::build(&DsnInput {
         reporting_mta: config.server.hostname.as_str(),
         original_sender: &sender,
-        arrival_date: unix(lease.arrived_at),
-        now: unix(now),
+        arrival_date: unix_seconds(lease.arrived_at),
+        now: unix_seconds(now),
         recipients: &reports,
         original_message: &original,
     });

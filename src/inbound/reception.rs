@@ -27,7 +27,7 @@
 //!   tenant in the server's metrics.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueError};
 use tracing::{debug, info, warn};
@@ -373,10 +373,7 @@ impl SessionHandler for Reception {
 
     async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
         let now = SystemTime::now();
-        let at = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let at = crate::date::unix_seconds(now);
         // One queue message per destination: each has its own tenant,
         // policy and next hop.
         let config = self.live.current();
