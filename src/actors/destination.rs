@@ -380,19 +380,24 @@ impl Destination {
             return;
         }
         let last = self.last.as_ref();
-        self.board.set(DestinationStatus {
-            name: self.name.clone(),
-            mx_hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
-            tls: last.and_then(|r| r.tls.clone()),
-            active_connections: self.active,
-            idle_connections: self.pool.len(),
-            waiting: self.waiting.len(),
-            backoff_until: self.pauses.down_until().map(unix_ms),
-            last_error: match last.map(|r| &r.health) {
-                Some(Health::Unreachable(reason) | Health::Refused(reason)) => Some(reason.clone()),
-                _ => None,
+        self.board.set(
+            &self.name,
+            DestinationStatus {
+                name: self.name.clone(),
+                mx_hosts: last.map(|r| r.hosts.clone()).unwrap_or_default(),
+                tls: last.and_then(|r| r.tls.clone()),
+                active_connections: self.active,
+                idle_connections: self.pool.len(),
+                waiting: self.waiting.len(),
+                backoff_until: self.pauses.down_until().map(unix_ms),
+                last_error: match last.map(|r| &r.health) {
+                    Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
+                        Some(reason.clone())
+                    }
+                    _ => None,
+                },
             },
-        });
+        );
     }
 }
 

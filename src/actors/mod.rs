@@ -28,8 +28,8 @@ use actix::prelude::*;
 
 pub use destination::{Deliver, Destination, Flush};
 pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
-pub use status::{DestinationStatus, StatusBoard};
-pub use tenant::{Tenant, TenantBoard, TenantSnapshot};
+pub use status::{Board, DestinationStatus, StatusBoard, TenantBoard};
+pub use tenant::{Tenant, TenantSnapshot};
 
 use crate::admin::DeliveryView;
 use crate::delivery::Shared;

@@ -18,8 +18,8 @@ use actix::prelude::*;
 use tracing::{debug, warn};
 
 use super::destination::{Deliver, Destination, Flush, Idle, Retire};
-use super::status::StatusBoard;
-use super::tenant::{tenant_limit, Attempted, Tenant, TenantBoard};
+use super::status::{StatusBoard, TenantBoard};
+use super::tenant::{tenant_limit, Attempted, Tenant};
 use crate::delivery::{send_bounces, Shared};
 
 /// Leases handed to destinations and not finished, at most.

@@ -1,40 +1,57 @@
-//! What the destination actors publish for the admin socket: one entry
-//! per destination, replaced whole by its actor, read without a message
-//! round trip.
+//! What the actors publish: one snapshot per name (a destination, a
+//! tenant), replaced whole by its actor and read by the scheduler and the
+//! admin socket without a message round trip.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub use crate::admin::views::DestinationStatus;
 
-/// The published states of every destination.
-#[derive(Debug, Default)]
-pub struct StatusBoard {
-    entries: Mutex<HashMap<String, DestinationStatus>>,
+use super::tenant::TenantSnapshot;
+
+/// The latest snapshot published under each name.
+#[derive(Debug)]
+pub struct Board<T> {
+    entries: Mutex<HashMap<String, T>>,
 }
 
-impl StatusBoard {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, DestinationStatus>> {
+/// The destination actors' states.
+pub type StatusBoard = Board<DestinationStatus>;
+
+/// The tenant actors' snapshots.
+pub type TenantBoard = Board<Arc<TenantSnapshot>>;
+
+impl<T> Default for Board<T> {
+    fn default() -> Self {
+        Board {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> Board<T> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn set(&self, status: DestinationStatus) {
-        self.entries().insert(status.name.clone(), status);
+    pub fn set(&self, name: &str, snapshot: T) {
+        self.entries().insert(name.to_string(), snapshot);
     }
 
-    /// Every destination, sorted by name.
-    pub fn all(&self) -> Vec<DestinationStatus> {
-        let mut all: Vec<_> = self.entries().values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+    pub fn get(&self, name: &str) -> Option<T> {
+        self.entries().get(name).cloned()
     }
 
-    /// Forgets a destination whose actor retired.
+    /// Every snapshot, sorted by name.
+    pub fn all(&self) -> Vec<T> {
+        let entries = self.entries();
+        let mut all: Vec<(&String, &T)> = entries.iter().collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter().map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Forgets a name whose actor retired.
     pub fn remove(&self, name: &str) {
         self.entries().remove(name);
-    }
-
-    pub fn get(&self, name: &str) -> Option<DestinationStatus> {
-        self.entries().get(name).cloned()
     }
 }

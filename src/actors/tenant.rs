@@ -8,12 +8,12 @@
 //! The limit is `[[tenants]] max_in_flight`, else `[delivery]
 //! in_flight_per_tenant`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::status::TenantBoard;
 use crate::config::Config;
 use crate::live::LiveConfig;
 
@@ -65,34 +65,6 @@ pub fn tenant_limit(config: &Config, tenant: &str) -> usize {
         .unwrap_or(config.delivery.in_flight_per_tenant)
 }
 
-/// The published snapshots of every tenant actor.
-#[derive(Debug, Default)]
-pub struct TenantBoard {
-    entries: Mutex<HashMap<String, Arc<TenantSnapshot>>>,
-}
-
-impl TenantBoard {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TenantSnapshot>>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn set(&self, snapshot: TenantSnapshot) {
-        self.entries()
-            .insert(snapshot.name.clone(), Arc::new(snapshot));
-    }
-
-    pub fn get(&self, tenant: &str) -> Option<Arc<TenantSnapshot>> {
-        self.entries().get(tenant).cloned()
-    }
-
-    /// Every tenant, sorted by name.
-    pub fn all(&self) -> Vec<Arc<TenantSnapshot>> {
-        let mut all: Vec<_> = self.entries().values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
-    }
-}
-
 /// Recipients of one finished lease of this tenant.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -128,12 +100,8 @@ impl Tenant {
     fn publish(&mut self) {
         let generation = self.live.generation();
         let config = self.live.current();
-        self.board.set(TenantSnapshot::of(
-            &self.name,
-            &config,
-            generation,
-            self.counts,
-        ));
+        let snapshot = TenantSnapshot::of(&self.name, &config, generation, self.counts);
+        self.board.set(&self.name, Arc::new(snapshot));
         self.generation = generation;
         self.dirty = false;
     }
