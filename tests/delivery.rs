@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sealpost::smtp::{Reply, SessionConfig, Verdict};
 use support::dsn_parse::{get, parse};
+use support::outbound::until;
 use support::pki::{self, TestCa, ALL_VERSIONS};
 use support::proxy::{Tamper, TamperProxy};
 use support::sealpost::{submit, Sealpost, NO_DNS};
@@ -78,18 +79,6 @@ fn body(tag: &str) -> Vec<u8> {
     format!("Subject: {tag}\r\nX-Test-Id: {tag}\r\n\r\nbody of {tag}\r\n").into_bytes()
 }
 
-/// Polls `done` every 50 ms for at most `limit`.
-async fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    done()
-}
-
 fn attempts(sealpost: &Sealpost, result: &str) -> Vec<serde_json::Value> {
     sealpost
         .events("delivery attempt")
@@ -123,7 +112,7 @@ async fn a_starttls_stripping_proxy_defers_mandatory_and_opportunistic_goes_clea
     .await
     .expect("accepted");
 
-    assert!(eventually(WAIT, || downstream.received().len() == 1).await);
+    assert!(until(WAIT, || downstream.received().len() == 1).await);
     let lax = &downstream.received()[0];
     assert_eq!(
         lax.tls_version, None,
@@ -174,7 +163,7 @@ async fn a_4xx_then_2xx_delivers_exactly_once_and_the_connection_is_reused() {
     )
     .await
     .expect("accepted");
-    assert!(eventually(WAIT, || downstream.received().len() == 1).await);
+    assert!(until(WAIT, || downstream.received().len() == 1).await);
     // Later retries must not deliver it again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(downstream.received().len(), 1);
@@ -196,7 +185,7 @@ async fn a_4xx_then_2xx_delivers_exactly_once_and_the_connection_is_reused() {
     )
     .await
     .expect("accepted");
-    assert!(eventually(WAIT, || downstream.received().len() == 2).await);
+    assert!(until(WAIT, || downstream.received().len() == 2).await);
     let received = downstream.received();
     assert_eq!(
         received[0].conn_id, received[1].conn_id,
@@ -235,7 +224,7 @@ async fn a_5xx_bounces_to_the_sender_with_a_dsn_and_a_null_sender_gets_none() {
     .await
     .expect("accepted");
 
-    assert!(eventually(WAIT, || sender_server.received().len() == 1).await);
+    assert!(until(WAIT, || sender_server.received().len() == 1).await);
     let dsn = &sender_server.received()[0];
     assert_eq!(dsn.envelope.from.to_string(), "<>");
     assert_eq!(dsn.envelope.recipients.len(), 1);
@@ -320,7 +309,7 @@ async fn kill_9_during_5000_messages_loses_nothing_that_got_a_250() {
     // same queue.
     let progress = accepted.clone();
     assert!(
-        eventually(Duration::from_secs(120), || progress
+        until(Duration::from_secs(120), || progress
             .lock()
             .expect("lock")
             .len()
@@ -356,7 +345,7 @@ async fn kill_9_during_5000_messages_loses_nothing_that_got_a_250() {
         counts
     };
     assert!(
-        eventually(Duration::from_secs(180), || arrived().len() >= TOTAL).await,
+        until(Duration::from_secs(180), || arrived().len() >= TOTAL).await,
         "only {} of {TOTAL} arrived",
         arrived().len()
     );
@@ -405,7 +394,7 @@ async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     .expect("write config");
     sealpost.signal("-HUP");
     assert!(sealpost.wait_for(WAIT, |s| !s.events("configuration reloaded").is_empty()));
-    assert!(eventually(WAIT, || downstream.received().len() == 1).await);
+    assert!(until(WAIT, || downstream.received().len() == 1).await);
     // The attempt is logged once the receiver has answered.
     assert!(sealpost.wait_for(WAIT, |s| !attempts(s, "delivered").is_empty()));
     let delivered = attempts(&sealpost, "delivered");
@@ -425,7 +414,7 @@ async fn a_reload_applies_to_queued_mail_at_its_next_attempt() {
     )
     .await
     .expect("still accepting under the old configuration");
-    assert!(eventually(WAIT, || downstream.received().len() == 2).await);
+    assert!(until(WAIT, || downstream.received().len() == 2).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -455,7 +444,7 @@ async fn delay_warnings_and_expiry_bounces_reach_the_sender() {
     )
     .await
     .expect("accepted");
-    assert!(eventually(WAIT, || sender_server.received().len() >= 2).await);
+    assert!(until(WAIT, || sender_server.received().len() >= 2).await);
     let statuses: Vec<String> = sender_server
         .received()
         .iter()
