@@ -521,3 +521,49 @@ async fn an_unreachable_destination_pauses_and_its_mail_waits_without_trying() {
         1
     );
 }
+
+/// One transaction with a 40 MiB body to three managed domains: three
+/// destination groups sharing one stored body. Every copy reaches its
+/// receiver whole. (Before the fix, the second copy's segment rotation
+/// unlinked the first copy's body after the 250.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_message_to_several_managed_domains_is_delivered_to_each() {
+    let downstream = receiver(false, Arc::new(accept_all)).await;
+    let domains = ["one.test", "two.test", "three.test"];
+    let routes: Vec<_> = domains
+        .iter()
+        .map(|d| (*d, downstream.addr, "opportunistic"))
+        .collect();
+    let sealpost = sealpost(&routes);
+    let mut big = body("large");
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    while big.len() < 40 * 1024 * 1024 {
+        big.extend_from_slice(line);
+    }
+    let to: Vec<String> = domains.iter().map(|d| format!("bob@{d}")).collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    submit(sealpost.smtp, "a@sender.test", &to, &big)
+        .await
+        .expect("accepted");
+    assert!(
+        until(Duration::from_secs(60), || downstream.received().len() == 3).await,
+        "{} of 3 copies delivered; failures: {:?}",
+        downstream.received().len(),
+        attempts(&sealpost, "deferred")
+    );
+    let mut seen: Vec<String> = Vec::new();
+    for got in downstream.received() {
+        let text = &got.body;
+        let at = text
+            .windows(b"Subject: large".len())
+            .position(|w| w == b"Subject: large")
+            .expect("the original header after the Received line");
+        assert_eq!(&text[at..], &big[..], "copy body intact");
+        assert!(text.starts_with(b"Received: "), "trace header first");
+        seen.extend(got.envelope.recipients.iter().map(|r| r.path.to_string()));
+    }
+    seen.sort();
+    let mut want: Vec<String> = domains.iter().map(|d| format!("<bob@{d}>")).collect();
+    want.sort();
+    assert_eq!(seen, want);
+}

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::{MessageId, NewMessage, QueueError};
+use crate::{MessageId, NewTransaction, QueueError};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -44,6 +44,17 @@ impl Slot {
         self.cv.notify_all();
         if let Some(w) = waker {
             w.wake();
+        }
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<(), QueueError>> {
+        let mut st = lock(&self.state);
+        match st.done.clone() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
 
@@ -85,20 +96,44 @@ impl Durable {
 impl Future for Durable {
     type Output = Result<MessageId, QueueError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = lock(&self.slot.state);
-        match st.done.clone() {
-            Some(result) => Poll::Ready(result.map(|()| self.id)),
-            None => {
-                st.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        self.slot.poll(cx).map(|done| done.map(|()| self.id))
     }
 }
 
+/// Resolves once every message of a transaction is on disk, or with the one
+/// error that kept all of them out: the same contract as [`Durable`], for
+/// all the transaction's messages at once (one `250` or one `4xx`).
+#[must_use = "the messages are durable only when this resolves"]
+pub struct DurableTransaction {
+    pub(crate) ids: Vec<MessageId>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+impl DurableTransaction {
+    /// The ids the messages will have, in the order of the copies.
+    pub fn ids(&self) -> &[MessageId] {
+        &self.ids
+    }
+
+    /// Block until the transaction is flushed.
+    pub fn wait(self) -> Result<Vec<MessageId>, QueueError> {
+        self.slot.wait().map(|()| self.ids)
+    }
+}
+
+impl Future for DurableTransaction {
+    type Output = Result<Vec<MessageId>, QueueError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.slot
+            .poll(cx)
+            .map(|done| done.map(|()| self.ids.clone()))
+    }
+}
+
+/// One transaction on its way to disk: `ids[i]` is the id of `copies[i]`.
 pub(crate) struct Job {
-    pub id: MessageId,
-    pub message: NewMessage,
+    pub ids: Vec<MessageId>,
+    pub transaction: NewTransaction,
     pub slot: Arc<Slot>,
 }
 

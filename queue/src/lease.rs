@@ -42,6 +42,7 @@ pub struct Lease {
     pub arrived_at: SystemTime,
     pub recipients: Vec<LeasedRecipient>,
     pub(crate) body: BodyLoc,
+    pub(crate) trace: String,
 }
 
 /// A recipient that failed or expired, for the DSN.
@@ -193,6 +194,7 @@ impl Queue {
                     arrived_at: from_ms(msg.arrived_ms),
                     recipients,
                     body: msg.body,
+                    trace: msg.trace.clone(),
                 });
             }
             if leases.len() >= max {
@@ -209,6 +211,7 @@ impl Queue {
             lease.id,
             &lease.body,
             self.shared.options.max_body_bytes,
+            lease.trace.as_bytes(),
         )
     }
 

@@ -15,14 +15,14 @@ mod segment;
 mod types;
 
 pub use backoff::{base_interval, next_retry, Retry, RetryPolicy};
-pub use commit::Durable;
+pub use commit::{Durable, DurableTransaction};
 pub use error::QueueError;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
 pub use segment::StorageFaults;
 pub use types::{
-    AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewMessage,
-    NewRecipient, Outcome, RecipientInfo, RecipientState, StateKind,
+    AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,
+    NewMessage, NewRecipient, NewTransaction, Outcome, RecipientInfo, RecipientState, StateKind,
 };
 mod lease;
 mod ops;

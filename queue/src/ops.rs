@@ -147,6 +147,7 @@ impl Queue {
             id,
             &msg.body,
             self.shared.options.max_body_bytes,
+            msg.trace.as_bytes(),
         )
     }
 

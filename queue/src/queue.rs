@@ -18,12 +18,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use crate::commit::{lock, CommitQueue, Durable, Job, Slot};
+use crate::commit::{lock, CommitQueue, Durable, DurableTransaction, Job, Slot};
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
 use crate::segment::{BodyLoc, Segments, StorageFaults};
 use crate::types::to_ms;
-use crate::{MessageId, NewMessage, QueueError};
+use crate::{MessageId, NewCopy, NewMessage, NewTransaction, QueueError};
 
 /// Options for [`Queue::open`].
 #[derive(Debug, Clone)]
@@ -197,30 +197,66 @@ impl Queue {
     /// Store a message. Validation errors return at once; otherwise the
     /// returned [`Durable`] resolves when the message is on disk.
     pub fn enqueue(&self, message: NewMessage) -> Result<Durable, QueueError> {
+        let (mut ids, slot) = self.submit(message.into())?;
+        Ok(Durable {
+            id: ids.remove(0),
+            slot,
+        })
+    }
+
+    /// Store one SMTP transaction: its body once, and one message per copy
+    /// (destination group) pointing at it. Validation errors return at once;
+    /// otherwise the returned [`DurableTransaction`] resolves when every copy
+    /// is on disk, or fails with none of them stored. The body stays on disk
+    /// until the last copy leaves the queue.
+    pub fn enqueue_transaction(
+        &self,
+        transaction: NewTransaction,
+    ) -> Result<DurableTransaction, QueueError> {
+        let (ids, slot) = self.submit(transaction)?;
+        Ok(DurableTransaction { ids, slot })
+    }
+
+    fn submit(
+        &self,
+        transaction: NewTransaction,
+    ) -> Result<(Vec<MessageId>, Arc<Slot>), QueueError> {
         let opts = &self.shared.options;
-        if message.body.len() > opts.max_body_bytes {
-            return Err(QueueError::TooLarge {
-                size: message.body.len(),
-                limit: opts.max_body_bytes,
-            });
-        }
-        if message.recipients.is_empty() {
+        let limit = opts.max_recipients.min(usize::from(u16::MAX));
+        if transaction.copies.is_empty() {
             return Err(QueueError::NoRecipients);
         }
-        if message.recipients.len() > opts.max_recipients.min(usize::from(u16::MAX)) {
-            return Err(QueueError::TooManyRecipients {
-                count: message.recipients.len(),
-                limit: opts.max_recipients.min(usize::from(u16::MAX)),
-            });
+        for copy in &transaction.copies {
+            let size = transaction.size_of(copy);
+            if size > opts.max_body_bytes {
+                return Err(QueueError::TooLarge {
+                    size,
+                    limit: opts.max_body_bytes,
+                });
+            }
+            if copy.recipients.is_empty() {
+                return Err(QueueError::NoRecipients);
+            }
+            if copy.recipients.len() > limit {
+                return Err(QueueError::TooManyRecipients {
+                    count: copy.recipients.len(),
+                    limit,
+                });
+            }
         }
-        let id = self.next_id(to_ms(SystemTime::now()));
+        let now = to_ms(SystemTime::now());
+        let ids: Vec<MessageId> = transaction
+            .copies
+            .iter()
+            .map(|_| self.next_id(now))
+            .collect();
         let slot = Arc::new(Slot::default());
         self.shared.commit.push_job(Job {
-            id,
-            message,
+            ids: ids.clone(),
+            transaction,
             slot: slot.clone(),
         })?;
-        Ok(Durable { id, slot })
+        Ok((ids, slot))
     }
 
     /// Time-ordered id: `max(now << 20, last + 1)`.
@@ -295,8 +331,20 @@ struct Synced {
     flushes: Vec<Arc<Slot>>,
 }
 
+/// The location each copy of `job` records: the first copy owns the record,
+/// the others name it as the owner.
+fn copy_locs(job: &Job, loc: BodyLoc) -> impl Iterator<Item = BodyLoc> + '_ {
+    let owner = job.ids.first().copied();
+    job.ids.iter().enumerate().map(move |(i, _)| BodyLoc {
+        owner: if i == 0 { None } else { owner },
+        ..loc
+    })
+}
+
 /// Stage 1: append the group's bodies and `fdatasync` once. Runs while
 /// stage 2 flushes the previous group's metadata, so the two syncs overlap.
+/// Each record counts its copies as holders from the append on, so nothing
+/// later in the group (a rotation) or elsewhere (a release) unlinks it.
 fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
     while let Some((jobs, flushes)) = shared.commit.next_group() {
         let mut failed = Vec::new();
@@ -304,18 +352,25 @@ fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
         if !jobs.is_empty() {
             let mut segments = lock(&shared.segments);
             for job in jobs {
-                match segments.append(job.id, &job.message.body) {
+                let Some(&owner) = job.ids.first() else {
+                    job.slot.complete(Err(QueueError::NoRecipients));
+                    continue;
+                };
+                let holders = job.ids.len() as u64;
+                match segments.append(owner, &job.transaction.body, holders) {
                     Ok(loc) => written.push((job, loc)),
                     Err(e) => failed.push((job.slot, e)),
                 }
             }
             if !written.is_empty() {
                 if let Err(e) = segments.sync() {
-                    failed.extend(written.drain(..).map(|(job, _)| (job.slot, e.clone())));
+                    for (job, loc) in written.drain(..) {
+                        for _ in &job.ids {
+                            segments.release(&loc);
+                        }
+                        failed.push((job.slot, e.clone()));
+                    }
                 }
-            }
-            for (_, loc) in &written {
-                segments.add_live(loc);
             }
         }
         let synced = Synced {
@@ -335,7 +390,8 @@ fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
 }
 
 /// Stage 2: write the metadata of every synced group waiting (one sled
-/// batch), flush once, then make the messages visible and resolve waiters.
+/// batch: every copy of a transaction lands together), flush once, then make
+/// the messages visible and resolve waiters.
 fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
     let meta = shared.path.join("meta");
     while let Ok(first) = from_bodies.recv() {
@@ -345,9 +401,12 @@ fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
         let mut stored = Vec::new();
         for group in &groups {
             for (job, loc) in &group.written {
-                let msg = stored_message(&job.message, *loc);
-                batch.insert(&job.id.key(), msg.encode());
-                stored.push((job.id, msg));
+                let copies = job.ids.iter().zip(&job.transaction.copies);
+                for ((id, copy), loc) in copies.zip(copy_locs(job, *loc)) {
+                    let msg = stored_message(copy, loc);
+                    batch.insert(&id.key(), msg.encode());
+                    stored.push((*id, msg));
+                }
             }
         }
         let result = shared
@@ -385,7 +444,7 @@ fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
     }
 }
 
-fn stored_message(m: &NewMessage, body: BodyLoc) -> StoredMessage {
+fn stored_message(m: &NewCopy, body: BodyLoc) -> StoredMessage {
     StoredMessage {
         tenant: m.tenant.clone(),
         mail_from: m.mail_from.clone(),
@@ -393,6 +452,7 @@ fn stored_message(m: &NewMessage, body: BodyLoc) -> StoredMessage {
         policy: m.policy.clone(),
         arrived_ms: to_ms(m.arrived_at),
         body,
+        trace: m.trace.clone(),
         recipients: m
             .recipients
             .iter()

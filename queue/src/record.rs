@@ -70,6 +70,10 @@ pub(crate) struct StoredMessage {
     pub policy: AcceptedPolicy,
     pub arrived_ms: u64,
     pub body: BodyLoc,
+    /// This message's own header lines, delivered before the (possibly
+    /// shared) body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace: String,
     pub recipients: Vec<StoredRecipient>,
     /// Bounce records written and not yet completed by the DSN code.
     pub bounces_pending: u32,
@@ -90,6 +94,11 @@ impl StoredMessage {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Bytes as delivered: the trace header and the body.
+    pub fn size(&self) -> u64 {
+        self.trace.len() as u64 + u64::from(self.body.len)
+    }
+
     /// Every recipient final and every bounce handed off: the message leaves.
     pub fn is_done(&self) -> bool {
         self.bounces_pending == 0 && self.recipients.iter().all(|r| r.state.is_final())
@@ -103,7 +112,7 @@ impl StoredMessage {
             mail_params: self.mail_params.clone(),
             policy: self.policy.clone(),
             arrived_at: from_ms(self.arrived_ms),
-            size: u64::from(self.body.len),
+            size: self.size(),
             recipients: self
                 .recipients
                 .iter()

@@ -6,9 +6,23 @@
 //! metadata pointing at them is written; so metadata never names a record
 //! that is not on disk, and a torn tail after a crash belongs to a message
 //! that was never acknowledged. A reader checks length, id and checksum and
-//! returns [`QueueError::CorruptBody`] on any mismatch. A segment file is
-//! deleted once no live message points into it (and it is not the one being
-//! appended to).
+//! returns [`QueueError::CorruptBody`] on any mismatch.
+//!
+//! One record can hold the body shared by several messages (the destination
+//! groups of one SMTP transaction); the record header names the first of them
+//! (the owner), and each message's [`BodyLoc`] says whose record it reads.
+//!
+//! **Invariant: no record can be unlinked before it is released.** Every
+//! segment carries a count of holders: [`Segments::append`] adds the record's
+//! holders (one per message that will point at it) *at the moment of the
+//! append*, before the record is synced or its metadata written, and
+//! [`Segments::release`] takes one away when a message leaves the store (or
+//! when a commit fails and the message is never stored). A segment file is
+//! deleted only when its count is zero and it is not the one being appended
+//! to, whether the check happens at a release or at a rotation. So a rotation
+//! later in the same commit group, or a release on another thread while a
+//! group is in flight, can never remove a record a message is about to point
+//! at.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -29,6 +43,10 @@ pub(crate) struct BodyLoc {
     pub segment: u32,
     pub offset: u64,
     pub len: u32,
+    /// The message named in the record header, when the record is shared and
+    /// this is not that message (absent: the record is the message's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<MessageId>,
 }
 
 /// The storage seam for fault injection in tests: set `disk_full` and the
@@ -46,6 +64,8 @@ pub(crate) struct Segments {
     /// Files written since the last sync (a group may cross a rotation).
     unsynced: Vec<File>,
     dir_dirty: bool,
+    /// Holders per segment: messages stored or being stored that point into
+    /// it (see the module's invariant).
     live: HashMap<u32, u64>,
     faults: Arc<StorageFaults>,
 }
@@ -93,8 +113,15 @@ impl Segments {
         })
     }
 
-    /// Append one body (not yet durable: call [`Segments::sync`]).
-    pub fn append(&mut self, id: MessageId, body: &[u8]) -> Result<BodyLoc, QueueError> {
+    /// Append one body record owned by `id`, to be pointed at by `holders`
+    /// messages (not yet durable: call [`Segments::sync`]). The holders count
+    /// from now on: release each one that ends up not stored.
+    pub fn append(
+        &mut self,
+        id: MessageId,
+        body: &[u8],
+        holders: u64,
+    ) -> Result<BodyLoc, QueueError> {
         let len = u32::try_from(body.len()).map_err(|_| QueueError::TooLarge {
             size: body.len(),
             limit: u32::MAX as usize,
@@ -137,10 +164,13 @@ impl Segments {
             return Err(QueueError::io(path, &e));
         }
         *size += record_len;
+        let segment = *number;
+        *self.live.entry(segment).or_insert(0) += holders;
         Ok(BodyLoc {
-            segment: *number,
+            segment,
             offset,
             len,
+            owner: None,
         })
     }
 
@@ -184,11 +214,7 @@ impl Segments {
         Ok(())
     }
 
-    pub fn add_live(&mut self, loc: &BodyLoc) {
-        *self.live.entry(loc.segment).or_insert(0) += 1;
-    }
-
-    /// A message pointing at `loc` left the store.
+    /// A message pointing at `loc` left the store (or was never stored).
     pub fn release(&mut self, loc: &BodyLoc) {
         let Some(count) = self.live.get_mut(&loc.segment) else {
             return;
@@ -204,13 +230,15 @@ impl Segments {
     }
 }
 
-/// Read and verify one body record.
+/// Read and verify one body record, returned after `trace` (the message's
+/// own header lines, e.g. its `Received:`, written before the shared body).
 /// `limit` bounds the allocation when metadata and header agree on a wild length.
 pub(crate) fn read_body(
     dir: &Path,
     id: MessageId,
     loc: &BodyLoc,
     limit: usize,
+    trace: &[u8],
 ) -> Result<Vec<u8>, QueueError> {
     let path = segment_path(dir, loc.segment);
     let corrupt = |detail: String| QueueError::CorruptBody {
@@ -219,6 +247,7 @@ pub(crate) fn read_body(
         offset: loc.offset,
         detail,
     };
+    let owner = loc.owner.unwrap_or(id);
     let mut file = File::open(&path).map_err(|e| QueueError::io(&path, &e))?;
     file.seek(SeekFrom::Start(loc.offset))
         .map_err(|e| QueueError::io(&path, &e))?;
@@ -228,7 +257,7 @@ pub(crate) fn read_body(
     if &header[..4] != MAGIC {
         return Err(corrupt("bad magic".into()));
     }
-    if header[4..12] != id.key() {
+    if header[4..12] != owner.key() {
         return Err(corrupt("record belongs to another message".into()));
     }
     let len = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
@@ -241,14 +270,17 @@ pub(crate) fn read_body(
         )));
     }
     let want = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
-    let mut body = vec![0u8; len as usize];
-    file.read_exact(&mut body)
+    let mut out = Vec::with_capacity(trace.len() + len as usize);
+    out.extend_from_slice(trace);
+    out.resize(trace.len() + len as usize, 0);
+    let body = &mut out[trace.len()..];
+    file.read_exact(body)
         .map_err(|e| corrupt(format!("body truncated: {e}")))?;
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&id.key());
-    crc.update(&body);
+    crc.update(&owner.key());
+    crc.update(body);
     if crc.finalize() != want {
         return Err(corrupt("checksum mismatch".into()));
     }
-    Ok(body)
+    Ok(out)
 }

@@ -100,6 +100,54 @@ pub struct NewMessage {
     pub arrived_at: SystemTime,
 }
 
+/// One SMTP transaction as the server accepted it: the body, stored once,
+/// and one message per destination group sharing it. The messages commit
+/// together: all of them are stored, or none ([`crate::Queue::enqueue_transaction`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransaction {
+    pub copies: Vec<NewCopy>,
+    pub body: Vec<u8>,
+}
+
+/// One message of a [`NewTransaction`]: its envelope and its own trace
+/// header; the body is the transaction's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCopy {
+    pub tenant: String,
+    pub mail_from: String,
+    pub mail_params: Vec<String>,
+    pub recipients: Vec<NewRecipient>,
+    pub policy: AcceptedPolicy,
+    pub arrived_at: SystemTime,
+    /// Header lines of this message only (its `Received:` line, RFC 5321
+    /// section 4.4), delivered before the shared body.
+    pub trace: String,
+}
+
+impl From<NewMessage> for NewTransaction {
+    fn from(m: NewMessage) -> Self {
+        NewTransaction {
+            copies: vec![NewCopy {
+                tenant: m.tenant,
+                mail_from: m.mail_from,
+                mail_params: m.mail_params,
+                recipients: m.recipients,
+                policy: m.policy,
+                arrived_at: m.arrived_at,
+                trace: String::new(),
+            }],
+            body: m.body,
+        }
+    }
+}
+
+impl NewTransaction {
+    /// Bytes one copy occupies as delivered (trace and body).
+    pub fn size_of(&self, copy: &NewCopy) -> usize {
+        copy.trace.len() + self.body.len()
+    }
+}
+
 /// The state of one recipient. `Delivered`, `Failed` and `Expired` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecipientState {

@@ -1,13 +1,17 @@
 //! Property test: random operations (enqueue, take due, record attempts,
 //! hold/release/retry/bounce/delete, bounces, time passing, reopen) against
-//! an in-memory model of the per-recipient state machine.
+//! an in-memory model of the per-recipient state machine. Segments are far
+//! smaller than a record, so every append rotates; transactions share one
+//! body between copies, and bursts of writers commit in one group while
+//! another thread releases messages, so rotation and release happen inside
+//! commit groups. Every stored message's body is read back after each step.
 
 mod support;
 
 use proptest::prelude::*;
 use sealpost_queue::{
-    next_retry, Lease, MessageId, Outcome, Queue, QueueError, QueueOptions, RecipientState, Retry,
-    RetryPolicy, StateKind,
+    next_retry, Lease, MessageId, NewCopy, NewTransaction, Outcome, Queue, QueueError,
+    QueueOptions, RecipientState, Retry, RetryPolicy, StateKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,6 +24,11 @@ const TENANTS: [&str; 2] = ["t0", "t1"];
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue(Vec<usize>, usize),
+    /// One transaction: a copy per destination list, one shared body.
+    Transaction(Vec<Vec<usize>>, usize),
+    /// Writers enqueue this many messages at once while the message picked
+    /// by the second field is deleted.
+    Burst(usize, usize),
     TakeTenant(usize),
     TakeAny,
     TakeDest(usize),
@@ -37,6 +46,9 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (prop::collection::vec(0..3usize, 1..4), 0..2usize).prop_map(|(d, t)| Op::Enqueue(d, t)),
+        2 => (prop::collection::vec(prop::collection::vec(0..3usize, 1..3), 1..4), 0..2usize)
+            .prop_map(|(c, t)| Op::Transaction(c, t)),
+        1 => (2..8usize, any::<usize>()).prop_map(|(n, d)| Op::Burst(n, d)),
         1 => (0..2usize).prop_map(Op::TakeTenant),
         2 => Just(Op::TakeAny),
         1 => (0..3usize).prop_map(Op::TakeDest),
@@ -76,6 +88,8 @@ struct MMsg {
     arrived: u64,
     rcpts: Vec<MRcpt>,
     bounces: u32,
+    /// What `message_body` must return (trace, then the shared body).
+    content: Vec<u8>,
 }
 
 impl MMsg {
@@ -103,7 +117,20 @@ fn time(secs: u64) -> SystemTime {
 }
 
 fn open(path: &Path) -> Queue {
-    Queue::open(path, QueueOptions::default()).expect("open")
+    let options = QueueOptions {
+        segment_bytes: 64,
+        ..QueueOptions::default()
+    };
+    Queue::open(path, options).expect("open")
+}
+
+/// The recipients of one message to `dests`, as (address, destination).
+fn recipients(dests: &[usize]) -> Vec<(String, &'static str)> {
+    dests
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("r{i}@{}", DESTS[*d]), DESTS[*d]))
+        .collect()
 }
 
 struct World {
@@ -149,6 +176,30 @@ impl World {
             }
         }
         out
+    }
+
+    /// A message the queue acknowledged, in the model.
+    fn stored(&mut self, id: MessageId, tenant: usize, dests: &[usize], content: Vec<u8>) {
+        self.ids.push(id);
+        let rcpts = dests
+            .iter()
+            .map(|d| MRcpt {
+                dest: *d,
+                state: M::Queued,
+                active: false,
+                attempts: 0,
+            })
+            .collect();
+        self.model.insert(
+            id,
+            MMsg {
+                tenant,
+                arrived: self.clock,
+                rcpts,
+                bounces: 0,
+                content,
+            },
+        );
     }
 
     fn take(&mut self, leases: Vec<Lease>, dest: Option<usize>, tenant: Option<usize>) {
@@ -204,13 +255,10 @@ impl World {
     fn apply(&mut self, op: Op, path: &Path) {
         match op {
             Op::Enqueue(dests, tenant) => {
-                let rcpts: Vec<(String, &str)> = dests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (format!("r{i}@{}", DESTS[*d]), DESTS[*d]))
-                    .collect();
+                let rcpts = recipients(&dests);
                 let refs: Vec<(&str, &str)> = rcpts.iter().map(|(a, d)| (a.as_str(), *d)).collect();
-                let mut msg = message(TENANTS[tenant], &refs, b"body");
+                let body = format!("body {} of {}", self.ids.len(), TENANTS[tenant]).into_bytes();
+                let mut msg = message(TENANTS[tenant], &refs, &body);
                 msg.arrived_at = time(self.clock);
                 let id = self
                     .q()
@@ -218,25 +266,85 @@ impl World {
                     .expect("enqueue")
                     .wait()
                     .expect("durable");
-                self.ids.push(id);
-                let rcpts = dests
-                    .iter()
-                    .map(|d| MRcpt {
-                        dest: *d,
-                        state: M::Queued,
-                        active: false,
-                        attempts: 0,
-                    })
-                    .collect();
-                self.model.insert(
-                    id,
-                    MMsg {
-                        tenant,
-                        arrived: self.clock,
-                        rcpts,
-                        bounces: 0,
-                    },
-                );
+                self.stored(id, tenant, &dests, body);
+            }
+            Op::Transaction(copies, tenant) => {
+                let body = format!("shared body {}", self.ids.len()).into_bytes();
+                let transaction = NewTransaction {
+                    copies: copies
+                        .iter()
+                        .enumerate()
+                        .map(|(i, dests)| {
+                            let rcpts = recipients(dests);
+                            let refs: Vec<(&str, &str)> =
+                                rcpts.iter().map(|(a, d)| (a.as_str(), *d)).collect();
+                            let m = message(TENANTS[tenant], &refs, b"");
+                            NewCopy {
+                                tenant: m.tenant,
+                                mail_from: m.mail_from,
+                                mail_params: m.mail_params,
+                                recipients: m.recipients,
+                                policy: m.policy,
+                                arrived_at: time(self.clock),
+                                trace: format!("Received: copy {i}\r\n"),
+                            }
+                        })
+                        .collect(),
+                    body: body.clone(),
+                };
+                let ids = self
+                    .q()
+                    .enqueue_transaction(transaction)
+                    .expect("enqueue")
+                    .wait()
+                    .expect("durable");
+                assert_eq!(ids.len(), copies.len());
+                for (i, (id, dests)) in ids.into_iter().zip(&copies).enumerate() {
+                    let mut content = format!("Received: copy {i}\r\n").into_bytes();
+                    content.extend_from_slice(&body);
+                    self.stored(id, tenant, dests, content);
+                }
+            }
+            Op::Burst(n, victim) => {
+                let victim = self.pick(victim);
+                let arrived = time(self.clock);
+                let queue = self.q();
+                let first = self.ids.len();
+                let (ids, deleted) = std::thread::scope(|scope| {
+                    let writers: Vec<_> = (0..n)
+                        .map(|w| {
+                            scope.spawn(move || {
+                                let body = format!("burst {first} writer {w}").into_bytes();
+                                let mut msg = message("t0", &[("r0@a.test", "a.test")], &body);
+                                msg.arrived_at = arrived;
+                                let id = queue
+                                    .enqueue(msg)
+                                    .expect("enqueue")
+                                    .wait()
+                                    .expect("durable");
+                                (id, body)
+                            })
+                        })
+                        .collect();
+                    let deleted = victim.map(|id| (id, queue.delete(id)));
+                    let ids: Vec<_> = writers
+                        .into_iter()
+                        .map(|w| w.join().expect("writer"))
+                        .collect();
+                    (ids, deleted)
+                });
+                if let Some((id, result)) = deleted {
+                    match self.model.remove(&id) {
+                        Some(_) => result.expect("delete"),
+                        None => assert!(
+                            matches!(result, Err(QueueError::NotFound { .. })),
+                            "{result:?}"
+                        ),
+                    }
+                }
+                for (id, body) in ids {
+                    self.stored(id, 0, &[0], body);
+                }
             }
             Op::TakeAny => {
                 let leases = self
@@ -435,6 +543,12 @@ impl World {
         let mut counts: BTreeMap<StateKind, u64> = BTreeMap::new();
         for (id, m) in &self.model {
             let info = self.q().show(*id).expect("show");
+            let body = self
+                .q()
+                .message_body(*id)
+                .unwrap_or_else(|e| panic!("body of stored message {id}: {e}"));
+            assert_eq!(body, m.content, "body of {id}");
+            assert_eq!(info.size, m.content.len() as u64, "size of {id}");
             for (r, got) in m.rcpts.iter().zip(&info.recipients) {
                 let want = match (r.active, r.state) {
                     (true, _) => RecipientState::Active,

@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueError};
+use sealpost_queue::{AcceptedPolicy, NewCopy, NewRecipient, NewTransaction, Queue, QueueError};
 use tracing::{debug, info, warn};
 
 use super::trace::{received_header, Trace};
@@ -398,7 +398,7 @@ impl SessionHandler for Reception {
                 None => groups.push((route, vec![&rcpt.path])),
             }
         }
-        let mut pending = Vec::with_capacity(groups.len());
+        let mut copies = Vec::with_capacity(groups.len());
         for (route, recipients) in &groups {
             let resolution = &route.resolution;
             let tenant = resolution
@@ -421,9 +421,7 @@ impl SessionHandler for Reception {
                 single_recipient: single.as_deref(),
                 at,
             };
-            let mut stored = received_header(&trace).into_bytes();
-            stored.extend_from_slice(&body);
-            let message = NewMessage {
+            copies.push(NewCopy {
                 tenant,
                 mail_from: match &envelope.from {
                     ReversePath::Null => String::new(),
@@ -446,30 +444,32 @@ impl SessionHandler for Reception {
                     min_tls: resolution.min_tls.to_string(),
                     explanation: resolution.to_string(),
                 },
-                body: stored,
                 arrived_at: now,
-            };
-            let tenant = message.tenant.clone();
-            match self.queue.enqueue(message) {
-                Ok(durable) => pending.push((durable, tenant)),
-                Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
-            }
+                trace: received_header(&trace),
+            });
         }
-        let mut ids = Vec::with_capacity(pending.len());
-        for (durable, tenant) in pending {
-            match durable.await {
-                Ok(id) => {
-                    self.metrics.received(&tenant);
-                    ids.push(id.to_string());
-                }
-                Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
-            }
+        let tenants: Vec<String> = copies.iter().map(|c| c.tenant.clone()).collect();
+        let size = body.len();
+        // One body for every destination group, committed together: one 250
+        // for all copies, or one refusal with none of them stored.
+        let transaction = NewTransaction { copies, body };
+        let stored = match self.queue.enqueue_transaction(transaction) {
+            Ok(durable) => durable.await,
+            Err(e) => Err(e),
+        };
+        let ids = match stored {
+            Ok(ids) => ids,
+            Err(e) => return Verdict::Reject(storage_refusal(conn, &e)),
+        };
+        for tenant in &tenants {
+            self.metrics.received(tenant);
         }
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
         let ids = ids.join(" ");
         if let Some(wake) = &self.on_queued {
             wake();
         }
-        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size = body.len(), queued_as = %ids, "message queued");
+        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size, queued_as = %ids, "message queued");
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }
 }
