@@ -5,7 +5,11 @@
 //! and per tenant, so "everything
 //! due now, at most N" is a range walk from the start: no scan of the store.
 //! Leases (`active`) live only here; after a crash they are simply absent and
-//! the recipients' persisted states make them due again. Counts are kept
+//! the recipients' persisted states make them due again. So does
+//! `not_before`: a lease given back without an outcome (a panicked attempt,
+//! a record that could not be written) is due again no earlier than that, in
+//! this process, so it is neither stuck until a restart nor retried in a
+//! tight loop. Any state change of the recipient clears it. Counts are kept
 //! incrementally on every transition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -33,6 +37,8 @@ pub(crate) struct Index {
     pub due_by_destination: HashMap<String, BTreeSet<DueKey>>,
     pub due_by_tenant: HashMap<String, BTreeSet<DueKey>>,
     pub active: HashSet<(MessageId, u16)>,
+    /// In-memory earliest due time of recipients whose lease was returned.
+    pub not_before: HashMap<(MessageId, u16), u64>,
     pub counts: Counts,
 }
 
@@ -48,6 +54,19 @@ fn decrement<K: Ord>(map: &mut BTreeMap<K, u64>, key: &K) {
 impl Index {
     pub fn is_active(&self, id: MessageId, index: u16) -> bool {
         self.active.contains(&(id, index))
+    }
+
+    /// When the recipient is due: its stored state's time, or later if its
+    /// lease was returned with a delay.
+    pub fn due_ms(
+        &self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        r: &StoredRecipient,
+    ) -> Option<u64> {
+        let delay = self.not_before.get(&(id, index)).copied().unwrap_or(0);
+        r.due_ms(arrived_ms).map(|due| due.max(delay))
     }
 
     fn kind(&self, id: MessageId, index: u16, r: &StoredRecipient) -> StateKind {
@@ -79,7 +98,7 @@ impl Index {
         if kind == StateKind::Active {
             return;
         }
-        if let Some(due) = r.due_ms(arrived_ms) {
+        if let Some(due) = self.due_ms(id, index, arrived_ms, r) {
             let key = (due, id, index);
             self.due.insert(key);
             self.due_by_destination
@@ -108,7 +127,9 @@ impl Index {
             decrement(&mut self.counts.by_destination, &r.destination);
         }
         self.active.remove(&(id, index));
-        if let Some(due) = r.due_ms(arrived_ms) {
+        let due = self.due_ms(id, index, arrived_ms, r);
+        self.not_before.remove(&(id, index));
+        if let Some(due) = due {
             let key = (due, id, index);
             self.due.remove(&key);
             if let Some(set) = self.due_by_destination.get_mut(&r.destination) {
@@ -151,6 +172,21 @@ impl Index {
     ) {
         self.remove_recipient(id, index, arrived_ms, tenant, r);
         self.active.insert((id, index));
+        self.add_recipient(id, index, arrived_ms, tenant, r);
+    }
+
+    /// Give a leased recipient back, due again no earlier than `not_before_ms`.
+    pub fn unlease(
+        &mut self,
+        id: MessageId,
+        index: u16,
+        arrived_ms: u64,
+        tenant: &str,
+        r: &StoredRecipient,
+        not_before_ms: u64,
+    ) {
+        self.remove_recipient(id, index, arrived_ms, tenant, r);
+        self.not_before.insert((id, index), not_before_ms);
         self.add_recipient(id, index, arrived_ms, tenant, r);
     }
 }

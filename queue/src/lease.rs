@@ -45,6 +45,23 @@ pub struct Lease {
     pub(crate) trace: String,
 }
 
+/// What identifies a lease: enough to give it back with
+/// [`Queue::return_lease`] after the lease itself was consumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseKey {
+    pub id: MessageId,
+    pub recipients: Vec<u16>,
+}
+
+impl Lease {
+    pub fn key(&self) -> LeaseKey {
+        LeaseKey {
+            id: self.id,
+            recipients: self.recipients.iter().map(|r| r.index).collect(),
+        }
+    }
+}
+
 /// A recipient that failed or expired, for the DSN.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BouncedRecipient {
@@ -162,7 +179,9 @@ impl Queue {
             let mut groups: BTreeMap<&str, Vec<LeasedRecipient>> = BTreeMap::new();
             for (i, r) in msg.recipients.iter().enumerate() {
                 let idx = i as u16;
-                let due = r.due_ms(msg.arrived_ms).is_some_and(|d| d <= now_ms);
+                let due = index
+                    .due_ms(id, idx, msg.arrived_ms, r)
+                    .is_some_and(|d| d <= now_ms);
                 let wanted = only.is_none_or(|d| d == r.destination);
                 if !wanted || !due || index.is_active(id, idx) {
                     continue;
@@ -204,6 +223,37 @@ impl Queue {
         Ok(leases)
     }
 
+    /// Give `lease` back without an outcome, because its attempt panicked or
+    /// its record could not be written: nothing is written, the recipients
+    /// keep their stored state and are due again at `not_before` (in this
+    /// process; after a restart they are due at once, as every lease). The
+    /// message's lifetime still applies at the next attempt. Recipients no
+    /// longer leased are skipped. Returns how many were given back.
+    pub fn return_lease(&self, lease: &LeaseKey, not_before: SystemTime) -> usize {
+        let mut index = lock(&self.shared.index);
+        let Ok(Some(msg)) = self.load(lease.id) else {
+            return 0;
+        };
+        let mut returned = 0;
+        for &i in &lease.recipients {
+            let Some(r) = msg.recipients.get(usize::from(i)) else {
+                continue;
+            };
+            if index.is_active(lease.id, i) {
+                index.unlease(
+                    lease.id,
+                    i,
+                    msg.arrived_ms,
+                    &msg.tenant,
+                    r,
+                    to_ms(not_before),
+                );
+                returned += 1;
+            }
+        }
+        returned
+    }
+
     /// The leased message's body, checked against its checksum.
     pub fn read_body(&self, lease: &Lease) -> Result<Vec<u8>, QueueError> {
         read_body(
@@ -238,6 +288,19 @@ impl Queue {
                     index: *idx,
                 });
             }
+        }
+        let faults = &self.shared.options.faults;
+        if faults
+            .fail_records
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            faults
+                .records_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(QueueError::Io {
+                path: self.shared.path.join("meta"),
+                detail: "injected: the attempt record could not be written".into(),
+            });
         }
         let id = lease.id;
         let release;

@@ -26,5 +26,5 @@ pub use types::{
 };
 mod lease;
 mod ops;
-pub use lease::{BounceDue, BouncedRecipient, Lease, LeasedRecipient};
+pub use lease::{BounceDue, BouncedRecipient, Lease, LeaseKey, LeasedRecipient};
 pub use ops::{ListFilter, Page};

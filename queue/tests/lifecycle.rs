@@ -331,3 +331,40 @@ fn due_tenants_names_each_tenant_with_due_mail_once() {
     record_delivered(&q, lease, 0, 2);
     assert_eq!(q.due_tenants(at(3)), vec!["flood"]);
 }
+
+/// A lease given back without an outcome (its attempt panicked, or its
+/// record could not be written) is due again after the delay asked for, in
+/// this process: not stuck until a restart, not due again at once.
+#[test]
+fn a_returned_lease_is_due_again_after_its_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let id = q
+        .enqueue(message(
+            "t1",
+            &[("a@x.test", "x.test"), ("b@x.test", "x.test")],
+            b"body",
+        ))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let lease = q.take_due(at(1), "x.test", 10).unwrap().remove(0);
+    assert_eq!(q.return_lease(&lease.key(), at(61)), 2);
+    // Returning twice changes nothing: the recipients are no longer leased.
+    assert_eq!(q.return_lease(&lease.key(), at(61)), 0);
+    assert_eq!(q.counts().by_state.get(&StateKind::Queued), Some(&2));
+    assert!(q.take_due(at(30), "x.test", 10).unwrap().is_empty());
+    assert!(q.take_due_any(at(30), 10).unwrap().is_empty());
+    assert!(q.due_tenants(at(30)).is_empty());
+    let again = q.take_due(at(61), "x.test", 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id);
+    assert_eq!(again[0].recipients.len(), 2);
+    let lease = again.into_iter().next().unwrap();
+    record_delivered(&q, lease, 0, 62);
+    // The other recipient was deferred by that record; the delay is gone.
+    assert!(matches!(
+        q.show(id).unwrap().recipients[1].state,
+        RecipientState::Deferred { .. }
+    ));
+}

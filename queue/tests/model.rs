@@ -33,6 +33,8 @@ enum Op {
     TakeAny,
     TakeDest(usize),
     Record(usize, Vec<u8>),
+    /// Give a lease back without an outcome, due again after this delay.
+    Return(usize, u64),
     Hold(usize),
     Release(usize),
     RetryNow(usize),
@@ -53,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::TakeAny),
         1 => (0..3usize).prop_map(Op::TakeDest),
         3 => (any::<usize>(), prop::collection::vec(0..3u8, 1..4)).prop_map(|(l, c)| Op::Record(l, c)),
+        1 => (any::<usize>(), 0..300u64).prop_map(|(l, d)| Op::Return(l, d)),
         1 => any::<usize>().prop_map(Op::Hold),
         1 => any::<usize>().prop_map(Op::Release),
         1 => any::<usize>().prop_map(Op::RetryNow),
@@ -80,6 +83,8 @@ struct MRcpt {
     state: M,
     active: bool,
     attempts: u32,
+    /// Due no earlier than this (a returned lease), until its state changes.
+    not_before: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -163,7 +168,8 @@ impl World {
                     M::Queued => Some(m.arrived),
                     M::Deferred(t) => Some(t),
                     _ => None,
-                };
+                }
+                .map(|d| d.max(r.not_before));
                 if !r.active
                     && due.is_some_and(|d| d <= self.clock)
                     && dest.is_none_or(|d| d == r.dest)
@@ -188,6 +194,7 @@ impl World {
                 state: M::Queued,
                 active: false,
                 attempts: 0,
+                not_before: 0,
             })
             .collect();
         self.model.insert(
@@ -217,7 +224,9 @@ impl World {
         for l in &leases {
             let m = self.model.get_mut(&l.id).expect("leased message in model");
             for r in &l.recipients {
-                m.rcpts[usize::from(r.index)].active = true;
+                let r = &mut m.rcpts[usize::from(r.index)];
+                r.active = true;
+                r.not_before = 0;
             }
         }
         self.leases.extend(leases);
@@ -243,6 +252,7 @@ impl World {
         for r in &mut m.rcpts {
             if (bounce || !r.active) && change(r, self.clock) {
                 r.active = false;
+                r.not_before = 0;
                 changed += 1;
             }
         }
@@ -448,6 +458,27 @@ impl World {
                     self.model.remove(&id);
                 }
             }
+            Op::Return(n, delay) => {
+                if self.leases.is_empty() {
+                    return;
+                }
+                let lease = self.leases.remove(n % self.leases.len());
+                let returned = self
+                    .q()
+                    .return_lease(&lease.key(), time(self.clock + delay));
+                let mut want = 0;
+                if let Some(m) = self.model.get_mut(&lease.id) {
+                    for l in &lease.recipients {
+                        let r = &mut m.rcpts[usize::from(l.index)];
+                        if r.active {
+                            r.active = false;
+                            r.not_before = self.clock + delay;
+                            want += 1;
+                        }
+                    }
+                }
+                assert_eq!(returned, want, "recipients returned");
+            }
             Op::Hold(n) => self.modify(
                 n,
                 |q, id| q.hold(id),
@@ -532,6 +563,7 @@ impl World {
                 for m in self.model.values_mut() {
                     for r in &mut m.rcpts {
                         r.active = false;
+                        r.not_before = 0;
                     }
                 }
                 self.queue = Some(open(path));

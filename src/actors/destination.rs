@@ -31,7 +31,7 @@ use tracing::{error, info};
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
 use crate::date::unix_ms;
-use crate::delivery::attempt::{conclude, defer_all, log_outcomes};
+use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease};
 use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
 
 /// Deliver this lease.
@@ -225,7 +225,7 @@ impl Destination {
                 continue;
             }
             self.active += 1;
-            let (id, tenant) = (lease.id, lease.tenant.clone());
+            let (key, tenant) = (lease.key(), lease.tenant.clone());
             // A panic in an attempt must not take the actor (and every
             // lease sent to it later) down with it.
             let work = AssertUnwindSafe(attempt(self.shared.clone(), self.pool.clone(), lease))
@@ -243,11 +243,14 @@ impl Destination {
                         act.on_report(report);
                     }
                     Err(_) => {
+                        let config = act.shared.live.current();
+                        let until = return_lease(&act.shared, &config, &key);
                         act.scheduler.do_send(Done::nothing(tenant));
                         error!(
-                            %id,
+                            id = %key.id,
                             destination = %act.name,
-                            "a delivery attempt panicked; its recipients are due again after a restart"
+                            retry_at = crate::date::unix_seconds(until),
+                            "a delivery attempt panicked; its recipients are due again after the first retry interval"
                         );
                     }
                 }

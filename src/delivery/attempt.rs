@@ -313,8 +313,9 @@ pub(crate) type Outcomes = Vec<(u16, Outcome)>;
 
 /// Sends the delay warning owed (if any) and records the attempt in the
 /// queue, durable before it returns; the lease is released. A failed
-/// record leaves the recipients leased until the next start (never
-/// retried in a loop that could deliver again and again).
+/// record gives the lease back to the queue, due again after the first
+/// retry interval ([`return_lease`]): not stuck until a restart, and not
+/// retried in a loop that could deliver again and again.
 pub(crate) async fn conclude(
     shared: &Arc<Shared>,
     config: &Arc<Config>,
@@ -325,7 +326,7 @@ pub(crate) async fn conclude(
     warn_if_delayed(shared, config, &lease, &outcomes).await;
     let retry = config.delivery.retry;
     let queue = shared.queue.clone();
-    let id = lease.id;
+    let key = lease.key();
     let recorded = tokio::task::spawn_blocking(move || {
         queue.record_attempt(lease, &outcomes, attempt, &retry)
     })
@@ -335,7 +336,21 @@ pub(crate) async fn conclude(
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
-    error!(%id, error = %failure, "recording a delivery attempt failed; its recipients wait until sealpost restarts");
+    let until = return_lease(shared, config, &key);
+    error!(id = %key.id, error = %failure, retry_at = crate::date::unix_seconds(until), "recording a delivery attempt failed; its recipients are due again after the first retry interval");
+}
+
+/// Gives a lease that ended without a durable outcome back to the queue,
+/// due again after the first retry interval (the lifetime still applies at
+/// that attempt). Returns when it is due.
+pub(crate) fn return_lease(
+    shared: &Arc<Shared>,
+    config: &Config,
+    key: &sealpost_queue::LeaseKey,
+) -> SystemTime {
+    let until = SystemTime::now() + config.delivery.retry.first_retry;
+    shared.queue.return_lease(key, until);
+    until
 }
 
 /// Whether recording `outcomes` now ends the message's lifetime with a
