@@ -566,4 +566,11 @@ async fn a_large_message_to_several_managed_domains_is_delivered_to_each() {
     let mut want: Vec<String> = domains.iter().map(|d| format!("<bob@{d}>")).collect();
     want.sort();
     assert_eq!(seen, want);
+    // The body was spooled while it arrived and moved into the queue whole:
+    // no spool is left behind.
+    let incoming = sealpost.dir.path().join("data/queue/incoming");
+    let left: Vec<_> = std::fs::read_dir(&incoming)
+        .expect("incoming directory")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

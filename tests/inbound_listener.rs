@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use sealpost::inbound::{
-    ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts, TlsInfo,
+    Body, ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts, TlsInfo,
 };
 use sealpost::smtp::{
     Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
@@ -39,7 +39,7 @@ impl SessionHandler for Recorder {
     ) -> Verdict {
         Verdict::Accept
     }
-    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, _: Vec<u8>) -> Verdict {
+    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, _: Body) -> Verdict {
         self.seen
             .lock()
             .expect("lock")

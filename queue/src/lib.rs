@@ -12,6 +12,7 @@ mod index;
 mod queue;
 mod record;
 mod segment;
+mod spool;
 mod types;
 
 pub use backoff::{base_interval, next_retry, Retry, RetryPolicy};
@@ -20,6 +21,7 @@ pub use error::QueueError;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
 pub use segment::StorageFaults;
+pub use spool::{Body, Spool};
 pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,
     NewMessage, NewRecipient, NewTransaction, Outcome, RecipientInfo, RecipientState, StateKind,

@@ -22,8 +22,9 @@ use crate::commit::{lock, CommitQueue, Durable, DurableTransaction, Job, Slot};
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
 use crate::segment::{BodyLoc, Segments, StorageFaults};
+use crate::spool::{reset_incoming, Spool};
 use crate::types::to_ms;
-use crate::{MessageId, NewCopy, NewMessage, NewTransaction, QueueError};
+use crate::{Body, MessageId, NewCopy, NewMessage, NewTransaction, QueueError};
 
 /// Options for [`Queue::open`].
 #[derive(Debug, Clone)]
@@ -151,6 +152,7 @@ impl Queue {
             }
             db.flush().map_err(|e| QueueError::sled(&meta_path, e))?;
         }
+        reset_incoming(&path.join("incoming"))?;
         let body_dir = path.join("bodies");
         let segments = Segments::open(
             body_dir.clone(),
@@ -194,6 +196,17 @@ impl Queue {
         &self.shared.path
     }
 
+    /// A new spool file for a body too large to hold in memory; hand it to
+    /// [`Queue::enqueue_transaction`] as [`Body::Spooled`]. Dropped unused,
+    /// it deletes itself. A spool that could not be created or written
+    /// carries its error to the commit, which refuses the transaction.
+    pub fn spool(&self) -> Spool {
+        Spool::create(
+            &self.shared.path.join("incoming"),
+            self.shared.options.faults.clone(),
+        )
+    }
+
     /// Store a message. Validation errors return at once; otherwise the
     /// returned [`Durable`] resolves when the message is on disk.
     pub fn enqueue(&self, message: NewMessage) -> Result<Durable, QueueError> {
@@ -226,11 +239,16 @@ impl Queue {
         if transaction.copies.is_empty() {
             return Err(QueueError::NoRecipients);
         }
+        if let Body::Spooled(spool) = &transaction.body {
+            if let Some(e) = spool.error() {
+                return Err(e.clone());
+            }
+        }
         for copy in &transaction.copies {
             let size = transaction.size_of(copy);
-            if size > opts.max_body_bytes {
+            if size > opts.max_body_bytes as u64 {
                 return Err(QueueError::TooLarge {
-                    size,
+                    size: usize::try_from(size).unwrap_or(usize::MAX),
                     limit: opts.max_body_bytes,
                 });
             }
@@ -351,13 +369,17 @@ fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
         let mut written = Vec::with_capacity(jobs.len());
         if !jobs.is_empty() {
             let mut segments = lock(&shared.segments);
-            for job in jobs {
+            for mut job in jobs {
                 let Some(&owner) = job.ids.first() else {
                     job.slot.complete(Err(QueueError::NoRecipients));
                     continue;
                 };
                 let holders = job.ids.len() as u64;
-                match segments.append(owner, &job.transaction.body, holders) {
+                let appended = match &mut job.transaction.body {
+                    Body::Memory(bytes) => segments.append(owner, bytes, holders),
+                    Body::Spooled(spool) => segments.adopt(owner, spool, holders),
+                };
+                match appended {
                     Ok(loc) => written.push((job, loc)),
                     Err(e) => failed.push((job.slot, e)),
                 }

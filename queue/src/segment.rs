@@ -32,10 +32,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::spool::Spool;
 use crate::{MessageId, QueueError};
 
 const MAGIC: &[u8; 4] = b"SPB1";
-const HEADER: usize = 20;
+pub(crate) const HEADER: usize = 20;
+
+/// The header of a record owned by `id` holding `len` body octets whose
+/// `crc32(id ‖ body)` is `crc`.
+pub(crate) fn record_header(id: MessageId, len: u32, crc: u32) -> [u8; HEADER] {
+    let mut header = [0u8; HEADER];
+    header[..4].copy_from_slice(MAGIC);
+    header[4..12].copy_from_slice(&id.key());
+    header[12..16].copy_from_slice(&len.to_be_bytes());
+    header[16..].copy_from_slice(&crc.to_be_bytes());
+    header
+}
 
 /// Where a body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,14 +166,10 @@ impl Segments {
         let mut crc = crc32fast::Hasher::new();
         crc.update(&id.key());
         crc.update(body);
-        let mut record = Vec::with_capacity(record_len as usize);
-        record.extend_from_slice(MAGIC);
-        record.extend_from_slice(&id.key());
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(&crc.finalize().to_be_bytes());
-        record.extend_from_slice(body);
+        let header = record_header(id, len, crc.finalize());
         let offset = *size;
-        if let Err(e) = file.write_all(&record) {
+        let written = file.write_all(&header).and_then(|()| file.write_all(body));
+        if let Err(e) = written {
             // Leave no partial record where the next one would go.
             let _ = file.set_len(offset);
             let _ = file.seek(SeekFrom::Start(offset));
@@ -173,6 +181,29 @@ impl Segments {
         Ok(BodyLoc {
             segment,
             offset,
+            len,
+            owner: None,
+        })
+    }
+
+    /// Adopt a spooled body as a segment of its own, holding one record
+    /// owned by `id` for `holders` messages (counted at once, as in
+    /// [`Segments::append`]; not yet durable: call [`Segments::sync`]).
+    pub fn adopt(
+        &mut self,
+        id: MessageId,
+        spool: &mut Spool,
+        holders: u64,
+    ) -> Result<BodyLoc, QueueError> {
+        let number = self.next_number;
+        self.next_number = number.saturating_add(1);
+        let (file, len) = spool.commit_as(id, &segment_path(&self.dir, number))?;
+        self.unsynced.push(file);
+        self.dir_dirty = true;
+        *self.live.entry(number).or_insert(0) += holders;
+        Ok(BodyLoc {
+            segment: number,
+            offset: 0,
             len,
             owner: None,
         })

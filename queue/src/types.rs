@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::QueueError;
+use crate::{Body, QueueError};
 
 /// A message id: milliseconds since the epoch in the high 44 bits and a
 /// sequence number in the low 20, printed as 16 lowercase hex digits so ids
@@ -103,10 +103,10 @@ pub struct NewMessage {
 /// One SMTP transaction as the server accepted it: the body, stored once,
 /// and one message per destination group sharing it. The messages commit
 /// together: all of them are stored, or none ([`crate::Queue::enqueue_transaction`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct NewTransaction {
     pub copies: Vec<NewCopy>,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 /// One message of a [`NewTransaction`]: its envelope and its own trace
@@ -136,15 +136,15 @@ impl From<NewMessage> for NewTransaction {
                 arrived_at: m.arrived_at,
                 trace: String::new(),
             }],
-            body: m.body,
+            body: Body::Memory(m.body),
         }
     }
 }
 
 impl NewTransaction {
     /// Bytes one copy occupies as delivered (trace and body).
-    pub fn size_of(&self, copy: &NewCopy) -> usize {
-        copy.trace.len() + self.body.len()
+    pub fn size_of(&self, copy: &NewCopy) -> u64 {
+        copy.trace.len() as u64 + self.body.len()
     }
 }
 

@@ -300,7 +300,7 @@ impl World {
                             }
                         })
                         .collect(),
-                    body: body.clone(),
+                    body: body.clone().into(),
                 };
                 let ids = self
                     .q()

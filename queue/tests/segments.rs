@@ -88,7 +88,7 @@ fn transaction(copies: usize, body: &[u8]) -> sealpost_queue::NewTransaction {
         .collect();
     sealpost_queue::NewTransaction {
         copies,
-        body: body.to_vec(),
+        body: body.to_vec().into(),
     }
 }
 
@@ -198,4 +198,84 @@ fn a_transaction_commits_all_its_copies_or_none() {
         .expect("stored once the disk has room");
     assert_eq!(queue.counts().by_state.values().sum::<u64>(), 3);
     assert_eq!(ids.len(), 3);
+}
+
+/// A body spooled to `incoming/` as it arrives becomes a segment of its own
+/// at commit (renamed, not copied), reads back whole with each copy's
+/// trace, survives a reopen, and goes when its last copy leaves. A spool
+/// never committed leaves nothing behind.
+#[test]
+fn a_spooled_body_becomes_its_own_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(dir.path(), QueueOptions::default()).expect("open");
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut spool = queue.spool();
+    for _ in 0..40 {
+        spool.write(&chunk);
+    }
+    assert_eq!(spool.len(), 40 * chunk.len() as u64);
+    let want_body: Vec<u8> = chunk.repeat(40);
+    let mut tx = transaction(2, b"");
+    tx.body = sealpost_queue::Body::Spooled(spool);
+    let ids = queue
+        .enqueue_transaction(tx)
+        .expect("enqueue")
+        .wait()
+        .expect("durable");
+    let incoming = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("incoming"))
+            .expect("incoming")
+            .count()
+    };
+    assert_eq!(incoming(dir.path()), 0, "the spool was moved, not copied");
+    for (i, id) in ids.iter().enumerate() {
+        let mut want = format!("Received: copy {i}\r\n").into_bytes();
+        want.extend_from_slice(&want_body);
+        assert_eq!(queue.message_body(*id).expect("body"), want);
+    }
+    // A spool dropped without a commit deletes itself.
+    let mut abandoned = queue.spool();
+    abandoned.write(b"half a message");
+    drop(abandoned);
+    assert_eq!(incoming(dir.path()), 0);
+    // One left behind by a dead process is removed at open.
+    std::fs::write(dir.path().join("incoming/1-1.spool"), b"junk").expect("junk");
+    drop(queue);
+    let queue = Queue::open(dir.path(), QueueOptions::default()).expect("reopen");
+    assert_eq!(incoming(dir.path()), 0);
+    assert_eq!(
+        queue.message_body(ids[1]).expect("after reopen").len(),
+        want_body.len() + "Received: copy 1\r\n".len()
+    );
+    let before = segment_files(dir.path());
+    queue.delete(ids[0]).expect("delete");
+    queue.delete(ids[1]).expect("delete");
+    assert_eq!(segment_files(dir.path()), before - 1);
+}
+
+/// A full disk while spooling refuses the transaction at commit with a
+/// disk-full error (the SMTP server's 452), and stores nothing.
+#[test]
+fn a_spool_that_hit_a_full_disk_refuses_the_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = std::sync::Arc::new(sealpost_queue::StorageFaults::default());
+    let options = QueueOptions {
+        faults: faults.clone(),
+        ..QueueOptions::default()
+    };
+    let queue = Queue::open(dir.path(), options).expect("open");
+    let mut spool = queue.spool();
+    spool.write(b"first part");
+    faults
+        .disk_full
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    spool.write(b"second part");
+    let mut tx = transaction(1, b"");
+    tx.body = sealpost_queue::Body::Spooled(spool);
+    let refused = queue.enqueue_transaction(tx).map(|_| ());
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_disk_full()),
+        "{refused:?}"
+    );
+    assert_eq!(queue.counts().by_state.values().sum::<u64>(), 0);
 }

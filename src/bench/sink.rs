@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::tls::{self_signed_server_config, TlsSetupError};
 use crate::inbound::{
-    ConnectionInfo, ConnectionLimits, Listener, ListenerError, SessionHandler, Timeouts,
+    Body, ConnectionInfo, ConnectionLimits, Listener, ListenerError, SessionHandler, Timeouts,
 };
 use crate::smtp::{
     Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
@@ -297,7 +297,11 @@ impl SessionHandler for Shared {
         Verdict::Accept
     }
 
-    async fn message(&self, _: &ConnectionInfo, _: Envelope, body: Vec<u8>) -> Verdict {
+    async fn message(&self, _: &ConnectionInfo, _: Envelope, body: Body) -> Verdict {
+        // The sink never spools: every body is in memory.
+        let Body::Memory(body) = body else {
+            return Verdict::Reject(Reply::new(451, (4, 3, 0), "unexpected spooled body"));
+        };
         self.record(&body);
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), "Ok: discarded"))
     }

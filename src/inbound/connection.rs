@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::{ConnectionInfo, SessionHandler, TlsInfo};
+use super::{Body, ConnectionInfo, SessionHandler, Spool, TlsInfo, SPILL_BYTES};
 use crate::smtp::{timeouts, Event, Reply, Session, SessionConfig, Verdict};
 use crate::tls::MaybeTls;
 
@@ -50,9 +50,20 @@ pub async fn serve_connection<H: SessionHandler>(
     }
     let mut stream = MaybeTls::Plain(stream);
     let mut buf = vec![0u8; 64 * 1024];
+    // The spool of the transaction in progress, once its content passed
+    // SPILL_BYTES; a new MAIL drops an abandoned one (which deletes it).
+    let mut spool: Option<Spool> = None;
     loop {
         match session.next_event() {
             Event::NeedInput => {
+                if session.body_buffered() >= SPILL_BYTES {
+                    if spool.is_none() {
+                        spool = handler.spool();
+                    }
+                    if let Some(spool) = spool.as_mut() {
+                        spool.write(&session.take_body());
+                    }
+                }
                 stream.write_all(&session.take_output()).await?;
                 match tokio::time::timeout(timeouts.command, stream.read(&mut buf)).await {
                     Ok(Ok(0)) => {
@@ -69,6 +80,7 @@ pub async fn serve_connection<H: SessionHandler>(
             }
             Event::Helo { domain, .. } => conn.helo = Some(domain),
             Event::MailFrom { from, params } => {
+                spool = None;
                 let verdict = handler.mail_from(&conn, &from, &params);
                 answer(&mut session, verdict)?;
             }
@@ -92,6 +104,13 @@ pub async fn serve_connection<H: SessionHandler>(
                 }
             }
             Event::Message { envelope, body } => {
+                let body = match spool.take() {
+                    Some(mut spool) => {
+                        spool.write(&body);
+                        Body::Spooled(spool)
+                    }
+                    None => Body::Memory(body),
+                };
                 let verdict = handler.message(&conn, envelope, body).await;
                 answer(&mut session, verdict)?;
             }

@@ -16,6 +16,11 @@ use std::net::SocketAddr;
 use crate::smtp::{
     Credentials, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, Verdict,
 };
+pub use sealpost_queue::{Body, Spool};
+
+/// Content a session holds in memory before it moves it to the handler's
+/// spool: with 32 sessions in DATA, at most about 32 x 2 x this is held.
+pub const SPILL_BYTES: usize = 1024 * 1024;
 
 pub use connection::{serve_connection, Timeouts};
 pub use listener::{ConnectionLimits, Listener, ListenerError};
@@ -78,8 +83,15 @@ pub trait SessionHandler: Send + Sync + 'static {
         &self,
         conn: &ConnectionInfo,
         envelope: Envelope,
-        body: Vec<u8>,
+        body: Body,
     ) -> impl Future<Output = Verdict> + Send;
+
+    /// Where the content of a large message goes while it arrives, so the
+    /// session does not hold it in memory ([`SPILL_BYTES`] at a time). The
+    /// default keeps every message in memory.
+    fn spool(&self) -> Option<Spool> {
+        None
+    }
 
     /// Checks SMTP AUTH credentials (only asked when the session config
     /// offers AUTH). The default knows no users.

@@ -33,7 +33,7 @@ use sealpost_queue::{AcceptedPolicy, NewCopy, NewRecipient, NewTransaction, Queu
 use tracing::{debug, info, warn};
 
 use super::trace::{received_header, Trace};
-use super::{ConnectionInfo, SessionHandler};
+use super::{Body, ConnectionInfo, SessionHandler, Spool};
 use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
@@ -371,7 +371,11 @@ impl SessionHandler for Reception {
         }
     }
 
-    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
+    fn spool(&self) -> Option<Spool> {
+        Some(self.queue.spool())
+    }
+
+    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Body) -> Verdict {
         let now = SystemTime::now();
         let at = crate::date::unix_seconds(now);
         // One queue message per destination: each has its own tenant,

@@ -11,7 +11,9 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use sealpost::inbound::{ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts};
+use sealpost::inbound::{
+    Body, ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts,
+};
 use sealpost::smtp::{
     Envelope, Event, ForwardPath, MailParams, RcptParams, Reply, ReplyParser, ReversePath, Session,
     SessionConfig, Verdict,
@@ -261,7 +263,11 @@ impl SessionHandler for Scripted {
         (self.decide)(Ask::Rcpt(to))
     }
 
-    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Vec<u8>) -> Verdict {
+    async fn message(&self, conn: &ConnectionInfo, envelope: Envelope, body: Body) -> Verdict {
+        let body = match body.into_bytes() {
+            Ok(body) => body,
+            Err(e) => return Verdict::Reject(Reply::new(451, (4, 3, 0), e.to_string())),
+        };
         let verdict = (self.decide)(Ask::Message(&envelope, &body));
         if matches!(verdict, Verdict::Accept | Verdict::AcceptWith(_)) {
             self.store.lock().expect("lock").push(Received {

@@ -186,6 +186,25 @@ impl Session {
         self.transaction.as_ref()
     }
 
+    /// Content octets of the message in progress held by the session.
+    pub fn body_buffered(&self) -> usize {
+        self.transaction.as_ref().map_or(0, |t| t.body.len())
+    }
+
+    /// Takes the content received so far out of the session, for an I/O
+    /// layer that spools a large message instead of holding it; the rest
+    /// follows in [`Event::Message`]. The last two octets stay (the end of
+    /// a BDAT message still looks at them), so pieces taken and the final
+    /// body, in order, are the message.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        let Some(t) = self.transaction.as_mut() else {
+            return Vec::new();
+        };
+        let keep = t.body.len().min(2);
+        let tail = t.body.split_off(t.body.len() - keep);
+        std::mem::replace(&mut t.body, tail)
+    }
+
     /// The user name AUTH succeeded with, if any.
     pub fn authenticated(&self) -> Option<&str> {
         self.authenticated.as_deref()
