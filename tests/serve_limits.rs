@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use support::outbound::until;
 use support::pki::ALL_VERSIONS;
-use support::sealpost::{free_port, greet, server_head, starttls, Sealpost, NO_DNS};
+use support::sealpost::{free_port, greet, server_head, Sealpost, NO_DNS};
 use support::smtp::{accept_all, code, command, data, mail_rcpt, read_reply, TestSmtpServer};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -196,6 +196,22 @@ async fn the_session_deadline_ends_a_connection_that_lives_too_long() {
     assert_eq!(refusals(metrics, "session_deadline").await, 1);
 }
 
+/// The client side of the TLS handshake after `220` to STARTTLS (any
+/// certificate).
+async fn tls_client(tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let config = rustls::ClientConfig::builder_with_provider(support::pki::provider())
+        .with_protocol_versions(ALL_VERSIONS)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(sealpost::tls::Unauthenticated::new()))
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mx.sealpost.test").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with sealpost")
+}
+
 /// Sends NOOPs without ever reading the replies, until a write fails (the
 /// server closed the connection) or `WAIT` passes: whether it failed.
 async fn flood_without_reading<S: AsyncWrite + Unpin>(stream: &mut S) -> bool {
@@ -233,14 +249,11 @@ async fn a_client_that_never_reads_is_cut_off_by_the_write_timeout_in_plaintext_
     );
 
     // The slot is free again: the next client is served, here over TLS.
-    let _ = admitted(s.smtp).await;
-    let mut tls = loop {
-        // `admitted`'s connection must be gone before the TLS one counts.
-        let tls = tokio::time::timeout(WAIT, starttls(s.smtp, ALL_VERSIONS)).await;
-        if let Ok(tls) = tls {
-            break tls;
-        }
-    };
+    let mut tcp = admitted(s.smtp).await;
+    assert_eq!(command(&mut tcp, "EHLO client.test").await.code, 250);
+    assert_eq!(command(&mut tcp, "STARTTLS").await.code, 220);
+    let mut tls = tls_client(tcp).await;
+    assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
     assert!(
         flood_without_reading(&mut tls).await,
         "TLS connection never closed"
