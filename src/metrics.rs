@@ -5,7 +5,8 @@
 //! Recording is cheap: one short mutex section per event (a map per
 //! tenant, a map per TLS outcome) or a few atomic additions (the latency
 //! histogram). Reception records `received`; the delivery engine records
-//! `delivered`, `deferred`, `bounced` and `tls_outcome`. Queue depth is not
+//! `delivered`, `deferred`, `bounced` and `tls_outcome`; the inbound side
+//! records `refused` (one counter per [`Refusal`] reason). Queue depth is not
 //! counted here: the renderer reads it from the queue's own counters.
 //!
 //! Metric names and labels are listed in `docs/admin-api.md`.
@@ -17,6 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use sealpost_queue::{Counts, StateKind};
+
+use crate::inbound::Refusal;
 
 /// Upper bounds (seconds) of the delivery latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -61,6 +64,8 @@ pub struct TenantCounters {
 pub struct Metrics {
     tenants: Mutex<BTreeMap<String, TenantCounters>>,
     tls: Mutex<BTreeMap<(String, String), u64>>,
+    /// Clients and messages refused by a limit, per reason.
+    refusals: Mutex<BTreeMap<Refusal, u64>>,
     /// One counter per bucket of [`LATENCY_BUCKETS`] plus `+Inf`
     /// (not cumulative; the renderer adds them up).
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -125,6 +130,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A limit refused a client or a message, or cut a connection short.
+    pub fn refused(&self, reason: Refusal) {
+        *lock(&self.refusals).entry(reason).or_default() += 1;
+    }
+
+    /// How often `reason` refused so far.
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        lock(&self.refusals).get(&reason).copied().unwrap_or(0)
+    }
+
     /// The counters of every tenant seen so far.
     pub fn tenants(&self) -> BTreeMap<String, TenantCounters> {
         lock(&self.tenants).clone()
@@ -181,6 +196,21 @@ impl Metrics {
                 "sealpost_tls_outcomes_total{{level=\"{}\",outcome=\"{}\"}} {n}",
                 escape(level),
                 escape(outcome)
+            );
+        }
+
+        header(
+            &mut out,
+            "sealpost_smtp_refusals_total",
+            "Clients and messages refused by a [limits] setting (or the postmaster rule), per reason.",
+            "counter",
+        );
+        let refusals = lock(&self.refusals).clone();
+        for reason in Refusal::ALL {
+            let n = refusals.get(&reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "sealpost_smtp_refusals_total{{reason=\"{reason}\"}} {n}"
             );
         }
 
@@ -271,6 +301,8 @@ mod tests {
         metrics.deferred("acme");
         metrics.bounced("acme");
         metrics.tls_outcome("dane-required", "authenticated");
+        metrics.refused(Refusal::ConnectionsPerIp);
+        metrics.refused(Refusal::ConnectionsPerIp);
         let mut counts = Counts::default();
         counts.by_state.insert(StateKind::Deferred, 4);
         counts.by_tenant.insert("acme".into(), 2);
@@ -282,6 +314,8 @@ mod tests {
             "sealpost_messages_deferred_total{tenant=\"acme\"} 1",
             "sealpost_messages_bounced_total{tenant=\"acme\"} 1",
             "sealpost_tls_outcomes_total{level=\"dane-required\",outcome=\"authenticated\"} 1",
+            "sealpost_smtp_refusals_total{reason=\"max_connections_per_ip\"} 2",
+            "sealpost_smtp_refusals_total{reason=\"mail_loop\"} 0",
             "sealpost_queue_recipients{state=\"deferred\"} 4",
             "sealpost_queue_recipients{state=\"held\"} 0",
             "sealpost_queue_messages{tenant=\"acme\"} 2",

@@ -16,7 +16,9 @@ use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
-use crate::inbound::{ConnectionLimits, Listener, ListenerError, Timeouts};
+use crate::inbound::{
+    ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource, Timeouts,
+};
 use crate::live::{LiveConfig, ReloadReport};
 use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
@@ -56,10 +58,14 @@ pub enum ServeError {
 /// Runs the server until a shutdown signal.
 pub fn run(config: Config) -> Result<(), ServeError> {
     let data_dir = config.server.data_dir.clone();
-    let hostname = config.server.hostname.as_str().to_string();
     let queue = Arc::new(Queue::open(
         data_dir.join("queue"),
-        QueueOptions::default(),
+        QueueOptions {
+            // `[limits] max_message_size` (live, at most this) decides; the
+            // queue only needs room for it and the Received header.
+            max_body_bytes: queue_body_limit(),
+            ..QueueOptions::default()
+        },
     )?);
 
     let certificates = Arc::new(SniCertResolver::default());
@@ -70,14 +76,6 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .with_cert_resolver(certificates.clone());
     let certificates_for_reload = certificates.clone();
 
-    let session = Arc::new(SessionConfig {
-        hostname: hostname.clone(),
-        tls_available: true,
-        // Offered under TLS only; with no `[[tenants]] users` every attempt
-        // is refused. Always on so a reload can add the first user.
-        auth_available: true,
-        ..SessionConfig::default()
-    });
     let live = Arc::new(LiveConfig::new(config.clone()));
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(delivery_shared(
@@ -117,6 +115,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
+        let settings = connection_settings(live.clone());
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         info!(
             listeners = ?listener.local_addrs(),
@@ -126,12 +125,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             "sealpost is accepting mail"
         );
         listener
-            .serve(
+            .serve_with(
                 reception,
-                session,
+                settings,
                 Some(Arc::new(tls_config)),
-                ConnectionLimits::default(),
-                Timeouts::default(),
                 shutdown_signal(),
             )
             .await;
@@ -141,6 +138,58 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     });
     engine.stop(std::time::Duration::from_secs(2));
     served
+}
+
+/// The queue's own size limit: the largest `[limits] max_message_size`
+/// plus room for the Received header, so the live setting is what decides.
+fn queue_body_limit() -> usize {
+    usize::try_from(crate::config::MAX_MESSAGE_SIZE_LIMIT + 64 * 1024).unwrap_or(usize::MAX)
+}
+
+/// What the SMTP listener's connections are served under (`[server]
+/// hostname`, `[limits]`), from the configuration in force when each is
+/// accepted; rebuilt once per reload.
+fn connection_settings(live: Arc<LiveConfig>) -> SettingsSource {
+    let cache: std::sync::Mutex<Option<(u64, Arc<ConnectionSettings>)>> = Default::default();
+    Arc::new(move || {
+        let generation = live.generation();
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((built, settings)) = cache.as_ref() {
+            if *built == generation {
+                return settings.clone();
+            }
+        }
+        let settings = Arc::new(settings_of(&live.current()));
+        *cache = Some((generation, settings.clone()));
+        settings
+    })
+}
+
+/// The connection settings of one configuration.
+pub fn settings_of(config: &Config) -> ConnectionSettings {
+    let limits = &config.limits;
+    ConnectionSettings {
+        session: Arc::new(SessionConfig {
+            hostname: config.server.hostname.as_str().to_string(),
+            max_message_size: limits.max_message_size,
+            max_recipients: limits.max_recipients,
+            tls_available: true,
+            // Offered under TLS only; with no `[[tenants]] users` every
+            // attempt is refused. Always on so a reload can add the first user.
+            auth_available: true,
+            ..SessionConfig::default()
+        }),
+        limits: ConnectionLimits {
+            max_connections: limits.max_connections,
+            max_per_ip: limits.max_connections_per_ip,
+            ipv6_prefix: limits.ipv6_prefix,
+        },
+        timeouts: Timeouts {
+            write: limits.write_timeout,
+            session: limits.session_deadline,
+            ..Timeouts::default()
+        },
+    }
 }
 
 /// One delivery arbiter per core.

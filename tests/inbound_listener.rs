@@ -129,6 +129,7 @@ async fn connections_over_the_per_ip_limit_get_421() {
     let limits = ConnectionLimits {
         max_connections: 10,
         max_per_ip: 2,
+        ..ConnectionLimits::default()
     };
     let server = start(&[loopback()], None, limits, Timeouts::default()).await;
     let addr = server.addrs[0];
@@ -167,6 +168,7 @@ async fn the_total_limit_applies_across_addresses() {
     let limits = ConnectionLimits {
         max_connections: 1,
         max_per_ip: 10,
+        ..ConnectionLimits::default()
     };
     let server = start(&[loopback()], None, limits, Timeouts::default()).await;
     let mut first = TcpStream::connect(server.addrs[0]).await.expect("connect");

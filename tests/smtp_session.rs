@@ -338,3 +338,79 @@ fn refusal_timeout_and_api_misuse() {
     assert!(s.transaction().is_some());
     assert!(matches!(s.next_event(), sealpost::smtp::Event::NeedInput));
 }
+
+#[test]
+fn limits_reached_are_reported_to_the_io_layer() {
+    use sealpost::smtp::SessionLimit;
+    let body = format!("{}\r\n.\r\n", "z".repeat(120));
+    let t = run(&[
+        EHLO,
+        "MAIL FROM:<a@s.test> SIZE=101\r\n",
+        MAIL,
+        RCPT,
+        RCPT,
+        RCPT,
+        RCPT,
+        "DATA\r\n",
+        &body,
+        "MAIL FROM:<a@s.test>\r\n",
+        RCPT,
+        "BDAT 101 LAST\r\n",
+        &"q".repeat(101),
+        "NOOP\r\n",
+    ]);
+    assert_eq!(
+        t.codes(),
+        [
+            "220",
+            "250",
+            "552 5.3.4",
+            "250 2.1.0",
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.1.5",
+            "452 4.5.3",
+            "354",
+            "552 5.3.4",
+            "250 2.1.0",
+            "250 2.1.5",
+            "552 5.3.4",
+            "250 2.0.0",
+        ]
+    );
+    assert_eq!(
+        t.limits,
+        [
+            SessionLimit::MessageSize,
+            SessionLimit::Recipients,
+            SessionLimit::MessageSize,
+            SessionLimit::MessageSize,
+        ]
+    );
+    assert!(t.messages.is_empty());
+}
+
+#[test]
+fn the_session_deadline_sends_421_4_4_2_and_closes_even_mid_data() {
+    let mut s = Session::new(Arc::new(config()));
+    s.receive(format!("{EHLO}{MAIL}{RCPT}DATA\r\npart of a body\r\n").as_bytes());
+    loop {
+        match s.next_event() {
+            sealpost::smtp::Event::MailFrom { .. } | sealpost::smtp::Event::Rcpt { .. } => {
+                s.answer(Verdict::Accept).expect("pending")
+            }
+            sealpost::smtp::Event::NeedInput => break,
+            sealpost::smtp::Event::Helo { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    s.take_output();
+    s.deadline_reached();
+    let out = String::from_utf8(s.take_output()).expect("ascii");
+    assert!(out.starts_with("421 4.4.2 "), "{out}");
+    assert!(out.contains("time limit"), "{out}");
+    assert!(matches!(s.next_event(), sealpost::smtp::Event::Close));
+    s.receive(b".\r\n");
+    assert!(matches!(s.next_event(), sealpost::smtp::Event::Close));
+    assert!(s.transaction().is_none());
+}

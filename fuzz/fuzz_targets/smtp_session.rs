@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
                     session.tls_established().expect("awaiting TLS");
                 }
                 Event::Close => return,
-                Event::Helo { .. } => {}
+                Event::Helo { .. } | Event::LimitReached(_) => {}
                 Event::AwaitingAnswer => unreachable!("answered above"),
             }
         }

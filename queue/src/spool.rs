@@ -41,6 +41,16 @@ impl Body {
         self.len() == 0
     }
 
+    /// The start of the body (all of it when in memory, the first
+    /// [`Spool::HEAD_BYTES`] when spooled): enough for checks on the header
+    /// section, such as counting `Received:` fields.
+    pub fn head(&self) -> &[u8] {
+        match self {
+            Body::Memory(bytes) => bytes,
+            Body::Spooled(spool) => &spool.head,
+        }
+    }
+
     /// The whole body in memory (reads a spool back; for tests and small
     /// consumers, not for the queue's own path).
     pub fn into_bytes(self) -> Result<Vec<u8>, QueueError> {
@@ -81,11 +91,16 @@ pub struct Spool {
     crc: crc32fast::Hasher,
     error: Option<QueueError>,
     faults: Arc<StorageFaults>,
+    /// A copy of the first [`Spool::HEAD_BYTES`] written.
+    head: Vec<u8>,
 }
 
 static SPOOL_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Spool {
+    /// How much of the start of a spooled body is also kept in memory.
+    pub const HEAD_BYTES: usize = 256 * 1024;
+
     /// A new spool file in `dir`. Creating it does not fail outward either:
     /// a spool that could not be created carries the error.
     pub(crate) fn create(dir: &Path, faults: Arc<StorageFaults>) -> Spool {
@@ -98,6 +113,7 @@ impl Spool {
             crc: crc32fast::Hasher::new(),
             error: None,
             faults,
+            head: Vec::new(),
         };
         let created = OpenOptions::new()
             .create_new(true)
@@ -134,6 +150,8 @@ impl Spool {
             Ok(()) => {
                 self.len += bytes.len() as u64;
                 self.crc.update(bytes);
+                let room = Spool::HEAD_BYTES.saturating_sub(self.head.len());
+                self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
             }
             Err(e) => self.error = Some(QueueError::io(&self.path, &e)),
         }

@@ -237,6 +237,7 @@ impl Sink {
         let limits = ConnectionLimits {
             max_connections: 100_000,
             max_per_ip: 100_000,
+            ..ConnectionLimits::default()
         };
         let started = Instant::now();
         let idle = self.options.idle_timeout;

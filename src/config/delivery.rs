@@ -205,7 +205,11 @@ fn parse_route_host(text: &str) -> Result<RouteHost, String> {
 }
 
 impl Validator<'_> {
-    fn duration(&mut self, value: &Spanned<String>, key: &'static str) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        value: &Spanned<String>,
+        key: &'static str,
+    ) -> Option<Duration> {
         let parsed = parse_duration(value.get_ref()).filter(|d| !d.is_zero());
         if parsed.is_none() {
             self.error(
@@ -220,7 +224,11 @@ impl Validator<'_> {
     }
 
     /// A count of 1 or more (an error otherwise).
-    fn positive(&mut self, value: &Option<Spanned<i64>>, key: &'static str) -> Option<usize> {
+    pub(super) fn positive(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        key: &'static str,
+    ) -> Option<usize> {
         let value = value.as_ref()?;
         match usize::try_from(*value.get_ref()) {
             Ok(n) if n > 0 => Some(n),

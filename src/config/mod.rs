@@ -9,6 +9,7 @@
 
 mod delivery;
 mod error;
+mod limits;
 mod raw;
 mod recipients;
 mod validate;
@@ -26,6 +27,7 @@ pub use delivery::{
     Route, RouteHost, Routes,
 };
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+pub use limits::{LimitsConfig, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
 
 use crate::auth::AuthUsers;
@@ -77,6 +79,8 @@ pub struct Config {
     pub routes: Arc<Routes>,
     /// `[[tenants]] max_in_flight` by tenant name.
     pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
+    /// `[limits]`: what clients of the SMTP listener may take.
+    pub limits: LimitsConfig,
 }
 
 /// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.
@@ -123,6 +127,10 @@ pub struct ServerConfig {
     /// Queue and caches live here; a relative path in a file is relative to
     /// that file's directory (to the working directory for the embedded default).
     pub data_dir: PathBuf,
+    /// Where mail to the bare `<postmaster>` and to `postmaster@<hostname>`
+    /// goes (`None`: it is refused, unless the host name is an enabled
+    /// managed domain).
+    pub postmaster: Option<crate::smtp::Mailbox>,
 }
 
 /// One `[[listeners]]` entry.

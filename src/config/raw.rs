@@ -32,6 +32,22 @@ pub(super) struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub mta_sts: RawMtaStsClient,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_message_size: Option<Spanned<i64>>,
+    pub max_recipients: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
+    pub ipv6_prefix: Option<Spanned<i64>>,
+    pub session_deadline: Option<Spanned<String>>,
+    pub write_timeout: Option<Spanned<String>>,
+    pub max_received_headers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +160,8 @@ pub(super) struct RawUser {
 pub(super) struct RawServer {
     pub hostname: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,
+    /// Where mail to the bare `<postmaster>` and `postmaster@<hostname>` goes.
+    pub postmaster: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

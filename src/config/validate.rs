@@ -77,6 +77,7 @@ pub(super) fn parse(
     let mta_sts = v.mta_sts_client(&raw, base_dir);
     let routes = v.routes(&raw);
     let tenant_limits = v.tenant_limits(&raw);
+    let limits = v.limits(&raw);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
         v.errors.sort_by_key(|e| (e.file != file, e.location));
@@ -105,6 +106,7 @@ pub(super) fn parse(
             mta_sts,
             routes: Arc::new(routes),
             tenant_limits: Arc::new(tenant_limits),
+            limits,
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -199,9 +201,32 @@ impl Validator<'_> {
                 |b| b.join(DEFAULT_DATA_DIR),
             ),
         };
+        let postmaster = raw.server.postmaster.as_ref().and_then(|p| {
+            let given = p.get_ref().trim();
+            let parsed = crate::smtp::address::parse_mailbox(given)
+                .map_err(|e| e.to_string())
+                .and_then(|m| match m.host.domain_lowercase() {
+                    Some(_) => Ok(m),
+                    None => Err("the domain must be a name, not an address literal".into()),
+                });
+            match parsed {
+                Ok(mailbox) => Some(mailbox),
+                Err(reason) => {
+                    self.error(
+                        &p.span(),
+                        Kind::BadPostmaster {
+                            given: given.to_string(),
+                            reason,
+                        },
+                    );
+                    None
+                }
+            }
+        });
         Some(ServerConfig {
             hostname: hostname.ok()?,
             data_dir,
+            postmaster,
         })
     }
 

@@ -1,15 +1,17 @@
 //! One SMTP connection: drives the session machine over a TCP stream,
 //! upgrades it in place on STARTTLS, and applies the RFC 5321 section
-//! 4.5.3.2 server timeout to every read.
+//! 4.5.3.2 server timeout to every read, a write timeout to every write
+//! (plaintext and TLS alike: both go through [`MaybeTls`]), and a deadline
+//! to the whole connection (`421 4.4.2`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::{Body, ConnectionInfo, SessionHandler, Spool, TlsInfo, SPILL_BYTES};
+use super::{Body, ConnectionInfo, Refusal, SessionHandler, Spool, TlsInfo, SPILL_BYTES};
 use crate::smtp::{timeouts, Event, Reply, Session, SessionConfig, Verdict};
 use crate::tls::MaybeTls;
 
@@ -20,6 +22,10 @@ pub struct Timeouts {
     pub command: Duration,
     /// For the whole TLS handshake after STARTTLS.
     pub tls_handshake: Duration,
+    /// For each write of replies (a client that does not read them).
+    pub write: Duration,
+    /// The longest the connection may live.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
@@ -27,7 +33,24 @@ impl Default for Timeouts {
         Timeouts {
             command: timeouts::SERVER,
             tls_handshake: Duration::from_secs(60),
+            write: Duration::from_secs(300),
+            session: Duration::from_secs(3600),
         }
+    }
+}
+
+/// Writes `bytes` within `limit`; a write that does not finish in time is
+/// an error of kind `TimedOut`.
+async fn write_within(stream: &mut MaybeTls, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limit, stream.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not take our replies in time",
+        )),
     }
 }
 
@@ -43,6 +66,29 @@ pub async fn serve_connection<H: SessionHandler>(
     timeouts: Timeouts,
     refusal: Option<Reply>,
 ) -> std::io::Result<()> {
+    let peer = conn.peer;
+    let id = conn.id;
+    let result = drive(stream, &mut conn, config, tls, handler, timeouts, refusal).await;
+    if let Err(e) = &result {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            info!(conn = id, %peer, reason = %Refusal::WriteTimeout, limit = ?timeouts.write, "connection closed: the client does not read its replies");
+            handler.refused(&conn, Refusal::WriteTimeout);
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive<H: SessionHandler>(
+    stream: TcpStream,
+    conn: &mut ConnectionInfo,
+    config: Arc<SessionConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: &H,
+    timeouts: Timeouts,
+    refusal: Option<Reply>,
+) -> std::io::Result<()> {
+    let deadline = Instant::now() + timeouts.session;
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(config);
     if let Some(reply) = refusal {
@@ -64,24 +110,35 @@ pub async fn serve_connection<H: SessionHandler>(
                         spool.write(&session.take_body());
                     }
                 }
-                stream.write_all(&session.take_output()).await?;
-                match tokio::time::timeout(timeouts.command, stream.read(&mut buf)).await {
+                write_within(&mut stream, &session.take_output(), timeouts.write).await?;
+                let wait_until = deadline.min(Instant::now() + timeouts.command);
+                match tokio::time::timeout_at(wait_until.into(), stream.read(&mut buf)).await {
                     Ok(Ok(0)) => {
                         debug!(conn = conn.id, "peer closed the connection");
                         return Ok(());
                     }
                     Ok(Ok(n)) => session.receive(&buf[..n]),
                     Ok(Err(e)) => return Err(e),
+                    Err(_) if Instant::now() >= deadline => {
+                        info!(conn = conn.id, peer = %conn.peer, reason = %Refusal::SessionDeadline, limit = ?timeouts.session, "connection closed: session deadline reached");
+                        handler.refused(conn, Refusal::SessionDeadline);
+                        session.deadline_reached();
+                    }
                     Err(_) => {
                         info!(conn = conn.id, peer = %conn.peer, "timeout waiting for the peer");
                         session.timed_out();
                     }
                 }
             }
+            Event::LimitReached(limit) => {
+                let refusal = Refusal::from(limit);
+                info!(conn = conn.id, peer = %conn.peer, reason = %refusal, "refused: limit reached");
+                handler.refused(conn, refusal);
+            }
             Event::Helo { domain, .. } => conn.helo = Some(domain),
             Event::MailFrom { from, params } => {
                 spool = None;
-                let verdict = handler.mail_from(&conn, &from, &params);
+                let verdict = handler.mail_from(conn, &from, &params);
                 answer(&mut session, verdict)?;
             }
             Event::Rcpt { to, params } => {
@@ -89,12 +146,12 @@ pub async fn serve_connection<H: SessionHandler>(
                     Some(t) => (t.from.clone(), t.recipients.len()),
                     None => return Err(std::io::Error::other("RCPT outside a transaction")),
                 };
-                let verdict = handler.rcpt(&conn, &from, accepted, &to, &params);
+                let verdict = handler.rcpt(conn, &from, accepted, &to, &params);
                 answer(&mut session, verdict)?;
             }
             Event::Auth { credentials } => {
                 let username = credentials.username.clone();
-                let verdict = handler.auth(&conn, credentials).await;
+                let verdict = handler.auth(conn, credentials).await;
                 answer(&mut session, verdict)?;
                 if let Some(user) = session.authenticated() {
                     info!(conn = conn.id, peer = %conn.peer, user, "authenticated");
@@ -111,11 +168,11 @@ pub async fn serve_connection<H: SessionHandler>(
                     }
                     None => Body::Memory(body),
                 };
-                let verdict = handler.message(&conn, envelope, body).await;
+                let verdict = handler.message(conn, envelope, body).await;
                 answer(&mut session, verdict)?;
             }
             Event::StartTls => {
-                stream.write_all(&session.take_output()).await?;
+                write_within(&mut stream, &session.take_output(), timeouts.write).await?;
                 let Some(tls) = tls.clone() else {
                     return Err(std::io::Error::other("STARTTLS accepted without TLS"));
                 };
@@ -163,8 +220,8 @@ pub async fn serve_connection<H: SessionHandler>(
                 return Err(std::io::Error::other("session event left unanswered"));
             }
             Event::Close => {
-                stream.write_all(&session.take_output()).await?;
-                let _ = stream.shutdown().await;
+                write_within(&mut stream, &session.take_output(), timeouts.write).await?;
+                let _ = tokio::time::timeout(timeouts.write, stream.shutdown()).await;
                 return Ok(());
             }
         }

@@ -1,6 +1,12 @@
 //! Accepting connections on several addresses, within limits on
-//! connections in total and per client IP. A connection over a limit gets
-//! `421 4.7.0` instead of the greeting and is closed.
+//! connections in total and per client (an IPv4 address, or an IPv6
+//! prefix: a /64 by default, since one site usually holds a whole /64). A
+//! connection over a limit gets `421 4.7.0` instead of the greeting and is
+//! closed, never accepted and then dropped.
+//!
+//! The limits, timeouts and session settings are read from a
+//! [`SettingsSource`] as each connection is accepted, so a configuration
+//! reload applies to new connections.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,14 +18,17 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
 use super::connection::{serve_connection, Timeouts};
-use super::{ConnectionInfo, SessionHandler};
+use super::{ConnectionInfo, Refusal, SessionHandler};
 use crate::smtp::{Reply, SessionConfig};
 
 /// Bounds on concurrent connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Per client: see [`client_key`].
     pub max_per_ip: usize,
+    /// IPv6 clients are counted per prefix of this length (1 to 128).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ConnectionLimits {
@@ -27,9 +36,38 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: 1000,
             max_per_ip: 50,
+            ipv6_prefix: 64,
         }
     }
 }
+
+/// What a connection is counted under: an IPv4 address (IPv4-mapped IPv6
+/// addresses included) as is, an IPv6 address cut to its first
+/// `ipv6_prefix` bits.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        },
+    }
+}
+
+/// What one connection is served under, read when it is accepted.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    pub session: Arc<SessionConfig>,
+    pub limits: ConnectionLimits,
+    pub timeouts: Timeouts,
+}
+
+/// Gives the settings in force; called once per accepted connection.
+pub type SettingsSource = Arc<dyn Fn() -> Arc<ConnectionSettings> + Send + Sync>;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +106,8 @@ impl Listener {
             .collect()
     }
 
-    /// Accepts connections until `shutdown` completes. Connections already
-    /// open run on as their own tasks.
+    /// Accepts connections until `shutdown` completes, all under the same
+    /// settings. Connections already open run on as their own tasks.
     pub async fn serve<H: SessionHandler>(
         self,
         handler: Arc<H>,
@@ -79,12 +117,28 @@ impl Listener {
         timeouts: Timeouts,
         shutdown: impl Future<Output = ()>,
     ) {
-        let shared = Arc::new(Shared {
-            handler,
-            config,
-            tls,
+        let fixed = Arc::new(ConnectionSettings {
+            session: config,
             limits,
             timeouts,
+        });
+        self.serve_with(handler, Arc::new(move || fixed.clone()), tls, shutdown)
+            .await
+    }
+
+    /// Accepts connections until `shutdown` completes, each under the
+    /// settings `settings` gives when it is accepted.
+    pub async fn serve_with<H: SessionHandler>(
+        self,
+        handler: Arc<H>,
+        settings: SettingsSource,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let shared = Arc::new(Shared {
+            handler,
+            settings,
+            tls,
             counts: Mutex::new(Counts::default()),
             next_id: AtomicU64::new(1),
         });
@@ -100,10 +154,8 @@ impl Listener {
 
 struct Shared<H> {
     handler: Arc<H>,
-    config: Arc<SessionConfig>,
+    settings: SettingsSource,
     tls: Option<Arc<rustls::ServerConfig>>,
-    limits: ConnectionLimits,
-    timeouts: Timeouts,
     counts: Mutex<Counts>,
     next_id: AtomicU64,
 }
@@ -117,6 +169,7 @@ struct Counts {
 /// Holds one connection's place in the counts; gives it back on drop.
 struct Slot<H> {
     shared: Arc<Shared<H>>,
+    /// The [`client_key`] it is counted under.
     ip: IpAddr,
 }
 
@@ -135,14 +188,15 @@ impl<H> Drop for Slot<H> {
 
 impl<H> Shared<H> {
     /// Takes a place for a connection from `ip`, or says which limit is hit.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot<H>, &'static str> {
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Result<Slot<H>, Refusal> {
+        let ip = client_key(ip, limits.ipv6_prefix);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.total >= self.limits.max_connections {
-            return Err("too many connections");
+        if counts.total >= limits.max_connections {
+            return Err(Refusal::Connections);
         }
         let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
-        if from_ip >= self.limits.max_per_ip {
-            return Err("too many connections from your address");
+        if from_ip >= limits.max_per_ip {
+            return Err(Refusal::ConnectionsPerIp);
         }
         counts.total += 1;
         *counts.per_ip.entry(ip).or_insert(0) += 1;
@@ -181,7 +235,8 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
             helo: None,
             authenticated: None,
         };
-        let admitted = shared.admit(peer.ip());
+        let settings = (shared.settings)();
+        let admitted = shared.admit(peer.ip(), &settings.limits);
         let shared = shared.clone();
         let span = tracing::info_span!("smtp", conn = id, peer = %peer);
         tokio::spawn(
@@ -189,18 +244,27 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
                 let (slot, refusal) = match admitted {
                     Ok(slot) => (Some(slot), None),
                     Err(why) => {
-                        info!(why, "connection refused");
-                        (None, Some(Reply::new(421, (4, 7, 0), why)))
+                        let limit = match why {
+                            Refusal::Connections => settings.limits.max_connections,
+                            _ => settings.limits.max_per_ip,
+                        };
+                        info!(reason = %why, limit, "connection refused: limit reached");
+                        shared.handler.refused(&conn, why);
+                        let text = match why {
+                            Refusal::Connections => "Error: too many connections, try again later",
+                            _ => "Error: too many connections from your address, try again later",
+                        };
+                        (None, Some(Reply::new(421, (4, 7, 0), text)))
                     }
                 };
                 debug!("connection opened");
                 let result = serve_connection(
                     stream,
                     conn,
-                    shared.config.clone(),
+                    settings.session.clone(),
                     shared.tls.clone(),
                     shared.handler.as_ref(),
-                    shared.timeouts,
+                    settings.timeouts,
                     refusal,
                 )
                 .await;
@@ -211,5 +275,27 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
             }
             .instrument(span),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_per_ipv4_address_and_ipv6_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let table = [
+            ("192.0.2.7", 64, "192.0.2.7"),
+            ("::ffff:192.0.2.7", 64, "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::"),
+            ("2001:db8:1:2:ffff::1", 64, "2001:db8:1:2::"),
+            ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::"),
+            ("2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6"),
+            ("2001:db8:1:2:3:4:5:6", 1, "::"),
+        ];
+        for (given, prefix, want) in table {
+            assert_eq!(client_key(ip(given), prefix), ip(want), "{given}/{prefix}");
+        }
     }
 }

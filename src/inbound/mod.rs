@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod listener;
 pub mod reception;
+pub mod refusal;
 pub mod trace;
 
 use std::future::Future;
@@ -23,7 +24,10 @@ pub use sealpost_queue::{Body, Spool};
 pub const SPILL_BYTES: usize = 1024 * 1024;
 
 pub use connection::{serve_connection, Timeouts};
-pub use listener::{ConnectionLimits, Listener, ListenerError};
+pub use listener::{
+    client_key, ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource,
+};
+pub use refusal::Refusal;
 
 /// What the I/O layer knows about a connection, for decisions and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,4 +110,8 @@ pub trait SessionHandler: Send + Sync + 'static {
             "Authentication credentials invalid",
         )))
     }
+
+    /// A limit refused or cut short this connection (already logged by the
+    /// I/O layer); for counters. The default does nothing.
+    fn refused(&self, _conn: &ConnectionInfo, _refusal: Refusal) {}
 }

@@ -6,10 +6,17 @@
 //!   relay to any recipient (outbound mail; the TLS peer is the recipient
 //!   domain). So may a session authenticated (SMTP AUTH, RFC 4954) as one
 //!   of the tenant's users. Any other client may only reach enabled
-//!   managed domains (inbound mail; bare `<Postmaster>` is ours, RFC 5321
-//!   section 4.5.1).
+//!   managed domains (inbound mail).
 //!   Everything else gets `554 5.7.1 Relay access denied`: never an open
 //!   relay.
+//! - This server's postmaster (bare `<Postmaster>` or
+//!   `postmaster@<hostname>`, RFC 5321 section 4.5.1) goes to `[server]
+//!   postmaster`, queued as that address; without it, to the host name's
+//!   own managed domain if it is one; else `550 5.1.1`, so that such mail
+//!   never waits in a queue with no route.
+//! - Mail loops (RFC 5321 section 6.3): a message with more `Received:`
+//!   fields than `[limits] max_received_headers` gets `554 5.4.6` at the
+//!   end of DATA; the refusal is counted in the metrics.
 //! - Valid recipients: a managed domain may list its recipients
 //!   (`[[domains]] recipients`); an unlisted local part gets `550 5.1.1`,
 //!   `postmaster` is always accepted (RFC 5321 section 4.5.1).
@@ -32,8 +39,8 @@ use std::time::SystemTime;
 use sealpost_queue::{AcceptedPolicy, NewCopy, NewRecipient, NewTransaction, Queue, QueueError};
 use tracing::{debug, info, warn};
 
-use super::trace::{received_header, Trace};
-use super::{Body, ConnectionInfo, SessionHandler, Spool};
+use super::trace::{received_count, received_header, Trace};
+use super::{Body, ConnectionInfo, Refusal, SessionHandler, Spool};
 use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
@@ -89,6 +96,9 @@ fn decoy_hash() -> &'static Option<crate::auth::PasswordHash> {
 struct Route {
     destination: String,
     resolution: Resolution,
+    /// The address queued instead of the one given (mail to our
+    /// postmaster, sent on to `[server] postmaster`).
+    rewrite: Option<Mailbox>,
 }
 
 impl Reception {
@@ -124,13 +134,15 @@ impl Reception {
         from: &ReversePath,
         to: &ForwardPath,
     ) -> Result<Route, Reply> {
+        if let Some(route) = postmaster_route(config, conn, from, to) {
+            return route;
+        }
         if let Some(reply) = unknown_recipient(config, to) {
             info!(conn = conn.id, peer = %conn.peer, %from, %to, "unknown recipient");
             return Err(reply);
         }
         let sender = sender_domain(from);
         let policy = &config.policy;
-        let hostname = config.server.hostname.as_str();
         let by_address = || {
             config
                 .relay
@@ -156,6 +168,7 @@ impl Reception {
                         return Ok(Route {
                             destination: recipient_domain,
                             resolution,
+                            rewrite: None,
                         });
                     }
                 }
@@ -169,11 +182,8 @@ impl Reception {
             }
         }
         let ForwardPath::Mailbox(mailbox) = to else {
-            // Bare <Postmaster>: ours, always accepted (RFC 5321 4.5.1).
-            return Ok(Route {
-                destination: inbound_destination(hostname),
-                resolution: inbound_policy(config, conn, from, hostname),
-            });
+            // Bare <Postmaster> is handled by `postmaster_route`.
+            return Err(no_postmaster());
         };
         let Some(domain) = managed_domain(config, mailbox) else {
             return Err(Reply::new(554, (5, 7, 1), "Relay access denied"));
@@ -186,8 +196,86 @@ impl Reception {
         Ok(Route {
             destination: inbound_destination(&domain),
             resolution,
+            rewrite: None,
         })
     }
+}
+
+/// Whether `to` is this server's postmaster: the bare `<Postmaster>` or
+/// `postmaster@<server hostname>` (any case, RFC 5321 section 4.5.1).
+fn is_our_postmaster(config: &Config, to: &ForwardPath) -> bool {
+    match to {
+        ForwardPath::Postmaster => true,
+        ForwardPath::Mailbox(m) => {
+            let hostname = config.server.hostname.as_str().trim_end_matches('.');
+            m.local_part.eq_ignore_ascii_case("postmaster")
+                && m.host
+                    .domain_lowercase()
+                    .is_some_and(|d| d.trim_end_matches('.').eq_ignore_ascii_case(hostname))
+        }
+    }
+}
+
+/// The route of mail to this server's postmaster, or `None` for any other
+/// recipient. With `[server] postmaster` it goes to that address (queued
+/// as that address: inbound to its managed domain's route, else outbound
+/// to its domain). Without it, when the host name is itself an enabled
+/// managed domain, `postmaster@<hostname>` takes that domain's way and the
+/// bare `<Postmaster>` joins it; otherwise it is refused with `550 5.1.1`
+/// rather than accepted into a queue with no way out.
+fn postmaster_route(
+    config: &Config,
+    conn: &ConnectionInfo,
+    from: &ReversePath,
+    to: &ForwardPath,
+) -> Option<Result<Route, Reply>> {
+    if !is_our_postmaster(config, to) {
+        return None;
+    }
+    let hostname = config.server.hostname.as_str();
+    if let Some(target) = &config.server.postmaster {
+        let domain = target.host.domain_lowercase().unwrap_or_default();
+        let route = match managed_domain(config, target) {
+            Some(managed) => Route {
+                destination: inbound_destination(&managed),
+                resolution: inbound_policy(config, conn, from, &managed),
+                rewrite: Some(target.clone()),
+            },
+            None => Route {
+                resolution: config.policy.resolve(
+                    hostname,
+                    PeerQuery::Outbound {
+                        recipient_domain: &domain,
+                    },
+                ),
+                destination: domain,
+                rewrite: Some(target.clone()),
+            },
+        };
+        return Some(Ok(route));
+    }
+    let managed = config.policy.domain(hostname).filter(|d| d.enabled);
+    match (managed, to) {
+        (Some(_), ForwardPath::Mailbox(_)) => None,
+        (Some(domain), ForwardPath::Postmaster) => {
+            let name = domain.name.as_str();
+            Some(Ok(Route {
+                destination: inbound_destination(name),
+                resolution: inbound_policy(config, conn, from, name),
+                rewrite: None,
+            }))
+        }
+        (None, _) => Some(Err(no_postmaster())),
+    }
+}
+
+/// The refusal of mail to a postmaster nobody takes.
+fn no_postmaster() -> Reply {
+    Reply::new(
+        550,
+        (5, 1, 1),
+        "<postmaster>: Recipient address rejected: user unknown",
+    )
 }
 
 /// The tenant of the user the session authenticated as (`None` also when
@@ -308,10 +396,17 @@ impl SessionHandler for Reception {
             Err(reply) => {
                 if reply.code == 554 {
                     info!(conn = conn.id, peer = %conn.peer, %from, %to, "relay access denied");
+                } else if is_our_postmaster(&self.live.current(), to) {
+                    info!(conn = conn.id, peer = %conn.peer, %from, %to, reason = %Refusal::Postmaster, "refused: no `[server] postmaster` is configured to take the postmaster's mail");
+                    self.metrics.refused(Refusal::Postmaster);
                 }
                 Verdict::Reject(reply)
             }
         }
+    }
+
+    fn refused(&self, _: &ConnectionInfo, refusal: Refusal) {
+        self.metrics.refused(refusal);
     }
 
     /// SMTP AUTH against `[[tenants]] users`. The PBKDF2 check runs on the
@@ -382,7 +477,11 @@ impl SessionHandler for Reception {
         // policy and next hop.
         let config = self.live.current();
         let hostname = config.server.hostname.as_str();
-        let mut groups: Vec<(Route, Vec<&ForwardPath>)> = Vec::new();
+        if let Some(reply) = mail_loop(&config, conn, &envelope.from, body.head()) {
+            self.metrics.refused(Refusal::MailLoop);
+            return Verdict::Reject(reply);
+        }
+        let mut groups: Vec<(Route, Vec<ForwardPath>)> = Vec::new();
         for rcpt in &envelope.recipients {
             // Accepted at RCPT; only a reload in between can refuse it now.
             // Then nothing is queued and the client tries again later.
@@ -394,12 +493,16 @@ impl SessionHandler for Reception {
                     "Configuration changed during the transaction, try again",
                 ));
             };
+            let path = match &route.rewrite {
+                Some(mailbox) => ForwardPath::Mailbox(mailbox.clone()),
+                None => rcpt.path.clone(),
+            };
             match groups
                 .iter_mut()
                 .find(|(r, _)| r.destination == route.destination)
             {
-                Some((_, list)) => list.push(&rcpt.path),
-                None => groups.push((route, vec![&rcpt.path])),
+                Some((_, list)) => list.push(path),
+                None => groups.push((route, vec![path])),
             }
         }
         let mut copies = Vec::with_capacity(groups.len());
@@ -476,6 +579,29 @@ impl SessionHandler for Reception {
         info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size, queued_as = %ids, "message queued");
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }
+}
+
+/// `554 5.4.6` when the message already carries more `Received:` fields
+/// than `[limits] max_received_headers` (RFC 5321 section 6.3): it is
+/// going round in a loop. Refused at the end of DATA, so the sending
+/// side (a client, or the previous hop's queue) bounces it: nothing is
+/// dropped in silence.
+fn mail_loop(
+    config: &Config,
+    conn: &ConnectionInfo,
+    from: &ReversePath,
+    body: &[u8],
+) -> Option<Reply> {
+    let hops = received_count(body);
+    let limit = config.limits.max_received_headers;
+    (hops > limit).then(|| {
+        info!(conn = conn.id, peer = %conn.peer, %from, hops, limit, reason = %Refusal::MailLoop, "message refused: too many Received headers, a mail loop");
+        Reply::new(
+            554,
+            (5, 4, 6),
+            format!("Too many hops ({hops} Received headers): routing loop detected"),
+        )
+    })
 }
 
 /// The MAIL parameters worth keeping for the onward hop.
@@ -568,6 +694,66 @@ inbound.default = { level = "mandatory" }
             &mailbox("bob@other.example"),
         );
         assert_eq!(elsewhere.err().map(|r| r.code), Some(554));
+    }
+
+    #[test]
+    fn the_postmaster_goes_to_the_configured_address_or_is_refused() {
+        let from = ReversePath::Null;
+        let ours = [
+            ForwardPath::Postmaster,
+            mailbox("PostMaster@MX.Sealpost.test"),
+        ];
+        let (none, _dir) = reception("[server]\nhostname = \"mx.sealpost.test\"\n");
+        for to in &ours {
+            let refused = none.route(&none.live.current(), &conn(), &from, to);
+            let reply = refused.err().expect("refused");
+            assert_eq!(
+                (reply.code, reply.enhanced.map(|e| e.to_string())),
+                (550, Some("5.1.1".into())),
+                "{to}"
+            );
+        }
+        let table = [
+            ("ops@example.net", "example.net"),
+            ("hostmaster@acme.example", "inbound:acme.example"),
+        ];
+        for (postmaster, destination) in table {
+            let (r, _dir) = reception(&format!(
+                "[server]\nhostname = \"mx.sealpost.test\"\npostmaster = \"{postmaster}\"\n\n\
+                 [[domains]]\nname = \"acme.example\"\ntenant = \"acme\"\n"
+            ));
+            for to in &ours {
+                let Ok(route) = r.route(&r.live.current(), &conn(), &from, to) else {
+                    panic!("{to} refused");
+                };
+                assert_eq!(route.destination, destination, "{to}");
+                assert_eq!(
+                    route.rewrite.map(|m| m.to_string()).as_deref(),
+                    Some(postmaster)
+                );
+            }
+            // Another domain's postmaster is not ours.
+            let other = r.route(
+                &r.live.current(),
+                &conn(),
+                &from,
+                &mailbox("postmaster@elsewhere.test"),
+            );
+            assert_eq!(other.err().map(|r| r.code), Some(554));
+        }
+    }
+
+    #[test]
+    fn more_received_fields_than_the_limit_are_a_loop() {
+        let config = crate::config::Config::for_test("[limits]\nmax_received_headers = 3\n");
+        let body = |n: usize| "Received: from a by b\r\n".repeat(n) + "\r\nhi\r\n";
+        let from = ReversePath::Null;
+        assert!(mail_loop(&config, &conn(), &from, body(3).as_bytes()).is_none());
+        let reply = mail_loop(&config, &conn(), &from, body(4).as_bytes()).expect("a loop");
+        assert_eq!(
+            (reply.code, reply.enhanced.map(|e| e.to_string())),
+            (554, Some("5.4.6".into()))
+        );
     }
 
     #[test]

@@ -31,6 +31,32 @@ pub struct Trace<'a> {
     pub at: u64,
 }
 
+/// How many `Received:` fields the header section of `message` holds
+/// (RFC 5321 section 6.3: counting them is how loops are found). Only the
+/// header section is read, up to the first empty line; the field name is
+/// matched without regard to case, and continuation lines (starting with
+/// a space or tab) belong to the field before them.
+pub fn received_count(message: &[u8]) -> usize {
+    let mut count = 0;
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let name_len = "received".len();
+        if line.len() > name_len
+            && line[..name_len].eq_ignore_ascii_case(b"received")
+            && line[name_len..]
+                .iter()
+                .find(|&&b| b != b' ' && b != b'\t')
+                .is_some_and(|&b| b == b':')
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
 /// The header field, folded, ending in CRLF.
 pub fn received_header(t: &Trace<'_>) -> String {
     let protocol = match (t.esmtp, t.smtputf8, t.tls.is_some()) {
@@ -86,6 +112,35 @@ mod tests {
             cipher: "TLS13_AES_256_GCM_SHA384".into(),
             sni: None,
         }
+    }
+
+    #[test]
+    fn received_fields_are_counted_in_the_header_section_only() {
+        let table: [(&[u8], usize); 7] = [
+            (b"", 0),
+            (b"Subject: x\r\n\r\nReceived: in the body\r\n", 0),
+            (
+                b"Received: from a\r\n by b\r\nreceived : from c\r\nRECEIVED:x\r\n\r\n",
+                3,
+            ),
+            (
+                b"Received-SPF: pass\r\nX-Received: yes\r\nReceivedx: no\r\n\r\n",
+                0,
+            ),
+            (b"Subject: Received: not a field name\r\n\r\n", 0),
+            (b"\tReceived: a continuation line\r\n", 0),
+            (b"Received: no empty line and no end", 1),
+        ];
+        for (message, want) in table {
+            assert_eq!(
+                received_count(message),
+                want,
+                "{}",
+                String::from_utf8_lossy(message)
+            );
+        }
+        let looped = "Received: from x by y\r\n".repeat(51) + "\r\nbody\r\n";
+        assert_eq!(received_count(looped.as_bytes()), 51);
     }
 
     #[test]

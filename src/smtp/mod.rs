@@ -21,5 +21,5 @@ pub use ehlo::EhloCapabilities;
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
 pub use server::{
     AuthMechanism, Credentials, Envelope, Event, Recipient, Session, SessionConfig, SessionError,
-    Transfer, Verdict,
+    SessionLimit, Transfer, Verdict,
 };

@@ -45,6 +45,8 @@ pub struct Transcript {
     pub messages: Vec<(Envelope, Vec<u8>)>,
     pub tls_handshakes: u32,
     pub closed: bool,
+    /// The limits the session reported reaching, in order.
+    pub limits: Vec<sealpost::smtp::SessionLimit>,
 }
 
 impl Transcript {
@@ -141,6 +143,7 @@ fn pump(session: &mut Session, decide: &Decide, transcript: &mut Transcript) -> 
                 let refuse = Reply::new(535, (5, 7, 8), "Authentication credentials invalid");
                 session.answer(Verdict::Reject(refuse)).expect("pending");
             }
+            Event::LimitReached(limit) => transcript.limits.push(limit),
             Event::StartTls => return Stop::StartTls,
             Event::AwaitingAnswer => panic!("every event was answered"),
             Event::Close => return Stop::Close,

@@ -1,7 +1,7 @@
 //! How the session reacts to each command: order checks (RFC 5321 4.1.4),
 //! parameter checks (RFC 1870, 6152, 6531), the EHLO reply, STARTTLS.
 
-use super::{Event, Pending, Phase, Session};
+use super::{Event, Pending, Phase, Session, SessionLimit};
 use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::Command;
 use crate::smtp::data::{BdatReceiver, DataReceiver};
@@ -100,12 +100,12 @@ impl Session {
                     None
                 };
                 if let Some(reply) = refusal {
-                    let counts = reply.code != 552;
-                    if counts {
-                        self.error(reply);
-                    } else {
+                    if reply.code == 552 {
+                        // A limit, not a protocol error.
                         self.reply(reply);
+                        return Some(Event::LimitReached(SessionLimit::MessageSize));
                     }
+                    self.error(reply);
                     return None;
                 }
                 self.phase = Phase::Pending(Pending::Mail {
@@ -141,7 +141,7 @@ impl Session {
                 if t.recipients.len() >= self.config.max_recipients {
                     // Not an error: the client sends the rest later (RFC 5321 4.5.3.1.10).
                     self.reply(Reply::new(452, (4, 5, 3), "Error: too many recipients"));
-                    return None;
+                    return Some(Event::LimitReached(SessionLimit::Recipients));
                 }
                 t.rcpt_attempts += 1;
                 self.phase = Phase::Pending(Pending::Rcpt {

@@ -42,7 +42,7 @@ mod types;
 
 pub use types::{
     AuthMechanism, Credentials, Envelope, Event, Recipient, SessionConfig, SessionError,
-    Transaction, Transfer, Verdict,
+    SessionLimit, Transaction, Transfer, Verdict,
 };
 
 use auth::{AuthStep, MAX_AUTH_LINE};
@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use super::address::{ForwardPath, ReversePath};
 use super::command::{parse_command, CommandError, MailParams, RcptParams, MAX_COMMAND_LINE};
-use super::data::{BdatReceiver, DataProgress, DataReceiver};
+use super::data::{BdatReceiver, ContentError, DataProgress, DataReceiver};
 use super::reply::Reply;
 
 #[derive(Debug)]
@@ -142,6 +142,22 @@ impl Session {
             format!("{} Error: timeout exceeded", self.config.hostname),
         );
         self.reply(reply);
+        self.phase = Phase::Closed;
+    }
+
+    /// The connection lived as long as it may (the I/O layer's session
+    /// deadline): `421 4.4.2` and close, whatever the session was doing.
+    pub fn deadline_reached(&mut self) {
+        let reply = Reply::new(
+            421,
+            (4, 4, 2),
+            format!(
+                "{} Error: session time limit exceeded",
+                self.config.hostname
+            ),
+        );
+        self.reply(reply);
+        self.transaction = None;
         self.phase = Phase::Closed;
     }
 
@@ -377,6 +393,9 @@ impl Session {
                                 Err(e) => {
                                     self.transaction = None;
                                     self.reply(e.reply());
+                                    if let Some(event) = limit_event(&e) {
+                                        return event;
+                                    }
                                 }
                             }
                         }
@@ -450,7 +469,7 @@ impl Session {
         if let Some(e) = rx.error() {
             self.transaction = None;
             self.reply(e.reply());
-            return None;
+            return limit_event(&e);
         }
         if !last {
             let size = rx.size();
@@ -464,7 +483,7 @@ impl Session {
         if let Err(e) = rx.finish(&mut t.body) {
             self.transaction = None;
             self.reply(e.reply());
-            return None;
+            return limit_event(&e);
         }
         self.complete_message(Transfer::Bdat)
     }
@@ -487,4 +506,10 @@ impl Session {
             body: t.body,
         })
     }
+}
+
+/// The informational event for content refused for its size.
+fn limit_event(error: &ContentError) -> Option<Event> {
+    matches!(error, ContentError::TooBig { .. })
+        .then_some(Event::LimitReached(SessionLimit::MessageSize))
 }

@@ -111,10 +111,23 @@ pub enum Event {
     /// `220` was queued: write the output, run the TLS handshake on the same
     /// connection, then call [`Session::tls_established`] (or close).
     StartTls,
+    /// A limit of [`SessionConfig`] was reached and the refusal is already
+    /// in the output (informational: log and count it, then go on).
+    LimitReached(SessionLimit),
     /// A decision is outstanding: call [`Session::answer`] first.
     AwaitingAnswer,
     /// Write the output and close the connection.
     Close,
+}
+
+/// Which limit of the session a refusal enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionLimit {
+    /// `SIZE=` or the content was over `max_message_size`: `552 5.3.4`.
+    MessageSize,
+    /// A RCPT beyond `max_recipients`: `452 4.5.3`.
+    Recipients,
 }
 
 /// The SASL mechanisms offered.
