@@ -100,7 +100,10 @@ impl Track {
         if let Some(pause) = &self.pause {
             if started < pause.until {
                 // Under way before this pause ran out: already counted.
-                return PauseChange::Counted { until: pause.until };
+                return PauseChange::Counted {
+                    since: pause.since,
+                    until: pause.until,
+                };
             }
         }
         let failures = self.pause.as_ref().map_or(0, |b| b.failures) + 1;
@@ -144,7 +147,7 @@ enum PauseChange {
     Paused { failures: u32, pause: Duration },
     /// The attempt was under way before the pause in force (or the last
     /// one) ran out: its failure was counted already.
-    Counted { until: SystemTime },
+    Counted { since: SystemTime, until: SystemTime },
     /// The attempt started before a server last answered or the operator
     /// flushed: its failure says nothing about now.
     Stale,
@@ -195,8 +198,14 @@ impl Pauses {
     }
 
     /// The whole destination's pause in force: since when and until when.
+    #[cfg(test)]
     fn down_pause(&self, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
         self.down.holding(now).map(|b| (b.since, b.until))
+    }
+
+    /// Until when the whole destination is (or was last) paused.
+    fn down_until(&self) -> Option<SystemTime> {
+        self.down.pause.as_ref().map(|b| b.until)
     }
 
     /// Whether any pause is in force at `now`.
@@ -401,8 +410,8 @@ impl Destination {
             (Health::Refused(reason), PauseChange::Paused { failures, pause }) => {
                 info!(destination = %self.name, %level, %min_tls, failures, pause_s = pause.as_secs(), %reason, "destination refuses this policy; pausing its mail under it")
             }
-            (_, PauseChange::Counted { until }) => {
-                debug!(destination = %self.name, until = %humantime_like(until), "attempt under way before the pause failed; the pause stays as it is")
+            (_, PauseChange::Counted { since, until }) => {
+                debug!(destination = %self.name, since = %humantime_like(since), until = %humantime_like(until), "an attempt under way before the pause ran out failed; the pause stays as it is")
             }
             (_, PauseChange::Stale) => {
                 debug!(destination = %self.name, "attempt started before the destination answered or was flushed failed; no pause")
@@ -472,10 +481,7 @@ impl Destination {
                 active_connections: self.active,
                 idle_connections: self.pool.len(),
                 waiting: self.waiting.len(),
-                backoff_until: self
-                    .pauses
-                    .down_pause(SystemTime::now())
-                    .map(|(_, until)| unix_ms(until)),
+                backoff_until: self.pauses.down_until().map(unix_ms),
                 last_error: match last.map(|r| &r.health) {
                     Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
                         Some(reason.clone())
@@ -651,7 +657,11 @@ mod tests {
         );
         assert!(changes[1..]
             .iter()
-            .all(|c| *c == PauseChange::Counted { until: t0 + s(61) }));
+            .all(|c| *c
+                == PauseChange::Counted {
+                    since: t0 + s(1),
+                    until: t0 + s(61)
+                }));
         assert_eq!(p.down_pause(t0 + s(30)), Some((t0 + s(1), t0 + s(61))));
         assert!(p.holding(&loose(), t0 + s(61)).is_none());
     }
@@ -665,7 +675,10 @@ mod tests {
         // counted already, nothing held back.
         assert_eq!(
             p.record(&down(), &loose(), t0, t0 + s(90), s(60), s(1800)),
-            PauseChange::Counted { until: t0 + s(61) }
+            PauseChange::Counted {
+                since: t0 + s(1),
+                until: t0 + s(61)
+            }
         );
         assert!(p.holding(&loose(), t0 + s(91)).is_none());
         // Probes started after the pause fail: the first doubles, the
