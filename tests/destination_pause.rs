@@ -66,9 +66,14 @@ async fn send(addr: SocketAddr, ids: Vec<usize>) {
         let body = format!("Subject: m{id}\r\nX-Test-Id: m{id}\r\n\r\nbody {id}\r\n");
         let accepted = async {
             for _ in 0..50 {
-                if submit(addr, "s@sender.test", &["rcpt@open.example"], body.as_bytes())
-                    .await
-                    .is_ok()
+                if submit(
+                    addr,
+                    "s@sender.test",
+                    &["rcpt@open.example"],
+                    body.as_bytes(),
+                )
+                .await
+                .is_ok()
                 {
                     return true;
                 }
@@ -267,7 +272,10 @@ max_destination_backoff = "1h""#,
     // and the command says so and how to end it.
     let (code, out, err) = cli(&sealpost, &["queue", "retry", "--all"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("3 messages scheduled for retry now\n"), "{out}");
+    assert!(
+        out.starts_with("3 messages scheduled for retry now\n"),
+        "{out}"
+    );
     assert!(
         out.contains(&format!(
             "3 of these are held back by the pause of destination {DESTINATION} until "
@@ -280,7 +288,10 @@ max_destination_backoff = "1h""#,
     assert_eq!(code, Some(0), "{err}");
     let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(answer["touched"], 3, "{answer}");
-    assert_eq!(answer["held_back"][0]["destination"], DESTINATION, "{answer}");
+    assert_eq!(
+        answer["held_back"][0]["destination"], DESTINATION,
+        "{answer}"
+    );
     assert_eq!(answer["held_back"][0]["messages"], 3, "{answer}");
     assert!(answer["held_back"][0]["paused_until"].is_u64(), "{answer}");
 

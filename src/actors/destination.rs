@@ -143,11 +143,20 @@ struct Pauses {
 #[derive(Debug, PartialEq, Eq)]
 enum PauseChange {
     None,
-    Cleared { down: bool, policy: bool },
-    Paused { failures: u32, pause: Duration },
+    Cleared {
+        down: bool,
+        policy: bool,
+    },
+    Paused {
+        failures: u32,
+        pause: Duration,
+    },
     /// The attempt was under way before the pause in force (or the last
     /// one) ran out: its failure was counted already.
-    Counted { since: SystemTime, until: SystemTime },
+    Counted {
+        since: SystemTime,
+        until: SystemTime,
+    },
     /// The attempt started before a server last answered or the operator
     /// flushed: its failure says nothing about now.
     Stale,
@@ -585,11 +594,25 @@ mod tests {
         );
         assert_eq!(p.down_pause(t0 + s(1)), None);
         // Mail under the other policy is delivered: the refusal stays.
-        p.record(&Health::Reached, &loose, t0 + s(2), t0 + s(2), s(60), s(600));
+        p.record(
+            &Health::Reached,
+            &loose,
+            t0 + s(2),
+            t0 + s(2),
+            s(60),
+            s(600),
+        );
         assert!(p.holding(&strict, t0 + s(3)).is_some());
         // The pause runs out; other mail goes on meanwhile.
         assert!(p.holding(&strict, t0 + s(60)).is_none());
-        p.record(&Health::Reached, &loose, t0 + s(60), t0 + s(60), s(60), s(600));
+        p.record(
+            &Health::Reached,
+            &loose,
+            t0 + s(60),
+            t0 + s(60),
+            s(60),
+            s(600),
+        );
         // A probe under the same policy is refused again: the pause doubles.
         assert_eq!(
             p.record(&refused, &strict, t0 + s(61), t0 + s(61), s(60), s(600)),
@@ -600,7 +623,14 @@ mod tests {
         );
         // A transaction under it clears it.
         assert_eq!(
-            p.record(&Health::Reached, &strict, t0 + s(200), t0 + s(200), s(60), s(600)),
+            p.record(
+                &Health::Reached,
+                &strict,
+                t0 + s(200),
+                t0 + s(200),
+                s(60),
+                s(600)
+            ),
             PauseChange::Cleared {
                 down: false,
                 policy: true
@@ -624,7 +654,14 @@ mod tests {
             "the pause runs out"
         );
         assert_eq!(
-            p.record(&Health::Reached, &loose, t0 + s(65), t0 + s(70), s(60), s(600)),
+            p.record(
+                &Health::Reached,
+                &loose,
+                t0 + s(65),
+                t0 + s(70),
+                s(60),
+                s(600)
+            ),
             PauseChange::Cleared {
                 down: true,
                 policy: false
@@ -632,7 +669,14 @@ mod tests {
         );
         assert!(p.holding(&strict, t0 + s(71)).is_none());
         assert_eq!(
-            p.record(&Health::NotTried, &strict, t0 + s(72), t0 + s(72), s(60), s(600)),
+            p.record(
+                &Health::NotTried,
+                &strict,
+                t0 + s(72),
+                t0 + s(72),
+                s(60),
+                s(600)
+            ),
             PauseChange::None
         );
     }
@@ -655,13 +699,11 @@ mod tests {
                 pause: s(60)
             }
         );
-        assert!(changes[1..]
-            .iter()
-            .all(|c| *c
-                == PauseChange::Counted {
-                    since: t0 + s(1),
-                    until: t0 + s(61)
-                }));
+        assert!(changes[1..].iter().all(|c| *c
+            == PauseChange::Counted {
+                since: t0 + s(1),
+                until: t0 + s(61)
+            }));
         assert_eq!(p.down_pause(t0 + s(30)), Some((t0 + s(1), t0 + s(61))));
         assert!(p.holding(&loose(), t0 + s(61)).is_none());
     }
@@ -721,7 +763,14 @@ mod tests {
         let (s, t0) = (S, t0());
         let mut p = Pauses::default();
         // A server answered at t0+10; an attempt from t0+5 fails later.
-        p.record(&Health::Reached, &loose(), t0 + s(8), t0 + s(10), s(60), s(1800));
+        p.record(
+            &Health::Reached,
+            &loose(),
+            t0 + s(8),
+            t0 + s(10),
+            s(60),
+            s(1800),
+        );
         assert_eq!(
             p.record(&down(), &loose(), t0 + s(5), t0 + s(12), s(60), s(1800)),
             PauseChange::Stale

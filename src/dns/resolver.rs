@@ -178,8 +178,10 @@ impl Resolver {
                 }
             }
             Lookup::NoData { dnssec } => {
+                // The implicit MX needs an address of either family; DANE
+                // judges the host's addresses again, strictly.
                 let addresses = self.addresses(domain).await;
-                match addresses.lookup {
+                match addresses.resolved {
                     Lookup::Records { .. } => MxLookup::Implicit {
                         host: MxHost {
                             preference: 0,
@@ -244,7 +246,8 @@ impl Resolver {
         AddressLookup {
             host: normalize(host),
             canonical,
-            lookup: v4.0.merge(v6.0),
+            lookup: v4.0.clone().merge(v6.0.clone()),
+            resolved: v4.0.merge_resolved(v6.0),
         }
     }
 
@@ -432,10 +435,7 @@ fn negative(no_records: &NoRecords) -> (RawAnswer, Duration) {
         .flat_map(|records| records.iter());
     for record in authorities {
         let kind = record.record_type();
-        if !matches!(
-            kind,
-            RecordType::SOA | RecordType::NSEC | RecordType::NSEC3
-        ) {
+        if !matches!(kind, RecordType::SOA | RecordType::NSEC | RecordType::NSEC3) {
             continue;
         }
         match proof_status(record.proof) {
@@ -522,7 +522,10 @@ mod tests {
     fn nsec(proof: Proof) -> Record {
         let data = NSEC::new(name("z.example.test."), [RecordType::MX]);
         let rdata = RData::DNSSEC(DNSSECRData::NSEC(data));
-        with_proof(Record::from_rdata(name("mx.example.test."), 300, rdata), proof)
+        with_proof(
+            Record::from_rdata(name("mx.example.test."), 300, rdata),
+            proof,
+        )
     }
 
     fn no_records(code: ResponseCode, soa: Record<SOA>, more: Vec<Record>) -> NoRecords {
@@ -573,7 +576,11 @@ mod tests {
             ),
             (
                 "only a secure CNAME: NODATA without a denial proof",
-                vec![cname("mx.example.test.", "host.example.test.", Proof::Secure)],
+                vec![cname(
+                    "mx.example.test.",
+                    "host.example.test.",
+                    Proof::Secure,
+                )],
                 Lookup::NoData { dnssec: Insecure },
             ),
             (
