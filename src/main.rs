@@ -81,11 +81,26 @@ enum Command {
     },
     /// What the running server's delivery engine knows of each destination.
     Destinations {
+        #[command(subcommand)]
+        command: Option<DestinationsArgs>,
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Make the running server reload its configuration and certificates.
     Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationsArgs {
+    /// End a destination's pause and forget its cached MX, TLSA and
+    /// MTA-STS state, so that its next lease is tried at once.
+    Flush {
+        /// The destination, as `sealpost destinations` lists it (a
+        /// recipient domain, or `inbound:<managed domain>`).
+        name: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -107,6 +122,14 @@ impl AdminArgs {
         AdminOptions {
             socket: self.socket,
             json: self.json,
+        }
+    }
+
+    /// A subcommand's options, with those given before it as defaults.
+    fn or(self, parent: AdminArgs) -> AdminArgs {
+        AdminArgs {
+            socket: self.socket.or(parent.socket),
+            json: self.json || parent.json,
         }
     }
 }
@@ -357,9 +380,14 @@ fn main() -> ExitCode {
             let (command, options) = command.command();
             cli::queue(&global, &options, &command, &mut out, &mut err)
         }
-        Command::Destinations { admin } => {
-            cli::destinations(&global, &admin.options(), &mut out, &mut err)
-        }
+        Command::Destinations {
+            command: None,
+            admin,
+        } => cli::destinations(&global, &admin.options(), &mut out, &mut err),
+        Command::Destinations {
+            command: Some(DestinationsArgs::Flush { name, admin: own }),
+            admin,
+        } => cli::destination_flush(&global, &own.or(admin).options(), &name, &mut out, &mut err),
         Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
     };
     match status {

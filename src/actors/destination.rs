@@ -5,10 +5,14 @@
 //!
 //! Backoff: when an attempt could reach no host at all (DNS failure, every
 //! MX refused the connection or timed out), the destination pauses for
-//! `[delivery] destination_backoff`, doubled per further failure up to
-//! `max_destination_backoff`. Leases that arrive meanwhile are deferred at
-//! once with that reason instead of each trying and failing; the first
-//! lease after the pause tries again. Any server answering clears it.
+//! `[delivery] destination_backoff`. Leases that arrive meanwhile are
+//! deferred at once with that reason instead of each trying and failing;
+//! the leases after the pause are probes. A failure counts once per pause:
+//! the attempts that were under way when the pause began fail too, but do
+//! not lengthen it. Only a probe that fails again doubles the pause, up to
+//! `max_destination_backoff`. Any server answering clears it, and so does
+//! the operator's flush; attempts started before either fail without
+//! pausing the destination again.
 //!
 //! When the hosts answered but refused what one policy requires (no
 //! STARTTLS for `mandatory`, TLS below its minimum, a DANE or MTA-STS
@@ -26,7 +30,7 @@ use std::panic::AssertUnwindSafe;
 use actix::prelude::*;
 use futures_util::FutureExt;
 use sealpost_queue::Lease;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
@@ -44,96 +48,186 @@ pub struct Deliver(pub Lease);
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// One pause: since when, until when, after how many counted failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Backoff {
+    since: SystemTime,
     until: SystemTime,
     failures: u32,
     reason: String,
 }
 
+/// The pause state of one scope: the whole destination, or one policy.
+///
+/// A failure counts once per pause period: an attempt that was already
+/// under way when the pause began (or, after a flush or an answering
+/// server, before that) tells nothing new, so it neither doubles the pause
+/// nor starts one. Only a probe, an attempt started once the pause ran
+/// out, that fails again doubles it.
+#[derive(Debug, Default)]
+struct Track {
+    /// The pause in force, or the last one: kept after it runs out so
+    /// that a failed probe doubles it.
+    pause: Option<Backoff>,
+    /// Failures of attempts started before this instant are stale: a
+    /// server answered (or the operator flushed the pause) since.
+    fresh_since: Option<SystemTime>,
+}
+
+impl Track {
+    fn holding(&self, now: SystemTime) -> Option<&Backoff> {
+        self.pause.as_ref().filter(|b| b.until > now)
+    }
+
+    /// A server answered, or the operator flushed: whether a pause ended.
+    fn clear(&mut self, now: SystemTime) -> bool {
+        self.fresh_since = Some(now);
+        self.pause.take().is_some()
+    }
+
+    /// An attempt started at `started` failed at `now`.
+    fn fail(
+        &mut self,
+        started: SystemTime,
+        now: SystemTime,
+        reason: &str,
+        first: Duration,
+        max: Duration,
+    ) -> PauseChange {
+        if self.fresh_since.is_some_and(|fresh| started < fresh) {
+            return PauseChange::Stale;
+        }
+        if let Some(pause) = &self.pause {
+            if started < pause.until {
+                // Under way before this pause ran out: already counted.
+                return PauseChange::Counted {
+                    since: pause.since,
+                    until: pause.until,
+                };
+            }
+        }
+        let failures = self.pause.as_ref().map_or(0, |b| b.failures) + 1;
+        let pause = pause_after(failures, first, max);
+        self.pause = Some(Backoff {
+            since: now,
+            until: now + pause,
+            failures,
+            reason: reason.to_string(),
+        });
+        PauseChange::Paused { failures, pause }
+    }
+
+    fn is_running(&self, now: SystemTime) -> bool {
+        self.holding(now).is_some()
+    }
+}
+
 /// What holds a destination's leases back: its own pause (no host
 /// answered) and the pauses of policies its hosts refused. Pure state,
-/// driven by the attempts' [`Health`] and the clock passed in.
+/// driven by the attempts' [`Health`], when each attempt started, and the
+/// clock passed in.
 #[derive(Debug, Default)]
 struct Pauses {
     /// No host answered: every lease waits.
-    down: Option<Backoff>,
+    down: Track,
     /// The hosts refused one policy's TLS: leases under that policy wait.
-    /// An expired entry is kept so that a further refusal doubles the
-    /// pause; there are at most as many entries as (level, minimum TLS
-    /// version) pairs.
-    refused: HashMap<Effective, Backoff>,
+    /// There are at most as many entries as (level, minimum TLS version)
+    /// pairs.
+    refused: HashMap<Effective, Track>,
+    /// The operator flushed the destination: failures of attempts started
+    /// before are stale in every scope, also in policies not seen yet.
+    flushed: Option<SystemTime>,
 }
 
 /// What [`Pauses::record`] changed, for the log.
 #[derive(Debug, PartialEq, Eq)]
 enum PauseChange {
     None,
-    Cleared { down: bool, policy: bool },
-    Paused { failures: u32, pause: Duration },
+    Cleared {
+        down: bool,
+        policy: bool,
+    },
+    Paused {
+        failures: u32,
+        pause: Duration,
+    },
+    /// The attempt was under way before the pause in force (or the last
+    /// one) ran out: its failure was counted already.
+    Counted {
+        since: SystemTime,
+        until: SystemTime,
+    },
+    /// The attempt started before a server last answered or the operator
+    /// flushed: its failure says nothing about now.
+    Stale,
 }
 
 impl Pauses {
     /// The pause holding back a lease under `policy` at `now`.
     fn holding(&self, policy: &Effective, now: SystemTime) -> Option<&Backoff> {
         self.down
-            .as_ref()
-            .filter(|b| b.until > now)
-            .or_else(|| self.refused.get(policy).filter(|b| b.until > now))
+            .holding(now)
+            .or_else(|| self.refused.get(policy).and_then(|t| t.holding(now)))
     }
 
-    /// Takes an attempt's health under `policy` into account.
+    /// Takes the health of an attempt under `policy`, started at
+    /// `started` and concluded at `now`, into account.
     fn record(
         &mut self,
         health: &Health,
         policy: &Effective,
+        started: SystemTime,
         now: SystemTime,
         first: Duration,
         max: Duration,
     ) -> PauseChange {
-        let next = |previous: Option<&Backoff>, reason: &str| {
-            let failures = previous.map_or(0, |b| b.failures) + 1;
-            let pause = pause_after(failures, first, max);
-            let backoff = Backoff {
-                until: now + pause,
-                failures,
-                reason: reason.to_string(),
-            };
-            (backoff, PauseChange::Paused { failures, pause })
-        };
-        let change = match health {
+        if self.flushed.is_some_and(|flushed| started < flushed)
+            && !matches!(health, Health::Reached)
+        {
+            return PauseChange::Stale;
+        }
+        match health {
             Health::Reached => {
-                let down = self.down.take().is_some();
-                let policy = self.refused.remove(policy).is_some();
+                let down = self.down.clear(now);
+                let policy = self.refused.entry(policy.clone()).or_default().clear(now);
                 if down || policy {
                     PauseChange::Cleared { down, policy }
                 } else {
                     PauseChange::None
                 }
             }
-            Health::Unreachable(reason) => {
-                let (backoff, change) = next(self.down.as_ref(), reason);
-                self.down = Some(backoff);
-                change
-            }
-            Health::Refused(reason) => {
-                let (backoff, change) = next(self.refused.get(policy), reason);
-                self.refused.insert(policy.clone(), backoff);
-                change
-            }
+            Health::Unreachable(reason) => self.down.fail(started, now, reason, first, max),
+            Health::Refused(reason) => self
+                .refused
+                .entry(policy.clone())
+                .or_default()
+                .fail(started, now, reason, first, max),
             Health::NotTried => PauseChange::None,
-        };
-        change
+        }
     }
 
-    /// Until when the whole destination is paused.
+    /// The whole destination's pause in force: since when and until when.
+    #[cfg(test)]
+    fn down_pause(&self, now: SystemTime) -> Option<(SystemTime, SystemTime)> {
+        self.down.holding(now).map(|b| (b.since, b.until))
+    }
+
+    /// Until when the whole destination is (or was last) paused.
     fn down_until(&self) -> Option<SystemTime> {
-        self.down.as_ref().map(|b| b.until)
+        self.down.pause.as_ref().map(|b| b.until)
     }
 
-    fn clear(&mut self) {
-        self.down = None;
+    /// Whether any pause is in force at `now`.
+    fn any_running(&self, now: SystemTime) -> bool {
+        self.down.is_running(now) || self.refused.values().any(|t| t.is_running(now))
+    }
+
+    /// The operator's flush: no pause, and failures of attempts under way
+    /// now do not start a new one.
+    fn clear(&mut self, now: SystemTime) {
+        self.down.clear(now);
         self.refused.clear();
+        self.flushed = Some(now);
     }
 }
 
@@ -226,6 +320,7 @@ impl Destination {
             }
             self.active += 1;
             let (key, tenant) = (lease.key(), lease.tenant.clone());
+            let started = SystemTime::now();
             // A panic in an attempt must not take the actor (and every
             // lease sent to it later) down with it.
             let work = AssertUnwindSafe(attempt(self.shared.clone(), self.pool.clone(), lease))
@@ -240,7 +335,7 @@ impl Destination {
                             deferred: report.deferred,
                             failed: report.failed,
                         });
-                        act.on_report(report);
+                        act.on_report(report, started);
                     }
                     Err(_) => {
                         let config = act.shared.live.current();
@@ -303,11 +398,12 @@ impl Destination {
         }));
     }
 
-    fn on_report(&mut self, report: Report) {
+    fn on_report(&mut self, report: Report, started: SystemTime) {
         let delivery = &self.shared.live.current().delivery;
         let change = self.pauses.record(
             &report.health,
             &report.policy,
+            started,
             SystemTime::now(),
             delivery.destination_backoff,
             delivery.max_destination_backoff,
@@ -325,6 +421,12 @@ impl Destination {
             }
             (Health::Refused(reason), PauseChange::Paused { failures, pause }) => {
                 info!(destination = %self.name, %level, %min_tls, failures, pause_s = pause.as_secs(), %reason, "destination refuses this policy; pausing its mail under it")
+            }
+            (_, PauseChange::Counted { since, until }) => {
+                debug!(destination = %self.name, since = %humantime_like(since), until = %humantime_like(until), "an attempt under way before the pause ran out failed; the pause stays as it is")
+            }
+            (_, PauseChange::Stale) => {
+                debug!(destination = %self.name, "attempt started before the destination answered or was flushed failed; no pause")
             }
             _ => {}
         }
@@ -352,8 +454,7 @@ impl Destination {
         self.waiting.is_empty()
             && self.active == 0
             && self.pool.is_empty()
-            && self.pauses.down.as_ref().is_none_or(|b| b.until <= now)
-            && self.pauses.refused.values().all(|b| b.until <= now)
+            && !self.pauses.any_running(now)
     }
 
     /// Offers retirement after [`RETIRE_AFTER`] idle; stops once retired
@@ -445,7 +546,7 @@ impl Handler<Deliver> for Destination {
 impl Handler<Flush> for Destination {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.pauses.clear();
+        self.pauses.clear(SystemTime::now());
         self.close_idle(Duration::ZERO, ctx);
         info!(destination = %self.name, "destination flushed: backoff cleared, idle connections closed");
         self.publish();
@@ -461,16 +562,29 @@ mod tests {
         Effective { level, min_tls }
     }
 
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + S(1_800_000_000)
+    }
+
+    fn loose() -> Effective {
+        policy(SecurityLevel::Opportunistic, MinTlsVersion::Any)
+    }
+
+    fn down() -> Health {
+        Health::Unreachable("connection refused".into())
+    }
+
     #[test]
     fn a_refused_policy_pauses_only_itself_until_it_delivers_again() {
-        let s = Duration::from_secs;
-        let t0 = SystemTime::UNIX_EPOCH + s(1_800_000_000);
+        let (s, t0) = (S, t0());
         let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
-        let loose = policy(SecurityLevel::Opportunistic, MinTlsVersion::Any);
+        let loose = loose();
         let mut p = Pauses::default();
         let refused = Health::Refused("mandatory: STARTTLS not offered".into());
         assert_eq!(
-            p.record(&refused, &strict, t0, s(60), s(600)),
+            p.record(&refused, &strict, t0, t0, s(60), s(600)),
             PauseChange::Paused {
                 failures: 1,
                 pause: s(60)
@@ -481,16 +595,30 @@ mod tests {
             p.holding(&loose, t0 + s(1)).is_none(),
             "other policies go on"
         );
-        assert_eq!(p.down_until(), None);
+        assert_eq!(p.down_pause(t0 + s(1)), None);
         // Mail under the other policy is delivered: the refusal stays.
-        p.record(&Health::Reached, &loose, t0 + s(2), s(60), s(600));
+        p.record(
+            &Health::Reached,
+            &loose,
+            t0 + s(2),
+            t0 + s(2),
+            s(60),
+            s(600),
+        );
         assert!(p.holding(&strict, t0 + s(3)).is_some());
         // The pause runs out; other mail goes on meanwhile.
         assert!(p.holding(&strict, t0 + s(60)).is_none());
-        p.record(&Health::Reached, &loose, t0 + s(60), s(60), s(600));
-        // The same policy refused again: the pause doubles.
+        p.record(
+            &Health::Reached,
+            &loose,
+            t0 + s(60),
+            t0 + s(60),
+            s(60),
+            s(600),
+        );
+        // A probe under the same policy is refused again: the pause doubles.
         assert_eq!(
-            p.record(&refused, &strict, t0 + s(61), s(60), s(600)),
+            p.record(&refused, &strict, t0 + s(61), t0 + s(61), s(60), s(600)),
             PauseChange::Paused {
                 failures: 2,
                 pause: s(120)
@@ -498,7 +626,14 @@ mod tests {
         );
         // A transaction under it clears it.
         assert_eq!(
-            p.record(&Health::Reached, &strict, t0 + s(200), s(60), s(600)),
+            p.record(
+                &Health::Reached,
+                &strict,
+                t0 + s(200),
+                t0 + s(200),
+                s(60),
+                s(600)
+            ),
             PauseChange::Cleared {
                 down: false,
                 policy: true
@@ -509,21 +644,27 @@ mod tests {
 
     #[test]
     fn an_unreachable_destination_pauses_every_policy_until_a_server_answers() {
-        let s = Duration::from_secs;
-        let t0 = SystemTime::UNIX_EPOCH + s(1_800_000_000);
+        let (s, t0) = (S, t0());
         let strict = policy(SecurityLevel::MandatoryDane, MinTlsVersion::Tls13);
-        let loose = policy(SecurityLevel::Opportunistic, MinTlsVersion::Any);
+        let loose = loose();
         let mut p = Pauses::default();
-        let down = Health::Unreachable("connection refused".into());
-        p.record(&down, &strict, t0, s(60), s(600));
+        p.record(&down(), &strict, t0, t0, s(60), s(600));
         assert!(p.holding(&loose, t0 + s(1)).is_some());
         assert!(p.holding(&strict, t0 + s(1)).is_some());
+        assert_eq!(p.down_pause(t0 + s(1)), Some((t0, t0 + s(60))));
         assert!(
             p.holding(&loose, t0 + s(61)).is_none(),
             "the pause runs out"
         );
         assert_eq!(
-            p.record(&Health::Reached, &loose, t0 + s(70), s(60), s(600)),
+            p.record(
+                &Health::Reached,
+                &loose,
+                t0 + s(65),
+                t0 + s(70),
+                s(60),
+                s(600)
+            ),
             PauseChange::Cleared {
                 down: true,
                 policy: false
@@ -531,14 +672,140 @@ mod tests {
         );
         assert!(p.holding(&strict, t0 + s(71)).is_none());
         assert_eq!(
-            p.record(&Health::NotTried, &strict, t0 + s(72), s(60), s(600)),
+            p.record(
+                &Health::NotTried,
+                &strict,
+                t0 + s(72),
+                t0 + s(72),
+                s(60),
+                s(600)
+            ),
             PauseChange::None
+        );
+    }
+
+    /// The outage of issue 14: every attempt under way fails at about the
+    /// same moment. The pause is the first step, not the maximum.
+    #[test]
+    fn attempts_failing_together_count_once() {
+        let (s, t0) = (S, t0());
+        let mut p = Pauses::default();
+        let mut changes = Vec::new();
+        for i in 0..16 {
+            // Started together at t0, failing one after the other.
+            changes.push(p.record(&down(), &loose(), t0, t0 + s(1 + i), s(60), s(1800)));
+        }
+        assert_eq!(
+            changes[0],
+            PauseChange::Paused {
+                failures: 1,
+                pause: s(60)
+            }
+        );
+        assert!(changes[1..].iter().all(|c| *c
+            == PauseChange::Counted {
+                since: t0 + s(1),
+                until: t0 + s(61)
+            }));
+        assert_eq!(p.down_pause(t0 + s(30)), Some((t0 + s(1), t0 + s(61))));
+        assert!(p.holding(&loose(), t0 + s(61)).is_none());
+    }
+
+    #[test]
+    fn only_a_probe_after_the_pause_doubles_it() {
+        let (s, t0) = (S, t0());
+        let mut p = Pauses::default();
+        p.record(&down(), &loose(), t0, t0 + s(1), s(60), s(1800));
+        // A slow attempt from before the pause fails after it ran out:
+        // counted already, nothing held back.
+        assert_eq!(
+            p.record(&down(), &loose(), t0, t0 + s(90), s(60), s(1800)),
+            PauseChange::Counted {
+                since: t0 + s(1),
+                until: t0 + s(61)
+            }
+        );
+        assert!(p.holding(&loose(), t0 + s(91)).is_none());
+        // Probes started after the pause fail: the first doubles, the
+        // ones started beside it do not.
+        let table = [
+            (62, 63, Some((2, 120))),
+            (62, 64, None),
+            (62, 70, None),
+            (184, 185, Some((3, 240))),
+            (426, 427, Some((4, 480))),
+        ];
+        for (started, ended, want) in table {
+            let change = p.record(
+                &down(),
+                &loose(),
+                t0 + s(started),
+                t0 + s(ended),
+                s(60),
+                s(1800),
+            );
+            match want {
+                Some((failures, pause)) => assert_eq!(
+                    change,
+                    PauseChange::Paused {
+                        failures,
+                        pause: s(pause)
+                    },
+                    "started {started}"
+                ),
+                None => assert!(
+                    matches!(change, PauseChange::Counted { .. }),
+                    "started {started}: {change:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn failures_from_before_an_answer_or_a_flush_are_stale() {
+        let (s, t0) = (S, t0());
+        let mut p = Pauses::default();
+        // A server answered at t0+10; an attempt from t0+5 fails later.
+        p.record(
+            &Health::Reached,
+            &loose(),
+            t0 + s(8),
+            t0 + s(10),
+            s(60),
+            s(1800),
+        );
+        assert_eq!(
+            p.record(&down(), &loose(), t0 + s(5), t0 + s(12), s(60), s(1800)),
+            PauseChange::Stale
+        );
+        assert!(p.holding(&loose(), t0 + s(13)).is_none());
+        // Paused, then flushed: attempts under way at the flush do not
+        // pause it again; a new one does, from the first step.
+        p.record(&down(), &loose(), t0 + s(20), t0 + s(21), s(60), s(1800));
+        p.clear(t0 + s(30));
+        assert!(p.holding(&loose(), t0 + s(30)).is_none());
+        let refused = Health::Refused("STARTTLS not offered".into());
+        let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
+        assert_eq!(
+            p.record(&down(), &loose(), t0 + s(25), t0 + s(31), s(60), s(1800)),
+            PauseChange::Stale
+        );
+        assert_eq!(
+            p.record(&refused, &strict, t0 + s(25), t0 + s(31), s(60), s(1800)),
+            PauseChange::Stale
+        );
+        assert_eq!(
+            p.record(&down(), &loose(), t0 + s(32), t0 + s(33), s(60), s(1800)),
+            PauseChange::Paused {
+                failures: 1,
+                pause: s(60)
+            }
         );
     }
 
     #[test]
     fn pauses_double_up_to_the_maximum() {
-        let s = Duration::from_secs;
+        let s = S;
         let table = [(1, 60), (2, 120), (3, 240), (6, 1800), (40, 1800)];
         for (failures, want) in table {
             assert_eq!(pause_after(failures, s(60), s(1800)), s(want), "{failures}");

@@ -2,7 +2,7 @@
 //! method and path, and one handler per endpoint. Queue work runs on the
 //! blocking pool (the queue's calls wait for disk flushes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -10,12 +10,15 @@ use std::time::SystemTime;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use sealpost_queue::{ListFilter, MessageId, Queue, QueueError, StateKind};
+use sealpost_queue::{
+    ListFilter, MessageId, MessageInfo, Queue, QueueError, RecipientState, StateKind,
+};
 
 use super::http::{self, parse_json, parse_query, read_body, ApiError, HttpResponse};
 use super::views::{
-    outcome_text, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
-    MessagePage, MessageSummary, Oldest, ReasonCount, Summary, TenantDomain, TenantView, Touched,
+    outcome_text, unix_ms, ActionRequest, Destinations, FilterSpec, HeldBack, MessageActionRequest,
+    MessageDetail, MessagePage, MessageSummary, Oldest, ReasonCount, Summary, TenantDomain,
+    TenantView, Touched,
 };
 use super::{AdminState, DeliveryView};
 use crate::cli::{explain, ExplainRequest};
@@ -327,6 +330,26 @@ impl Action {
         })
     }
 
+    /// Whether the action makes recipients due now; then the destinations
+    /// of the recipients it changes are checked against the engine's pauses.
+    fn makes_due(self) -> bool {
+        matches!(self, Action::Retry | Action::Release)
+    }
+
+    /// The destinations of `message`'s recipients this action makes due.
+    fn due_destinations(self, message: &MessageInfo, now: SystemTime) -> BTreeSet<String> {
+        message
+            .recipients
+            .iter()
+            .filter(|r| match (self, &r.state) {
+                (Action::Retry, RecipientState::Deferred { next_attempt }) => *next_attempt > now,
+                (Action::Release, RecipientState::Held) => true,
+                _ => false,
+            })
+            .map(|r| r.destination.clone())
+            .collect()
+    }
+
     /// Applies the action to one message: whether it changed anything.
     fn apply(self, queue: &Queue, id: MessageId, bounce_reason: &str) -> Result<bool, QueueError> {
         let now = SystemTime::now();
@@ -363,17 +386,57 @@ async fn message_action(
     let reason = request
         .bounce_reason
         .unwrap_or_else(|| DEFAULT_BOUNCE_REASON.to_string());
-    let changed = blocking(state, move |queue| {
-        action.apply(queue, id, &reason).map_err(queue_error)
+    let (changed, due) = blocking(state, move |queue| {
+        let mut due = BTreeMap::new();
+        if action.makes_due() {
+            let message = queue.show(id).map_err(queue_error)?;
+            for destination in action.due_destinations(&message, SystemTime::now()) {
+                due.insert(destination, 1);
+            }
+        }
+        let changed = action.apply(queue, id, &reason).map_err(queue_error)?;
+        Ok((changed, due))
     })
     .await?;
     tracing::info!(id = %id, ?action, changed, "admin action on one message");
+    let held_back = if changed {
+        held_back(state, due).await?
+    } else {
+        Vec::new()
+    };
     Ok(http::json(
         StatusCode::OK,
         &Touched {
             touched: u64::from(changed),
+            held_back,
         },
     ))
+}
+
+/// Which of the destinations (with how many of the changed messages each)
+/// a pause of the delivery engine holds back now.
+async fn held_back(
+    state: &AdminState,
+    due: BTreeMap<String, u64>,
+) -> Result<Vec<HeldBack>, ApiError> {
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let destinations = engine(state, |delivery| delivery.destinations()).await?;
+    let now = unix_ms(SystemTime::now());
+    Ok(destinations
+        .into_iter()
+        .filter_map(|d| {
+            let until = d.backoff_until.filter(|until| *until > now)?;
+            let messages = *due.get(&d.name)?;
+            Some(HeldBack {
+                destination: d.name,
+                messages,
+                paused_until: until,
+                reason: d.last_error,
+            })
+        })
+        .collect())
 }
 
 async fn filter_action(
@@ -405,16 +468,27 @@ async fn filter_action(
     let reason = request
         .bounce_reason
         .unwrap_or_else(|| DEFAULT_BOUNCE_REASON.to_string());
-    let touched = blocking(state, move |queue| {
+    let (touched, due) = blocking(state, move |queue| {
         let mut touched = 0u64;
+        let mut due: BTreeMap<String, u64> = BTreeMap::new();
         let mut cursor = None;
         loop {
             let page = queue
                 .list(&filter, cursor, ACTION_STEP)
                 .map_err(queue_error)?;
             for message in &page.items {
+                let destinations = if action.makes_due() {
+                    action.due_destinations(message, SystemTime::now())
+                } else {
+                    BTreeSet::new()
+                };
                 match action.apply(queue, message.id, &reason) {
-                    Ok(true) => touched += 1,
+                    Ok(true) => {
+                        touched += 1;
+                        for destination in destinations {
+                            *due.entry(destination).or_default() += 1;
+                        }
+                    }
                     Ok(false) => {}
                     // Gone since it was listed (delivered or deleted).
                     Err(QueueError::NotFound { .. }) => {}
@@ -423,13 +497,14 @@ async fn filter_action(
             }
             match page.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok(touched),
+                None => return Ok((touched, due)),
             }
         }
     })
     .await?;
     tracing::info!(?action, ?spec, touched, "admin action on a filter");
-    Ok(http::json(StatusCode::OK, &Touched { touched }))
+    let held_back = held_back(state, due).await?;
+    Ok(http::json(StatusCode::OK, &Touched { touched, held_back }))
 }
 
 /// Runs a call into the delivery engine on the blocking pool: the

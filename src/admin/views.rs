@@ -237,10 +237,36 @@ pub struct MessageActionRequest {
     pub bounce_reason: Option<String>,
 }
 
-/// How many messages an action changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How many messages an action changed; for `retry` and `release`, the
+/// destinations whose pause still holds some of them back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Touched {
     pub touched: u64,
+    /// Paused destinations of the recipients made due, by name: leases for
+    /// them are deferred at once until the pause ends or is flushed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<HeldBack>,
+}
+
+impl Touched {
+    pub fn count(touched: u64) -> Touched {
+        Touched {
+            touched,
+            held_back: Vec::new(),
+        }
+    }
+}
+
+/// Messages an action made due that a destination's pause still holds back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub destination: String,
+    /// Of the messages changed, how many have recipients for this destination.
+    pub messages: u64,
+    /// Unix milliseconds until which the destination is paused.
+    pub paused_until: u64,
+    /// Why it was paused (the last error).
+    pub reason: Option<String>,
 }
 
 /// `GET /queue/summary`.

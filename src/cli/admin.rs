@@ -16,8 +16,8 @@ use super::{load, ExitStatus, GlobalOptions, EXIT_FAILURE, EXIT_OK};
 use crate::admin::client::{AdminClient, Answer};
 use crate::admin::http::percent_encode;
 use crate::admin::views::{
-    unix_ms, ActionRequest, Destinations, FilterSpec, MessageActionRequest, MessageDetail,
-    MessagePage, ReloadAnswer, Summary, Touched,
+    unix_ms, ActionRequest, Destinations, FilterSpec, HeldBack, MessageActionRequest,
+    MessageDetail, MessagePage, ReloadAnswer, Summary, Touched,
 };
 use crate::metrics::{state_name, STATES};
 
@@ -290,8 +290,59 @@ pub fn queue(
                 n,
                 if n == 1 { "" } else { "s" },
                 action.past()
-            )
+            )?;
+            print_held_back(&touched.held_back, SystemTime::now(), out)
         }
+    };
+    ask(global, options, call, text, out, err)
+}
+
+/// Says which destinations' pauses still hold the messages made due back,
+/// and how to end each pause now.
+fn print_held_back(held: &[HeldBack], now: SystemTime, out: &mut dyn Write) -> io::Result<()> {
+    let now = unix_ms(now);
+    for h in held {
+        let until = crate::date::rfc5322_date(h.paused_until / 1000);
+        let left = age(h.paused_until.saturating_sub(now).div_ceil(1000));
+        let why = h
+            .reason
+            .as_deref()
+            .map(|r| format!(" after: {r}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{} of these {} held back by the pause of destination {} until {until} ({left} more){why}; \
+             to try them now, run `sealpost destinations flush {}`, then this retry again",
+            h.messages,
+            if h.messages == 1 { "is" } else { "are" },
+            h.destination,
+            h.destination,
+        )?;
+    }
+    Ok(())
+}
+
+/// `sealpost destinations flush NAME`
+pub fn destination_flush(
+    global: &GlobalOptions,
+    options: &AdminOptions,
+    name: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    let path = format!("/destinations/{}/flush", percent_encode(name));
+    let call = Call {
+        command: "destinations flush",
+        method: Method::POST,
+        path: &path,
+        body: None,
+    };
+    let text = |_: &Answer, out: &mut dyn Write| {
+        writeln!(
+            out,
+            "destination {name} flushed: its pause is over and its cached MX, TLSA and MTA-STS state forgotten; \
+             its deferred mail goes at its next retry, or now after `sealpost queue retry`"
+        )
     };
     ask(global, options, call, text, out, err)
 }

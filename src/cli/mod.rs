@@ -14,7 +14,9 @@ mod probe;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-pub use admin::{destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target};
+pub use admin::{
+    destination_flush, destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target,
+};
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};

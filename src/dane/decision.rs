@@ -365,11 +365,14 @@ pub fn mx_verdict(level: DaneLevel, mx: &MxLookup) -> Result<bool, DestinationOu
 }
 
 /// Whether a TLSA lookup is needed for a host: only when the MX RRset and
-/// the host's addresses are secure (RFC 7672 section 2.2).
+/// the host's addresses are secure (RFC 7672 section 2.2). When one
+/// address family failed and the other resolved securely, the records are
+/// sought too: DANE cannot use the host, but whether DANE governs it
+/// decides whether MTA-STS may ([`PartialAddresses::UsableUnlessDane`]).
 pub fn needs_tlsa(mx_secure: bool, addresses: &AddressLookup) -> bool {
     mx_secure
         && matches!(
-            addresses.lookup,
+            addresses.resolved,
             Lookup::Records {
                 dnssec: DnssecStatus::Secure,
                 ..
@@ -471,6 +474,50 @@ fn reference_names(base_domain: &str, mx_host: &str, next_hop: &str) -> Vec<Stri
     names
 }
 
+/// How a host whose address lookup failed for one family (SERVFAIL,
+/// timeout; never bogus) while the other gave records is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialAddresses {
+    /// The host is unusable: the `*-dane` levels (RFC 7672 section 2.2,
+    /// an address lookup failure that is not a validated denial).
+    Unusable,
+    /// The host is planned over the family that resolved unless DANE
+    /// governs it there (secure TLSA records), where the strict rule
+    /// stands: the `mta-sts` level (RFC 8461 section 2).
+    UsableUnlessDane,
+}
+
+/// [`plan_host`] under a [`PartialAddresses`] rule: `Ok` with the plan
+/// over the addresses that resolved, or `Err` with the strict plan.
+fn plan_host_with(
+    level: DaneLevel,
+    domain: &str,
+    mx_secure: bool,
+    evidence: &HostEvidence,
+    partial: PartialAddresses,
+) -> Result<DanePlan, DanePlan> {
+    let strict = plan_host(level, domain, mx_secure, evidence);
+    let one_family_failed = matches!(
+        (&strict, &evidence.addresses.resolved),
+        (
+            DanePlan::Skip(SkipReason::AddressLookupFailed(failure)),
+            Lookup::Records { .. },
+        ) if *failure != LookupFailure::Bogus
+    );
+    if partial == PartialAddresses::Unusable || !one_family_failed {
+        return Err(strict);
+    }
+    let mut resolved = evidence.clone();
+    resolved.addresses.lookup = evidence.addresses.resolved.clone();
+    match plan_host(level, domain, mx_secure, &resolved) {
+        // DANE governs the host: its rule stands (RFC 8461 section 2).
+        DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. } => Err(strict),
+        // Unusable for another reason (a failed TLSA lookup): say which.
+        plan @ DanePlan::Skip(_) => Err(plan),
+        plan => Ok(plan),
+    }
+}
+
 /// The whole-destination plan from the MX answer and per-host evidence
 /// (in MX order). Hosts missing from `hosts` count as address failures.
 pub fn plan_destination(
@@ -478,6 +525,18 @@ pub fn plan_destination(
     domain: &str,
     mx: &MxLookup,
     hosts: &[HostEvidence],
+) -> DestinationPlan {
+    plan_destination_for(level, domain, mx, hosts, PartialAddresses::Unusable)
+}
+
+/// [`plan_destination`] with a rule for hosts whose address lookup
+/// failed for one family only.
+pub fn plan_destination_for(
+    level: DaneLevel,
+    domain: &str,
+    mx: &MxLookup,
+    hosts: &[HostEvidence],
+    partial: PartialAddresses,
 ) -> DestinationPlan {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let mx_secure = match mx_verdict(level, mx) {
@@ -496,15 +555,20 @@ pub fn plan_destination(
         .into_iter()
         .map(|host| {
             let evidence = hosts.iter().find(|e| e.host == host);
-            let plan = match evidence {
-                Some(evidence) => plan_host(level, &domain, mx_secure, evidence),
-                None => DanePlan::Skip(SkipReason::AddressLookupFailed(LookupFailure::Other(
-                    "address lookup not performed".to_string(),
-                ))),
+            let (plan, addresses) = match evidence {
+                Some(evidence) => {
+                    match plan_host_with(level, &domain, mx_secure, evidence, partial) {
+                        Ok(plan) => (plan, evidence.addresses.resolved.records().to_vec()),
+                        Err(plan) => (plan, evidence.addresses.lookup.records().to_vec()),
+                    }
+                }
+                None => (
+                    DanePlan::Skip(SkipReason::AddressLookupFailed(LookupFailure::Other(
+                        "address lookup not performed".to_string(),
+                    ))),
+                    Vec::new(),
+                ),
             };
-            let addresses = evidence
-                .map(|e| e.addresses.lookup.records().to_vec())
-                .unwrap_or_default();
             MxPlan {
                 host,
                 addresses,

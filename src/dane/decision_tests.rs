@@ -28,6 +28,7 @@ fn addr(lookup: Lookup<IpAddr>) -> AddressLookup {
     AddressLookup {
         host: "mx.example.test".into(),
         canonical: "mx.example.test".into(),
+        resolved: lookup.clone(),
         lookup,
     }
 }
@@ -504,4 +505,115 @@ fn reasons_read_well() {
         SkipReason::StartTlsNotOffered.tlsrpt_result_type(),
         Some("starttls-not-supported")
     );
+}
+
+/// A host whose AAAA lookup failed (SERVFAIL) while its A records
+/// resolved securely: DANE levels never use it (RFC 7672 section 2.2);
+/// MTA-STS uses its IPv4 address unless DANE governs it there.
+#[test]
+fn a_host_with_one_failed_address_family() {
+    let v4 = Lookup::Records {
+        records: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        dnssec: Secure,
+    };
+    let half = AddressLookup {
+        host: "mx.example.test".into(),
+        canonical: "mx.example.test".into(),
+        lookup: Lookup::Failed(LookupFailure::ServFail),
+        resolved: v4,
+    };
+    let usable = Lookup::Records {
+        records: vec![rec(3, 1, 1)],
+        dnssec: Secure,
+    };
+    let no_tlsa = Lookup::NoData { dnssec: Secure };
+    let secure_mx = MxLookup::Hosts {
+        hosts: vec![host("mx.example.test")],
+        dnssec: Secure,
+    };
+    let insecure_mx = MxLookup::Hosts {
+        hosts: vec![host("mx.example.test")],
+        dnssec: Insecure,
+    };
+    use PartialAddresses::{Unusable as Strict, UsableUnlessDane as Sts};
+    // (row, level, rule, MX, TLSA, expected shape)
+    let rows = [
+        (
+            "DANE, no TLSA",
+            O,
+            Strict,
+            &secure_mx,
+            no_tlsa.clone(),
+            "skip: address lookup failed: SERVFAIL",
+        ),
+        (
+            "DANE, usable TLSA",
+            O,
+            Strict,
+            &secure_mx,
+            usable.clone(),
+            "skip: address lookup failed: SERVFAIL",
+        ),
+        (
+            "mandatory DANE",
+            M,
+            Strict,
+            &secure_mx,
+            usable.clone(),
+            "skip: address lookup failed: SERVFAIL",
+        ),
+        (
+            "MTA-STS, usable TLSA: DANE governs",
+            O,
+            Sts,
+            &secure_mx,
+            usable.clone(),
+            "skip: address lookup failed: SERVFAIL",
+        ),
+        (
+            "MTA-STS, validated no TLSA",
+            O,
+            Sts,
+            &secure_mx,
+            no_tlsa.clone(),
+            "opportunistic: no TLSA records at _25._tcp.mx.example.test (validated denial)",
+        ),
+        (
+            "MTA-STS, insecure MX",
+            O,
+            Sts,
+            &insecure_mx,
+            usable.clone(),
+            "opportunistic: MX records are not DNSSEC-signed",
+        ),
+        (
+            "MTA-STS, TLSA lookup failed",
+            O,
+            Sts,
+            &secure_mx,
+            Lookup::Failed(LookupFailure::Timeout),
+            "skip: TLSA lookup at _25._tcp.mx.example.test failed: timeout",
+        ),
+    ];
+    for (row, level, rule, mx, tlsa_lookup, want) in rows {
+        let ev = evidence(half.clone(), tlsa(tlsa_lookup));
+        let plan = plan_destination_for(level, DOMAIN, mx, std::slice::from_ref(&ev), rule);
+        assert_eq!(shape(&plan.mx[0].plan), want, "{row}");
+        let used = !matches!(plan.mx[0].plan, DanePlan::Skip(_));
+        let addresses: &[IpAddr] = if used {
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        } else {
+            &[]
+        };
+        assert_eq!(plan.mx[0].addresses, addresses, "{row}");
+    }
+    // A bogus AAAA is no partial failure: the host is never used.
+    let bogus = AddressLookup {
+        lookup: Lookup::Failed(LookupFailure::Bogus),
+        resolved: Lookup::Failed(LookupFailure::Bogus),
+        ..half.clone()
+    };
+    let ev = evidence(bogus, None);
+    let plan = plan_destination_for(O, DOMAIN, &secure_mx, &[ev], Sts);
+    assert!(matches!(plan.mx[0].plan, DanePlan::Skip(_)));
 }

@@ -20,12 +20,12 @@ mod decision_tests;
 
 pub use connection::{connection_verdict, ConnectionEvent, ConnectionVerdict};
 pub use decision::{
-    mx_verdict, needs_tlsa, plan_destination, plan_host, DaneLevel, DanePlan, DeferReason,
-    DestinationOutcome, DestinationPlan, FailReason, HostEvidence, MxPlan, NoDaneReason,
-    SkipReason,
+    mx_verdict, needs_tlsa, plan_destination, plan_destination_for, plan_host, DaneLevel, DanePlan,
+    DeferReason, DestinationOutcome, DestinationPlan, FailReason, HostEvidence, MxPlan,
+    NoDaneReason, PartialAddresses, SkipReason,
 };
 pub use der::subject_public_key_info;
-pub use plan::{resolve_destination, tlsa_for_host, SMTP_TLSA_PORT};
+pub use plan::{resolve_destination, resolve_destination_for, tlsa_for_host, SMTP_TLSA_PORT};
 pub use tlsa::{
     association_data, usability, Matching, Selector, TlsaSet, Unusable, UsableTlsa, Usage,
 };

@@ -5,7 +5,8 @@
 use futures_util::future::join_all;
 
 use super::decision::{
-    mx_verdict, needs_tlsa, plan_destination, DaneLevel, DestinationPlan, HostEvidence,
+    mx_verdict, needs_tlsa, plan_destination_for, DaneLevel, DestinationPlan, HostEvidence,
+    PartialAddresses,
 };
 use crate::dns::{AddressLookup, Resolver, TlsaLookup};
 
@@ -22,12 +23,24 @@ pub async fn resolve_destination(
     level: DaneLevel,
     domain: &str,
 ) -> DestinationPlan {
+    resolve_destination_for(resolver, level, domain, PartialAddresses::Unusable).await
+}
+
+/// [`resolve_destination`] with a rule for hosts whose address lookup
+/// failed for one family only (the `mta-sts` level uses such a host where
+/// DANE does not govern it).
+pub async fn resolve_destination_for(
+    resolver: &Resolver,
+    level: DaneLevel,
+    domain: &str,
+    partial: PartialAddresses,
+) -> DestinationPlan {
     let mx = resolver.mx(domain).await;
     let mx_secure = match mx_verdict(level, &mx) {
         Ok(secure) => secure,
         Err(outcome) => {
             tracing::debug!(domain, level = %level, outcome = %outcome, "DANE destination decided by MX lookup");
-            return plan_destination(level, domain, &mx, &[]);
+            return plan_destination_for(level, domain, &mx, &[], partial);
         }
     };
     let evidence = join_all(mx.hosts().into_iter().map(|host| async move {
@@ -44,7 +57,7 @@ pub async fn resolve_destination(
         }
     }))
     .await;
-    let plan = plan_destination(level, domain, &mx, &evidence);
+    let plan = plan_destination_for(level, domain, &mx, &evidence, partial);
     for host in &plan.mx {
         tracing::debug!(
             domain = %plan.domain,

@@ -27,8 +27,8 @@ use rustls::client::WebPkiServerVerifier;
 
 use super::reason::local_reason;
 use crate::config::Route;
-use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, FailReason};
-use crate::dns::{MxLookup, Resolver};
+use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, FailReason, PartialAddresses};
+use crate::dns::{Lookup, MxLookup, Resolver};
 use crate::mta_sts::{self, Mode, PolicyCache, StsCertVerifier};
 use crate::policy::{MinTlsVersion, SecurityLevel};
 use crate::smtp::client::{Authentication, TlsParams, TlsRequirement};
@@ -163,6 +163,14 @@ fn dane_failure(domain: &str, why: &FailReason) -> Plan {
     no_mail(format!("{domain}: {why}"), status)
 }
 
+/// Why a host has no address to try.
+fn address_problem(host: &str, lookup: &Lookup<IpAddr>) -> String {
+    match lookup {
+        Lookup::Failed(failure) => format!("{host}: address lookup failed: {failure}"),
+        _ => format!("{host}: no address records"),
+    }
+}
+
 /// What the planner needs.
 pub struct Planner<'a> {
     pub resolver: &'a Resolver,
@@ -207,15 +215,16 @@ impl Planner<'_> {
             let addresses: Vec<SocketAddr> = match host.host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, host.port)],
                 Err(_) => {
+                    // A route never needs DANE: the family that resolved will do.
                     let found = self.resolver.addresses(&host.host).await;
                     let ips: Vec<SocketAddr> = found
-                        .lookup
+                        .resolved
                         .records()
                         .iter()
                         .map(|ip| SocketAddr::new(*ip, host.port))
                         .collect();
                     if ips.is_empty() {
-                        problems.push(format!("{}: no address records", host.host));
+                        problems.push(address_problem(&host.host, &found.resolved));
                     }
                     ips
                 }
@@ -267,10 +276,11 @@ impl Planner<'_> {
         let mut hops = Vec::new();
         let mut problems = Vec::new();
         for host in mx.hosts() {
+            // No DANE at these levels: the family that resolved will do.
             let found = self.resolver.addresses(&host.exchange).await;
-            let addresses = self.with_port(found.lookup.records());
+            let addresses = self.with_port(found.resolved.records());
             if addresses.is_empty() {
-                problems.push(format!("{}: no address records", host.exchange));
+                problems.push(address_problem(&host.exchange, &found.resolved));
                 continue;
             }
             hops.push(Hop {
@@ -331,7 +341,14 @@ impl Planner<'_> {
     async fn mta_sts(&self, domain: &str, min_tls: MinTlsVersion) -> Plan {
         let (lookup, dane_plan) = futures_util::future::join(
             self.mta_sts.policy_for(domain),
-            dane::resolve_destination(self.resolver, DaneLevel::Opportunistic, domain),
+            // A host whose address lookup failed for one family is used
+            // with the other where DANE does not govern it.
+            dane::resolve_destination_for(
+                self.resolver,
+                DaneLevel::Opportunistic,
+                domain,
+                PartialAddresses::UsableUnlessDane,
+            ),
         )
         .await;
         match &dane_plan.outcome {

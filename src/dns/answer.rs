@@ -132,9 +132,28 @@ impl<T> Lookup<T> {
         }
     }
 
+    /// Merge A and AAAA as far as they resolved, for delivery that does
+    /// not need DANE: when one family failed (SERVFAIL, timeout, ...) and
+    /// the other gave records, those records. A failure stays a failure
+    /// when the other family has no records to offer (NODATA does not
+    /// prove there is no address), and a bogus half still makes the whole
+    /// bogus (a validation failure may be an attack).
+    pub fn merge_resolved(self, other: Lookup<T>) -> Lookup<T> {
+        use Lookup::*;
+        match (self, other) {
+            (Failed(f), records @ Records { .. }) | (records @ Records { .. }, Failed(f))
+                if f != LookupFailure::Bogus =>
+            {
+                records
+            }
+            (a, b) => a.merge(b),
+        }
+    }
+
     /// Merge two lookups of the same name (A and AAAA): records of both,
     /// the weaker DNSSEC status, and a failure of either is a failure (a
-    /// bogus half makes the whole bogus; the safe direction for DANE).
+    /// bogus half makes the whole bogus; the safe direction for DANE,
+    /// RFC 7672 section 2.2).
     pub fn merge(self, other: Lookup<T>) -> Lookup<T> {
         use Lookup::*;
         match (self, other) {
@@ -276,7 +295,13 @@ pub struct AddressLookup {
     /// there were none); RFC 7672 section 2.2.3 seeks TLSA records here
     /// first when the expansion was secure.
     pub canonical: String,
+    /// A and AAAA merged strictly: a failure of either family is a
+    /// failure. What DANE uses (RFC 7672 section 2.2).
     pub lookup: Lookup<IpAddr>,
+    /// A and AAAA as far as they resolved ([`Lookup::merge_resolved`]):
+    /// what delivery without DANE uses. Equal to `lookup` unless one
+    /// family failed while the other gave records.
+    pub resolved: Lookup<IpAddr>,
 }
 
 #[cfg(test)]
@@ -319,9 +344,34 @@ mod tests {
         );
         let bogus: Lookup<u8> = Lookup::Failed(LookupFailure::Bogus);
         assert_eq!(
-            Lookup::Failed(LookupFailure::Timeout).merge(bogus),
+            Lookup::Failed(LookupFailure::Timeout).merge(bogus.clone()),
             Lookup::Failed(LookupFailure::Bogus)
         );
+        // As far as they resolved: the family that answered counts.
+        let servfail: Lookup<u8> = Lookup::Failed(LookupFailure::ServFail);
+        let timeout: Lookup<u8> = Lookup::Failed(LookupFailure::Timeout);
+        let table = [
+            (v4.clone(), servfail.clone(), v4.clone()),
+            (timeout.clone(), v4.clone(), v4.clone()),
+            (v4.clone(), bogus.clone(), bogus.clone()),
+            (
+                Lookup::NoData { dnssec: Secure },
+                servfail.clone(),
+                servfail.clone(),
+            ),
+            (servfail.clone(), timeout.clone(), servfail.clone()),
+            (
+                v4.clone(),
+                Lookup::NoData { dnssec: Insecure },
+                Lookup::Records {
+                    records: vec![4],
+                    dnssec: Insecure,
+                },
+            ),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(a.clone().merge_resolved(b.clone()), want, "{a:?} + {b:?}");
+        }
         let nx: Lookup<u8> = Lookup::NxDomain { dnssec: Secure };
         assert_eq!(
             nx.merge(Lookup::NoData { dnssec: Secure }),

@@ -178,8 +178,10 @@ impl Resolver {
                 }
             }
             Lookup::NoData { dnssec } => {
+                // The implicit MX needs an address of either family; DANE
+                // judges the host's addresses again, strictly.
                 let addresses = self.addresses(domain).await;
-                match addresses.lookup {
+                match addresses.resolved {
                     Lookup::Records { .. } => MxLookup::Implicit {
                         host: MxHost {
                             preference: 0,
@@ -244,7 +246,8 @@ impl Resolver {
         AddressLookup {
             host: normalize(host),
             canonical,
-            lookup: v4.0.merge(v6.0),
+            lookup: v4.0.clone().merge(v6.0.clone()),
+            resolved: v4.0.merge_resolved(v6.0),
         }
     }
 
@@ -376,8 +379,13 @@ fn classify(
     }
 }
 
+/// A positive answer: the records of the asked type (CNAMEs followed).
+///
+/// The status starts unknown: it is `Secure` only when every record used,
+/// CNAMEs included, validated as secure. An answer with no record of the
+/// asked type is NODATA without a denial proof, so never `Secure`.
 fn positive(record_type: RecordType, answers: &[Record]) -> (RawAnswer, Duration) {
-    let mut dnssec = DnssecStatus::Secure;
+    let mut dnssec: Option<DnssecStatus> = None;
     let mut ttl = u32::MAX;
     let mut records = Vec::new();
     let mut canonical = None;
@@ -387,28 +395,38 @@ fn positive(record_type: RecordType, answers: &[Record]) -> (RawAnswer, Duration
             continue;
         }
         // A CNAME chain is only as secure as its weakest link.
-        dnssec = dnssec.weakest(proof_status(record.proof));
+        let proof = proof_status(record.proof);
+        dnssec = Some(dnssec.map_or(proof, |d| d.weakest(proof)));
         ttl = ttl.min(record.ttl);
         if kind == record_type {
             records.push(record.data.clone());
             canonical = Some(record.name.clone());
         }
     }
-    if dnssec == DnssecStatus::Bogus {
+    if dnssec == Some(DnssecStatus::Bogus) {
         return (failed(LookupFailure::Bogus), Duration::ZERO);
     }
     let lookup = if records.is_empty() {
-        Lookup::NoData { dnssec }
+        Lookup::NoData {
+            dnssec: DnssecStatus::Insecure,
+        }
     } else {
-        Lookup::Records { records, dnssec }
+        Lookup::Records {
+            records,
+            dnssec: dnssec.unwrap_or(DnssecStatus::Insecure),
+        }
     };
     let ttl = Duration::from_secs(u64::from(ttl)).min(MAX_CACHE_TTL);
     (RawAnswer { lookup, canonical }, ttl)
 }
 
+/// A negative answer (NODATA or NXDOMAIN) after validation.
+///
+/// The status starts unknown: it is `Secure` only with proof of the
+/// denial, an NSEC or NSEC3 record that validated as secure (the
+/// validator passes a negative answer on only when such records deny the
+/// name asked). A signed SOA alone proves nothing about the name.
 fn negative(no_records: &NoRecords) -> (RawAnswer, Duration) {
-    // The validator leaves the SOA and NSEC/NSEC3 records' proofs on the
-    // authority section: a secure denial has them secure.
     let mut secure = false;
     let mut bogus = false;
     let authorities = no_records
@@ -416,23 +434,15 @@ fn negative(no_records: &NoRecords) -> (RawAnswer, Duration) {
         .iter()
         .flat_map(|records| records.iter());
     for record in authorities {
-        if matches!(
-            record.record_type(),
-            RecordType::SOA | RecordType::NSEC | RecordType::NSEC3
-        ) {
-            match proof_status(record.proof) {
-                DnssecStatus::Secure => secure = true,
-                DnssecStatus::Insecure => {}
-                DnssecStatus::Bogus => bogus = true,
-            }
+        let kind = record.record_type();
+        if !matches!(kind, RecordType::SOA | RecordType::NSEC | RecordType::NSEC3) {
+            continue;
         }
-    }
-    if no_records
-        .soa
-        .as_ref()
-        .is_some_and(|soa| soa.proof == Proof::Secure)
-    {
-        secure = true;
+        match proof_status(record.proof) {
+            DnssecStatus::Secure => secure |= kind != RecordType::SOA,
+            DnssecStatus::Insecure => {}
+            DnssecStatus::Bogus => bogus = true,
+        }
     }
     if bogus {
         return (failed(LookupFailure::Bogus), Duration::ZERO);
@@ -462,4 +472,174 @@ fn negative(no_records: &NoRecords) -> (RawAnswer, Duration) {
         answer,
         Duration::from_secs(u64::from(ttl)).min(MAX_CACHE_TTL),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use hickory_resolver::proto::dnssec::rdata::{DNSSECRData, NSEC};
+    use hickory_resolver::proto::op::Query;
+    use hickory_resolver::proto::rr::rdata::{A, CNAME, SOA};
+
+    use super::*;
+
+    fn name(text: &str) -> Name {
+        Name::from_str(text).expect("test name")
+    }
+
+    fn with_proof(mut record: Record, proof: Proof) -> Record {
+        record.proof = proof;
+        record
+    }
+
+    fn a(owner: &str, proof: Proof) -> Record {
+        let rdata = RData::A(A(Ipv4Addr::new(192, 0, 2, 1)));
+        with_proof(Record::from_rdata(name(owner), 300, rdata), proof)
+    }
+
+    fn cname(owner: &str, target: &str, proof: Proof) -> Record {
+        let rdata = RData::CNAME(CNAME(name(target)));
+        with_proof(Record::from_rdata(name(owner), 300, rdata), proof)
+    }
+
+    fn soa(proof: Proof) -> Record<SOA> {
+        let data = SOA::new(
+            name("ns.example.test."),
+            name("hostmaster.example.test."),
+            1,
+            3600,
+            600,
+            86400,
+            300,
+        );
+        let mut record = Record::from_rdata(name("example.test."), 300, data);
+        record.proof = proof;
+        record
+    }
+
+    fn nsec(proof: Proof) -> Record {
+        let data = NSEC::new(name("z.example.test."), [RecordType::MX]);
+        let rdata = RData::DNSSEC(DNSSECRData::NSEC(data));
+        with_proof(
+            Record::from_rdata(name("mx.example.test."), 300, rdata),
+            proof,
+        )
+    }
+
+    fn no_records(code: ResponseCode, soa: Record<SOA>, more: Vec<Record>) -> NoRecords {
+        let query = Query::query(name("mx.example.test."), RecordType::A);
+        let mut answer = NoRecords::new(query, code);
+        let mut authorities = vec![soa.clone().into_record_of_rdata()];
+        authorities.extend(more);
+        answer.authorities = Some(Arc::from(authorities));
+        answer.soa = Some(Box::new(soa));
+        answer
+    }
+
+    #[test]
+    fn a_positive_answer_is_secure_only_when_every_record_used_is() {
+        use DnssecStatus::*;
+        let table: Vec<(&str, Vec<Record>, Lookup<()>)> = vec![
+            (
+                "secure A",
+                vec![a("mx.example.test.", Proof::Secure)],
+                Lookup::Records {
+                    records: vec![()],
+                    dnssec: Secure,
+                },
+            ),
+            (
+                "insecure A",
+                vec![a("mx.example.test.", Proof::Insecure)],
+                Lookup::Records {
+                    records: vec![()],
+                    dnssec: Insecure,
+                },
+            ),
+            (
+                "secure CNAME to an insecure A",
+                vec![
+                    cname("mx.example.test.", "host.other.test.", Proof::Secure),
+                    a("host.other.test.", Proof::Insecure),
+                ],
+                Lookup::Records {
+                    records: vec![()],
+                    dnssec: Insecure,
+                },
+            ),
+            (
+                "no records at all: no proof of anything",
+                vec![],
+                Lookup::NoData { dnssec: Insecure },
+            ),
+            (
+                "only a secure CNAME: NODATA without a denial proof",
+                vec![cname(
+                    "mx.example.test.",
+                    "host.example.test.",
+                    Proof::Secure,
+                )],
+                Lookup::NoData { dnssec: Insecure },
+            ),
+            (
+                "a bogus link",
+                vec![a("mx.example.test.", Proof::Bogus)],
+                Lookup::Failed(LookupFailure::Bogus),
+            ),
+        ];
+        for (what, answers, want) in table {
+            let (answer, _) = positive(RecordType::A, &answers);
+            assert_eq!(answer.lookup.clone().map(|_| ()), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_denial_is_secure_only_with_a_validated_nsec_proof() {
+        use DnssecStatus::*;
+        let table = [
+            (
+                "signed SOA, no NSEC",
+                no_records(ResponseCode::NoError, soa(Proof::Secure), vec![]),
+                Lookup::NoData { dnssec: Insecure },
+            ),
+            (
+                "signed SOA and NSEC",
+                no_records(
+                    ResponseCode::NoError,
+                    soa(Proof::Secure),
+                    vec![nsec(Proof::Secure)],
+                ),
+                Lookup::NoData { dnssec: Secure },
+            ),
+            (
+                "NXDOMAIN with a secure NSEC",
+                no_records(
+                    ResponseCode::NXDomain,
+                    soa(Proof::Secure),
+                    vec![nsec(Proof::Secure)],
+                ),
+                Lookup::NxDomain { dnssec: Secure },
+            ),
+            (
+                "unsigned zone",
+                no_records(ResponseCode::NXDomain, soa(Proof::Insecure), vec![]),
+                Lookup::NxDomain { dnssec: Insecure },
+            ),
+            (
+                "bogus NSEC",
+                no_records(
+                    ResponseCode::NoError,
+                    soa(Proof::Secure),
+                    vec![nsec(Proof::Bogus)],
+                ),
+                Lookup::Failed(LookupFailure::Bogus),
+            ),
+        ];
+        for (what, answer, want) in table {
+            let (answer, _) = negative(&answer);
+            assert_eq!(answer.lookup.clone().map(|_| ()), want, "{what}");
+        }
+    }
 }

@@ -75,6 +75,7 @@ pub struct TestDnsBuilder {
     records: Vec<Record>,
     children: Vec<(Name, ZoneKind)>,
     servfail: Vec<LowerName>,
+    servfail_types: Vec<(LowerName, RecordType)>,
     silent: Vec<LowerName>,
     tampered: Vec<(Name, RecordType)>,
 }
@@ -174,6 +175,14 @@ impl TestDnsBuilder {
         self
     }
 
+    /// Answer SERVFAIL to queries for `owner` of `record_type` only (e.g.
+    /// AAAA failing while A resolves).
+    pub fn servfail_type(mut self, owner: &str, record_type: RecordType) -> Self {
+        self.servfail_types
+            .push((LowerName::new(&name(owner)), record_type));
+        self
+    }
+
     /// After signing, change the data of the `owner`/`record_type` RRset
     /// (which must exist) but keep its signatures: a bad signature.
     pub fn bad_signature(mut self, owner: &str, record_type: RecordType) -> Self {
@@ -267,6 +276,7 @@ impl TestDnsBuilder {
                 })
                 .collect(),
             servfail: self.servfail,
+            servfail_types: self.servfail_types,
             silent: self.silent,
         };
 
@@ -464,6 +474,7 @@ fn corrupt(rdata: &RData) -> RData {
 struct Router {
     zones: Vec<(LowerName, Catalog)>,
     servfail: Vec<LowerName>,
+    servfail_types: Vec<(LowerName, RecordType)>,
     silent: Vec<LowerName>,
 }
 
@@ -499,7 +510,11 @@ impl RequestHandler for Router {
                     counts: HeaderCounts::default(),
                 });
             }
-            if self.servfail.contains(query.name()) {
+            let servfail_type = self
+                .servfail_types
+                .iter()
+                .any(|(owner, kind)| owner == query.name() && *kind == query.query_type());
+            if servfail_type || self.servfail.contains(query.name()) {
                 let response = MessageResponseBuilder::new(&request.queries, None)
                     .error_msg(&request.metadata, ResponseCode::ServFail);
                 return response_handle

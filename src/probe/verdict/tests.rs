@@ -69,13 +69,15 @@ fn facts(dns: Dns, mta_sts: StsFacts, outcome: SessionOutcome) -> ProbeFacts {
         hosts: vec![host.clone()],
         dnssec: dns.mx,
     };
+    let lookup = Lookup::Records {
+        records: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        dnssec: dns.mx,
+    };
     let addresses = AddressLookup {
         host: MX.into(),
         canonical: MX.into(),
-        lookup: Lookup::Records {
-            records: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
-            dnssec: dns.mx,
-        },
+        resolved: lookup.clone(),
+        lookup,
     };
     let tlsa = TlsaLookup {
         base_domain: MX.into(),
