@@ -125,6 +125,56 @@ fn policy_explain_prints_the_rule_for_people() {
 }
 
 #[test]
+fn policy_explain_says_when_a_disabled_entry_decides() {
+    let config = example();
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "ceo@acme.example",
+        "--to",
+        "x@old.bank.example",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("level:          opportunistic-dane\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "peer entry old.bank.example matches but is disabled (it would be mandatory-dane, minimum TLS any): default for unspecified peers"
+        ),
+        "{stdout}"
+    );
+
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "someone@partner.example",
+        "--to",
+        "user@acme.example",
+        "--ip",
+        "198.51.100.99",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["resolution"]["level"], "opportunistic");
+    assert_eq!(json["resolution"]["reason"]["rule"], "peer-disabled");
+    assert_eq!(
+        json["resolution"]["reason"]["entry"]["peer"],
+        "198.51.100.99"
+    );
+    assert_eq!(json["resolution"]["reason"]["source"], "domain");
+}
+
+#[test]
 fn policy_explain_json_carries_the_reason_as_data() {
     let config = example();
     let out = run(&[
