@@ -49,6 +49,8 @@ pub struct StsReport {
     pub policy: Option<Policy>,
     /// Why no policy applies (no record, invalid record, fetch failed...).
     pub problem: Option<String>,
+    /// Repeated fields of the policy file that were ignored (the first counts).
+    pub ignored_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +220,7 @@ impl ProbeReport {
                 txt_id: sts.txt.as_ref().ok().map(|r| r.id.clone()),
                 policy: sts.policy().cloned(),
                 problem,
+                ignored_fields: sts.ignored_fields.iter().map(|i| i.to_string()).collect(),
             },
             mx,
             levels,
@@ -399,6 +402,9 @@ impl fmt::Display for ProbeReport {
                     },
                     policy.max_age
                 )?;
+                for ignored in &self.mta_sts.ignored_fields {
+                    writeln!(f, "         {ignored}")?;
+                }
             }
             (None, Some(problem)) => writeln!(f, "MTA-STS: {problem}")?,
             (None, None) => writeln!(f, "MTA-STS: no policy")?,
