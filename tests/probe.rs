@@ -203,6 +203,53 @@ async fn a_matching_tlsa_record_authenticates_the_mx_with_dane() {
     assert!(json["configured"].is_null());
 }
 
+/// RFC 7672 3.1: `3 0 0` / `3 1 0` data that is not a certificate / SPKI is
+/// malformed and unusable, so a set of only such records means "TLS, not
+/// authenticated" under opportunistic-dane, never "authenticate".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_data_tlsa_records_that_do_not_parse_are_unusable() {
+    let leaf = pki::self_signed(&["mx.junk.test"]);
+    let dns = TestDns::builder()
+        .mx("junk.test", 10, "mx.junk.test")
+        .a("mx.junk.test", Ipv4Addr::LOCALHOST)
+        .tlsa(
+            "_25._tcp.mx.junk.test",
+            3,
+            0,
+            0,
+            &[0x30, 0x03, 0x02, 0x01, 0x05],
+        )
+        .tlsa("_25._tcp.mx.junk.test", 3, 1, 0, b"not a key")
+        .start()
+        .await;
+    let smtp = starttls_server(&leaf, "mx.junk.test").await;
+    let setup = Setup::new(&dns, smtp.addr.port(), 443, None, "");
+
+    let out = setup.probe(&["junk.test"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("unusable: selector Cert(0) with full data: the data (5 bytes) is not an X.509 certificate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unusable: selector SPKI(1) with full data: the data (9 bytes) is not a SubjectPublicKeyInfo"),
+        "{stdout}"
+    );
+    let line = summary_line(&stdout, "opportunistic-dane");
+    assert!(
+        line.contains("deliver over TLS") && !line.contains("authenticated by DANE"),
+        "{line}\n{stdout}"
+    );
+    assert!(summary_line(&stdout, "mandatory-dane").contains("would defer"));
+    let out = setup.probe(&["junk.test", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json["mx"][0]["tlsa"]["unusable"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tlsa_record_that_does_not_match_makes_mandatory_dane_defer() {
     let leaf = pki::self_signed(&["mx.wrong.test"]);

@@ -545,7 +545,11 @@ mod tests {
     fn grammar_strictness_per_rule() {
         const TAIL: &str = "mode: enforce\nmx: a.b\nmax_age: 1\n";
         let accepted = |e: Result<Policy, PolicyError>| e.map(|p| (p.mode, p.max_age, p.mx.len()));
-        type Row = (&'static str, String, Result<(Mode, u64, usize), PolicyError>);
+        type Row = (
+            &'static str,
+            String,
+            Result<(Mode, u64, usize), PolicyError>,
+        );
         let table: &[Row] = &[
             (
                 "leading whitespace before a key is ignored",
