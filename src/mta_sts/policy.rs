@@ -59,7 +59,11 @@ impl fmt::Display for Mode {
 
 /// One `mx` pattern: an exact host name or `*.` followed by a domain, which
 /// matches exactly one extra left-most label (RFC 8461 section 4.1).
-/// Stored lower case, without a trailing dot.
+/// Stored lower case in A-label form, without a trailing dot: a pattern
+/// written with U-labels (`*.bücher.example`, in a fetched policy or in
+/// the configuration) is converted with IDNA (UTS 46) when parsed, and a
+/// host name with U-labels is converted before matching (section 3.2:
+/// patterns and MX names are compared as A-labels).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MxPattern {
@@ -81,6 +85,8 @@ impl MxPattern {
             Some(rest) => (true, rest),
             None => (false, trimmed),
         };
+        let base = &*crate::policy::name::to_a_labels(base)
+            .map_err(|_| bad("not a valid internationalized domain name (IDNA)"))?;
         if base.is_empty() {
             return Err(bad("empty host name"));
         }
@@ -108,6 +114,10 @@ impl MxPattern {
     /// covered by this pattern.
     pub fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
+        let Ok(host) = crate::policy::name::to_a_labels(host) else {
+            return false;
+        };
+        let host = &*host;
         if !self.wildcard {
             return host.eq_ignore_ascii_case(&self.base);
         }
@@ -385,6 +395,13 @@ mod tests {
                 604800,
                 &["*.example.net", "backup.example.org"],
             ),
+            // An mx pattern in U-labels is matched after IDNA conversion.
+            (
+                "version: STSv1\nmode: enforce\nmx: *.Bücher.example\nmax_age: 60\n",
+                Mode::Enforce,
+                60,
+                &["*.xn--bcher-kva.example"],
+            ),
             // mode none needs no mx; no final newline.
             ("version: STSv1\nmode: none\nmax_age: 0", Mode::None, 0, &[]),
             // whitespace, blank lines, unknown keys, key order.
@@ -653,6 +670,16 @@ mod tests {
             ("*.example.com", "xexample.com", false),
             ("*.example.com", "mx1.example.org", false),
             ("*.example.com", "mx1.notexample.com", false),
+            // International names: U-label or A-label on either side.
+            ("*.bücher.example", "mx.xn--bcher-kva.example", true),
+            ("*.bücher.example", "mx.bücher.example", true),
+            ("*.xn--bcher-kva.example", "MX.Bücher.Example.", true),
+            ("*.xn--bcher-kva.example", "mx.xn--bcher-kva.example", true),
+            ("*.bücher.example", "mx.bucher.example", false),
+            ("*.bücher.example", "xn--bcher-kva.example", false),
+            ("münchen.example", "xn--mnchen-3ya.example", true),
+            ("xn--mnchen-3ya.example", "München.example", true),
+            ("mx.münchen.example", "mx.munchen.example", false),
         ];
         for (pattern, host, want) in table {
             let p = MxPattern::parse(pattern).expect(pattern);

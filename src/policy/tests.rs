@@ -59,6 +59,8 @@ fn snapshot() -> PolicySnapshot {
         peer("*.partner.example", Opportunistic, Tls13, true),
         peer("x.partner.example", MandatoryDane, Tls13, false),
         peer("*.old.partner.example", MandatoryDane, Tls13, false),
+        peer("*.bücher.example", MandatoryDane, Tls12, true),
+        peer("xn--mnchen-3ya.example", Mandatory, Tls13, true),
     ];
     main.inbound.default = Some(rule(Mandatory, Any));
     main.inbound.peers = vec![
@@ -83,7 +85,9 @@ fn snapshot() -> PolicySnapshot {
     let mut off = domain("disabled.example", "gamma", false);
     off.outbound.default = Some(rule(MandatoryDane, Tls13));
     off.outbound.peers = vec![peer("gmail.com", Mandatory, Tls13, true)];
-    PolicySnapshot::build(defaults, vec![main, no_default, off]).expect("valid model")
+    let mut idn = domain("café.example", "delta", true);
+    idn.outbound.default = Some(rule(Mandatory, Tls13));
+    PolicySnapshot::build(defaults, vec![main, no_default, off, idn]).expect("valid model")
 }
 
 fn out(recipient_domain: &str) -> PeerQuery<'_> {
@@ -137,6 +141,14 @@ fn every_rule_resolves_as_documented() {
         ("example.com", out("y.partner.example"), Opportunistic, Tls13, Reason::PeerWildcard { suffix: dn("partner.example") }),
         ("nodefault.example", out("off.example"), Opportunistic, Any,
             disabled_default("off.example", Mandatory, Tls13, DefaultSource::GlobalFallback)),
+        // International names: configured in U-labels or A-labels, looked up
+        // in either form, compared as A-labels.
+        ("example.com", out("mx.xn--bcher-kva.example"), MandatoryDane, Tls12, Reason::PeerWildcard { suffix: dn("xn--bcher-kva.example") }),
+        ("example.com", out("MX.Bücher.example."), MandatoryDane, Tls12, Reason::PeerWildcard { suffix: dn("xn--bcher-kva.example") }),
+        ("example.com", out("münchen.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("xn--mnchen-3ya.example") }),
+        ("example.com", out("xn--mnchen-3ya.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("münchen.example") }),
+        ("xn--caf-dma.example", out("x.example"), Mandatory, Tls13, domain_default(DefaultSource::Domain)),
+        ("Café.example", out("x.example"), Mandatory, Tls13, domain_default(DefaultSource::Domain)),
         // Unmatched peer: the domain's own default, else the global one.
         ("example.com", out("other.example"), Mandatory, Tls12, domain_default(DefaultSource::Domain)),
         ("nodefault.example", out("x.example"), Opportunistic, Tls13, Reason::PeerDomain { domain: dn("x.example") }),
