@@ -25,7 +25,10 @@ pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
 };
-pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+pub use error::{
+    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, ConfigWarningKind, LoadError,
+    Location,
+};
 pub use recipients::RecipientList;
 
 use crate::auth::AuthUsers;
@@ -77,6 +80,8 @@ pub struct Config {
     pub routes: Arc<Routes>,
     /// `[[tenants]] max_in_flight` by tenant name.
     pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
+    /// Valid but risky settings, in file order (`sealpost config check`).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.
