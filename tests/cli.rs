@@ -48,6 +48,49 @@ fn config_check_summarizes_a_good_file() {
     assert!(text(&out.stdout).contains("<embedded default>"));
 }
 
+/// Inbound sender-domain entries are claims: one weaker than the domain's
+/// inbound default is a warning naming file:line; IP/CIDR entries, equal or
+/// stronger ones and disabled ones are not.
+#[test]
+fn config_check_warns_about_weak_sender_domain_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weak.toml");
+    std::fs::write(
+        &path,
+        "[defaults]\ninbound = { level = \"mandatory\", min_tls = \"1.2\" }\n\
+         [[domains]]\nname = \"a.example\"\ntenant = \"t\"\n\
+         inbound.default = { level = \"mandatory\" }\n\
+         [[domains.inbound.peers]]\npeer = \"partner.example\"\nlevel = \"opportunistic\"\n\
+         [[domains.inbound.peers]]\npeer = \"198.51.100.0/24\"\nlevel = \"opportunistic\"\n\
+         [[domains.inbound.peers]]\npeer = \"*.strong.example\"\nlevel = \"mandatory\"\nmin_tls = \"1.3\"\n\
+         [[domains.inbound.peers]]\npeer = \"off.example\"\nlevel = \"opportunistic\"\nenabled = false\n\
+         [[domains]]\nname = \"b.example\"\ntenant = \"t\"\n\
+         inbound.peers = [{ peer = \"*.old.example\", level = \"mandatory\" }]\n",
+    )
+    .expect("write config");
+    let file = path.display().to_string();
+    let out = run(&["--config", &file, "config", "check"]);
+    let stderr = text(&out.stderr);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("warnings:        2 (on stderr)"),
+        "{stdout}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:8:"))
+            && lines[0].contains("warning: inbound peer partner.example of a.example is a sender domain with opportunistic (minimum TLS any), weaker than the inbound default mandatory (minimum TLS any)"),
+        "{stderr}"
+    );
+    // b.example has no inbound default: the global one (min TLS 1.2) counts.
+    assert!(
+        lines[1].starts_with(&format!("{file}:24:")) && lines[1].contains("*.old.example"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn config_check_prints_every_error_with_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -122,6 +165,56 @@ fn policy_explain_prints_the_rule_for_people() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--ip"));
+}
+
+#[test]
+fn policy_explain_says_when_a_disabled_entry_decides() {
+    let config = example();
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "ceo@acme.example",
+        "--to",
+        "x@old.bank.example",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("level:          opportunistic-dane\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "peer entry old.bank.example matches but is disabled (it would be mandatory-dane, minimum TLS any): default for unspecified peers"
+        ),
+        "{stdout}"
+    );
+
+    let out = run(&[
+        "--config",
+        &config,
+        "policy",
+        "explain",
+        "--from",
+        "someone@partner.example",
+        "--to",
+        "user@acme.example",
+        "--ip",
+        "198.51.100.99",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["resolution"]["level"], "opportunistic");
+    assert_eq!(json["resolution"]["reason"]["rule"], "peer-disabled");
+    assert_eq!(
+        json["resolution"]["reason"]["entry"]["peer"],
+        "198.51.100.99"
+    );
+    assert_eq!(json["resolution"]["reason"]["source"], "domain");
 }
 
 #[test]

@@ -61,8 +61,13 @@ fn the_full_example_means_what_its_comments_say() {
         SecurityLevel::MandatoryDane
     );
     let legacy = out("acme.example", "legacy-partner.example");
+    assert!(matches!(legacy.reason, Reason::PeerDisabled { .. }));
+    assert_eq!(legacy.level, SecurityLevel::OpportunisticDane);
+    // A disabled entry under an enabled wildcard: the domain default, not the wildcard.
+    let old = out("acme.example", "old.bank.example");
+    assert_eq!(old.level, SecurityLevel::OpportunisticDane);
     assert!(
-        matches!(legacy.reason, Reason::DomainDefault { ref passed_over, .. } if passed_over.len() == 1)
+        matches!(old.reason, Reason::PeerDisabled { ref entry, .. } if entry.peer.to_string() == "old.bank.example")
     );
     let suspended = out("initech.example", "gmail.com");
     assert!(matches!(suspended.reason, Reason::GlobalDefault { .. }));
@@ -74,4 +79,14 @@ fn the_full_example_means_what_its_comments_say() {
         },
     );
     assert!(matches!(inbound.reason, Reason::PeerExactIp { .. }));
+    // A disabled address inside an enabled CIDR block: the inbound default.
+    let switched_off = policy.resolve(
+        "acme.example",
+        PeerQuery::Inbound {
+            ip: Some("198.51.100.99".parse().expect("ip")),
+            sender_domain: None,
+        },
+    );
+    assert_eq!(switched_off.level, SecurityLevel::Opportunistic);
+    assert!(matches!(switched_off.reason, Reason::PeerDisabled { .. }));
 }

@@ -203,6 +203,53 @@ async fn a_matching_tlsa_record_authenticates_the_mx_with_dane() {
     assert!(json["configured"].is_null());
 }
 
+/// RFC 7672 3.1: `3 0 0` / `3 1 0` data that is not a certificate / SPKI is
+/// malformed and unusable, so a set of only such records means "TLS, not
+/// authenticated" under opportunistic-dane, never "authenticate".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_data_tlsa_records_that_do_not_parse_are_unusable() {
+    let leaf = pki::self_signed(&["mx.junk.test"]);
+    let dns = TestDns::builder()
+        .mx("junk.test", 10, "mx.junk.test")
+        .a("mx.junk.test", Ipv4Addr::LOCALHOST)
+        .tlsa(
+            "_25._tcp.mx.junk.test",
+            3,
+            0,
+            0,
+            &[0x30, 0x03, 0x02, 0x01, 0x05],
+        )
+        .tlsa("_25._tcp.mx.junk.test", 3, 1, 0, b"not a key")
+        .start()
+        .await;
+    let smtp = starttls_server(&leaf, "mx.junk.test").await;
+    let setup = Setup::new(&dns, smtp.addr.port(), 443, None, "");
+
+    let out = setup.probe(&["junk.test"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("unusable: selector Cert(0) with full data: the data (5 bytes) is not an X.509 certificate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unusable: selector SPKI(1) with full data: the data (9 bytes) is not a SubjectPublicKeyInfo"),
+        "{stdout}"
+    );
+    let line = summary_line(&stdout, "opportunistic-dane");
+    assert!(
+        line.contains("deliver over TLS") && !line.contains("authenticated by DANE"),
+        "{line}\n{stdout}"
+    );
+    assert!(summary_line(&stdout, "mandatory-dane").contains("would defer"));
+    let out = setup.probe(&["junk.test", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json["mx"][0]["tlsa"]["unusable"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tlsa_record_that_does_not_match_makes_mandatory_dane_defer() {
     let leaf = pki::self_signed(&["mx.wrong.test"]);
@@ -363,6 +410,11 @@ struct StsDomain {
 }
 
 async fn sts_domain(mx_pattern: &str, expired_mx_certificate: bool) -> StsDomain {
+    let policy = format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n");
+    sts_domain_serving(policy, expired_mx_certificate).await
+}
+
+async fn sts_domain_serving(policy: String, expired_mx_certificate: bool) -> StsDomain {
     let ca = TestCa::new("sealpost probe test CA");
     let dns = TestDns::builder()
         .insecure_zone("sts.test")
@@ -378,7 +430,6 @@ async fn sts_domain(mx_pattern: &str, expired_mx_certificate: bool) -> StsDomain
         ca.issue(&["mx.sts.test"])
     };
     let smtp = starttls_server(&mx_leaf, "mx.sts.test").await;
-    let policy = format!("version: STSv1\nmode: enforce\nmx: {mx_pattern}\nmax_age: 86400\n");
     let host = HttpsServer::start(
         pki::server_config(&ca.issue(&["mta-sts.sts.test"]), ALL_VERSIONS),
         move |_, _| Reply::text(&policy),
@@ -466,6 +517,38 @@ outbound.peers = [{ peer = "sts.test", level = "mta-sts" }]
     assert_eq!(configured.len(), 1);
     assert_eq!(configured[0]["level"], "mta-sts");
     assert_eq!(configured[0]["authentication"], "webpki");
+}
+
+/// RFC 8461 section 3.2: a repeated `mode`/`max_age` is ignored, the first
+/// counts, and the probe says which lines it ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_with_repeated_fields_applies_the_first_and_names_the_rest() {
+    let policy =
+        "version: STSv1\nmode: enforce\nmode: none\nmx: *.sts.test\nmax_age: 86400\nmax_age: 0\n";
+    let d = sts_domain_serving(policy.to_string(), false).await;
+    let setup = Setup::new(&d.dns, d.smtp.addr.port(), d.host.port(), Some(&d.ca), "");
+    let out = setup.probe(&["sts.test"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("MTA-STS: policy id 20261123: mode enforce, mx *.sts.test, max_age 86400"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 3: `mode` repeated, ignored (the first, on line 2, counts"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("line 6: `max_age` repeated, ignored"),
+        "{stdout}"
+    );
+    let out = setup.probe(&["sts.test", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["mta_sts"]["policy"]["mode"], "enforce");
+    assert_eq!(
+        json["mta_sts"]["ignored_fields"].as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

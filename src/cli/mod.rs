@@ -94,7 +94,8 @@ pub fn serve(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<ExitStat
     }
 }
 
-/// `sealpost config check`: a summary on `out`, or every error on `err`.
+/// `sealpost config check`: a summary on `out`, or every error on `err`;
+/// warnings (valid but risky settings) go to `err` with status 0.
 pub fn config_check(
     global: &GlobalOptions,
     out: &mut dyn Write,
@@ -173,6 +174,17 @@ pub fn config_check(
         }
     )?;
     writeln!(out, "  AUTH users:      {}", config.users.len())?;
+    // Valid but risky: on stderr, file:line first, the exit status stays 0.
+    for warning in &config.warnings {
+        writeln!(err, "{warning}")?;
+    }
+    if !config.warnings.is_empty() {
+        writeln!(
+            out,
+            "  warnings:        {} (on stderr)",
+            config.warnings.len()
+        )?;
+    }
     Ok(EXIT_OK)
 }
 

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::policy::level::UnknownWord;
-use crate::policy::{Direction, NameError, PeerMatcher, SecurityLevel};
+use crate::policy::{Direction, DomainName, NameError, PeerMatcher, PolicyRule, SecurityLevel};
 
 /// A position in a configuration file, both 1-based; the column counts characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +54,32 @@ impl ConfigError {
     pub fn line(&self) -> Option<usize> {
         self.location.map(|l| l.line)
     }
+}
+
+/// Something valid but risky in a configuration file: printed by `sealpost
+/// config check` (and logged at load), never refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{}:{}: warning: {kind}", .location.line, .location.column)]
+pub struct ConfigWarning {
+    pub file: String,
+    pub location: Location,
+    pub kind: ConfigWarningKind,
+}
+
+/// What is risky.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigWarningKind {
+    /// An inbound entry for a sender domain is weaker than the domain's
+    /// inbound default. The sender domain is the unauthenticated `MAIL
+    /// FROM` domain: anyone may claim it and so get the weaker rule.
+    #[error("inbound peer {peer} of {domain} is a sender domain with {entry}, weaker than the inbound default {default}: the MAIL FROM domain is not authenticated, so any client claiming a {peer} sender gets the weaker rule; use the partner's IP addresses or CIDR blocks instead")]
+    WeakSenderDomainPeer {
+        domain: DomainName,
+        peer: PeerMatcher,
+        entry: PolicyRule,
+        default: PolicyRule,
+    },
 }
 
 /// What is wrong.

@@ -26,7 +26,10 @@ pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
 };
-pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+pub use error::{
+    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, ConfigWarningKind, LoadError,
+    Location,
+};
 pub use limits::{LimitsConfig, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
 
@@ -81,6 +84,8 @@ pub struct Config {
     pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
     /// `[limits]`: what clients of the SMTP listener may take.
     pub limits: LimitsConfig,
+    /// Valid but risky settings, in file order (`sealpost config check`).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// `[mta_sts_host]`: the HTTPS server of hosted MTA-STS policies.

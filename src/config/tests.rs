@@ -677,3 +677,82 @@ fn admin_group_and_metrics_listener_are_validated() {
         assert!(check(&errs[0].kind), "{text}: {}", errs[0]);
     }
 }
+
+/// International names in U-labels are converted to A-labels at load:
+/// managed domain, peer names and wildcards, hosted `mx` patterns; lookups
+/// in either form then find them.
+#[test]
+fn international_names_are_converted_to_a_labels_at_load() {
+    let text = r#"
+[[domains]]
+name = "Bücher.example"
+tenant = "t"
+outbound.default = { level = "opportunistic" }
+outbound.peers = [
+  { peer = "*.münchen.example", level = "mandatory", min_tls = "1.3" },
+  { peer = "xn--zrich-kva.example", level = "mandatory-dane" },
+]
+inbound.peers = [{ peer = "straße.example", level = "mandatory" }]
+
+[domains.mta_sts]
+mode = "enforce"
+mx = ["*.bücher.example"]
+"#;
+    let config = Config::parse(text, FILE, None).expect("valid");
+    let policy = &config.policy;
+    let domain = policy.domain("xn--bcher-kva.example").expect("managed");
+    assert_eq!(domain.name.as_str(), "xn--bcher-kva.example");
+    let out = |from: &str, to: &str| {
+        policy
+            .resolve(
+                from,
+                PeerQuery::Outbound {
+                    recipient_domain: to,
+                },
+            )
+            .level
+    };
+    for (from, to, level) in [
+        (
+            "bücher.example",
+            "mx.münchen.example",
+            SecurityLevel::Mandatory,
+        ),
+        (
+            "xn--bcher-kva.example",
+            "mx.xn--mnchen-3ya.example",
+            SecurityLevel::Mandatory,
+        ),
+        (
+            "bücher.example",
+            "zürich.example",
+            SecurityLevel::MandatoryDane,
+        ),
+        (
+            "xn--bcher-kva.example",
+            "xn--zrich-kva.example",
+            SecurityLevel::MandatoryDane,
+        ),
+        (
+            "bücher.example",
+            "munchen.example",
+            SecurityLevel::Opportunistic,
+        ),
+    ] {
+        assert_eq!(out(from, to), level, "{from} -> {to}");
+    }
+    let inbound = policy.resolve(
+        "xn--bcher-kva.example",
+        PeerQuery::Inbound {
+            ip: None,
+            sender_domain: Some("xn--strae-oqa.example"),
+        },
+    );
+    assert_eq!(inbound.level, SecurityLevel::Mandatory);
+    let hosted = config
+        .hosted_mta_sts
+        .get("xn--bcher-kva.example")
+        .expect("hosted");
+    assert_eq!(hosted.policy.mx[0].to_string(), "*.xn--bcher-kva.example");
+    assert!(hosted.policy.mx[0].matches("mx1.bücher.example"));
+}

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::error::{ConfigError, ConfigErrorKind as Kind, ConfigErrors, Location};
+use super::error::{
+    ConfigError, ConfigErrorKind as Kind, ConfigErrors, ConfigWarning, ConfigWarningKind, Location,
+};
 use super::raw::RawOneOrMany;
 use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
 use super::recipients::RecipientList;
@@ -54,6 +56,7 @@ pub(super) fn parse(
         file,
         text,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
@@ -107,6 +110,7 @@ pub(super) fn parse(
             routes: Arc::new(routes),
             tenant_limits: Arc::new(tenant_limits),
             limits,
+            warnings: v.warnings,
         }),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
@@ -140,6 +144,7 @@ pub(super) struct Validator<'a> {
     file: &'a str,
     text: &'a str,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
 }
 
 impl Validator<'_> {
@@ -763,6 +768,7 @@ impl Validator<'_> {
                 spans.push(domain_spans);
             }
         }
+        self.weak_sender_domain_peers(&defaults, &domains, &spans);
         match PolicySnapshot::build(defaults, domains) {
             Ok(snapshot) => Some(snapshot),
             Err(build_errors) => {
@@ -770,6 +776,37 @@ impl Validator<'_> {
                     self.build_error(e, &spans, &default_spans);
                 }
                 None
+            }
+        }
+    }
+
+    /// Warns about every enabled inbound entry for a sender domain (exact or
+    /// wildcard) whose rule is weaker than its domain's inbound default: a
+    /// lower level or a lower minimum TLS version. The `MAIL FROM` domain is
+    /// a claim, so such an entry lets anyone claiming it skip the default.
+    fn weak_sender_domain_peers(
+        &mut self,
+        defaults: &Defaults,
+        domains: &[ManagedDomain],
+        spans: &[DomainSpans],
+    ) {
+        for (domain, spans) in domains.iter().zip(spans) {
+            let default = domain.inbound.default.unwrap_or(defaults.inbound);
+            for (entry, (peer_span, _)) in domain.inbound.peers.iter().zip(&spans.inbound.peers) {
+                let weaker =
+                    entry.rule.level < default.level || entry.rule.min_tls < default.min_tls;
+                if entry.enabled && !entry.matcher.is_address() && weaker {
+                    self.warnings.push(ConfigWarning {
+                        file: self.file.to_owned(),
+                        location: Location::of_offset(self.text, peer_span.start),
+                        kind: ConfigWarningKind::WeakSenderDomainPeer {
+                            domain: domain.name.clone(),
+                            peer: entry.matcher.clone(),
+                            entry: entry.rule,
+                            default,
+                        },
+                    });
+                }
             }
         }
     }

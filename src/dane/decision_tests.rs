@@ -91,6 +91,12 @@ fn host_table() {
         records: vec![rec(1, 1, 1), rec(3, 9, 1)],
         dnssec: Secure,
     };
+    // Full data (matching 0) that is neither a certificate nor an SPKI:
+    // malformed, so unusable (RFC 7672 3.1), never "authenticate".
+    let garbage_full = Lookup::Records {
+        records: vec![rec(3, 0, 0), rec(3, 1, 0), rec(2, 0, 0), rec(2, 1, 0)],
+        dnssec: Secure,
+    };
     // (row, level, mx secure, evidence, expected shape)
     let rows: Vec<(&str, DaneLevel, bool, HostEvidence, String)> = vec![
         (
@@ -217,6 +223,20 @@ fn host_table() {
             true,
             evidence(addresses(Secure), tlsa(unusable)),
             "skip: DANE required but all 2 TLSA records are unusable".into(),
+        ),
+        (
+            "only full-data TLSA that does not parse",
+            O,
+            true,
+            evidence(addresses(Secure), tlsa(garbage_full.clone())),
+            "encrypt".into(),
+        ),
+        (
+            "only full-data TLSA that does not parse, mandatory",
+            M,
+            true,
+            evidence(addresses(Secure), tlsa(garbage_full)),
+            "skip: DANE required but all 4 TLSA records are unusable".into(),
         ),
         (
             "usable TLSA",

@@ -10,7 +10,6 @@
 
 pub mod connection;
 pub mod decision;
-pub(crate) mod der;
 pub mod plan;
 pub mod tlsa;
 pub mod verify;
@@ -24,10 +23,10 @@ pub use decision::{
     DeferReason, DestinationOutcome, DestinationPlan, FailReason, HostEvidence, MxPlan,
     NoDaneReason, PartialAddresses, SkipReason,
 };
-pub use der::subject_public_key_info;
 pub use plan::{resolve_destination, resolve_destination_for, tlsa_for_host, SMTP_TLSA_PORT};
 pub use tlsa::{
-    association_data, usability, Matching, Selector, TlsaSet, Unusable, UsableTlsa, Usage,
+    association_data, subject_public_key_info, usability, Matching, Selector, TlsaSet, Unusable,
+    UsableTlsa, Usage,
 };
 pub use verify::{
     authenticate_chain, client_config, dane_failure, DaneFailure, DaneMatch, DaneVerifier,

@@ -420,8 +420,11 @@ impl PolicyCache {
     ) -> Result<CachedPolicy, DiscoveryFailure> {
         let result = match self.fetcher.fetch(domain).await {
             Err(e) => Err(DiscoveryFailure::Fetch(e)),
-            Ok(text) => Policy::parse(&text)
-                .map(|policy| {
+            Ok(text) => Policy::parse_noting(&text)
+                .map(|(policy, ignored)| {
+                    for field in &ignored {
+                        tracing::info!(domain, %field, "MTA-STS policy: repeated field ignored");
+                    }
                     let fetched_at = self.clock.now();
                     CachedPolicy {
                         domain: domain.to_string(),

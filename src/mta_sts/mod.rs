@@ -30,7 +30,7 @@ pub use fetch::{
     SystemResolver, TrustRoots,
 };
 pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost};
-pub use policy::{Mode, MxPattern, Policy, PolicyError};
+pub use policy::{IgnoredField, Mode, MxPattern, Policy, PolicyError};
 pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
 pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};
 pub use verify::{webpki_verifier, StsCertVerifier};

@@ -1,12 +1,26 @@
 //! The MTA-STS policy file (RFC 8461 section 3.2) and its `mx` patterns
 //! (RFC 8461 section 4.1).
 //!
-//! The parser is strict where the RFC is strict: `version: STSv1`, `mode`
-//! and `max_age` (0..=31557600) must each appear exactly once, and at least
-//! one `mx` is required unless the mode is `none`. It is lenient where the
-//! RFC is lenient: lines end in CRLF or LF, whitespace around keys and values
-//! is ignored, blank lines are skipped, and unknown keys (extensions) are
-//! ignored (section 3.2: "additional key/value pairs ... MUST be ignored").
+//! The grammar is section 3.2's `sts-policy-record`; how strictly each of
+//! its rules is applied is a deliberate choice, documented in
+//! `docs/mta-sts.md` and pinned by a table test per rule:
+//!
+//! | rule | choice |
+//! |---|---|
+//! | line ends | CRLF or LF (`sts-policy-term`) |
+//! | blank or whitespace-only lines | skipped |
+//! | whitespace before a key | ignored |
+//! | whitespace between key and `:` | ignored |
+//! | whitespace around a value | ignored (`sts-policy-field-delim` and trailing `*WSP`) |
+//! | key case | exact: `Mode:` is an extension, not `mode` (`%s"mode"`) |
+//! | line without `:` or with an empty key | policy refused |
+//! | key that is not a valid `sts-policy-ext-name` | policy refused |
+//! | unknown (extension) key | ignored (section 3.2) |
+//! | `version`, `mode`, `max_age` repeated | the first counts, the rest are ignored, even invalid values (section 3.2: "all entries except for the first SHALL be ignored") |
+//! | `mx` repeated | every one counts |
+//!
+//! Required: `version: STSv1`, `mode`, `max_age` (0..=31557600), and at
+//! least one `mx` unless the mode is `none`.
 
 use std::fmt;
 
@@ -45,7 +59,11 @@ impl fmt::Display for Mode {
 
 /// One `mx` pattern: an exact host name or `*.` followed by a domain, which
 /// matches exactly one extra left-most label (RFC 8461 section 4.1).
-/// Stored lower case, without a trailing dot.
+/// Stored lower case in A-label form, without a trailing dot: a pattern
+/// written with U-labels (`*.bücher.example`, in a fetched policy or in
+/// the configuration) is converted with IDNA (UTS 46) when parsed, and a
+/// host name with U-labels is converted before matching (section 3.2:
+/// patterns and MX names are compared as A-labels).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MxPattern {
@@ -67,6 +85,8 @@ impl MxPattern {
             Some(rest) => (true, rest),
             None => (false, trimmed),
         };
+        let base = &*crate::policy::name::to_a_labels(base)
+            .map_err(|_| bad("not a valid internationalized domain name (IDNA)"))?;
         if base.is_empty() {
             return Err(bad("empty host name"));
         }
@@ -94,6 +114,10 @@ impl MxPattern {
     /// covered by this pattern.
     pub fn matches(&self, host: &str) -> bool {
         let host = host.strip_suffix('.').unwrap_or(host);
+        let Ok(host) = crate::policy::name::to_a_labels(host) else {
+            return false;
+        };
+        let host = &*host;
         if !self.wildcard {
             return host.eq_ignore_ascii_case(&self.base);
         }
@@ -156,10 +180,17 @@ pub struct Policy {
 impl Policy {
     /// Parses a policy body as served at `/.well-known/mta-sts.txt`.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
-        let mut version_seen = false;
-        let mut mode: Option<Mode> = None;
-        let mut max_age: Option<u64> = None;
+        Policy::parse_noting(text).map(|(policy, _)| policy)
+    }
+
+    /// Parses a policy body and also returns the later duplicates of
+    /// non-repeated fields that were ignored, for `probe` and the logs.
+    pub fn parse_noting(text: &str) -> Result<(Policy, Vec<IgnoredField>), PolicyError> {
+        let mut version: Option<usize> = None;
+        let mut mode: Option<(usize, Mode)> = None;
+        let mut max_age: Option<(usize, u64)> = None;
         let mut mx = Vec::new();
+        let mut ignored = Vec::new();
 
         for (index, raw) in text.split('\n').enumerate() {
             let line_no = index + 1;
@@ -174,30 +205,33 @@ impl Policy {
                 });
             };
             let (key, value) = (key.trim(), value.trim());
+            // Section 3.2: a non-repeated field seen before is ignored whole.
+            let first_at = match key {
+                "version" => version,
+                "mode" => mode.map(|(line, _)| line),
+                "max_age" => max_age.map(|(line, _)| line),
+                _ => None,
+            };
+            if let Some(first_line) = first_at {
+                ignored.push(IgnoredField {
+                    line: line_no,
+                    key: key.to_owned(),
+                    first_line,
+                });
+                continue;
+            }
             match key {
                 "version" => {
-                    if version_seen {
-                        return Err(PolicyError::Duplicate {
-                            line: line_no,
-                            key: "version",
-                        });
-                    }
                     if value != "STSv1" {
                         return Err(PolicyError::BadVersion {
                             line: line_no,
                             found: truncate(value),
                         });
                     }
-                    version_seen = true;
+                    version = Some(line_no);
                 }
                 "mode" => {
-                    if mode.is_some() {
-                        return Err(PolicyError::Duplicate {
-                            line: line_no,
-                            key: "mode",
-                        });
-                    }
-                    mode = Some(match value {
+                    let parsed = match value {
                         "enforce" => Mode::Enforce,
                         "testing" => Mode::Testing,
                         "none" => Mode::None,
@@ -207,15 +241,10 @@ impl Policy {
                                 found: truncate(other),
                             })
                         }
-                    });
+                    };
+                    mode = Some((line_no, parsed));
                 }
                 "max_age" => {
-                    if max_age.is_some() {
-                        return Err(PolicyError::Duplicate {
-                            line: line_no,
-                            key: "max_age",
-                        });
-                    }
                     // Section 3.2: 1*10DIGIT, at most 31557600.
                     let parsed = if !value.is_empty()
                         && value.len() <= 10
@@ -226,7 +255,7 @@ impl Policy {
                         None
                     };
                     match parsed {
-                        Some(v) if v <= MAX_AGE_LIMIT => max_age = Some(v),
+                        Some(v) if v <= MAX_AGE_LIMIT => max_age = Some((line_no, v)),
                         _ => {
                             return Err(PolicyError::BadMaxAge {
                                 line: line_no,
@@ -242,20 +271,28 @@ impl Policy {
                     })?;
                     mx.push(pattern);
                 }
-                // Unknown keys are extensions; section 3.2 says ignore them.
-                _ => {}
+                // Unknown keys are extensions; section 3.2 says ignore them,
+                // but only if they are extension names at all.
+                other => {
+                    if !is_extension_name(other) {
+                        return Err(PolicyError::BadKey {
+                            line: line_no,
+                            key: truncate(other),
+                        });
+                    }
+                }
             }
         }
 
-        if !version_seen {
+        if version.is_none() {
             return Err(PolicyError::Missing { key: "version" });
         }
-        let mode = mode.ok_or(PolicyError::Missing { key: "mode" })?;
-        let max_age = max_age.ok_or(PolicyError::Missing { key: "max_age" })?;
+        let (_, mode) = mode.ok_or(PolicyError::Missing { key: "mode" })?;
+        let (_, max_age) = max_age.ok_or(PolicyError::Missing { key: "max_age" })?;
         if mx.is_empty() && mode != Mode::None {
             return Err(PolicyError::NoMx { mode });
         }
-        Ok(Policy { mode, max_age, mx })
+        Ok((Policy { mode, max_age, mx }, ignored))
     }
 
     /// Whether `host` matches one of the policy's `mx` patterns.
@@ -275,6 +312,40 @@ impl Policy {
     }
 }
 
+/// `sts-policy-ext-name = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")`
+/// (RFC 8461 section 3.2).
+fn is_extension_name(key: &str) -> bool {
+    key.len() <= 32
+        && key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A later occurrence of a non-repeated field, ignored as RFC 8461 section
+/// 3.2 requires ("all entries except for the first SHALL be ignored").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredField {
+    /// The line of the ignored occurrence.
+    pub line: usize,
+    pub key: String,
+    /// The line of the occurrence that counts.
+    pub first_line: usize,
+}
+
+impl fmt::Display for IgnoredField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}: `{}` repeated, ignored (the first, on line {}, counts; RFC 8461 section 3.2)",
+            self.line, self.key, self.first_line
+        )
+    }
+}
+
 fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
 }
@@ -285,8 +356,8 @@ fn truncate(text: &str) -> String {
 pub enum PolicyError {
     #[error("line {line}: expected `key: value`, found {text:?}")]
     NotKeyValue { line: usize, text: String },
-    #[error("line {line}: `{key}` given more than once")]
-    Duplicate { line: usize, key: &'static str },
+    #[error("line {line}: {key:?} is not a field name (letters, digits, `_`, `-`, `.`; at most 32, starting with a letter or digit)")]
+    BadKey { line: usize, key: String },
     #[error("line {line}: version must be STSv1, found {found:?}")]
     BadVersion { line: usize, found: String },
     #[error("line {line}: mode must be enforce, testing or none, found {found:?}")]
@@ -323,6 +394,13 @@ mod tests {
                 Mode::Testing,
                 604800,
                 &["*.example.net", "backup.example.org"],
+            ),
+            // An mx pattern in U-labels is matched after IDNA conversion.
+            (
+                "version: STSv1\nmode: enforce\nmx: *.Bücher.example\nmax_age: 60\n",
+                Mode::Enforce,
+                60,
+                &["*.xn--bcher-kva.example"],
             ),
             // mode none needs no mx; no final newline.
             ("version: STSv1\nmode: none\nmax_age: 0", Mode::None, 0, &[]),
@@ -396,27 +474,6 @@ mod tests {
                 },
             ),
             (
-                "version: STSv1\nmode: enforce\nmode: testing\nmx: a.b\nmax_age: 1\n",
-                PolicyError::Duplicate {
-                    line: 3,
-                    key: "mode",
-                },
-            ),
-            (
-                "version: STSv1\nversion: STSv1\nmode: enforce\nmx: a.b\nmax_age: 1\n",
-                PolicyError::Duplicate {
-                    line: 2,
-                    key: "version",
-                },
-            ),
-            (
-                "version: STSv1\nmode: enforce\nmax_age: 1\nmax_age: 2\nmx: a.b\n",
-                PolicyError::Duplicate {
-                    line: 4,
-                    key: "max_age",
-                },
-            ),
-            (
                 "version: STSv1\nmode: testing\nmax_age: 1\n",
                 PolicyError::NoMx {
                     mode: Mode::Testing,
@@ -450,6 +507,151 @@ mod tests {
         }
     }
 
+    /// Section 3.2: a repeated non-repeated field is ignored, whatever its
+    /// value; the first occurrence counts, valid or not. `mx` repeats.
+    #[test]
+    fn first_occurrence_of_a_non_repeated_field_counts() {
+        type Row = (
+            &'static str,
+            Result<(Mode, u64, usize), PolicyError>,
+            &'static [(usize, &'static str, usize)],
+        );
+        let table: &[Row] = &[
+            ("version: STSv1\nmode: enforce\nmode: testing\nmx: a.b\nmax_age: 1\n",
+                Ok((Mode::Enforce, 1, 1)), &[(3, "mode", 2)]),
+            ("version: STSv1\nmode: none\nmode: enforce\nmax_age: 1\n",
+                Ok((Mode::None, 1, 0)), &[(3, "mode", 2)]),
+            ("version: STSv1\nmode: enforce\nmax_age: 86400\nmax_age: 2\nmx: a.b\n",
+                Ok((Mode::Enforce, 86400, 1)), &[(4, "max_age", 3)]),
+            ("version: STSv1\nversion: STSv1\nmode: enforce\nmx: a.b\nmax_age: 1\n",
+                Ok((Mode::Enforce, 1, 1)), &[(2, "version", 1)]),
+            // A later duplicate is ignored whole: its value is not checked.
+            ("version: STSv1\nversion: STSv9\nmode: testing\nmode: sometimes\nmx: a.b\nmax_age: 5\nmax_age: -1\n",
+                Ok((Mode::Testing, 5, 1)), &[(2, "version", 1), (4, "mode", 3), (7, "max_age", 6)]),
+            // The first counts even when it is the invalid one.
+            ("version: STSv1\nmode: sometimes\nmode: enforce\nmx: a.b\nmax_age: 1\n",
+                Err(PolicyError::BadMode { line: 2, found: "sometimes".into() }), &[]),
+            ("version: STSv1\nmode: enforce\nmx: a.b\nmax_age: x\nmax_age: 1\n",
+                Err(PolicyError::BadMaxAge { line: 4, found: "x".into() }), &[]),
+            // mx is the repeated field: every occurrence counts.
+            ("version: STSv1\nmode: enforce\nmx: a.b\nmx: c.d\nmx: a.b\nmax_age: 1\n",
+                Ok((Mode::Enforce, 1, 3)), &[]),
+        ];
+        for (text, want, want_ignored) in table {
+            let got = Policy::parse_noting(text);
+            let summary = got
+                .as_ref()
+                .map(|(p, _)| (p.mode, p.max_age, p.mx.len()))
+                .map_err(Clone::clone);
+            assert_eq!(&summary, want, "{text:?}");
+            let ignored: Vec<(usize, &str, usize)> = got
+                .as_ref()
+                .map(|(_, i)| {
+                    i.iter()
+                        .map(|f| (f.line, f.key.as_str(), f.first_line))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(&ignored, want_ignored, "{text:?}");
+        }
+    }
+
+    /// One row per grammar rule whose strictness is a choice
+    /// (`docs/mta-sts.md`, "How strict the policy grammar is").
+    #[test]
+    fn grammar_strictness_per_rule() {
+        const TAIL: &str = "mode: enforce\nmx: a.b\nmax_age: 1\n";
+        let accepted = |e: Result<Policy, PolicyError>| e.map(|p| (p.mode, p.max_age, p.mx.len()));
+        type Row = (
+            &'static str,
+            String,
+            Result<(Mode, u64, usize), PolicyError>,
+        );
+        let table: &[Row] = &[
+            (
+                "leading whitespace before a key is ignored",
+                format!("  version: STSv1\n\t{TAIL}"),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "blank and whitespace-only lines are skipped",
+                format!("\nversion: STSv1\r\n\r\n \t\n{TAIL}\n\n"),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "whitespace before the colon is ignored",
+                "version : STSv1\nmode\t: enforce\nmx :a.b\nmax_age  :  1\n".to_string(),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "trailing whitespace after a value is ignored",
+                format!("version: STSv1 \t\r\n{TAIL}"),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "a valid extension key is ignored",
+                format!("version: STSv1\nx-ext.1_a: anything: at all\n{TAIL}"),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "keys are case-sensitive: `Mode` is an extension",
+                format!("version: STSv1\nMode: testing\n{TAIL}"),
+                Ok((Mode::Enforce, 1, 1)),
+            ),
+            (
+                "a malformed extension key refuses the policy (inner space)",
+                format!("version: STSv1\nmy key: v\n{TAIL}"),
+                Err(PolicyError::BadKey {
+                    line: 2,
+                    key: "my key".into(),
+                }),
+            ),
+            (
+                "a malformed extension key refuses the policy (leading `-`)",
+                format!("version: STSv1\n-x: v\n{TAIL}"),
+                Err(PolicyError::BadKey {
+                    line: 2,
+                    key: "-x".into(),
+                }),
+            ),
+            (
+                "a malformed extension key refuses the policy (other character)",
+                format!("version: STSv1\n<p>Error: v\n{TAIL}"),
+                Err(PolicyError::BadKey {
+                    line: 2,
+                    key: "<p>Error".into(),
+                }),
+            ),
+            (
+                "a malformed extension key refuses the policy (longer than 32)",
+                format!("version: STSv1\n{}: v\n{TAIL}", "k".repeat(33)),
+                Err(PolicyError::BadKey {
+                    line: 2,
+                    key: "k".repeat(33),
+                }),
+            ),
+            (
+                "an empty key refuses the policy",
+                format!("version: STSv1\n: v\n{TAIL}"),
+                Err(PolicyError::BadKey {
+                    line: 2,
+                    key: String::new(),
+                }),
+            ),
+            (
+                "a line without a colon refuses the policy",
+                format!("version: STSv1\nmode enforce\n{TAIL}"),
+                Err(PolicyError::NotKeyValue {
+                    line: 2,
+                    text: "mode enforce".into(),
+                }),
+            ),
+        ];
+        for (rule, text, want) in table {
+            assert_eq!(&accepted(Policy::parse(text)), want, "{rule}: {text:?}");
+        }
+    }
+
     #[test]
     fn mx_pattern_matching() {
         let table: &[(&str, &str, bool)] = &[
@@ -468,6 +670,16 @@ mod tests {
             ("*.example.com", "xexample.com", false),
             ("*.example.com", "mx1.example.org", false),
             ("*.example.com", "mx1.notexample.com", false),
+            // International names: U-label or A-label on either side.
+            ("*.bücher.example", "mx.xn--bcher-kva.example", true),
+            ("*.bücher.example", "mx.bücher.example", true),
+            ("*.xn--bcher-kva.example", "MX.Bücher.Example.", true),
+            ("*.xn--bcher-kva.example", "mx.xn--bcher-kva.example", true),
+            ("*.bücher.example", "mx.bucher.example", false),
+            ("*.bücher.example", "xn--bcher-kva.example", false),
+            ("münchen.example", "xn--mnchen-3ya.example", true),
+            ("xn--mnchen-3ya.example", "München.example", true),
+            ("mx.münchen.example", "mx.munchen.example", false),
         ];
         for (pattern, host, want) in table {
             let p = MxPattern::parse(pattern).expect(pattern);

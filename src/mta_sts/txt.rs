@@ -13,6 +13,11 @@
 //! remaining records is not exactly one, or the one left is invalid, the
 //! domain has no available policy (section 3.1). The policy is never looked
 //! up on a parent domain.
+//!
+//! A repeated `id` field: the first counts and the later ones are ignored,
+//! value unchecked, as section 3.2 rules for repeated non-repeated fields
+//! ("all entries except for the first SHALL be ignored"; that sentence
+//! covers "TXT records and policy files" alike).
 
 use futures_util::future::BoxFuture;
 
@@ -39,8 +44,6 @@ pub enum TxtError {
     },
     #[error("the record has no id field")]
     MissingId,
-    #[error("the record has more than one id field")]
-    DuplicateId,
 }
 
 /// Whether a record begins with the version tag: `v=STSv1` followed by the
@@ -96,10 +99,11 @@ pub fn parse_txt_record(record: &str) -> Result<StsTxtRecord, TxtError> {
         let Some((name, value)) = field.split_once('=') else {
             return Err(bad("expected name=value"));
         };
+        if name == "id" && id.is_some() {
+            // Section 3.2: a repeated field after the first is ignored.
+            continue;
+        }
         if name == "id" {
-            if id.is_some() {
-                return Err(TxtError::DuplicateId);
-            }
             if value.is_empty()
                 || value.len() > 32
                 || !value.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -206,6 +210,9 @@ mod tests {
             (&["v=STSv1 ;\tid=abc ; "], "abc"),
             (&["v=STSv1; id=ABCdef123; ext_1.x=some-value;"], "ABCdef123"),
             (&["v=STSv1; ext=1; id=a"], "a"),
+            // A repeated id: the first counts, the rest are ignored unchecked.
+            (&["v=STSv1; id=a; id=b"], "a"),
+            (&["v=STSv1; id=first; ext=1; id=not-valid!; id="], "first"),
             (&["v=spf1 -all", "v=STSv1; id=x1", "other"], "x1"),
             (
                 &["v=STSv1; id=12345678901234567890123456789012"],
@@ -232,7 +239,10 @@ mod tests {
             }),
             (&["v=STSv1"], |e| *e == TxtError::MissingId),
             (&["v=STSv1;"], |e| *e == TxtError::MissingId),
-            (&["v=STSv1; id=a; id=b"], |e| *e == TxtError::DuplicateId),
+            // The first id counts even when a valid one follows.
+            (&["v=STSv1; id=a-b; id=b"], |e| {
+                matches!(e, TxtError::BadField { .. })
+            }),
             (&["v=STSv1; id="], |e| {
                 matches!(e, TxtError::BadField { .. })
             }),

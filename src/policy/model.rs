@@ -91,14 +91,16 @@ impl Serialize for TenantName {
 pub struct PeerEntry {
     pub matcher: PeerMatcher,
     pub rule: PolicyRule,
-    /// A disabled entry is kept (and reported when passed over) but never applies.
+    /// A disabled entry never applies its rule: when it is the most specific
+    /// match, the domain's default for unspecified peers applies instead.
     pub enabled: bool,
 }
 
 /// A managed domain's policy for one direction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectionPolicy {
-    /// The default for peers no enabled entry matches; `None` falls back to
+    /// The default for unspecified peers (no entry matches, or the most
+    /// specific match is disabled); `None` falls back to
     /// the global default of that direction.
     pub default: Option<PolicyRule>,
     pub peers: Vec<PeerEntry>,

@@ -4,8 +4,11 @@
 //! address, CIDR block).
 //!
 //! Domain names are compared case-insensitively (RFC 4343) with a trailing
-//! root dot ignored, so they are stored lowercased without it. Only A-labels
-//! are accepted: an internationalized name must be written in its `xn--` form.
+//! root dot ignored, so they are stored lowercased without it. They are
+//! compared in A-label form (RFC 5890 section 2.3.2.1): a name given with
+//! U-labels (`bücher.example`) is converted with IDNA, UTS 46 processing
+//! (the `idna` crate), when it is parsed, i.e. at configuration load, and
+//! so is a name looked up ([`normalize_lookup`]).
 
 use std::borrow::Borrow;
 use std::borrow::Cow;
@@ -66,8 +69,10 @@ pub enum NameError {
     LabelTooLong(String),
     #[error("label `{0}` may not start or end with `-`")]
     HyphenAtEdge(String),
-    #[error("character {0:?} not allowed in a domain name (letters, digits and `-` only; write internationalized names as xn-- A-labels)")]
+    #[error("character {0:?} not allowed in a domain name (letters, digits and `-`, or an internationalized name)")]
     BadCharacter(char),
+    #[error("`{0}` is not a valid internationalized domain name (IDNA, UTS 46)")]
+    Idna(String),
     #[error(
         "bad wildcard `{0}`: a wildcard is `*.` followed by a domain name, e.g. `*.example.com`"
     )]
@@ -83,6 +88,7 @@ impl FromStr for DomainName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let name = s.strip_suffix('.').unwrap_or(s);
+        let name = &*to_a_labels(name)?;
         if name.is_empty() {
             return Err(NameError::Empty);
         }
@@ -110,11 +116,31 @@ impl FromStr for DomainName {
     }
 }
 
-/// Normalizes a name taken from the network for lookup: lowercase, without
-/// a trailing dot. Performs no validation: a malformed name simply matches
-/// nothing. Borrows when the input is already normal.
+/// `name` in A-label form: ASCII names are returned as they are; a name
+/// with non-ASCII characters is converted with IDNA (UTS 46 processing:
+/// case folding and normalization, then Punycode), e.g. `Bücher.example` is
+/// `xn--bcher-kva.example`.
+pub fn to_a_labels(name: &str) -> Result<Cow<'_, str>, NameError> {
+    if name.is_ascii() {
+        return Ok(Cow::Borrowed(name));
+    }
+    idna::domain_to_ascii(name)
+        .map(Cow::Owned)
+        .map_err(|_| NameError::Idna(name.to_owned()))
+}
+
+/// Normalizes a name taken from the network for lookup: A-labels,
+/// lowercase, without a trailing dot. Performs no validation: a malformed
+/// name simply matches nothing. Borrows when the input is already normal.
 pub fn normalize_lookup(name: &str) -> Cow<'_, str> {
     let name = name.strip_suffix('.').unwrap_or(name);
+    if !name.is_ascii() {
+        // Not an IDNA name either: keep it; it matches no entry.
+        return match idna::domain_to_ascii(name) {
+            Ok(a_labels) => Cow::Owned(a_labels),
+            Err(_) => Cow::Borrowed(name),
+        };
+    }
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -240,6 +266,11 @@ mod tests {
             ("example.com.", "example.com"),
             ("xn--bcher-kva.example", "xn--bcher-kva.example"),
             ("a-b.c1", "a-b.c1"),
+            // U-labels are converted to A-labels (IDNA, UTS 46), any case.
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("Bücher.Example.", "xn--bcher-kva.example"),
+            ("mail.bücher.example", "mail.xn--bcher-kva.example"),
+            ("例え.テスト", "xn--r8jz45g.xn--zckzah"),
         ];
         for (given, want) in ok {
             assert_eq!(
@@ -253,7 +284,10 @@ mod tests {
             ("a..b", NameError::EmptyLabel("a..b".into())),
             ("-a.b", NameError::HyphenAtEdge("-a".into())),
             ("a_b.c", NameError::BadCharacter('_')),
-            ("bücher.example", NameError::BadCharacter('ü')),
+            (
+                "a\u{fffd}b.example",
+                NameError::Idna("a\u{fffd}b.example".into()),
+            ),
         ];
         for (given, want) in bad {
             assert_eq!(given.parse::<DomainName>(), Err(want), "{given}");
@@ -270,9 +304,10 @@ mod tests {
 
     #[test]
     fn peer_patterns_parse_by_shape() {
-        let cases: [(&str, Option<&str>); 12] = [
+        let cases: [(&str, Option<&str>); 13] = [
             ("mail.example.com", Some("mail.example.com")),
             ("*.Example.com", Some("*.example.com")),
+            ("*.bücher.example", Some("*.xn--bcher-kva.example")),
             ("192.0.2.1", Some("192.0.2.1")),
             ("::ffff:192.0.2.1", Some("192.0.2.1")),
             ("2001:db8::1", Some("2001:db8::1")),
@@ -305,5 +340,13 @@ mod tests {
             Cow::Borrowed("a.example")
         ));
         assert_eq!(normalize_lookup("A.Example."), "a.example");
+        assert_eq!(
+            normalize_lookup("MX.Bücher.example."),
+            "mx.xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize_lookup("xn--bcher-kva.example"),
+            "xn--bcher-kva.example"
+        );
     }
 }

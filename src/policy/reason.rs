@@ -31,52 +31,44 @@ impl Resolution {
 }
 
 /// Which rule produced a [`Resolution`].
+///
+/// The most specific entry matching the peer decides: when it is enabled
+/// its rule applies (`Peer*`); when it is disabled the domain's default for
+/// unspecified peers applies ([`Reason::PeerDisabled`]), never a less
+/// specific entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "rule", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Reason {
     /// An enabled inbound entry for exactly the connecting IP address.
-    PeerExactIp {
-        ip: IpAddr,
-        passed_over: Vec<DisabledPeer>,
-    },
+    PeerExactIp { ip: IpAddr },
     /// The enabled inbound entry with the longest CIDR block containing the IP.
-    PeerCidr {
-        network: IpNet,
-        passed_over: Vec<DisabledPeer>,
-    },
+    PeerCidr { network: IpNet },
     /// An enabled entry for exactly the peer domain.
-    PeerDomain {
-        domain: DomainName,
-        passed_over: Vec<DisabledPeer>,
-    },
+    PeerDomain { domain: DomainName },
     /// The enabled `*.suffix` entry with the longest suffix of the peer domain.
-    PeerWildcard {
-        suffix: DomainName,
-        passed_over: Vec<DisabledPeer>,
-    },
-    /// No enabled entry matched; the managed domain's default for
-    /// unspecified peers applies. `passed_over` lists the disabled entries
-    /// that matched but were skipped.
-    DomainDefault {
+    PeerWildcard { suffix: DomainName },
+    /// The most specific entry matching the peer is disabled, so the managed
+    /// domain's default for unspecified peers applies (a disabled peer is
+    /// treated like a peer not in the list).
+    PeerDisabled {
+        entry: DisabledPeer,
         source: DefaultSource,
-        passed_over: Vec<DisabledPeer>,
     },
+    /// No entry matches; the managed domain's default for unspecified peers
+    /// applies.
+    DomainDefault { source: DefaultSource },
     /// The managed domain is unknown or disabled: the global default for
     /// unspecified domains applies.
     GlobalDefault { cause: GlobalDefaultCause },
 }
 
 impl Reason {
-    /// Disabled entries that matched but were skipped on the way.
-    pub fn passed_over(&self) -> &[DisabledPeer] {
+    /// The disabled entry that matched the peer and sent it to the default.
+    pub fn disabled_entry(&self) -> Option<&DisabledPeer> {
         match self {
-            Reason::PeerExactIp { passed_over, .. }
-            | Reason::PeerCidr { passed_over, .. }
-            | Reason::PeerDomain { passed_over, .. }
-            | Reason::PeerWildcard { passed_over, .. }
-            | Reason::DomainDefault { passed_over, .. } => passed_over,
-            Reason::GlobalDefault { .. } => &[],
+            Reason::PeerDisabled { entry, .. } => Some(entry),
+            _ => None,
         }
     }
 }
@@ -102,7 +94,8 @@ pub enum GlobalDefaultCause {
     DisabledDomain,
 }
 
-/// A disabled peer entry that matched the peer and was skipped.
+/// A disabled peer entry that was the most specific match for the peer, with
+/// the rule it would have applied had it been enabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DisabledPeer {
     pub peer: PeerMatcher,
@@ -135,32 +128,35 @@ impl fmt::Display for Resolution {
             }
         };
         match &self.reason {
-            Reason::PeerExactIp { ip, .. } => {
+            Reason::PeerExactIp { ip } => {
                 write!(f, "peer entry for IP address {ip} of ")?;
                 domain(f)?;
             }
-            Reason::PeerCidr { network, .. } => {
+            Reason::PeerCidr { network } => {
                 write!(f, "peer entry for CIDR block {network} (longest match) of ")?;
                 domain(f)?;
             }
-            Reason::PeerDomain { domain: d, .. } => {
+            Reason::PeerDomain { domain: d } => {
                 write!(f, "peer entry for domain {d} of ")?;
                 domain(f)?;
             }
-            Reason::PeerWildcard { suffix, .. } => {
+            Reason::PeerWildcard { suffix } => {
                 write!(f, "peer entry for wildcard *.{suffix} (longest match) of ")?;
                 domain(f)?;
             }
-            Reason::DomainDefault { source, .. } => {
-                f.write_str("no enabled peer entry matches; default for unspecified peers of ")?;
+            Reason::PeerDisabled { entry, source } => {
+                write!(
+                    f,
+                    "peer entry {} matches but is disabled (it would be {}, minimum TLS {}): default for unspecified peers of ",
+                    entry.peer, entry.level, entry.min_tls
+                )?;
                 domain(f)?;
-                if *source == DefaultSource::GlobalFallback {
-                    write!(
-                        f,
-                        " (the domain sets no {} default, so the global default applies)",
-                        self.direction
-                    )?;
-                }
+                self.global_fallback_note(f, *source)?;
+            }
+            Reason::DomainDefault { source } => {
+                f.write_str("no peer entry matches; default for unspecified peers of ")?;
+                domain(f)?;
+                self.global_fallback_note(f, *source)?;
             }
             Reason::GlobalDefault { cause } => {
                 f.write_str("global default for unspecified domains: ")?;
@@ -175,11 +171,21 @@ impl fmt::Display for Resolution {
                 }
             }
         }
-        for skipped in self.reason.passed_over() {
+        Ok(())
+    }
+}
+
+impl Resolution {
+    fn global_fallback_note(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        source: DefaultSource,
+    ) -> fmt::Result {
+        if source == DefaultSource::GlobalFallback {
             write!(
                 f,
-                "; passed over disabled entry {} ({}, minimum TLS {})",
-                skipped.peer, skipped.level, skipped.min_tls
+                " (the domain sets no {} default, so the global default applies)",
+                self.direction
             )?;
         }
         Ok(())

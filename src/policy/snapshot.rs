@@ -12,8 +12,9 @@
 //!
 //! Precedence (most specific wins): exact IP, then longest CIDR, then exact
 //! domain, then longest wildcard, then the domain's default, then the global
-//! default. A disabled entry is skipped as if absent, and reported as passed
-//! over.
+//! default. The most specific matching entry decides whether it is enabled
+//! or not: a disabled one sends the peer to the domain's default for
+//! unspecified peers, never to a less specific entry.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -200,32 +201,30 @@ impl PolicySnapshot {
             Direction::Outbound => self.indexes[i].outbound.as_deref(),
             Direction::Inbound => self.indexes[i].inbound.as_deref(),
         };
-        let mut passed_over = Vec::new();
         let found = index.and_then(|index| {
             let (ip, peer_domain) = match peer {
                 PeerQuery::Outbound { recipient_domain } => (None, Some(recipient_domain)),
                 PeerQuery::Inbound { ip, sender_domain } => (ip, sender_domain),
             };
-            find_entry(index, policy, ip, peer_domain, &mut passed_over)
+            find_entry(index, policy, ip, peer_domain)
         });
+        let (default_rule, source) = match policy.default {
+            Some(rule) => (rule, DefaultSource::Domain),
+            None => (
+                self.defaults.for_direction(direction),
+                DefaultSource::GlobalFallback,
+            ),
+        };
         let (rule, reason) = match found {
-            Some(entry) => (entry.rule, peer_reason(&entry.matcher, passed_over)),
-            None => match policy.default {
-                Some(rule) => (
-                    rule,
-                    Reason::DomainDefault {
-                        source: DefaultSource::Domain,
-                        passed_over,
-                    },
-                ),
-                None => (
-                    self.defaults.for_direction(direction),
-                    Reason::DomainDefault {
-                        source: DefaultSource::GlobalFallback,
-                        passed_over,
-                    },
-                ),
-            },
+            Some(entry) if entry.enabled => (entry.rule, peer_reason(&entry.matcher)),
+            Some(entry) => (
+                default_rule,
+                Reason::PeerDisabled {
+                    entry: DisabledPeer::from(entry),
+                    source,
+                },
+            ),
+            None => (default_rule, Reason::DomainDefault { source }),
         };
         Resolution {
             direction,
@@ -255,75 +254,49 @@ impl PolicySnapshot {
     }
 }
 
-/// The first enabled entry in precedence order; disabled matches met on
-/// the way are recorded in `passed_over`.
+/// The most specific entry matching the peer, enabled or not, in
+/// precedence order: exact IP, longest CIDR, exact domain, longest wildcard.
 fn find_entry<'p>(
     index: &PeerIndex,
     policy: &'p DirectionPolicy,
     ip: Option<IpAddr>,
     peer_domain: Option<&str>,
-    passed_over: &mut Vec<DisabledPeer>,
 ) -> Option<&'p PeerEntry> {
-    let mut check = |entry_index: usize| -> Option<&'p PeerEntry> {
-        let entry = &policy.peers[entry_index];
-        if entry.enabled {
-            Some(entry)
-        } else {
-            passed_over.push(DisabledPeer::from(entry));
-            None
-        }
-    };
-
+    let entry = |i: usize| policy.peers.get(i);
     if let Some(ip) = ip.map(|ip| ip.to_canonical()) {
         if let Some(&e) = index.ip.get(&ip) {
-            if let Some(found) = check(e) {
-                return Some(found);
-            }
+            return entry(e);
         }
-        for &e in index.cidr.matches(ip) {
-            if let Some(found) = check(e) {
-                return Some(found);
-            }
+        if let Some(&e) = index.cidr.longest(ip) {
+            return entry(e);
         }
     }
     if let Some(name) = peer_domain {
         let name = normalize_lookup(name);
         if let Some(&e) = index.exact.get(&*name) {
-            if let Some(found) = check(e) {
-                return Some(found);
-            }
+            return entry(e);
         }
         // Parents, longest first: `a.b.c` tries `*.b.c`, then `*.c`.
         let mut rest = &*name;
         while let Some(dot) = rest.find('.') {
             rest = &rest[dot + 1..];
             if let Some(&e) = index.wildcard.get(rest) {
-                if let Some(found) = check(e) {
-                    return Some(found);
-                }
+                return entry(e);
             }
         }
     }
     None
 }
 
-fn peer_reason(matcher: &PeerMatcher, passed_over: Vec<DisabledPeer>) -> Reason {
+fn peer_reason(matcher: &PeerMatcher) -> Reason {
     match matcher {
-        PeerMatcher::Ip(ip) => Reason::PeerExactIp {
-            ip: *ip,
-            passed_over,
-        },
-        PeerMatcher::Cidr(network) => Reason::PeerCidr {
-            network: *network,
-            passed_over,
-        },
+        PeerMatcher::Ip(ip) => Reason::PeerExactIp { ip: *ip },
+        PeerMatcher::Cidr(network) => Reason::PeerCidr { network: *network },
         PeerMatcher::Domain(domain) => Reason::PeerDomain {
             domain: domain.clone(),
-            passed_over,
         },
         PeerMatcher::Wildcard(suffix) => Reason::PeerWildcard {
             suffix: suffix.clone(),
-            passed_over,
         },
     }
 }

@@ -58,6 +58,9 @@ fn snapshot() -> PolicySnapshot {
         peer("old.example", Mandatory, Tls13, false),
         peer("*.partner.example", Opportunistic, Tls13, true),
         peer("x.partner.example", MandatoryDane, Tls13, false),
+        peer("*.old.partner.example", MandatoryDane, Tls13, false),
+        peer("*.bücher.example", MandatoryDane, Tls12, true),
+        peer("xn--mnchen-3ya.example", Mandatory, Tls13, true),
     ];
     main.inbound.default = Some(rule(Mandatory, Any));
     main.inbound.peers = vec![
@@ -71,13 +74,20 @@ fn snapshot() -> PolicySnapshot {
         peer("*.partner.example", Mandatory, Any, true),
         peer("203.0.113.5", Opportunistic, Any, false),
         peer("203.0.113.0/24", Mandatory, Tls12, true),
+        peer("198.51.100.25", Opportunistic, Tls13, false),
+        peer("off.partner.example", Opportunistic, Any, false),
     ];
     let mut no_default = domain("nodefault.example", "beta", true);
-    no_default.outbound.peers = vec![peer("x.example", Opportunistic, Tls13, true)];
+    no_default.outbound.peers = vec![
+        peer("x.example", Opportunistic, Tls13, true),
+        peer("off.example", Mandatory, Tls13, false),
+    ];
     let mut off = domain("disabled.example", "gamma", false);
     off.outbound.default = Some(rule(MandatoryDane, Tls13));
     off.outbound.peers = vec![peer("gmail.com", Mandatory, Tls13, true)];
-    PolicySnapshot::build(defaults, vec![main, no_default, off]).expect("valid model")
+    let mut idn = domain("café.example", "delta", true);
+    idn.outbound.default = Some(rule(Mandatory, Tls13));
+    PolicySnapshot::build(defaults, vec![main, no_default, off, idn]).expect("valid model")
 }
 
 fn out(recipient_domain: &str) -> PeerQuery<'_> {
@@ -94,9 +104,10 @@ fn inb<'a>(addr: Option<&str>, sender_domain: Option<&'a str>) -> PeerQuery<'a> 
 #[test]
 fn every_rule_resolves_as_documented() {
     let snap = snapshot();
-    let domain_default = |source| Reason::DomainDefault {
+    let domain_default = |source| Reason::DomainDefault { source };
+    let disabled_default = |pattern, level, min_tls, source| Reason::PeerDisabled {
+        entry: disabled(pattern, level, min_tls),
         source,
-        passed_over: vec![],
     };
     #[rustfmt::skip]
     let table: Vec<(&str, PeerQuery<'_>, SecurityLevel, MinTlsVersion, Reason)> = vec![
@@ -110,44 +121,65 @@ fn every_rule_resolves_as_documented() {
         ("disabled.example", inb(None, Some("gmail.com")), Opportunistic, Tls12,
             Reason::GlobalDefault { cause: GlobalDefaultCause::DisabledDomain }),
         // Outbound peers: exact domain, each level, case and trailing dot.
-        ("example.com", out("gmail.com"), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com"), passed_over: vec![] }),
-        ("EXAMPLE.com.", out("GMail.Com."), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com"), passed_over: vec![] }),
-        ("example.com", out("bank.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("bank.example"), passed_over: vec![] }),
+        ("example.com", out("gmail.com"), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com") }),
+        ("EXAMPLE.com.", out("GMail.Com."), MtaSts, Any, Reason::PeerDomain { domain: dn("gmail.com") }),
+        ("example.com", out("bank.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("bank.example") }),
         // Wildcards: any depth, longest suffix wins, never the apex.
-        ("example.com", out("mx.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
-        ("example.com", out("a.b.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
-        ("example.com", out("fr.eu.bank.example"), OpportunisticDane, Tls12, Reason::PeerWildcard { suffix: dn("eu.bank.example"), passed_over: vec![] }),
-        ("example.com", out("eu.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example"), passed_over: vec![] }),
+        ("example.com", out("mx.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example") }),
+        ("example.com", out("a.b.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example") }),
+        ("example.com", out("fr.eu.bank.example"), OpportunisticDane, Tls12, Reason::PeerWildcard { suffix: dn("eu.bank.example") }),
+        ("example.com", out("eu.bank.example"), MandatoryDane, Tls13, Reason::PeerWildcard { suffix: dn("bank.example") }),
         ("example.com", out("partner.example"), Mandatory, Tls12, domain_default(DefaultSource::Domain)),
-        // Disabled peers are passed over: to the domain default, or to a wider match.
-        ("example.com", out("old.example"), Mandatory, Tls12, Reason::DomainDefault {
-            source: DefaultSource::Domain, passed_over: vec![disabled("old.example", Mandatory, Tls13)] }),
-        ("example.com", out("x.partner.example"), Opportunistic, Tls13, Reason::PeerWildcard {
-            suffix: dn("partner.example"), passed_over: vec![disabled("x.partner.example", MandatoryDane, Tls13)] }),
+        // A disabled entry that is the most specific match sends the peer to
+        // the domain's default for unspecified peers, never to a wider entry.
+        ("example.com", out("old.example"), Mandatory, Tls12,
+            disabled_default("old.example", Mandatory, Tls13, DefaultSource::Domain)),
+        ("example.com", out("x.partner.example"), Mandatory, Tls12,
+            disabled_default("x.partner.example", MandatoryDane, Tls13, DefaultSource::Domain)),
+        ("example.com", out("a.old.partner.example"), Mandatory, Tls12,
+            disabled_default("*.old.partner.example", MandatoryDane, Tls13, DefaultSource::Domain)),
+        ("example.com", out("y.partner.example"), Opportunistic, Tls13, Reason::PeerWildcard { suffix: dn("partner.example") }),
+        ("nodefault.example", out("off.example"), Opportunistic, Any,
+            disabled_default("off.example", Mandatory, Tls13, DefaultSource::GlobalFallback)),
+        // International names: configured in U-labels or A-labels, looked up
+        // in either form, compared as A-labels.
+        ("example.com", out("mx.xn--bcher-kva.example"), MandatoryDane, Tls12, Reason::PeerWildcard { suffix: dn("xn--bcher-kva.example") }),
+        ("example.com", out("MX.Bücher.example."), MandatoryDane, Tls12, Reason::PeerWildcard { suffix: dn("xn--bcher-kva.example") }),
+        ("example.com", out("münchen.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("xn--mnchen-3ya.example") }),
+        ("example.com", out("xn--mnchen-3ya.example"), Mandatory, Tls13, Reason::PeerDomain { domain: dn("münchen.example") }),
+        ("xn--caf-dma.example", out("x.example"), Mandatory, Tls13, domain_default(DefaultSource::Domain)),
+        ("Café.example", out("x.example"), Mandatory, Tls13, domain_default(DefaultSource::Domain)),
         // Unmatched peer: the domain's own default, else the global one.
         ("example.com", out("other.example"), Mandatory, Tls12, domain_default(DefaultSource::Domain)),
-        ("nodefault.example", out("x.example"), Opportunistic, Tls13, Reason::PeerDomain { domain: dn("x.example"), passed_over: vec![] }),
+        ("nodefault.example", out("x.example"), Opportunistic, Tls13, Reason::PeerDomain { domain: dn("x.example") }),
         ("nodefault.example", out("y.example"), Opportunistic, Any, domain_default(DefaultSource::GlobalFallback)),
         ("nodefault.example", inb(Some("192.0.2.10"), None), Opportunistic, Tls12, domain_default(DefaultSource::GlobalFallback)),
         // Inbound precedence: exact IP > longest CIDR > exact domain > wildcard.
-        ("example.com", inb(Some("192.0.2.10"), Some("partner.example")), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10"), passed_over: vec![] }),
-        ("example.com", inb(Some("::ffff:192.0.2.10"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10"), passed_over: vec![] }),
-        ("example.com", inb(Some("192.0.2.11"), Some("partner.example")), Mandatory, Tls12, Reason::PeerCidr { network: "192.0.2.0/24".parse().expect("net"), passed_over: vec![] }),
-        ("example.com", inb(Some("192.0.9.1"), Some("partner.example")), Opportunistic, Any, Reason::PeerCidr { network: "192.0.0.0/16".parse().expect("net"), passed_over: vec![] }),
-        ("example.com", inb(Some("2001:db8::1"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("2001:db8::1"), passed_over: vec![] }),
-        ("example.com", inb(Some("2001:db8:ffff::2"), None), Mandatory, Tls12, Reason::PeerCidr { network: "2001:db8::/32".parse().expect("net"), passed_over: vec![] }),
-        ("example.com", inb(Some("10.0.0.1"), Some("Partner.Example.")), Mandatory, Tls12, Reason::PeerDomain { domain: dn("partner.example"), passed_over: vec![] }),
-        ("example.com", inb(Some("10.0.0.1"), Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example"), passed_over: vec![] }),
-        ("example.com", inb(None, Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example"), passed_over: vec![] }),
+        ("example.com", inb(Some("192.0.2.10"), Some("partner.example")), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10") }),
+        ("example.com", inb(Some("::ffff:192.0.2.10"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("192.0.2.10") }),
+        ("example.com", inb(Some("192.0.2.11"), Some("partner.example")), Mandatory, Tls12, Reason::PeerCidr { network: "192.0.2.0/24".parse().expect("net") }),
+        ("example.com", inb(Some("192.0.9.1"), Some("partner.example")), Opportunistic, Any, Reason::PeerCidr { network: "192.0.0.0/16".parse().expect("net") }),
+        ("example.com", inb(Some("2001:db8::1"), None), Mandatory, Tls13, Reason::PeerExactIp { ip: ip("2001:db8::1") }),
+        ("example.com", inb(Some("2001:db8:ffff::2"), None), Mandatory, Tls12, Reason::PeerCidr { network: "2001:db8::/32".parse().expect("net") }),
+        ("example.com", inb(Some("10.0.0.1"), Some("Partner.Example.")), Mandatory, Tls12, Reason::PeerDomain { domain: dn("partner.example") }),
+        ("example.com", inb(Some("10.0.0.1"), Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example") }),
+        ("example.com", inb(None, Some("mx.partner.example")), Mandatory, Any, Reason::PeerWildcard { suffix: dn("partner.example") }),
         ("example.com", inb(Some("10.0.0.1"), None), Mandatory, Any, domain_default(DefaultSource::Domain)),
         ("example.com", inb(None, None), Mandatory, Any, domain_default(DefaultSource::Domain)),
-        // Disabled inbound entries: skipped for a wider CIDR or the default.
-        ("example.com", inb(Some("203.0.113.5"), None), Mandatory, Tls12, Reason::PeerCidr {
-            network: "203.0.113.0/24".parse().expect("net"), passed_over: vec![disabled("203.0.113.5", Opportunistic, Any)] }),
-        ("example.com", inb(Some("198.51.100.7"), None), Mandatory, Any, Reason::DomainDefault {
-            source: DefaultSource::Domain, passed_over: vec![disabled("198.51.100.0/24", Mandatory, Tls13)] }),
-        ("example.com", inb(Some("198.51.100.7"), Some("partner.example")), Mandatory, Tls12, Reason::PeerDomain {
-            domain: dn("partner.example"), passed_over: vec![disabled("198.51.100.0/24", Mandatory, Tls13)] }),
+        // Disabled inbound entries decide like enabled ones: exact IP over its
+        // enabled CIDR, CIDR over an enabled sender domain; the default applies.
+        ("example.com", inb(Some("203.0.113.5"), None), Mandatory, Any,
+            disabled_default("203.0.113.5", Opportunistic, Any, DefaultSource::Domain)),
+        ("example.com", inb(Some("203.0.113.6"), None), Mandatory, Tls12, Reason::PeerCidr {
+            network: "203.0.113.0/24".parse().expect("net") }),
+        ("example.com", inb(Some("198.51.100.7"), None), Mandatory, Any,
+            disabled_default("198.51.100.0/24", Mandatory, Tls13, DefaultSource::Domain)),
+        ("example.com", inb(Some("198.51.100.7"), Some("partner.example")), Mandatory, Any,
+            disabled_default("198.51.100.0/24", Mandatory, Tls13, DefaultSource::Domain)),
+        ("example.com", inb(Some("198.51.100.25"), None), Mandatory, Any,
+            disabled_default("198.51.100.25", Opportunistic, Tls13, DefaultSource::Domain)),
+        ("example.com", inb(Some("10.0.0.1"), Some("off.partner.example")), Mandatory, Any,
+            disabled_default("off.partner.example", Opportunistic, Any, DefaultSource::Domain)),
     ];
     for (managed, query, level, min_tls, reason) in table {
         let got = snap.resolve(managed, query);
@@ -172,10 +204,21 @@ fn resolution_names_the_domain_and_tenant() {
     let off = snap.resolve("disabled.example", out("gmail.com"));
     assert_eq!(off.tenant.as_ref().map(TenantName::as_str), Some("gamma"));
     assert!(off.to_string().contains("is disabled"));
-    let skipped = snap.resolve("example.com", out("old.example")).to_string();
+    let off = snap
+        .resolve("example.com", out("x.partner.example"))
+        .to_string();
     assert!(
-        skipped.contains("passed over disabled entry old.example"),
-        "{skipped}"
+        off.contains(
+            "peer entry x.partner.example matches but is disabled (it would be mandatory-dane, minimum TLS 1.3): default for unspecified peers of managed domain example.com"
+        ),
+        "{off}"
+    );
+    let fallback = snap
+        .resolve("nodefault.example", out("off.example"))
+        .to_string();
+    assert!(
+        fallback.contains("matches but is disabled") && fallback.contains("global default applies"),
+        "{fallback}"
     );
 }
 
@@ -185,11 +228,16 @@ fn resolution_serializes_its_reason_as_data() {
     let r = snap.resolve("example.com", inb(Some("203.0.113.5"), None));
     let json = serde_json::to_value(&r).expect("serializable");
     assert_eq!(json["level"], "mandatory");
-    assert_eq!(json["min_tls"], "1.2");
+    assert_eq!(json["min_tls"], "any");
     assert_eq!(json["direction"], "inbound");
-    assert_eq!(json["reason"]["rule"], "peer-cidr");
-    assert_eq!(json["reason"]["network"], "203.0.113.0/24");
-    assert_eq!(json["reason"]["passed_over"][0]["peer"], "203.0.113.5");
+    assert_eq!(json["reason"]["rule"], "peer-disabled");
+    assert_eq!(json["reason"]["entry"]["peer"], "203.0.113.5");
+    assert_eq!(json["reason"]["entry"]["level"], "opportunistic");
+    assert_eq!(json["reason"]["source"], "domain");
+    let cidr = serde_json::to_value(snap.resolve("example.com", inb(Some("203.0.113.6"), None)))
+        .expect("json");
+    assert_eq!(cidr["reason"]["rule"], "peer-cidr");
+    assert_eq!(cidr["reason"]["network"], "203.0.113.0/24");
     let g = serde_json::to_value(snap.resolve("nope.example", out("a.b"))).expect("json");
     assert_eq!(g["reason"]["rule"], "global-default");
     assert_eq!(g["reason"]["cause"], "unknown-domain");

@@ -1,31 +1,14 @@
 //! What a person wants to see of a certificate an MX host presented:
 //! subject, issuer, validity period and DNS names (RFC 5280 sections
-//! 4.1.2.4 to 4.1.2.6 and 4.2.1.6). A read-only DER walk for display; the
-//! decisions are made by webpki and the DANE matcher, never from this.
-//! Anything malformed shows as `?` and never panics.
+//! 4.1.2.4 to 4.1.2.6 and 4.2.1.6), read with `x509-parser`. For display
+//! only; the decisions are made by webpki and the DANE matcher, never from
+//! this. Anything unreadable shows as `?` and never panics.
 
 use std::fmt;
 
 use serde::Serialize;
-
-use crate::dane::der::{element, Element};
-
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-const INTEGER: u8 = 0x02;
-const VERSION: u8 = 0xa0;
-const EXTENSIONS: u8 = 0xa3;
-const OCTET_STRING: u8 = 0x04;
-const UTC_TIME: u8 = 0x17;
-const GENERALIZED_TIME: u8 = 0x18;
-const BMP_STRING: u8 = 0x1e;
-/// `dNSName [2] IA5String` inside GeneralNames.
-const SAN_DNS_NAME: u8 = 0x82;
-/// `iPAddress [7] OCTET STRING` inside GeneralNames.
-const SAN_IP_ADDRESS: u8 = 0x87;
-/// id-ce-subjectAltName, 2.5.29.17.
-const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A moment from a certificate's validity period, in seconds since the Unix
 /// epoch (UTC).
@@ -69,13 +52,23 @@ pub struct CertInfo {
 impl CertInfo {
     /// Reads `der`; fields that cannot be read are `?` or absent.
     pub fn parse(der: &[u8]) -> CertInfo {
-        parse_tbs(der).unwrap_or_else(|| CertInfo {
-            subject: "?".to_string(),
-            issuer: "?".to_string(),
-            not_before: None,
-            not_after: None,
-            names: Vec::new(),
-        })
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return CertInfo {
+                subject: "?".to_string(),
+                issuer: "?".to_string(),
+                not_before: None,
+                not_after: None,
+                names: Vec::new(),
+            };
+        };
+        let validity = cert.validity();
+        CertInfo {
+            subject: name_text(cert.subject()),
+            issuer: name_text(cert.issuer()),
+            not_before: Some(CertTime(validity.not_before.timestamp())),
+            not_after: Some(CertTime(validity.not_after.timestamp())),
+            names: alt_names(&cert),
+        }
     }
 
     /// Whether `now` (Unix seconds) lies outside the validity period.
@@ -84,179 +77,36 @@ impl CertInfo {
     }
 }
 
-fn expect(input: &[u8], tag: u8) -> Option<Element<'_>> {
-    let e = element(input)?;
-    (e.tag == tag).then_some(e)
-}
-
-fn parse_tbs(der: &[u8]) -> Option<CertInfo> {
-    let certificate = expect(der, SEQUENCE)?;
-    let tbs = expect(certificate.content, SEQUENCE)?;
-    let mut field = element(tbs.content)?;
-    if field.tag == VERSION {
-        field = element(field.rest)?;
+/// RFC 4514-like, as encoded: `CN=mx.example.com, O=Example`; control
+/// characters shown as `?`.
+fn name_text(name: &x509_parser::x509::X509Name<'_>) -> String {
+    if name.iter().next().is_none() {
+        return "(empty)".to_string();
     }
-    if field.tag != INTEGER {
-        return None;
-    }
-    let signature = expect(field.rest, SEQUENCE)?;
-    let issuer = expect(signature.rest, SEQUENCE)?;
-    let validity = expect(issuer.rest, SEQUENCE)?;
-    let subject = expect(validity.rest, SEQUENCE)?;
-    let not_before = element(validity.content);
-    let not_after = not_before.as_ref().and_then(|e| element(e.rest));
-    let spki = expect(subject.rest, SEQUENCE)?;
-    // Optional issuerUniqueID [1], subjectUniqueID [2], then extensions [3].
-    let mut rest = spki.rest;
-    let mut names = Vec::new();
-    while let Some(e) = element(rest) {
-        if e.tag == EXTENSIONS {
-            names = subject_alt_names(e.content).unwrap_or_default();
-            break;
-        }
-        rest = e.rest;
-    }
-    Some(CertInfo {
-        subject: name_text(subject.content),
-        issuer: name_text(issuer.content),
-        not_before: not_before.and_then(|e| time(&e)),
-        not_after: not_after.and_then(|e| time(&e)),
-        names,
-    })
-}
-
-/// `Name ::= SEQUENCE OF RelativeDistinguishedName (SET OF AttributeTypeAndValue)`.
-fn name_text(mut rdns: &[u8]) -> String {
-    let mut parts = Vec::new();
-    while let Some(set) = expect(rdns, SET) {
-        let mut attributes = set.content;
-        while let Some(pair) = expect(attributes, SEQUENCE) {
-            if let Some(oid) = expect(pair.content, OID) {
-                let value = element(oid.rest)
-                    .map(|v| string_value(v.tag, v.content))
-                    .unwrap_or_else(|| "?".to_string());
-                parts.push(format!("{}={value}", attribute_name(oid.content)));
-            }
-            attributes = pair.rest;
-        }
-        rdns = set.rest;
-    }
-    if parts.is_empty() {
-        "(empty)".to_string()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn attribute_name(oid: &[u8]) -> String {
-    match oid {
-        [0x55, 0x04, 0x03] => "CN".to_string(),
-        [0x55, 0x04, 0x06] => "C".to_string(),
-        [0x55, 0x04, 0x07] => "L".to_string(),
-        [0x55, 0x04, 0x08] => "ST".to_string(),
-        [0x55, 0x04, 0x0a] => "O".to_string(),
-        [0x55, 0x04, 0x0b] => "OU".to_string(),
-        [0x55, 0x04, 0x05] => "serialNumber".to_string(),
-        other => dotted(other),
-    }
-}
-
-/// An OBJECT IDENTIFIER's content in dotted form (X.690 section 8.19).
-fn dotted(oid: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut value: u64 = 0;
-    for &byte in oid {
-        value = (value << 7) | u64::from(byte & 0x7f);
-        if byte & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-    }
-    let text: Vec<String> = arcs.iter().map(u64::to_string).collect();
-    text.join(".")
-}
-
-fn string_value(tag: u8, content: &[u8]) -> String {
-    if tag == BMP_STRING {
-        let units: Vec<u16> = content
-            .chunks_exact(2)
-            .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
-            .collect();
-        return String::from_utf16_lossy(&units);
-    }
-    String::from_utf8_lossy(content)
+    name.to_string()
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }
 
-/// UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime `YYYYMMDDHHMMSSZ`
-/// (RFC 5280 section 4.1.2.5).
-fn time(e: &Element<'_>) -> Option<CertTime> {
-    let text = std::str::from_utf8(e.content).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest) = match (e.tag, digits.len()) {
-        (UTC_TIME, 12) => {
-            let yy: i64 = digits[..2].parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-        }
-        (GENERALIZED_TIME, 14) => (digits[..4].parse().ok()?, &digits[4..]),
-        _ => return None,
+/// The DNS names and IP addresses of the subjectAltName extension.
+fn alt_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
     };
-    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(CertTime(
-        days * 86_400 + hour * 3600 + minute * 60 + second.min(60),
-    ))
-}
-
-/// Extensions `SEQUENCE OF Extension`; the DNS names and IP addresses of
-/// subjectAltName.
-fn subject_alt_names(explicit: &[u8]) -> Option<Vec<String>> {
-    let list = expect(explicit, SEQUENCE)?;
-    let mut rest = list.content;
-    while let Some(extension) = expect(rest, SEQUENCE) {
-        let oid = expect(extension.content, OID)?;
-        if oid.content == SUBJECT_ALT_NAME {
-            // An optional `critical BOOLEAN` precedes the OCTET STRING.
-            let mut value = element(oid.rest)?;
-            if value.tag != OCTET_STRING {
-                value = expect(value.rest, OCTET_STRING)?;
-            }
-            let general_names = expect(value.content, SEQUENCE)?;
-            let mut names = Vec::new();
-            let mut items = general_names.content;
-            while let Some(item) = element(items) {
-                match item.tag {
-                    SAN_DNS_NAME => names.push(string_value(item.tag, item.content)),
-                    SAN_IP_ADDRESS => {
-                        if let Some(ip) = ip_text(item.content) {
-                            names.push(ip);
-                        }
-                    }
-                    _ => {}
-                }
-                items = item.rest;
-            }
-            return Some(names);
-        }
-        rest = extension.rest;
-    }
-    Some(Vec::new())
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(
+                dns.chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect(),
+            ),
+            GeneralName::IPAddress(bytes) => ip_text(bytes),
+            _ => None,
+        })
+        .collect()
 }
 
 fn ip_text(bytes: &[u8]) -> Option<String> {
@@ -273,18 +123,8 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+/// The proleptic Gregorian date of a day count since 1970-01-01 (H.
+/// Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -302,6 +142,18 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    /// algorithm), the inverse of `civil_from_days`.
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
 
     #[test]
     fn reads_names_dates_and_alt_names() {
@@ -351,10 +203,6 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
-        assert_eq!(
-            dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
-            "1.2.840.113549"
-        );
     }
 
     #[test]

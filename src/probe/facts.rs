@@ -9,7 +9,7 @@ use rustls::ProtocolVersion;
 use super::capture::CertCheck;
 use crate::dane::{DanePlan, DestinationPlan};
 use crate::dns::{AddressLookup, MxHost, MxLookup, TlsaLookup};
-use crate::mta_sts::{DiscoveryFailure, Policy, StsTxtRecord, TxtProblem};
+use crate::mta_sts::{DiscoveryFailure, IgnoredField, Policy, StsTxtRecord, TxtProblem};
 
 /// Everything known about one recipient domain.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct StsFacts {
     pub txt: Result<StsTxtRecord, TxtProblem>,
     /// The fetched policy; `None` when no TXT record made a fetch happen.
     pub policy: Option<Result<Policy, DiscoveryFailure>>,
+    /// Repeated non-repeated fields of the policy file that were ignored
+    /// (RFC 8461 section 3.2: the first counts).
+    pub ignored_fields: Vec<IgnoredField>,
 }
 
 impl StsFacts {

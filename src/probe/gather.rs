@@ -204,17 +204,28 @@ async fn sts_facts(
         Err(TxtLookupError::NoRecords { .. }) => Err(TxtProblem::Absent),
         Err(TxtLookupError::Failed { reason, .. }) => Err(TxtProblem::LookupFailed(reason)),
     };
+    let mut ignored_fields = Vec::new();
     let policy = match &txt {
         Err(_) => None,
         Ok(_) => Some(match fetcher.fetch(domain).await {
             Err(e) => Err(DiscoveryFailure::Fetch(e)),
-            Ok(body) => Policy::parse(&body).map_err(|error| DiscoveryFailure::Invalid {
-                domain: domain.to_string(),
-                error,
-            }),
+            Ok(body) => match Policy::parse_noting(&body) {
+                Ok((policy, ignored)) => {
+                    ignored_fields = ignored;
+                    Ok(policy)
+                }
+                Err(error) => Err(DiscoveryFailure::Invalid {
+                    domain: domain.to_string(),
+                    error,
+                }),
+            },
         }),
     };
-    StsFacts { txt, policy }
+    StsFacts {
+        txt,
+        policy,
+        ignored_fields,
+    }
 }
 
 /// One session: EHLO, STARTTLS when offered, EHLO, QUIT.

@@ -49,6 +49,8 @@ pub struct StsReport {
     pub policy: Option<Policy>,
     /// Why no policy applies (no record, invalid record, fetch failed...).
     pub problem: Option<String>,
+    /// Repeated fields of the policy file that were ignored (the first counts).
+    pub ignored_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +86,9 @@ pub struct TlsaReport {
     pub records: Vec<String>,
     /// `records`, `no records` or why the lookup failed.
     pub status: String,
+    /// The records that cannot be used for SMTP, each with the reason
+    /// (RFC 7672 section 3.1), e.g. full data that is not a certificate.
+    pub unusable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +223,7 @@ impl ProbeReport {
                 txt_id: sts.txt.as_ref().ok().map(|r| r.id.clone()),
                 policy: sts.policy().cloned(),
                 problem,
+                ignored_fields: sts.ignored_fields.iter().map(|i| i.to_string()).collect(),
             },
             mx,
             levels,
@@ -263,6 +269,16 @@ fn mx_report(
                 .map(|r| r.to_string())
                 .collect(),
             status,
+            unusable: tlsa
+                .lookup
+                .records()
+                .iter()
+                .filter_map(|r| {
+                    crate::dane::usability(r)
+                        .err()
+                        .map(|why| format!("{}: unusable: {why}", short_record(r)))
+                })
+                .collect(),
         },
         dane_plan: DanePlans {
             opportunistic_dane: plan_text(&facts.dane_opportunistic),
@@ -362,6 +378,17 @@ fn address_report(
 }
 
 /// `=>` marks the configured level.
+/// `3 0 0 3082…` with the data cut to 16 hex digits, for the unusable list.
+fn short_record(record: &crate::dns::TlsaRecord) -> String {
+    let text = record.to_string();
+    let cut: String = text.chars().take(7 + 16).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
 fn marker(configured: bool) -> &'static str {
     if configured {
         "=>"
@@ -399,6 +426,9 @@ impl fmt::Display for ProbeReport {
                     },
                     policy.max_age
                 )?;
+                for ignored in &self.mta_sts.ignored_fields {
+                    writeln!(f, "         {ignored}")?;
+                }
             }
             (None, Some(problem)) => writeln!(f, "MTA-STS: {problem}")?,
             (None, None) => writeln!(f, "MTA-STS: no policy")?,
@@ -434,6 +464,9 @@ impl fmt::Display for ProbeReport {
                 writeln!(f, "{}", mx.tlsa.status)?;
             } else {
                 writeln!(f, "{}", mx.tlsa.records.join(", "))?;
+                for unusable in &mx.tlsa.unusable {
+                    writeln!(f, "              {unusable}")?;
+                }
             }
             writeln!(f, "  DANE:       {}", mx.dane_plan.opportunistic_dane)?;
             if mx.dane_plan.mandatory_dane != mx.dane_plan.opportunistic_dane {

@@ -49,6 +49,7 @@ fn sts(mode: Option<&str>, mx_pattern: &str) -> StsFacts {
         None => StsFacts {
             txt: Err(TxtProblem::Absent),
             policy: None,
+            ignored_fields: vec![],
         },
         Some(mode) => StsFacts {
             txt: Ok(StsTxtRecord { id: "1".into() }),
@@ -56,6 +57,7 @@ fn sts(mode: Option<&str>, mx_pattern: &str) -> StsFacts {
                 "version: STSv1\nmode: {mode}\nmx: {mx_pattern}\nmax_age: 86400\n"
             ))
             .expect("policy"))),
+            ignored_fields: vec![],
         },
     }
 }
@@ -456,6 +458,7 @@ fn a_failed_policy_fetch_means_no_policy() {
             host: "mta-sts.example.test".into(),
             status: 404,
         }))),
+        ignored_fields: vec![],
     };
     let host = &facts.hosts[0];
     let verdict = address_verdict(MtaSts, MinTlsVersion::Any, &facts, host, &host.sessions[0]);
