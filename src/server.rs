@@ -245,6 +245,7 @@ pub fn delivery_shared(
         mta_sts: Arc::new(cache),
         webpki,
         metrics,
+        body_memory: crate::delivery::BodyMemory::default(),
     })
 }
 

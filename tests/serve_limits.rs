@@ -400,7 +400,10 @@ async fn queue_quotas_and_the_disk_reserve_refuse_with_452_4_3_1() {
     );
     // initech: 2,000 octets fit in 3,000; a second message does not, and
     // that is only known at the end of DATA.
-    let big = format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "x".repeat(98)).repeat(20));
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(98)).repeat(20)
+    );
     assert_eq!(
         send(&mut tcp, "bob@initech.example", &big).await,
         "250 2.0.0"
