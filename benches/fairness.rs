@@ -63,7 +63,9 @@ impl SessionHandler for Receiver {
         let text = String::from_utf8_lossy(&body);
         if let Some(subject) = text.lines().find_map(|l| l.strip_prefix("Subject: ")) {
             let mut arrived = self.arrived.lock().unwrap_or_else(|e| e.into_inner());
-            arrived.entry(subject.to_string()).or_insert_with(Instant::now);
+            arrived
+                .entry(subject.to_string())
+                .or_insert_with(Instant::now);
         }
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), "Ok"))
     }

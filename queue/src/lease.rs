@@ -287,11 +287,10 @@ impl Queue {
             if !due || index.is_active(id, idx) || refused.contains(r.destination.as_str()) {
                 continue;
             }
-            if !groups.contains_key(r.destination.as_str()) {
-                if groups.len() >= max || !open_group(&r.destination) {
-                    refused.insert(&r.destination);
-                    continue;
-                }
+            let new_group = !groups.contains_key(r.destination.as_str());
+            if new_group && (groups.len() >= max || !open_group(&r.destination)) {
+                refused.insert(&r.destination);
+                continue;
             }
             index.lease(id, idx, msg.arrived_ms, &msg.tenant, r);
             groups
