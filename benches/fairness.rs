@@ -13,19 +13,16 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use sealpost::actors::Engine;
 use sealpost::config::Config;
 use sealpost::inbound::{
     Body, ConnectionInfo, ConnectionLimits, Listener, SessionHandler, Timeouts,
 };
-use sealpost::live::LiveConfig;
-use sealpost::metrics::Metrics;
 use sealpost::smtp::{
     Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
 };
-use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueOptions};
+use sealpost_queue::{NewMessage, Queue, QueueOptions};
 
 const B_MESSAGES: usize = 200;
 const B_BURST: usize = 10;
@@ -112,19 +109,14 @@ async fn receiver(delay: Duration) -> (SocketAddr, Arc<Receiver>) {
 }
 
 fn message(tenant: &str, to: &str, destination: &str, subject: &str) -> NewMessage {
-    NewMessage {
-        tenant: tenant.into(),
-        mail_from: format!("sender@{tenant}.bench.invalid"),
-        mail_params: Vec::new(),
-        recipients: vec![NewRecipient {
-            address: to.into(),
-            destination: destination.into(),
-            params: Vec::new(),
-        }],
-        policy: AcceptedPolicy::default(),
-        body: format!("Subject: {subject}\r\n\r\nfairness bench\r\n").into_bytes(),
-        arrived_at: SystemTime::now(),
-    }
+    let from = format!("sender@{tenant}.bench.invalid");
+    NewMessage::to_one(
+        tenant,
+        &from,
+        to,
+        destination,
+        format!("Subject: {subject}\r\n\r\nfairness bench\r\n").into_bytes(),
+    )
 }
 
 struct Latencies {
@@ -176,11 +168,7 @@ route = {{ hosts = ["{fast_addr}"], level = "opportunistic" }}
     for durable in pending {
         durable.wait().expect("durable");
     }
-    let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared =
-        sealpost::server::delivery_shared(&config, live, queue.clone(), Arc::new(Metrics::new()))
-            .expect("shared");
-    let engine = Engine::start(Arc::new(shared), 2).expect("engine");
+    let engine = sealpost::server::start_engine(&config, queue.clone(), 2).expect("engine");
     engine.wake();
     if flood > 0 {
         // The backlog is under way before b's mail comes.

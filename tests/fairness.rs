@@ -13,13 +13,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use sealpost::actors::Engine;
 use sealpost::config::Config;
-use sealpost::live::LiveConfig;
-use sealpost::metrics::Metrics;
-use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueOptions};
+use sealpost_queue::{NewMessage, Queue, QueueOptions};
 use support::outbound::until;
 use support::sealpost::NO_DNS;
 use support::smtp::{accept_all, TestSmtpServer};
@@ -31,19 +28,14 @@ const FLOOD: usize = 2_000;
 const BOUND: Duration = Duration::from_secs(30);
 
 fn message(tenant: &str, to: &str, destination: &str, tag: &str) -> NewMessage {
-    NewMessage {
-        tenant: tenant.into(),
-        mail_from: format!("sender@{tenant}.test"),
-        mail_params: Vec::new(),
-        recipients: vec![NewRecipient {
-            address: to.into(),
-            destination: destination.into(),
-            params: Vec::new(),
-        }],
-        policy: AcceptedPolicy::default(),
-        body: format!("Subject: {tag}\r\n\r\n{tag}\r\n").into_bytes(),
-        arrived_at: SystemTime::now(),
-    }
+    let from = format!("sender@{tenant}.test");
+    NewMessage::to_one(
+        tenant,
+        &from,
+        to,
+        destination,
+        format!("Subject: {tag}\r\n\r\n{tag}\r\n").into_bytes(),
+    )
 }
 
 fn tagged(server: &TestSmtpServer, tag: &str) -> usize {
@@ -103,11 +95,7 @@ route = {{ hosts = ["{fast}"], level = "opportunistic" }}
         durable.wait().expect("durable");
     }
 
-    let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared =
-        sealpost::server::delivery_shared(&config, live, queue.clone(), Arc::new(Metrics::new()))
-            .expect("shared");
-    let engine = Engine::start(Arc::new(shared), 2).expect("engine");
+    let engine = sealpost::server::start_engine(&config, queue.clone(), 2).expect("engine");
     engine.wake();
     // The flood is under way: every connection to the slow hop is busy.
     assert!(

@@ -11,8 +11,8 @@ mod support;
 
 use proptest::prelude::*;
 use sealpost_queue::{
-    next_retry, Lease, MessageId, NewCopy, NewTransaction, Outcome, Queue, QueueError,
-    QueueOptions, RecipientState, Retry, RetryPolicy, StateKind,
+    next_retry, Lease, MessageId, NewTransaction, Outcome, Queue, QueueError, QueueOptions,
+    RecipientState, Retry, RetryPolicy, StateKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -337,16 +337,9 @@ impl World {
                             let rcpts = recipients(dests);
                             let refs: Vec<(&str, &str)> =
                                 rcpts.iter().map(|(a, d)| (a.as_str(), *d)).collect();
-                            let m = message(TENANTS[tenant], &refs, b"");
-                            NewCopy {
-                                tenant: m.tenant,
-                                mail_from: m.mail_from,
-                                mail_params: m.mail_params,
-                                recipients: m.recipients,
-                                policy: m.policy,
-                                arrived_at: time(self.clock),
-                                trace: format!("Received: copy {i}\r\n"),
-                            }
+                            let mut m = message(TENANTS[tenant], &refs, b"");
+                            m.arrived_at = time(self.clock);
+                            m.into_copy(format!("Received: copy {i}\r\n")).0
                         })
                         .collect(),
                     body: body.clone().into(),

@@ -75,15 +75,7 @@ fn transaction(copies: usize, body: &[u8]) -> sealpost_queue::NewTransaction {
         .map(|i| {
             let dest = format!("d{i}.test");
             let m = message("t", &[(&format!("bob@{dest}"), &dest)], b"");
-            sealpost_queue::NewCopy {
-                tenant: m.tenant,
-                mail_from: m.mail_from,
-                mail_params: m.mail_params,
-                recipients: m.recipients,
-                policy: m.policy,
-                arrived_at: m.arrived_at,
-                trace: format!("Received: copy {i}\r\n"),
-            }
+            m.into_copy(format!("Received: copy {i}\r\n")).0
         })
         .collect();
     sealpost_queue::NewTransaction {
