@@ -11,31 +11,44 @@
 # under a private config and queue directory on non-default ports).
 #
 # Usage: benches/e2e.sh [--connections N] [--messages N] [--size BYTES]
+#                       [--warmup N] [--repeat N] [--baseline-repeat N]
 #                       [--systems "baseline postfix sealpost"]
 #                       [--modes "starttls plain"] [--no-install] [--no-build]
 #                       [--keep]
-# Environment (same meaning, flags win): E2E_CONNECTIONS (32), E2E_MESSAGES
-# (100 per connection), E2E_SIZE (10240), E2E_SYSTEMS, E2E_MODES,
-# E2E_PORT_BASE (25250: sink, +1 relay), E2E_PROCESS_LIMIT (200),
-# E2E_CONCURRENCY (32, relay -> sink connections), E2E_SEND_TIMEOUT (300 s),
-# E2E_DRAIN_TIMEOUT (120 s), E2E_KEEP (keep the work directory).
-# See docs/benchmarks.md.
+# Defaults: 32 connections x 625 messages (20,000 measured a run) x 10240
+# bytes, after a warm-up of 2,000 messages (rounded up to a multiple of the
+# connections) sent through the same relay and drained before the measured
+# phase; 3 measured runs per system and mode (in interleaved rounds), the
+# table shows the median and the min-max spread.
+# Environment (same meaning, flags win): E2E_CONNECTIONS, E2E_MESSAGES,
+# E2E_SIZE, E2E_WARMUP, E2E_REPEAT, E2E_BASELINE_REPEAT (default: REPEAT),
+# E2E_SYSTEMS, E2E_MODES, E2E_PORT_BASE (25250: sink, +1 relay),
+# E2E_PROCESS_LIMIT (200), E2E_CONCURRENCY (32, sealpost -> sink connections),
+# E2E_POSTFIX_CONCURRENCY (64, Postfix -> sink connections: its best here),
+# E2E_SEND_TIMEOUT (600 s a generator run), E2E_DRAIN_TIMEOUT (120 s),
+# E2E_KEEP (keep the work directory), E2E_POSTFIX_SET ("name=value ..."
+# main.cf overrides for Postfix, to try a setting). See docs/benchmarks.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TEMPLATES=$ROOT/benches/e2e
 
 CONNECTIONS=${E2E_CONNECTIONS:-32}
-MESSAGES=${E2E_MESSAGES:-100}
+MESSAGES=${E2E_MESSAGES:-625}
 SIZE=${E2E_SIZE:-10240}
+WARMUP=${E2E_WARMUP:-2000}
+REPEAT=${E2E_REPEAT:-3}
+BASELINE_REPEAT=${E2E_BASELINE_REPEAT:-}
 SYSTEMS=${E2E_SYSTEMS:-baseline postfix sealpost}
 MODES=${E2E_MODES:-starttls plain}
 PORT_BASE=${E2E_PORT_BASE:-25250}
 PROCESS_LIMIT=${E2E_PROCESS_LIMIT:-200}
 CONCURRENCY=${E2E_CONCURRENCY:-32}
-SEND_TIMEOUT=${E2E_SEND_TIMEOUT:-300}
+POSTFIX_CONCURRENCY=${E2E_POSTFIX_CONCURRENCY:-64}
+SEND_TIMEOUT=${E2E_SEND_TIMEOUT:-600}
 DRAIN_TIMEOUT=${E2E_DRAIN_TIMEOUT:-120}
 KEEP=${E2E_KEEP:-}
+POSTFIX_SET=${E2E_POSTFIX_SET:-}
 INSTALL=1
 BUILD=1
 
@@ -47,12 +60,15 @@ while (($#)); do
     --connections) CONNECTIONS=$2; shift 2 ;;
     --messages) MESSAGES=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --baseline-repeat) BASELINE_REPEAT=$2; shift 2 ;;
     --systems) SYSTEMS=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
     --no-install) INSTALL=; shift ;;
     --no-build) BUILD=; shift ;;
     --keep) KEEP=1; shift ;;
-    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -66,9 +82,14 @@ check_int() { # NAME VALUE MIN MAX
 check_int connections "$CONNECTIONS" 1 1000
 check_int messages "$MESSAGES" 1 10000
 check_int size "$SIZE" 100 10485760
+check_int warmup "$WARMUP" 0 100000
+check_int repeat "$REPEAT" 1 20
+BASELINE_REPEAT=${BASELINE_REPEAT:-$REPEAT}
+check_int baseline-repeat "$BASELINE_REPEAT" 0 20
 check_int port-base "$PORT_BASE" 1024 65000
 check_int process-limit "$PROCESS_LIMIT" 10 2000
 check_int concurrency "$CONCURRENCY" 1 1000
+check_int postfix-concurrency "$POSTFIX_CONCURRENCY" 1 1000
 check_int send-timeout "$SEND_TIMEOUT" 10 3600
 check_int drain-timeout "$DRAIN_TIMEOUT" 5 3600
 ((CONNECTIONS * MESSAGES <= 1000000)) || die "at most 1,000,000 messages a run"
@@ -77,6 +98,9 @@ for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost)$ ]] || die "unknown 
 [[ $EUID -eq 0 ]] || die "run as root (installs Postfix and runs its own instance)"
 
 TOTAL=$((CONNECTIONS * MESSAGES))
+# The warm-up uses the same connections: WARMUP rounded up to a multiple.
+WARM_PER_CONN=$(((WARMUP + CONNECTIONS - 1) / CONNECTIONS))
+WARM_TOTAL=$((WARM_PER_CONN * CONNECTIONS))
 SINK_PORT=$PORT_BASE
 RELAY_PORT=$((PORT_BASE + 1))
 
@@ -149,15 +173,16 @@ build() {
 }
 
 # ---------------------------------------------------------------- generator, sink
-# start_sink NAME MODE: sink on 127.0.0.1:SINK_PORT expecting TOTAL messages;
-# sets SINK_PID and SINK_OUT.
+# start_sink NAME MODE: sink on 127.0.0.1:SINK_PORT expecting the warm-up and
+# the measured messages; sets SINK_PID and SINK_OUT.
 start_sink() {
     local tls=()
     [[ $2 == starttls ]] && tls=(--tls-self-signed)
     port_free "$SINK_PORT" || die "port $SINK_PORT is in use (set E2E_PORT_BASE)"
     SINK_OUT=$WORK/$1-sink.out
-    timeout $((SEND_TIMEOUT + DRAIN_TIMEOUT + 30)) "$BIN/sealpost-bench" sink \
-        --listen "127.0.0.1:$SINK_PORT" "${tls[@]}" --expect "$TOTAL" \
+    # Bounded: two generator runs, two drains, and margin.
+    timeout $((2 * SEND_TIMEOUT + 2 * DRAIN_TIMEOUT + 60)) "$BIN/sealpost-bench" sink \
+        --listen "127.0.0.1:$SINK_PORT" "${tls[@]}" --expect $((WARM_TOTAL + TOTAL)) \
         --idle-timeout "$DRAIN_TIMEOUT" >"$SINK_OUT" 2>&1 &
     SINK_PID=$!
     BG_PIDS+=("$SINK_PID")
@@ -170,14 +195,14 @@ wait_sink() {
     forget_pid "$SINK_PID"
 }
 
-# run_sender NAME MODE PORT: sets SEND_OUT.
+# run_sender NAME MODE PORT PER_CONNECTION: sets SEND_OUT.
 run_sender() {
     local tls=()
     [[ $2 == starttls ]] && tls=(--starttls)
     SEND_OUT=$WORK/$1-send.out
     # In the background so that a signal to this script runs its trap at once.
     timeout "$SEND_TIMEOUT" "$BIN/sealpost-bench" send --to "127.0.0.1:$3" \
-        --connections "$CONNECTIONS" --messages-per-connection "$MESSAGES" \
+        --connections "$CONNECTIONS" --messages-per-connection "$4" \
         --size "$SIZE" "${tls[@]}" --run-id "$1" >"$SEND_OUT" 2>&1 &
     local pid=$!
     BG_PIDS+=("$pid")
@@ -186,6 +211,25 @@ run_sender() {
 }
 
 json_of() { grep '^{' "$1" | tail -n 1 || true; }
+
+# warm_up NAME MODE PORT [SYSTEM]: sends WARM_TOTAL messages, then (with a
+# relay) waits, at most DRAIN_TIMEOUT seconds, until the relay's queue is
+# empty, so that every warm-up message has reached the sink before the
+# measured phase starts. Sets WARM_CHECK (ok or why not).
+warm_up() {
+    local name=$1-warmup n=? deadline accepted
+    WARM_CHECK=ok
+    ((WARM_TOTAL > 0)) || return 0
+    log "$1: warm-up, $WARM_TOTAL messages"
+    run_sender "$name" "$2" "$3" "$WARM_PER_CONN"
+    accepted=$(jq -r '.accepted // 0' <<<"$(json_of "$SEND_OUT")" 2>/dev/null || echo 0)
+    [[ $accepted == "$WARM_TOTAL" ]] || WARM_CHECK="warm-up accepted $accepted of $WARM_TOTAL"
+    [[ -n ${4:-} ]] || return 0
+    deadline=$((SECONDS + DRAIN_TIMEOUT))
+    while n=$("${4}_queued") && [[ $n != 0 ]] && ((SECONDS < deadline)); do sleep 0.2; done
+    if [[ $n != 0 && $WARM_CHECK == ok ]]; then WARM_CHECK="warm-up not drained: $n left"; fi
+    return 0
+}
 
 # ---------------------------------------------------------------- RSS sampling
 # sample_rss SYSTEM OUT: every 0.5 s sums RSS and PSS (KiB) of the pids that
@@ -205,12 +249,19 @@ sample_rss() {
 }
 
 # ---------------------------------------------------------------- results
-RESULTS=()   # "system|mode|accepted/s|delivered/s|p99 ms|peak RSS KiB|peak PSS KiB|check"
+# One entry per measured run:
+# "system|mode|round|accepted/s|delivered/s|p99 ms|peak RSS KiB|peak PSS KiB|check|load before|load after"
+RESULTS=()
 FAILED=0
+WARM_CHECK=ok
 
-# record SYSTEM MODE RSS_FILE DRAINED: checks counts, computes rates.
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# record SYSTEM MODE ROUND RSS_FILE DRAINED LOAD_BEFORE: checks counts,
+# computes the measured phase's rates (the warm-up is excluded: the sink's
+# count includes it, and it had all arrived before the measured phase).
 record() {
-    local system=$1 mode=$2 rss_file=$3 drained=$4 send sink check=ok
+    local system=$1 mode=$2 round=$3 rss_file=$4 drained=$5 load_before=$6 send sink check=ok
     send=$(json_of "$SEND_OUT")
     sink=$(json_of "$SINK_OUT")
     [[ -n $send ]] || send='{}'
@@ -222,6 +273,7 @@ record() {
     p99=$(jq -r '.latency_ms.p99 // "-"' <<<"$send")
     start=$(jq -r '.start_unix_ms // 0' <<<"$send")
     unique=$(jq -r '.unique // 0' <<<"$sink")
+    unique=$((unique - WARM_TOTAL))
     dups=$(jq -r '.duplicates // 0' <<<"$sink")
     noid=$(jq -r '.without_id // 0' <<<"$sink")
     last=$(jq -r '.last_receipt_unix_ms // 0' <<<"$sink")
@@ -233,25 +285,29 @@ record() {
     if [[ $dups -ne 0 ]]; then check="$dups duplicates"; fi
     if [[ $noid -ne 0 ]]; then check="$noid messages without id (bounces?)"; fi
     if [[ $drained != yes ]]; then check="queue not drained: $drained"; fi
+    if [[ $WARM_CHECK != ok ]]; then check=$WARM_CHECK; fi
     [[ $check == ok ]] || FAILED=1
     if [[ -n $rss_file && -s $rss_file ]]; then read -r rss pss <"$rss_file"; fi
-    log "$system/$mode: sent $sent accepted $accepted arrived $unique dups $dups, $acc_rate accepted/s, $delivered delivered/s, p99 $p99 ms, peak RSS $rss KiB PSS $pss KiB: $check"
-    RESULTS+=("$system|$mode|$acc_rate|$delivered|$p99|$rss|$pss|$check")
+    log "$system/$mode run $round: sent $sent accepted $accepted arrived $unique dups $dups, $acc_rate accepted/s, $delivered delivered/s, p99 $p99 ms, peak RSS $rss KiB PSS $pss KiB, load $load_before -> $(loadavg): $check"
+    RESULTS+=("$system|$mode|$round|$acc_rate|$delivered|$p99|$rss|$pss|$check|$load_before|$(loadavg)")
 }
 
-skip() { # SYSTEM MODE REASON
-    log "$1/$2: $3"
-    RESULTS+=("$1|$2|-|-|-|-|-|$1: $3")
+skip() { # SYSTEM MODE ROUND REASON
+    log "$1/$2: $4"
+    RESULTS+=("$1|$2|$3|-|-|-|-|-|$1: $4|$(loadavg)|$(loadavg)")
 }
 
 # ---------------------------------------------------------------- baseline
-baseline_run() { # MODE: generator straight into the sink
-    local name=baseline-$1
+baseline_run() { # MODE ROUND: generator straight into the sink
+    local name=baseline-$1-$2 load_before
+    load_before=$(loadavg)
     log "$name: generator -> sink"
     start_sink "$name" "$1"
-    run_sender "$name" "$1" "$SINK_PORT"
+    warm_up "$name" "$1" "$SINK_PORT"
+    log "$name: measured, $TOTAL messages"
+    run_sender "$name" "$1" "$SINK_PORT" "$MESSAGES"
     wait_sink
-    record baseline "$1" "" yes
+    record baseline "$1" "$2" "" yes "$load_before"
 }
 
 # ---------------------------------------------------------------- relay runs
@@ -261,24 +317,27 @@ baseline_run() { # MODE: generator straight into the sink
 #   S_pids             prints the pids whose memory counts as S's
 #   S_queued           prints how many messages S still holds (0 = drained)
 #   S_stop             stops everything S_start started (idempotent)
-relay_run() { # SYSTEM MODE
-    local system=$1 mode=$2 name=$1-$2 reason sampler rss_file drained=yes deadline n
+relay_run() { # SYSTEM MODE ROUND
+    local system=$1 mode=$2 round=$3 name=$1-$2-$3 reason sampler rss_file drained=yes deadline n load_before
     if ! reason=$("${system}_available"); then
-        skip "$system" "$mode" "$reason"
+        skip "$system" "$mode" "$round" "$reason"
         return 0
     fi
+    load_before=$(loadavg)
     port_free "$RELAY_PORT" || die "port $RELAY_PORT is in use (set E2E_PORT_BASE)"
     log "$name: generator -> $system -> sink"
     start_sink "$name" "$mode"
     RUNNING_RELAY=$system
-    "${system}_start" "$mode"
+    "${system}_start" "$mode" "$round"
     rss_file=$WORK/$name-rss
     sample_rss "$system" "$rss_file" &
     sampler=$!
     BG_PIDS+=("$sampler")
-    run_sender "$name" "$mode" "$RELAY_PORT"
+    warm_up "$name" "$mode" "$RELAY_PORT" "$system"
+    log "$name: measured, $TOTAL messages"
+    run_sender "$name" "$mode" "$RELAY_PORT" "$MESSAGES"
     wait_sink
-    # The sink stops at TOTAL distinct messages or after DRAIN_TIMEOUT idle
+    # The sink stops at all distinct messages or after DRAIN_TIMEOUT idle
     # seconds; then whatever the relay still holds is a failure.
     deadline=$((SECONDS + 10))
     while n=$("${system}_queued") && [[ $n != 0 ]] && ((SECONDS < deadline)); do sleep 0.5; done
@@ -288,7 +347,7 @@ relay_run() { # SYSTEM MODE
     forget_pid "$sampler"
     "${system}_stop"
     RUNNING_RELAY=
-    record "$system" "$mode" "$rss_file" "$drained"
+    record "$system" "$mode" "$round" "$rss_file" "$drained" "$load_before"
 }
 
 # ---------------------------------------------------------------- Postfix
@@ -305,17 +364,20 @@ render() { # TEMPLATE OUT NAME=VALUE...
     ! grep -n '@[A-Z_]*@' "$out" || die "unrendered placeholder in $out"
 }
 
-postfix_start() { # MODE
+postfix_start() { # MODE ROUND
     local level=none
     [[ $1 == starttls ]] && level=encrypt
-    PF_DIR=$WORK/postfix-$1
+    PF_DIR=$WORK/postfix-$1-$2
     mkdir -p "$PF_DIR/conf" "$PF_DIR/queue" "$PF_DIR/data"
     chown postfix:postfix "$PF_DIR/data"
     render "$TEMPLATES/postfix-main.cf.in" "$PF_DIR/conf/main.cf" \
         QUEUE_DIR="$PF_DIR/queue" DATA_DIR="$PF_DIR/data" LOG_FILE="$PF_DIR/postfix.log" \
-        SINK_PORT="$SINK_PORT" PROCESS_LIMIT="$PROCESS_LIMIT" CONCURRENCY="$CONCURRENCY" \
+        SINK_PORT="$SINK_PORT" PROCESS_LIMIT="$PROCESS_LIMIT" CONCURRENCY="$POSTFIX_CONCURRENCY" \
         CERT_FILE="$WORK/relay-cert.pem" KEY_FILE="$WORK/relay-key.pem" SMTP_TLS_LEVEL="$level"
     render "$TEMPLATES/postfix-master.cf.in" "$PF_DIR/conf/master.cf" RELAY_PORT="$RELAY_PORT"
+    # E2E_POSTFIX_SET="name=value ...": main.cf overrides, to try a setting.
+    local kv
+    for kv in $POSTFIX_SET; do postconf -c "$PF_DIR/conf" -e "$kv"; done
     postfix -c "$PF_DIR/conf" check
     postfix -c "$PF_DIR/conf" start
     wait_port "$RELAY_PORT" 20 || die "postfix did not listen on $RELAY_PORT: $(tail -n 20 "$PF_DIR/postfix.log")"
@@ -408,8 +470,8 @@ route = { hosts = ["127.0.0.1:$SINK_PORT"], level = "$level" }
 EOF
 }
 
-sealpost_start() { # MODE
-    SP_DIR=$WORK/sealpost-$1
+sealpost_start() { # MODE ROUND
+    SP_DIR=$WORK/sealpost-$1-$2
     mkdir -p "$SP_DIR"
     sealpost_write_config "$SP_DIR" "$1"
     "$BIN/sealpost" --config "$SP_DIR/sealpost.toml" serve >"$SP_DIR/sealpost.log" 2>&1 &
@@ -435,52 +497,122 @@ sealpost_stop() {
 }
 
 # ---------------------------------------------------------------- table
+# stats DECIMALS V...: "median min max" of the numbers given (the median of
+# an even count is the mean of the middle two).
+stats() {
+    local fmt="%.$1f"
+    shift
+    printf '%s\n' "$@" | sort -g | awk -v fmt="$fmt" '{ v[NR] = $1 } END {
+        if (NR == 0) { print "- - -"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf fmt " " fmt " " fmt "\n", m, v[1], v[NR] }'
+}
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+
 print_table() {
-    local pf_starttls=0 pf_plain=0 row system mode acc del p99 rss pss check ratio
+    local row system mode round acc del p99 rss pss check lb la
+    echo
+    echo "$CONNECTIONS connections x $MESSAGES messages x $SIZE bytes = $TOTAL measured messages a run" \
+        "after a warm-up of $WARM_TOTAL, $REPEAT run(s) per relay and mode ($BASELINE_REPEAT for the baseline)," \
+        "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')," \
+        "load average at start $LOAD_START, at end $(loadavg)"
+    echo
+    echo "Every run:"
+    echo
+    echo "| system | mode | run | accepted msgs/s | delivered msgs/s | p99 latency ms | peak RSS MiB (PSS) | load avg before -> after | check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|---|"
     for row in "${RESULTS[@]}"; do
-        IFS='|' read -r system mode acc del p99 rss pss check <<<"$row"
-        if [[ $system == postfix && $check == ok ]]; then
-            if [[ $mode == starttls ]]; then pf_starttls=$del; else pf_plain=$del; fi
-        fi
+        IFS='|' read -r system mode round acc del p99 rss pss check lb la <<<"$row"
+        local mem=-
+        [[ $rss == - ]] || mem="$(mib "$rss") ($(mib "$pss"))"
+        [[ $system != baseline ]] || system="generator -> sink"
+        echo "| $system | $mode | $round | $acc | $del | $p99 | $mem | $lb -> $la | $check |"
+    done
+
+    # Medians over the runs that passed their check.
+    local -A med_del=() summary=()
+    local s m accs dels p99s runs ok_runs peak_rss peak_pss first_fail st
+    for s in $SYSTEMS; do
+        for m in $MODES; do
+            accs=() dels=() p99s=() runs=0 ok_runs=0 peak_rss=0 peak_pss=0 first_fail=
+            for row in "${RESULTS[@]}"; do
+                IFS='|' read -r system mode round acc del p99 rss pss check lb la <<<"$row"
+                [[ $system == "$s" && $mode == "$m" ]] || continue
+                runs=$((runs + 1))
+                if [[ $check != ok ]]; then
+                    [[ -n $first_fail ]] || first_fail=$check
+                    continue
+                fi
+                ok_runs=$((ok_runs + 1))
+                accs+=("$acc") dels+=("$del") p99s+=("$p99")
+                if [[ $rss != - ]]; then
+                    if ((rss > peak_rss)); then peak_rss=$rss; fi
+                    if ((pss > peak_pss)); then peak_pss=$pss; fi
+                fi
+            done
+            ((runs)) || continue
+            local acc_s del_s p99_s mem=- chk
+            if ((ok_runs)); then
+                read -r st a_min a_max <<<"$(stats 1 "${accs[@]}")"; acc_s="$st ($a_min-$a_max)"
+                read -r st d_min d_max <<<"$(stats 1 "${dels[@]}")"; del_s="$st ($d_min-$d_max)"
+                med_del[$s-$m]=$st
+                read -r st p_min p_max <<<"$(stats 2 "${p99s[@]}")"; p99_s="$st ($p_min-$p_max)"
+                ((peak_rss == 0)) || mem="$(mib "$peak_rss") ($(mib "$peak_pss"))"
+            else
+                acc_s=- del_s=- p99_s=-
+            fi
+            chk="$ok_runs/$runs ok"
+            [[ -z $first_fail ]] || chk="$chk; $first_fail"
+            summary[$s-$m]="$runs|$acc_s|$del_s|$p99_s|$mem|$chk"
+        done
     done
     echo
-    echo "$CONNECTIONS connections x $MESSAGES messages x $SIZE bytes, $(date -u '+%Y-%m-%d %H:%M UTC')," \
-        "$(nproc) cores, Postfix $(postconf -d -h mail_version 2>/dev/null || echo '?')," \
-        "load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "Medians (min-max) over the runs that passed:"
     echo
-    echo "| system | mode | accepted msgs/s | delivered msgs/s | p99 latency ms | peak RSS MiB (PSS) | vs Postfix | check |"
-    echo "|---|---|---:|---:|---:|---:|---:|---|"
-    for row in "${RESULTS[@]}"; do
-        IFS='|' read -r system mode acc del p99 rss pss check <<<"$row"
-        ratio=-
-        local base=$pf_plain
-        [[ $mode == starttls ]] && base=$pf_starttls
-        if [[ $del != - && $base != 0 ]]; then
-            ratio=$(awk -v a="$del" -v b="$base" 'BEGIN { printf "%.2fx", a / b }')
-        fi
-        local mem=-
-        if [[ $rss != - ]]; then
-            mem=$(awk -v r="$rss" -v p="$pss" 'BEGIN { printf "%.0f (%.0f)", r / 1024, p / 1024 }')
-        fi
-        if [[ $system == baseline ]]; then system="generator -> sink"; fi
-        echo "| $system | $mode | $acc | $del | $p99 | $mem | $ratio | $check |"
+    echo "| system | mode | runs | accepted msgs/s | delivered msgs/s | p99 latency ms | peak RSS MiB (PSS), max of runs | vs Postfix (median delivered) | check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    local n ratio label base
+    for s in $SYSTEMS; do
+        for m in $MODES; do
+            [[ -n ${summary[$s-$m]:-} ]] || continue
+            IFS='|' read -r n acc_s del_s p99_s mem chk <<<"${summary[$s-$m]}"
+            ratio=-
+            base=${med_del[postfix-$m]:-}
+            if [[ -n ${med_del[$s-$m]:-} && -n $base ]]; then
+                ratio=$(awk -v a="${med_del[$s-$m]}" -v b="$base" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+            fi
+            label=$s
+            [[ $s != baseline ]] || label="generator -> sink"
+            echo "| $label | $m | $n | $acc_s | $del_s | $p99_s | $mem | $ratio | $chk |"
+        done
     done
 }
 
 # ---------------------------------------------------------------- main
 install_packages
 build
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(loadavg)
 WORK=$(mktemp -d /var/tmp/sealpost-e2e.XXXXXX) # under /var: Postfix's maillog_file_prefixes
 chmod 755 "$WORK"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=relay.bench.invalid -keyout "$WORK/relay-key.pem" -out "$WORK/relay-cert.pem" 2>/dev/null
 chmod 600 "$WORK/relay-key.pem"
+log "load average at start: $LOAD_START"
 
-for system in $SYSTEMS; do
-    for mode in $MODES; do
-        if [[ $system == baseline ]]; then baseline_run "$mode"; else relay_run "$system" "$mode"; fi
-        sleep 1 # let TIME_WAIT sockets and the page cache settle between runs
+# Interleaved rounds (every system and mode once per round), so that a
+# change in the machine's load spreads over all systems, not one.
+for ((round = 1; round <= REPEAT; round++)); do
+    for system in $SYSTEMS; do
+        for mode in $MODES; do
+            if [[ $system == baseline ]]; then
+                ((round <= BASELINE_REPEAT)) || continue
+                baseline_run "$mode" "$round"
+            else
+                relay_run "$system" "$mode" "$round"
+            fi
+            sleep 1 # let TIME_WAIT sockets and the page cache settle between runs
+        done
     done
 done
 
