@@ -173,6 +173,8 @@ fn run(scale: &ScaleOptions, split: bool, settle: Duration) {
 
 /// Runs `sealpost --config CONFIG ARGS...`, which must succeed; returns its
 /// wall time and peak RSS (KiB, from `wait4`).
+// The child is reaped by `wait4` (for its resource usage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_measured(config: &Path, args: &[&str]) -> (Duration, u64) {
     let started = Instant::now();
     let child = Command::new(SEALPOST)
@@ -286,7 +288,9 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {
-    values.iter().fold((f64::INFINITY, 0.0_f64), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    })
+    values
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
