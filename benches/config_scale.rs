@@ -7,17 +7,14 @@
 //!   rest;
 //! - `reload` through the admin socket: the time of each of 10 reloads,
 //!   and RSS after them;
-//! - with one file per tenant (`tenants.d/`): the same, plus the reload
-//!   after one tenant file changed.
 //!
 //! Run with `cargo bench --bench config_scale` (release build); set
-//! `SEALPOST_SCALE_DOMAINS` / `SEALPOST_SCALE_TENANTS` for other sizes and
-//! `SEALPOST_SCALE_LAYOUT=single|split|both` (default both). In test mode
+//! `SEALPOST_SCALE_DOMAINS` / `SEALPOST_SCALE_TENANTS` for other sizes. In test mode
 //! (`cargo test --all-targets`) it runs the same steps on 200 domains.
 //! Figures: `docs/benchmarks.md`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,7 +34,6 @@ fn main() {
         domains: env_u32("SEALPOST_SCALE_DOMAINS").unwrap_or(if full { 100_000 } else { 200 }),
         tenants: env_u32("SEALPOST_SCALE_TENANTS").unwrap_or(if full { 10_000 } else { 20 }),
     };
-    let layout = std::env::var("SEALPOST_SCALE_LAYOUT").unwrap_or_else(|_| "both".into());
     let settle = if full {
         Duration::from_secs(2)
     } else {
@@ -50,19 +46,10 @@ fn main() {
         2 * scale.domains,
         scale.domains
     );
-    for split in [false, true] {
-        let wanted = match layout.as_str() {
-            "single" => !split,
-            "split" => split,
-            _ => true,
-        };
-        if wanted {
-            run(&scale, split, settle);
-        }
-    }
+    run(&scale, settle);
 }
 
-fn run(scale: &ScaleOptions, split: bool, settle: Duration) {
+fn run(scale: &ScaleOptions, settle: Duration) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let port = free_port();
     let socket = dir.path().join("admin.sock");
@@ -72,23 +59,11 @@ fn run(scale: &ScaleOptions, split: bool, settle: Duration) {
         &socket.display().to_string(),
     );
     let started = Instant::now();
-    let config = if split {
-        config_gen::write_split(dir.path(), &main, scale).expect("write split configuration");
-        dir.path().join("sealpost.toml")
-    } else {
-        let path = dir.path().join("sealpost.toml");
-        std::fs::write(&path, config_gen::single_file(&main, scale)).expect("write configuration");
-        path
-    };
-    let size = tree_size(dir.path());
-    let layout = if split {
-        "main file + tenants.d/"
-    } else {
-        "one file"
-    };
+    let config = dir.path().join("sealpost.toml");
+    std::fs::write(&config, config_gen::single_file(&main, scale)).expect("write configuration");
     println!(
-        "\n## {layout}: {:.1} MB of TOML, generated in {:.2} s",
-        size as f64 / 1e6,
+        "\n{:.1} MB of TOML, generated in {:.2} s",
+        std::fs::metadata(&config).map_or(0, |m| m.len()) as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
 
@@ -140,33 +115,6 @@ fn run(scale: &ScaleOptions, split: bool, settle: Duration) {
         kib_to_mb(hwm_kib(serve.id()))
     );
 
-    if split && scale.tenants > 0 {
-        // One tenant changes one peer: only that file is re-read.
-        let tenant = dir.path().join("tenants.d").join("tenant00000.toml");
-        let mut times = Vec::new();
-        let one = "peer = \"partner0.example\"\nlevel = \"mandatory\"\nmin_tls = \"1.2\"";
-        let other = one.replace("1.2", "1.3");
-        for round in 0..10 {
-            let text = std::fs::read_to_string(&tenant).expect("tenant file");
-            let changed = if round % 2 == 0 {
-                text.replacen(one, &other, 1)
-            } else {
-                text.replacen(&other, one, 1)
-            };
-            assert_ne!(text, changed, "the benchmark edits the tenant file");
-            std::fs::write(&tenant, changed).expect("write tenant file");
-            times.push(reload(&socket));
-        }
-        std::thread::sleep(settle);
-        let after_one = rss_kib(serve.id());
-        println!(
-            "one tenant x10      {:>8.3} s   (max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest)",
-            mean(&times),
-            min_max(&times).1,
-            kib_to_mb(after_one),
-            percent(after_one, rest)
-        );
-    }
     let _ = serve.kill();
     let _ = serve.wait();
 }
@@ -255,21 +203,6 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn hwm_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")
-}
-
-fn tree_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack: Vec<PathBuf> = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => stack.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 fn kib_to_mb(kib: u64) -> f64 {

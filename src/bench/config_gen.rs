@@ -5,13 +5,8 @@
 //! block), written in the configuration file's own syntax. With the
 //! defaults of [`ScaleOptions::issue_17`] that is 100,000 domains, 10,000
 //! tenants, 200,000 outbound and 100,000 inbound entries (about 32 MB).
-//!
-//! The same model can be written as one file ([`single_file`]) or as a
-//! main file plus one file per tenant ([`write_split`]).
 
 use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
 
 /// How big a configuration to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,32 +84,4 @@ pub fn single_file(main: &str, scale: &ScaleOptions) -> String {
         write_domain(&mut out, scale, i);
     }
     out
-}
-
-/// The tenant file of tenant `t`: its `[[tenants]]` table and domains.
-pub fn tenant_file(scale: &ScaleOptions, t: u32) -> String {
-    let mut out = String::new();
-    write_tenant(&mut out, t);
-    let mut i = t;
-    while i < scale.domains {
-        write_domain(&mut out, scale, i);
-        i += scale.tenants.max(1);
-    }
-    out
-}
-
-/// Writes `main` with `[server] tenants_dir = "tenants.d"` to
-/// `dir/sealpost.toml` and one `dir/tenants.d/tenantNNNNN.toml` per tenant.
-pub fn write_split(dir: &Path, main: &str, scale: &ScaleOptions) -> io::Result<()> {
-    let main = main.replacen("[server]\n", "[server]\ntenants_dir = \"tenants.d\"\n", 1);
-    std::fs::write(dir.join("sealpost.toml"), main)?;
-    let tenants = dir.join("tenants.d");
-    std::fs::create_dir_all(&tenants)?;
-    for t in 0..scale.tenants {
-        std::fs::write(
-            tenants.join(format!("tenant{t:05}.toml")),
-            tenant_file(scale, t),
-        )?;
-    }
-    Ok(())
 }

@@ -23,8 +23,7 @@ struct Cli {
 enum Command {
     /// Write a configuration with many managed domains (issue 17 scale).
     GenConfig {
-        /// Where to write: a file, or with `--split` a directory that gets
-        /// `sealpost.toml` and `tenants.d/`.
+        /// The file to write.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 100_000)]
@@ -40,9 +39,6 @@ enum Command {
         /// `[admin] socket`.
         #[arg(long, default_value = "data/admin.sock")]
         admin_socket: String,
-        /// One file per tenant under `tenants.d/`.
-        #[arg(long)]
-        split: bool,
     },
     /// Accept SMTP, discard bodies, count messages by X-Bench-Id.
     Sink {
@@ -96,16 +92,10 @@ async fn main() -> anyhow::Result<()> {
             listen,
             data_dir,
             admin_socket,
-            split,
         } => {
             let scale = ScaleOptions { domains, tenants };
             let main = config_gen::main_section(&listen, &data_dir, &admin_socket);
-            if split {
-                std::fs::create_dir_all(&out)?;
-                config_gen::write_split(&out, &main, &scale)?;
-            } else {
-                std::fs::write(&out, config_gen::single_file(&main, &scale))?;
-            }
+            std::fs::write(&out, config_gen::single_file(&main, &scale))?;
         }
         Command::Sink {
             listen,

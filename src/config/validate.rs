@@ -715,8 +715,10 @@ impl Validator<'_> {
 
     fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {
         let mut relay = RelaySources::default();
-        let mut tenants: Vec<(String, Range<usize>)> = Vec::new();
-        let mut sources: Vec<(IpNet, String, Range<usize>)> = Vec::new();
+        // By name and by network: a scan of the earlier ones would be
+        // quadratic in the number of tenants.
+        let mut tenants: HashMap<String, Range<usize>> = HashMap::new();
+        let mut sources: HashMap<IpNet, (String, Range<usize>)> = HashMap::new();
         for tenant in &raw.tenants {
             let name = tenant.name.get_ref().trim();
             if name.is_empty() {
@@ -728,7 +730,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if let Some((_, first)) = tenants.iter().find(|(n, _)| n == name) {
+            if let Some(first) = tenants.get(name) {
                 let first_line = self.line(first);
                 self.error(
                     &tenant.name.span(),
@@ -739,7 +741,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            tenants.push((name.to_string(), tenant.name.span()));
+            tenants.insert(name.to_string(), tenant.name.span());
             for source in &tenant.relay_sources {
                 let given = source.get_ref().trim();
                 let net = match given.parse::<IpNet>() {
@@ -766,7 +768,7 @@ impl Validator<'_> {
                         continue;
                     }
                 };
-                if let Some((_, first_tenant, first)) = sources.iter().find(|(n, _, _)| *n == net) {
+                if let Some((first_tenant, first)) = sources.get(&net) {
                     let (first_tenant, first_line) = (first_tenant.clone(), self.line(first));
                     self.error(
                         &source.span(),
@@ -778,7 +780,7 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                sources.push((net, name.to_string(), source.span()));
+                sources.insert(net, (name.to_string(), source.span()));
                 relay.insert(net, TenantName::new(name));
             }
         }
