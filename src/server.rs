@@ -197,6 +197,19 @@ fn worker_arbiters() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
+/// The delivery engine alone on `queue` under `config`, with no listeners,
+/// on `arbiters` worker arbiters: for tests and benches that drive the
+/// engine in process.
+pub fn start_engine(
+    config: &Config,
+    queue: Arc<Queue>,
+    arbiters: usize,
+) -> Result<Engine, ServeError> {
+    let live = Arc::new(LiveConfig::new(config.clone()));
+    let shared = delivery_shared(config, live, queue, Arc::new(Metrics::new()))?;
+    Ok(Engine::start(Arc::new(shared), arbiters)?)
+}
+
 /// What the delivery engine shares: the resolver of `[dns]`, the MTA-STS
 /// policy cache (persisted in the data directory) and its WebPKI roots.
 pub fn delivery_shared(
@@ -245,6 +258,7 @@ pub fn delivery_shared(
         mta_sts: Arc::new(cache),
         webpki,
         metrics,
+        body_memory: crate::delivery::BodyMemory::default(),
     })
 }
 

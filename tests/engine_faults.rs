@@ -6,15 +6,10 @@ mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use sealpost::actors::Engine;
 use sealpost::config::Config;
-use sealpost::live::LiveConfig;
-use sealpost::metrics::Metrics;
-use sealpost_queue::{
-    AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueOptions, StateKind, StorageFaults,
-};
+use sealpost_queue::{NewMessage, Queue, QueueOptions, StateKind, StorageFaults};
 use support::outbound::until;
 use support::sealpost::NO_DNS;
 use support::smtp::{accept_all, TestSmtpServer};
@@ -50,29 +45,19 @@ route = {{ hosts = ["{addr}"], level = "opportunistic" }}
     };
     let queue = Arc::new(Queue::open(dir.path().join("queue"), options).expect("queue"));
     queue
-        .enqueue(NewMessage {
-            tenant: "t".into(),
-            mail_from: "a@sender.test".into(),
-            mail_params: Vec::new(),
-            recipients: vec![NewRecipient {
-                address: "bob@open.test".into(),
-                destination: "inbound:open.test".into(),
-                params: Vec::new(),
-            }],
-            policy: AcceptedPolicy::default(),
-            body: b"Subject: t\r\n\r\nhello\r\n".to_vec(),
-            arrived_at: SystemTime::now(),
-        })
+        .enqueue(NewMessage::to_one(
+            "t",
+            "a@sender.test",
+            "bob@open.test",
+            "inbound:open.test",
+            b"Subject: t\r\n\r\nhello\r\n".to_vec(),
+        ))
         .expect("enqueue")
         .wait()
         .expect("durable");
     faults.fail_records.store(true, Ordering::SeqCst);
 
-    let live = Arc::new(LiveConfig::new(config.clone()));
-    let shared =
-        sealpost::server::delivery_shared(&config, live, queue.clone(), Arc::new(Metrics::new()))
-            .expect("shared");
-    let engine = Engine::start(Arc::new(shared), 1).expect("engine");
+    let engine = sealpost::server::start_engine(&config, queue.clone(), 1).expect("engine");
     engine.wake();
 
     // Delivered once, and the record of it failed.

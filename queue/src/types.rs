@@ -124,19 +124,53 @@ pub struct NewCopy {
     pub trace: String,
 }
 
+impl NewMessage {
+    /// A message to one recipient, arriving now, with no MAIL parameters
+    /// and the default policy (for tests, benches and tools).
+    pub fn to_one(
+        tenant: &str,
+        mail_from: &str,
+        address: &str,
+        destination: &str,
+        body: Vec<u8>,
+    ) -> NewMessage {
+        NewMessage {
+            tenant: tenant.into(),
+            mail_from: mail_from.into(),
+            mail_params: Vec::new(),
+            recipients: vec![NewRecipient {
+                address: address.into(),
+                destination: destination.into(),
+                params: Vec::new(),
+            }],
+            policy: AcceptedPolicy::default(),
+            body,
+            arrived_at: SystemTime::now(),
+        }
+    }
+
+    /// This message as one copy of a transaction, with `trace` as its own
+    /// header lines, and its body.
+    pub fn into_copy(self, trace: String) -> (NewCopy, Vec<u8>) {
+        let copy = NewCopy {
+            tenant: self.tenant,
+            mail_from: self.mail_from,
+            mail_params: self.mail_params,
+            recipients: self.recipients,
+            policy: self.policy,
+            arrived_at: self.arrived_at,
+            trace,
+        };
+        (copy, self.body)
+    }
+}
+
 impl From<NewMessage> for NewTransaction {
     fn from(m: NewMessage) -> Self {
+        let (copy, body) = m.into_copy(String::new());
         NewTransaction {
-            copies: vec![NewCopy {
-                tenant: m.tenant,
-                mail_from: m.mail_from,
-                mail_params: m.mail_params,
-                recipients: m.recipients,
-                policy: m.policy,
-                arrived_at: m.arrived_at,
-                trace: String::new(),
-            }],
-            body: Body::Memory(m.body),
+            copies: vec![copy],
+            body: Body::Memory(body),
         }
     }
 }

@@ -5,7 +5,7 @@ mod support;
 
 use sealpost_queue::{Queue, QueueOptions};
 use std::sync::{Arc, Barrier};
-use support::{checksum, message};
+use support::{checksum, message, open_with_faults};
 
 /// Segments far smaller than one record: every append rotates, so a commit
 /// group of several writers crosses several rotations. Before the fix the
@@ -75,15 +75,7 @@ fn transaction(copies: usize, body: &[u8]) -> sealpost_queue::NewTransaction {
         .map(|i| {
             let dest = format!("d{i}.test");
             let m = message("t", &[(&format!("bob@{dest}"), &dest)], b"");
-            sealpost_queue::NewCopy {
-                tenant: m.tenant,
-                mail_from: m.mail_from,
-                mail_params: m.mail_params,
-                recipients: m.recipients,
-                policy: m.policy,
-                arrived_at: m.arrived_at,
-                trace: format!("Received: copy {i}\r\n"),
-            }
+            m.into_copy(format!("Received: copy {i}\r\n")).0
         })
         .collect();
     sealpost_queue::NewTransaction {
@@ -170,12 +162,7 @@ fn a_transaction_stores_its_body_once_until_the_last_copy_leaves() {
 #[test]
 fn a_transaction_commits_all_its_copies_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let faults = std::sync::Arc::new(sealpost_queue::StorageFaults::default());
-    let options = QueueOptions {
-        faults: faults.clone(),
-        ..QueueOptions::default()
-    };
-    let queue = Queue::open(dir.path(), options).expect("open");
+    let (queue, faults) = open_with_faults(dir.path());
     faults
         .disk_full
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -258,12 +245,7 @@ fn a_spooled_body_becomes_its_own_segment() {
 #[test]
 fn a_spool_that_hit_a_full_disk_refuses_the_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let faults = std::sync::Arc::new(sealpost_queue::StorageFaults::default());
-    let options = QueueOptions {
-        faults: faults.clone(),
-        ..QueueOptions::default()
-    };
-    let queue = Queue::open(dir.path(), options).expect("open");
+    let (queue, faults) = open_with_faults(dir.path());
     let mut spool = queue.spool();
     spool.write(b"first part");
     faults

@@ -48,6 +48,9 @@ pub(super) struct RawLimits {
     pub session_deadline: Option<Spanned<String>>,
     pub write_timeout: Option<Spanned<String>>,
     pub max_received_headers: Option<Spanned<i64>>,
+    pub max_queue_messages: Option<Spanned<i64>>,
+    pub max_queue_bytes: Option<Spanned<i64>>,
+    pub min_free_disk: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +64,7 @@ pub(super) struct RawDelivery {
     pub connections_per_destination: Option<Spanned<i64>>,
     pub messages_per_connection: Option<Spanned<i64>>,
     pub in_flight_per_tenant: Option<Spanned<i64>>,
+    pub in_flight_per_tenant_destination: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub destination_backoff: Option<Spanned<String>>,
     pub max_destination_backoff: Option<Spanned<String>>,
@@ -145,6 +149,9 @@ pub(super) struct RawTenant {
     pub users: Vec<RawUser>,
     /// This tenant's deliveries under way at most.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// This tenant's queue quota (over `[limits]`).
+    pub max_queue_messages: Option<Spanned<i64>>,
+    pub max_queue_bytes: Option<Spanned<i64>>,
 }
 
 /// One `[[tenants]] users` entry.

@@ -78,6 +78,7 @@ pub(super) fn parse(
     let routes = v.routes(&raw);
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
+    let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
         v.errors.sort_by_key(|e| (e.file != file, e.location));
@@ -94,6 +95,7 @@ pub(super) fn parse(
             server,
             listeners,
             logging,
+            tenant_domains: Arc::new(tenant_domains(&policy)),
             policy: Arc::new(policy),
             relay: Arc::new(relay),
             recipients,
@@ -107,6 +109,7 @@ pub(super) fn parse(
             routes: Arc::new(routes),
             tenant_limits: Arc::new(tenant_limits),
             limits,
+            tenant_quotas: Arc::new(tenant_quotas),
             warnings: v.warnings,
         }),
         // Not reached: a part is missing only when its error was recorded above.
@@ -197,6 +200,27 @@ fn read_section_run(
         }));
     }
     Ok(domains)
+}
+
+/// Each tenant's enabled managed domains, sorted.
+fn tenant_domains(
+    policy: &crate::policy::PolicySnapshot,
+) -> std::collections::HashMap<String, Arc<[String]>> {
+    let mut by_tenant: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for domain in policy.domains().iter().filter(|d| d.enabled) {
+        by_tenant
+            .entry(domain.tenant.as_str().to_string())
+            .or_default()
+            .push(domain.name.as_str().to_string());
+    }
+    by_tenant
+        .into_iter()
+        .map(|(tenant, mut domains)| {
+            domains.sort();
+            (tenant, Arc::from(domains))
+        })
+        .collect()
 }
 
 /// Positions of the values a policy build error may point back to.

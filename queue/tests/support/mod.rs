@@ -3,7 +3,7 @@
 
 use sealpost_queue::{
     AcceptedPolicy, Attempt, Authentication, Lease, NewMessage, NewRecipient, Outcome, Queue,
-    QueueOptions, RetryPolicy,
+    QueueOptions, RetryPolicy, StorageFaults,
 };
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,19 @@ pub fn at(secs: u64) -> SystemTime {
 pub fn open(path: &Path) -> Queue {
     match Queue::open(path, QueueOptions::default()) {
         Ok(q) => q,
+        Err(e) => panic!("open {}: {e}", path.display()),
+    }
+}
+
+/// A queue whose storage faults the test sets.
+pub fn open_with_faults(path: &Path) -> (Queue, std::sync::Arc<StorageFaults>) {
+    let faults = std::sync::Arc::new(StorageFaults::default());
+    let options = QueueOptions {
+        faults: faults.clone(),
+        ..QueueOptions::default()
+    };
+    match Queue::open(path, options) {
+        Ok(q) => (q, faults),
         Err(e) => panic!("open {}: {e}", path.display()),
     }
 }
