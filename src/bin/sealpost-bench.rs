@@ -1,9 +1,11 @@
 //! `sealpost-bench`: SMTP load generator and discarding sink. Argument
 //! parsing only; the work is in `sealpost::bench`.
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sealpost::bench::config_gen::{self, ScaleOptions};
 use sealpost::bench::{self, SendOptions, Sink, SinkOptions};
 
 #[derive(Parser)]
@@ -19,6 +21,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a configuration with many managed domains (issue 17 scale).
+    GenConfig {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        domains: u32,
+        #[arg(long, default_value_t = 10_000)]
+        tenants: u32,
+        /// The SMTP listener's address.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: String,
+        /// `[server] data_dir`.
+        #[arg(long, default_value = "data")]
+        data_dir: String,
+        /// `[admin] socket`.
+        #[arg(long, default_value = "data/admin.sock")]
+        admin_socket: String,
+    },
     /// Accept SMTP, discard bodies, count messages by X-Bench-Id.
     Sink {
         /// Address to listen on (port 0 picks a free port).
@@ -65,6 +86,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::GenConfig {
+            out,
+            domains,
+            tenants,
+            listen,
+            data_dir,
+            admin_socket,
+        } => {
+            let scale = ScaleOptions { domains, tenants };
+            let main = config_gen::main_section(&listen, &data_dir, &admin_socket);
+            std::fs::write(&out, config_gen::single_file(&main, &scale))?;
+        }
         Command::Sink {
             listen,
             tls_self_signed,

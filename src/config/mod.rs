@@ -12,6 +12,7 @@ mod error;
 mod limits;
 mod raw;
 mod recipients;
+mod sections;
 mod validate;
 
 #[cfg(test)]

@@ -239,3 +239,89 @@ pub(super) struct RawPeer {
     pub min_tls: Option<Spanned<String>>,
     pub enabled: Option<bool>,
 }
+
+/// One domain section of a file read in sections (`super::sections`): a
+/// `[[domains]]` table and the tables under it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomainSection {
+    #[serde(default)]
+    pub domains: Vec<Spanned<RawDomain>>,
+}
+
+/// `value` with its span moved `by` bytes later.
+fn shifted<T>(value: Spanned<T>, by: usize) -> Spanned<T> {
+    let span = value.span();
+    Spanned::new(span.start + by..span.end + by, value.into_inner())
+}
+
+fn shifted_opt<T>(value: Option<Spanned<T>>, by: usize) -> Option<Spanned<T>> {
+    value.map(|v| shifted(v, by))
+}
+
+impl RawRule {
+    fn shift(self, by: usize) -> Self {
+        RawRule {
+            level: shifted(self.level, by),
+            min_tls: shifted_opt(self.min_tls, by),
+        }
+    }
+}
+
+impl RawDirection {
+    fn shift(self, by: usize) -> Self {
+        RawDirection {
+            default: self.default.map(|r| r.shift(by)),
+            peers: self
+                .peers
+                .into_iter()
+                .map(|p| RawPeer {
+                    peer: shifted(p.peer, by),
+                    level: shifted(p.level, by),
+                    min_tls: shifted_opt(p.min_tls, by),
+                    enabled: p.enabled,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl RawDomain {
+    /// Moves every span `by` bytes later: a section's offsets become the
+    /// file's.
+    pub(super) fn shift(self, by: usize) -> Self {
+        RawDomain {
+            name: shifted(self.name, by),
+            tenant: shifted(self.tenant, by),
+            enabled: self.enabled,
+            recipients: shifted_opt(self.recipients, by),
+            mta_sts: self.mta_sts.map(|sts| {
+                let span = sts.span();
+                let sts = sts.into_inner();
+                let sts = RawDomainMtaSts {
+                    mode: shifted(sts.mode, by),
+                    mx: sts.mx.into_iter().map(|m| shifted(m, by)).collect(),
+                    max_age: shifted_opt(sts.max_age, by),
+                    tlsrpt: shifted_opt(sts.tlsrpt, by),
+                };
+                Spanned::new(span.start + by..span.end + by, sts)
+            }),
+            outbound: self.outbound.shift(by),
+            inbound: self.inbound.shift(by),
+            route: self.route.map(|route| {
+                let span = route.hosts.span();
+                let hosts = route
+                    .hosts
+                    .into_inner()
+                    .into_iter()
+                    .map(|h| shifted(h, by))
+                    .collect();
+                RawRoute {
+                    hosts: Spanned::new(span.start + by..span.end + by, hosts),
+                    level: shifted_opt(route.level, by),
+                    min_tls: shifted_opt(route.min_tls, by),
+                }
+            }),
+        }
+    }
+}

@@ -812,3 +812,51 @@ mx = ["*.bücher.example"]
     assert_eq!(hosted.policy.mx[0].to_string(), "*.xn--bcher-kva.example");
     assert!(hosted.policy.mx[0].matches("mx1.bücher.example"));
 }
+
+/// A file read in domain sections (issue 17) gives the same errors, at the
+/// same lines, as one read whole: sections between other tables, and a
+/// syntax error in a later section.
+#[test]
+fn domain_sections_keep_their_lines() {
+    let text = "\
+[server]
+hostname = \"gw.example\"
+
+[[domains]]
+name = \"a.example\"
+tenant = \"t\"
+
+[[domains.outbound.peers]]
+peer = \"10.0.0.1\"
+level = \"mandatory\"
+
+[limits]
+max_recipients = 10
+
+[[domains]]
+name = \"b.example\"
+tenant = \"t\"
+inbound.default = { level = \"sometimes\" }
+";
+    let errs = errors(text);
+    let lines: Vec<_> = errs.iter().map(|e| e.line()).collect();
+    assert_eq!(lines, [Some(9), Some(18)], "{errs:?}");
+    let config = Config::parse(
+        &text
+            .replace("sometimes", "mandatory")
+            .replace("10.0.0.1", "x.example"),
+        FILE,
+        None,
+    )
+    .expect("valid once fixed");
+    assert_eq!(config.limits.max_recipients, 10);
+    assert_eq!(config.policy.domains().len(), 2);
+    assert_eq!(config.policy.domains()[1].name.as_str(), "b.example");
+
+    let broken = "[[domains]]\nname = \"a.example\"\ntenant = \"t\"\n\n[[domains]]\nname = \"b.example\"\ntenant = \"t\"\nenabled = maybe\n";
+    let errs = errors(broken);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].line(), Some(8), "{errs:?}");
+    let unknown = "[[domains]]\nname = \"a.example\"\ntenant = \"t\"\ncolour = \"red\"\n";
+    assert_eq!(errors(unknown)[0].line(), Some(4));
+}

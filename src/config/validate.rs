@@ -2,7 +2,7 @@
 //! the typed [`Config`] and its [`PolicySnapshot`], and collects every
 //! error with its position instead of stopping at the first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,9 @@ use super::error::{
     ConfigError, ConfigErrorKind as Kind, ConfigErrors, ConfigWarning, ConfigWarningKind, Location,
 };
 use super::raw::RawOneOrMany;
-use super::raw::{RawConfig, RawDirection, RawDomain, RawRule};
+use super::raw::{RawConfig, RawDirection, RawDomain, RawDomainSection, RawRule};
 use super::recipients::RecipientList;
+use super::sections;
 use super::{
     AdminConfig, CertificatePaths, Config, DomainMtaSts, ListenerConfig, LoggingConfig,
     MtaStsHostConfig, ServerConfig, TlsConfig,
@@ -45,18 +46,14 @@ pub(super) fn parse(
     file: &str,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.to_owned(),
-            location: e.span().map(|s| Location::of_offset(text, s.start)),
-            kind: Kind::Syntax(e.message().trim().to_owned()),
-        }])
-    })?;
+    let raw = read_raw(text, file)?;
     let mut v = Validator {
         file,
         text,
         errors: Vec::new(),
         warnings: Vec::new(),
+        tenant_names: HashMap::new(),
+        peer_names: HashSet::new(),
     };
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
@@ -120,6 +117,91 @@ pub(super) fn parse(
     }
 }
 
+/// Phase one: the file as written. A file with domain sections is read in
+/// sections (see [`sections`]): the same result with a fraction of the
+/// memory, and on every core.
+fn read_raw(text: &str, file: &str) -> Result<RawConfig, ConfigErrors> {
+    let syntax = |e: toml::de::Error, base: usize| ConfigError {
+        file: file.to_owned(),
+        location: e.span().map(|s| Location::of_offset(text, base + s.start)),
+        kind: Kind::Syntax(e.message().trim().to_owned()),
+    };
+    let whole = || toml::from_str::<RawConfig>(text).map_err(|e| ConfigErrors(vec![syntax(e, 0)]));
+    let Some(sections) = sections::split(text).filter(|s| !s.domains.is_empty()) else {
+        return whole();
+    };
+    let prelude = toml::from_str::<RawConfig>(&sections.prelude);
+    let domains = read_domain_sections(text, &sections.domains);
+    match (prelude, domains) {
+        // `domains = [...]` besides `[[domains]]`: let the whole read say why.
+        (Ok(raw), _) if !raw.domains.is_empty() => whole(),
+        (Ok(mut raw), Ok(domains)) => {
+            raw.domains = domains;
+            Ok(raw)
+        }
+        (Err(e), Ok(_)) => Err(ConfigErrors(vec![syntax(e, 0)])),
+        (Ok(_), Err((e, base))) => Err(ConfigErrors(vec![syntax(e, base)])),
+        // The first in the file, as a whole read would report.
+        (Err(a), Err((b, base))) => {
+            let (a, b) = (syntax(a, 0), syntax(b, base));
+            Err(ConfigErrors(vec![
+                if b.location < a.location && b.location.is_some() {
+                    b
+                } else {
+                    a
+                },
+            ]))
+        }
+    }
+}
+
+/// Fewer domain sections than this per thread are not worth a thread.
+const SECTIONS_PER_THREAD: usize = 512;
+
+/// Deserializes the domain sections, in order, one contiguous run per
+/// core; the first error in file order, with its section's offset.
+fn read_domain_sections(
+    text: &str,
+    ranges: &[Range<usize>],
+) -> Result<Vec<Spanned<RawDomain>>, (toml::de::Error, usize)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = ranges.len().div_ceil(threads).max(SECTIONS_PER_THREAD);
+    if ranges.len() <= per_thread {
+        return read_section_run(text, ranges);
+    }
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = ranges
+            .chunks(per_thread)
+            .map(|run| scope.spawn(move || read_section_run(text, run)))
+            .collect();
+        let mut all = Vec::with_capacity(ranges.len());
+        for run in runs {
+            match run.join() {
+                Ok(domains) => all.append(&mut domains?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(all)
+    })
+}
+
+fn read_section_run(
+    text: &str,
+    ranges: &[Range<usize>],
+) -> Result<Vec<Spanned<RawDomain>>, (toml::de::Error, usize)> {
+    let mut domains = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let section: RawDomainSection =
+            toml::from_str(&text[range.clone()]).map_err(|e| (e, range.start))?;
+        domains.extend(section.domains.into_iter().map(|d| {
+            let span = d.span();
+            let shifted = span.start + range.start..span.end + range.start;
+            Spanned::new(shifted, d.into_inner().shift(range.start))
+        }));
+    }
+    Ok(domains)
+}
+
 /// Each tenant's enabled managed domains, sorted.
 fn tenant_domains(
     policy: &crate::policy::PolicySnapshot,
@@ -169,9 +251,38 @@ pub(super) struct Validator<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
+    /// One shared name per tenant, however many domains it has.
+    tenant_names: HashMap<String, TenantName>,
+    /// Peer domains and wildcards, shared by every domain naming them.
+    peer_names: HashSet<DomainName>,
 }
 
 impl Validator<'_> {
+    fn tenant_name(&mut self, name: &str) -> TenantName {
+        if let Some(known) = self.tenant_names.get(name) {
+            return known.clone();
+        }
+        let tenant = TenantName::new(name);
+        self.tenant_names.insert(name.to_owned(), tenant.clone());
+        tenant
+    }
+
+    /// `matcher` with its name shared with earlier entries naming the same.
+    fn shared_peer_name(&mut self, matcher: PeerMatcher) -> PeerMatcher {
+        let share = |names: &mut HashSet<DomainName>, name: DomainName| match names.get(&name) {
+            Some(known) => known.clone(),
+            None => {
+                names.insert(name.clone());
+                name
+            }
+        };
+        match matcher {
+            PeerMatcher::Domain(name) => PeerMatcher::Domain(share(&mut self.peer_names, name)),
+            PeerMatcher::Wildcard(name) => PeerMatcher::Wildcard(share(&mut self.peer_names, name)),
+            other => other,
+        }
+    }
+
     pub(super) fn error(&mut self, span: &Range<usize>, kind: Kind) {
         self.errors
             .push(ConfigError::at(self.file, self.text, span, kind));
@@ -628,8 +739,10 @@ impl Validator<'_> {
 
     fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {
         let mut relay = RelaySources::default();
-        let mut tenants: Vec<(String, Range<usize>)> = Vec::new();
-        let mut sources: Vec<(IpNet, String, Range<usize>)> = Vec::new();
+        // By name and by network: a scan of the earlier ones would be
+        // quadratic in the number of tenants.
+        let mut tenants: HashMap<String, Range<usize>> = HashMap::new();
+        let mut sources: HashMap<IpNet, (String, Range<usize>)> = HashMap::new();
         for tenant in &raw.tenants {
             let name = tenant.name.get_ref().trim();
             if name.is_empty() {
@@ -641,7 +754,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            if let Some((_, first)) = tenants.iter().find(|(n, _)| n == name) {
+            if let Some(first) = tenants.get(name) {
                 let first_line = self.line(first);
                 self.error(
                     &tenant.name.span(),
@@ -652,7 +765,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            tenants.push((name.to_string(), tenant.name.span()));
+            tenants.insert(name.to_string(), tenant.name.span());
             for source in &tenant.relay_sources {
                 let given = source.get_ref().trim();
                 let net = match given.parse::<IpNet>() {
@@ -679,7 +792,7 @@ impl Validator<'_> {
                         continue;
                     }
                 };
-                if let Some((_, first_tenant, first)) = sources.iter().find(|(n, _, _)| *n == net) {
+                if let Some((first_tenant, first)) = sources.get(&net) {
                     let (first_tenant, first_line) = (first_tenant.clone(), self.line(first));
                     self.error(
                         &source.span(),
@@ -691,7 +804,7 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                sources.push((net, name.to_string(), source.span()));
+                sources.insert(net, (name.to_string(), source.span()));
                 relay.insert(net, TenantName::new(name));
             }
         }
@@ -857,7 +970,7 @@ impl Validator<'_> {
         let (inbound, inbound_spans) = self.direction(&raw.inbound, Direction::Inbound);
         let domain = ManagedDomain {
             name: name.ok()?,
-            tenant: TenantName::new(raw.tenant.get_ref()),
+            tenant: self.tenant_name(raw.tenant.get_ref()),
             enabled: raw.enabled.unwrap_or(true),
             outbound,
             inbound,
@@ -903,7 +1016,7 @@ impl Validator<'_> {
             };
             if let (Ok(matcher), Some(level), Some(min_tls)) = (matcher, level, min_tls) {
                 policy.peers.push(PeerEntry {
-                    matcher,
+                    matcher: self.shared_peer_name(matcher),
                     rule: PolicyRule::new(level, min_tls),
                     enabled: peer.enabled.unwrap_or(true),
                 });

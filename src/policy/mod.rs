@@ -18,4 +18,4 @@ pub use model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule,
 pub use name::{DomainName, NameError, PeerMatcher};
 pub use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
 pub use relay::{RelayRefusal, RelaySources};
-pub use snapshot::{BuildError, PeerQuery, PolicySnapshot};
+pub use snapshot::{BuildError, PeerQuery, PolicySnapshot, LINEAR_MAX};

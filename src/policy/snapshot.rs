@@ -10,6 +10,10 @@
 //! - CIDR blocks: one probe per distinct prefix length configured for that
 //!   domain (at most 33 for IPv4, 129 for IPv6), longest first.
 //!
+//! A direction with few peer entries (at most [`LINEAR_MAX`], the common
+//! case) has no hash index: its entries are scanned, which costs less than
+//! hashing the name and saves the tables' memory at 100,000 domains.
+//!
 //! Precedence (most specific wins): exact IP, then longest CIDR, then exact
 //! domain, then longest wildcard, then the domain's default, then the global
 //! default. The most specific matching entry decides whether it is enabled
@@ -97,9 +101,13 @@ struct PeerIndex {
     cidr: PrefixMap<usize>,
 }
 
+/// Directions with at most this many peer entries are scanned, not indexed.
+pub const LINEAR_MAX: usize = 8;
+
 #[derive(Debug)]
 struct DomainIndex {
-    /// `None` when the direction has no peer entries (saves memory at scale).
+    /// `None` when the direction has at most [`LINEAR_MAX`] peer entries
+    /// (they are scanned; saves memory at scale).
     outbound: Option<Box<PeerIndex>>,
     inbound: Option<Box<PeerIndex>>,
 }
@@ -201,13 +209,15 @@ impl PolicySnapshot {
             Direction::Outbound => self.indexes[i].outbound.as_deref(),
             Direction::Inbound => self.indexes[i].inbound.as_deref(),
         };
-        let found = index.and_then(|index| {
-            let (ip, peer_domain) = match peer {
-                PeerQuery::Outbound { recipient_domain } => (None, Some(recipient_domain)),
-                PeerQuery::Inbound { ip, sender_domain } => (ip, sender_domain),
-            };
-            find_entry(index, policy, ip, peer_domain)
-        });
+        let (ip, peer_domain) = match peer {
+            PeerQuery::Outbound { recipient_domain } => (None, Some(recipient_domain)),
+            PeerQuery::Inbound { ip, sender_domain } => (ip, sender_domain),
+        };
+        let found = match index {
+            Some(index) => find_entry(index, policy, ip, peer_domain),
+            None if policy.peers.is_empty() => None,
+            None => scan_entries(&policy.peers, ip, peer_domain),
+        };
         let (default_rule, source) = match policy.default {
             Some(rule) => (rule, DefaultSource::Domain),
             None => (
@@ -288,6 +298,62 @@ fn find_entry<'p>(
     None
 }
 
+/// [`find_entry`] for a short list: the same precedence, by scanning.
+fn scan_entries<'p>(
+    peers: &'p [PeerEntry],
+    ip: Option<IpAddr>,
+    peer_domain: Option<&str>,
+) -> Option<&'p PeerEntry> {
+    if let Some(ip) = ip.map(|ip| ip.to_canonical()) {
+        let mut longest: Option<(u8, &PeerEntry)> = None;
+        for entry in peers {
+            match &entry.matcher {
+                PeerMatcher::Ip(exact) if exact.to_canonical() == ip => return Some(entry),
+                PeerMatcher::Cidr(net) if net.contains(&ip) => {
+                    let len = net.prefix_len();
+                    if longest.is_none_or(|(l, _)| len > l) {
+                        longest = Some((len, entry));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((_, entry)) = longest {
+            return Some(entry);
+        }
+    }
+    let name = normalize_lookup(peer_domain?);
+    let mut longest: Option<(usize, &PeerEntry)> = None;
+    for entry in peers {
+        match &entry.matcher {
+            PeerMatcher::Domain(exact) if exact.as_str() == &*name => return Some(entry),
+            // `*.b.c` covers `a.b.c` and `x.a.b.c`, never `b.c` itself.
+            PeerMatcher::Wildcard(suffix) => {
+                let suffix = suffix.as_str();
+                let covered = name.len() > suffix.len()
+                    && name.ends_with(suffix)
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.';
+                if covered && longest.is_none_or(|(l, _)| suffix.len() > l) {
+                    longest = Some((suffix.len(), entry));
+                }
+            }
+            _ => {}
+        }
+    }
+    longest.map(|(_, entry)| entry)
+}
+
+/// Whether two entries of one direction would take the same index slot.
+fn same_key(a: &PeerMatcher, b: &PeerMatcher) -> bool {
+    match (a, b) {
+        (PeerMatcher::Domain(a), PeerMatcher::Domain(b)) => a == b,
+        (PeerMatcher::Wildcard(a), PeerMatcher::Wildcard(b)) => a == b,
+        (PeerMatcher::Ip(a), PeerMatcher::Ip(b)) => a.to_canonical() == b.to_canonical(),
+        (PeerMatcher::Cidr(a), PeerMatcher::Cidr(b)) => a.trunc() == b.trunc(),
+        _ => false,
+    }
+}
+
 fn peer_reason(matcher: &PeerMatcher) -> Reason {
     match matcher {
         PeerMatcher::Ip(ip) => Reason::PeerExactIp { ip: *ip },
@@ -318,9 +384,7 @@ fn index_direction(
             });
         }
     }
-    if policy.peers.is_empty() {
-        return None;
-    }
+    let indexed = policy.peers.len() > LINEAR_MAX;
     let mut index = PeerIndex::default();
     for (i, entry) in policy.peers.iter().enumerate() {
         if !entry.rule.level.allowed_in(direction) {
@@ -338,11 +402,17 @@ fn index_direction(
                 peer: entry.matcher.clone(),
             });
         }
-        let previous = match &entry.matcher {
-            PeerMatcher::Domain(d) => index.exact.insert(d.clone(), i),
-            PeerMatcher::Wildcard(d) => index.wildcard.insert(d.clone(), i),
-            PeerMatcher::Ip(ip) => index.ip.insert(ip.to_canonical(), i),
-            PeerMatcher::Cidr(net) => index.cidr.insert(*net, i),
+        let previous = if indexed {
+            match &entry.matcher {
+                PeerMatcher::Domain(d) => index.exact.insert(d.clone(), i),
+                PeerMatcher::Wildcard(d) => index.wildcard.insert(d.clone(), i),
+                PeerMatcher::Ip(ip) => index.ip.insert(ip.to_canonical(), i),
+                PeerMatcher::Cidr(net) => index.cidr.insert(*net, i),
+            }
+        } else {
+            policy.peers[..i]
+                .iter()
+                .position(|earlier| same_key(&earlier.matcher, &entry.matcher))
         };
         if let Some(first) = previous {
             errors.push(BuildError::DuplicatePeer {
@@ -355,5 +425,5 @@ fn index_direction(
             });
         }
     }
-    Some(Box::new(index))
+    indexed.then(|| Box::new(index))
 }

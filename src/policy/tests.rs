@@ -318,3 +318,78 @@ proptest::proptest! {
         }
     }
 }
+
+/// A short peer list is scanned, a long one hashed: both give the same
+/// entry for every kind of query, and both refuse the same duplicates.
+#[test]
+fn scanned_and_indexed_peer_lists_agree() {
+    let entries = [
+        peer("192.0.2.7", Mandatory, Tls12, true),
+        peer("192.0.2.0/24", Mandatory, Tls13, true),
+        peer("192.0.0.0/16", Opportunistic, Any, false),
+        peer("2001:db8::/32", Mandatory, Any, true),
+        peer("partner.example", Mandatory, Tls13, true),
+        peer("*.partner.example", Mandatory, Tls12, true),
+        peer("*.deep.partner.example", Opportunistic, Tls12, true),
+    ];
+    let filler = (0..LINEAR_MAX).map(|i| peer(&format!("filler{i}.invalid"), Mandatory, Any, true));
+    let mut short = domain("short.example", "t", true);
+    short.inbound.peers = entries.to_vec();
+    let mut long = domain("long.example", "t", true);
+    long.inbound.peers = entries.iter().cloned().chain(filler).collect();
+    assert!(short.inbound.peers.len() <= LINEAR_MAX && long.inbound.peers.len() > LINEAR_MAX);
+    let snapshot = PolicySnapshot::build(Defaults::default(), vec![short, long]).expect("valid");
+    let queries = [
+        (Some("192.0.2.7"), None),
+        (Some("::ffff:192.0.2.7"), None),
+        (Some("192.0.2.8"), Some("partner.example")),
+        (Some("192.0.3.1"), None),
+        (Some("2001:db8::5"), None),
+        (Some("198.51.100.1"), Some("PARTNER.example.")),
+        (None, Some("mx.partner.example")),
+        (None, Some("a.deep.partner.example")),
+        (None, Some("deep.partner.example")),
+        (None, Some("xpartner.example")),
+        (None, Some("example")),
+        (None, None),
+    ];
+    for (address, sender) in queries {
+        let query = PeerQuery::Inbound {
+            ip: address.map(ip),
+            sender_domain: sender,
+        };
+        let a = snapshot.resolve("short.example", query);
+        let b = snapshot.resolve("long.example", query);
+        assert_eq!(
+            (a.level, a.min_tls, a.reason),
+            (b.level, b.min_tls, b.reason),
+            "{address:?} {sender:?}"
+        );
+    }
+    for duplicate in [
+        "192.0.2.7",
+        "::ffff:192.0.2.7",
+        "192.0.2.0/24",
+        "Partner.Example",
+        "*.partner.example",
+    ] {
+        let mut d = domain("dup.example", "t", true);
+        d.inbound.peers = vec![
+            peer(duplicate, Mandatory, Any, true),
+            peer("other.example", Mandatory, Any, true),
+            peer(duplicate, Opportunistic, Any, true),
+        ];
+        let errors = PolicySnapshot::build(Defaults::default(), vec![d]).expect_err(duplicate);
+        assert!(
+            matches!(
+                errors[..],
+                [BuildError::DuplicatePeer {
+                    first: 0,
+                    second: 2,
+                    ..
+                }]
+            ),
+            "{duplicate}: {errors:?}"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! How sealpost copes with many managed domains (issue 17): generates a
+//! configuration of 100,000 domains over 10,000 tenants (200,000 outbound
+//! and 100,000 inbound peer entries) and runs the real `sealpost` binary on
+//! it, measuring
+//! - `config check`: wall time and peak RSS;
+//! - `serve`: time until the SMTP listener accepts a connection, and RSS at
+//!   rest;
+//! - `reload` through the admin socket: the time of each of 10 reloads,
+//!   and RSS after them;
+//!
+//! Run with `cargo bench --bench config_scale` (release build); set
+//! `SEALPOST_SCALE_DOMAINS` / `SEALPOST_SCALE_TENANTS` for other sizes. In test mode
+//! (`cargo test --all-targets`) it runs the same steps on 200 domains.
+//! Figures: `docs/benchmarks.md`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sealpost::bench::config_gen::{self, ScaleOptions};
+
+const SEALPOST: &str = env!("CARGO_BIN_EXE_sealpost");
+/// The longest the benchmark waits for the listener (a bound, not a goal).
+const LISTEN_WAIT_LIMIT: Duration = Duration::from_secs(300);
+
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let scale = ScaleOptions {
+        domains: env_u32("SEALPOST_SCALE_DOMAINS").unwrap_or(if full { 100_000 } else { 200 }),
+        tenants: env_u32("SEALPOST_SCALE_TENANTS").unwrap_or(if full { 10_000 } else { 20 }),
+    };
+    let settle = if full {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(100)
+    };
+    println!(
+        "config_scale: {} domains, {} tenants, {} outbound and {} inbound peer entries",
+        scale.domains,
+        scale.tenants,
+        2 * scale.domains,
+        scale.domains
+    );
+    run(&scale, settle);
+}
+
+fn run(scale: &ScaleOptions, settle: Duration) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let port = free_port();
+    let socket = dir.path().join("admin.sock");
+    let main = config_gen::main_section(
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("data").display().to_string(),
+        &socket.display().to_string(),
+    );
+    let started = Instant::now();
+    let config = dir.path().join("sealpost.toml");
+    std::fs::write(&config, config_gen::single_file(&main, scale)).expect("write configuration");
+    println!(
+        "\n{:.1} MB of TOML, generated in {:.2} s",
+        std::fs::metadata(&config).map_or(0, |m| m.len()) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let (check_time, check_peak) = run_measured(&config, &["config", "check"]);
+    println!(
+        "config check        {:>8.3} s   peak RSS {:>7.1} MB",
+        check_time.as_secs_f64(),
+        kib_to_mb(check_peak)
+    );
+
+    let started = Instant::now();
+    let mut serve = Command::new(SEALPOST)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sealpost serve");
+    let listening = wait_for_listener(&mut serve, port);
+    let to_listen = started.elapsed();
+    if !listening {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("sealpost serve did not listen on port {port}");
+    }
+    std::thread::sleep(settle);
+    let rest = rss_kib(serve.id());
+    println!(
+        "serve: listening    {:>8.3} s   RSS at rest {:>7.1} MB",
+        to_listen.as_secs_f64(),
+        kib_to_mb(rest)
+    );
+
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        times.push(reload(&socket));
+    }
+    std::thread::sleep(settle);
+    let after = rss_kib(serve.id());
+    let (min, max) = min_max(&times);
+    println!(
+        "reload x10          {:>8.3} s   (min {:.3} s, max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest), peak {:.1} MB",
+        mean(&times),
+        min,
+        max,
+        kib_to_mb(after),
+        percent(after, rest),
+        kib_to_mb(hwm_kib(serve.id()))
+    );
+
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+/// Runs `sealpost --config CONFIG ARGS...`, which must succeed; returns its
+/// wall time and peak RSS (KiB, from `wait4`).
+// The child is reaped by `wait4` (for its resource usage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_measured(config: &Path, args: &[&str]) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = Command::new(SEALPOST)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; `pid` is our child,
+    // not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    assert_eq!(waited, pid, "wait4 on sealpost");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "sealpost {args:?} failed (status {status})"
+    );
+    (elapsed, usage.ru_maxrss.max(0) as u64)
+}
+
+/// One `sealpost reload` through the admin socket; its wall time in seconds.
+fn reload(socket: &Path) -> f64 {
+    let started = Instant::now();
+    let output = Command::new(SEALPOST)
+        .arg("reload")
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .expect("run sealpost reload");
+    assert!(
+        output.status.success(),
+        "reload failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    started.elapsed().as_secs_f64()
+}
+
+fn wait_for_listener(child: &mut Child, port: u16) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + LISTEN_WAIT_LIMIT;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A field of `/proc/PID/status` in KiB (0 if unreadable).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn hwm_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn kib_to_mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn percent(value: u64, base: u64) -> f64 {
+    if base == 0 {
+        return 0.0;
+    }
+    (value as f64 - base as f64) * 100.0 / base as f64
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, 0.0_f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
