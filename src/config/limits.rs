@@ -39,6 +39,9 @@ pub struct LimitsConfig {
     /// A message that already carries more `Received:` header fields is
     /// refused with `554 5.4.6` (a mail loop, RFC 5321 section 6.3).
     pub max_received_headers: usize,
+    /// Octets that must stay free on the data directory's file system:
+    /// below it `GET /healthz/ready` answers 503 (`None`: not checked).
+    pub min_free_disk: Option<u64>,
 }
 
 impl Default for LimitsConfig {
@@ -52,6 +55,7 @@ impl Default for LimitsConfig {
             session_deadline: Duration::from_secs(3600),
             write_timeout: Duration::from_secs(300),
             max_received_headers: 50,
+            min_free_disk: None,
         }
     }
 }
@@ -106,6 +110,9 @@ impl Validator<'_> {
         if let Some(n) = self.positive(&l.max_received_headers, "limits.max_received_headers") {
             config.max_received_headers = n;
         }
+        if let Some(n) = self.positive(&l.min_free_disk, "limits.min_free_disk") {
+            config.min_free_disk = u64::try_from(n).ok();
+        }
         config
     }
 }
@@ -143,6 +150,7 @@ max_received_headers = 30
                 session_deadline: Duration::from_secs(600),
                 write_timeout: Duration::from_secs(30),
                 max_received_headers: 30,
+                min_free_disk: None,
             }
         );
         let postmaster = config.server.postmaster.expect("postmaster");

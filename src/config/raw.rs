@@ -48,6 +48,7 @@ pub(super) struct RawLimits {
     pub session_deadline: Option<Spanned<String>>,
     pub write_timeout: Option<Spanned<String>>,
     pub max_received_headers: Option<Spanned<i64>>,
+    pub min_free_disk: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
