@@ -244,8 +244,10 @@ struct Load {
     accepted: Vec<String>,
     /// A transaction ended without a reply (the connection was cut).
     cut: bool,
-    /// Sealpost said `421` (it is stopping).
-    told_421: bool,
+    /// Between transactions, sealpost said `421` (it is stopping) or
+    /// closed the connection (a `421` sent while the client was writing
+    /// its next command may be lost to the reset of the close).
+    ended_between_transactions: bool,
 }
 
 /// One client: sends messages with unique subjects on one connection
@@ -270,11 +272,14 @@ async fn client_load(addr: SocketAddr, client: usize) -> Load {
         match try_command(&mut tcp, "MAIL FROM:<load@sender.test>").await {
             Some(r) if r.code == 250 => {}
             Some(r) if r.code == 421 => {
-                load.told_421 = true;
+                load.ended_between_transactions = true;
                 return load;
             }
             Some(r) => panic!("MAIL: {r:?}"),
-            None => return load,
+            None => {
+                load.ended_between_transactions = true;
+                return load;
+            }
         }
         // From here on a transaction is open: it must end with a reply.
         let rcpt = try_command(&mut tcp, &format!("RCPT TO:<{subject}@open.test>")).await;
@@ -364,14 +369,15 @@ route = {{ hosts = ["{route}"], level = "opportunistic" }}
     sealpost.lock().expect("lock").signal("-TERM");
     let stop_began = Instant::now();
     let mut accepted = BTreeSet::new();
-    let mut told_421 = 0;
     for client in clients {
         let load = client.await.expect("client task");
         assert!(!load.cut, "a transaction was cut without a reply: {load:?}");
-        told_421 += usize::from(load.told_421);
+        assert!(
+            load.ended_between_transactions,
+            "the stop ended every session between transactions: {load:?}"
+        );
         accepted.extend(load.accepted);
     }
-    assert!(told_421 > 0, "no client was told 421 by the stop");
     let exited = tokio::task::spawn_blocking({
         let sealpost = sealpost.clone();
         move || {
@@ -392,6 +398,11 @@ route = {{ hosts = ["{route}"], level = "opportunistic" }}
         let log = sealpost.log();
         assert!(log.contains("stopped accepting SMTP connections"), "{log}");
         assert!(log.contains("sealpost stopped"), "{log}");
+        // Deliveries under way finished within the grace: none was cut.
+        assert!(!log.contains("attempts cut short"), "{log}");
+        // The sessions ended once their transactions did, long before the
+        // drain's bound.
+        assert!(log.contains("every SMTP session ended"), "{log}");
         // New connections are refused once it stopped.
         assert!(std::net::TcpStream::connect(addr).is_err());
     }
@@ -430,4 +441,74 @@ route = {{ hosts = ["{route}"], level = "opportunistic" }}
         .map(|(_, n)| *n)
         .sum();
     assert_eq!(unfinished, 0, "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_stuck_at_the_stop_gets_421_after_the_drain() {
+    use tokio::io::AsyncWriteExt;
+    let mut sealpost = Sealpost::start(|port| {
+        format!(
+            "{}\n{NO_DNS}\n[[domains]]\nname = \"open.test\"\ntenant = \"t\"\n",
+            server_head(port)
+        )
+    });
+    let mut idle = tokio::net::TcpStream::connect(sealpost.smtp)
+        .await
+        .expect("connect");
+    assert_eq!(try_reply(&mut idle).await.map(|r| r.code), Some(220));
+    let mut stuck = tokio::net::TcpStream::connect(sealpost.smtp)
+        .await
+        .expect("connect");
+    assert_eq!(try_reply(&mut stuck).await.map(|r| r.code), Some(220));
+    for (line, want) in [
+        ("EHLO stuck.test", 250),
+        ("MAIL FROM:<a@sender.test>", 250),
+        ("RCPT TO:<b@open.test>", 250),
+        ("DATA", 354),
+    ] {
+        let reply = try_command(&mut stuck, line).await.expect("reply");
+        assert_eq!(reply.code, want, "{line}: {reply:?}");
+    }
+    stuck
+        .write_all(b"Subject: never finished\r\n\r\nhalf a message\r\n")
+        .await
+        .expect("write");
+
+    sealpost.signal("-TERM");
+    let began = Instant::now();
+    // Between transactions: told at once.
+    let told = try_reply(&mut idle).await.expect("421 to the idle session");
+    assert_eq!(
+        (told.code, told.enhanced.map(|e| e.to_string())),
+        (421, Some("4.3.2".into()))
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    // In a transaction: until the drain ends, then told too.
+    let told = try_reply(&mut stuck)
+        .await
+        .expect("421 to the stuck session");
+    let waited = began.elapsed();
+    assert_eq!(told.code, 421, "{told:?}");
+    let drain = sealpost::server::SMTP_DRAIN;
+    assert!(
+        waited + Duration::from_secs(1) >= drain && waited < drain + Duration::from_secs(4),
+        "told after {waited:?}, drain {drain:?}"
+    );
+    let exited = tokio::task::spawn_blocking(move || {
+        let exited = sealpost.wait_exit(Duration::from_secs(30));
+        (exited, sealpost)
+    })
+    .await
+    .expect("wait");
+    assert_eq!(exited.0, Some(true));
+    let queue = exited.1.open_queue();
+    assert_eq!(
+        queue.counts().by_tenant.values().sum::<u64>(),
+        0,
+        "nothing half-received is queued"
+    );
 }

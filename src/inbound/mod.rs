@@ -26,6 +26,7 @@ pub const SPILL_BYTES: usize = 1024 * 1024;
 pub use connection::{serve_connection, StopSignal, Timeouts};
 pub use listener::{
     client_key, ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource,
+    CLOSE_MARGIN, DEFAULT_DRAIN,
 };
 pub use refusal::Refusal;
 
