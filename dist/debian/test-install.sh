@@ -14,7 +14,13 @@ set -eu
 first=$(realpath "${1:?usage: test-install.sh FIRST.deb SECOND.deb}")
 second=$(realpath "${2:?usage: test-install.sh FIRST.deb SECOND.deb}")
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-cache=${SEALPOST_TEST_ROOT:-$(mktemp -d)}
+if [ -n "${SEALPOST_TEST_ROOT:-}" ]; then
+    cache=$SEALPOST_TEST_ROOT
+    mkdir -p "$cache"
+else
+    cache=$(mktemp -d)
+    trap 'rm -rf "$cache"' EXIT
+fi
 base=$cache/bookworm-base
 root=$cache/bookworm-test
 
