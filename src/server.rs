@@ -95,7 +95,6 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let heartbeat = Arc::new(Heartbeat::from_environment());
     let engine = Engine::start_with(shared.clone(), worker_arbiters(), heartbeat.clone())?;
     let health = Arc::new(Health::new(
-        data_dir.clone(),
         data_dir.join("queue"),
         heartbeat,
         disk_reserve(live.clone()),
@@ -195,9 +194,9 @@ fn ready_status(listening: &[std::net::SocketAddr]) -> String {
 }
 
 /// `[limits] min_free_disk` of the configuration in force (the readiness
-/// check's reserve). The one place readiness reads the setting.
+/// check's reserve; 0 is none). The one place readiness reads the setting.
 fn disk_reserve(live: Arc<LiveConfig>) -> crate::service::health::ReserveSource {
-    Arc::new(move || live.current().limits.min_free_disk)
+    Arc::new(move || Some(live.current().limits.min_free_disk).filter(|&r| r > 0))
 }
 
 /// The queue's own size limit: the largest `[limits] max_message_size`
@@ -305,6 +304,7 @@ pub fn delivery_shared(
         mta_sts: Arc::new(cache),
         webpki,
         metrics,
+        body_memory: crate::delivery::BodyMemory::default(),
     })
 }
 

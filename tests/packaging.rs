@@ -43,7 +43,7 @@ fn the_packaged_configuration_passes_config_check() {
             config.admin.socket.starts_with("/var/lib/sealpost"),
             "{file}: the admin socket must be where sealpost may write"
         );
-        assert_eq!(config.limits.min_free_disk, Some(1 << 30), "{file}");
+        assert_eq!(config.limits.min_free_disk, 1 << 30, "{file}");
         assert!(
             config.admin.metrics_listen.is_some(),
             "{file}: health checks need the metrics listener"

@@ -362,3 +362,63 @@ async fn a_route_back_to_sealpost_loops_until_refused_and_the_sender_gets_the_bo
     assert_eq!(loops.len(), 1);
     assert_eq!(loops[0]["hops"], 6);
 }
+
+/// One transaction: `MAIL`, `RCPT`, and (when the recipient is accepted)
+/// `DATA` with `body`; the code of the last reply. RSET after a refusal.
+async fn send(tcp: &mut TcpStream, to: &str, body: &str) -> String {
+    let rcpt = mail_rcpt(tcp, "MAIL FROM:<a@sender.test>", &format!("RCPT TO:<{to}>")).await;
+    if rcpt.code != 250 {
+        assert_eq!(command(tcp, "RSET").await.code, 250);
+        return code(&rcpt);
+    }
+    let done = data(tcp, body).await;
+    if done.code != 250 {
+        assert_eq!(command(tcp, "RSET").await.code, 250);
+    }
+    code(&done)
+}
+
+/// A tenant at its queue quota gets `452 4.3.1` at RCPT (messages) or at
+/// the end of DATA (octets), while other tenants are still accepted; a
+/// file system below `min_free_disk` gets it at MAIL. Nothing over a quota
+/// is accepted. (Nothing is delivered here: the domains have no MX.)
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_quotas_and_the_disk_reserve_refuse_with_452_4_3_1() {
+    let extra = "[[domains]]\nname = \"globex.example\"\ntenant = \"globex\"\n\n\
+                 [[domains]]\nname = \"initech.example\"\ntenant = \"initech\"\n\n\
+                 [[tenants]]\nname = \"acme\"\nmax_queue_messages = 2\n\n\
+                 [[tenants]]\nname = \"initech\"\nmax_queue_bytes = 3000\n";
+    let (s, metrics) = start("", extra);
+    let (mut tcp, _) = greet(s.smtp).await;
+    let small = "Subject: q\r\n\r\nhello";
+    assert_eq!(send(&mut tcp, "bob@open.example", small).await, "250 2.0.0");
+    assert_eq!(send(&mut tcp, "bob@open.example", small).await, "250 2.0.0");
+    assert_eq!(send(&mut tcp, "bob@open.example", small).await, "452 4.3.1");
+    assert_eq!(
+        send(&mut tcp, "bob@globex.example", small).await,
+        "250 2.0.0"
+    );
+    // initech: 2,000 octets fit in 3,000; a second message does not, and
+    // that is only known at the end of DATA.
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(98)).repeat(20)
+    );
+    assert_eq!(
+        send(&mut tcp, "bob@initech.example", &big).await,
+        "250 2.0.0"
+    );
+    assert_eq!(
+        send(&mut tcp, "bob@initech.example", &big).await,
+        "452 4.3.1"
+    );
+    assert_eq!(refusals(metrics, "tenant_queue_quota").await, 2);
+    assert_eq!(refusals(metrics, "min_free_disk").await, 0);
+    drop(tcp);
+
+    let (s, metrics) = start("min_free_disk = 9223372036854775807\n", "");
+    let (mut tcp, _) = greet(s.smtp).await;
+    let refused = command(&mut tcp, "MAIL FROM:<a@sender.test>").await;
+    assert_eq!(code(&refused), "452 4.3.1");
+    assert_eq!(refusals(metrics, "min_free_disk").await, 1);
+}

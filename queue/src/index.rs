@@ -27,6 +27,9 @@ pub struct Counts {
     pub by_state: BTreeMap<StateKind, u64>,
     /// Messages stored per tenant.
     pub by_tenant: BTreeMap<String, u64>,
+    /// Octets stored per tenant (each message's size as delivered: a body
+    /// shared by several messages counts once for each).
+    pub bytes_by_tenant: BTreeMap<String, u64>,
     /// Non-final recipients per destination.
     pub by_destination: BTreeMap<String, u64>,
 }
@@ -149,6 +152,11 @@ impl Index {
 
     pub fn add_message(&mut self, id: MessageId, msg: &StoredMessage) {
         *self.counts.by_tenant.entry(msg.tenant.clone()).or_insert(0) += 1;
+        *self
+            .counts
+            .bytes_by_tenant
+            .entry(msg.tenant.clone())
+            .or_insert(0) += msg.size();
         for (i, r) in msg.recipients.iter().enumerate() {
             self.add_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
         }
@@ -156,6 +164,12 @@ impl Index {
 
     pub fn remove_message(&mut self, id: MessageId, msg: &StoredMessage) {
         decrement(&mut self.counts.by_tenant, &msg.tenant);
+        if let Some(n) = self.counts.bytes_by_tenant.get_mut(&msg.tenant) {
+            *n = n.saturating_sub(msg.size());
+            if *n == 0 {
+                self.counts.bytes_by_tenant.remove(&msg.tenant);
+            }
+        }
         for (i, r) in msg.recipients.iter().enumerate() {
             self.remove_recipient(id, i as u16, msg.arrived_ms, &msg.tenant, r);
         }

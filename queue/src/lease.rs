@@ -54,6 +54,11 @@ pub struct LeaseKey {
 }
 
 impl Lease {
+    /// Octets of the message as delivered (trace header and body).
+    pub fn size(&self) -> u64 {
+        self.trace.len() as u64 + u64::from(self.body.len)
+    }
+
     pub fn key(&self) -> LeaseKey {
         LeaseKey {
             id: self.id,

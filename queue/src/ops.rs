@@ -156,6 +156,16 @@ impl Queue {
         lock(&self.shared.index).counts.clone()
     }
 
+    /// What `tenant` has stored: (messages, octets), for its quotas. No scan.
+    pub fn tenant_usage(&self, tenant: &str) -> (u64, u64) {
+        let index = lock(&self.shared.index);
+        let counts = &index.counts;
+        (
+            counts.by_tenant.get(tenant).copied().unwrap_or(0),
+            counts.bytes_by_tenant.get(tenant).copied().unwrap_or(0),
+        )
+    }
+
     /// Apply `change` to every recipient not leased; returns how many changed.
     fn modify(
         &self,

@@ -599,6 +599,18 @@ impl World {
             }
         }
         assert_eq!(self.q().counts().by_state, counts);
+        for (t, name) in TENANTS.iter().enumerate() {
+            let (messages, bytes) = self
+                .model
+                .values()
+                .filter(|m| m.tenant == t)
+                .fold((0, 0), |(n, b), m| (n + 1, b + m.content.len() as u64));
+            assert_eq!(
+                self.q().tenant_usage(name),
+                (messages, bytes),
+                "usage of {name}"
+            );
+        }
         let stored: BTreeSet<MessageId> = self
             .ids
             .iter()

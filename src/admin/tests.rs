@@ -51,7 +51,6 @@ async fn destinations_come_from_the_delivery_view() {
         delivery: Arc::new(Engine { backoff_until }),
         reload: Arc::new(|| Err("t.toml:1:1: first\nt.toml:2:1: second".into())),
         health: Arc::new(crate::service::Health::new(
-            dir.path().to_path_buf(),
             dir.path().join("queue"),
             Arc::new(crate::service::Heartbeat::default()),
             Arc::new(|| None),

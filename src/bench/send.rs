@@ -29,6 +29,7 @@ pub struct SendOptions {
     pub size: usize,
     pub starttls: bool,
     pub from: String,
+    /// Recipients of every message, comma-separated.
     pub rcpt: String,
     pub ehlo: String,
     /// Prefix of every X-Bench-Id, so runs can be told apart.
@@ -305,10 +306,9 @@ async fn connection(
         };
         caps = client.ehlo(&options.ehlo).await?;
     }
-    let envelope = format!(
-        "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
-        options.from, options.rcpt
-    );
+    let rcpts: Vec<&str> = options.rcpt.split(',').map(str::trim).collect();
+    let rcpt_lines: String = rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+    let envelope = format!("MAIL FROM:<{}>\r\n{rcpt_lines}DATA\r\n", options.from);
     let mut message = Vec::with_capacity(filler.len() + 512);
     for m in 0..options.messages_per_connection {
         let id = format!("{}-{conn}-{m}", options.run_id);
@@ -321,18 +321,18 @@ async fn connection(
                 .await?;
         }
         let mail = client.reply().await?;
-        if !caps.pipelining && mail.is_positive() {
-            client
-                .stream
-                .write_all(format!("RCPT TO:<{}>\r\n", options.rcpt).as_bytes())
-                .await?;
+        let mut rcpt_ok = false;
+        if caps.pipelining || mail.is_positive() {
+            for r in &rcpts {
+                if !caps.pipelining {
+                    client
+                        .stream
+                        .write_all(format!("RCPT TO:<{r}>\r\n").as_bytes())
+                        .await?;
+                }
+                rcpt_ok |= client.reply().await?.is_positive();
+            }
         }
-        let rcpt = if caps.pipelining || mail.is_positive() {
-            Some(client.reply().await?)
-        } else {
-            None
-        };
-        let rcpt_ok = rcpt.as_ref().is_some_and(Reply::is_positive);
         if !caps.pipelining && rcpt_ok {
             client.stream.write_all(b"DATA\r\n").await?;
         }
@@ -355,7 +355,7 @@ async fn connection(
                 "From: <{from}>\r\nTo: <{rcpt}>\r\nSubject: sealpost-bench {id}\r\n\
                  Message-ID: <{id}@sealpost-bench.invalid>\r\nX-Bench-Id: {id}\r\n\r\n",
                 from = options.from,
-                rcpt = options.rcpt,
+                rcpt = rcpts.join(">, <"),
             )
             .as_bytes(),
         );

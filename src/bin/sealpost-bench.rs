@@ -51,6 +51,7 @@ enum Command {
         starttls: bool,
         #[arg(long, default_value = "bench@sender.bench.invalid")]
         from: String,
+        /// Recipients of every message, comma-separated.
         #[arg(long, default_value = "bench@sink.bench.invalid")]
         rcpt: String,
         #[arg(long, default_value = "sealpost-bench.invalid")]

@@ -4,7 +4,10 @@
 //! message for `max_received_headers`), so a reload applies to new
 //! connections.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use toml::Spanned;
 
 use super::error::ConfigErrorKind as Kind;
 use super::raw::RawConfig;
@@ -39,9 +42,30 @@ pub struct LimitsConfig {
     /// A message that already carries more `Received:` header fields is
     /// refused with `554 5.4.6` (a mail loop, RFC 5321 section 6.3).
     pub max_received_headers: usize,
-    /// Octets that must stay free on the data directory's file system:
-    /// below it `GET /healthz/ready` answers 503 (`None`: not checked).
-    pub min_free_disk: Option<u64>,
+    /// What one tenant may have queued, unless its `[[tenants]]` entry says
+    /// otherwise; beyond it, `452 4.3.1`.
+    pub queue_quota: QueueQuota,
+    /// Free space the queue's file system keeps: below it, new mail gets
+    /// `452 4.3.1` (0: no reserve).
+    pub min_free_disk: u64,
+}
+
+/// What one tenant may have in the queue at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueQuota {
+    /// Messages (one per destination group of a transaction).
+    pub messages: u64,
+    /// Octets, each message counted at its size as delivered.
+    pub bytes: u64,
+}
+
+impl Default for QueueQuota {
+    fn default() -> Self {
+        QueueQuota {
+            messages: 1_000_000,
+            bytes: 20 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -55,7 +79,8 @@ impl Default for LimitsConfig {
             session_deadline: Duration::from_secs(3600),
             write_timeout: Duration::from_secs(300),
             max_received_headers: 50,
-            min_free_disk: None,
+            queue_quota: QueueQuota::default(),
+            min_free_disk: 100 * 1024 * 1024,
         }
     }
 }
@@ -110,10 +135,72 @@ impl Validator<'_> {
         if let Some(n) = self.positive(&l.max_received_headers, "limits.max_received_headers") {
             config.max_received_headers = n;
         }
-        if let Some(n) = self.positive(&l.min_free_disk, "limits.min_free_disk") {
-            config.min_free_disk = u64::try_from(n).ok();
+        config.queue_quota = self.queue_quota(
+            QueueQuota::default(),
+            &l.max_queue_messages,
+            &l.max_queue_bytes,
+            ("limits.max_queue_messages", "limits.max_queue_bytes"),
+        );
+        if let Some(n) = self.octets(&l.min_free_disk, "limits.min_free_disk", 0) {
+            config.min_free_disk = n;
         }
         config
+    }
+
+    /// `[[tenants]] max_queue_messages` / `max_queue_bytes`, over the
+    /// `[limits]` defaults, for the tenants that set them.
+    pub(super) fn tenant_quotas(
+        &mut self,
+        raw: &RawConfig,
+        default: QueueQuota,
+    ) -> HashMap<String, QueueQuota> {
+        let mut quotas = HashMap::new();
+        for tenant in &raw.tenants {
+            if tenant.max_queue_messages.is_none() && tenant.max_queue_bytes.is_none() {
+                continue;
+            }
+            let quota = self.queue_quota(
+                default,
+                &tenant.max_queue_messages,
+                &tenant.max_queue_bytes,
+                ("tenants.max_queue_messages", "tenants.max_queue_bytes"),
+            );
+            quotas.insert(tenant.name.get_ref().trim().to_string(), quota);
+        }
+        quotas
+    }
+
+    fn queue_quota(
+        &mut self,
+        mut quota: QueueQuota,
+        messages: &Option<Spanned<i64>>,
+        bytes: &Option<Spanned<i64>>,
+        keys: (&'static str, &'static str),
+    ) -> QueueQuota {
+        if let Some(n) = self.octets(messages, keys.0, 1) {
+            quota.messages = n;
+        }
+        if let Some(n) = self.octets(bytes, keys.1, 1) {
+            quota.bytes = n;
+        }
+        quota
+    }
+
+    /// A count of at least `min`, or an error at its line.
+    fn octets(&mut self, value: &Option<Spanned<i64>>, key: &'static str, min: u64) -> Option<u64> {
+        let value = value.as_ref()?;
+        match u64::try_from(*value.get_ref()) {
+            Ok(n) if n >= min => Some(n),
+            _ => {
+                let range = if min == 0 {
+                    "a count of 0 or more"
+                } else {
+                    "a count of 1 or more"
+                };
+                self.error(&value.span(), Kind::OutOfRange { key, range });
+                None
+            }
+        }
     }
 }
 
@@ -137,6 +224,16 @@ ipv6_prefix = 56
 session_deadline = "10m"
 write_timeout = "30s"
 max_received_headers = 30
+max_queue_messages = 5000
+max_queue_bytes = 1073741824
+min_free_disk = 0
+
+[[tenants]]
+name = "big"
+max_queue_messages = 90000
+
+[[tenants]]
+name = "plain"
 "#,
         );
         assert_eq!(
@@ -150,9 +247,23 @@ max_received_headers = 30
                 session_deadline: Duration::from_secs(600),
                 write_timeout: Duration::from_secs(30),
                 max_received_headers: 30,
-                min_free_disk: None,
+                queue_quota: QueueQuota {
+                    messages: 5000,
+                    bytes: 1 << 30,
+                },
+                min_free_disk: 0,
             }
         );
+        // A tenant's own quota overrides [limits] key by key.
+        assert_eq!(
+            config.queue_quota("big"),
+            QueueQuota {
+                messages: 90_000,
+                bytes: 1 << 30
+            }
+        );
+        assert_eq!(config.queue_quota("plain"), config.limits.queue_quota);
+        assert_eq!(config.queue_quota("unknown"), config.limits.queue_quota);
         let postmaster = config.server.postmaster.expect("postmaster");
         assert_eq!(postmaster.to_string(), "Ops@Example.NET");
         let defaults = Config::for_test("");
@@ -177,14 +288,20 @@ ipv6_prefix = 129
 session_deadline = "forever"
 write_timeout = "0s"
 max_received_headers = 0
+max_queue_messages = 0
+max_queue_bytes = -5
+min_free_disk = -1
 "#;
         let Err(ConfigErrors(errs)) = Config::parse(text, "test.toml", None) else {
             panic!("accepted bad limits");
         };
         let got: Vec<(Option<usize>, String)> =
             errs.iter().map(|e| (e.line(), e.to_string())).collect();
-        assert_eq!(errs.len(), 9, "{got:#?}");
-        for (i, line) in [2, 5, 6, 7, 8, 9, 10, 11, 12].into_iter().enumerate() {
+        assert_eq!(errs.len(), 12, "{got:#?}");
+        for (i, line) in [2, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+            .into_iter()
+            .enumerate()
+        {
             assert_eq!(errs[i].line(), Some(line), "{got:#?}");
             assert!(errs[i]
                 .to_string()
@@ -199,6 +316,9 @@ max_received_headers = 0
         assert!(matches!(errs[6].kind, ConfigErrorKind::BadDuration { .. }));
         assert!(matches!(errs[7].kind, ConfigErrorKind::BadDuration { .. }));
         assert!(got[8].1.contains("limits.max_received_headers"), "{got:?}");
+        assert!(got[9].1.contains("limits.max_queue_messages"), "{got:?}");
+        assert!(got[10].1.contains("limits.max_queue_bytes"), "{got:?}");
+        assert!(got[11].1.contains("limits.min_free_disk"), "{got:?}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use error::{
     ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, ConfigWarningKind, LoadError,
     Location,
 };
-pub use limits::{LimitsConfig, MAX_MESSAGE_SIZE_LIMIT};
+pub use limits::{LimitsConfig, QueueQuota, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
 
 use crate::auth::AuthUsers;
@@ -84,6 +84,8 @@ pub struct Config {
     pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
     /// `[limits]`: what clients of the SMTP listener may take.
     pub limits: LimitsConfig,
+    /// `[[tenants]]` queue quotas that differ from `[limits]`.
+    pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }
@@ -173,6 +175,14 @@ impl Config {
         base_dir: Option<&Path>,
     ) -> Result<Config, ConfigErrors> {
         validate::parse(text, source, base_dir)
+    }
+
+    /// The queue quota of `tenant`: its own, else `[limits]`'.
+    pub fn queue_quota(&self, tenant: &str) -> QueueQuota {
+        self.tenant_quotas
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.limits.queue_quota)
     }
 
     /// The policies the MTA-STS host serves: one per enabled managed

@@ -48,6 +48,8 @@ pub(super) struct RawLimits {
     pub session_deadline: Option<Spanned<String>>,
     pub write_timeout: Option<Spanned<String>>,
     pub max_received_headers: Option<Spanned<i64>>,
+    pub max_queue_messages: Option<Spanned<i64>>,
+    pub max_queue_bytes: Option<Spanned<i64>>,
     pub min_free_disk: Option<Spanned<i64>>,
 }
 
@@ -146,6 +148,9 @@ pub(super) struct RawTenant {
     pub users: Vec<RawUser>,
     /// This tenant's deliveries under way at most.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// This tenant's queue quota (over `[limits]`).
+    pub max_queue_messages: Option<Spanned<i64>>,
+    pub max_queue_bytes: Option<Spanned<i64>>,
 }
 
 /// One `[[tenants]] users` entry.

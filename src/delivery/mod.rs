@@ -20,7 +20,9 @@ pub mod plan;
 pub mod pool;
 pub mod reason;
 
-pub use attempt::{attempt, effective_policy, next_hop, Health, Report, Shared, INBOUND_PREFIX};
+pub use attempt::{
+    attempt, effective_policy, next_hop, BodyMemory, Health, Report, Shared, INBOUND_PREFIX,
+};
 pub use bounce::send_bounces;
 pub use plan::{Effective, Hop, HopTls, NextHop, Plan, Planner};
 pub use pool::Pool;

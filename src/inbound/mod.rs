@@ -9,6 +9,7 @@ pub mod connection;
 pub mod listener;
 pub mod reception;
 pub mod refusal;
+pub mod storage;
 pub mod trace;
 
 use std::future::Future;

@@ -39,6 +39,7 @@ use std::time::SystemTime;
 use sealpost_queue::{AcceptedPolicy, NewCopy, NewRecipient, NewTransaction, Queue, QueueError};
 use tracing::{debug, info, warn};
 
+use super::storage::{NoRoom, Storage};
 use super::trace::{received_count, received_header, Trace};
 use super::{Body, ConnectionInfo, Refusal, SessionHandler, Spool};
 use crate::config::Config;
@@ -72,6 +73,8 @@ pub struct Reception {
     auth_waiting: std::sync::atomic::AtomicUsize,
     /// `received` per queued message.
     metrics: Arc<Metrics>,
+    /// The disk reserve and the tenants' queue quotas.
+    storage: Storage,
 }
 
 /// Password checks that may run at the same time.
@@ -105,12 +108,40 @@ impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
         Reception {
             live,
+            storage: Storage::new(&queue),
             queue,
             on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
             auth_waiting: std::sync::atomic::AtomicUsize::new(0),
             metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Whether the queue has room for one message of `size` octets per
+    /// entry of `tenants` (one per destination group).
+    fn room_for(&self, config: &Config, tenants: &[String], size: u64) -> Result<(), NoRoom> {
+        self.storage.disk(config, size)?;
+        let mut per_tenant: Vec<(&str, u64)> = Vec::new();
+        for tenant in tenants {
+            match per_tenant.iter_mut().find(|(t, _)| t == tenant) {
+                Some((_, n)) => *n += 1,
+                None => per_tenant.push((tenant, 1)),
+            }
+        }
+        for (tenant, messages) in per_tenant {
+            let bytes = messages.saturating_mul(size);
+            self.storage
+                .tenant(config, &self.queue, tenant, messages, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The `452 4.3.1` for a full queue, logged and counted.
+    fn no_room(&self, conn: &ConnectionInfo, from: &ReversePath, no_room: &NoRoom) -> Reply {
+        let refusal = no_room.refusal();
+        warn!(conn = conn.id, peer = %conn.peer, %from, reason = %refusal, detail = %no_room, "mail refused: no room in the queue");
+        self.metrics.refused(refusal);
+        Reply::new(452, (4, 3, 1), "Insufficient system storage")
     }
 
     /// Calls `waker` after each message is durable.
@@ -366,9 +397,13 @@ pub fn tls_refusal(resolution: &Resolution, conn: &ConnectionInfo) -> Option<Rep
 }
 
 impl SessionHandler for Reception {
-    fn mail_from(&self, _: &ConnectionInfo, _: &ReversePath, _: &MailParams) -> Verdict {
-        // Relay control and the TLS policy depend on the recipient's domain.
-        Verdict::Accept
+    fn mail_from(&self, conn: &ConnectionInfo, from: &ReversePath, _: &MailParams) -> Verdict {
+        // Relay control, the TLS policy and the quota depend on the
+        // recipient's domain; only the disk reserve is known now.
+        match self.storage.disk(&self.live.current(), 0) {
+            Ok(()) => Verdict::Accept,
+            Err(no_room) => Verdict::Reject(self.no_room(conn, from, &no_room)),
+        }
     }
 
     fn rcpt(
@@ -379,8 +414,13 @@ impl SessionHandler for Reception {
         to: &ForwardPath,
         _: &RcptParams,
     ) -> Verdict {
-        match self.route(&self.live.current(), conn, from, to) {
+        let config = self.live.current();
+        match self.route(&config, conn, from, to) {
             Ok(route) => {
+                let tenant = route.resolution.tenant.as_ref().map_or("", |t| t.as_str());
+                if let Err(no_room) = self.storage.tenant(&config, &self.queue, tenant, 0, 0) {
+                    return Verdict::Reject(self.no_room(conn, from, &no_room));
+                }
                 info!(
                     conn = conn.id,
                     peer = %conn.peer,
@@ -557,6 +597,9 @@ impl SessionHandler for Reception {
         }
         let tenants: Vec<String> = copies.iter().map(|c| c.tenant.clone()).collect();
         let size = body.len();
+        if let Err(no_room) = self.room_for(&config, &tenants, size) {
+            return Verdict::Reject(self.no_room(conn, &envelope.from, &no_room));
+        }
         // One body for every destination group, committed together: one 250
         // for all copies, or one refusal with none of them stored.
         let transaction = NewTransaction { copies, body };

@@ -28,11 +28,17 @@ pub enum Refusal {
     /// Mail to the postmaster with no `[server] postmaster` to take it:
     /// `550 5.1.1`.
     Postmaster,
+    /// The recipient's tenant has its `max_queue_messages` or
+    /// `max_queue_bytes` queued: `452 4.3.1`.
+    TenantQueue,
+    /// The queue's file system is below `[limits] min_free_disk`:
+    /// `452 4.3.1`.
+    DiskReserve,
 }
 
 impl Refusal {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::Connections,
         Refusal::ConnectionsPerIp,
         Refusal::SessionDeadline,
@@ -41,6 +47,8 @@ impl Refusal {
         Refusal::Recipients,
         Refusal::MailLoop,
         Refusal::Postmaster,
+        Refusal::TenantQueue,
+        Refusal::DiskReserve,
     ];
 
     /// The `reason` label and log field.
@@ -54,6 +62,8 @@ impl Refusal {
             Refusal::Recipients => "max_recipients",
             Refusal::MailLoop => "mail_loop",
             Refusal::Postmaster => "no_postmaster",
+            Refusal::TenantQueue => "tenant_queue_quota",
+            Refusal::DiskReserve => "min_free_disk",
         }
     }
 }

@@ -9,7 +9,7 @@
 //! | `listeners` | the SMTP listeners are bound and accepting (not yet, or no longer during a stop) |
 //! | `queue` | a file in the queue directory can be written and fsynced |
 //! | `delivery_engine` | the engine's loop ticked within [`ENGINE_STALL`] |
-//! | `disk` | the data directory's file system has `[limits] min_free_disk` octets free (passes when not set) |
+//! | `disk` | the queue's file system has `[limits] min_free_disk` octets available (passes when it is 0); below it the SMTP side answers new mail `452 4.3.1` too |
 //!
 //! The observations are gathered by [`Health::readiness`] (blocking: a
 //! write and an fsync) and judged by the pure [`evaluate`], which the table
@@ -44,14 +44,14 @@ pub trait FreeSpace: Send + Sync {
     fn free_bytes(&self, path: &Path) -> std::io::Result<u64>;
 }
 
-/// The real file system (`statvfs(3)`: `f_bavail * f_frsize`).
+/// The real file system (`statvfs(3)`: blocks available to unprivileged
+/// users, as the SMTP side's reserve check reads it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DiskSpace;
 
 impl FreeSpace for DiskSpace {
     fn free_bytes(&self, path: &Path) -> std::io::Result<u64> {
-        let stat = rustix::fs::statvfs(path).map_err(std::io::Error::from)?;
-        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+        fs2::available_space(path)
     }
 }
 
@@ -65,8 +65,8 @@ pub struct Observations {
     pub engine_tick_age: Option<Duration>,
     /// `[limits] min_free_disk`.
     pub reserve: Option<u64>,
-    /// Free octets on the data directory's file system, or why unknown
-    /// (only read when a reserve is set).
+    /// Free octets on the queue's file system, or why unknown (only read
+    /// when a reserve is set).
     pub free: Option<Result<u64, String>>,
 }
 
@@ -133,7 +133,10 @@ pub fn evaluate(seen: &Observations) -> Readiness {
         ),
     });
     checks.push(match (seen.reserve, &seen.free) {
-        (None, _) => pass("disk", "no [limits] min_free_disk set".into()),
+        (None, _) => pass(
+            "disk",
+            "no disk reserve ([limits] min_free_disk = 0)".into(),
+        ),
         (Some(reserve), Some(Ok(free))) if *free >= reserve => {
             pass("disk", format!("{free} octets free, reserve {reserve}"))
         }
@@ -184,7 +187,6 @@ pub struct Health {
     listeners_open: AtomicBool,
     heartbeat: Arc<Heartbeat>,
     queue_dir: PathBuf,
-    data_dir: PathBuf,
     reserve: ReserveSource,
     space: Box<dyn FreeSpace>,
     cached: Mutex<Option<(Instant, Readiness)>>,
@@ -192,7 +194,6 @@ pub struct Health {
 
 impl Health {
     pub fn new(
-        data_dir: PathBuf,
         queue_dir: PathBuf,
         heartbeat: Arc<Heartbeat>,
         reserve: ReserveSource,
@@ -202,7 +203,6 @@ impl Health {
             listeners_open: AtomicBool::new(false),
             heartbeat,
             queue_dir,
-            data_dir,
             reserve,
             space,
             cached: Mutex::new(None),
@@ -232,7 +232,7 @@ impl Health {
             reserve,
             free: reserve.map(|_| {
                 self.space
-                    .free_bytes(&self.data_dir)
+                    .free_bytes(&self.queue_dir)
                     .map_err(|e| e.to_string())
             }),
         };
@@ -329,7 +329,6 @@ mod tests {
         let heartbeat = Arc::new(Heartbeat::default());
         let health = Health::new(
             dir.path().to_path_buf(),
-            dir.path().to_path_buf(),
             heartbeat.clone(),
             Arc::new(|| Some(10)),
             Box::new(Fixed(9)),
@@ -344,7 +343,6 @@ mod tests {
 
         let missing = dir.path().join("gone");
         let health = Health::new(
-            missing.clone(),
             missing,
             heartbeat,
             Arc::new(|| Some(10)),
