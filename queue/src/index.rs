@@ -1,9 +1,11 @@
 //! In-memory due-time index and counters, rebuilt from the metadata at open.
 //!
 //! `due` is ordered by (due millisecond, message id, recipient index), and
-//! `due_by_destination` / `due_by_tenant` hold the same keys per destination
-//! and per tenant, so "everything
-//! due now, at most N" is a range walk from the start: no scan of the store.
+//! `due_by_destination` / `due_by_tenant` / `due_by_tenant_destination` hold
+//! the same keys per destination, per tenant and per (tenant, destination),
+//! so "everything due now, at most N" is a range walk from the start (or a
+//! merge of a tenant's per-destination walks): no scan of the store. Only
+//! recipients not leased have keys.
 //! Leases (`active`) live only here; after a crash they are simply absent and
 //! the recipients' persisted states make them due again. So does
 //! `not_before`: a lease given back without an outcome (a panicked attempt,
@@ -39,6 +41,9 @@ pub(crate) struct Index {
     pub due: BTreeSet<DueKey>,
     pub due_by_destination: HashMap<String, BTreeSet<DueKey>>,
     pub due_by_tenant: HashMap<String, BTreeSet<DueKey>>,
+    /// Tenant -> destination -> keys: leasing a tenant's mail can pass over
+    /// the destinations it may not send more to.
+    pub due_by_tenant_destination: HashMap<String, HashMap<String, BTreeSet<DueKey>>>,
     pub active: HashSet<(MessageId, u16)>,
     /// In-memory earliest due time of recipients whose lease was returned.
     pub not_before: HashMap<(MessageId, u16), u64>,
@@ -112,6 +117,12 @@ impl Index {
                 .entry(tenant.to_string())
                 .or_default()
                 .insert(key);
+            self.due_by_tenant_destination
+                .entry(tenant.to_string())
+                .or_default()
+                .entry(r.destination.clone())
+                .or_default()
+                .insert(key);
         }
     }
 
@@ -145,6 +156,17 @@ impl Index {
                 set.remove(&key);
                 if set.is_empty() {
                     self.due_by_tenant.remove(tenant);
+                }
+            }
+            if let Some(by_destination) = self.due_by_tenant_destination.get_mut(tenant) {
+                if let Some(set) = by_destination.get_mut(&r.destination) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        by_destination.remove(&r.destination);
+                    }
+                }
+                if by_destination.is_empty() {
+                    self.due_by_tenant_destination.remove(tenant);
                 }
             }
         }

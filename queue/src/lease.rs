@@ -9,7 +9,9 @@
 //! (or the disk flush fails) after the peer accepted the message and before
 //! `record_attempt` returned; after restart the recipient is due again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::SystemTime;
 
 use crate::backoff::{next_retry, Retry, RetryPolicy};
@@ -126,6 +128,81 @@ impl Queue {
         self.lease_picks(&mut index, now, picks, None, max)
     }
 
+    /// Like [`Queue::take_due_tenant`], but each destination of the tenant
+    /// gets at most `room(destination)` leases from this call (`0`: none),
+    /// so a scheduler can cap what one tenant has under way per next hop.
+    /// Leases come oldest due first across the destinations with room (a
+    /// merge of the tenant's per-destination due keys: destinations
+    /// without room are passed over without walking their mail). At most
+    /// `max` leases.
+    pub fn take_due_tenant_within(
+        &self,
+        now: SystemTime,
+        tenant: &str,
+        max: usize,
+        room: &dyn Fn(&str) -> usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let now_ms = to_ms(now);
+        let mut index = lock(&self.shared.index);
+        let mut left: HashMap<String, usize> = HashMap::new();
+        let mut heads: BinaryHeap<Reverse<(DueKey, String)>> = BinaryHeap::new();
+        if let Some(by_destination) = index.due_by_tenant_destination.get(tenant) {
+            for (destination, set) in by_destination {
+                let n = room(destination).min(max);
+                let Some(first) = set.first().filter(|k| k.0 <= now_ms) else {
+                    continue;
+                };
+                if n > 0 {
+                    left.insert(destination.clone(), n);
+                    heads.push(Reverse((*first, destination.clone())));
+                }
+            }
+        }
+        let mut leases: Vec<Lease> = Vec::new();
+        while let Some(Reverse((key, destination))) = heads.pop() {
+            if leases.len() >= max {
+                break;
+            }
+            if left.get(&destination).is_some_and(|n| *n > 0) {
+                let mut open_group = |d: &str| match left.get_mut(d) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        true
+                    }
+                    // A destination not seen due at the start (its first
+                    // key is later) has no room counted: ask.
+                    Some(_) => false,
+                    None => {
+                        let n = room(d).min(max);
+                        left.insert(d.to_string(), n.saturating_sub(1));
+                        n > 0
+                    }
+                };
+                let got = self.lease_message(
+                    &mut index,
+                    now_ms,
+                    key.1,
+                    &mut open_group,
+                    max - leases.len(),
+                )?;
+                leases.extend(got);
+            }
+            if left.get(&destination).is_some_and(|n| *n > 0) {
+                let next = index
+                    .due_by_tenant_destination
+                    .get(tenant)
+                    .and_then(|m| m.get(&destination))
+                    .and_then(|set| set.range((Excluded(key), Unbounded)).next())
+                    .filter(|k| k.0 <= now_ms)
+                    .copied();
+                if let Some(next) = next {
+                    heads.push(Reverse((next, destination)));
+                }
+            }
+        }
+        Ok(leases)
+    }
+
     /// The tenants with a recipient due at `now` (leased ones included:
     /// [`Queue::take_due_tenant`] skips those), for a scheduler that shares
     /// delivery slots between tenants. One look at each tenant's earliest
@@ -179,53 +256,73 @@ impl Queue {
     ) -> Result<Vec<Lease>, QueueError> {
         let now_ms = to_ms(now);
         let mut leases: Vec<Lease> = Vec::with_capacity(picks.len());
+        let mut wanted = |destination: &str| only.is_none_or(|d| d == destination);
         for id in picks {
-            let Some(msg) = self.load(id)? else { continue };
-            let mut groups: BTreeMap<&str, Vec<LeasedRecipient>> = BTreeMap::new();
-            for (i, r) in msg.recipients.iter().enumerate() {
-                let idx = i as u16;
-                let due = index
-                    .due_ms(id, idx, msg.arrived_ms, r)
-                    .is_some_and(|d| d <= now_ms);
-                let wanted = only.is_none_or(|d| d == r.destination);
-                if !wanted || !due || index.is_active(id, idx) {
-                    continue;
-                }
-                if leases.len() + groups.len() >= max
-                    && !groups.contains_key(r.destination.as_str())
-                {
-                    continue;
-                }
-                index.lease(id, idx, msg.arrived_ms, &msg.tenant, r);
-                groups
-                    .entry(&r.destination)
-                    .or_default()
-                    .push(LeasedRecipient {
-                        index: idx,
-                        address: r.address.clone(),
-                        params: r.params.clone(),
-                        attempts: r.attempts.len() as u32,
-                    });
-            }
-            for (destination, recipients) in groups {
-                leases.push(Lease {
-                    id,
-                    destination: destination.to_string(),
-                    tenant: msg.tenant.clone(),
-                    mail_from: msg.mail_from.clone(),
-                    mail_params: msg.mail_params.clone(),
-                    policy: msg.policy.clone(),
-                    arrived_at: from_ms(msg.arrived_ms),
-                    recipients,
-                    body: msg.body,
-                    trace: msg.trace.clone(),
-                });
-            }
+            let room = max.saturating_sub(leases.len());
+            leases.extend(self.lease_message(index, now_ms, id, &mut wanted, room)?);
             if leases.len() >= max {
                 break;
             }
         }
         Ok(leases)
+    }
+
+    /// Leases the due recipients of message `id`, one lease per
+    /// destination, at most `max` leases. `open_group(destination)` is
+    /// asked once per destination before its lease is started: `false`
+    /// leaves that destination's recipients due.
+    fn lease_message(
+        &self,
+        index: &mut Index,
+        now_ms: u64,
+        id: MessageId,
+        open_group: &mut dyn FnMut(&str) -> bool,
+        max: usize,
+    ) -> Result<Vec<Lease>, QueueError> {
+        let Some(msg) = self.load(id)? else {
+            return Ok(Vec::new());
+        };
+        let mut groups: BTreeMap<&str, Vec<LeasedRecipient>> = BTreeMap::new();
+        let mut refused: BTreeSet<&str> = BTreeSet::new();
+        for (i, r) in msg.recipients.iter().enumerate() {
+            let idx = i as u16;
+            let due = index
+                .due_ms(id, idx, msg.arrived_ms, r)
+                .is_some_and(|d| d <= now_ms);
+            if !due || index.is_active(id, idx) || refused.contains(r.destination.as_str()) {
+                continue;
+            }
+            let new_group = !groups.contains_key(r.destination.as_str());
+            if new_group && (groups.len() >= max || !open_group(&r.destination)) {
+                refused.insert(&r.destination);
+                continue;
+            }
+            index.lease(id, idx, msg.arrived_ms, &msg.tenant, r);
+            groups
+                .entry(&r.destination)
+                .or_default()
+                .push(LeasedRecipient {
+                    index: idx,
+                    address: r.address.clone(),
+                    params: r.params.clone(),
+                    attempts: r.attempts.len() as u32,
+                });
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(destination, recipients)| Lease {
+                id,
+                destination: destination.to_string(),
+                tenant: msg.tenant.clone(),
+                mail_from: msg.mail_from.clone(),
+                mail_params: msg.mail_params.clone(),
+                policy: msg.policy.clone(),
+                arrived_at: from_ms(msg.arrived_ms),
+                recipients,
+                body: msg.body,
+                trace: msg.trace.clone(),
+            })
+            .collect())
     }
 
     /// Give `lease` back without an outcome, because its attempt panicked or

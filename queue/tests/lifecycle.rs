@@ -368,3 +368,54 @@ fn a_returned_lease_is_due_again_after_its_delay() {
         RecipientState::Deferred { .. }
     ));
 }
+
+/// A tenant with a backlog to one destination and a little mail to another:
+/// with the first capped, leasing passes over it (without giving up) and
+/// takes the other's mail, oldest first.
+#[test]
+fn take_due_tenant_within_keeps_to_each_destinations_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    for _ in 0..20 {
+        q.enqueue(message("t1", &[("a@slow.test", "slow.test")], b"m"))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let mut fast = Vec::new();
+    for _ in 0..2 {
+        let id = q
+            .enqueue(message("t1", &[("b@fast.test", "fast.test")], b"m"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        fast.push(id);
+    }
+    let room = |d: &str| if d == "slow.test" { 3 } else { 10 };
+    let leases = q.take_due_tenant_within(at(1), "t1", 100, &room).unwrap();
+    let slow = leases
+        .iter()
+        .filter(|l| l.destination == "slow.test")
+        .count();
+    let got: Vec<_> = leases
+        .iter()
+        .filter(|l| l.destination == "fast.test")
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(slow, 3);
+    assert_eq!(got, fast);
+    // No room left anywhere: nothing, though 17 messages are due.
+    let none = |_: &str| 0;
+    assert!(q
+        .take_due_tenant_within(at(1), "t1", 100, &none)
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.due_tenants(at(1)), vec!["t1"]);
+    // `max` bounds the whole call.
+    assert_eq!(
+        q.take_due_tenant_within(at(1), "t1", 2, &room)
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -1,4 +1,5 @@
-//! Property test: random operations (enqueue, take due, record attempts,
+//! Property test: random operations (enqueue, take due (also with a cap
+//! per destination), record attempts,
 //! hold/release/retry/bounce/delete, bounces, time passing, reopen) against
 //! an in-memory model of the per-recipient state machine. Segments are far
 //! smaller than a record, so every append rotates; transactions share one
@@ -30,6 +31,8 @@ enum Op {
     /// by the second field is deleted.
     Burst(usize, usize),
     TakeTenant(usize),
+    /// Take a tenant's due mail with a cap of leases per destination.
+    TakeTenantWithin(usize, [usize; 3]),
     TakeAny,
     TakeDest(usize),
     Record(usize, Vec<u8>),
@@ -52,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(c, t)| Op::Transaction(c, t)),
         1 => (2..8usize, any::<usize>()).prop_map(|(n, d)| Op::Burst(n, d)),
         1 => (0..2usize).prop_map(Op::TakeTenant),
+        2 => (0..2usize, [0..3usize, 0..3usize, 0..3usize]).prop_map(|(t, c)| Op::TakeTenantWithin(t, c)),
         2 => Just(Op::TakeAny),
         1 => (0..3usize).prop_map(Op::TakeDest),
         3 => (any::<usize>(), prop::collection::vec(0..3u8, 1..4)).prop_map(|(l, c)| Op::Record(l, c)),
@@ -232,6 +236,51 @@ impl World {
         self.leases.extend(leases);
     }
 
+    /// Leases taken with a cap per destination: each is a whole due group
+    /// of the tenant, no destination gets more than its cap, and a
+    /// destination left below its cap has none of its due groups left out.
+    fn take_within(&mut self, leases: Vec<Lease>, tenant: usize, caps: [usize; 3]) {
+        let expected = self.expected_due(None, Some(tenant));
+        let mut per_dest = [0usize; 3];
+        let mut got = BTreeSet::new();
+        for l in &leases {
+            let key = (l.id, l.destination.clone());
+            let indices: Vec<u16> = l.recipients.iter().map(|r| r.index).collect();
+            assert_eq!(
+                expected.get(&key),
+                Some(&indices),
+                "lease {key:?} at {}",
+                self.clock
+            );
+            assert!(got.insert(key), "one lease per message and destination");
+            let d = DESTS
+                .iter()
+                .position(|x| *x == l.destination)
+                .expect("dest");
+            per_dest[d] += 1;
+        }
+        for d in 0..3 {
+            assert!(per_dest[d] <= caps[d], "{} over its cap {caps:?}", DESTS[d]);
+            if per_dest[d] < caps[d] {
+                for (id, dest) in expected.keys().filter(|(_, dest)| dest == DESTS[d]) {
+                    assert!(
+                        got.contains(&(*id, dest.clone())),
+                        "{dest} had room and {id} was left due"
+                    );
+                }
+            }
+        }
+        for l in &leases {
+            let m = self.model.get_mut(&l.id).expect("leased message in model");
+            for r in &l.recipients {
+                let r = &mut m.rcpts[usize::from(r.index)];
+                r.active = true;
+                r.not_before = 0;
+            }
+        }
+        self.leases.extend(leases);
+    }
+
     fn modify(
         &mut self,
         n: usize,
@@ -369,6 +418,14 @@ impl World {
                     .take_due_tenant(time(self.clock), TENANTS[t], usize::MAX)
                     .expect("take");
                 self.take(leases, None, Some(t));
+            }
+            Op::TakeTenantWithin(t, caps) => {
+                let room = |d: &str| DESTS.iter().position(|x| *x == d).map_or(0, |i| caps[i]);
+                let leases = self
+                    .q()
+                    .take_due_tenant_within(time(self.clock), TENANTS[t], usize::MAX, &room)
+                    .expect("take");
+                self.take_within(leases, t, caps);
             }
             Op::TakeDest(d) => {
                 let leases = self

@@ -3,6 +3,10 @@
 //! connections, its concurrency limit and its backoff, and runs delivery
 //! attempts as futures on its arbiter.
 //!
+//! Leases waiting for a connection wait in one line per tenant
+//! ([`Turns`]): a freed slot goes to the tenants in turn, one message each,
+//! so one tenant's backlog here never delays another tenant's mail.
+//!
 //! Backoff: when an attempt could reach no host at all (DNS failure, every
 //! MX refused the connection or timed out), the destination pauses for
 //! `[delivery] destination_backoff`. Leases that arrive meanwhile are
@@ -21,7 +25,7 @@
 //! the hosts may well take, goes on. A transaction under that policy, or
 //! the pause running out, clears it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +36,7 @@ use futures_util::FutureExt;
 use sealpost_queue::Lease;
 use tracing::{debug, error, info};
 
+use super::fair::Turns;
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
 use crate::date::unix_ms;
@@ -237,7 +242,8 @@ pub struct Destination {
     scheduler: Addr<Scheduler>,
     board: Arc<StatusBoard>,
     pool: Arc<Pool>,
-    waiting: VecDeque<Lease>,
+    /// Leases waiting for a connection slot, by tenant, served in turn.
+    waiting: Turns<Lease>,
     active: usize,
     pauses: Pauses,
     last: Option<Report>,
@@ -286,7 +292,7 @@ impl Destination {
             scheduler,
             board,
             pool,
-            waiting: VecDeque::new(),
+            waiting: Turns::default(),
             active: 0,
             pauses: Pauses::default(),
             last: None,
@@ -302,9 +308,12 @@ impl Destination {
     fn give_back(&mut self) {
         let now = SystemTime::now();
         let mut returned = 0;
-        while let Some(lease) = self.waiting.pop_front() {
+        while let Some(lease) = self.waiting.pop() {
             returned += self.shared.queue.return_lease(&lease.key(), now);
-            self.scheduler.do_send(Done::nothing(lease.tenant.clone()));
+            self.scheduler.do_send(Done {
+                tenant: lease.tenant.clone(),
+                destination: self.name.clone(),
+            });
         }
         if returned > 0 {
             info!(destination = %self.name, recipients = returned, "leases given back to the queue (stopping)");
@@ -333,7 +342,7 @@ impl Destination {
             return;
         }
         while self.active < limit {
-            let Some(lease) = self.waiting.pop_front() else {
+            let Some(lease) = self.waiting.pop() else {
                 break;
             };
             if let Some((until, reason, policy)) = self.pause_for(&lease) {
@@ -353,16 +362,17 @@ impl Destination {
                     Ok(report) => {
                         act.scheduler.do_send(Done {
                             tenant,
-                            delivered: report.delivered,
-                            deferred: report.deferred,
-                            failed: report.failed,
+                            destination: act.name.clone(),
                         });
                         act.on_report(report, started);
                     }
                     Err(_) => {
                         let config = act.shared.live.current();
                         let until = return_lease(&act.shared, &config, &key);
-                        act.scheduler.do_send(Done::nothing(tenant));
+                        act.scheduler.do_send(Done {
+                            tenant,
+                            destination: act.name.clone(),
+                        });
                         error!(
                             id = %key.id,
                             destination = %act.name,
@@ -393,6 +403,7 @@ impl Destination {
         let shared = self.shared.clone();
         let scheduler = self.scheduler.clone();
         let level = policy.level;
+        let destination = self.name.clone();
         self.active += 1;
         let work = async move {
             let config = shared.live.current();
@@ -405,13 +416,10 @@ impl Destination {
                 std::time::Instant::now(),
             );
             let tenant = lease.tenant.clone();
-            let deferred = outcomes.len();
             conclude(&shared, &config, lease, outcomes, attempt).await;
             scheduler.do_send(Done {
                 tenant,
-                delivered: 0,
-                deferred,
-                failed: 0,
+                destination,
             });
         };
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
@@ -560,7 +568,8 @@ impl Handler<Retire> for Destination {
 impl Handler<Deliver> for Destination {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.waiting.push_back(msg.0);
+        let lease = msg.0;
+        self.waiting.push(&lease.tenant.clone(), lease);
         self.pump(ctx);
     }
 }

@@ -4,11 +4,16 @@
 //! - one [`Scheduler`] on the engine's own thread: due index -> leases ->
 //!   destination actors, bounces -> DSNs;
 //! - one [`Tenant`] per tenant with mail in the engine, on the same
-//!   arbiter: its counters and in-flight limit, published as an immutable
-//!   snapshot the scheduler and the admin socket read;
+//!   arbiter: its leases in flight (in total and per destination), and
+//!   leasing its due mail within its quotas when the scheduler grants it
+//!   slots; its limits are published as an immutable snapshot the admin
+//!   socket reads;
 //! - one [`Destination`] per next hop, spread round robin over one arbiter
 //!   (thread with its own event loop) per core: pool, backoff,
-//!   concurrency; its SMTP sessions run as futures on that arbiter.
+//!   concurrency, and the leases waiting there, served tenant by tenant in
+//!   turn; its SMTP sessions run as futures on that arbiter.
+//!
+//! The fairness rules between tenants are in [`fair`].
 //!
 //! Policy is not sent around as messages: every attempt reads the
 //! configuration in force from [`crate::live::LiveConfig`] (an `Arc` swap
@@ -16,6 +21,7 @@
 //! Actors hold state and decide; I/O runs as futures.
 
 pub mod destination;
+pub mod fair;
 pub mod scheduler;
 pub mod status;
 pub mod tenant;
@@ -110,7 +116,7 @@ impl Engine {
         Arc::new(move || scheduler.do_send(Wake))
     }
 
-    /// The tenants' published snapshots (domains, in-flight limit, counters).
+    /// The tenants' published snapshots (domains, in-flight limits).
     pub fn tenants(&self) -> Arc<TenantBoard> {
         self.tenants.clone()
     }

@@ -1,25 +1,26 @@
-//! The scheduler actor: takes due work from the queue's due index and hands
-//! each lease to the destination actor of its next hop, creating that
-//! actor on the next arbiter (round robin) the first time. It bounds the
-//! leases in flight, wakes on every accepted message and on a timer (for
-//! retries coming due), and turns owed bounces into DSNs.
+//! The scheduler actor: hands due work to the destination actors of its
+//! next hops, creating each actor on the next arbiter (round robin) the
+//! first time. It owns the engine's in-flight slots, wakes on every
+//! accepted message and on a timer (for retries coming due), and turns
+//! owed bounces into DSNs.
 //!
-//! Tenants share the delivery slots: each round, the tenants with due mail
-//! are served in turn ([`shares`]), each up to an equal part of the free
-//! slots and at most its limit in flight (published by its tenant actor:
-//! `[[tenants]] max_in_flight` or `[delivery] in_flight_per_tenant`), so
-//! one tenant's flood never makes another tenant's mail wait behind it.
+//! Each round it grants the free slots to the tenants with due mail by
+//! [`shares`] (equal parts, in turn, none past its share of the slots
+//! while others have due mail: `super::fair`), and asks each tenant's
+//! actor to lease that many ([`Take`]); the tenant actor leases within
+//! its own quotas and the slots it does not use come back at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::destination::{Deliver, Destination, Flush, GiveBack, Idle, Retire};
+use super::fair::shares;
 use super::status::{StatusBoard, TenantBoard};
-use super::tenant::{tenant_limit, Attempted, Tenant};
+use super::tenant::{tenant_limit, Attempted, Take, Tenant};
 use crate::delivery::{send_bounces, Shared};
 use crate::service::Heartbeat;
 
@@ -35,27 +36,13 @@ const TICK: Duration = Duration::from_millis(250);
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// A lease of this tenant is finished (recorded in the queue).
+/// A lease of this tenant at this destination is finished (recorded in
+/// the queue, or given back).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Done {
     pub tenant: String,
-    /// Recipients of the lease by result (for the tenant's counters).
-    pub delivered: usize,
-    pub deferred: usize,
-    pub failed: usize,
-}
-
-impl Done {
-    /// A lease that ended without outcomes (e.g. a panicked attempt).
-    pub fn nothing(tenant: String) -> Done {
-        Done {
-            tenant,
-            delivered: 0,
-            deferred: 0,
-            failed: 0,
-        }
-    }
+    pub destination: String,
 }
 
 /// Stop taking work (shutdown).
@@ -80,6 +67,8 @@ pub struct Scheduler {
     tenant_board: Arc<TenantBoard>,
     /// Which due tenant is served first in the next round.
     next_tenant: usize,
+    /// A fill is already asked for (wake-ups coalesce).
+    fill_asked: bool,
     paused: bool,
     bouncing: bool,
     heartbeat: Arc<Heartbeat>,
@@ -103,6 +92,7 @@ impl Scheduler {
             tenants: HashMap::new(),
             tenant_board,
             next_tenant: 0,
+            fill_asked: false,
             paused: false,
             bouncing: false,
             heartbeat: Arc::new(Heartbeat::default()),
@@ -138,8 +128,9 @@ impl Scheduler {
         addr
     }
 
-    /// Hands due leases to destinations while the in-flight bounds allow,
-    /// sharing the free slots between the tenants with due mail.
+    /// Grants the free slots to the tenants with due mail and asks their
+    /// actors to lease that many; the leases go to their destinations when
+    /// the answers come.
     fn fill(&mut self, ctx: &mut Context<Self>) {
         if self.paused {
             return;
@@ -150,33 +141,54 @@ impl Scheduler {
         }
         let now = SystemTime::now();
         let due = self.shared.queue.due_tenants(now);
-        for tenant in &due {
-            self.tenant(tenant);
-        }
         let limit = |tenant: &str| self.limit(tenant);
-        let quotas = shares(&due, &self.tenant_in_flight, &limit, free, self.next_tenant);
+        let quotas = shares(
+            &due,
+            &self.tenant_in_flight,
+            &limit,
+            free,
+            MAX_IN_FLIGHT,
+            self.next_tenant,
+        );
         self.next_tenant = self.next_tenant.wrapping_add(1);
-        let mut more = false;
         for (tenant, quota) in quotas {
-            let leases = match self.shared.queue.take_due_tenant(now, &tenant, quota) {
-                Ok(leases) => leases,
-                Err(e) => {
-                    warn!(error = %e, %tenant, "taking due mail from the queue failed");
-                    continue;
+            // The slots are the tenant's until its actor answers.
+            self.in_flight += quota;
+            *self.tenant_in_flight.entry(tenant.clone()).or_default() += quota;
+            let take = self.tenant(&tenant).send(Take { now, max: quota });
+            ctx.spawn(take.into_actor(self).map(move |answer, act, ctx| {
+                let leases = answer.unwrap_or_default();
+                act.give_back(&tenant, quota - leases.len().min(quota));
+                let more = leases.len() >= quota;
+                for lease in leases {
+                    debug!(id = %lease.id, %tenant, destination = %lease.destination, recipients = lease.recipients.len(), "scheduled");
+                    let addr = act.destination(&lease.destination, ctx.address());
+                    addr.do_send(Deliver(lease));
                 }
-            };
-            more |= leases.len() >= quota;
-            for lease in leases {
-                debug!(id = %lease.id, %tenant, destination = %lease.destination, recipients = lease.recipients.len(), "scheduled");
-                let addr = self.destination(&lease.destination, ctx.address());
-                self.in_flight += 1;
-                *self.tenant_in_flight.entry(tenant.clone()).or_default() += 1;
-                addr.do_send(Deliver(lease));
-            }
+                if more {
+                    // More may be due: go on after the mailbox drained.
+                    act.fill_soon(ctx);
+                }
+            }));
         }
-        if more {
-            // More may be due: go on after the mailbox drained.
+    }
+
+    /// Fills once the messages already in the mailbox are handled.
+    fn fill_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.fill_asked {
+            self.fill_asked = true;
             ctx.notify(Wake);
+        }
+    }
+
+    /// Frees `n` slots held by `tenant`.
+    fn give_back(&mut self, tenant: &str, n: usize) {
+        self.in_flight = self.in_flight.saturating_sub(n);
+        if let Some(held) = self.tenant_in_flight.get_mut(tenant) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.tenant_in_flight.remove(tenant);
+            }
         }
     }
 
@@ -188,7 +200,7 @@ impl Scheduler {
         }
         let addr = Tenant::new(
             name.to_string(),
-            self.shared.live.clone(),
+            self.shared.clone(),
             self.tenant_board.clone(),
         )
         .start();
@@ -241,6 +253,7 @@ impl Actor for Scheduler {
 impl Handler<Wake> for Scheduler {
     type Result = ();
     fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.fill_asked = false;
         self.fill(ctx);
     }
 }
@@ -248,29 +261,14 @@ impl Handler<Wake> for Scheduler {
 impl Handler<Done> for Scheduler {
     type Result = ();
     fn handle(&mut self, done: Done, ctx: &mut Self::Context) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let limit = self.limit(&done.tenant);
-        let tenant_was_full = match self.tenant_in_flight.get_mut(&done.tenant) {
-            Some(n) => {
-                let full = *n >= limit;
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.tenant_in_flight.remove(&done.tenant);
-                }
-                full
-            }
-            None => false,
-        };
-        if done.delivered + done.deferred + done.failed > 0 {
-            self.tenant(&done.tenant).do_send(Attempted {
-                delivered: done.delivered,
-                deferred: done.deferred,
-                failed: done.failed,
-            });
-        }
-        if self.in_flight == MAX_IN_FLIGHT - 1 || tenant_was_full {
-            self.fill(ctx);
-        }
+        self.give_back(&done.tenant, 1);
+        // The tenant's actor hears of it before any later `Take` (one
+        // mailbox, in order), so the fill below sees its room at this
+        // destination.
+        self.tenant(&done.tenant).do_send(Attempted {
+            destination: done.destination,
+        });
+        self.fill_soon(ctx);
     }
 }
 
@@ -305,100 +303,6 @@ impl Handler<FlushDestination> for Scheduler {
                 true
             }
             None => false,
-        }
-    }
-}
-
-/// How many messages each tenant with due mail may lease in this round:
-/// tenants in turn starting at `start`, each up to an equal part of `free`
-/// (at least one) and to what its in-flight `limit` leaves.
-pub fn shares(
-    due: &[String],
-    in_flight: &HashMap<String, usize>,
-    limit: &dyn Fn(&str) -> usize,
-    free: usize,
-    start: usize,
-) -> Vec<(String, usize)> {
-    if due.is_empty() {
-        return Vec::new();
-    }
-    let fair = (free / due.len()).max(1);
-    let mut left = free;
-    let mut out = Vec::new();
-    for i in 0..due.len() {
-        if left == 0 {
-            break;
-        }
-        let tenant = &due[(start + i) % due.len()];
-        let room = limit(tenant).saturating_sub(in_flight.get(tenant).copied().unwrap_or(0));
-        let quota = room.min(fair).min(left);
-        if quota > 0 {
-            out.push((tenant.clone(), quota));
-            left -= quota;
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tenants(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| n.to_string()).collect()
-    }
-
-    #[test]
-    fn tenants_share_the_free_slots_and_keep_to_their_limit() {
-        let none = HashMap::new();
-        let busy: HashMap<String, usize> = [("flood".to_string(), 100)].into();
-        type Row<'a> = (
-            &'a [&'a str],
-            &'a HashMap<String, usize>,
-            usize,
-            usize,
-            usize,
-            Vec<(&'a str, usize)>,
-        );
-        let table: Vec<Row> = vec![
-            (&[], &none, 100, 512, 0, vec![]),
-            (&["a"], &none, 100, 512, 0, vec![("a", 100)]),
-            (
-                &["a", "b"],
-                &none,
-                1000,
-                512,
-                0,
-                vec![("a", 256), ("b", 256)],
-            ),
-            (
-                &["a", "b"],
-                &none,
-                1000,
-                512,
-                1,
-                vec![("b", 256), ("a", 256)],
-            ),
-            // The flooding tenant is at its limit; the quiet one still gets slots.
-            (
-                &["flood", "quiet"],
-                &busy,
-                100,
-                512,
-                0,
-                vec![("quiet", 100)],
-            ),
-            // Fewer free slots than tenants: one each, in turn, until none left.
-            (&["a", "b", "c"], &none, 10, 2, 2, vec![("c", 1), ("a", 1)]),
-        ];
-        for (due, in_flight, per_tenant, free, start, want) in table {
-            let want: Vec<(String, usize)> =
-                want.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
-            assert_eq!(
-                shares(&tenants(due), in_flight, &|_: &str| per_tenant, free, start),
-                want,
-                "{due:?} start {start}"
-            );
         }
     }
 }

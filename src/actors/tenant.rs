@@ -1,56 +1,58 @@
-//! The tenant actor: one per tenant with mail in the engine. It owns the
-//! tenant's delivery counters and its in-flight limit, and publishes an
-//! immutable [`TenantSnapshot`] (its enabled managed domains, the limit,
-//! the counters) to the [`TenantBoard`], which the scheduler and the admin
-//! socket read without a message round trip. After a reload it publishes
-//! again from the configuration now in force.
+//! The tenant actor: one per tenant with mail in the engine, on the
+//! scheduler's arbiter. It keeps the tenant's accounting in the engine
+//! ([`Account`]: leases in flight, in total and per destination) and leases
+//! the tenant's due mail when the scheduler grants it slots ([`Take`]),
+//! within its quotas: its in-flight limit (`[[tenants]] max_in_flight`,
+//! else `[delivery] in_flight_per_tenant`) and at most `[delivery]
+//! in_flight_per_tenant_destination` leases at one next hop, so a slow
+//! destination cannot hold the tenant's whole limit (the queue passes over
+//! a destination without room, `Queue::take_due_tenant_within`).
 //!
-//! The limit is `[[tenants]] max_in_flight`, else `[delivery]
-//! in_flight_per_tenant`.
+//! It publishes an immutable [`TenantSnapshot`] (enabled managed domains,
+//! limits) to the [`TenantBoard`] the admin socket and the scheduler read,
+//! once per configuration generation. The domains come from the index the
+//! configuration builds once per snapshot (`Config::tenant_domains`): no
+//! actor walks the managed domains.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use sealpost_queue::Lease;
+use tracing::warn;
 
 use super::status::TenantBoard;
 use crate::config::Config;
-use crate::live::LiveConfig;
+use crate::delivery::Shared;
 
 /// A tenant as its actor last published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantSnapshot {
     pub name: String,
     /// Its enabled managed domains, sorted.
-    pub domains: Vec<String>,
+    pub domains: Arc<[String]>,
     /// Leases of this tenant in flight at most.
     pub max_in_flight: usize,
-    /// Recipients delivered, deferred and failed by the engine since start.
-    pub delivered: u64,
-    pub deferred: u64,
-    pub failed: u64,
+    /// Leases of this tenant in flight to one destination at most.
+    pub max_in_flight_per_destination: usize,
     /// The configuration generation the snapshot was made from.
     pub generation: u64,
 }
 
 impl TenantSnapshot {
-    /// The snapshot of `name` under `config` with these counters.
-    pub fn of(name: &str, config: &Config, generation: u64, counts: [u64; 3]) -> TenantSnapshot {
-        let mut domains: Vec<String> = config
-            .policy
-            .domains()
-            .iter()
-            .filter(|d| d.enabled && d.tenant.as_str() == name)
-            .map(|d| d.name.as_str().to_string())
-            .collect();
-        domains.sort();
+    /// The snapshot of `name` under `config` (no walk of the domains: a
+    /// lookup in the configuration's index).
+    pub fn of(name: &str, config: &Config, generation: u64) -> TenantSnapshot {
         TenantSnapshot {
             name: name.to_string(),
-            domains,
+            domains: config
+                .tenant_domains
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(Vec::new())),
             max_in_flight: tenant_limit(config, name),
-            delivered: counts[0],
-            deferred: counts[1],
-            failed: counts[2],
+            max_in_flight_per_destination: config.delivery.in_flight_per_tenant_destination,
             generation,
         }
     }
@@ -65,45 +67,99 @@ pub fn tenant_limit(config: &Config, tenant: &str) -> usize {
         .unwrap_or(config.delivery.in_flight_per_tenant)
 }
 
-/// Recipients of one finished lease of this tenant.
+/// A tenant's leases in the engine: in total and per destination.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Account {
+    in_flight: usize,
+    per_destination: HashMap<String, usize>,
+}
+
+impl Account {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Leases at `destination` now.
+    pub fn at(&self, destination: &str) -> usize {
+        self.per_destination.get(destination).copied().unwrap_or(0)
+    }
+
+    /// How many more leases the tenant may take under `limit` in total.
+    pub fn room(&self, limit: usize) -> usize {
+        limit.saturating_sub(self.in_flight)
+    }
+
+    /// How many more leases `destination` may take under `cap`.
+    pub fn room_at(&self, destination: &str, cap: usize) -> usize {
+        cap.saturating_sub(self.at(destination))
+    }
+
+    pub fn leased(&mut self, destination: &str) {
+        self.in_flight += 1;
+        *self
+            .per_destination
+            .entry(destination.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn finished(&mut self, destination: &str) {
+        let Some(n) = self.per_destination.get_mut(destination) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.per_destination.remove(destination);
+        }
+        self.in_flight -= 1;
+    }
+}
+
+/// Lease up to `max` of the tenant's due mail (the slots the scheduler
+/// granted); the tenant takes fewer when its quotas say so.
+#[derive(Message)]
+#[rtype(result = "Vec<Lease>")]
+pub struct Take {
+    pub now: SystemTime,
+    pub max: usize,
+}
+
+/// One lease of this tenant at `destination` is finished.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attempted {
-    pub delivered: usize,
-    pub deferred: usize,
-    pub failed: usize,
+    pub destination: String,
 }
 
 pub struct Tenant {
     name: String,
-    live: Arc<LiveConfig>,
+    shared: Arc<Shared>,
     board: Arc<TenantBoard>,
-    counts: [u64; 3],
+    account: Account,
     /// The configuration generation last published.
-    generation: u64,
-    /// Counters changed since the last publication.
-    dirty: bool,
+    generation: Option<u64>,
 }
 
 impl Tenant {
-    pub fn new(name: String, live: Arc<LiveConfig>, board: Arc<TenantBoard>) -> Tenant {
+    pub fn new(name: String, shared: Arc<Shared>, board: Arc<TenantBoard>) -> Tenant {
         Tenant {
             name,
-            live,
+            shared,
             board,
-            counts: [0; 3],
-            generation: 0,
-            dirty: true,
+            account: Account::default(),
+            generation: None,
         }
     }
 
+    /// Publishes the snapshot when the configuration changed since.
     fn publish(&mut self) {
-        let generation = self.live.generation();
-        let config = self.live.current();
-        let snapshot = TenantSnapshot::of(&self.name, &config, generation, self.counts);
+        let generation = self.shared.live.generation();
+        if self.generation == Some(generation) {
+            return;
+        }
+        let config = self.shared.live.current();
+        let snapshot = TenantSnapshot::of(&self.name, &config, generation);
         self.board.set(&self.name, Arc::new(snapshot));
-        self.generation = generation;
-        self.dirty = false;
+        self.generation = Some(generation);
     }
 }
 
@@ -112,23 +168,48 @@ impl Actor for Tenant {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.publish();
-        // Counters are published at most every 250 ms; a reload within a
-        // second.
-        ctx.run_interval(Duration::from_millis(250), |act, _| {
-            if act.dirty || act.live.generation() != act.generation {
-                act.publish();
+        // A reload shows on the board within a second even without mail
+        // (one integer compared; nothing walked).
+        ctx.run_interval(Duration::from_secs(1), |act, _| act.publish());
+    }
+}
+
+impl Handler<Take> for Tenant {
+    type Result = MessageResult<Take>;
+    fn handle(&mut self, take: Take, _: &mut Self::Context) -> Self::Result {
+        self.publish();
+        let config = self.shared.live.current();
+        let max = take
+            .max
+            .min(self.account.room(tenant_limit(&config, &self.name)));
+        if max == 0 {
+            return MessageResult(Vec::new());
+        }
+        let cap = config.delivery.in_flight_per_tenant_destination;
+        let account = &self.account;
+        let room = |destination: &str| account.room_at(destination, cap);
+        let leases = match self
+            .shared
+            .queue
+            .take_due_tenant_within(take.now, &self.name, max, &room)
+        {
+            Ok(leases) => leases,
+            Err(e) => {
+                warn!(error = %e, tenant = %self.name, "taking due mail from the queue failed");
+                Vec::new()
             }
-        });
+        };
+        for lease in &leases {
+            self.account.leased(&lease.destination);
+        }
+        MessageResult(leases)
     }
 }
 
 impl Handler<Attempted> for Tenant {
     type Result = ();
     fn handle(&mut self, msg: Attempted, _: &mut Self::Context) {
-        self.counts[0] += msg.delivered as u64;
-        self.counts[1] += msg.deferred as u64;
-        self.counts[2] += msg.failed as u64;
-        self.dirty = true;
+        self.account.finished(&msg.destination);
     }
 }
 
@@ -137,11 +218,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_snapshot_lists_the_enabled_domains_and_the_tenant_limit() {
+    fn a_snapshot_lists_the_enabled_domains_and_the_tenant_limits() {
         let config = Config::for_test(
             r#"
 [delivery]
 in_flight_per_tenant = 50
+in_flight_per_tenant_destination = 5
 
 [[tenants]]
 name = "acme"
@@ -165,12 +247,42 @@ name = "other.example"
 tenant = "beta"
 "#,
         );
-        let acme = TenantSnapshot::of("acme", &config, 3, [1, 2, 3]);
-        assert_eq!(acme.domains, vec!["a.example", "b.example"]);
+        let acme = TenantSnapshot::of("acme", &config, 3);
+        assert_eq!(acme.domains.to_vec(), vec!["a.example", "b.example"]);
         assert_eq!(acme.max_in_flight, 7);
-        assert_eq!((acme.delivered, acme.deferred, acme.failed), (1, 2, 3));
-        let beta = TenantSnapshot::of("beta", &config, 3, [0; 3]);
-        assert_eq!(beta.domains, vec!["other.example"]);
+        assert_eq!(acme.max_in_flight_per_destination, 5);
+        let beta = TenantSnapshot::of("beta", &config, 3);
+        assert_eq!(beta.domains.to_vec(), vec!["other.example"]);
         assert_eq!(beta.max_in_flight, 50, "the [delivery] default");
+        let nobody = TenantSnapshot::of("nobody", &config, 3);
+        assert!(nobody.domains.is_empty());
+    }
+
+    #[test]
+    fn the_account_counts_leases_in_total_and_per_destination() {
+        let mut account = Account::default();
+        for _ in 0..3 {
+            account.leased("slow.example");
+        }
+        account.leased("fast.example");
+        assert_eq!(account.in_flight(), 4);
+        assert_eq!(account.room(10), 6);
+        assert_eq!(account.room(3), 0);
+        assert_eq!(account.room_at("slow.example", 3), 0);
+        assert_eq!(account.room_at("fast.example", 3), 2);
+        assert_eq!(account.room_at("new.example", 3), 3);
+        account.finished("slow.example");
+        account.finished("fast.example");
+        // A finish without a lease (never sent) changes nothing.
+        account.finished("other.example");
+        assert_eq!(account.in_flight(), 2);
+        assert_eq!(account.at("slow.example"), 2);
+        assert_eq!(account.at("fast.example"), 0);
+        assert_eq!(account, {
+            let mut a = Account::default();
+            a.leased("slow.example");
+            a.leased("slow.example");
+            a
+        });
     }
 }

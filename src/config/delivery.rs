@@ -33,6 +33,10 @@ pub struct DeliveryConfig {
     pub messages_per_connection: u32,
     /// Leases of one tenant in flight at most (its share of the engine).
     pub in_flight_per_tenant: usize,
+    /// Leases of one tenant in flight to one next hop at most (waiting
+    /// for a connection or under way), so a slow destination cannot take
+    /// the tenant's whole `in_flight_per_tenant`.
+    pub in_flight_per_tenant_destination: usize,
     /// An idle pooled connection is closed after this long.
     pub idle_timeout: Duration,
     /// The first pause of a destination that could not be reached at all;
@@ -52,6 +56,7 @@ impl Default for DeliveryConfig {
             connections_per_destination: 16,
             messages_per_connection: 100,
             in_flight_per_tenant: 1024,
+            in_flight_per_tenant_destination: 64,
             idle_timeout: Duration::from_secs(5),
             destination_backoff: Duration::from_secs(60),
             max_destination_backoff: Duration::from_secs(30 * 60),
@@ -308,6 +313,12 @@ impl Validator<'_> {
         }
         if let Some(n) = self.positive(&d.in_flight_per_tenant, "delivery.in_flight_per_tenant") {
             config.in_flight_per_tenant = n;
+        }
+        if let Some(n) = self.positive(
+            &d.in_flight_per_tenant_destination,
+            "delivery.in_flight_per_tenant_destination",
+        ) {
+            config.in_flight_per_tenant_destination = n;
         }
         if let Some(n) = self.positive(
             &d.messages_per_connection,

@@ -82,6 +82,9 @@ pub struct Config {
     pub routes: Arc<Routes>,
     /// `[[tenants]] max_in_flight` by tenant name.
     pub tenant_limits: Arc<std::collections::HashMap<String, usize>>,
+    /// Each tenant's enabled managed domains (A-labels, sorted), indexed
+    /// once per configuration so the engine never walks every domain.
+    pub tenant_domains: Arc<std::collections::HashMap<String, Arc<[String]>>>,
     /// `[limits]`: what clients of the SMTP listener may take.
     pub limits: LimitsConfig,
     /// `[[tenants]]` queue quotas that differ from `[limits]`.

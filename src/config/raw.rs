@@ -64,6 +64,7 @@ pub(super) struct RawDelivery {
     pub connections_per_destination: Option<Spanned<i64>>,
     pub messages_per_connection: Option<Spanned<i64>>,
     pub in_flight_per_tenant: Option<Spanned<i64>>,
+    pub in_flight_per_tenant_destination: Option<Spanned<i64>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub destination_backoff: Option<Spanned<String>>,
     pub max_destination_backoff: Option<Spanned<String>>,

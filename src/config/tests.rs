@@ -570,6 +570,7 @@ first_retry = "1s"
 lifetime = "2h"
 delay_warning = "4h"
 connections_per_destination = 4
+in_flight_per_tenant_destination = 8
 command_timeout = "10s"
 
 [dns]
@@ -596,6 +597,7 @@ route = { hosts = ["127.0.0.1:2600", "mail.customer.example"], level = "mandator
         Some(4 * 3600)
     );
     assert_eq!(config.delivery.connections_per_destination, 4);
+    assert_eq!(config.delivery.in_flight_per_tenant_destination, 8);
     assert_eq!(config.dns.nameservers.len(), 2);
     assert_eq!(config.dns.nameservers[1].port(), 53);
     assert_eq!(
@@ -639,6 +641,60 @@ route = { hosts = ["mail.example:x"], level = "mandatory-dane" }
     assert!(matches!(errs[3].kind, ConfigErrorKind::BadRouteHost { .. }));
     assert!(matches!(errs[4].kind, ConfigErrorKind::RouteLevel { .. }));
     assert_eq!(errs[4].line(), Some(11));
+}
+
+#[test]
+fn in_flight_per_tenant_destination_must_be_positive() {
+    for bad in ["0", "-3"] {
+        let errs = errors(&format!(
+            "[delivery]\nin_flight_per_tenant = 10\nin_flight_per_tenant_destination = {bad}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{bad}");
+        assert!(matches!(
+            errs[0].kind,
+            ConfigErrorKind::OutOfRange {
+                key: "delivery.in_flight_per_tenant_destination",
+                ..
+            }
+        ));
+        assert_eq!(errs[0].line(), Some(3), "{bad}");
+    }
+    let defaults = Config::parse("", FILE, None).expect("valid");
+    assert_eq!(defaults.delivery.in_flight_per_tenant_destination, 64);
+}
+
+#[test]
+fn managed_domains_are_indexed_by_tenant_once() {
+    let config = Config::parse(
+        r#"
+[[domains]]
+name = "b.example"
+tenant = "acme"
+
+[[domains]]
+name = "a.example"
+tenant = "acme"
+
+[[domains]]
+name = "off.example"
+tenant = "acme"
+enabled = false
+
+[[domains]]
+name = "other.example"
+tenant = "beta"
+"#,
+        FILE,
+        None,
+    )
+    .expect("valid");
+    let domains = |t: &str| config.tenant_domains.get(t).map(|d| d.to_vec());
+    assert_eq!(
+        domains("acme"),
+        Some(vec!["a.example".to_string(), "b.example".to_string()])
+    );
+    assert_eq!(domains("beta"), Some(vec!["other.example".to_string()]));
+    assert_eq!(domains("nobody"), None);
 }
 
 #[test]

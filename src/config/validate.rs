@@ -98,6 +98,7 @@ pub(super) fn parse(
             server,
             listeners,
             logging,
+            tenant_domains: Arc::new(tenant_domains(&policy)),
             policy: Arc::new(policy),
             relay: Arc::new(relay),
             recipients,
@@ -117,6 +118,27 @@ pub(super) fn parse(
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
     }
+}
+
+/// Each tenant's enabled managed domains, sorted.
+fn tenant_domains(
+    policy: &crate::policy::PolicySnapshot,
+) -> std::collections::HashMap<String, Arc<[String]>> {
+    let mut by_tenant: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for domain in policy.domains().iter().filter(|d| d.enabled) {
+        by_tenant
+            .entry(domain.tenant.as_str().to_string())
+            .or_default()
+            .push(domain.name.as_str().to_string());
+    }
+    by_tenant
+        .into_iter()
+        .map(|(tenant, mut domains)| {
+            domains.sort();
+            (tenant, Arc::from(domains))
+        })
+        .collect()
 }
 
 /// Positions of the values a policy build error may point back to.

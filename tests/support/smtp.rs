@@ -6,7 +6,8 @@
 //! - [`TestSmtpServer`]: a receiving SMTP server on 127.0.0.1 (optional
 //!   STARTTLS with a `pki.rs` certificate) that records envelopes and
 //!   bodies, answering MAIL/RCPT/DATA from a scriptable closure; for the
-//!   delivery engine's tests.
+//!   delivery engine's tests. [`TestSmtpServer::start_slow`] waits before
+//!   answering each message's data, like a slow or tarpitting receiver.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -196,6 +197,17 @@ impl TestSmtpServer {
         TestSmtpServer::start_on(localhost, config, tls, decide).await
     }
 
+    /// Accepts everything in cleartext, but answers each message's data
+    /// only after `delay` (other commands at once).
+    pub async fn start_slow(hostname: &str, delay: std::time::Duration) -> TestSmtpServer {
+        let config = SessionConfig {
+            hostname: hostname.to_string(),
+            ..SessionConfig::default()
+        };
+        let localhost: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        TestSmtpServer::serve(localhost, config, None, Arc::new(accept_all), delay).await
+    }
+
     /// Like [`TestSmtpServer::start_with_config`] on a chosen address (MX
     /// hosts on 127.0.0.2, 127.0.0.3, ... sharing one port).
     pub async fn start_on(
@@ -203,6 +215,16 @@ impl TestSmtpServer {
         config: SessionConfig,
         tls: Option<Arc<rustls::ServerConfig>>,
         decide: Arc<Decide>,
+    ) -> TestSmtpServer {
+        TestSmtpServer::serve(address, config, tls, decide, std::time::Duration::ZERO).await
+    }
+
+    async fn serve(
+        address: SocketAddr,
+        config: SessionConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        decide: Arc<Decide>,
+        delay: std::time::Duration,
     ) -> TestSmtpServer {
         let listener = Listener::bind(&[address])
             .await
@@ -216,6 +238,7 @@ impl TestSmtpServer {
         let handler = Arc::new(Scripted {
             decide,
             store: received.clone(),
+            delay,
         });
         let task = tokio::spawn(listener.serve(
             handler,
@@ -248,6 +271,8 @@ impl Drop for TestSmtpServer {
 struct Scripted {
     decide: Arc<Decide>,
     store: Arc<Mutex<Vec<Received>>>,
+    /// Waited before answering a message's data.
+    delay: std::time::Duration,
 }
 
 impl SessionHandler for Scripted {
@@ -271,6 +296,9 @@ impl SessionHandler for Scripted {
             Ok(body) => body,
             Err(e) => return Verdict::Reject(Reply::new(451, (4, 3, 0), e.to_string())),
         };
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let verdict = (self.decide)(Ask::Message(&envelope, &body));
         if matches!(verdict, Verdict::Accept | Verdict::AcceptWith(_)) {
             self.store.lock().expect("lock").push(Received {
