@@ -31,7 +31,7 @@ EXPOSE 2525 9925
 # /dev/tcp needs no HTTP client in the image.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9925 && printf 'GET /healthz/ready HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
-# SIGTERM starts the graceful stop (about 22 s at most): give it 30 s.
+# SIGTERM starts the graceful stop (about 12 s at most): give it 30 s.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/sealpost", "--config", "/etc/sealpost/sealpost.toml"]
 CMD ["serve"]

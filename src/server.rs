@@ -184,8 +184,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 pub const SMTP_DRAIN: Duration = Duration::from_secs(10);
 
 /// After SIGTERM: how long delivery attempts under way may take to finish
-/// (counted from the signal). Waiting leases go back to the queue at once.
-pub const DELIVERY_GRACE: Duration = Duration::from_secs(20);
+/// (counted from the signal, so it runs alongside [`SMTP_DRAIN`]).
+/// Waiting leases go back to the queue at once. Short on purpose: an
+/// attempt still resolving or connecting has nothing at stake, and one
+/// cut in a transaction is only repeated at the next start.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(8);
 
 /// The systemd status line once ready.
 fn ready_status(listening: &[std::net::SocketAddr]) -> String {
