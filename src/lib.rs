@@ -24,5 +24,6 @@ pub mod mta_sts;
 pub mod policy;
 pub mod probe;
 pub mod server;
+pub mod service;
 pub mod smtp;
 pub mod tls;

@@ -4,8 +4,15 @@
 //! addresses, the HTTPS server of the hosted MTA-STS policies (RFC 8461
 //! section 3.3), until SIGINT or SIGTERM; the admin socket file is
 //! removed at shutdown.
+//!
+//! The stop is graceful (`docs/service.md`): the listeners close, SMTP
+//! transactions in progress get [`SMTP_DRAIN`] to finish, the delivery
+//! engine takes no new work and gives its waiting leases back to the
+//! queue, and attempts under way get [`DELIVERY_GRACE`]. systemd hears of
+//! each step (`crate::service::notify`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sealpost_queue::{Queue, QueueError, QueueOptions};
 use tracing::info;
@@ -22,6 +29,7 @@ use crate::inbound::{
 use crate::live::{LiveConfig, ReloadReport};
 use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
+use crate::service::{notify, DiskSpace, Health, Heartbeat};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -84,7 +92,14 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         queue.clone(),
         metrics.clone(),
     )?);
-    let engine = Engine::start(shared.clone(), worker_arbiters())?;
+    let heartbeat = Arc::new(Heartbeat::from_environment());
+    let engine = Engine::start_with(shared.clone(), worker_arbiters(), heartbeat.clone())?;
+    let health = Arc::new(Health::new(
+        data_dir.join("queue"),
+        heartbeat,
+        disk_reserve(live.clone()),
+        Box::new(DiskSpace),
+    ));
     let reception = Arc::new(
         Reception::new(live.clone(), queue.clone())
             .with_metrics(metrics.clone())
@@ -101,6 +116,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         metrics,
         delivery: engine.view(),
         reload: reload_fn,
+        health: health.clone(),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
@@ -109,6 +125,8 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     let mta_sts = shared.mta_sts.clone();
+    let stop_began: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let (engine_ref, stop_began_ref) = (&engine, &stop_began);
     let served = runtime.block_on(async move {
         // Dropped at the end of this block: stops the API, removes the socket.
         let admin = AdminServer::start(&config.admin, admin_state).await?;
@@ -117,27 +135,71 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         let settings = connection_settings(live.clone());
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
+        let listening = listener.local_addrs();
+        health.set_listeners_open(true);
         info!(
-            listeners = ?listener.local_addrs(),
+            listeners = ?listening,
             managed_domains = config.policy.domains().len(),
             queue = %data_dir.join("queue").display(),
             admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
+        notify::ready(&ready_status(&listening));
+        let stop = async {
+            shutdown_signal().await;
+            let _ = stop_began_ref.set(Instant::now());
+            info!(
+                smtp_drain = ?SMTP_DRAIN,
+                delivery_grace = ?DELIVERY_GRACE,
+                "stopping: no new connections or deliveries; sessions and deliveries under way may finish"
+            );
+            notify::stopping("stopping: finishing SMTP sessions and deliveries under way");
+            health.set_listeners_open(false);
+            engine_ref.pause();
+        };
         listener
             .serve_with(
                 reception,
                 settings,
                 Some(Arc::new(tls_config)),
-                shutdown_signal(),
+                stop,
+                SMTP_DRAIN,
             )
             .await;
-        info!("shutting down");
         drop(admin);
         Ok::<(), ServeError>(())
     });
-    engine.stop(std::time::Duration::from_secs(2));
+    let grace = match stop_began.get() {
+        Some(began) => DELIVERY_GRACE.saturating_sub(began.elapsed()),
+        None => Duration::ZERO,
+    };
+    notify::status("stopping: waiting for deliveries under way");
+    engine.stop(grace);
+    info!("sealpost stopped");
     served
+}
+
+/// After SIGTERM: how long an SMTP transaction in progress may take to
+/// finish (`Listener::serve_with`).
+pub const SMTP_DRAIN: Duration = Duration::from_secs(10);
+
+/// After SIGTERM: how long delivery attempts under way may take to finish
+/// (counted from the signal, so it runs alongside [`SMTP_DRAIN`]).
+/// Waiting leases go back to the queue at once. Short on purpose: an
+/// attempt still resolving or connecting has nothing at stake, and one
+/// cut in a transaction is only repeated at the next start.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(8);
+
+/// The systemd status line once ready.
+fn ready_status(listening: &[std::net::SocketAddr]) -> String {
+    let addresses: Vec<String> = listening.iter().map(|a| a.to_string()).collect();
+    format!("accepting mail on {}", addresses.join(", "))
+}
+
+/// `[limits] min_free_disk` of the configuration in force (the readiness
+/// check's reserve; 0 is none). The one place readiness reads the setting.
+fn disk_reserve(live: Arc<LiveConfig>) -> crate::service::health::ReserveSource {
+    Arc::new(move || Some(live.current().limits.min_free_disk).filter(|&r| r > 0))
 }
 
 /// The queue's own size limit: the largest `[limits] max_message_size`
@@ -342,6 +404,19 @@ pub fn load_certificates(config: &Config, into: &SniCertResolver) -> Result<(), 
 /// in force together; on any error the running ones stay. SIGHUP and the
 /// admin socket's reload both come here.
 pub fn reload(
+    live: &LiveConfig,
+    certificates: &SniCertResolver,
+) -> Result<ReloadReport, ReloadError> {
+    notify::reloading();
+    let outcome = reload_config(live, certificates);
+    notify::ready(match &outcome {
+        Ok(_) => "configuration reloaded; accepting mail",
+        Err(_) => "reload refused (the configuration in force stays); accepting mail",
+    });
+    outcome
+}
+
+fn reload_config(
     live: &LiveConfig,
     certificates: &SniCertResolver,
 ) -> Result<ReloadReport, ReloadError> {

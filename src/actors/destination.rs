@@ -253,6 +253,8 @@ pub struct Destination {
     offered_retirement: bool,
     /// The scheduler forgot this actor: finish what is here, then stop.
     retired: bool,
+    /// The engine is stopping: no attempt starts, leases go back.
+    stopping: bool,
 }
 
 /// An actor idle this long offers to retire, so one actor per destination
@@ -297,7 +299,26 @@ impl Destination {
             idle_since: None,
             offered_retirement: false,
             retired: false,
+            stopping: false,
         }
+    }
+
+    /// Gives every waiting lease back to the queue, due now: the engine
+    /// stops, and a lease not started must not wait for a restart.
+    fn give_back(&mut self) {
+        let now = SystemTime::now();
+        let mut returned = 0;
+        while let Some(lease) = self.waiting.pop() {
+            returned += self.shared.queue.return_lease(&lease.key(), now);
+            self.scheduler.do_send(Done {
+                tenant: lease.tenant.clone(),
+                destination: self.name.clone(),
+            });
+        }
+        if returned > 0 {
+            info!(destination = %self.name, recipients = returned, "leases given back to the queue (stopping)");
+        }
+        self.publish();
     }
 
     /// The pause that holds `lease` back now, if any: the destination's
@@ -316,6 +337,10 @@ impl Destination {
             .current()
             .delivery
             .connections_per_destination;
+        if self.stopping {
+            self.give_back();
+            return;
+        }
         while self.active < limit {
             let Some(lease) = self.waiting.pop() else {
                 break;
@@ -546,6 +571,20 @@ impl Handler<Deliver> for Destination {
         let lease = msg.0;
         self.waiting.push(&lease.tenant.clone(), lease);
         self.pump(ctx);
+    }
+}
+
+/// The engine is stopping: start no more attempts, give the waiting
+/// leases back to the queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GiveBack;
+
+impl Handler<GiveBack> for Destination {
+    type Result = ();
+    fn handle(&mut self, _: GiveBack, _: &mut Self::Context) {
+        self.stopping = true;
+        self.give_back();
     }
 }
 

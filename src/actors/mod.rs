@@ -39,6 +39,7 @@ pub use tenant::{Tenant, TenantSnapshot};
 
 use crate::admin::DeliveryView;
 use crate::delivery::Shared;
+use crate::service::Heartbeat;
 
 /// The running engine: wake it when mail is queued, read its destinations,
 /// stop it at shutdown.
@@ -59,6 +60,16 @@ impl Engine {
     /// Starts the actor system on its own thread with `arbiters` worker
     /// arbiters (at least one).
     pub fn start(shared: Arc<Shared>, arbiters: usize) -> Result<Engine, EngineError> {
+        Engine::start_with(shared, arbiters, Arc::new(Heartbeat::default()))
+    }
+
+    /// As [`Engine::start`]; the scheduler's loop beats `heartbeat` on
+    /// every tick (readiness and the systemd watchdog read it).
+    pub fn start_with(
+        shared: Arc<Shared>,
+        arbiters: usize,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Result<Engine, EngineError> {
         let board = Arc::new(StatusBoard::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_board = board.clone();
@@ -72,8 +83,9 @@ impl Engine {
                     let workers: Vec<Arbiter> =
                         (0..arbiters.max(1)).map(|_| Arbiter::new()).collect();
                     let handles = workers.iter().map(Arbiter::handle).collect();
-                    let scheduler =
-                        Scheduler::new(shared, handles, thread_board, thread_tenants).start();
+                    let scheduler = Scheduler::new(shared, handles, thread_board, thread_tenants)
+                        .with_heartbeat(heartbeat)
+                        .start();
                     let _ = tx.send((scheduler, actix::System::current()));
                     // The arbiters stop with the system.
                     std::mem::forget(workers);
@@ -118,15 +130,31 @@ impl Engine {
         })
     }
 
-    /// Stops taking work, gives running attempts `grace` to finish, then
-    /// stops the actors. Leases cut short are due again at the next start.
-    pub fn stop(mut self, grace: Duration) {
+    /// Stops taking work: no new leases, no new bounces; the leases
+    /// waiting in destination actors (not started) go back to the queue,
+    /// due now. Attempts under way go on.
+    pub fn pause(&self) {
         self.scheduler.do_send(Pause);
+    }
+
+    /// Attempts under way (delivery connections open), as the
+    /// destinations last published them.
+    pub fn attempts_under_way(&self) -> usize {
+        self.board.all().iter().map(|d| d.active_connections).sum()
+    }
+
+    /// [`Engine::pause`], gives running attempts until `grace` has passed
+    /// to finish, then stops the actors. Leases cut short are due again at
+    /// the next start (the queue keeps no lease across a restart).
+    pub fn stop(mut self, grace: Duration) {
+        self.pause();
         let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline
-            && self.board.all().iter().any(|d| d.active_connections > 0)
-        {
+        while std::time::Instant::now() < deadline && self.attempts_under_way() > 0 {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        let cut = self.attempts_under_way();
+        if cut > 0 {
+            tracing::warn!(attempts = cut, grace = ?grace, "delivery attempts cut short at shutdown; their mail is due again at the next start");
         }
         self.system.stop();
         if let Some(thread) = self.thread.take() {

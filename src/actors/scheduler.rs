@@ -17,11 +17,12 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use tracing::debug;
 
-use super::destination::{Deliver, Destination, Flush, Idle, Retire};
+use super::destination::{Deliver, Destination, Flush, GiveBack, Idle, Retire};
 use super::fair::shares;
 use super::status::{StatusBoard, TenantBoard};
 use super::tenant::{tenant_limit, Attempted, Take, Tenant};
 use crate::delivery::{send_bounces, Shared};
+use crate::service::Heartbeat;
 
 /// Leases handed to destinations and not finished, at most.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -70,6 +71,7 @@ pub struct Scheduler {
     fill_asked: bool,
     paused: bool,
     bouncing: bool,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Scheduler {
@@ -93,7 +95,14 @@ impl Scheduler {
             fill_asked: false,
             paused: false,
             bouncing: false,
+            heartbeat: Arc::new(Heartbeat::default()),
         }
+    }
+
+    /// Beat `heartbeat` on every tick of the loop.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     fn destination(&mut self, name: &str, me: Addr<Scheduler>) -> Addr<Destination> {
@@ -231,7 +240,11 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(TICK, |act, ctx| act.fill(ctx));
+        self.heartbeat.beat();
+        ctx.run_interval(TICK, |act, ctx| {
+            act.heartbeat.beat();
+            act.fill(ctx);
+        });
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.bounces(ctx));
         self.fill(ctx);
     }
@@ -275,6 +288,9 @@ impl Handler<Pause> for Scheduler {
     type Result = ();
     fn handle(&mut self, _: Pause, _: &mut Self::Context) {
         self.paused = true;
+        for destination in self.destinations.values() {
+            destination.do_send(GiveBack);
+        }
     }
 }
 

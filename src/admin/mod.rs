@@ -74,6 +74,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<dyn DeliveryView>,
     pub reload: ReloadFn,
+    /// Readiness (`GET /healthz/ready`).
+    pub health: Arc<crate::service::Health>,
 }
 
 /// Why the admin API could not start.

@@ -84,6 +84,8 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
+        (&Method::GET, ["healthz", "live"]) => Ok(live()),
+        (&Method::GET, ["healthz", "ready"]) => Ok(ready(&state).await),
         (_, known) => Err(match allowed_method(known) {
             Some(allowed) => ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -97,17 +99,45 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
     response
 }
 
-/// The answer to one request on the metrics listener: `GET /metrics` only.
+/// The answer to one request on the metrics listener: `GET /metrics`,
+/// `GET /healthz/live` and `GET /healthz/ready` only.
 pub async fn metrics_only(state: Arc<AdminState>, request: Request<Incoming>) -> HttpResponse {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => metrics(&state),
-        (_, "/metrics") => http::error(&ApiError::new(
+        (&Method::GET, "/healthz/live") => live(),
+        (&Method::GET, "/healthz/ready") => ready(&state).await,
+        (_, "/metrics" | "/healthz/live" | "/healthz/ready") => http::error(&ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the metrics listener is read-only: GET /metrics",
+            "the metrics listener is read-only: GET /metrics, /healthz/live, /healthz/ready",
         )),
         (_, path) => http::error(&ApiError::not_found(format!(
-            "no endpoint {path}: the metrics listener serves only GET /metrics"
+            "no endpoint {path}: the metrics listener serves only GET /metrics, /healthz/live and /healthz/ready"
         ))),
+    }
+}
+
+/// `GET /healthz/live`: the process answers.
+fn live() -> HttpResponse {
+    http::json(StatusCode::OK, &serde_json::json!({"live": true}))
+}
+
+/// `GET /healthz/ready`: `200` when every check passes, else `503`; the
+/// body lists each check (`crate::service::health`).
+async fn ready(state: &AdminState) -> HttpResponse {
+    let health = state.health.clone();
+    match tokio::task::spawn_blocking(move || health.readiness()).await {
+        Ok(answer) => {
+            let status = if answer.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            http::json(status, &answer)
+        }
+        Err(e) => http::error(&ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the readiness check failed: {e}"),
+        )),
     }
 }
 
@@ -119,7 +149,8 @@ fn allowed_method(segments: &[&str]) -> Option<&'static str> {
         | ["destinations"]
         | ["tenants"]
         | ["policy", "explain"]
-        | ["metrics"] => Some("GET"),
+        | ["metrics"]
+        | ["healthz", "live" | "ready"] => Some("GET"),
         ["queue", "messages", _, _]
         | ["queue", "actions", _]
         | ["destinations", _, "flush"]

@@ -50,6 +50,12 @@ async fn destinations_come_from_the_delivery_view() {
         metrics: Arc::new(Metrics::new()),
         delivery: Arc::new(Engine { backoff_until }),
         reload: Arc::new(|| Err("t.toml:1:1: first\nt.toml:2:1: second".into())),
+        health: Arc::new(crate::service::Health::new(
+            dir.path().join("queue"),
+            Arc::new(crate::service::Heartbeat::default()),
+            Arc::new(|| None),
+            Box::new(crate::service::DiskSpace),
+        )),
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {
@@ -61,6 +67,28 @@ async fn destinations_come_from_the_delivery_view() {
         .await
         .expect("start");
     let client = AdminClient::new(&socket, Duration::from_secs(10));
+
+    // Health: live always; not ready before the listeners and the engine run.
+    let live = client
+        .request(Method::GET, "/healthz/live", None)
+        .await
+        .expect("answer");
+    assert_eq!(live.status, 200);
+    let ready = client
+        .request(Method::GET, "/healthz/ready", None)
+        .await
+        .expect("answer");
+    assert_eq!(ready.status, 503);
+    let value: serde_json::Value = serde_json::from_slice(&ready.body).expect("JSON");
+    let failing: Vec<&str> = value["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(failing, ["listeners", "delivery_engine"], "{value}");
+    assert_eq!(value["ready"], false);
 
     let answer = client
         .request(Method::GET, "/destinations", None)

@@ -54,6 +54,13 @@ async fn write_within(stream: &mut MaybeTls, bytes: &[u8], limit: Duration) -> s
     }
 }
 
+/// Tells connections that the server stops: `None` while it runs, then
+/// the instant by which a transaction in progress must have ended.
+/// A session waiting between transactions gets `421 4.3.2` at once; one
+/// in a transaction may finish it until then, and gets `421 4.3.2` when
+/// it waits for the client past it.
+pub type StopSignal = tokio::sync::watch::Receiver<Option<Instant>>;
+
 /// Serves one connection to its end. `refusal`, when set, is sent instead
 /// of the greeting (a connection limit was hit) and the connection closed.
 #[allow(clippy::too_many_arguments)]
@@ -65,10 +72,14 @@ pub async fn serve_connection<H: SessionHandler>(
     handler: &H,
     timeouts: Timeouts,
     refusal: Option<Reply>,
+    stop: StopSignal,
 ) -> std::io::Result<()> {
     let peer = conn.peer;
     let id = conn.id;
-    let result = drive(stream, &mut conn, config, tls, handler, timeouts, refusal).await;
+    let result = drive(
+        stream, &mut conn, config, tls, handler, timeouts, refusal, stop,
+    )
+    .await;
     if let Err(e) = &result {
         if e.kind() == std::io::ErrorKind::TimedOut {
             info!(conn = id, %peer, reason = %Refusal::WriteTimeout, limit = ?timeouts.write, "connection closed: the client does not read its replies");
@@ -87,8 +98,11 @@ async fn drive<H: SessionHandler>(
     handler: &H,
     timeouts: Timeouts,
     refusal: Option<Reply>,
+    mut stop: StopSignal,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + timeouts.session;
+    // The stop signal's sender is gone (the listener ended): stop watching.
+    let mut stop_gone = false;
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(config);
     if let Some(reply) = refusal {
@@ -111,8 +125,32 @@ async fn drive<H: SessionHandler>(
                     }
                 }
                 write_within(&mut stream, &session.take_output(), timeouts.write).await?;
-                let wait_until = deadline.min(Instant::now() + timeouts.command);
-                match tokio::time::timeout_at(wait_until.into(), stream.read(&mut buf)).await {
+                let draining = *stop.borrow();
+                if let Some(end) = draining {
+                    if session.transaction().is_none() || Instant::now() >= end {
+                        info!(conn = conn.id, peer = %conn.peer, in_transaction = session.transaction().is_some(), "connection closed: sealpost is stopping");
+                        session.shutting_down();
+                        continue;
+                    }
+                }
+                let mut wait_until = deadline.min(Instant::now() + timeouts.command);
+                if let Some(end) = draining {
+                    wait_until = wait_until.min(end);
+                }
+                let read = tokio::select! {
+                    read = tokio::time::timeout_at(wait_until.into(), stream.read(&mut buf)) => Some(read),
+                    changed = stop.changed(), if draining.is_none() && !stop_gone => {
+                        stop_gone = changed.is_err();
+                        None
+                    }
+                };
+                // The stop began while waiting: look again (reads are
+                // cancel-safe, nothing received is lost).
+                let Some(read) = read else {
+                    continue;
+                };
+                match read {
+                    Err(_) if draining.is_some_and(|end| Instant::now() >= end) => {}
                     Ok(Ok(0)) => {
                         debug!(conn = conn.id, "peer closed the connection");
                         return Ok(());

@@ -18,6 +18,10 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument};
 
 use super::connection::{serve_connection, Timeouts};
+
+/// How long [`Listener::serve`] lets transactions in progress finish after
+/// its shutdown future completed.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 use super::{ConnectionInfo, Refusal, SessionHandler};
 use crate::smtp::{Reply, SessionConfig};
 
@@ -122,25 +126,44 @@ impl Listener {
             limits,
             timeouts,
         });
-        self.serve_with(handler, Arc::new(move || fixed.clone()), tls, shutdown)
-            .await
+        self.serve_with(
+            handler,
+            Arc::new(move || fixed.clone()),
+            tls,
+            shutdown,
+            DEFAULT_DRAIN,
+        )
+        .await
     }
 
     /// Accepts connections until `shutdown` completes, each under the
-    /// settings `settings` gives when it is accepted.
+    /// settings `settings` gives when it is accepted; then stops:
+    ///
+    /// 1. the listening sockets are closed (new connections are refused);
+    /// 2. sessions waiting between transactions get `421 4.3.2` and close;
+    ///    a transaction in progress may finish within `drain` (its `250`
+    ///    is sent only once the message is durable, as always), after
+    ///    which its session gets `421 4.3.2` too;
+    /// 3. returns when every connection has ended, or `drain` plus
+    ///    [`CLOSE_MARGIN`] after the stop began (connections left then are
+    ///    cut when the runtime ends; their clients were never told `250`).
     pub async fn serve_with<H: SessionHandler>(
         self,
         handler: Arc<H>,
         settings: SettingsSource,
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()>,
+        drain: std::time::Duration,
     ) {
+        let (stop, stop_signal) = tokio::sync::watch::channel(None);
         let shared = Arc::new(Shared {
             handler,
             settings,
             tls,
             counts: Mutex::new(Counts::default()),
             next_id: AtomicU64::new(1),
+            stop: stop_signal,
+            open: Arc::new(()),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for socket in self.sockets {
@@ -149,8 +172,30 @@ impl Listener {
         }
         shutdown.await;
         tasks.abort_all();
+        // The accept loops own the sockets: wait until they are closed.
+        while tasks.join_next().await.is_some() {}
+        let began = std::time::Instant::now();
+        let _ = stop.send(Some(began + drain));
+        let sessions = Arc::strong_count(&shared.open) - 1;
+        info!(sessions, drain = ?drain, "stopped accepting SMTP connections; letting sessions finish");
+        let limit = began + drain + CLOSE_MARGIN;
+        while Arc::strong_count(&shared.open) > 1 && std::time::Instant::now() < limit {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = Arc::strong_count(&shared.open) - 1;
+        if left > 0 {
+            warn!(
+                sessions = left,
+                "SMTP sessions still open after the drain; they are cut"
+            );
+        } else {
+            info!(took = ?began.elapsed(), "every SMTP session ended");
+        }
     }
 }
+
+/// After the drain, how long sessions get to send their `421` and close.
+pub const CLOSE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Shared<H> {
     handler: Arc<H>,
@@ -158,6 +203,10 @@ struct Shared<H> {
     tls: Option<Arc<rustls::ServerConfig>>,
     counts: Mutex<Counts>,
     next_id: AtomicU64,
+    /// `Some(drain end)` once the server stops.
+    stop: super::StopSignal,
+    /// Held (cloned) by every connection task: the count of open sessions.
+    open: Arc<()>,
 }
 
 #[derive(Default)]
@@ -238,9 +287,12 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
         let settings = (shared.settings)();
         let admitted = shared.admit(peer.ip(), &settings.limits);
         let shared = shared.clone();
+        let open = shared.open.clone();
+        let stop = shared.stop.clone();
         let span = tracing::info_span!("smtp", conn = id, peer = %peer);
         tokio::spawn(
             async move {
+                let _open = open;
                 let (slot, refusal) = match admitted {
                     Ok(slot) => (Some(slot), None),
                     Err(why) => {
@@ -266,6 +318,7 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
                     shared.handler.as_ref(),
                     settings.timeouts,
                     refusal,
+                    stop,
                 )
                 .await;
                 if let Err(e) = result {

@@ -24,9 +24,10 @@ pub use sealpost_queue::{Body, Spool};
 /// spool: with 32 sessions in DATA, at most about 32 x 2 x this is held.
 pub const SPILL_BYTES: usize = 1024 * 1024;
 
-pub use connection::{serve_connection, Timeouts};
+pub use connection::{serve_connection, StopSignal, Timeouts};
 pub use listener::{
     client_key, ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource,
+    CLOSE_MARGIN, DEFAULT_DRAIN,
 };
 pub use refusal::Refusal;
 

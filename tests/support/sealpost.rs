@@ -25,6 +25,8 @@ pub struct Sealpost {
     /// The SMTP listener.
     pub smtp: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Extra environment for `serve` (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Sealpost {
@@ -37,12 +39,25 @@ impl Sealpost {
     /// As [`Sealpost::start`], in a directory the test has prepared (files
     /// the configuration names, such as recipients lists or certificates).
     pub fn start_in(dir: tempfile::TempDir, config: impl Fn(u16) -> String) -> Sealpost {
+        Sealpost::start_with_env(dir, config, &[])
+    }
+
+    /// As [`Sealpost::start_in`], with `env` added to `serve`'s environment.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: impl Fn(u16) -> String,
+        env: &[(&str, &str)],
+    ) -> Sealpost {
         let port = free_port();
         std::fs::write(dir.path().join("sealpost.toml"), config(port)).expect("write config");
         let mut sealpost = Sealpost {
             child: None,
             smtp: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         sealpost.spawn();
         sealpost
@@ -69,6 +84,7 @@ impl Sealpost {
             .args(["--log-format", "json", "--log-level", "info", "serve"])
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -106,6 +122,22 @@ impl Sealpost {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits (at most `limit`) for `serve` to exit by itself, e.g. after
+    /// [`Sealpost::signal`] with `-TERM`: whether it exited with status 0.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<bool> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// SIGTERM and wait for a clean exit.

@@ -145,6 +145,23 @@ impl Session {
         self.phase = Phase::Closed;
     }
 
+    /// The server is stopping (RFC 5321 section 3.8): `421 4.3.2` and
+    /// close; a transaction in progress is abandoned (the client keeps the
+    /// message and retries).
+    pub fn shutting_down(&mut self) {
+        let reply = Reply::new(
+            421,
+            (4, 3, 2),
+            format!(
+                "{} Service shutting down, try again later",
+                self.config.hostname
+            ),
+        );
+        self.reply(reply);
+        self.transaction = None;
+        self.phase = Phase::Closed;
+    }
+
     /// The connection lived as long as it may (the I/O layer's session
     /// deadline): `421 4.4.2` and close, whatever the session was doing.
     pub fn deadline_reached(&mut self) {

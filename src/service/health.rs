@@ -1,0 +1,362 @@
+//! Liveness and readiness.
+//!
+//! *Live* means the process answers HTTP: `GET /healthz/live` is `200` as
+//! long as the admin listeners run. *Ready* means sealpost can take mail
+//! now and keep it; every check must pass:
+//!
+//! | check | passes when |
+//! |---|---|
+//! | `listeners` | the SMTP listeners are bound and accepting (not yet, or no longer during a stop) |
+//! | `queue` | a file in the queue directory can be written and fsynced |
+//! | `delivery_engine` | the engine's loop ticked within [`ENGINE_STALL`] |
+//! | `disk` | the queue's file system has `[limits] min_free_disk` octets available (passes when it is 0); below it the SMTP side answers new mail `452 4.3.1` too |
+//!
+//! The observations are gathered by [`Health::readiness`] (blocking: a
+//! write and an fsync) and judged by the pure [`evaluate`], which the table
+//! tests cover. Free space comes through the [`FreeSpace`] trait so a test
+//! can stand in for the file system.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Heartbeat;
+
+/// The engine's loop ticks every 250 ms: this long without a tick means
+/// it is stuck.
+pub const ENGINE_STALL: Duration = Duration::from_secs(10);
+
+/// How long one readiness answer is reused, so a scraper polling often
+/// does not turn into a stream of fsyncs.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// Name of the file the queue check writes (and removes) in the queue
+/// directory.
+pub const PROBE_FILE: &str = ".ready-probe";
+
+/// Octets available to an unprivileged writer on the file system of a
+/// path.
+pub trait FreeSpace: Send + Sync {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64>;
+}
+
+/// The real file system (`statvfs(3)`: blocks available to unprivileged
+/// users, as the SMTP side's reserve check reads it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskSpace;
+
+impl FreeSpace for DiskSpace {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64> {
+        fs2::available_space(path)
+    }
+}
+
+/// What was seen, for [`evaluate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observations {
+    pub listeners_open: bool,
+    /// The probe write in the queue directory, or why it failed.
+    pub queue_write: Result<(), String>,
+    /// Since the engine's last tick (`None`: it never ticked).
+    pub engine_tick_age: Option<Duration>,
+    /// `[limits] min_free_disk`.
+    pub reserve: Option<u64>,
+    /// Free octets on the queue's file system, or why unknown (only read
+    /// when a reserve is set).
+    pub free: Option<Result<u64, String>>,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The readiness answer: ready when every check passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Readiness {
+    /// The names of the checks that failed.
+    pub fn failing(&self) -> Vec<&'static str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    }
+}
+
+/// Judges the observations.
+pub fn evaluate(seen: &Observations) -> Readiness {
+    let mut checks = Vec::with_capacity(4);
+    checks.push(if seen.listeners_open {
+        pass("listeners", "accepting SMTP connections".into())
+    } else {
+        fail("listeners", "not accepting SMTP connections".into())
+    });
+    checks.push(match &seen.queue_write {
+        Ok(()) => pass("queue", "the queue directory takes durable writes".into()),
+        Err(why) => fail(
+            "queue",
+            format!("the queue directory is not writable: {why}"),
+        ),
+    });
+    checks.push(match seen.engine_tick_age {
+        None => fail(
+            "delivery_engine",
+            "the delivery engine's loop has not run yet".into(),
+        ),
+        Some(age) if age > ENGINE_STALL => fail(
+            "delivery_engine",
+            format!(
+                "the delivery engine's loop last ticked {} ms ago (stalled after {} s)",
+                age.as_millis(),
+                ENGINE_STALL.as_secs()
+            ),
+        ),
+        Some(age) => pass(
+            "delivery_engine",
+            format!(
+                "the delivery engine's loop ticked {} ms ago",
+                age.as_millis()
+            ),
+        ),
+    });
+    checks.push(match (seen.reserve, &seen.free) {
+        (None, _) => pass(
+            "disk",
+            "no disk reserve ([limits] min_free_disk = 0)".into(),
+        ),
+        (Some(reserve), Some(Ok(free))) if *free >= reserve => {
+            pass("disk", format!("{free} octets free, reserve {reserve}"))
+        }
+        (Some(reserve), Some(Ok(free))) => fail(
+            "disk",
+            format!("{free} octets free, below the reserve of {reserve} ([limits] min_free_disk)"),
+        ),
+        (Some(_), Some(Err(why))) => fail("disk", format!("free space unknown: {why}")),
+        (Some(_), None) => fail("disk", "free space not read".into()),
+    });
+    Readiness {
+        ready: checks.iter().all(|c| c.ok),
+        checks,
+    }
+}
+
+fn pass(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        ok: true,
+        detail,
+    }
+}
+
+fn fail(name: &'static str, detail: String) -> Check {
+    Check {
+        name,
+        ok: false,
+        detail,
+    }
+}
+
+/// Writes, fsyncs and removes [`PROBE_FILE`] in `dir`.
+pub fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(PROBE_FILE);
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(b"sealpost readiness probe\n")?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(&path)
+}
+
+/// Gives `[limits] min_free_disk` of the configuration in force.
+pub type ReserveSource = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// The server's health: what the checks read, shared by the admin API.
+pub struct Health {
+    listeners_open: AtomicBool,
+    heartbeat: Arc<Heartbeat>,
+    queue_dir: PathBuf,
+    reserve: ReserveSource,
+    space: Box<dyn FreeSpace>,
+    cached: Mutex<Option<(Instant, Readiness)>>,
+}
+
+impl Health {
+    pub fn new(
+        queue_dir: PathBuf,
+        heartbeat: Arc<Heartbeat>,
+        reserve: ReserveSource,
+        space: Box<dyn FreeSpace>,
+    ) -> Health {
+        Health {
+            listeners_open: AtomicBool::new(false),
+            heartbeat,
+            queue_dir,
+            reserve,
+            space,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The SMTP listeners started (`true`) or stopped accepting (`false`).
+    pub fn set_listeners_open(&self, open: bool) {
+        self.listeners_open.store(open, Ordering::Relaxed);
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Observes and judges (blocking: writes and fsyncs a file), reusing
+    /// an answer younger than [`CACHE_FOR`].
+    pub fn readiness(&self) -> Readiness {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, answer)) = cached.as_ref() {
+            if at.elapsed() < CACHE_FOR {
+                return answer.clone();
+            }
+        }
+        let reserve = (self.reserve)();
+        let seen = Observations {
+            listeners_open: self.listeners_open.load(Ordering::Relaxed),
+            queue_write: probe_write(&self.queue_dir).map_err(|e| e.to_string()),
+            engine_tick_age: self.heartbeat.age(),
+            reserve,
+            free: reserve.map(|_| {
+                self.space
+                    .free_bytes(&self.queue_dir)
+                    .map_err(|e| e.to_string())
+            }),
+        };
+        let answer = evaluate(&seen);
+        *cached = Some((Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("listeners_open", &self.listeners_open)
+            .field("queue_dir", &self.queue_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> Observations {
+        Observations {
+            listeners_open: true,
+            queue_write: Ok(()),
+            engine_tick_age: Some(Duration::from_millis(200)),
+            reserve: Some(1_000),
+            free: Some(Ok(5_000)),
+        }
+    }
+
+    #[test]
+    fn readiness_needs_every_check() {
+        type Change = fn(&mut Observations);
+        let table: [(&str, Change, &[&str]); 9] = [
+            ("healthy", |_| {}, &[]),
+            (
+                "no reserve set",
+                |o| {
+                    o.reserve = None;
+                    o.free = None;
+                },
+                &[],
+            ),
+            ("exactly the reserve", |o| o.free = Some(Ok(1_000)), &[]),
+            (
+                "listeners closed",
+                |o| o.listeners_open = false,
+                &["listeners"],
+            ),
+            (
+                "queue read-only",
+                |o| o.queue_write = Err("read-only file system".into()),
+                &["queue"],
+            ),
+            (
+                "engine never ticked",
+                |o| o.engine_tick_age = None,
+                &["delivery_engine"],
+            ),
+            (
+                "engine stalled",
+                |o| o.engine_tick_age = Some(ENGINE_STALL + Duration::from_millis(1)),
+                &["delivery_engine"],
+            ),
+            ("reserve crossed", |o| o.free = Some(Ok(999)), &["disk"]),
+            (
+                "free space unknown",
+                |o| o.free = Some(Err("EIO".into())),
+                &["disk"],
+            ),
+        ];
+        for (case, change, failing) in table {
+            let mut seen = healthy();
+            change(&mut seen);
+            let answer = evaluate(&seen);
+            assert_eq!(answer.failing(), failing, "{case}: {answer:?}");
+            assert_eq!(answer.ready, failing.is_empty(), "{case}");
+            assert_eq!(answer.checks.len(), 4, "{case}");
+        }
+    }
+
+    struct Fixed(u64);
+    impl FreeSpace for Fixed {
+        fn free_bytes(&self, _: &Path) -> std::io::Result<u64> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn health_probes_the_queue_directory_and_the_reserve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let heartbeat = Arc::new(Heartbeat::default());
+        let health = Health::new(
+            dir.path().to_path_buf(),
+            heartbeat.clone(),
+            Arc::new(|| Some(10)),
+            Box::new(Fixed(9)),
+        );
+        let answer = health.readiness();
+        assert_eq!(answer.failing(), ["listeners", "delivery_engine", "disk"]);
+        assert!(!dir.path().join(PROBE_FILE).exists());
+
+        heartbeat.beat();
+        health.set_listeners_open(true);
+        assert_eq!(health.readiness().failing(), ["disk"]);
+
+        let missing = dir.path().join("gone");
+        let health = Health::new(
+            missing,
+            heartbeat,
+            Arc::new(|| Some(10)),
+            Box::new(Fixed(11)),
+        );
+        health.set_listeners_open(true);
+        assert_eq!(health.readiness().failing(), ["queue"]);
+    }
+
+    #[test]
+    fn the_real_file_system_reports_free_space() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = DiskSpace.free_bytes(dir.path()).expect("statvfs");
+        assert!(free > 0);
+        assert!(DiskSpace.free_bytes(&dir.path().join("missing")).is_err());
+    }
+}
