@@ -18,6 +18,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `policy explain --json` for a session from `ip`, `from` -> `to`: the
+/// answer, after checking the command succeeded.
+fn explain_json(config: &str, from: &str, to: &str, ip: &str) -> serde_json::Value {
+    let out = run(&[
+        "--config", config, "policy", "explain", "--from", from, "--to", to, "--ip", ip, "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
 fn example() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples/sealpost.toml")
@@ -193,21 +203,12 @@ fn policy_explain_says_when_a_disabled_entry_decides() {
         "{stdout}"
     );
 
-    let out = run(&[
-        "--config",
+    let json = explain_json(
         &config,
-        "policy",
-        "explain",
-        "--from",
         "someone@partner.example",
-        "--to",
         "user@acme.example",
-        "--ip",
         "198.51.100.99",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    );
     assert_eq!(json["resolution"]["level"], "opportunistic");
     assert_eq!(json["resolution"]["reason"]["rule"], "peer-disabled");
     assert_eq!(
@@ -220,21 +221,12 @@ fn policy_explain_says_when_a_disabled_entry_decides() {
 #[test]
 fn policy_explain_json_carries_the_reason_as_data() {
     let config = example();
-    let out = run(&[
-        "--config",
+    let json = explain_json(
         &config,
-        "policy",
-        "explain",
-        "--from",
         "someone@partner.example",
-        "--to",
         "<user@acme.example>",
-        "--ip",
         "198.51.100.25",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    );
     assert_eq!(json["direction"], "inbound");
     assert_eq!(json["direction_choice"], "sender-not-managed");
     assert_eq!(json["managed_domain"], "acme.example");
