@@ -65,6 +65,7 @@ pub enum ServeError {
 
 /// Runs the server until a shutdown signal.
 pub fn run(config: Config) -> Result<(), ServeError> {
+    log_warnings(&config);
     let data_dir = config.server.data_dir.clone();
     let queue = Arc::new(Queue::open(
         data_dir.join("queue"),
@@ -427,6 +428,7 @@ fn reload_config(
         Config::load(std::path::Path::new(&source))?
     };
     load_certificates(&config, certificates)?;
+    log_warnings(&config);
     let report = live.replace(config);
     info!(
         generation = report.generation,
@@ -435,6 +437,14 @@ fn reload_config(
         "configuration reloaded"
     );
     Ok(report)
+}
+
+/// The configuration's valid but risky settings (`sealpost config check`
+/// prints the same), logged when it is put in force.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration warning");
+    }
 }
 
 /// Why a reload was refused (the configuration in force stays).

@@ -298,3 +298,31 @@ key = "{dir}/mx2.key"
     );
     server.stop();
 }
+
+/// The warnings `config check` prints (valid but risky settings) are also
+/// logged by `serve` when the configuration is put in force: at start and
+/// at each reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_configuration_warnings_at_start_and_reload() {
+    let server = Sealpost::start(|port| {
+        format!(
+            "{head}\n{NO_DNS}\n[[domains]]\nname = \"a.example\"\ntenant = \"t\"\n\
+             inbound.default = {{ level = \"mandatory\" }}\n\
+             [[domains.inbound.peers]]\npeer = \"partner.example\"\nlevel = \"opportunistic\"\n",
+            head = server_head(port)
+        )
+    });
+    let warned = |s: &Sealpost| {
+        s.events("configuration warning")
+            .iter()
+            .filter(|e| {
+                e["warning"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("partner.example"))
+            })
+            .count()
+    };
+    assert!(server.wait_for(Duration::from_secs(10), |s| warned(s) == 1));
+    server.signal("-HUP");
+    assert!(server.wait_for(Duration::from_secs(10), |s| warned(s) == 2));
+}
