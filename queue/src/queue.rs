@@ -353,8 +353,8 @@ struct Synced {
 /// the others name it as the owner.
 fn copy_locs(job: &Job, loc: BodyLoc) -> impl Iterator<Item = BodyLoc> + '_ {
     let owner = job.ids.first().copied();
-    job.ids.iter().enumerate().map(move |(i, _)| BodyLoc {
-        owner: if i == 0 { None } else { owner },
+    (0..job.ids.len()).map(move |i| BodyLoc {
+        owner: owner.filter(|_| i > 0),
         ..loc
     })
 }

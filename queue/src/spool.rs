@@ -171,22 +171,29 @@ impl Spool {
         self.error.as_ref()
     }
 
-    fn read_back(&mut self) -> Result<Vec<u8>, QueueError> {
-        if let Some(e) = self.error.clone() {
-            return Err(e);
+    /// Takes the spool's file out, unless writing it failed or it was
+    /// committed. Whoever takes it puts it back unless the file moved, so
+    /// that a spool dropped uncommitted still deletes its file.
+    fn take_file(&mut self) -> Result<File, QueueError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
         }
-        let path = self.path.clone();
-        let file = self.file.as_mut().ok_or_else(|| QueueError::Io {
-            path: path.clone(),
+        self.file.take().ok_or_else(|| QueueError::Io {
+            path: self.path.clone(),
             detail: "spool already committed".into(),
-        })?;
+        })
+    }
+
+    fn read_back(&mut self) -> Result<Vec<u8>, QueueError> {
+        let mut file = self.take_file()?;
         let mut bytes = Vec::with_capacity(self.len as usize);
-        file.seek(SeekFrom::Start(HEADER as u64))
+        let read = file
+            .seek(SeekFrom::Start(HEADER as u64))
             .and_then(|_| file.read_to_end(&mut bytes))
-            .map_err(|e| QueueError::io(&path, &e))?;
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| QueueError::io(&path, &e))?;
-        Ok(bytes)
+            .and_then(|_| file.seek(SeekFrom::End(0)))
+            .map_err(|e| QueueError::io(&self.path, &e));
+        self.file = Some(file);
+        read.map(|_| bytes)
     }
 
     /// Make the spool the record of `owner` and move it to `target` (a new
@@ -197,31 +204,27 @@ impl Spool {
         owner: MessageId,
         target: &Path,
     ) -> Result<(File, u32), QueueError> {
-        if let Some(e) = self.error.clone() {
-            return Err(e);
-        }
         let len = u32::try_from(self.len).map_err(|_| QueueError::TooLarge {
             size: usize::try_from(self.len).unwrap_or(usize::MAX),
             limit: u32::MAX as usize,
         })?;
+        let mut file = self.take_file()?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&owner.key());
         crc.combine(&self.crc);
         let header = record_header(owner, len, crc.finalize());
-        let path = self.path.clone();
-        let file = self.file.as_mut().ok_or_else(|| QueueError::Io {
-            path: path.clone(),
-            detail: "spool already committed".into(),
-        })?;
-        file.seek(SeekFrom::Start(0))
+        let moved = file
+            .seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&header))
-            .map_err(|e| QueueError::io(&path, &e))?;
-        fs::rename(&path, target).map_err(|e| QueueError::io(target, &e))?;
-        let file = self.file.take().ok_or_else(|| QueueError::Io {
-            path: path.clone(),
-            detail: "spool already committed".into(),
-        })?;
-        Ok((file, len))
+            .map_err(|e| QueueError::io(&self.path, &e))
+            .and_then(|()| fs::rename(&self.path, target).map_err(|e| QueueError::io(target, &e)));
+        match moved {
+            Ok(()) => Ok((file, len)),
+            Err(e) => {
+                self.file = Some(file);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -188,6 +188,19 @@ impl World {
         out
     }
 
+    /// The queue handed out `leases`: their recipients are active.
+    fn leased(&mut self, leases: Vec<Lease>) {
+        for l in &leases {
+            let m = self.model.get_mut(&l.id).expect("leased message in model");
+            for r in &l.recipients {
+                let r = &mut m.rcpts[usize::from(r.index)];
+                r.active = true;
+                r.not_before = 0;
+            }
+        }
+        self.leases.extend(leases);
+    }
+
     /// A message the queue acknowledged, in the model.
     fn stored(&mut self, id: MessageId, tenant: usize, dests: &[usize], content: Vec<u8>) {
         self.ids.push(id);
@@ -225,15 +238,7 @@ impl World {
             })
             .collect();
         assert_eq!(got, expected, "due set at {}", self.clock);
-        for l in &leases {
-            let m = self.model.get_mut(&l.id).expect("leased message in model");
-            for r in &l.recipients {
-                let r = &mut m.rcpts[usize::from(r.index)];
-                r.active = true;
-                r.not_before = 0;
-            }
-        }
-        self.leases.extend(leases);
+        self.leased(leases);
     }
 
     /// Leases taken with a cap per destination: each is a whole due group
@@ -270,15 +275,7 @@ impl World {
                 }
             }
         }
-        for l in &leases {
-            let m = self.model.get_mut(&l.id).expect("leased message in model");
-            for r in &l.recipients {
-                let r = &mut m.rcpts[usize::from(r.index)];
-                r.active = true;
-                r.not_before = 0;
-            }
-        }
-        self.leases.extend(leases);
+        self.leased(leases);
     }
 
     fn modify(
