@@ -7,11 +7,10 @@ use std::process::ExitCode;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use sealpost::admin::views::FilterSpec;
 use sealpost::cli::{
-    self, AdminOptions, ExplainRequest, GlobalOptions, ProbeRequest, QueueAction, QueueCommand,
-    Target,
+    self, AdminOptions, GlobalOptions, ProbeRequest, QueueAction, QueueCommand, Target,
 };
 use sealpost::logging::LogFormat;
-use sealpost::policy::Direction;
+use sealpost::policy::{Direction, ExplainRequest};
 
 /// A mail transfer agent for email security gateways with per-domain TLS peer policies.
 #[derive(Debug, Parser)]

@@ -8,6 +8,8 @@
 mod backoff;
 mod commit;
 mod error;
+mod faults;
+mod frame;
 mod index;
 mod queue;
 mod record;
@@ -18,9 +20,9 @@ mod types;
 pub use backoff::{base_interval, next_retry, Retry, RetryPolicy};
 pub use commit::{Durable, DurableTransaction};
 pub use error::QueueError;
+pub use faults::StorageFaults;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
-pub use segment::StorageFaults;
 pub use spool::{Body, Spool};
 pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,

@@ -19,9 +19,10 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crate::commit::{lock, CommitQueue, Durable, DurableTransaction, Job, Slot};
+use crate::faults::StorageFaults;
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
-use crate::segment::{BodyLoc, Segments, StorageFaults};
+use crate::segment::{BodyLoc, Segments};
 use crate::spool::{reset_incoming, Spool};
 use crate::types::to_ms;
 use crate::{Body, MessageId, NewCopy, NewMessage, NewTransaction, QueueError};

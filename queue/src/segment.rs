@@ -1,7 +1,7 @@
 //! Body storage: append-only segment files under `<queue>/bodies/`.
 //!
-//! A record is `magic "SPB1" | message id u64 | length u32 | crc32(id ‖ body)
-//! u32 | body`, all big-endian. Records are written by the commit thread only
+//! A record is a header and the body, framed as [`crate::frame`] describes
+//! (magic, owner id, length, crc32). Records are written by the commit thread only
 //! and made durable with one `fdatasync` per commit group, *before* the
 //! metadata pointing at them is written; so metadata never names a record
 //! that is not on disk, and a torn tail after a crash belongs to a message
@@ -29,25 +29,13 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::faults::StorageFaults;
+use crate::frame::{self, record_header, HEADER};
 use crate::spool::Spool;
 use crate::{MessageId, QueueError};
-
-const MAGIC: &[u8; 4] = b"SPB1";
-pub(crate) const HEADER: usize = 20;
-
-/// The header of a record owned by `id` holding `len` body octets whose
-/// `crc32(id ‖ body)` is `crc`.
-pub(crate) fn record_header(id: MessageId, len: u32, crc: u32) -> [u8; HEADER] {
-    let mut header = [0u8; HEADER];
-    header[..4].copy_from_slice(MAGIC);
-    header[4..12].copy_from_slice(&id.key());
-    header[12..16].copy_from_slice(&len.to_be_bytes());
-    header[16..].copy_from_slice(&crc.to_be_bytes());
-    header
-}
 
 /// Where a body lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,17 +47,6 @@ pub(crate) struct BodyLoc {
     /// this is not that message (absent: the record is the message's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<MessageId>,
-}
-
-/// The storage seam for fault injection in tests: set `disk_full` and the
-/// next body writes fail as if the disk were full; set `fail_records` and
-/// attempt records fail as if the metadata could not be written
-/// (`records_failed` counts them).
-#[derive(Debug, Default)]
-pub struct StorageFaults {
-    pub disk_full: AtomicBool,
-    pub fail_records: AtomicBool,
-    pub records_failed: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) struct Segments {
@@ -289,13 +266,11 @@ pub(crate) fn read_body(
     let mut header = [0u8; HEADER];
     file.read_exact(&mut header)
         .map_err(|e| corrupt(format!("header unreadable: {e}")))?;
-    if &header[..4] != MAGIC {
-        return Err(corrupt("bad magic".into()));
-    }
-    if header[4..12] != owner.key() {
+    let (header_owner, len, want) =
+        frame::parse_header(&header).ok_or_else(|| corrupt("bad magic".into()))?;
+    if header_owner != owner.key() {
         return Err(corrupt("record belongs to another message".into()));
     }
-    let len = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
     if len != loc.len {
         return Err(corrupt(format!("length {len}, metadata says {}", loc.len)));
     }
@@ -304,7 +279,6 @@ pub(crate) fn read_body(
             "length {len} exceeds the body limit {limit}"
         )));
     }
-    let want = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
     let mut out = Vec::with_capacity(trace.len() + len as usize);
     out.extend_from_slice(trace);
     out.resize(trace.len() + len as usize, 0);

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::segment::{record_header, StorageFaults, HEADER};
+use crate::faults::StorageFaults;
+use crate::frame::{record_header, HEADER};
 use crate::{MessageId, QueueError};
 
 /// The body of a new transaction.

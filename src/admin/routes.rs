@@ -21,9 +21,9 @@ use super::views::{
     TenantView, Touched,
 };
 use super::{AdminState, DeliveryView};
-use crate::cli::{explain, ExplainRequest};
 use crate::metrics::{state_name, STATES};
 use crate::policy::Direction;
+use crate::policy::{explain, ExplainRequest};
 
 /// Default and largest page of `GET /queue/messages`.
 const DEFAULT_PAGE: usize = 100;

@@ -8,7 +8,6 @@
 
 mod admin;
 mod dns_records;
-mod explain;
 mod probe;
 
 use std::io::{self, Write};
@@ -18,12 +17,11 @@ pub use admin::{
     destination_flush, destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target,
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
-pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
-use crate::policy::SecurityLevel;
+use crate::policy::{explain, ExplainRequest, SecurityLevel};
 
 /// Options every command takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

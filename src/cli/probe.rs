@@ -11,9 +11,10 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{explain::domain_of, load, start_logging, ExitStatus, GlobalOptions};
+use super::{load, start_logging, ExitStatus, GlobalOptions};
 use super::{EXIT_FAILURE, EXIT_OK};
 use crate::config::Config;
+use crate::policy::domain_of;
 use crate::policy::PeerQuery;
 use crate::probe::{gather, trust_roots, Configured, ProbeError, ProbeReport, ProbeSettings};
 

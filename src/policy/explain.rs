@@ -1,6 +1,7 @@
-//! `sealpost policy explain`: which TLS policy applies to a message between
-//! two addresses, and why. The choice of managed domain and peer follows the
-//! direction (see `docs/policy.md`):
+//! Which TLS policy applies to a message between two addresses, and why
+//! (`sealpost policy explain`, the admin API's `/policy/explain`). The
+//! choice of managed domain and peer follows the direction (see
+//! `docs/policy.md`):
 //! - outbound: managed domain = the sender's (`--from`) domain, peer = the
 //!   recipient's (`--to`) domain;
 //! - inbound: managed domain = the recipient's (`--to`) domain, peer = the
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::policy::{Direction, PeerQuery, PolicySnapshot, Resolution};
+use super::{Direction, PeerQuery, PolicySnapshot, Resolution};
 
 /// What to explain, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
