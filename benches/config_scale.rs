@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sealpost::bench::config_gen::{self, ScaleOptions};
+use sealpost_bench::config_gen::{self, ScaleOptions};
 
 const SEALPOST: &str = env!("CARGO_BIN_EXE_sealpost");
 /// The longest the benchmark waits for the listener (a bound, not a goal).

@@ -166,7 +166,7 @@ build() {
     command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (rust-version in Cargo.toml)"
     if [[ -n $BUILD ]]; then
         log "building sealpost-bench and sealpost (release)"
-        (cd "$ROOT" && cargo build --release --bin sealpost-bench --bin sealpost)
+        (cd "$ROOT" && cargo build --release -p sealpost -p sealpost-bench)
     fi
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
     [[ -x $BIN/sealpost-bench ]] || die "$BIN/sealpost-bench missing (build it or drop --no-build)"

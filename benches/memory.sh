@@ -35,7 +35,7 @@ done
 
 BIN=$ROOT/target/release
 if [[ -n $BUILD ]]; then
-    (cd "$ROOT" && cargo build --release --bin sealpost --bin sealpost-bench) >&2
+    (cd "$ROOT" && cargo build --release -p sealpost -p sealpost-bench) >&2
 fi
 WORK=$(mktemp -d)
 PIDS=()

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sealpost::bench::{Sink, SinkOptions};
 use sealpost::dsn::{build, Action, DsnInput, RecipientReport};
 use sealpost::policy::MinTlsVersion;
 use sealpost::smtp::client::{
     ClientConfig, Connection, Delivery, OutboundMessage, Peer, TlsParams, TlsRequirement,
 };
 use sealpost::smtp::{EnhancedCode, ForwardPath, Host, Mailbox, Reply, ReversePath};
+use sealpost_bench::{Sink, SinkOptions};
 
 fn body_10k() -> Vec<u8> {
     let mut body = b"From: a@s.test\r\nTo: b@d.test\r\nSubject: bench\r\n\r\n".to_vec();

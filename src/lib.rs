@@ -8,7 +8,6 @@
 pub mod actors;
 pub mod admin;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dane;

@@ -5,8 +5,8 @@ mod support;
 
 use std::sync::Arc;
 
-use sealpost::bench::{send, SendOptions};
 use sealpost::smtp::{Reply, ReplyParser};
+use sealpost_bench::{send, SendOptions};
 use support::pki::{self, TestCa};
 use support::smtp::{accept_all, TestSmtpServer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

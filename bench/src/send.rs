@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tls::{accept_any_client_config, TlsSetupError};
-use crate::smtp::{EhloCapabilities, Reply, ReplyError, ReplyParser};
-use crate::tls::MaybeTls;
+use sealpost::smtp::{EhloCapabilities, Reply, ReplyError, ReplyParser};
+use sealpost::tls::MaybeTls;
 
 /// How the generator runs.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 
-use crate::policy::MinTlsVersion;
-use crate::tls::provider;
+use sealpost::policy::MinTlsVersion;
+use sealpost::tls::provider;
 
 /// Why a TLS configuration could not be made.
 #[derive(Debug, Error)]
@@ -39,5 +39,5 @@ pub fn self_signed_server_config(
 /// A client config that accepts any server certificate but still checks
 /// the handshake signatures (so the session is real TLS work).
 pub fn accept_any_client_config() -> Arc<rustls::ClientConfig> {
-    crate::tls::unauthenticated_client_config(MinTlsVersion::Any)
+    sealpost::tls::unauthenticated_client_config(MinTlsVersion::Any)
 }

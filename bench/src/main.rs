@@ -1,12 +1,12 @@
 //! `sealpost-bench`: SMTP load generator and discarding sink. Argument
-//! parsing only; the work is in `sealpost::bench`.
+//! parsing only; the work is in the library (`bench/src/lib.rs`).
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sealpost::bench::config_gen::{self, ScaleOptions};
-use sealpost::bench::{self, SendOptions, Sink, SinkOptions};
+use sealpost_bench::config_gen::{self, ScaleOptions};
+use sealpost_bench::{SendOptions, Sink, SinkOptions};
 
 #[derive(Parser)]
 #[command(
@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 ehlo,
                 run_id,
             };
-            let report = bench::send::run(options).await?;
+            let report = sealpost_bench::send::run(options).await?;
             println!("{report}");
             println!("{}", report.to_json());
         }

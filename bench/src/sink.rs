@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use super::tls::{self_signed_server_config, TlsSetupError};
-use crate::inbound::{
+use sealpost::inbound::{
     Body, ConnectionInfo, ConnectionLimits, Listener, ListenerError, SessionHandler, Timeouts,
 };
-use crate::smtp::{
+use sealpost::smtp::{
     Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath, SessionConfig, Verdict,
 };
 
