@@ -311,6 +311,15 @@ impl QueueArgs {
 enum ConfigCommand {
     /// Validate the configuration: print a summary, or every error (exit 1).
     Check,
+    /// Split the --config file into a main file and one file per tenant
+    /// (the original is kept as FILE.orig).
+    Split {
+        /// The tenant files' directory, relative to the file's.
+        #[arg(long, default_value = "tenants.d", value_name = "DIR")]
+        tenants_dir: String,
+    },
+    /// Print the --config file with its tenant files merged into one.
+    Merge,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +357,12 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => cli::config_check(&global, &mut out, &mut err),
+        Command::Config {
+            command: ConfigCommand::Split { tenants_dir },
+        } => cli::config_split(&global, &tenants_dir, &mut out, &mut err),
+        Command::Config {
+            command: ConfigCommand::Merge,
+        } => cli::config_merge(&global, &mut out, &mut err),
         Command::Policy {
             command:
                 PolicyCommand::Explain {

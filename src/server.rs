@@ -425,10 +425,13 @@ fn reload_config(
     let config = if source == crate::config::EMBEDDED_DEFAULT_NAME {
         Config::embedded_default().map_err(LoadError::Invalid)?
     } else {
-        Config::load(std::path::Path::new(&source))?
+        Config::reload(std::path::Path::new(&source), &live.current())?
     };
     load_certificates(&config, certificates)?;
     log_warnings(&config);
+    for error in &config.tenant_files.kept_previous {
+        tracing::error!(error = %error, "tenant file refused; its previous version stays in force");
+    }
     let report = live.replace(config);
     info!(
         generation = report.generation,

@@ -437,8 +437,36 @@ pub fn reload(
         path: "/reload",
         body: None,
     };
-    let text = |answer: &Answer, out: &mut dyn Write| print_reload(&decode(answer, "reload")?, out);
-    ask(global, options, call, text, out, err)
+    let Some(socket) = socket(global, options, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let Some(answer) = request(socket, call, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let report: ReloadAnswer = decode(&answer, "reload")?;
+    if options.json {
+        print_json(&answer, out)?;
+    } else {
+        print_reload(&report, out)?;
+    }
+    if report.tenant_errors.is_empty() {
+        return Ok(EXIT_OK);
+    }
+    // Applied, but not all of it: a script must notice.
+    for error in &report.tenant_errors {
+        writeln!(err, "{error}")?;
+    }
+    writeln!(
+        err,
+        "{} tenant file error{}: the previous version of those tenants stays in force",
+        report.tenant_errors.len(),
+        if report.tenant_errors.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    )?;
+    Ok(EXIT_FAILURE)
 }
 
 fn print_reload(report: &ReloadAnswer, out: &mut dyn Write) -> io::Result<()> {

@@ -10,6 +10,7 @@ mod admin;
 mod dns_records;
 mod explain;
 mod probe;
+mod split;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use admin::{
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};
+pub use split::{config_merge, config_split, same_policy};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
@@ -131,6 +133,14 @@ pub fn config_check(
         config.server.data_dir.display()
     )?;
     writeln!(out, "  admin socket:    {}", config.admin.socket.display())?;
+    if let Some(dir) = &config.tenant_files.dir {
+        writeln!(
+            out,
+            "  tenant files:    {} in {}",
+            config.tenant_files.files.len(),
+            dir.display()
+        )?;
+    }
     writeln!(
         out,
         "  logging:         {} at {}",

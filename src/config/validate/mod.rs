@@ -19,6 +19,7 @@ use super::raw::RawOneOrMany;
 use super::raw::{RawConfig, RawDirection, RawDomain, RawDomainSection, RawRule};
 use super::recipients::RecipientList;
 use super::sections;
+use super::tenant_files::{self, TenantFile, TenantFiles};
 use super::{
     AdminConfig, CertificatePaths, Config, DomainMtaSts, ListenerConfig, LoggingConfig,
     MtaStsHostConfig, ServerConfig, TlsConfig,
@@ -36,6 +37,7 @@ use crate::policy::{
 mod mta_sts;
 mod policy;
 mod recipients;
+mod tenant_file;
 mod tenants;
 mod tls;
 
@@ -54,15 +56,169 @@ pub(super) fn parse(
     file: &str,
     base_dir: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    parse_tree(text, file, base_dir, Tenants::Scan { previous: None })
+}
+
+/// Where the tenant files come from (see [`parse_tree`]).
+pub(super) enum Tenants<'a> {
+    /// Read `[server] tenants_dir`. With `previous` (a reload), a file
+    /// whose stamp is unchanged is not read again, and a changed file
+    /// with errors is replaced by its version in `previous` (or left out
+    /// if it is new); its errors are kept in `TenantFiles::kept_previous`.
+    Scan { previous: Option<&'a TenantFiles> },
+    /// The files of `in_force`, with `path`'s text replaced by `text`
+    /// (created if absent): an edit through the admin API, validated
+    /// before it is written.
+    Edit {
+        in_force: &'a TenantFiles,
+        path: &'a Path,
+        text: &'a str,
+    },
+}
+
+/// The main file and, with `[server] tenants_dir`, every tenant file.
+pub(super) fn parse_tree(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+    tenants: Tenants<'_>,
+) -> Result<Config, ConfigErrors> {
     let raw = read_raw(text, file)?;
-    let mut v = Validator {
-        file,
+    let main = Source {
+        base: 0,
+        name: file.to_owned(),
         text,
+    };
+    let Some(dir_value) = raw.server.tenants_dir.clone() else {
+        return build(raw, vec![main], base_dir, &[]).map(|(config, _)| config);
+    };
+    let dir = match base_dir {
+        Some(base) if Path::new(dir_value.get_ref()).is_relative() => {
+            base.join(dir_value.get_ref())
+        }
+        _ => PathBuf::from(dir_value.get_ref()),
+    };
+    let (mut files, previous) = match tenants {
+        Tenants::Scan { previous } => match tenant_files::scan(&dir, previous) {
+            Ok(files) => (files, previous),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError::at(
+                    file,
+                    text,
+                    &dir_value.span(),
+                    Kind::TenantsDirUnreadable {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    },
+                )]))
+            }
+        },
+        Tenants::Edit {
+            in_force,
+            path,
+            text,
+        } => {
+            let mut files: Vec<TenantFile> =
+                in_force.files.iter().map(|(f, _)| f.clone()).collect();
+            let edited = TenantFile {
+                path: path.to_owned(),
+                stamp: None,
+                text: Arc::from(text),
+            };
+            match files.iter_mut().find(|f| f.path == path) {
+                Some(f) => *f = edited,
+                None => {
+                    files.push(edited);
+                    files.sort_by(|a, b| a.path.cmp(&b.path));
+                }
+            }
+            (files, None)
+        }
+    };
+    let mut kept_previous = Vec::new();
+    loop {
+        let main = Source {
+            base: 0,
+            name: file.to_owned(),
+            text,
+        };
+        let errors = match build(raw.clone(), vec![main], base_dir, &files) {
+            Ok((mut config, tenants)) => {
+                config.tenant_files = Arc::new(TenantFiles {
+                    dir: Some(dir),
+                    files: files.into_iter().zip(tenants).collect(),
+                    kept_previous,
+                });
+                return Ok(config);
+            }
+            Err(errors) => errors,
+        };
+        // A reload: the changed tenant files the errors name keep their
+        // previous version; any other error refuses the whole reload.
+        let Some(previous) = previous else {
+            return Err(errors);
+        };
+        // An error is the changed file's it is in; a duplicate whose
+        // second place is in an unchanged file is the changed first one's.
+        let changed: Vec<(usize, String)> = (0..files.len())
+            .filter(|&i| tenant_files::changed(&files[i], Some(previous)))
+            .map(|i| (i, files[i].name()))
+            .collect();
+        let index_of = |name: &str| changed.iter().find(|(_, n)| n == name).map(|(i, _)| *i);
+        let mut blamed: Vec<usize> = errors
+            .0
+            .iter()
+            .filter_map(|e| index_of(&e.file).or_else(|| e.kind.first_file().and_then(index_of)))
+            .collect();
+        blamed.sort_unstable();
+        blamed.dedup();
+        if blamed.is_empty() {
+            return Err(errors);
+        }
+        for &i in blamed.iter().rev() {
+            let name = files[i].name();
+            kept_previous.extend(
+                (errors.0.iter())
+                    .filter(|e| e.file == name || e.kind.first_file() == Some(name.as_str()))
+                    .cloned(),
+            );
+            match tenant_files::previous_version(&files[i].path, Some(previous)) {
+                Some(known) => files[i] = known,
+                None => {
+                    files.remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// Validates the main file's `raw` with the tenant files added; the
+/// configuration and the tenant each file holds.
+fn build<'a>(
+    mut raw: RawConfig,
+    mut sources: Vec<Source<'a>>,
+    base_dir: Option<&Path>,
+    files: &'a [TenantFile],
+) -> Result<(Config, Vec<Option<String>>), ConfigErrors> {
+    let file = sources[0].name.clone();
+    // Each tenant file gets its own offsets, after the previous file's.
+    let mut base = sources[0].text.len() + 1;
+    for tenant_file in files {
+        sources.push(Source {
+            base,
+            name: tenant_file.name(),
+            text: &tenant_file.text,
+        });
+        base += tenant_file.text.len() + 1;
+    }
+    let mut v = Validator {
+        sources: &sources,
         errors: Vec::new(),
         warnings: Vec::new(),
         tenant_names: HashMap::new(),
         peer_names: HashSet::new(),
     };
+    let file_tenants = v.tenant_files(&mut raw, files);
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
     let admin_socket = raw
@@ -88,38 +244,47 @@ pub(super) fn parse(
     let limits = v.limits(&raw);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     if !v.errors.is_empty() {
-        // The configuration file's errors first, then those of the files it names.
-        v.errors.sort_by_key(|e| (e.file != file, e.location));
+        // The main file's errors first, then the tenant files' in name
+        // order, then those of the files they name.
+        let order = |name: &str| sources.iter().position(|s| s.name == name);
+        v.errors
+            .sort_by_key(|e| (order(&e.file).unwrap_or(usize::MAX), e.location));
+        v.errors.dedup();
         return Err(ConfigErrors(v.errors));
     }
     match (server, policy) {
-        (Some(server), Some(policy)) => Ok(Config {
-            source: file.to_owned(),
-            admin: AdminConfig {
-                socket: admin_socket.unwrap_or_else(|| server.data_dir.join(DEFAULT_ADMIN_SOCKET)),
-                group: admin_group,
-                metrics_listen,
+        (Some(server), Some(policy)) => Ok((
+            Config {
+                source: file,
+                tenant_files: Arc::default(),
+                admin: AdminConfig {
+                    socket: admin_socket
+                        .unwrap_or_else(|| server.data_dir.join(DEFAULT_ADMIN_SOCKET)),
+                    group: admin_group,
+                    metrics_listen,
+                },
+                server,
+                listeners,
+                logging,
+                tenant_domains: Arc::new(tenant_domains(&policy)),
+                policy: Arc::new(policy),
+                relay: Arc::new(relay),
+                recipients,
+                mta_sts_host,
+                hosted_mta_sts,
+                users: Arc::new(users),
+                tls,
+                delivery,
+                dns,
+                mta_sts,
+                routes: Arc::new(routes),
+                tenant_limits: Arc::new(tenant_limits),
+                limits,
+                tenant_quotas: Arc::new(tenant_quotas),
+                warnings: v.warnings,
             },
-            server,
-            listeners,
-            logging,
-            tenant_domains: Arc::new(tenant_domains(&policy)),
-            policy: Arc::new(policy),
-            relay: Arc::new(relay),
-            recipients,
-            mta_sts_host,
-            hosted_mta_sts,
-            users: Arc::new(users),
-            tls,
-            delivery,
-            dns,
-            mta_sts,
-            routes: Arc::new(routes),
-            tenant_limits: Arc::new(tenant_limits),
-            limits,
-            tenant_quotas: Arc::new(tenant_quotas),
-            warnings: v.warnings,
-        }),
+            file_tenants,
+        )),
         // Not reached: a part is missing only when its error was recorded above.
         _ => Err(ConfigErrors(Vec::new())),
     }
@@ -210,9 +375,17 @@ fn read_section_run(
     Ok(domains)
 }
 
-pub(super) struct Validator<'a> {
-    file: &'a str,
+/// A file a configuration is read from, placed at `base` in one offset
+/// space shared by all of them: a span names one place in one file.
+pub(super) struct Source<'a> {
+    base: usize,
+    name: String,
     text: &'a str,
+}
+
+pub(super) struct Validator<'a> {
+    /// By `base`, the main file first.
+    sources: &'a [Source<'a>],
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigWarning>,
     /// One shared name per tenant, however many domains it has.
@@ -248,12 +421,35 @@ impl Validator<'_> {
     }
 
     pub(super) fn error(&mut self, span: &Range<usize>, kind: Kind) {
-        self.errors
-            .push(ConfigError::at(self.file, self.text, span, kind));
+        self.errors.push(ConfigError {
+            file: self.source_of(span.start).name.clone(),
+            location: Some(self.location(span)),
+            kind,
+        });
     }
 
     fn line(&self, span: &Range<usize>) -> usize {
-        Location::of_offset(self.text, span.start).line
+        self.location(span).line
+    }
+
+    /// The source holding `offset`.
+    fn source_of(&self, offset: usize) -> &Source<'_> {
+        let after = self.sources.partition_point(|s| s.base <= offset);
+        &self.sources[after.saturating_sub(1)]
+    }
+
+    /// Where `span` starts, in its own file.
+    fn location(&self, span: &Range<usize>) -> Location {
+        let source = self.source_of(span.start);
+        Location::of_offset(source.text, span.start - source.base)
+    }
+
+    /// The line of an earlier definition at `first`, and its file when
+    /// that is not the file of `second`.
+    fn first_at(&self, first: &Range<usize>, second: &Range<usize>) -> (Option<String>, usize) {
+        let file = self.source_of(first.start);
+        let other = (file.base != self.source_of(second.start).base).then(|| file.name.clone());
+        (other, self.line(first))
     }
 
     pub(super) fn word<T: FromStr<Err = UnknownWord>>(
@@ -327,7 +523,13 @@ impl Validator<'_> {
                 }
             }
         });
+        let tenants_dir = raw
+            .server
+            .tenants_dir
+            .as_ref()
+            .map(|d| self.path(d, "server.tenants_dir", base_dir));
         Some(ServerConfig {
+            tenants_dir,
             hostname: hostname.ok()?,
             data_dir,
             postmaster,

@@ -3,6 +3,7 @@
 use super::*;
 
 impl Validator<'_> {
+    /// `[mta_sts_host]`: the policy server's listen addresses.
     pub(super) fn mta_sts_host(&mut self, raw: &RawConfig) -> MtaStsHostConfig {
         let mut listen: Vec<(SocketAddr, Range<usize>)> = Vec::new();
         for given in &raw.mta_sts_host.listen {

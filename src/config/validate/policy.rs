@@ -110,8 +110,8 @@ impl Validator<'_> {
                     entry.rule.level < default.level || entry.rule.min_tls < default.min_tls;
                 if entry.enabled && !entry.matcher.is_address() && weaker {
                     self.warnings.push(ConfigWarning {
-                        file: self.file.to_owned(),
-                        location: Location::of_offset(self.text, peer_span.start),
+                        file: self.source_of(peer_span.start).name.clone(),
+                        location: self.location(peer_span),
                         kind: ConfigWarningKind::WeakSenderDomainPeer {
                             domain: domain.name.clone(),
                             peer: entry.matcher.clone(),
@@ -213,13 +213,18 @@ impl Validator<'_> {
                 name,
                 first,
                 second,
-            } => (
-                spans[second].name.clone(),
-                Kind::DuplicateDomain {
-                    name: name.to_string(),
-                    first_line: self.line(&spans[first].name),
-                },
-            ),
+            } => {
+                let (first_file, first_line) =
+                    self.first_at(&spans[first].name, &spans[second].name);
+                (
+                    spans[second].name.clone(),
+                    Kind::DuplicateDomain {
+                        name: name.to_string(),
+                        first_line,
+                        first_file,
+                    },
+                )
+            }
             BuildError::DuplicatePeer {
                 domain,
                 domain_name,

@@ -49,16 +49,19 @@ impl Validator<'_> {
                 match inserted {
                     Ok(()) => lines.push((name.to_ascii_lowercase(), user.name.span())),
                     Err(first) => {
-                        let first_line = lines
+                        let first_span = lines
                             .iter()
                             .find(|(n, _)| *n == name.to_ascii_lowercase())
-                            .map_or(0, |(_, span)| self.line(span));
+                            .map_or(0..0, |(_, span)| span.clone());
+                        let (first_file, first_line) =
+                            self.first_at(&first_span, &user.name.span());
                         self.error(
                             &user.name.span(),
                             Kind::DuplicateUser {
                                 name: name.clone(),
                                 first_tenant: first.tenant.as_str().to_string(),
                                 first_line,
+                                first_file,
                             },
                         );
                     }
@@ -68,7 +71,6 @@ impl Validator<'_> {
         users
     }
 
-    /// `[mta_sts_host]`: the policy server's listen addresses.
     pub(super) fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {
         let mut relay = RelaySources::default();
         // By name and by network: a scan of the earlier ones would be
@@ -87,12 +89,13 @@ impl Validator<'_> {
                 continue;
             }
             if let Some(first) = tenants.get(name) {
-                let first_line = self.line(first);
+                let (first_file, first_line) = self.first_at(first, &tenant.name.span());
                 self.error(
                     &tenant.name.span(),
                     Kind::DuplicateTenant {
                         name: name.to_string(),
                         first_line,
+                        first_file,
                     },
                 );
                 continue;
@@ -125,13 +128,15 @@ impl Validator<'_> {
                     }
                 };
                 if let Some((first_tenant, first)) = sources.get(&net) {
-                    let (first_tenant, first_line) = (first_tenant.clone(), self.line(first));
+                    let first_tenant = first_tenant.clone();
+                    let (first_file, first_line) = self.first_at(first, &source.span());
                     self.error(
                         &source.span(),
                         Kind::DuplicateRelaySource {
                             source_net: net.to_string(),
                             first_tenant,
                             first_line,
+                            first_file,
                         },
                     );
                     continue;
