@@ -8,6 +8,7 @@
 //! Keys and defaults: `docs/configuration.md`.
 
 mod delivery;
+pub mod edit;
 mod error;
 mod limits;
 mod raw;
