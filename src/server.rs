@@ -421,6 +421,8 @@ fn reload_config(
     live: &LiveConfig,
     certificates: &SniCertResolver,
 ) -> Result<ReloadReport, ReloadError> {
+    // No change through the admin API runs meanwhile (one would be lost).
+    let _edits = crate::config::edit::lock();
     let source = live.current().source.clone();
     let config = if source == crate::config::EMBEDDED_DEFAULT_NAME {
         Config::embedded_default().map_err(LoadError::Invalid)?

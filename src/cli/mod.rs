@@ -11,6 +11,7 @@ mod dns_records;
 mod explain;
 mod probe;
 mod split;
+mod tenants;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};
 pub use split::{config_merge, config_split, same_policy};
+pub use tenants::{audit, domains, peers, tenants, ApiArgs, DomainsCommand, PeersCommand};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
@@ -46,7 +48,24 @@ pub const EXIT_FAILURE: ExitStatus = 1;
 
 /// Loads the configuration, printing every error to `err`.
 fn load(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<Option<Config>> {
-    match Config::load_or_default(global.config.as_deref()) {
+    report_load(Config::load_or_default(global.config.as_deref()), err)
+}
+
+/// The main configuration file alone (`Config::load_main`), printing
+/// every error to `err`: enough to find the admin socket.
+fn load_main(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<Option<Config>> {
+    let loaded = match global.config.as_deref() {
+        Some(path) => Config::load_main(path),
+        None => Config::embedded_default().map_err(LoadError::Invalid),
+    };
+    report_load(loaded, err)
+}
+
+fn report_load(
+    loaded: Result<Config, LoadError>,
+    err: &mut dyn Write,
+) -> io::Result<Option<Config>> {
+    match loaded {
         Ok(config) => Ok(Some(config)),
         Err(LoadError::Invalid(errors)) => {
             writeln!(err, "{errors}")?;

@@ -219,6 +219,20 @@ impl Config {
         Config::parse(&text, &path.display().to_string(), base_of(path)).map_err(LoadError::Invalid)
     }
 
+    /// The main file alone, its `[server] tenants_dir` unread: for
+    /// commands that only need the server-wide settings (the admin
+    /// socket), which must work while a tenant file is broken.
+    pub fn load_main(path: &Path) -> Result<Config, LoadError> {
+        let text = read(path)?;
+        validate::parse_tree(
+            &text,
+            &path.display().to_string(),
+            base_of(path),
+            validate::Tenants::Skip,
+        )
+        .map_err(LoadError::Invalid)
+    }
+
     /// Reads the configuration file again, for a reload of `running`: the
     /// main file must be valid as a whole, but a tenant file that changed
     /// and has errors keeps its version in `running` in force (its errors

@@ -61,6 +61,8 @@ pub(super) fn parse(
 
 /// Where the tenant files come from (see [`parse_tree`]).
 pub(super) enum Tenants<'a> {
+    /// Leave `[server] tenants_dir` unread (the main file alone).
+    Skip,
     /// Read `[server] tenants_dir`. With `previous` (a reload), a file
     /// whose stamp is unchanged is not read again, and a changed file
     /// with errors is replaced by its version in `previous` (or left out
@@ -89,7 +91,11 @@ pub(super) fn parse_tree(
         name: file.to_owned(),
         text,
     };
-    let Some(dir_value) = raw.server.tenants_dir.clone() else {
+    let dir_value = match tenants {
+        Tenants::Skip => None,
+        _ => raw.server.tenants_dir.clone(),
+    };
+    let Some(dir_value) = dir_value else {
         return build(raw, vec![main], base_dir, &[]).map(|(config, _)| config);
     };
     let dir = match base_dir {
@@ -99,6 +105,7 @@ pub(super) fn parse_tree(
         _ => PathBuf::from(dir_value.get_ref()),
     };
     let (mut files, previous) = match tenants {
+        Tenants::Skip => (Vec::new(), None),
         Tenants::Scan { previous } => match tenant_files::scan(&dir, previous) {
             Ok(files) => (files, previous),
             Err(e) => {
