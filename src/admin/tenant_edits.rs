@@ -470,7 +470,8 @@ fn apply(
     let path = file.map_or_else(|| dir.join(file_name_of(&tenant)), |f| f.path.clone());
     let text: &str = file.map_or("", |f| &f.text);
     let version = file.map(|f| f.version());
-    let wanted = if_match.or(request.version);
+    // `If-Match: *` asks for no version check (RFC 9110 section 13.1.1).
+    let wanted = if_match.filter(|v| v != "*").or(request.version);
     if let Some(wanted) = &wanted {
         if Some(wanted) != version.as_ref() {
             return Err(conflict(
