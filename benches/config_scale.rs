@@ -117,6 +117,103 @@ fn run(scale: &ScaleOptions, settle: Duration) {
 
     let _ = serve.kill();
     let _ = serve.wait();
+
+    split_layout(&config, &socket, port, settle);
+}
+
+/// The same configuration split into a main file and one file per tenant
+/// (`sealpost config split`): check, serve, 10 reloads with nothing
+/// changed, and one tenant's change, through the admin API and by editing
+/// its file and reloading.
+fn split_layout(config: &Path, socket: &Path, port: u16, settle: Duration) {
+    let (split_time, _) = run_measured(config, &["config", "split"]);
+    println!(
+        "\none file per tenant (`config split`: {:.3} s)",
+        split_time.as_secs_f64()
+    );
+    let (check_time, check_peak) = run_measured(config, &["config", "check"]);
+    println!(
+        "config check        {:>8.3} s   peak RSS {:>7.1} MB",
+        check_time.as_secs_f64(),
+        kib_to_mb(check_peak)
+    );
+    let started = Instant::now();
+    let mut serve = Command::new(SEALPOST)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sealpost serve");
+    let listening = wait_for_listener(&mut serve, port);
+    let to_listen = started.elapsed();
+    if !listening {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!("sealpost serve did not listen on port {port}");
+    }
+    std::thread::sleep(settle);
+    let rest = rss_kib(serve.id());
+    println!(
+        "serve: listening    {:>8.3} s   RSS at rest {:>7.1} MB",
+        to_listen.as_secs_f64(),
+        kib_to_mb(rest)
+    );
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        times.push(reload(socket));
+    }
+    std::thread::sleep(settle);
+    let after = rss_kib(serve.id());
+    let (min, max) = min_max(&times);
+    println!(
+        "reload x10          {:>8.3} s   (min {:.3} s, max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest)",
+        mean(&times),
+        min,
+        max,
+        kib_to_mb(after),
+        percent(after, rest),
+    );
+    // One tenant's change through the admin API (the CLI's wall time).
+    let started = Instant::now();
+    let output = Command::new(SEALPOST)
+        .args([
+            "peers",
+            "add",
+            "new-partner.example",
+            "--domain",
+            "d000000.customer.example",
+        ])
+        .args([
+            "--direction",
+            "outbound",
+            "--level",
+            "mandatory",
+            "--socket",
+        ])
+        .arg(socket)
+        .output()
+        .expect("run sealpost peers add");
+    let api_time = started.elapsed();
+    assert!(
+        output.status.success(),
+        "peers add failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The same by editing the tenant's file, then a reload.
+    let file = config.with_file_name("tenants.d").join("tenant00000.toml");
+    let mut text = std::fs::read_to_string(&file).expect("read the tenant file");
+    text = text.replace("new-partner.example", "newer-partner.example");
+    std::fs::write(&file, text).expect("write the tenant file");
+    let file_time = reload(socket);
+    println!(
+        "one tenant's change {:>8.3} s through the API, {:.3} s by its file and a reload",
+        api_time.as_secs_f64(),
+        file_time
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
 }
 
 /// Runs `sealpost --config CONFIG ARGS...`, which must succeed; returns its

@@ -37,6 +37,9 @@ pub struct ReloadReport {
     pub managed_domains: usize,
     /// Settings that changed in the file but take effect only at restart.
     pub needs_restart: Vec<&'static str>,
+    /// Errors of tenant files whose previous version stays in force (the
+    /// other tenants' changes were applied).
+    pub tenant_errors: Vec<String>,
 }
 
 impl LiveConfig {
@@ -114,6 +117,9 @@ impl LiveConfig {
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
             managed_domains: config.policy.domains().len(),
             needs_restart,
+            tenant_errors: (config.tenant_files.kept_previous.iter())
+                .map(ToString::to_string)
+                .collect(),
         };
         *guard = Arc::new(config);
         drop(guard);

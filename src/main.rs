@@ -90,6 +90,36 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The running server's tenants, or one tenant's file, version and domains.
+    Tenants {
+        tenant: Option<String>,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// List and change managed domains live (written to the tenant's file).
+    Domains {
+        #[command(subcommand)]
+        command: cli::DomainsCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// List and change a domain's TLS peers live (written to the tenant's file).
+    Peers {
+        #[command(subcommand)]
+        command: cli::PeersCommand,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
+    /// The audit log of changes made through the admin API.
+    Audit {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The last N records.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+        #[command(flatten)]
+        api: cli::ApiArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +340,15 @@ impl QueueArgs {
 enum ConfigCommand {
     /// Validate the configuration: print a summary, or every error (exit 1).
     Check,
+    /// Split the --config file into a main file and one file per tenant
+    /// (the original is kept as FILE.orig).
+    Split {
+        /// The tenant files' directory, relative to the file's.
+        #[arg(long, default_value = "tenants.d", value_name = "DIR")]
+        tenants_dir: String,
+    },
+    /// Print the --config file with its tenant files merged into one.
+    Merge,
 }
 
 #[derive(Debug, Subcommand)]
@@ -347,6 +386,12 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => cli::config_check(&global, &mut out, &mut err),
+        Command::Config {
+            command: ConfigCommand::Split { tenants_dir },
+        } => cli::config_split(&global, &tenants_dir, &mut out, &mut err),
+        Command::Config {
+            command: ConfigCommand::Merge,
+        } => cli::config_merge(&global, &mut out, &mut err),
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -388,6 +433,16 @@ fn main() -> ExitCode {
             admin,
         } => cli::destination_flush(&global, &own.or(admin).options(), &name, &mut out, &mut err),
         Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
+        Command::Tenants { tenant, api } => {
+            cli::tenants(&global, &api, tenant.as_deref(), &mut out, &mut err)
+        }
+        Command::Domains { command, api } => {
+            cli::domains(&global, &api, &command, &mut out, &mut err)
+        }
+        Command::Peers { command, api } => cli::peers(&global, &api, &command, &mut out, &mut err),
+        Command::Audit { tenant, limit, api } => {
+            cli::audit(&global, &api, tenant.as_deref(), limit, &mut out, &mut err)
+        }
     };
     match status {
         Ok(code) => ExitCode::from(code),

@@ -421,14 +421,19 @@ fn reload_config(
     live: &LiveConfig,
     certificates: &SniCertResolver,
 ) -> Result<ReloadReport, ReloadError> {
+    // No change through the admin API runs meanwhile (one would be lost).
+    let _edits = crate::config::edit::lock();
     let source = live.current().source.clone();
     let config = if source == crate::config::EMBEDDED_DEFAULT_NAME {
         Config::embedded_default().map_err(LoadError::Invalid)?
     } else {
-        Config::load(std::path::Path::new(&source))?
+        Config::reload(std::path::Path::new(&source), &live.current())?
     };
     load_certificates(&config, certificates)?;
     log_warnings(&config);
+    for error in &config.tenant_files.kept_previous {
+        tracing::error!(error = %error, "tenant file refused; its previous version stays in force");
+    }
     let report = live.replace(config);
     info!(
         generation = report.generation,

@@ -50,14 +50,20 @@ impl Answer {
         {
             Some((error, details)) => {
                 let mut text = error.to_string();
-                for line in details
-                    .and_then(|d| d.as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| l.as_str())
-                {
+                // Lines, or objects (a refused change's errors: `text`
+                // and the `field` it is about).
+                for detail in details.and_then(|d| d.as_array()).into_iter().flatten() {
+                    let line = match (detail.as_str(), detail.get("text").and_then(|t| t.as_str()))
+                    {
+                        (Some(line), _) => line.to_string(),
+                        (None, Some(line)) => match detail.get("field").and_then(|f| f.as_str()) {
+                            Some(field) => format!("{line} (field {field})"),
+                            None => line.to_string(),
+                        },
+                        (None, None) => continue,
+                    };
                     text.push_str("\n  ");
-                    text.push_str(line);
+                    text.push_str(&line);
                 }
                 text
             }

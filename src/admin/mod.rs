@@ -12,10 +12,12 @@
 //! Access control is the socket file's permissions: whoever may connect
 //! may act on the queue and reload the configuration.
 
+pub mod audit;
 pub mod client;
 pub mod http;
 pub mod routes;
 pub mod socket;
+pub mod tenant_edits;
 pub mod views;
 
 #[cfg(test)]
@@ -169,7 +171,15 @@ async fn accept_unix(listener: UnixListener, state: Arc<AdminState>) {
     let slots = http::connection_slots();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => spawn_connection(&slots, stream, state.clone(), routes::admin).await,
+            Ok((stream, _)) => {
+                // Who is calling, for the audit log of changes.
+                let uid = tenant_edits::PeerUid(stream.peer_cred().ok().map(|c| c.uid()));
+                let handle = move |state, mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(uid);
+                    routes::admin(state, request)
+                };
+                spawn_connection(&slots, stream, state.clone(), handle).await
+            }
             Err(e) => pause_after(e).await,
         }
     }

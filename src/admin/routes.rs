@@ -86,6 +86,13 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
         (&Method::GET, ["healthz", "live"]) => Ok(live()),
         (&Method::GET, ["healthz", "ready"]) => Ok(ready(&state).await),
+        (_, ["tenants", _, ..] | ["domains", ..] | ["audit", ..]) => {
+            let segments: Vec<&str> = segments.clone();
+            match super::tenant_edits::handle(&state, &method, &segments, &query, request).await {
+                Some(answer) => answer,
+                None => Err(ApiError::not_found(format!("no endpoint {path}"))),
+            }
+        }
         (_, known) => Err(match allowed_method(known) {
             Some(allowed) => ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

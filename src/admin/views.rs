@@ -546,6 +546,9 @@ pub struct ReloadAnswer {
     pub generation: u64,
     pub managed_domains: usize,
     pub needs_restart: Vec<String>,
+    /// Tenant files refused (their previous version stays in force).
+    #[serde(default)]
+    pub tenant_errors: Vec<String>,
 }
 
 #[cfg(test)]

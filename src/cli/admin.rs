@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use hyper::Method;
 
-use super::{load, ExitStatus, GlobalOptions, EXIT_FAILURE, EXIT_OK};
+use super::{load_main, ExitStatus, GlobalOptions, EXIT_FAILURE, EXIT_OK};
 use crate::admin::client::{AdminClient, Answer};
 use crate::admin::http::percent_encode;
 use crate::admin::views::{
@@ -102,7 +102,7 @@ pub enum QueueCommand {
 }
 
 /// The socket to use: `--socket`, or the configuration's.
-fn socket(
+pub(super) fn socket(
     global: &GlobalOptions,
     options: &AdminOptions,
     err: &mut dyn Write,
@@ -110,20 +110,26 @@ fn socket(
     if let Some(socket) = &options.socket {
         return Ok(Some(socket.clone()));
     }
-    Ok(load(global, err)?.map(|config| config.admin.socket))
+    // The main file is enough: a broken tenant file must not keep the
+    // operator from the running server (to reload, or to look).
+    Ok(load_main(global, err)?.map(|config| config.admin.socket))
 }
 
 /// One request of a command to the daemon.
-struct Call<'a> {
+pub(super) struct Call<'a> {
     /// The command's name in messages (`queue list`, `reload`).
-    command: &'a str,
-    method: Method,
-    path: &'a str,
-    body: Option<Vec<u8>>,
+    pub(super) command: &'a str,
+    pub(super) method: Method,
+    pub(super) path: &'a str,
+    pub(super) body: Option<Vec<u8>>,
 }
 
 /// Sends one request; `None` after printing why there is no answer.
-fn request(socket: PathBuf, call: Call<'_>, err: &mut dyn Write) -> io::Result<Option<Answer>> {
+pub(super) fn request(
+    socket: PathBuf,
+    call: Call<'_>,
+    err: &mut dyn Write,
+) -> io::Result<Option<Answer>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -144,7 +150,7 @@ fn request(socket: PathBuf, call: Call<'_>, err: &mut dyn Write) -> io::Result<O
 
 /// Sends one request to the socket of `--socket` or the configuration
 /// and prints the answer: as it is with `--json`, else as `text` prints it.
-fn ask(
+pub(super) fn ask(
     global: &GlobalOptions,
     options: &AdminOptions,
     call: Call<'_>,
@@ -167,7 +173,7 @@ fn ask(
 }
 
 /// Pretty JSON of an answer's body.
-fn print_json(answer: &Answer, out: &mut dyn Write) -> io::Result<()> {
+pub(super) fn print_json(answer: &Answer, out: &mut dyn Write) -> io::Result<()> {
     match serde_json::from_slice::<serde_json::Value>(&answer.body) {
         Ok(value) => {
             serde_json::to_writer_pretty(&mut *out, &value).map_err(io::Error::other)?;
@@ -177,7 +183,10 @@ fn print_json(answer: &Answer, out: &mut dyn Write) -> io::Result<()> {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(answer: &Answer, command: &str) -> io::Result<T> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    answer: &Answer,
+    command: &str,
+) -> io::Result<T> {
     serde_json::from_slice(&answer.body).map_err(|e| {
         io::Error::other(format!(
             "sealpost {command}: unexpected answer from the daemon: {e}"
@@ -437,8 +446,36 @@ pub fn reload(
         path: "/reload",
         body: None,
     };
-    let text = |answer: &Answer, out: &mut dyn Write| print_reload(&decode(answer, "reload")?, out);
-    ask(global, options, call, text, out, err)
+    let Some(socket) = socket(global, options, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let Some(answer) = request(socket, call, err)? else {
+        return Ok(EXIT_FAILURE);
+    };
+    let report: ReloadAnswer = decode(&answer, "reload")?;
+    if options.json {
+        print_json(&answer, out)?;
+    } else {
+        print_reload(&report, out)?;
+    }
+    if report.tenant_errors.is_empty() {
+        return Ok(EXIT_OK);
+    }
+    // Applied, but not all of it: a script must notice.
+    for error in &report.tenant_errors {
+        writeln!(err, "{error}")?;
+    }
+    writeln!(
+        err,
+        "{} tenant file error{}: the previous version of those tenants stays in force",
+        report.tenant_errors.len(),
+        if report.tenant_errors.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    )?;
+    Ok(EXIT_FAILURE)
 }
 
 fn print_reload(report: &ReloadAnswer, out: &mut dyn Write) -> io::Result<()> {

@@ -9,6 +9,8 @@
 mod admin;
 mod dns_records;
 mod probe;
+mod split;
+mod tenants;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ pub use admin::{
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use probe::{probe, probe_settings, ProbeRequest};
+pub use split::{config_merge, config_split, same_policy};
+pub use tenants::{audit, domains, peers, tenants, ApiArgs, DomainsCommand, PeersCommand};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};
@@ -42,7 +46,24 @@ pub const EXIT_FAILURE: ExitStatus = 1;
 
 /// Loads the configuration, printing every error to `err`.
 fn load(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<Option<Config>> {
-    match Config::load_or_default(global.config.as_deref()) {
+    report_load(Config::load_or_default(global.config.as_deref()), err)
+}
+
+/// The main configuration file alone (`Config::load_main`), printing
+/// every error to `err`: enough to find the admin socket.
+fn load_main(global: &GlobalOptions, err: &mut dyn Write) -> io::Result<Option<Config>> {
+    let loaded = match global.config.as_deref() {
+        Some(path) => Config::load_main(path),
+        None => Config::embedded_default().map_err(LoadError::Invalid),
+    };
+    report_load(loaded, err)
+}
+
+fn report_load(
+    loaded: Result<Config, LoadError>,
+    err: &mut dyn Write,
+) -> io::Result<Option<Config>> {
+    match loaded {
         Ok(config) => Ok(Some(config)),
         Err(LoadError::Invalid(errors)) => {
             writeln!(err, "{errors}")?;
@@ -129,6 +150,14 @@ pub fn config_check(
         config.server.data_dir.display()
     )?;
     writeln!(out, "  admin socket:    {}", config.admin.socket.display())?;
+    if let Some(dir) = &config.tenant_files.dir {
+        writeln!(
+            out,
+            "  tenant files:    {} in {}",
+            config.tenant_files.files.len(),
+            dir.display()
+        )?;
+    }
     writeln!(
         out,
         "  logging:         {} at {}",

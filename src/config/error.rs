@@ -107,8 +107,13 @@ pub enum ConfigErrorKind {
     },
     #[error("outbound peer `{peer}` is an address; outbound peers are recipient domains or `*.domain` wildcards (IP addresses and CIDR blocks are inbound only)")]
     AddressPeerOutbound { peer: PeerMatcher },
-    #[error("managed domain `{name}` is configured twice (first at line {first_line})")]
-    DuplicateDomain { name: String, first_line: usize },
+    #[error("managed domain `{name}` is configured twice (first at {})", first_at(.first_file, *.first_line))]
+    DuplicateDomain {
+        name: String,
+        first_line: usize,
+        /// The file of the first definition, when it is another file.
+        first_file: Option<String>,
+    },
     #[error(
         "{direction} peer `{peer}` of `{domain}` is configured twice (first at line {first_line})"
     )]
@@ -130,14 +135,19 @@ pub enum ConfigErrorKind {
     BadLogLevel { given: String, reason: String },
     #[error("bad relay source `{given}`: {reason} (write an IP address or a CIDR block)")]
     BadRelaySource { given: String, reason: String },
-    #[error("relay source `{source_net}` is configured twice (first at line {first_line}, for tenant `{first_tenant}`)")]
+    #[error("relay source `{source_net}` is configured twice (first at {}, for tenant `{first_tenant}`)", first_at(.first_file, *.first_line))]
     DuplicateRelaySource {
         source_net: String,
         first_tenant: String,
         first_line: usize,
+        first_file: Option<String>,
     },
-    #[error("tenant `{name}` is configured twice (first at line {first_line})")]
-    DuplicateTenant { name: String, first_line: usize },
+    #[error("tenant `{name}` is configured twice (first at {})", first_at(.first_file, *.first_line))]
+    DuplicateTenant {
+        name: String,
+        first_line: usize,
+        first_file: Option<String>,
+    },
     #[error("`{given}` is set without `{missing}`: a certificate needs its key and a key its certificate")]
     Unpaired {
         given: &'static str,
@@ -162,11 +172,12 @@ pub enum ConfigErrorKind {
     BadTlsRpt { reason: String },
     #[error("bad user name `{given}`: {reason}")]
     BadUserName { given: String, reason: &'static str },
-    #[error("user `{name}` is configured twice (first at line {first_line}, for tenant `{first_tenant}`)")]
+    #[error("user `{name}` is configured twice (first at {}, for tenant `{first_tenant}`)", first_at(.first_file, *.first_line))]
     DuplicateUser {
         name: String,
         first_tenant: String,
         first_line: usize,
+        first_file: Option<String>,
     },
     #[error("bad password hash: {reason}")]
     BadPasswordHash { reason: String },
@@ -187,8 +198,43 @@ pub enum ConfigErrorKind {
     BadMetricsListen { given: String, reason: String },
     #[error("bad `admin.group` `{given}`: write a group name or a numeric group id")]
     BadAdminGroup { given: String },
+    #[error("cannot read the tenants directory {path}: {reason}")]
+    TenantsDirUnreadable { path: String, reason: String },
+    #[error("cannot read the tenant file: {reason}")]
+    TenantFileUnreadable { reason: String },
+    #[error("a tenant file holds one tenant, but this one has {count} `[[tenants]]` tables")]
+    TenantFileTenants { count: usize },
+    #[error("domain `{domain}` belongs to tenant `{tenant}`, but this file holds tenant `{file_tenant}` (one tenant per file)")]
+    ForeignTenant {
+        domain: String,
+        tenant: String,
+        file_tenant: String,
+    },
+    #[error("`{key}` belongs in the main configuration file, not in a tenant file")]
+    NotInTenantFile { key: String },
     #[error("bad `server.postmaster` address `{given}`: {reason} (write `local@domain`)")]
     BadPostmaster { given: String, reason: String },
+}
+
+/// `line N`, or `FILE line N` when the first definition is in another file.
+fn first_at(file: &Option<String>, line: usize) -> String {
+    match file {
+        Some(file) => format!("{file} line {line}"),
+        None => format!("line {line}"),
+    }
+}
+
+impl ConfigErrorKind {
+    /// The other file a duplicate's first definition is in, if any.
+    pub fn first_file(&self) -> Option<&str> {
+        match self {
+            ConfigErrorKind::DuplicateDomain { first_file, .. }
+            | ConfigErrorKind::DuplicateRelaySource { first_file, .. }
+            | ConfigErrorKind::DuplicateTenant { first_file, .. }
+            | ConfigErrorKind::DuplicateUser { first_file, .. } => first_file.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Every problem found in one configuration file, in file order.

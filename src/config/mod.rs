@@ -8,13 +8,18 @@
 //! Keys and defaults: `docs/configuration.md`.
 
 mod delivery;
+pub mod edit;
 mod error;
 mod limits;
 mod raw;
 mod recipients;
 mod sections;
+pub mod split;
+mod tenant_files;
 mod validate;
 
+#[cfg(test)]
+mod tenant_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +38,7 @@ pub use error::{
 };
 pub use limits::{LimitsConfig, QueueQuota, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
+pub use tenant_files::{version_of, write_atomically, TenantFile, TenantFiles};
 
 use crate::auth::AuthUsers;
 use crate::logging::LogFormat;
@@ -90,6 +96,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[[tenants]]` queue quotas that differ from `[limits]`.
     pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
+    /// `[server] tenants_dir`'s files as read (empty without one).
+    pub tenant_files: Arc<TenantFiles>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }
@@ -142,6 +150,9 @@ pub struct ServerConfig {
     /// goes (`None`: it is refused, unless the host name is an enabled
     /// managed domain).
     pub postmaster: Option<crate::smtp::Mailbox>,
+    /// One file per tenant in this directory (relative: to the file's
+    /// directory).
+    pub tenants_dir: Option<PathBuf>,
 }
 
 /// One `[[listeners]]` entry.
@@ -204,12 +215,63 @@ impl Config {
 
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
-        Config::parse(&text, &path.display().to_string(), base).map_err(LoadError::Invalid)
+        let text = read(path)?;
+        Config::parse(&text, &path.display().to_string(), base_of(path)).map_err(LoadError::Invalid)
+    }
+
+    /// The main file alone, its `[server] tenants_dir` unread: for
+    /// commands that only need the server-wide settings (the admin
+    /// socket), which must work while a tenant file is broken.
+    pub fn load_main(path: &Path) -> Result<Config, LoadError> {
+        let text = read(path)?;
+        validate::parse_tree(
+            &text,
+            &path.display().to_string(),
+            base_of(path),
+            validate::Tenants::Skip,
+        )
+        .map_err(LoadError::Invalid)
+    }
+
+    /// Reads the configuration file again, for a reload of `running`: the
+    /// main file must be valid as a whole, but a tenant file that changed
+    /// and has errors keeps its version in `running` in force (its errors
+    /// are in `tenant_files.kept_previous`), and tenant files whose stamp
+    /// did not change are not read again.
+    pub fn reload(path: &Path, running: &Config) -> Result<Config, LoadError> {
+        let text = read(path)?;
+        let previous =
+            (running.source == path.display().to_string()).then_some(running.tenant_files.as_ref());
+        validate::parse_tree(
+            &text,
+            &path.display().to_string(),
+            base_of(path),
+            validate::Tenants::Scan { previous },
+        )
+        .map_err(LoadError::Invalid)
+    }
+
+    /// `running` with the tenant file at `path` holding `text` (created if
+    /// absent), validated as a load would (the main file is read again):
+    /// an edit through the admin API, before it is written.
+    pub fn with_tenant_file(
+        running: &Config,
+        path: &Path,
+        text: &str,
+    ) -> Result<Config, LoadError> {
+        let main = Path::new(&running.source);
+        let main_text = read(main)?;
+        validate::parse_tree(
+            &main_text,
+            &running.source,
+            base_of(main),
+            validate::Tenants::Edit {
+                in_force: &running.tenant_files,
+                path,
+                text,
+            },
+        )
+        .map_err(LoadError::Invalid)
     }
 
     /// The embedded default configuration ([`EMBEDDED_DEFAULT`]).
@@ -234,4 +296,16 @@ impl Config {
             None => Config::embedded_default().map_err(LoadError::Invalid),
         }
     }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The directory relative paths in the file at `path` start from.
+fn base_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
 }

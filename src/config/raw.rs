@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     #[serde(default)]
@@ -37,7 +37,7 @@ pub(super) struct RawConfig {
 }
 
 /// `[limits]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     pub max_message_size: Option<Spanned<i64>>,
@@ -53,7 +53,7 @@ pub(super) struct RawLimits {
     pub min_free_disk: Option<Spanned<i64>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDelivery {
     pub smtp_port: Option<u16>,
@@ -71,7 +71,7 @@ pub(super) struct RawDelivery {
     pub command_timeout: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDns {
     #[serde(default)]
@@ -79,14 +79,14 @@ pub(super) struct RawDns {
     pub trust_anchor: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMtaStsClient {
     pub https_port: Option<u16>,
     pub ca_file: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub hosts: Spanned<Vec<Spanned<String>>>,
@@ -94,7 +94,7 @@ pub(super) struct RawRoute {
     pub min_tls: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub certificate: Option<Spanned<String>>,
@@ -103,7 +103,7 @@ pub(super) struct RawTls {
     pub sni: Vec<RawSniCertificate>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSniCertificate {
     pub name: Spanned<String>,
@@ -112,7 +112,7 @@ pub(super) struct RawSniCertificate {
 }
 
 /// `[mta_sts_host]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMtaStsHost {
     #[serde(default)]
@@ -120,7 +120,7 @@ pub(super) struct RawMtaStsHost {
 }
 
 /// `[domains.mta_sts]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDomainMtaSts {
     pub mode: Spanned<String>,
@@ -131,14 +131,14 @@ pub(super) struct RawDomainMtaSts {
 }
 
 /// A string, or a list of strings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawOneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTenant {
     pub name: Spanned<String>,
@@ -155,29 +155,31 @@ pub(super) struct RawTenant {
 }
 
 /// One `[[tenants]] users` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     pub name: Spanned<String>,
     pub password_hash: Spanned<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub hostname: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,
     /// Where mail to the bare `<postmaster>` and `postmaster@<hostname>` goes.
     pub postmaster: Option<Spanned<String>>,
+    /// One file per tenant in this directory (`super::tenant_files`).
+    pub tenants_dir: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListener {
     pub address: Spanned<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub socket: Option<Spanned<String>>,
@@ -185,28 +187,28 @@ pub(super) struct RawAdmin {
     pub metrics_listen: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLogging {
     pub format: Option<Spanned<String>>,
     pub level: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDefaults {
     pub outbound: Option<RawRule>,
     pub inbound: Option<RawRule>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
     pub level: Spanned<String>,
     pub min_tls: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDomain {
     pub name: Spanned<String>,
@@ -223,7 +225,7 @@ pub(super) struct RawDomain {
     pub route: Option<RawRoute>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDirection {
     pub default: Option<RawRule>,
@@ -231,7 +233,7 @@ pub(super) struct RawDirection {
     pub peers: Vec<RawPeer>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPeer {
     pub peer: Spanned<String>,
@@ -242,11 +244,62 @@ pub(super) struct RawPeer {
 
 /// One domain section of a file read in sections (`super::sections`): a
 /// `[[domains]]` table and the tables under it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDomainSection {
     #[serde(default)]
     pub domains: Vec<Spanned<RawDomain>>,
+}
+
+/// One file of `[server] tenants_dir`: one tenant and its domains.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenantFile {
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+    #[serde(default)]
+    pub domains: Vec<Spanned<RawDomain>>,
+}
+
+impl RawTenantFile {
+    /// Moves every span `by` bytes later (see [`RawDomain::shift`]).
+    pub(super) fn shift(self, by: usize) -> Self {
+        RawTenantFile {
+            tenants: self.tenants.into_iter().map(|t| t.shift(by)).collect(),
+            domains: self
+                .domains
+                .into_iter()
+                .map(|d| {
+                    let span = d.span();
+                    Spanned::new(span.start + by..span.end + by, d.into_inner().shift(by))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl RawTenant {
+    fn shift(self, by: usize) -> Self {
+        RawTenant {
+            name: shifted(self.name, by),
+            relay_sources: self
+                .relay_sources
+                .into_iter()
+                .map(|s| shifted(s, by))
+                .collect(),
+            users: self
+                .users
+                .into_iter()
+                .map(|u| RawUser {
+                    name: shifted(u.name, by),
+                    password_hash: shifted(u.password_hash, by),
+                })
+                .collect(),
+            max_in_flight: shifted_opt(self.max_in_flight, by),
+            max_queue_messages: shifted_opt(self.max_queue_messages, by),
+            max_queue_bytes: shifted_opt(self.max_queue_bytes, by),
+        }
+    }
 }
 
 /// `value` with its span moved `by` bytes later.
