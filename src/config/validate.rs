@@ -78,6 +78,7 @@ pub(super) fn parse(
     let routes = v.routes(&raw);
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
+    let acme = v.acme(&raw, base_dir);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
@@ -109,6 +110,7 @@ pub(super) fn parse(
             routes: Arc::new(routes),
             tenant_limits: Arc::new(tenant_limits),
             limits,
+            acme,
             tenant_quotas: Arc::new(tenant_quotas),
             warnings: v.warnings,
         }),
