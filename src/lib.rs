@@ -5,6 +5,7 @@
 //! See `docs/architecture.md` for how the parts fit together.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod actors;
 pub mod admin;
 pub mod auth;

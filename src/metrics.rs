@@ -71,6 +71,8 @@ pub struct Metrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_micros: AtomicU64,
     latency_count: AtomicU64,
+    /// ACME certificate names per state (a gauge set by `src/acme`).
+    acme_domains: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +140,11 @@ impl Metrics {
     /// How often `reason` refused so far.
     pub fn refusals(&self, reason: Refusal) -> u64 {
         lock(&self.refusals).get(&reason).copied().unwrap_or(0)
+    }
+
+    /// Sets the `sealpost_acme_domains` gauge (names per ACME state).
+    pub fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
+        *lock(&self.acme_domains) = counts;
     }
 
     /// The counters of every tenant seen so far.
@@ -240,6 +247,16 @@ impl Metrics {
                 "sealpost_queue_messages{{tenant=\"{}\"}} {n}",
                 escape(tenant)
             );
+        }
+
+        header(
+            &mut out,
+            "sealpost_acme_domains",
+            "mta-sts names with ACME certificates, per state (dns-mismatch: the name does not point at this gateway).",
+            "gauge",
+        );
+        for (state, n) in lock(&self.acme_domains).iter() {
+            let _ = writeln!(out, "sealpost_acme_domains{{state=\"{state}\"}} {n}");
         }
 
         let name = "sealpost_delivery_latency_seconds";

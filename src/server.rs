@@ -61,6 +61,8 @@ pub enum ServeError {
     CaFile { path: String, reason: String },
     #[error(transparent)]
     Engine(#[from] crate::actors::EngineError),
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -93,6 +95,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         queue.clone(),
         metrics.clone(),
     )?);
+    let acme = crate::acme::AcmeManager::load(
+        live.clone(),
+        &data_dir,
+        shared.resolver.clone(),
+        certificates.clone(),
+        metrics.clone(),
+    )?;
     let heartbeat = Arc::new(Heartbeat::from_environment());
     let engine = Engine::start_with(shared.clone(), worker_arbiters(), heartbeat.clone())?;
     let health = Arc::new(Health::new(
@@ -133,6 +142,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
+        tokio::spawn(acme.run());
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         let settings = connection_settings(live.clone());
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));

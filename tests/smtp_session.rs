@@ -18,7 +18,7 @@ fn config() -> SessionConfig {
         max_errors: 5,
         tls_available: true,
         auth_available: false,
-        extra_params: vec!["REQUIRETLS".into()],
+        extra_params: vec!["ENVID".into()],
     }
 }
 
@@ -159,7 +159,10 @@ fn session_table() {
         ("421 verdict closes", vec![EHLO, MAIL, "RCPT TO:<close@ours.test>\r\nNOOP\r\n"], vec!["220", "250", "250 2.1.0", "421 4.3.0"]),
         ("Postmaster without domain", vec![EHLO, MAIL, "RCPT TO:<Postmaster>\r\n"], vec!["220", "250", "250 2.1.0", "250 2.1.5"]),
         ("unsupported MAIL parameter", vec![EHLO, "MAIL FROM:<a@s.test> XFOO=1\r\n"], vec!["220", "250", "555 5.5.4"]),
-        ("configured extra parameter", vec![EHLO, "MAIL FROM:<a@s.test> REQUIRETLS\r\n"], vec!["220", "250", "250 2.1.0"]),
+        ("configured extra parameter", vec![EHLO, "MAIL FROM:<a@s.test> ENVID=x\r\n"], vec!["220", "250", "250 2.1.0"]),
+        ("REQUIRETLS without TLS", vec![EHLO, "MAIL FROM:<a@s.test> REQUIRETLS\r\n", MAIL], vec!["220", "250", "530 5.7.10", "250 2.1.0"]),
+        ("REQUIRETLS after STARTTLS", vec![EHLO, "STARTTLS\r\n", EHLO, "MAIL FROM:<a@s.test> REQUIRETLS\r\n"], vec!["220", "250", "220 2.0.0", "250", "250 2.1.0"]),
+        ("REQUIRETLS needs EHLO", vec!["HELO c.test\r\n", "MAIL FROM:<a@s.test> REQUIRETLS\r\n"], vec!["220", "250", "555 5.5.4"]),
         ("parameters need EHLO", vec!["HELO c\r\n", "MAIL FROM:<a@s.test> SIZE=1\r\n"], vec!["220", "250", "555 5.5.4"]),
         ("UTF-8 address without SMTPUTF8", vec![EHLO, "MAIL FROM:<ü@s.test>\r\n"], vec!["220", "250", "553 5.6.7"]),
         (
@@ -290,6 +293,8 @@ fn ehlo_advertises_extensions_and_starttls_only_before_tls() {
     assert_eq!(before[0], "mx.sealpost.test");
     assert_eq!(&before[1..], want);
     assert!(!after.iter().any(|l| l == "STARTTLS"));
+    // RFC 8689 section 2: REQUIRETLS only once TLS is up.
+    assert!(after.iter().any(|l| l == "REQUIRETLS"), "{after:?}");
 
     let plain = run_with(
         SessionConfig {

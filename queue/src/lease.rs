@@ -19,7 +19,7 @@ use crate::commit::lock;
 use crate::index::{DueKey, Index};
 use crate::record::{StoredMessage, StoredState};
 use crate::segment::{read_body, BodyLoc};
-use crate::types::{from_ms, to_ms, AcceptedPolicy, Attempt, AttemptRecord, Outcome};
+use crate::types::{from_ms, to_ms, AcceptedPolicy, Attempt, AttemptRecord, Outcome, TlsRequest};
 use crate::{MessageId, Queue, QueueError};
 
 /// A leased recipient.
@@ -41,6 +41,9 @@ pub struct Lease {
     pub mail_from: String,
     pub mail_params: Vec<String>,
     pub policy: AcceptedPolicy,
+    /// REQUIRETLS or `TLS-Required: No` (RFC 8689): what the delivery
+    /// attempt must honour besides `policy`.
+    pub tls_request: TlsRequest,
     pub arrived_at: SystemTime,
     pub recipients: Vec<LeasedRecipient>,
     pub(crate) body: BodyLoc,
@@ -317,6 +320,7 @@ impl Queue {
                 mail_from: msg.mail_from.clone(),
                 mail_params: msg.mail_params.clone(),
                 policy: msg.policy.clone(),
+                tls_request: msg.tls_request,
                 arrived_at: from_ms(msg.arrived_ms),
                 recipients,
                 body: msg.body,

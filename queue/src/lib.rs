@@ -27,6 +27,7 @@ pub use spool::{Body, Spool};
 pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,
     NewMessage, NewRecipient, NewTransaction, Outcome, RecipientInfo, RecipientState, StateKind,
+    TlsRequest,
 };
 mod lease;
 mod ops;

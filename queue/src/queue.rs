@@ -473,6 +473,7 @@ fn stored_message(m: &NewCopy, body: BodyLoc) -> StoredMessage {
         mail_from: m.mail_from.clone(),
         mail_params: m.mail_params.clone(),
         policy: m.policy.clone(),
+        tls_request: m.tls_request,
         arrived_ms: to_ms(m.arrived_at),
         body,
         trace: m.trace.clone(),

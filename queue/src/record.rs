@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::segment::BodyLoc;
-use crate::types::{from_ms, AcceptedPolicy, AttemptRecord, MessageInfo, RecipientInfo};
+use crate::types::{
+    from_ms, AcceptedPolicy, AttemptRecord, MessageInfo, RecipientInfo, TlsRequest,
+};
 use crate::{MessageId, QueueError, RecipientState};
 
 /// Persisted recipient state (`Active` is never persisted: a lease lives in
@@ -68,6 +70,9 @@ pub(crate) struct StoredMessage {
     pub mail_from: String,
     pub mail_params: Vec<String>,
     pub policy: AcceptedPolicy,
+    /// Absent in records written before RFC 8689 support: `None`.
+    #[serde(default, skip_serializing_if = "TlsRequest::is_none")]
+    pub tls_request: TlsRequest,
     pub arrived_ms: u64,
     pub body: BodyLoc,
     /// This message's own header lines, delivered before the (possibly
@@ -111,6 +116,7 @@ impl StoredMessage {
             mail_from: self.mail_from.clone(),
             mail_params: self.mail_params.clone(),
             policy: self.policy.clone(),
+            tls_request: self.tls_request,
             arrived_at: from_ms(self.arrived_ms),
             size: self.size(),
             recipients: self
@@ -134,5 +140,40 @@ impl StoredMessage {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_without_a_tls_request_reads_as_none() {
+        let mut record = StoredMessage {
+            tenant: "t".into(),
+            mail_from: "a@b.test".into(),
+            mail_params: Vec::new(),
+            policy: AcceptedPolicy::default(),
+            tls_request: TlsRequest::None,
+            arrived_ms: 1,
+            body: BodyLoc {
+                segment: 0,
+                offset: 0,
+                len: 0,
+                owner: None,
+            },
+            trace: String::new(),
+            recipients: Vec::new(),
+            bounces_pending: 0,
+            bounce_seq: 0,
+        };
+        let old = record.encode();
+        assert!(!String::from_utf8_lossy(&old).contains("tls_request"));
+        let id = MessageId(1);
+        assert_eq!(StoredMessage::decode(id, &old).expect("decode"), record);
+        record.tls_request = TlsRequest::RequireTls;
+        let new = record.encode();
+        assert!(String::from_utf8_lossy(&new).contains("\"tls_request\":\"require-tls\""));
+        assert_eq!(StoredMessage::decode(id, &new).expect("decode"), record);
     }
 }

@@ -73,6 +73,39 @@ pub struct AcceptedPolicy {
     pub explanation: String,
 }
 
+/// What the sender asked of TLS for one message (RFC 8689), kept with it
+/// so the delivery code can honour it on every attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsRequest {
+    /// Neither REQUIRETLS nor `TLS-Required: No`: the configured levels
+    /// and the recipient's policies decide.
+    #[default]
+    None,
+    /// `MAIL FROM:<..> REQUIRETLS` (RFC 8689 section 4.1), received over
+    /// TLS: deliver only over TLS authenticated by DANE or MTA-STS (or a
+    /// level that requires it) to a server that advertises REQUIRETLS,
+    /// else return the message (5.7.10 / 5.7.30); never cleartext. A
+    /// `TLS-Required` header field is then ignored (section 3).
+    RequireTls,
+    /// A `TLS-Required: No` header field without REQUIRETLS (section 3):
+    /// the sender asks that the recipient's MTA-STS or DANE failures not
+    /// stop delivery. sealpost never relaxes a mandatory level an operator
+    /// configured.
+    TlsOptional,
+}
+
+impl TlsRequest {
+    pub fn is_none(&self) -> bool {
+        *self == TlsRequest::None
+    }
+
+    /// `MAIL FROM ... REQUIRETLS` was given.
+    pub fn requires_tls(self) -> bool {
+        self == TlsRequest::RequireTls
+    }
+}
+
 /// One recipient as accepted by the SMTP server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewRecipient {
@@ -118,6 +151,8 @@ pub struct NewCopy {
     pub mail_params: Vec<String>,
     pub recipients: Vec<NewRecipient>,
     pub policy: AcceptedPolicy,
+    /// REQUIRETLS or `TLS-Required: No` (RFC 8689).
+    pub tls_request: TlsRequest,
     pub arrived_at: SystemTime,
     /// Header lines of this message only (its `Received:` line, RFC 5321
     /// section 4.4), delivered before the shared body.
@@ -158,6 +193,7 @@ impl NewMessage {
             mail_params: self.mail_params,
             recipients: self.recipients,
             policy: self.policy,
+            tls_request: TlsRequest::None,
             arrived_at: self.arrived_at,
             trace,
         };
@@ -299,6 +335,8 @@ pub struct MessageInfo {
     pub mail_from: String,
     pub mail_params: Vec<String>,
     pub policy: AcceptedPolicy,
+    /// REQUIRETLS or `TLS-Required: No` (RFC 8689).
+    pub tls_request: TlsRequest,
     pub arrived_at: SystemTime,
     pub size: u64,
     pub recipients: Vec<RecipientInfo>,

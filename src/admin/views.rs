@@ -340,6 +340,10 @@ pub struct MessageDetail {
     pub size: u64,
     /// The policy the message was accepted under, with its explanation.
     pub accepted_policy: PolicyView,
+    /// The sender's TLS request (RFC 8689): `none`, `require-tls`
+    /// (REQUIRETLS) or `tls-optional` (`TLS-Required: No`).
+    #[serde(default)]
+    pub tls_request: sealpost_queue::TlsRequest,
     /// Outbound mail: what the configuration in force now says for this
     /// sender and destination (the answer of `sealpost policy explain`).
     pub effective_policy: Option<serde_json::Value>,
@@ -462,6 +466,7 @@ impl MessageDetail {
                 min_tls: info.policy.min_tls.clone(),
                 explanation: info.policy.explanation.clone(),
             },
+            tls_request: info.tls_request,
             effective_policy,
             recipients: info
                 .recipients

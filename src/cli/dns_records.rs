@@ -82,7 +82,11 @@ pub fn dns_records(config: &Config, domain: &str) -> Result<DnsRecords, DnsRecor
             "[mta_sts_host] listen is empty: no policy is served (senders fetch it from port 443 of {host})"
         ));
     }
-    if !config.tls.sni.iter().any(|(n, _)| n.as_str() == host) {
+    if config.tls.sni.iter().any(|(n, _)| n.as_str() == host) {
+        // A configured certificate: nothing to say.
+    } else if config.acme.is_some() {
+        warnings.extend(acme_warning(config, &host));
+    } else {
         warnings.push(format!(
             "no [[tls.sni]] certificate for {host}: the default STARTTLS certificate is presented, and senders reject the policy unless it is valid for {host}"
         ));
@@ -104,6 +108,36 @@ pub fn dns_records(config: &Config, domain: &str) -> Result<DnsRecords, DnsRecor
         tlsrpt_is_default: hosted.tlsrpt_is_default,
         warnings,
     })
+}
+
+/// What ACME recorded for `host` (`<data_dir>/acme/status.json`, written
+/// by the running server), as a warning unless its certificate is valid.
+fn acme_warning(config: &Config, host: &str) -> Option<String> {
+    use crate::acme::{AcmeStore, State};
+    let records = match AcmeStore::new(&config.server.data_dir).status() {
+        Ok(records) => records,
+        Err(e) => return Some(format!("cannot read the ACME state: {e}")),
+    };
+    let Some(record) = records.get(host) else {
+        return Some(format!(
+            "ACME has not obtained a certificate for {host} yet (is `sealpost serve` running?)"
+        ));
+    };
+    let error = record.last_error.as_deref().unwrap_or("no detail");
+    let next = crate::date::rfc5322_date(record.next_attempt);
+    match record.state {
+        State::Valid => None,
+        State::Pending => Some(format!(
+            "ACME has not obtained a certificate for {host} yet"
+        )),
+        State::DnsMismatch => Some(format!(
+            "{host} does not point at this gateway, so ACME does not order its certificate: {error}; next check {next}"
+        )),
+        State::Failed => Some(format!(
+            "ACME could not obtain a certificate for {host} ({} failures in a row): {error}; next attempt {next}",
+            record.failures
+        )),
+    }
 }
 
 /// Zone-file lines; notes and warnings are `;` comments.

@@ -7,6 +7,7 @@
 //!
 //! Keys and defaults: `docs/configuration.md`.
 
+mod acme;
 mod delivery;
 pub mod edit;
 mod error;
@@ -28,6 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use acme::AcmeConfig;
 pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
@@ -94,6 +96,8 @@ pub struct Config {
     pub tenant_domains: Arc<std::collections::HashMap<String, Arc<[String]>>>,
     /// `[limits]`: what clients of the SMTP listener may take.
     pub limits: LimitsConfig,
+    /// `[acme]`: certificates for the hosted policies' `mta-sts` names.
+    pub acme: Option<AcmeConfig>,
     /// `[[tenants]]` queue quotas that differ from `[limits]`.
     pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
     /// `[server] tenants_dir`'s files as read (empty without one).

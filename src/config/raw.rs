@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub mta_sts: RawMtaStsClient,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub acme: super::acme::RawAcme,
 }
 
 /// `[limits]`

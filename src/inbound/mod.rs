@@ -10,6 +10,7 @@ pub mod listener;
 pub mod reception;
 pub mod refusal;
 pub mod storage;
+pub mod tls_request;
 pub mod trace;
 
 use std::future::Future;

@@ -521,6 +521,7 @@ impl SessionHandler for Reception {
             self.metrics.refused(Refusal::MailLoop);
             return Verdict::Reject(reply);
         }
+        let tls_request = super::tls_request::tls_request(envelope.params.requiretls, body.head());
         let mut groups: Vec<(Route, Vec<ForwardPath>)> = Vec::new();
         for rcpt in &envelope.recipients {
             // Accepted at RCPT; only a reload in between can refuse it now.
@@ -591,6 +592,7 @@ impl SessionHandler for Reception {
                     min_tls: resolution.min_tls.to_string(),
                     explanation: resolution.to_string(),
                 },
+                tls_request,
                 arrived_at: now,
                 trace: received_header(&trace),
             });
@@ -619,7 +621,7 @@ impl SessionHandler for Reception {
         if let Some(wake) = &self.on_queued {
             wake();
         }
-        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size, queued_as = %ids, "message queued");
+        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size, queued_as = %ids, tls_request = ?tls_request, "message queued");
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }
 }

@@ -257,13 +257,20 @@ impl PolicyHost {
             tokio::spawn(async move {
                 let _slot = slot;
                 let connection = async {
-                    let tls = match acceptor.accept(tcp).await {
+                    let mut tls = match acceptor.accept(tcp).await {
                         Ok(tls) => tls,
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "MTA-STS policy host: TLS failed");
                             return;
                         }
                     };
+                    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                        // A TLS-ALPN-01 validation: the handshake was the
+                        // answer; no application data (RFC 8737 section 3).
+                        tracing::info!(%peer, "MTA-STS policy host: ACME TLS-ALPN-01 validation served");
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                        return;
+                    }
                     let service = hyper::service::service_fn(move |request| {
                         let host_header = request
                             .headers()
@@ -316,7 +323,8 @@ impl Default for ServeLimits {
 }
 
 /// The rustls server config of the policy host (ring, TLS 1.2 and 1.3,
-/// ALPN http/1.1, certificates from `resolver`).
+/// ALPN http/1.1, and `acme-tls/1` for TLS-ALPN-01 validations of the
+/// certificates obtained by ACME; certificates from `resolver`).
 pub fn server_config(
     resolver: Arc<SniCertResolver>,
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
@@ -325,7 +333,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), crate::tls::ACME_TLS_ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 

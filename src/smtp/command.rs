@@ -33,6 +33,9 @@ pub struct MailParams {
     pub body: Option<BodyType>,
     /// SMTPUTF8 (RFC 6531 3.4).
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689 section 4): deliver only over authenticated
+    /// TLS to servers that also advertise it.
+    pub requiretls: bool,
     /// Every other parameter, keyword upper-cased, value as sent.
     pub other: Vec<(String, Option<String>)>,
 }
@@ -300,6 +303,18 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
                 }
                 parsed.smtputf8 = true;
             }
+            "REQUIRETLS" => {
+                if value.is_some() {
+                    return Err(CommandError::Parameter {
+                        param: keyword.clone(),
+                        reason: "REQUIRETLS takes no value",
+                    });
+                }
+                if parsed.requiretls {
+                    return Err(duplicate());
+                }
+                parsed.requiretls = true;
+            }
             _ => {
                 if parsed.other.iter().any(|(k, _)| *k == keyword) {
                     return Err(duplicate());
@@ -464,10 +479,8 @@ mod tests {
                         size: Some(10240),
                         body: Some(BodyType::EightBitMime),
                         smtputf8: true,
-                        other: vec![
-                            ("REQUIRETLS".into(), None),
-                            ("ENVID".into(), Some("x+2Bid".into())),
-                        ],
+                        requiretls: true,
+                        other: vec![("ENVID".into(), Some("x+2Bid".into()))],
                     },
                 },
             ),
@@ -575,6 +588,8 @@ mod tests {
             ("MAIL FROM:<a@b> SIZE=1 SIZE=2", 501, (5, 5, 4)),
             ("MAIL FROM:<a@b> BODY=BINARYMIME", 501, (5, 5, 4)),
             ("MAIL FROM:<a@b> SMTPUTF8=yes", 501, (5, 5, 4)),
+            ("MAIL FROM:<a@b> REQUIRETLS=yes", 501, (5, 5, 4)),
+            ("MAIL FROM:<a@b> REQUIRETLS requiretls", 501, (5, 5, 4)),
             ("MAIL FROM:<a@b>SIZE=1", 501, (5, 5, 4)),
             ("MAIL FROM:<a@b> =x", 501, (5, 5, 4)),
             ("MAIL FROM:<a@b> X=", 501, (5, 5, 4)),

@@ -2,6 +2,13 @@
 //! at first start when none is configured, and selection by SNI (used by the
 //! SMTP listener's STARTTLS and the MTA-STS policy host). Certificates are
 //! replaced in place, so a reload needs no restart.
+//!
+//! Three sources, in order: certificates named in the configuration
+//! (`[[tls.sni]]`), certificates obtained by ACME (`src/acme`, kept apart so
+//! a reload of the configured ones leaves them alone), then the default. A
+//! TLS-ALPN-01 validation (RFC 8737 section 3: the client offers only the
+//! `acme-tls/1` protocol) gets the pending challenge certificate for its
+//! name, or no certificate at all.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +54,14 @@ pub enum CertError {
 pub struct SniCertResolver {
     named: RwLock<HashMap<String, Arc<CertifiedKey>>>,
     default: RwLock<Option<Arc<CertifiedKey>>>,
+    /// Certificates obtained by ACME, by host name.
+    acme: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// Pending TLS-ALPN-01 challenge certificates, by host name.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 validations (RFC 8737 section 6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl SniCertResolver {
     /// Adds (or replaces) the certificate for a host name (exact match).
@@ -77,6 +91,24 @@ impl SniCertResolver {
     pub fn set_default(&self, key: Option<Arc<CertifiedKey>>) {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
+
+    /// Adds (or replaces) a certificate obtained by ACME for `host`; a
+    /// configured `[[tls.sni]]` certificate for the same name still wins.
+    pub fn insert_acme(&self, host: &str, key: Arc<CertifiedKey>) {
+        self.acme
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_ascii_lowercase(), key);
+    }
+
+    /// Serves `key` to TLS-ALPN-01 validations of `host` (`None` removes it).
+    pub fn set_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut challenges = self.challenges.write().unwrap_or_else(|e| e.into_inner());
+        match key {
+            Some(key) => challenges.insert(host.to_ascii_lowercase(), key),
+            None => challenges.remove(&host.to_ascii_lowercase()),
+        };
+    }
 }
 
 impl SniCertResolver {
@@ -88,7 +120,15 @@ impl SniCertResolver {
             .unwrap_or_else(|e| e.into_inner())
             .get(&host.to_ascii_lowercase())
             .cloned();
-        found.or_else(|| self.fallback())
+        found
+            .or_else(|| {
+                self.acme
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&host.to_ascii_lowercase())
+                    .cloned()
+            })
+            .or_else(|| self.fallback())
     }
 
     fn fallback(&self) -> Option<Arc<CertifiedKey>> {
@@ -101,6 +141,16 @@ impl SniCertResolver {
 
 impl ResolvesServerCert for SniCertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let only_acme = hello
+            .alpn()
+            .map(|mut offered| offered.all(|p| p == ACME_TLS_ALPN))
+            .unwrap_or(false);
+        if only_acme {
+            // RFC 8737 section 3: the challenge certificate or nothing.
+            let name = hello.server_name()?.to_ascii_lowercase();
+            let challenges = self.challenges.read().unwrap_or_else(|e| e.into_inner());
+            return challenges.get(&name).cloned();
+        }
         match hello.server_name() {
             Some(name) => self.by_name(name),
             None => self.fallback(),
@@ -115,6 +165,66 @@ pub fn certified_key(
 ) -> Result<Arc<CertifiedKey>, rustls::Error> {
     let provider = rustls::crypto::ring::default_provider();
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
+}
+
+/// The self-signed TLS-ALPN-01 certificate for `host` (RFC 8737 section 3):
+/// the name as its only SAN and the critical `acmeIdentifier` extension
+/// holding the SHA-256 digest of the key authorization.
+pub fn acme_challenge_key(
+    host: &str,
+    key_authorization_digest: &[u8],
+) -> Result<Arc<CertifiedKey>, CertError> {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_owned()])?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(
+        key_authorization_digest,
+    )];
+    let key_pair = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key_pair)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    // Not `certified_key`: its key check parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension.
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| CertError::Mismatch {
+            cert: PathBuf::from(format!("<acme challenge for {host}>")),
+            key: PathBuf::from(format!("<acme challenge for {host}>")),
+            source,
+        })?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
+}
+
+/// A PEM chain (leaf first) and PEM key held in memory, as ACME returns
+/// them; `origin` names them in errors.
+pub fn certified_key_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    origin: &Path,
+) -> Result<Arc<CertifiedKey>, CertError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CertError::NoCertificate {
+            path: origin.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(CertError::NoCertificate {
+            path: origin.to_owned(),
+            detail: "no CERTIFICATE block".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| CertError::NoKey {
+        path: origin.to_owned(),
+        detail: e.to_string(),
+    })?;
+    certified_key(chain, key).map_err(|source| CertError::Mismatch {
+        cert: origin.to_owned(),
+        key: origin.to_owned(),
+        source,
+    })
 }
 
 /// Loads a PEM certificate chain (leaf first) and its PEM private key.
@@ -179,7 +289,7 @@ pub fn self_signed_in(dir: &Path, hostname: &str) -> Result<Arc<CertifiedKey>, C
 }
 
 /// Writes a private key readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let write = || -> std::io::Result<()> {

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-pub use certs::{certified_key, load_pem, self_signed_in, CertError, SniCertResolver};
+pub use certs::{
+    acme_challenge_key, certified_key, certified_key_from_pem, load_pem, self_signed_in, CertError,
+    SniCertResolver, ACME_TLS_ALPN,
+};
 pub use stream::MaybeTls;
 pub use verify::{unauthenticated_client_config, Unauthenticated};
 

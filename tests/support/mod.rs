@@ -9,6 +9,7 @@ pub mod dns;
 pub mod dsn_parse;
 pub mod https;
 pub mod outbound;
+pub mod pebble;
 pub mod pki;
 pub mod proxy;
 pub mod sealpost;

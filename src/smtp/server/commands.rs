@@ -70,7 +70,10 @@ impl Session {
             }
             Command::Mail { from, params } => {
                 let esmtp = self.helo.as_ref().is_some_and(|(_, esmtp)| *esmtp);
-                let has_params = params.size.is_some() || params.body.is_some() || params.smtputf8;
+                let has_params = params.size.is_some()
+                    || params.body.is_some()
+                    || params.smtputf8
+                    || params.requiretls;
                 let refusal = if self.helo.is_none() {
                     Some(bad_sequence("Error: send HELO/EHLO first"))
                 } else if self.transaction.is_some() {
@@ -79,6 +82,14 @@ impl Session {
                     Some(Reply::new(555, (5, 5, 4), "Parameters need EHLO"))
                 } else if let Some(reply) = self.unsupported_param(&params.other) {
                     Some(reply)
+                } else if params.requiretls && !self.tls {
+                    // RFC 8689 section 4.1: REQUIRETLS is offered, and
+                    // accepted, only in a TLS session.
+                    Some(Reply::new(
+                        530,
+                        (5, 7, 10),
+                        "REQUIRETLS needs a TLS session: send STARTTLS first",
+                    ))
                 } else if params
                     .size
                     .is_some_and(|s| s > self.config.max_message_size)
@@ -245,6 +256,10 @@ impl Session {
         }
         lines.push("SMTPUTF8".to_string());
         lines.push("CHUNKING".to_string());
+        // RFC 8689 section 2: advertised only after TLS is established.
+        if self.tls {
+            lines.push("REQUIRETLS".to_string());
+        }
         Reply {
             code: 250,
             enhanced: None,

@@ -1,0 +1,117 @@
+//! One issuance for one name (RFC 8555 section 7.4 through the ACME
+//! crate): a new order, the TLS-ALPN-01 challenge (RFC 8737) answered by
+//! the MTA-STS host through the shared certificate resolver, finalization
+//! with a fresh key, and the chain.
+
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+};
+
+use crate::tls::{acme_challenge_key, CertError, SniCertResolver};
+
+/// A certificate just issued, as PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+/// Why an issuance failed; each says which step, with the CA's words.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the ACME account: {0}")]
+    Account(instant_acme::Error),
+    #[error("placing the order: {0}")]
+    Order(instant_acme::Error),
+    #[error("the CA offers no tls-alpn-01 challenge for {host}")]
+    NoTlsAlpnChallenge { host: String },
+    #[error("the CA could not validate {host}: {detail}")]
+    Challenge { host: String, detail: String },
+    #[error("finalizing the order: {0}")]
+    Finalize(instant_acme::Error),
+    #[error("the challenge certificate: {0}")]
+    ChallengeCertificate(#[from] CertError),
+}
+
+/// How long the CA may take to validate, then to issue.
+const VALIDATION: RetryPolicy = RetryPolicy::new()
+    .initial_delay(Duration::from_millis(250))
+    .backoff(1.5)
+    .timeout(Duration::from_secs(120));
+
+/// Orders a certificate for `host`, answering its TLS-ALPN-01 challenge
+/// through `certificates` (the MTA-STS host's resolver).
+pub async fn issue(
+    account: &Account,
+    host: &str,
+    certificates: &SniCertResolver,
+) -> Result<Issued, IssueError> {
+    let identifiers = [Identifier::Dns(host.to_owned())];
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .map_err(IssueError::Order)?;
+    let result = async {
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization.map_err(IssueError::Order)?;
+            match authorization.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    return Err(IssueError::Challenge {
+                        host: host.to_owned(),
+                        detail: format!("the authorization is {other:?}"),
+                    })
+                }
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::TlsAlpn01)
+                .ok_or_else(|| IssueError::NoTlsAlpnChallenge {
+                    host: host.to_owned(),
+                })?;
+            let digest = challenge.key_authorization().digest();
+            certificates.set_challenge(host, Some(acme_challenge_key(host, digest.as_ref())?));
+            challenge.set_ready().await.map_err(IssueError::Order)?;
+        }
+        let status = order.poll_ready(&VALIDATION).await;
+        match status {
+            Ok(OrderStatus::Ready) => Ok(()),
+            Ok(other) => Err(IssueError::Challenge {
+                host: host.to_owned(),
+                detail: challenge_problem(&mut order)
+                    .await
+                    .unwrap_or_else(|| format!("the order is {other:?}")),
+            }),
+            Err(e) => Err(IssueError::Challenge {
+                host: host.to_owned(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+    .await;
+    certificates.set_challenge(host, None);
+    result?;
+    let key_pem = order.finalize().await.map_err(IssueError::Finalize)?;
+    let chain_pem = order
+        .poll_certificate(&VALIDATION)
+        .await
+        .map_err(IssueError::Finalize)?;
+    Ok(Issued { chain_pem, key_pem })
+}
+
+/// The CA's explanation of a failed challenge, if it gave one.
+async fn challenge_problem(order: &mut instant_acme::Order) -> Option<String> {
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authorization)) = authorizations.next().await {
+        let Ok(state) = authorization.refresh().await else {
+            continue;
+        };
+        if let Some(problem) = state.challenges.iter().find_map(|c| c.error.as_ref()) {
+            return Some(problem.to_string());
+        }
+    }
+    None
+}

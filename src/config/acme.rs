@@ -1,0 +1,166 @@
+//! `[acme]`: certificates for `mta-sts.<managed domain>` obtained and
+//! renewed with ACME (RFC 8555), validated with TLS-ALPN-01 (RFC 8737) on
+//! the `[mta_sts_host]` listener. Absent: no ACME, certificates come from
+//! `[[tls.sni]]` only. See `docs/mta-sts.md`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::error::ConfigErrorKind as Kind;
+use super::raw::RawConfig;
+use super::validate::Validator;
+
+/// `[acme]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub directory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub orders_per_hour: Option<Spanned<i64>>,
+    pub retry_first: Option<Spanned<String>>,
+    pub retry_max: Option<Spanned<String>>,
+}
+
+/// `[acme]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The ACME directory URL (`https://...`).
+    pub directory: String,
+    /// Account contacts (`mailto:` URIs), sent when the account is made.
+    pub contact: Vec<String>,
+    /// PEM roots trusted for the directory's HTTPS; `None`: WebPKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// The public addresses of this gateway's MTA-STS host: a domain whose
+    /// `mta-sts` name resolves to none of them is reported, not ordered.
+    /// Empty: no check.
+    pub addresses: Vec<IpAddr>,
+    /// Renew when the certificate expires within this (30 days).
+    pub renew_before: Duration,
+    /// New orders per hour, all domains together (a token bucket).
+    pub orders_per_hour: u32,
+    /// The wait after a domain's first failure, doubled after each one.
+    pub retry_first: Duration,
+    /// The longest wait between two attempts for one domain.
+    pub retry_max: Duration,
+}
+
+impl AcmeConfig {
+    pub fn with_directory(directory: &str) -> AcmeConfig {
+        AcmeConfig {
+            directory: directory.to_owned(),
+            contact: Vec::new(),
+            ca_file: None,
+            addresses: Vec::new(),
+            renew_before: Duration::from_secs(30 * 86_400),
+            orders_per_hour: 20,
+            retry_first: Duration::from_secs(600),
+            retry_max: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn acme(&mut self, raw: &RawConfig, base_dir: Option<&Path>) -> Option<AcmeConfig> {
+        let a = &raw.acme;
+        let directory = a.directory.as_ref()?;
+        if !directory.get_ref().starts_with("https://") {
+            self.error(
+                &directory.span(),
+                Kind::OutOfRange {
+                    key: "acme.directory",
+                    range: "an https:// URL (the ACME directory)",
+                },
+            );
+        }
+        let mut config = AcmeConfig::with_directory(directory.get_ref());
+        for contact in &a.contact {
+            if !contact.get_ref().starts_with("mailto:") {
+                self.error(
+                    &contact.span(),
+                    Kind::OutOfRange {
+                        key: "acme.contact",
+                        range: "a list of mailto: URIs",
+                    },
+                );
+            }
+            config.contact.push(contact.get_ref().clone());
+        }
+        config.ca_file = a
+            .ca_file
+            .as_ref()
+            .map(|p| self.path(p, "acme.ca_file", base_dir));
+        for address in &a.addresses {
+            match address.get_ref().parse() {
+                Ok(ip) => config.addresses.push(ip),
+                Err(_) => self.error(
+                    &address.span(),
+                    Kind::OutOfRange {
+                        key: "acme.addresses",
+                        range: "a list of IP addresses (no port)",
+                    },
+                ),
+            }
+        }
+        let durations = [
+            (
+                &a.renew_before,
+                "acme.renew_before",
+                &mut config.renew_before,
+            ),
+            (&a.retry_first, "acme.retry_first", &mut config.retry_first),
+            (&a.retry_max, "acme.retry_max", &mut config.retry_max),
+        ];
+        for (value, key, into) in durations {
+            if let Some(d) = value.as_ref().and_then(|v| self.duration(v, key)) {
+                *into = d;
+            }
+        }
+        if let Some(n) = &a.orders_per_hour {
+            match u32::try_from(*n.get_ref()) {
+                Ok(n) if n >= 1 => config.orders_per_hour = n,
+                _ => self.error(
+                    &n.span(),
+                    Kind::OutOfRange {
+                        key: "acme.orders_per_hour",
+                        range: "a count of 1 or more",
+                    },
+                ),
+            }
+        }
+        Some(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigErrors};
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_bad_value_reported_with_its_line() {
+        let config = Config::for_test("[acme]\ndirectory = \"https://ca.example/dir\"\n");
+        assert_eq!(
+            config.acme,
+            Some(AcmeConfig::with_directory("https://ca.example/dir"))
+        );
+        assert_eq!(Config::for_test("").acme, None);
+        let text = "[acme]\ndirectory = \"http://ca.example/dir\"\ncontact = [\"ops@example\"]\naddresses = [\"192.0.2.1:443\"]\norders_per_hour = 0\nretry_first = \"soon\"\n";
+        let Err(ConfigErrors(errors)) = Config::parse(text, "t.toml", None) else {
+            panic!("bad [acme] accepted")
+        };
+        let lines: Vec<usize> = errors
+            .iter()
+            .filter_map(|e| e.location.map(|l| l.line))
+            .collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6], "{errors:?}");
+    }
+}
