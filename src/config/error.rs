@@ -187,6 +187,8 @@ pub enum ConfigErrorKind {
     BadMetricsListen { given: String, reason: String },
     #[error("bad `admin.group` `{given}`: write a group name or a numeric group id")]
     BadAdminGroup { given: String },
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterConfigError),
     #[error("bad `server.postmaster` address `{given}`: {reason} (write `local@domain`)")]
     BadPostmaster { given: String, reason: String },
 }

@@ -7,6 +7,7 @@
 //!
 //! Keys and defaults: `docs/configuration.md`.
 
+mod cluster;
 mod delivery;
 mod error;
 mod limits;
@@ -23,6 +24,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use cluster::{
+    ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
+    MAX_CLUSTER_TIMEOUT,
+};
 pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
@@ -90,6 +95,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[[tenants]]` queue quotas that differ from `[limits]`.
     pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
+    /// `[cluster]`: `None` runs the node alone (nothing shared).
+    pub cluster: Option<ClusterConfig>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }

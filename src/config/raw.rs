@@ -34,6 +34,7 @@ pub(super) struct RawConfig {
     pub mta_sts: RawMtaStsClient,
     #[serde(default)]
     pub limits: RawLimits,
+    pub cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
 
 /// `[limits]`
