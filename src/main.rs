@@ -90,6 +90,21 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The fleet of nodes sharing `[cluster]` Redis (read from Redis).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetArgs {
+    /// Every node heard of in the last hour: alive or silent, limits
+    /// shared or local, its queue.
+    Status,
+    /// Every destination the nodes report: the fleet's queue, connections
+    /// and connection leases, pauses and last errors.
+    Destinations,
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,6 +403,13 @@ fn main() -> ExitCode {
             admin,
         } => cli::destination_flush(&global, &own.or(admin).options(), &name, &mut out, &mut err),
         Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
+        Command::Fleet { command } => {
+            let command = match command {
+                FleetArgs::Status => cli::FleetCommand::Status,
+                FleetArgs::Destinations => cli::FleetCommand::Destinations,
+            };
+            cli::fleet(&global, command, &mut out, &mut err)
+        }
     };
     match status {
         Ok(code) => ExitCode::from(code),

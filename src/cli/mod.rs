@@ -8,6 +8,7 @@
 
 mod admin;
 mod dns_records;
+mod fleet;
 mod probe;
 
 use std::io::{self, Write};
@@ -17,6 +18,7 @@ pub use admin::{
     destination_flush, destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target,
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
+pub use fleet::{fleet, FleetCommand};
 pub use probe::{probe, probe_settings, ProbeRequest};
 
 use crate::config::{Config, LoadError};

@@ -11,6 +11,7 @@ pub mod https;
 pub mod outbound;
 pub mod pki;
 pub mod proxy;
+pub mod redis;
 pub mod sealpost;
 pub mod smtp;
 pub mod sts;
