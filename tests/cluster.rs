@@ -24,6 +24,10 @@ use support::sealpost::run_cli;
 
 fn config(redis: &RedisServer, node: &str) -> ClusterConfig {
     let mut config = ClusterConfig::new(redis.url(), node);
+    // The longest allowed: the tests share two cores with their servers, and
+    // a slow answer would count as an outage (a refused connection, as when
+    // Redis is killed, is noticed at once whatever this is).
+    config.timeout = sealpost::config::MAX_CLUSTER_TIMEOUT;
     config.connections_per_destination = ConnectionLimit {
         max: 4,
         scope: Scope::Fleet,
