@@ -61,6 +61,8 @@ pub enum ServeError {
     CaFile { path: String, reason: String },
     #[error(transparent)]
     Engine(#[from] crate::actors::EngineError),
+    #[error("[cluster]: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -111,6 +113,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let certificates = certificates_for_reload.clone();
         Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
     };
+    let cluster_parts = (metrics.clone(), queue.clone(), engine.view());
     let admin_state = Arc::new(AdminState {
         queue: queue.clone(),
         live: live.clone(),
@@ -131,6 +134,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let served = runtime.block_on(async move {
         // Dropped at the end of this block: stops the API, removes the socket.
         let admin = AdminServer::start(&config.admin, admin_state).await?;
+        let (metrics, queue, view) = cluster_parts;
+        let _cluster = match config.cluster.clone() {
+            Some(c) => Some(crate::cluster::node::join(c, metrics, queue, view).await?),
+            None => None,
+        };
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));

@@ -24,6 +24,7 @@
 pub mod fleet;
 pub mod local;
 mod mta_sts;
+pub mod node;
 pub mod scripts;
 
 use std::future::Future;
