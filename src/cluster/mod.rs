@@ -167,7 +167,7 @@ impl Cluster {
             inner: Arc::new(Inner {
                 config,
                 redis,
-                scripts: Scripts::new(),
+                scripts: Scripts::default(),
                 shared: AtomicBool::new(false),
                 alive: AtomicUsize::new(1),
                 local: Mutex::new(LocalState::default()),
@@ -515,7 +515,7 @@ impl Inner {
             tracing::info!(node = %self.config.node, nodes_alive = alive, "nodes alive changed");
         }
         self.publish_metrics();
-        if tick % REPORT_EVERY == 0 {
+        if tick.is_multiple_of(REPORT_EVERY) {
             let report = lock(&self.report).as_ref().map(|source| source());
             if let Some(mut report) = report {
                 report.node = self.config.node.clone();

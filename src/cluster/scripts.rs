@@ -136,8 +136,8 @@ pub struct Scripts {
     pub now_ms: Script,
 }
 
-impl Scripts {
-    pub fn new() -> Scripts {
+impl Default for Scripts {
+    fn default() -> Scripts {
         Scripts {
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
