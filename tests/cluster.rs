@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sealpost::cluster::fleet::{DestinationReport, NodeReport, QueueSummary};
-use sealpost::cluster::{Admission, Cluster, Mode};
+use sealpost::cluster::{Admission, Cluster, Counted, Mode};
 use sealpost::config::{ClusterConfig, ConnectionLimit, RateLimit, Scope};
 use sealpost::metrics::Metrics;
 use sealpost::mta_sts::policy::Policy;
@@ -279,8 +279,15 @@ async fn a_tenant_rate_holds_across_nodes() {
 async fn a_redis_outage_makes_limits_local_within_a_second_then_shared_again() {
     let mut redis = RedisServer::start();
     let metrics = Arc::new(Metrics::new());
+    let rate = |c: &mut ClusterConfig| {
+        c.tenant_defaults.messages = Some(RateLimit {
+            per_second: 100.0,
+            scope: Scope::Fleet,
+        });
+    };
     let mut a = config(&redis, "a");
     a.lease_ttl = Duration::from_secs(3);
+    rate(&mut a);
     let a = Cluster::start(a, Some(Arc::clone(&metrics)))
         .await
         .expect("a");
@@ -308,6 +315,19 @@ async fn a_redis_outage_makes_limits_local_within_a_second_then_shared_again() {
     let first = a.try_acquire_connection("z.example").await.expect("1 of 2");
     let second = a.try_acquire_connection("z.example").await.expect("2 of 2");
     assert!(a.try_acquire_connection("z.example").await.is_none());
+    // A fleet-wide 100/s becomes 100 / 2 nodes: 50/s, whose burst is 5.
+    let mut burst = 0;
+    let wait = loop {
+        match a.admit("acme", "z.example").await {
+            Admission::Admitted => burst += 1,
+            wait @ Admission::Wait { .. } => break wait,
+        }
+    };
+    assert_eq!(burst, 5);
+    assert!(
+        matches!(wait, Admission::Wait { counted: Counted::Node, after } if after <= Duration::from_millis(20)),
+        "{wait:?}"
+    );
 
     redis.restart();
     let restarted = Instant::now();
@@ -607,4 +627,53 @@ async fn serve_joins_the_fleet_and_goes_silent_when_stopped() {
             .any(|l| l.starts_with("serve-1") && l.contains("SILENT")),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_limits_stay_on_each_node() {
+    let redis = RedisServer::start();
+    let fleet = nodes(&redis, &["a", "b"], |c| {
+        c.destinations.insert(
+            "solo.example".into(),
+            ConnectionLimit {
+                max: 1,
+                scope: Scope::Node,
+            },
+        );
+        c.tenant_defaults.messages = Some(RateLimit {
+            per_second: 10.0,
+            scope: Scope::Node,
+        });
+    })
+    .await;
+    // One connection per node, counted nowhere in Redis.
+    let on_a = fleet[0]
+        .try_acquire_connection("solo.example")
+        .await
+        .expect("a's one");
+    let on_b = fleet[1]
+        .try_acquire_connection("solo.example")
+        .await
+        .expect("b's one");
+    assert!(fleet[0]
+        .try_acquire_connection("solo.example")
+        .await
+        .is_none());
+    assert_eq!(leases_in_redis(&redis, "solo.example").await, 0);
+    drop((on_a, on_b));
+    // 10/s per node: a burst of one on each node, then a wait counted on the node.
+    for node in &fleet {
+        assert_eq!(node.admit("acme", "x.example").await, Admission::Admitted);
+        let wait = node.admit("acme", "x.example").await;
+        assert!(
+            matches!(
+                wait,
+                Admission::Wait {
+                    counted: Counted::Node,
+                    ..
+                }
+            ),
+            "{wait:?}"
+        );
+    }
 }
