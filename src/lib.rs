@@ -10,6 +10,7 @@ pub mod actors;
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dane;
 pub mod date;

@@ -112,6 +112,11 @@ impl LiveConfig {
             needs_restart.push("mta_sts_host");
             config.mta_sts_host = running.mta_sts_host.clone();
         }
+        // The node joined the fleet at start with these settings.
+        if config.cluster != running.cluster {
+            needs_restart.push("cluster");
+            config.cluster = running.cluster.clone();
+        }
         let report = ReloadReport {
             source: config.source.clone(),
             generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,

@@ -120,6 +120,21 @@ enum Command {
         #[command(flatten)]
         api: cli::ApiArgs,
     },
+    /// The fleet of nodes sharing `[cluster]` Redis (read from Redis).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetArgs {
+    /// Every node heard of in the last hour: alive or silent, limits
+    /// shared or local, its queue.
+    Status,
+    /// Every destination the nodes report: the fleet's queue, connections
+    /// and connection leases, pauses and last errors.
+    Destinations,
 }
 
 #[derive(Debug, Subcommand)]
@@ -442,6 +457,13 @@ fn main() -> ExitCode {
         Command::Peers { command, api } => cli::peers(&global, &api, &command, &mut out, &mut err),
         Command::Audit { tenant, limit, api } => {
             cli::audit(&global, &api, tenant.as_deref(), limit, &mut out, &mut err)
+        }
+        Command::Fleet { command } => {
+            let command = match command {
+                FleetArgs::Status => cli::FleetCommand::Status,
+                FleetArgs::Destinations => cli::FleetCommand::Destinations,
+            };
+            cli::fleet(&global, command, &mut out, &mut err)
         }
     };
     match status {

@@ -73,6 +73,8 @@ pub struct Metrics {
     latency_count: AtomicU64,
     /// ACME certificate names per state (a gauge set by `src/acme`).
     acme_domains: Mutex<BTreeMap<&'static str, u64>>,
+    /// `[cluster]`: `None` without it, else (limits shared, nodes alive).
+    cluster: Mutex<Option<(bool, usize)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +95,12 @@ impl Metrics {
             Some(counters) => bump(counters),
             None => bump(tenants.entry(tenant.to_string()).or_default()),
         }
+    }
+
+    /// `[cluster]` state: limits shared in Redis or local, and the nodes
+    /// last seen alive (src/cluster/).
+    pub fn set_cluster(&self, shared: bool, nodes_alive: usize) {
+        *lock(&self.cluster) = Some((shared, nodes_alive));
     }
 
     /// A message was queued durably for `tenant`.
@@ -280,6 +288,24 @@ impl Metrics {
             "{name}_count {}",
             self.latency_count.load(Ordering::Relaxed)
         );
+        if let Some((shared, alive)) = *lock(&self.cluster) {
+            let name = "sealpost_cluster_limits_shared";
+            header(
+                &mut out,
+                name,
+                "1 while limits are shared in Redis, 0 while they are local (Redis out).",
+                "gauge",
+            );
+            let _ = writeln!(out, "{name} {}", u8::from(shared));
+            let name = "sealpost_cluster_nodes_alive";
+            header(
+                &mut out,
+                name,
+                "Nodes seen alive at the last heartbeat that reached Redis.",
+                "gauge",
+            );
+            let _ = writeln!(out, "{name} {alive}");
+        }
         out
     }
 }

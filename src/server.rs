@@ -63,6 +63,8 @@ pub enum ServeError {
     Engine(#[from] crate::actors::EngineError),
     #[error(transparent)]
     Acme(#[from] crate::acme::AcmeError),
+    #[error("[cluster]: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -120,6 +122,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let certificates = certificates_for_reload.clone();
         Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
     };
+    let cluster_parts = (metrics.clone(), queue.clone(), engine.view());
     let admin_state = Arc::new(AdminState {
         queue: queue.clone(),
         live: live.clone(),
@@ -140,6 +143,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let served = runtime.block_on(async move {
         // Dropped at the end of this block: stops the API, removes the socket.
         let admin = AdminServer::start(&config.admin, admin_state).await?;
+        let (metrics, queue, view) = cluster_parts;
+        let _cluster = match config.cluster.clone() {
+            Some(c) => Some(crate::cluster::node::join(c, metrics, queue, view).await?),
+            None => None,
+        };
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         tokio::spawn(acme.run());

@@ -8,6 +8,7 @@
 
 mod admin;
 mod dns_records;
+mod fleet;
 mod probe;
 mod split;
 mod tenants;
@@ -19,6 +20,7 @@ pub use admin::{
     destination_flush, destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target,
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
+pub use fleet::{fleet, FleetCommand};
 pub use probe::{probe, probe_settings, ProbeRequest};
 pub use split::{config_merge, config_split, same_policy};
 pub use tenants::{audit, domains, peers, tenants, ApiArgs, DomainsCommand, PeersCommand};

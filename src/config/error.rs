@@ -212,6 +212,8 @@ pub enum ConfigErrorKind {
     },
     #[error("`{key}` belongs in the main configuration file, not in a tenant file")]
     NotInTenantFile { key: String },
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterConfigError),
     #[error("bad `server.postmaster` address `{given}`: {reason} (write `local@domain`)")]
     BadPostmaster { given: String, reason: String },
 }

@@ -8,6 +8,7 @@
 //! Keys and defaults: `docs/configuration.md`.
 
 mod acme;
+mod cluster;
 mod delivery;
 pub mod edit;
 mod error;
@@ -30,6 +31,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use acme::AcmeConfig;
+pub use cluster::{
+    ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
+    MAX_CLUSTER_TIMEOUT,
+};
 pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
@@ -102,6 +107,8 @@ pub struct Config {
     pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
     /// `[server] tenants_dir`'s files as read (empty without one).
     pub tenant_files: Arc<TenantFiles>,
+    /// `[cluster]`: `None` runs the node alone (nothing shared).
+    pub cluster: Option<ClusterConfig>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }

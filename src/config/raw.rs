@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub acme: super::acme::RawAcme,
+    pub cluster: Option<Spanned<super::cluster::RawCluster>>,
 }
 
 /// `[limits]`

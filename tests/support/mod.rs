@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod pebble;
 pub mod pki;
 pub mod proxy;
+pub mod redis;
 pub mod sealpost;
 pub mod smtp;
 pub mod sts;

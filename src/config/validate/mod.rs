@@ -249,7 +249,9 @@ fn build<'a>(
     let routes = v.routes(&raw);
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
+    let acme = v.acme(&raw, base_dir);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
+    let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()));
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -287,7 +289,9 @@ fn build<'a>(
                 routes: Arc::new(routes),
                 tenant_limits: Arc::new(tenant_limits),
                 limits,
+                acme,
                 tenant_quotas: Arc::new(tenant_quotas),
+                cluster,
                 warnings: v.warnings,
             },
             file_tenants,

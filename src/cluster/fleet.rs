@@ -1,0 +1,152 @@
+//! The fleet view: what each node publishes about itself (its queue's
+//! counts and its destinations' states) under `sealpost:node:<name>`, and
+//! how the view of every node is read back, with the silent ones marked.
+//!
+//! A node publishes every second while Redis answers; the key lives one
+//! hour ([`super::scripts::FORGET_NODE_AFTER_MS`]), so a node that stopped
+//! shows as silent for an hour and then disappears from the view.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use sealpost_queue::Counts;
+
+use crate::metrics::state_name;
+
+/// What one node publishes about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: String,
+    /// The node's own clock, Unix milliseconds (informational: silence is
+    /// judged by the heartbeat, on Redis' clock).
+    pub published_at_ms: u64,
+    /// Whether the node's limits were shared (Redis answering) when it
+    /// published.
+    pub shared: bool,
+    pub queue: QueueSummary,
+    pub destinations: Vec<DestinationReport>,
+}
+
+/// The queue's [`Counts`], as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    /// Recipients per state (`queued`, `deferred`, ...).
+    pub recipients_by_state: BTreeMap<String, u64>,
+    pub messages_by_tenant: BTreeMap<String, u64>,
+    pub bytes_by_tenant: BTreeMap<String, u64>,
+    /// Recipients not yet final per destination.
+    pub recipients_by_destination: BTreeMap<String, u64>,
+}
+
+impl From<&Counts> for QueueSummary {
+    fn from(counts: &Counts) -> QueueSummary {
+        QueueSummary {
+            recipients_by_state: counts
+                .by_state
+                .iter()
+                .map(|(state, n)| (state_name(*state).to_owned(), *n))
+                .collect(),
+            messages_by_tenant: counts.by_tenant.clone(),
+            bytes_by_tenant: counts.bytes_by_tenant.clone(),
+            recipients_by_destination: counts.by_destination.clone(),
+        }
+    }
+}
+
+impl QueueSummary {
+    /// Messages stored, all tenants.
+    pub fn messages(&self) -> u64 {
+        self.messages_by_tenant.values().sum()
+    }
+
+    /// Recipients in `state`.
+    pub fn recipients(&self, state: &str) -> u64 {
+        self.recipients_by_state.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// One destination as a node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationReport {
+    pub name: String,
+    pub active_connections: usize,
+    /// Deliveries waiting for a connection.
+    pub waiting: usize,
+    /// Unix milliseconds until which the destination is paused.
+    pub paused_until_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// One node in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub name: String,
+    /// Its last heartbeat, Unix milliseconds on Redis' clock.
+    pub last_seen_ms: u64,
+    /// How long ago that was, by Redis' clock.
+    pub silent_for_ms: u64,
+    /// Not heard of within `node_ttl`.
+    pub silent: bool,
+    /// Its last report (`None` if it has not published one, or it expired).
+    pub report: Option<NodeReport>,
+}
+
+/// Every node heard of in the last hour, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetView {
+    pub nodes: Vec<NodeStatus>,
+    /// Connection leases held in Redis per destination (from the lease
+    /// sets of the destinations the nodes report).
+    pub leases: BTreeMap<String, u64>,
+}
+
+impl FleetView {
+    /// Nodes heard of within `node_ttl`.
+    pub fn alive(&self) -> usize {
+        self.nodes.iter().filter(|n| !n.silent).count()
+    }
+
+    /// Every destination any node reports or has queued mail for, with the
+    /// fleet's totals.
+    pub fn destinations(&self) -> BTreeMap<String, FleetDestination> {
+        let mut out: BTreeMap<String, FleetDestination> = BTreeMap::new();
+        for node in &self.nodes {
+            let Some(report) = &node.report else { continue };
+            for (name, n) in &report.queue.recipients_by_destination {
+                out.entry(name.clone()).or_default().queued_recipients += n;
+            }
+            for d in &report.destinations {
+                let entry = out.entry(d.name.clone()).or_default();
+                entry.active_connections += d.active_connections;
+                entry.waiting += d.waiting;
+                if d.paused_until_ms.is_some() {
+                    entry.paused_on.push(node.name.clone());
+                }
+                if let Some(e) = &d.last_error {
+                    entry.last_errors.push((node.name.clone(), e.clone()));
+                }
+            }
+        }
+        for (name, n) in &self.leases {
+            if let Some(d) = out.get_mut(name) {
+                d.leases = *n;
+            }
+        }
+        out
+    }
+}
+
+/// One destination across the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetDestination {
+    pub queued_recipients: u64,
+    pub active_connections: usize,
+    pub waiting: usize,
+    /// Connection leases in Redis.
+    pub leases: u64,
+    /// The nodes that have it paused.
+    pub paused_on: Vec<String>,
+    /// (node, last error)
+    pub last_errors: Vec<(String, String)>,
+}
