@@ -15,7 +15,7 @@ use super::raw::RawConfig;
 use super::validate::Validator;
 
 /// `[acme]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAcme {
     pub directory: Option<Spanned<String>>,

@@ -18,7 +18,7 @@ use super::raw::RawConfig;
 use super::validate::Validator;
 
 /// `[cluster]` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub redis: Option<Spanned<String>>,
@@ -37,7 +37,7 @@ pub(super) struct RawCluster {
 }
 
 /// `[cluster.tenants.NAME]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClusterTenant {
     pub messages_per_second: Option<Spanned<RawLimit>>,
@@ -45,7 +45,7 @@ pub(super) struct RawClusterTenant {
 }
 
 /// A number, or `"local:N"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawLimit {
     Integer(i64),
