@@ -677,3 +677,30 @@ async fn local_limits_stay_on_each_node() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_authority() {
+    let ca = support::pki::TestCa::new("Redis test CA");
+    let leaf = ca.issue(&["127.0.0.1", "localhost"]);
+    let redis = RedisServer::start_tls(&leaf.cert_pem, &leaf.key_pem);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write");
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+
+    let mut trusting = ClusterConfig::new(url.clone(), "a");
+    trusting.ca_file = Some(ca_file);
+    let node = Cluster::start(trusting, None).await.expect("cluster");
+    assert_eq!(
+        node.mode(),
+        Mode::Shared,
+        "the TLS handshake and the heartbeat went through"
+    );
+    assert!(node.try_acquire_connection("x.example").await.is_some());
+
+    // Without the authority the server's certificate is refused: limits stay local.
+    let stranger = Cluster::start(ClusterConfig::new(url, "b"), None)
+        .await
+        .expect("cluster");
+    assert_eq!(stranger.mode(), Mode::Local);
+}

@@ -55,6 +55,8 @@ pub enum ClusterError {
     Url(String),
     #[error("Redis: {0}")]
     Redis(String),
+    #[error("cluster.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("limits are local (Redis is out): the shared state cannot be used")]
@@ -153,8 +155,21 @@ impl Cluster {
         config: ClusterConfig,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Cluster, ClusterError> {
-        let client = redis::Client::open(config.redis.as_str())
-            .map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = match &config.ca_file {
+            None => redis::Client::open(config.redis.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ClusterError::CaFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(config.redis.as_str(), certificates)
+            }
+        }
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.timeout))
@@ -445,13 +460,17 @@ impl Cluster {
             });
         }
         let destinations: Vec<String> = view.destinations().into_keys().collect();
-        for destination in destinations {
-            let key = scripts::connections_key(&destination);
-            let held: u64 = inner
-                .run(|mut redis| async move { redis.zcount(&key, now, "+inf").await })
-                .await?;
-            view.leases.insert(destination, held);
+        if destinations.is_empty() {
+            return Ok(view);
         }
+        let mut pipe = redis::pipe();
+        for destination in &destinations {
+            pipe.zcount(scripts::connections_key(destination), now, "+inf");
+        }
+        let held: Vec<u64> = inner
+            .run(|mut redis| async move { pipe.query_async(&mut redis).await })
+            .await?;
+        view.leases = destinations.into_iter().zip(held).collect();
         Ok(view)
     }
 }

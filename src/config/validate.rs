@@ -79,7 +79,7 @@ pub(super) fn parse(
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
-    let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()));
+    let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     if !v.errors.is_empty() {
         // The configuration file's errors first, then those of the files it names.
         v.errors.sort_by_key(|e| (e.file != file, e.location));
