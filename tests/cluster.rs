@@ -501,6 +501,18 @@ fn fleet_commands_need_a_cluster_section_and_a_reachable_redis() {
     let (code, _, err) = run_cli(&path, &["fleet", "status"]);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("sealpost fleet: Redis"), "{err}");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nredis = \"redis://sealpost:s3cret@127.0.0.1:{port}\"\nnode = \"mx9\"\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run_cli(&path, &["config", "check"]);
+    assert_eq!(code, Some(0), "{err}");
+    let expected = format!("cluster:         node mx9 on redis://sealpost:***@127.0.0.1:{port}");
+    assert!(out.contains(&expected), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

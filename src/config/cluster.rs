@@ -105,8 +105,8 @@ pub struct TenantRates {
     pub per_destination: Option<RateLimit>,
 }
 
-/// The validated `[cluster]`.
-#[derive(Debug, Clone, PartialEq)]
+/// The validated `[cluster]` (its `Debug` hides the Redis password).
+#[derive(Clone, PartialEq)]
 pub struct ClusterConfig {
     /// `redis://` or `rediss://` (TLS), with optional `user:password@`.
     pub redis: String,
@@ -138,7 +138,47 @@ pub struct ClusterConfig {
 /// outage must be noticed within 1 s.
 pub const MAX_CLUSTER_TIMEOUT: Duration = Duration::from_millis(750);
 
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis_without_password())
+            .field("ca_file", &self.ca_file)
+            .field("node", &self.node)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("node_ttl", &self.node_ttl)
+            .field("lease_ttl", &self.lease_ttl)
+            .field(
+                "connections_per_destination",
+                &self.connections_per_destination,
+            )
+            .field("destinations", &self.destinations)
+            .field("tenant_defaults", &self.tenant_defaults)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
 impl ClusterConfig {
+    /// The Redis URL with its password, if any, as `***` (for logs and
+    /// `config check`).
+    pub fn redis_without_password(&self) -> String {
+        let Some((scheme, rest)) = self.redis.split_once("://") else {
+            return self.redis.clone();
+        };
+        match rest.rsplit_once('@') {
+            Some((user_info, host)) => {
+                let user = user_info.split(':').next().unwrap_or("");
+                if user_info.contains(':') {
+                    format!("{scheme}://{user}:***@{host}")
+                } else {
+                    format!("{scheme}://{user}@{host}")
+                }
+            }
+            None => self.redis.clone(),
+        }
+    }
+
     /// The defaults for a node called `node` on `redis`.
     pub fn new(redis: impl Into<String>, node: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
@@ -481,6 +521,11 @@ messages_per_second = 2.5
         );
         let c = config.cluster.expect("[cluster]");
         assert_eq!(c.node, "mx1.example.net");
+        assert_eq!(
+            c.redis_without_password(),
+            "rediss://sealpost:***@redis.example.net:6380/2"
+        );
+        assert!(!format!("{c:?}").contains("secret"));
         assert_eq!(c.timeout, Duration::from_millis(200));
         assert_eq!(c.node_ttl, Duration::from_secs(3));
         assert_eq!(c.connection_limit("GMAIL.com").to_string(), "40");
