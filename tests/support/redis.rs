@@ -13,7 +13,7 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
-    /// TLS only: the certificate and key files in `dir`.
+    /// Speaks TLS only, with `cert.pem` and `key.pem` from `dir`.
     tls: bool,
 }
 
