@@ -501,6 +501,18 @@ fn fleet_commands_need_a_cluster_section_and_a_reachable_redis() {
     let (code, _, err) = run_cli(&path, &["fleet", "status"]);
     assert_eq!(code, Some(1));
     assert!(err.starts_with("sealpost fleet: Redis"), "{err}");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nredis = \"redis://sealpost:s3cret@127.0.0.1:{port}\"\nnode = \"mx9\"\n"
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run_cli(&path, &["config", "check"]);
+    assert_eq!(code, Some(0), "{err}");
+    let expected = format!("cluster:         node mx9 on redis://sealpost:***@127.0.0.1:{port}");
+    assert!(out.contains(&expected), "{out}");
+    assert!(!out.contains("s3cret"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,4 +688,31 @@ async fn local_limits_stay_on_each_node() {
             "{wait:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_authority() {
+    let ca = support::pki::TestCa::new("Redis test CA");
+    let leaf = ca.issue(&["127.0.0.1", "localhost"]);
+    let redis = RedisServer::start_tls(&leaf.cert_pem, &leaf.key_pem);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write");
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+
+    let mut trusting = ClusterConfig::new(url.clone(), "a");
+    trusting.ca_file = Some(ca_file);
+    let node = Cluster::start(trusting, None).await.expect("cluster");
+    assert_eq!(
+        node.mode(),
+        Mode::Shared,
+        "the TLS handshake and the heartbeat went through"
+    );
+    assert!(node.try_acquire_connection("x.example").await.is_some());
+
+    // Without the authority the server's certificate is refused: limits stay local.
+    let stranger = Cluster::start(ClusterConfig::new(url, "b"), None)
+        .await
+        .expect("cluster");
+    assert_eq!(stranger.mode(), Mode::Local);
 }

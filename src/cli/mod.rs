@@ -179,6 +179,14 @@ pub fn config_check(
         out,
         "  peer entries:    {outbound} outbound, {inbound} inbound ({mandatory} stricter than opportunistic)"
     )?;
+    if let Some(cluster) = &config.cluster {
+        writeln!(
+            out,
+            "  cluster:         node {} on {}",
+            cluster.node,
+            cluster.redis_without_password()
+        )?;
+    }
     let listed: usize = config.recipients.values().map(|l| l.len()).sum();
     writeln!(
         out,

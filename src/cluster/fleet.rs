@@ -60,9 +60,42 @@ impl QueueSummary {
         self.messages_by_tenant.values().sum()
     }
 
+    /// Keeps the `n` destinations with the most recipients (ties by name).
+    pub fn keep_largest_destinations(&mut self, n: usize) {
+        if self.recipients_by_destination.len() <= n {
+            return;
+        }
+        let mut all: Vec<(String, u64)> = std::mem::take(&mut self.recipients_by_destination)
+            .into_iter()
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        self.recipients_by_destination = all.into_iter().collect();
+    }
+
     /// Recipients in `state`.
     pub fn recipients(&self, state: &str) -> u64 {
         self.recipients_by_state.get(state).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_keeps_its_largest_destinations() {
+        let mut summary = QueueSummary::default();
+        for (name, n) in [("a", 5), ("b", 1), ("c", 9), ("d", 5)] {
+            summary.recipients_by_destination.insert(name.into(), n);
+        }
+        summary.keep_largest_destinations(3);
+        let kept: Vec<&str> = summary
+            .recipients_by_destination
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(kept, ["a", "c", "d"]);
     }
 }
 

@@ -181,11 +181,13 @@ mod tests {
         let both = [fast.clone(), slow.clone()];
         assert_eq!(state.admit(&both, 0), Ok(()));
         assert!(state.admit(&both, 10).is_err());
-        // `fast` was not charged by the refusal: 100 more fit in its burst.
+        // `fast` was not charged by the refusal: the rest of its burst of
+        // 100 (one was taken with `slow`) still fits, and no more.
         let fast_only = [fast];
-        for i in 0..100 {
+        for i in 0..99 {
             assert_eq!(state.admit(&fast_only, 20), Ok(()), "{i}");
         }
+        assert!(state.admit(&fast_only, 20).is_err());
     }
 
     #[test]

@@ -22,10 +22,13 @@
 //! `sealpost_cluster_nodes_alive`).
 
 pub mod fleet;
+mod lease;
 pub mod local;
 mod mta_sts;
 pub mod node;
 pub mod scripts;
+
+pub use lease::ConnectionLease;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -55,6 +58,8 @@ pub enum ClusterError {
     Url(String),
     #[error("Redis: {0}")]
     Redis(String),
+    #[error("cluster.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("limits are local (Redis is out): the shared state cannot be used")]
@@ -153,8 +158,21 @@ impl Cluster {
         config: ClusterConfig,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Cluster, ClusterError> {
-        let client = redis::Client::open(config.redis.as_str())
-            .map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = match &config.ca_file {
+            None => redis::Client::open(config.redis.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ClusterError::CaFile {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(config.redis.as_str(), certificates)
+            }
+        }
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.timeout))
@@ -272,7 +290,7 @@ impl Cluster {
             return None;
         }
         let renewer = fleet.then(|| {
-            tokio::spawn(renew(
+            tokio::spawn(lease::renew(
                 Arc::clone(inner),
                 destination.clone(),
                 member.clone(),
@@ -445,13 +463,17 @@ impl Cluster {
             });
         }
         let destinations: Vec<String> = view.destinations().into_keys().collect();
-        for destination in destinations {
-            let key = scripts::connections_key(&destination);
-            let held: u64 = inner
-                .run(|mut redis| async move { redis.zcount(&key, now, "+inf").await })
-                .await?;
-            view.leases.insert(destination, held);
+        if destinations.is_empty() {
+            return Ok(view);
         }
+        let mut pipe = redis::pipe();
+        for destination in &destinations {
+            pipe.zcount(scripts::connections_key(destination), now, "+inf");
+        }
+        let held: Vec<u64> = inner
+            .run(|mut redis| async move { pipe.query_async(&mut redis).await })
+            .await?;
+        view.leases = destinations.into_iter().zip(held).collect();
         Ok(view)
     }
 }
@@ -575,111 +597,4 @@ async fn heartbeat(inner: Weak<Inner>) {
         inner.beat(tick).await;
         tick += 1;
     }
-}
-
-/// Keeps a fleet lease alive while its connection is: every third of
-/// `lease_ttl`, while Redis answers. A lease taken during an outage is
-/// written to Redis at the first renewal after it.
-async fn renew(inner: Arc<Inner>, destination: String, member: String) {
-    let key = scripts::connections_key(&destination);
-    let ttl = inner.config.lease_ttl.as_millis() as u64;
-    let mut ticker =
-        tokio::time::interval((inner.config.lease_ttl / 3).max(Duration::from_millis(100)));
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        if !inner.shared.load(Ordering::SeqCst) {
-            continue;
-        }
-        let script = &inner.scripts.renew;
-        let (key, member) = (&key, &member);
-        let _: Result<i64, _> = inner
-            .run(|mut redis| async move {
-                script
-                    .key(key)
-                    .arg(member)
-                    .arg(ttl)
-                    .invoke_async(&mut redis)
-                    .await
-            })
-            .await;
-    }
-}
-
-/// One connection to a destination, counted against its limit until
-/// released (by [`ConnectionLease::release`] or by dropping it). A lease
-/// whose node crashed expires in Redis after `lease_ttl`.
-pub struct ConnectionLease {
-    inner: Arc<Inner>,
-    destination: String,
-    member: String,
-    fleet: bool,
-    renewer: Option<JoinHandle<()>>,
-    released: bool,
-}
-
-impl std::fmt::Debug for ConnectionLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionLease")
-            .field("destination", &self.destination)
-            .field("member", &self.member)
-            .field("fleet", &self.fleet)
-            .finish()
-    }
-}
-
-impl ConnectionLease {
-    pub fn destination(&self) -> &str {
-        &self.destination
-    }
-
-    /// Releases the lease and waits until Redis has forgotten it (or the
-    /// attempt failed: then it expires by itself).
-    pub async fn release(mut self) {
-        self.released = true;
-        self.forget_locally();
-        if self.fleet && self.inner.shared.load(Ordering::SeqCst) {
-            release_in_redis(
-                Arc::clone(&self.inner),
-                self.destination.clone(),
-                self.member.clone(),
-            )
-            .await;
-        }
-    }
-
-    fn forget_locally(&mut self) {
-        if let Some(task) = self.renewer.take() {
-            task.abort();
-        }
-        lock(&self.inner.local).release_connection(&self.destination);
-    }
-}
-
-impl Drop for ConnectionLease {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        self.forget_locally();
-        if self.fleet && self.inner.shared.load(Ordering::SeqCst) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(release_in_redis(
-                    Arc::clone(&self.inner),
-                    std::mem::take(&mut self.destination),
-                    std::mem::take(&mut self.member),
-                ));
-            }
-        }
-    }
-}
-
-async fn release_in_redis(inner: Arc<Inner>, destination: String, member: String) {
-    let key = scripts::connections_key(&destination);
-    let script = &inner.scripts.release;
-    let _: Result<i64, _> = inner
-        .run(
-            |mut redis| async move { script.key(&key).arg(&member).invoke_async(&mut redis).await },
-        )
-        .await;
 }

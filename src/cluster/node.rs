@@ -12,6 +12,11 @@ use crate::admin::DeliveryView;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 
+/// A report names at most this many destinations (the busiest), so that a
+/// node with mail for every domain on earth publishes a few kilobytes a
+/// second, not megabytes.
+pub const REPORTED_DESTINATIONS: usize = 200;
+
 /// Joins the fleet; limits start local (and say so in the log) if Redis
 /// does not answer yet.
 pub async fn join(
@@ -21,9 +26,10 @@ pub async fn join(
     delivery: Arc<dyn DeliveryView>,
 ) -> Result<Cluster, ClusterError> {
     let cluster = Cluster::start(config, Some(metrics)).await?;
-    cluster.set_report_source(move || NodeReport {
-        queue: QueueSummary::from(&queue.counts()),
-        destinations: delivery
+    cluster.set_report_source(move || {
+        let mut summary = QueueSummary::from(&queue.counts());
+        summary.keep_largest_destinations(REPORTED_DESTINATIONS);
+        let mut destinations: Vec<DestinationReport> = delivery
             .destinations()
             .into_iter()
             .map(|d| DestinationReport {
@@ -33,8 +39,20 @@ pub async fn join(
                 paused_until_ms: d.backoff_until,
                 last_error: d.last_error,
             })
-            .collect(),
-        ..NodeReport::default()
+            .collect();
+        // The busiest and the paused first.
+        destinations.sort_by_key(|d| {
+            std::cmp::Reverse((
+                d.paused_until_ms.is_some(),
+                d.active_connections + d.waiting,
+            ))
+        });
+        destinations.truncate(REPORTED_DESTINATIONS);
+        NodeReport {
+            queue: summary,
+            destinations,
+            ..NodeReport::default()
+        }
     });
     tracing::info!(
         node = %cluster.node(),

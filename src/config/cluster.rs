@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use super::validate::Validator;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub redis: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
     pub node: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
@@ -103,11 +105,14 @@ pub struct TenantRates {
     pub per_destination: Option<RateLimit>,
 }
 
-/// The validated `[cluster]`.
-#[derive(Debug, Clone, PartialEq)]
+/// The validated `[cluster]` (its `Debug` hides the Redis password).
+#[derive(Clone, PartialEq)]
 pub struct ClusterConfig {
     /// `redis://` or `rediss://` (TLS), with optional `user:password@`.
     pub redis: String,
+    /// PEM certificates of the authorities that sign the Redis server's
+    /// certificate (`rediss://` only); `None`: the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
     /// This node's name, unique in the fleet (default: `[server] hostname`).
     pub node: String,
     pub connect_timeout: Duration,
@@ -133,11 +138,52 @@ pub struct ClusterConfig {
 /// outage must be noticed within 1 s.
 pub const MAX_CLUSTER_TIMEOUT: Duration = Duration::from_millis(750);
 
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis_without_password())
+            .field("ca_file", &self.ca_file)
+            .field("node", &self.node)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("node_ttl", &self.node_ttl)
+            .field("lease_ttl", &self.lease_ttl)
+            .field(
+                "connections_per_destination",
+                &self.connections_per_destination,
+            )
+            .field("destinations", &self.destinations)
+            .field("tenant_defaults", &self.tenant_defaults)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
 impl ClusterConfig {
+    /// The Redis URL with its password, if any, as `***` (for logs and
+    /// `config check`).
+    pub fn redis_without_password(&self) -> String {
+        let Some((scheme, rest)) = self.redis.split_once("://") else {
+            return self.redis.clone();
+        };
+        match rest.rsplit_once('@') {
+            Some((user_info, host)) => {
+                let user = user_info.split(':').next().unwrap_or("");
+                if user_info.contains(':') {
+                    format!("{scheme}://{user}:***@{host}")
+                } else {
+                    format!("{scheme}://{user}@{host}")
+                }
+            }
+            None => self.redis.clone(),
+        }
+    }
+
     /// The defaults for a node called `node` on `redis`.
     pub fn new(redis: impl Into<String>, node: impl Into<String>) -> ClusterConfig {
         ClusterConfig {
             redis: redis.into(),
+            ca_file: None,
             node: node.into(),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_millis(300),
@@ -190,6 +236,8 @@ pub enum ClusterConfigError {
     },
     #[error("`cluster.tenants.{name}` names no configured `[[tenants]]` entry")]
     UnknownTenant { name: String },
+    #[error("`cluster.ca_file` is set but `cluster.redis` is not a `rediss://` (TLS) URL")]
+    CaFileWithoutTls,
     #[error("bad destination `{given}` in `cluster.destinations`: write a lowercase domain name or host")]
     BadDestination { given: String },
 }
@@ -201,6 +249,7 @@ impl Validator<'_> {
         &mut self,
         raw: &RawConfig,
         hostname: Option<&str>,
+        base_dir: Option<&Path>,
     ) -> Option<ClusterConfig> {
         let c = raw.cluster.as_ref()?;
         let whole = c.span();
@@ -240,6 +289,15 @@ impl Validator<'_> {
             None => hostname.unwrap_or("localhost").to_owned(),
         };
         let mut config = ClusterConfig::new(redis, node);
+        if let Some(ca) = &c.ca_file {
+            if !config.redis.to_ascii_lowercase().starts_with("rediss://") {
+                self.error(
+                    &ca.span(),
+                    Kind::Cluster(ClusterConfigError::CaFileWithoutTls),
+                );
+            }
+            config.ca_file = Some(self.path(ca, "cluster.ca_file", base_dir));
+        }
         for (value, key, slot) in [
             (
                 &c.connect_timeout,
@@ -463,6 +521,11 @@ messages_per_second = 2.5
         );
         let c = config.cluster.expect("[cluster]");
         assert_eq!(c.node, "mx1.example.net");
+        assert_eq!(
+            c.redis_without_password(),
+            "rediss://sealpost:***@redis.example.net:6380/2"
+        );
+        assert!(!format!("{c:?}").contains("secret"));
         assert_eq!(c.timeout, Duration::from_millis(200));
         assert_eq!(c.node_ttl, Duration::from_secs(3));
         assert_eq!(c.connection_limit("GMAIL.com").to_string(), "40");
@@ -516,6 +579,22 @@ messages_per_second = 5
         );
         assert!(got[2].contains("at most 750ms"), "{}", got[2]);
         assert!(got[6].contains("names no configured"), "{}", got[6]);
+    }
+
+    #[test]
+    fn a_ca_file_needs_tls() {
+        let got = errors("[cluster]\nredis = \"redis://r:6379\"\nca_file = \"ca.pem\"\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("test.toml:3:"), "{}", got[0]);
+        assert!(got[0].contains("not a `rediss://`"), "{}", got[0]);
+        let config = Config::parse(
+            "[cluster]\nredis = \"rediss://r:6379\"\nca_file = \"ca.pem\"\n",
+            "test.toml",
+            Some(Path::new("/etc/sealpost")),
+        )
+        .expect("valid");
+        let ca = config.cluster.and_then(|c| c.ca_file);
+        assert_eq!(ca.as_deref(), Some(Path::new("/etc/sealpost/ca.pem")));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Speaks TLS only, with `cert.pem` and `key.pem` from `dir`.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -22,6 +24,23 @@ impl RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
+            tls: false,
+        };
+        server.spawn();
+        server
+    }
+
+    /// One that speaks only TLS (`rediss://`), with this certificate
+    /// chain and key (PEM); clients are not asked for certificates.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), cert_pem).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), key_pem).expect("key");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir,
+            tls: true,
         };
         server.spawn();
         server
@@ -33,8 +52,18 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name).display().to_string();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("cert.pem")])
+                .args(["--tls-key-file", &file("key.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -46,7 +75,13 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.ping() {
+            // Over TLS, a listening port is as far as this check goes.
+            let ready = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.ping()
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

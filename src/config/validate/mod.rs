@@ -251,7 +251,7 @@ fn build<'a>(
     let limits = v.limits(&raw);
     let acme = v.acme(&raw, base_dir);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
-    let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()));
+    let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
