@@ -86,8 +86,23 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// TLS reports (RFC 8460) the running server received for managed domains.
+    TlsReports {
+        #[command(subcommand)]
+        command: TlsReportsArgs,
+    },
     /// Make the running server reload its configuration and certificates.
     Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsReportsArgs {
+    /// Reports received, summed per tenant, sending organization and
+    /// failure type.
+    Received {
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -389,6 +404,9 @@ fn main() -> ExitCode {
             admin,
         } => cli::destination_flush(&global, &own.or(admin).options(), &name, &mut out, &mut err),
         Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
+        Command::TlsReports {
+            command: TlsReportsArgs::Received { admin },
+        } => cli::tls_reports_received(&global, &admin.options(), &mut out, &mut err),
     };
     match status {
         Ok(code) => ExitCode::from(code),

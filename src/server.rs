@@ -368,6 +368,7 @@ async fn start_policy_host(
         listeners.push(listener);
     }
     let host = Arc::new(PolicyHost::new(&config.hosted_policies()));
+    host.set_report_receiver(Arc::new(crate::tlsrpt::Receiver::new(live.clone())));
     let tls = mta_sts::host::server_config(certificates)?;
     for listener in listeners {
         tokio::spawn(
