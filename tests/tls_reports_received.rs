@@ -4,7 +4,9 @@
 //! (413), other media types (415), reports about another domain (400) and
 //! domains it does not host (404), stores each report once per tenant, and
 //! `sealpost tls-reports received` sums them per sending organization and
-//! failure type, also after a restart.
+//! failure type, also after a restart. A report mailed to the domain's
+//! TLSRPT address (`multipart/report`, gzip in base64) is stored instead
+//! of relayed; other mail to that address is queued as usual.
 mod support;
 
 use std::io::Write;
@@ -13,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::pki::TestCa;
-use support::sealpost::{free_port, run_cli, server_head, Sealpost, NO_DNS};
+use support::sealpost::{free_port, greet, run_cli, server_head, Sealpost, NO_DNS};
+use support::smtp::{command, data, mail_rcpt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(port: u16, https: u16) -> String {
@@ -218,6 +221,33 @@ async fn reports_are_received_checked_stored_and_summed() {
         );
     }
 
+    // By mail, to the default TLSRPT address of a.test.
+    let mailed = gzip(report("Sender-M", "m-1", "a.test", &[("dnssec-invalid", 4)]).as_bytes());
+    let (mut smtp, _) = greet(server.smtp).await;
+    let rcpt = mail_rcpt(
+        &mut smtp,
+        "MAIL FROM:<reports@sender.example>",
+        "RCPT TO:<tlsrpt@a.test>",
+    )
+    .await;
+    assert_eq!(rcpt.code, 250, "{rcpt:?}");
+    let stored = data(&mut smtp, &report_mail(&mailed)).await;
+    assert_eq!(
+        (stored.code, stored.text()),
+        (250, "Ok: TLS report stored".to_string()),
+        "{stored:?}"
+    );
+    let rcpt = mail_rcpt(
+        &mut smtp,
+        "MAIL FROM:<someone@sender.example>",
+        "RCPT TO:<tlsrpt@a.test>",
+    )
+    .await;
+    assert_eq!(rcpt.code, 250, "{rcpt:?}");
+    let relayed = data(&mut smtp, "Subject: a question\r\n\r\nnot a report").await;
+    assert!(relayed.text().starts_with("Ok: queued as"), "{relayed:?}");
+    assert_eq!(command(&mut smtp, "QUIT").await.code, 221);
+
     let expect_summary = |server: &Sealpost| {
         let (code, text, stderr) = run_cli(
             &server.config_path(),
@@ -241,6 +271,13 @@ async fn reports_are_received_checked_stored_and_summed() {
         assert_eq!(
             summary,
             vec![
+                (
+                    "alpha".into(),
+                    "Sender-M".into(),
+                    1,
+                    4,
+                    serde_json::json!({"dnssec-invalid": 4}),
+                ),
                 (
                     "alpha".into(),
                     "Sender-X".into(),
@@ -276,4 +313,26 @@ async fn reports_are_received_checked_stored_and_summed() {
     server.stop();
     server.spawn();
     expect_summary(&server);
+}
+
+/// A report as RFC 8460 section 5.3 mails it: `multipart/report`, the
+/// gzipped JSON in base64 lines.
+fn report_mail(gzipped: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzipped);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "From: reports@sender.example\r\nTo: tlsrpt@a.test\r\nSubject: Report Domain: a.test\r\n\
+         TLS-Report-Domain: a.test\r\nTLS-Report-Submitter: sender.example\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n boundary=\"=b1\"\r\n\r\n\
+         --=b1\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate TLS report.\r\n\
+         --=b1\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"sender.example!a.test!1!2!m-1.json.gz\"\r\n\r\n\
+         {}\r\n--=b1--",
+        lines.join("\r\n")
+    )
 }

@@ -11,6 +11,7 @@
 //!
 //! Sending reports (section 4, the other half) is not here yet.
 
+pub mod mail;
 pub mod report;
 pub mod store;
 
