@@ -63,6 +63,8 @@ pub enum ServeError {
     Engine(#[from] crate::actors::EngineError),
     #[error(transparent)]
     Acme(#[from] crate::acme::AcmeError),
+    #[error("ACME HTTP-01 listener: {0}")]
+    AcmeListen(std::io::Error),
 }
 
 /// Runs the server until a shutdown signal.
@@ -142,6 +144,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let admin = AdminServer::start(&config.admin, admin_state).await?;
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
+        acme.listen_http01().await.map_err(ServeError::AcmeListen)?;
         tokio::spawn(acme.run());
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         let settings = connection_settings(live.clone());
