@@ -28,3 +28,4 @@ pub mod server;
 pub mod service;
 pub mod smtp;
 pub mod tls;
+pub mod tlsrpt;

@@ -85,6 +85,11 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// TLS reports (RFC 8460) the running server received for managed domains.
+    TlsReports {
+        #[command(subcommand)]
+        command: TlsReportsArgs,
+    },
     /// Make the running server reload its configuration and certificates.
     Reload {
         #[command(flatten)]
@@ -135,6 +140,16 @@ enum FleetArgs {
     /// Every destination the nodes report: the fleet's queue, connections
     /// and connection leases, pauses and last errors.
     Destinations,
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsReportsArgs {
+    /// Reports received, summed per tenant, sending organization and
+    /// failure type.
+    Received {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,6 +480,9 @@ fn main() -> ExitCode {
             };
             cli::fleet(&global, command, &mut out, &mut err)
         }
+        Command::TlsReports {
+            command: TlsReportsArgs::Received { admin },
+        } => cli::tls_reports_received(&global, &admin.options(), &mut out, &mut err),
     };
     match status {
         Ok(code) => ExitCode::from(code),

@@ -65,6 +65,8 @@ pub enum ServeError {
     Acme(#[from] crate::acme::AcmeError),
     #[error("[cluster]: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("ACME HTTP-01 listener: {0}")]
+    AcmeListen(std::io::Error),
 }
 
 /// Runs the server until a shutdown signal.
@@ -150,6 +152,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         };
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
+        acme.listen_http01().await.map_err(ServeError::AcmeListen)?;
         tokio::spawn(acme.run());
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
         let settings = connection_settings(live.clone());
@@ -376,6 +379,7 @@ async fn start_policy_host(
         listeners.push(listener);
     }
     let host = Arc::new(PolicyHost::new(&config.hosted_policies()));
+    host.set_report_receiver(Arc::new(crate::tlsrpt::Receiver::new(live.clone())));
     let tls = mta_sts::host::server_config(certificates)?;
     for listener in listeners {
         tokio::spawn(

@@ -6,7 +6,7 @@
 //! is reported (status, `dns-records`, `/metrics`) and not ordered; a
 //! challenge that fails is recorded with the CA's reason and backed off; a
 //! restart keeps the certificates without new orders; a stored certificate
-//! near expiry is renewed.
+//! near expiry is renewed; HTTP-01 on `[acme] http_listen` works too.
 mod support;
 
 use std::collections::HashMap;
@@ -329,4 +329,30 @@ async fn a_stored_certificate_near_expiry_is_renewed() {
         .expect("read")
         .expect("stored");
     assert_ne!(chain, expiring.cert_pem.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_01_on_the_http_listener() {
+    let (sts, http) = (free_port(), free_port());
+    let dns = TestDns::builder()
+        .a("mta-sts.plain.test", Ipv4Addr::LOCALHOST)
+        .start()
+        .await;
+    let pebble = Pebble::start_with(free_port(), http, dns.addr);
+    let metrics_port = free_port();
+    let server = Sealpost::start(|smtp| {
+        config(smtp, sts, metrics_port, &dns, &pebble, &["plain.test"]).replace(
+            "[acme]\n",
+            &format!("[acme]\nchallenge = \"http-01\"\nhttp_listen = [\"127.0.0.1:{http}\"]\n"),
+        )
+    });
+    wait_settled(&server, &pebble, &["mta-sts.plain.test"]);
+    let record = &status(&server)["mta-sts.plain.test"];
+    assert_eq!(record.state, State::Valid, "{record:?}\n{}", server.log());
+    assert!(!server.events("ACME HTTP-01 validation served").is_empty());
+    let root = pebble.issuing_root().await;
+    assert_eq!(
+        fetch_policy(root, sts, "plain.test").await,
+        Ok(Mode::Enforce)
+    );
 }

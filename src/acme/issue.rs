@@ -9,6 +9,8 @@ use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
 };
 
+use super::http01::Http01Tokens;
+use crate::config::AcmeChallenge;
 use crate::tls::{acme_challenge_key, CertError, SniCertResolver};
 
 /// A certificate just issued, as PEM.
@@ -25,8 +27,8 @@ pub enum IssueError {
     Account(instant_acme::Error),
     #[error("placing the order: {0}")]
     Order(instant_acme::Error),
-    #[error("the CA offers no tls-alpn-01 challenge for {host}")]
-    NoTlsAlpnChallenge { host: String },
+    #[error("the CA offers no {kind} challenge for {host}")]
+    NoChallenge { host: String, kind: &'static str },
     #[error("the CA could not validate {host}: {detail}")]
     Challenge { host: String, detail: String },
     #[error("finalizing the order: {0}")]
@@ -41,13 +43,24 @@ const VALIDATION: RetryPolicy = RetryPolicy::new()
     .backoff(1.5)
     .timeout(Duration::from_secs(120));
 
-/// Orders a certificate for `host`, answering its TLS-ALPN-01 challenge
-/// through `certificates` (the MTA-STS host's resolver).
+/// Where challenges are answered.
+pub struct Responders<'a> {
+    pub kind: AcmeChallenge,
+    /// TLS-ALPN-01: the MTA-STS host's certificate resolver.
+    pub certificates: &'a SniCertResolver,
+    /// HTTP-01: the tokens the HTTP listener answers.
+    pub http01: &'a Http01Tokens,
+}
+
+/// Orders a certificate for `host`, answering its challenge through
+/// `responders`.
 pub async fn issue(
     account: &Account,
     host: &str,
-    certificates: &SniCertResolver,
+    responders: &Responders<'_>,
 ) -> Result<Issued, IssueError> {
+    let certificates = responders.certificates;
+    let mut tokens = Vec::new();
     let identifiers = [Identifier::Dns(host.to_owned())];
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
@@ -67,13 +80,32 @@ pub async fn issue(
                     })
                 }
             }
-            let mut challenge = authorization
-                .challenge(ChallengeType::TlsAlpn01)
-                .ok_or_else(|| IssueError::NoTlsAlpnChallenge {
-                    host: host.to_owned(),
-                })?;
-            let digest = challenge.key_authorization().digest();
-            certificates.set_challenge(host, Some(acme_challenge_key(host, digest.as_ref())?));
+            let (kind, name) = match responders.kind {
+                AcmeChallenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+                AcmeChallenge::Http01 => (ChallengeType::Http01, "http-01"),
+            };
+            let mut challenge =
+                authorization
+                    .challenge(kind)
+                    .ok_or_else(|| IssueError::NoChallenge {
+                        host: host.to_owned(),
+                        kind: name,
+                    })?;
+            let key_authorization = challenge.key_authorization();
+            match responders.kind {
+                AcmeChallenge::TlsAlpn01 => {
+                    let digest = key_authorization.digest();
+                    certificates
+                        .set_challenge(host, Some(acme_challenge_key(host, digest.as_ref())?));
+                }
+                AcmeChallenge::Http01 => {
+                    let token = challenge.token.clone();
+                    responders
+                        .http01
+                        .set(&token, Some(key_authorization.as_str().to_owned()));
+                    tokens.push(token);
+                }
+            }
             challenge.set_ready().await.map_err(IssueError::Order)?;
         }
         let status = order.poll_ready(&VALIDATION).await;
@@ -93,6 +125,9 @@ pub async fn issue(
     }
     .await;
     certificates.set_challenge(host, None);
+    for token in &tokens {
+        responders.http01.set(token, None);
+    }
     result?;
     let key_pem = order.finalize().await.map_err(IssueError::Finalize)?;
     let chain_pem = order

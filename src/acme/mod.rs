@@ -20,6 +20,7 @@
 //! client it talks through (ring, our roots).
 
 pub mod http;
+pub mod http01;
 pub mod issue;
 pub mod schedule;
 pub mod store;
@@ -92,10 +93,12 @@ pub struct AcmeManager {
     store: AcmeStore,
     resolver: Arc<Resolver>,
     certificates: Arc<SniCertResolver>,
+    http01: Arc<http01::Http01Tokens>,
     metrics: Arc<Metrics>,
     records: BTreeMap<String, DomainRecord>,
     budget: Option<OrderBudget>,
-    account: Option<Account>,
+    /// The account, with the directory it belongs to.
+    account: Option<(String, Account)>,
 }
 
 impl AcmeManager {
@@ -147,6 +150,7 @@ impl AcmeManager {
             store,
             resolver,
             certificates,
+            http01: Arc::default(),
             metrics,
             records,
             budget: None,
@@ -159,6 +163,22 @@ impl AcmeManager {
     /// The recorded state of every name.
     pub fn records(&self) -> &BTreeMap<String, DomainRecord> {
         &self.records
+    }
+
+    /// Binds `[acme] http_listen` (HTTP-01) and serves it in the
+    /// background; nothing to do without it.
+    pub async fn listen_http01(&self) -> std::io::Result<()> {
+        let Some(acme) = self.live.current().acme.clone() else {
+            return Ok(());
+        };
+        for address in acme.http_listen {
+            let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("`[acme] http_listen` {address}: {e}"))
+            })?;
+            tokio::spawn(self.http01.clone().serve(listener));
+            tracing::info!(%address, "ACME HTTP-01 answers served");
+        }
+        Ok(())
     }
 
     /// Runs until the task is dropped: each pass acts on the names that
@@ -244,9 +264,16 @@ impl AcmeManager {
             return;
         }
         let outcome = match self.account(acme).await {
-            Ok(account) => issue::issue(&account, host, &self.certificates)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(account) => {
+                let responders = issue::Responders {
+                    kind: acme.challenge,
+                    certificates: &self.certificates,
+                    http01: &self.http01,
+                };
+                issue::issue(&account, host, &responders)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         let outcome = outcome.and_then(|issued| self.install(host, &issued));
@@ -283,8 +310,10 @@ impl AcmeManager {
 
     /// The account: loaded from the store, or made and stored.
     async fn account(&mut self, acme: &AcmeConfig) -> Result<Account, String> {
-        if let Some(account) = &self.account {
-            return Ok(account.clone());
+        if let Some((directory, account)) = &self.account {
+            if *directory == acme.directory {
+                return Ok(account.clone());
+            }
         }
         let http = http::AcmeHttp::new(roots(acme).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -318,15 +347,21 @@ impl AcmeManager {
                 account
             }
         };
-        self.account = Some(account.clone());
+        self.account = Some((acme.directory.clone(), account.clone()));
         Ok(account)
     }
 
-    /// The state counts, for `sealpost_acme_domains`.
+    /// The state counts, for `sealpost_acme_domains` (none without
+    /// `[acme]`).
     fn publish(&self) {
+        let config = self.live.current();
+        if config.acme.is_none() {
+            self.metrics.set_acme_domains(BTreeMap::new());
+            return;
+        }
         let mut counts: BTreeMap<&'static str, u64> =
             State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        let hosts = managed_hosts(&self.live.current());
+        let hosts = managed_hosts(&config);
         for host in &hosts {
             let state = self.records.get(host).map_or(State::Pending, |r| r.state);
             *counts.entry(state.as_str()).or_default() += 1;

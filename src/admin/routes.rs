@@ -81,6 +81,9 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         },
         (&Method::POST, ["destinations", name, "flush"]) => flush(&state, name).await,
         (&Method::GET, ["tenants"]) => no_query(&query).map(|()| tenants(&state)),
+        (&Method::GET, ["tls-reports", "received"]) => {
+            no_query(&query).and_then(|()| tls_reports_received(&state))
+        }
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
@@ -155,6 +158,7 @@ fn allowed_method(segments: &[&str]) -> Option<&'static str> {
         | ["queue", "messages", _]
         | ["destinations"]
         | ["tenants"]
+        | ["tls-reports", "received"]
         | ["policy", "explain"]
         | ["metrics"]
         | ["healthz", "live" | "ready"] => Some("GET"),
@@ -618,6 +622,22 @@ fn tenants(state: &AdminState) -> HttpResponse {
     }
     let tenants: Vec<TenantView> = rows.into_values().collect();
     http::json(StatusCode::OK, &serde_json::json!({ "tenants": tenants }))
+}
+
+/// `GET /tls-reports/received`: received TLS reports per tenant and
+/// sending organization (`crate::tlsrpt`).
+fn tls_reports_received(state: &AdminState) -> Result<HttpResponse, ApiError> {
+    let store = crate::tlsrpt::ReportStore::new(&state.live.current().server.data_dir);
+    let rows = store.summary().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("TLS reports: {e}"),
+        )
+    })?;
+    Ok(http::json(
+        StatusCode::OK,
+        &serde_json::json!({ "received": rows }),
+    ))
 }
 
 fn policy_explain(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> {

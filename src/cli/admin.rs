@@ -356,6 +356,70 @@ pub fn destination_flush(
     ask(global, options, call, text, out, err)
 }
 
+/// `sealpost tls-reports received`
+pub fn tls_reports_received(
+    global: &GlobalOptions,
+    options: &AdminOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> io::Result<ExitStatus> {
+    #[derive(serde::Deserialize)]
+    struct Received {
+        received: Vec<crate::tlsrpt::SummaryRow>,
+    }
+    let call = Call {
+        command: "tls-reports received",
+        method: Method::GET,
+        path: "/tls-reports/received",
+        body: None,
+    };
+    let text = |answer: &Answer, out: &mut dyn Write| {
+        let answer: Received = decode(answer, "tls-reports received")?;
+        if answer.received.is_empty() {
+            return writeln!(out, "no TLS reports received");
+        }
+        let rows = answer
+            .received
+            .iter()
+            .map(|r| {
+                let failures = r
+                    .failures
+                    .iter()
+                    .map(|(kind, n)| format!("{kind}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    r.tenant.clone(),
+                    r.organization.clone(),
+                    r.reports.to_string(),
+                    r.successful_sessions.to_string(),
+                    r.failed_sessions.to_string(),
+                    if failures.is_empty() {
+                        "-".into()
+                    } else {
+                        failures
+                    },
+                    r.latest.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &[
+                "TENANT",
+                "ORGANIZATION",
+                "REPORTS",
+                "SUCCESSFUL",
+                "FAILED",
+                "FAILURES BY TYPE",
+                "LATEST",
+            ],
+            rows,
+        )
+    };
+    ask(global, options, call, text, out, err)
+}
+
 /// `sealpost destinations`
 pub fn destinations(
     global: &GlobalOptions,

@@ -17,7 +17,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 
 pub use admin::{
-    destination_flush, destinations, queue, reload, AdminOptions, QueueAction, QueueCommand, Target,
+    destination_flush, destinations, queue, reload, tls_reports_received, AdminOptions,
+    QueueAction, QueueCommand, Target,
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use fleet::{fleet, FleetCommand};

@@ -28,6 +28,18 @@ pub(super) struct RawAcme {
     pub orders_per_hour: Option<Spanned<i64>>,
     pub retry_first: Option<Spanned<String>>,
     pub retry_max: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
+    #[serde(default)]
+    pub http_listen: Vec<Spanned<String>>,
+}
+
+/// How the CA validates a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 (RFC 8737) on the `[mta_sts_host]` listener (port 443).
+    TlsAlpn01,
+    /// HTTP-01 (RFC 8555 section 8.3) on `http_listen` (port 80).
+    Http01,
 }
 
 /// `[acme]`, validated.
@@ -51,6 +63,10 @@ pub struct AcmeConfig {
     pub retry_first: Duration,
     /// The longest wait between two attempts for one domain.
     pub retry_max: Duration,
+    /// `tls-alpn-01` (default) or `http-01`.
+    pub challenge: AcmeChallenge,
+    /// Where HTTP-01 answers are served (required for `http-01`).
+    pub http_listen: Vec<std::net::SocketAddr>,
 }
 
 impl AcmeConfig {
@@ -64,6 +80,8 @@ impl AcmeConfig {
             orders_per_hour: 20,
             retry_first: Duration::from_secs(600),
             retry_max: Duration::from_secs(86_400),
+            challenge: AcmeChallenge::TlsAlpn01,
+            http_listen: Vec::new(),
         }
     }
 }
@@ -136,6 +154,42 @@ impl Validator<'_> {
                 ),
             }
         }
+        if let Some(challenge) = &a.challenge {
+            match challenge.get_ref().as_str() {
+                "tls-alpn-01" => config.challenge = AcmeChallenge::TlsAlpn01,
+                "http-01" => config.challenge = AcmeChallenge::Http01,
+                _ => self.error(
+                    &challenge.span(),
+                    Kind::OutOfRange {
+                        key: "acme.challenge",
+                        range: "`tls-alpn-01` or `http-01`",
+                    },
+                ),
+            }
+        }
+        for address in &a.http_listen {
+            match address.get_ref().parse() {
+                Ok(addr) => config.http_listen.push(addr),
+                Err(_) => self.error(
+                    &address.span(),
+                    Kind::OutOfRange {
+                        key: "acme.http_listen",
+                        range: "a list of IP:port addresses",
+                    },
+                ),
+            }
+        }
+        if config.challenge == AcmeChallenge::Http01 && config.http_listen.is_empty() {
+            if let Some(challenge) = &a.challenge {
+                self.error(
+                    &challenge.span(),
+                    Kind::OutOfRange {
+                        key: "acme.challenge",
+                        range: "`http-01` only with `http_listen` set",
+                    },
+                );
+            }
+        }
         Some(config)
     }
 }
@@ -162,5 +216,14 @@ mod tests {
             .filter_map(|e| e.location.map(|l| l.line))
             .collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6], "{errors:?}");
+        let text = "[acme]\ndirectory = \"https://ca.example/dir\"\nchallenge = \"http-01\"\n";
+        let Err(ConfigErrors(errors)) = Config::parse(text, "t.toml", None) else {
+            panic!("http-01 without http_listen accepted")
+        };
+        assert!(errors[0].to_string().contains("http_listen"), "{errors:?}");
+        let text = "[acme]\ndirectory = \"https://ca.example/dir\"\nchallenge = \"http-01\"\nhttp_listen = [\"0.0.0.0:80\"]\n";
+        let acme = Config::for_test(text).acme.expect("acme");
+        assert_eq!(acme.challenge, AcmeChallenge::Http01);
+        assert_eq!(acme.http_listen, vec!["0.0.0.0:80".parse().expect("addr")]);
     }
 }

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use acme::AcmeConfig;
+pub use acme::{AcmeChallenge, AcmeConfig};
 pub use cluster::{
     ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
     MAX_CLUSTER_TIMEOUT,

@@ -6,7 +6,9 @@
 //! the policy content, and the `_smtp._tls` TLSRPT record).
 //!
 //! Routing ([`PolicyHost::respond`]) is a pure function of the Host header,
-//! method and path; [`PolicyHost::serve`] is the hyper + rustls edge.
+//! method and path; [`PolicyHost::serve`] is the hyper + rustls edge. With
+//! a report receiver set, `POST /tlsrpt` takes TLS reports for the hosted
+//! domain (RFC 8460 section 5.4, `crate::tlsrpt`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -137,9 +139,31 @@ pub fn tlsrpt_record(domain: &str, rua: &[String]) -> Result<TxtRecordToPublish,
 }
 
 /// The policies served, by policy host name (`mta-sts.<domain>`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PolicyHost {
     bodies: RwLock<HashMap<String, Bytes>>,
+    reports: RwLock<Option<Arc<crate::tlsrpt::Receiver>>>,
+}
+
+impl fmt::Debug for PolicyHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyHost")
+            .field("bodies", &self.bodies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The host name of a Host header: a port and a trailing dot removed,
+/// lower case.
+fn host_name(host: &str) -> String {
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            name
+        } else {
+            host
+        }
+    });
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 /// A routing decision, before it becomes an HTTP response.
@@ -175,14 +199,7 @@ impl PolicyHost {
         let Some(host) = host else {
             return HostAnswer::NotFound;
         };
-        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        });
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let name = host_name(host);
         let body = self
             .bodies
             .read()
@@ -196,6 +213,79 @@ impl PolicyHost {
                 _ => HostAnswer::MethodNotAllowed,
             },
             _ => HostAnswer::NotFound,
+        }
+    }
+
+    /// Takes TLS reports on `POST /tlsrpt` from now on.
+    pub fn set_report_receiver(&self, receiver: Arc<crate::tlsrpt::Receiver>) {
+        *self.reports.write().unwrap_or_else(|e| e.into_inner()) = Some(receiver);
+    }
+
+    /// `POST /tlsrpt`: a TLS report for the hosted domain of `host`.
+    async fn receive_report(
+        &self,
+        host: Option<String>,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let text = |status: u16, body: String| {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            response
+        };
+        let receiver = self
+            .reports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let hosted = host
+            .as_deref()
+            .map(host_name)
+            .filter(|name| {
+                self.bodies
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(name)
+            })
+            .and_then(|name| name.strip_prefix("mta-sts.").map(str::to_string));
+        let (Some(receiver), Some(domain)) = (receiver, hosted) else {
+            return text(404, "not found\n".into());
+        };
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let limit = receiver.limits().received;
+        let body = match http_body_util::Limited::new(request.into_body(), limit)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                let refused =
+                    crate::tlsrpt::ReceiveError::Report(crate::tlsrpt::ReportError::TooLarge {
+                        limit,
+                    });
+                tracing::info!(%domain, error = %e, "TLS report refused while reading");
+                return text(refused.status(), format!("{refused}\n"));
+            }
+        };
+        let received = tokio::task::spawn_blocking(move || {
+            receiver.receive(&domain, content_type.as_deref(), &body, "https")
+        })
+        .await;
+        match received {
+            Ok(Ok(_)) => text(200, "report accepted\n".into()),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS report refused");
+                text(e.status(), format!("{e}\n"))
+            }
+            Err(_) => text(500, "internal error\n".into()),
         }
     }
 
@@ -272,17 +362,26 @@ impl PolicyHost {
                         return;
                     }
                     let service = hyper::service::service_fn(move |request| {
-                        let host_header = request
-                            .headers()
-                            .get(HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_string);
-                        let answer = host.respond(
-                            host_header.as_deref(),
-                            request.method(),
-                            request.uri().path(),
-                        );
-                        async move { Ok::<_, Infallible>(PolicyHost::http_response(answer)) }
+                        let host = host.clone();
+                        async move {
+                            let host_header = request
+                                .headers()
+                                .get(HOST)
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_string);
+                            if request.method() == Method::POST
+                                && request.uri().path() == crate::tlsrpt::HTTPS_PATH
+                            {
+                                let response = host.receive_report(host_header, request).await;
+                                return Ok::<_, Infallible>(response);
+                            }
+                            let answer = host.respond(
+                                host_header.as_deref(),
+                                request.method(),
+                                request.uri().path(),
+                            );
+                            Ok(PolicyHost::http_response(answer))
+                        }
                     });
                     let served = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())

@@ -141,10 +141,10 @@ impl SniCertResolver {
 
 impl ResolvesServerCert for SniCertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let only_acme = hello
-            .alpn()
-            .map(|mut offered| offered.all(|p| p == ACME_TLS_ALPN))
-            .unwrap_or(false);
+        let only_acme = hello.alpn().is_some_and(|offered| {
+            let offered: Vec<&[u8]> = offered.collect();
+            !offered.is_empty() && offered.iter().all(|p| *p == ACME_TLS_ALPN)
+        });
         if only_acme {
             // RFC 8737 section 3: the challenge certificate or nothing.
             let name = hello.server_name()?.to_ascii_lowercase();

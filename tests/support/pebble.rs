@@ -29,6 +29,11 @@ impl Pebble {
     /// Starts pebble; TLS-ALPN-01 is validated on `tls_port`, names are
     /// resolved with `dns`.
     pub fn start(tls_port: u16, dns: SocketAddr) -> Pebble {
+        Pebble::start_with(tls_port, free_port(), dns)
+    }
+
+    /// As [`Pebble::start`], with HTTP-01 validated on `http_port`.
+    pub fn start_with(tls_port: u16, http_port: u16, dns: SocketAddr) -> Pebble {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("pebble test HTTPS CA");
         let leaf = ca.issue(&["127.0.0.1", "localhost"]);
@@ -43,7 +48,7 @@ impl Pebble {
                 "managementListenAddress": format!("127.0.0.1:{management}"),
                 "certificate": dir.path().join("cert.pem"),
                 "privateKey": dir.path().join("key.pem"),
-                "httpPort": free_port(),
+                "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false
