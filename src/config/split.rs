@@ -55,14 +55,13 @@ pub fn split(text: &str, tenants_dir: &str) -> Result<Split, SplitError> {
     let domains = take_tables(&mut doc, "domains")?;
     // Tenant name -> (its [[tenants]] tables, its domains), in order.
     let mut groups: Vec<(String, Vec<Table>, Vec<Table>)> = Vec::new();
+    // By name: a scan per table would be quadratic in the tenants.
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut group_of = |name: String| -> usize {
-        match groups.iter().position(|(n, _, _)| *n == name) {
-            Some(i) => i,
-            None => {
-                groups.push((name, Vec::new(), Vec::new()));
-                groups.len() - 1
-            }
-        }
+        *index.entry(name.clone()).or_insert_with(|| {
+            groups.push((name, Vec::new(), Vec::new()));
+            groups.len() - 1
+        })
     };
     let mut placed: Vec<(usize, bool, Table)> = Vec::new();
     for table in tenants {
@@ -87,7 +86,7 @@ pub fn split(text: &str, tenants_dir: &str) -> Result<Split, SplitError> {
             domains.push(table);
         }
     }
-    let mut used_names: Vec<String> = Vec::new();
+    let mut used_names: std::collections::HashSet<String> = std::collections::HashSet::new();
     let tenant_files = groups
         .into_iter()
         .map(|(tenant, tenants, domains)| {
@@ -103,7 +102,7 @@ pub fn split(text: &str, tenants_dir: &str) -> Result<Split, SplitError> {
                 );
                 n += 1;
             }
-            used_names.push(name.clone());
+            used_names.insert(name.clone());
             (name, file.to_string().trim_start().to_owned())
         })
         .collect();

@@ -151,11 +151,11 @@ pub(super) fn parse_tree(
         };
         let errors = match build(raw.clone(), vec![main], base_dir, &files) {
             Ok((mut config, tenants)) => {
-                config.tenant_files = Arc::new(TenantFiles {
-                    dir: Some(dir),
-                    files: files.into_iter().zip(tenants).collect(),
+                config.tenant_files = Arc::new(TenantFiles::new(
+                    Some(dir),
+                    files.into_iter().zip(tenants).collect(),
                     kept_previous,
-                });
+                ));
                 return Ok(config);
             }
             Err(errors) => errors,
