@@ -91,6 +91,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A live view of the running server, refreshed each second: messages
+    /// per second, the queue, the busiest destinations with their TLS
+    /// level, tenants, defer reasons (keys: q quit, s sort, / tenant,
+    /// j/k select, h hold, u release, r retry the selected destination).
+    Top {
+        /// The admin socket (default: `[admin] socket` of the configuration).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -389,6 +398,14 @@ fn main() -> ExitCode {
             admin,
         } => cli::destination_flush(&global, &own.or(admin).options(), &name, &mut out, &mut err),
         Command::Reload { admin } => cli::reload(&global, &admin.options(), &mut out, &mut err),
+        Command::Top { socket } => cli::top(
+            &global,
+            &AdminOptions {
+                socket,
+                json: false,
+            },
+            &mut err,
+        ),
     };
     match status {
         Ok(code) => ExitCode::from(code),

@@ -87,6 +87,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let live = Arc::new(LiveConfig::new(config.clone()));
     let metrics = Arc::new(Metrics::new());
+    admit_busiest_tenants(&metrics, &queue);
     let shared = Arc::new(delivery_shared(
         &config,
         live.clone(),
@@ -118,6 +119,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         delivery: engine.view(),
         reload: reload_fn,
         health: health.clone(),
+        certificates: certificates.clone(),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
@@ -190,6 +192,14 @@ pub const SMTP_DRAIN: Duration = Duration::from_secs(10);
 /// attempt still resolving or connecting has nothing at stake, and one
 /// cut in a transaction is only repeated at the next start.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(8);
+
+/// Gives the tenants with the most queued messages their own metric
+/// series first (`crate::metrics`, the per-tenant cap).
+fn admit_busiest_tenants(metrics: &Metrics, queue: &Queue) {
+    let mut tenants: Vec<(String, u64)> = queue.counts().by_tenant.into_iter().collect();
+    tenants.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    metrics.admit(tenants.iter().map(|(name, _)| name.as_str()));
+}
 
 /// The systemd status line once ready.
 fn ready_status(listening: &[std::net::SocketAddr]) -> String {

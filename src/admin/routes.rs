@@ -22,7 +22,7 @@ use super::views::{
 };
 use super::{AdminState, DeliveryView};
 use crate::cli::{explain, ExplainRequest};
-use crate::metrics::{state_name, STATES};
+use crate::metrics::{state_name, Gauges, STATES};
 use crate::policy::Direction;
 
 /// Default and largest page of `GET /queue/messages`.
@@ -81,6 +81,7 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         },
         (&Method::POST, ["destinations", name, "flush"]) => flush(&state, name).await,
         (&Method::GET, ["tenants"]) => no_query(&query).map(|()| tenants(&state)),
+        (&Method::GET, ["top"]) => top(&state, query).await,
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
@@ -148,6 +149,7 @@ fn allowed_method(segments: &[&str]) -> Option<&'static str> {
         | ["queue", "messages", _]
         | ["destinations"]
         | ["tenants"]
+        | ["top"]
         | ["policy", "explain"]
         | ["metrics"]
         | ["healthz", "live" | "ready"] => Some("GET"),
@@ -559,6 +561,17 @@ async fn destinations(state: &AdminState) -> Result<HttpResponse, ApiError> {
     Ok(http::json(StatusCode::OK, &answer))
 }
 
+/// `GET /top` (`super::top`).
+async fn top(state: &Arc<AdminState>, query: String) -> Result<HttpResponse, ApiError> {
+    let engine = engine(state, |delivery| delivery.destinations()).await?;
+    let state = state.clone();
+    let snapshot =
+        tokio::task::spawn_blocking(move || super::top::snapshot(&state, engine, &query))
+            .await
+            .map_err(|e| ApiError::internal(format!("the snapshot task failed: {e}")))??;
+    Ok(http::json(StatusCode::OK, &snapshot))
+}
+
 async fn flush(state: &AdminState, name: &str) -> Result<HttpResponse, ApiError> {
     let destination = name.to_string();
     if engine(state, move |delivery| delivery.flush(&destination)).await? {
@@ -675,14 +688,14 @@ async fn reload(state: &AdminState) -> Result<HttpResponse, ApiError> {
 }
 
 fn metrics(state: &AdminState) -> HttpResponse {
-    let text = state.metrics.render(&state.queue.counts());
-    let mut text = text;
-    text.push_str(&format!(
-        "# HELP sealpost_config_generation Configurations put in force since start (1 before any reload).\n\
-         # TYPE sealpost_config_generation gauge\n\
-         sealpost_config_generation {}\n",
-        state.live.generation()
-    ));
+    let (disk_free_bytes, disk_reserve_bytes) = state.health.disk();
+    let gauges = Gauges {
+        config_generation: state.live.generation(),
+        disk_free_bytes,
+        disk_reserve_bytes,
+        certificates: state.certificates.expiries(),
+    };
+    let text = state.metrics.render(&state.queue.counts(), &gauges);
     http::respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

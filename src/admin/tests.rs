@@ -56,6 +56,7 @@ async fn destinations_come_from_the_delivery_view() {
             Arc::new(|| None),
             Box::new(crate::service::DiskSpace),
         )),
+        certificates: Default::default(),
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {

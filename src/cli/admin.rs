@@ -102,7 +102,7 @@ pub enum QueueCommand {
 }
 
 /// The socket to use: `--socket`, or the configuration's.
-fn socket(
+pub(super) fn socket(
     global: &GlobalOptions,
     options: &AdminOptions,
     err: &mut dyn Write,

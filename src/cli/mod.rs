@@ -10,6 +10,7 @@ mod admin;
 mod dns_records;
 mod explain;
 mod probe;
+mod top;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use admin::{
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
 pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
 pub use probe::{probe, probe_settings, ProbeRequest};
+pub use top::{top, App as TopApp};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};

@@ -215,6 +215,13 @@ impl Health {
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Octets free on the queue's file system (`None`: unknown) and the
+    /// reserve in force (0: none), for the metrics.
+    pub fn disk(&self) -> (Option<u64>, u64) {
+        let free = self.space.free_bytes(&self.queue_dir).ok();
+        (free, (self.reserve)().unwrap_or(0))
+    }
+
     /// Observes and judges (blocking: writes and fsyncs a file), reusing
     /// an answer younger than [`CACHE_FOR`].
     pub fn readiness(&self) -> Readiness {
