@@ -179,6 +179,7 @@ pub fn snapshot(
         .metrics
         .deferrals()
         .into_iter()
+        .filter(|(_, n)| *n > 0)
         .map(|((level, reason), n)| ReasonCount {
             reason: format!("{level}/{reason}"),
             recipients: n,
