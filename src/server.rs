@@ -23,13 +23,14 @@ use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
+use crate::inbound::storage::Storage;
 use crate::inbound::{
     ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource, Timeouts,
 };
 use crate::live::{LiveConfig, ReloadReport};
 use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
-use crate::service::{notify, DiskSpace, Health, Heartbeat};
+use crate::service::{notify, Health, Heartbeat};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -96,14 +97,16 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     )?);
     let heartbeat = Arc::new(Heartbeat::from_environment());
     let engine = Engine::start_with(shared.clone(), worker_arbiters(), heartbeat.clone())?;
+    // One reading of the disk reserve for the SMTP side and readiness.
+    let storage = Arc::new(Storage::new(&queue));
     let health = Arc::new(Health::new(
-        data_dir.join("queue"),
+        storage.clone(),
         heartbeat,
         disk_reserve(live.clone()),
-        Box::new(DiskSpace),
     ));
     let reception = Arc::new(
         Reception::new(live.clone(), queue.clone())
+            .with_storage(storage)
             .with_metrics(metrics.clone())
             .with_waker(engine.waker()),
     );

@@ -74,7 +74,7 @@ pub struct Reception {
     /// `received` per queued message.
     metrics: Arc<Metrics>,
     /// The disk reserve and the tenants' queue quotas.
-    storage: Storage,
+    storage: Arc<Storage>,
 }
 
 /// Password checks that may run at the same time.
@@ -108,7 +108,7 @@ impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
         Reception {
             live,
-            storage: Storage::new(&queue),
+            storage: Arc::new(Storage::new(&queue)),
             queue,
             on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
@@ -151,6 +151,13 @@ impl Reception {
     }
 
     /// Counts received messages into `metrics` (the server's shared ones).
+    /// Shares `storage` (the server gives the readiness check the same
+    /// one, so both judge the disk reserve from one reading).
+    pub fn with_storage(mut self, storage: Arc<Storage>) -> Reception {
+        self.storage = storage;
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
         self.metrics = metrics;
         self
