@@ -171,3 +171,18 @@ async fn top_shows_the_live_server_and_holds_the_selected_destination() {
         "top quits cleanly on q: {screen}"
     );
 }
+
+#[test]
+fn top_without_a_server_or_a_terminal_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sealpost.toml");
+    std::fs::write(&config, format!("{}\n{NO_DNS}", server_head(free_port()))).expect("config");
+    let (code, _, stderr) = support::sealpost::run_cli(&config, &["top"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sealpost is not running"), "{stderr}");
+
+    let sealpost = Sealpost::start(|port| format!("{}\n{NO_DNS}", server_head(port)));
+    let (code, _, stderr) = support::sealpost::run_cli(&sealpost.config_path(), &["top"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sealpost top needs a terminal"), "{stderr}");
+}

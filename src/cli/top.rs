@@ -390,7 +390,13 @@ pub fn top(
     }
     // Raw mode and the alternate screen, given back by `restore` (and by
     // ratatui's panic hook).
-    let mut terminal = ratatui::init();
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(e) => {
+            writeln!(err, "sealpost top needs a terminal: {e}")?;
+            return Ok(EXIT_FAILURE);
+        }
+    };
     let result = run(&mut terminal, &runtime, &client);
     ratatui::restore();
     match result {
