@@ -198,6 +198,10 @@ pub struct Metrics {
     /// achieved, for `sealpost top` (not exported: one entry per
     /// destination).
     achieved: Mutex<HashMap<String, &'static str>>,
+    /// ACME certificate names per state (a gauge set by `src/acme`).
+    acme_domains: Mutex<BTreeMap<&'static str, u64>>,
+    /// `[cluster]`: `None` without it, else (limits shared, nodes alive).
+    cluster: Mutex<Option<(bool, usize)>>,
 }
 
 impl Default for Metrics {
@@ -229,6 +233,8 @@ impl Metrics {
             refusals: Family::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             achieved: Mutex::new(HashMap::new()),
+            acme_domains: Mutex::new(BTreeMap::new()),
+            cluster: Mutex::new(None),
         };
         // Series that exist from start, so that `rate()` and `increase()`
         // see the first event (Prometheus' advice for known labels).
@@ -272,6 +278,17 @@ impl Metrics {
     fn tenant(&self, tenant: &str, bump: impl FnOnce(&mut TenantCounters)) {
         let mut all = lock(&self.tenants);
         bump(&mut all.slot(tenant, self.tenant_cap).counters);
+    }
+
+    /// `[cluster]` state: limits shared in Redis or local, and the nodes
+    /// last seen alive (src/cluster/).
+    pub fn set_cluster(&self, shared: bool, nodes_alive: usize) {
+        *lock(&self.cluster) = Some((shared, nodes_alive));
+    }
+
+    /// Sets the `sealpost_acme_domains` gauge (names per ACME state).
+    pub fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
+        *lock(&self.acme_domains) = counts;
     }
 
     /// A message was queued durably for `tenant`.
@@ -419,6 +436,8 @@ impl Metrics {
                 .map(|&s| (state_name(s), counts.by_state.get(&s).copied().unwrap_or(0)))
                 .collect(),
             gauges: gauges.clone(),
+            acme_domains: lock(&self.acme_domains).clone(),
+            cluster: *lock(&self.cluster),
         }));
         registry.register(
             "sealpost_smtp_refusals",
@@ -494,6 +513,8 @@ struct Scrape {
     queue_tenants: Vec<(String, u64)>,
     states: Vec<(&'static str, u64)>,
     gauges: Gauges,
+    acme_domains: BTreeMap<&'static str, u64>,
+    cluster: Option<(bool, usize)>,
 }
 
 type PerTenant = (&'static str, &'static str, fn(&TenantCounters) -> u64);
@@ -590,6 +611,31 @@ impl Collector for Scrape {
                 .encode_family(&[("name", cert.name.as_str())])?
                 .encode_gauge(&cert.not_after)?;
         }
+        let mut metric = encoder.encode_descriptor(
+            "sealpost_acme_domains",
+            "mta-sts names with ACME certificates, per state (dns-mismatch: the name does not point at this gateway).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.acme_domains {
+            metric
+                .encode_family(&[("state", *state)])?
+                .encode_gauge(n)?;
+        }
+        if let Some((shared, alive)) = self.cluster {
+            gauge(
+                &mut encoder,
+                "sealpost_cluster_limits_shared",
+                "1 while limits are shared in Redis, 0 while they are local (Redis out).",
+                u64::from(shared),
+            )?;
+            gauge(
+                &mut encoder,
+                "sealpost_cluster_nodes_alive",
+                "Nodes seen alive at the last heartbeat that reached Redis.",
+                alive as u64,
+            )?;
+        }
         Ok(())
     }
 }
@@ -638,8 +684,13 @@ mod tests {
                 not_after: 1_900_000_000,
             }],
         };
+        metrics.set_acme_domains(BTreeMap::from([("valid", 2)]));
+        metrics.set_cluster(true, 3);
         let text = metrics.render(&counts, &gauges);
         for line in [
+            "sealpost_acme_domains{state=\"valid\"} 2",
+            "sealpost_cluster_limits_shared 1",
+            "sealpost_cluster_nodes_alive 3",
             "# TYPE sealpost_messages_received_total counter",
             "sealpost_messages_received_total{tenant=\"acme\"} 2",
             "sealpost_messages_received_total{tenant=\"we\\\"ird\"} 1",
