@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sealpost::metrics::{Gauges, Metrics};
+use sealpost::metrics::Metrics;
 use sealpost_queue::Counts;
 
 mod legacy {
@@ -136,7 +136,7 @@ fn record(c: &mut Criterion) {
         counts.by_tenant.insert(tenant, n as u64 % 13);
     }
     c.bench_function("metrics_scrape/10000_tenants", |b| {
-        b.iter(|| black_box(many.render(&counts, &Gauges::default())).len())
+        b.iter(|| black_box(many.render(&counts)).len())
     });
 }
 

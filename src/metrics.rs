@@ -422,9 +422,15 @@ impl Metrics {
         (own, folded)
     }
 
+    /// The counters and queue depth from `counts`, in the Prometheus
+    /// text format (the scrape-time gauges at their defaults).
+    pub fn render(&self, counts: &Counts) -> String {
+        self.render_with(counts, &Gauges::default())
+    }
+
     /// Everything, in the Prometheus text format: the counters, queue
     /// depth from `counts`, and `gauges`.
-    pub fn render(&self, counts: &Counts, gauges: &Gauges) -> String {
+    pub fn render_with(&self, counts: &Counts, gauges: &Gauges) -> String {
         let (tenants, folded) = self.tenant_series();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Scrape {
@@ -686,7 +692,7 @@ mod tests {
         };
         metrics.set_acme_domains(BTreeMap::from([("valid", 2)]));
         metrics.set_cluster(true, 3);
-        let text = metrics.render(&counts, &gauges);
+        let text = metrics.render_with(&counts, &gauges);
         for line in [
             "sealpost_acme_domains{state=\"valid\"} 2",
             "sealpost_cluster_limits_shared 1",
@@ -744,7 +750,7 @@ mod tests {
         for _ in 0..5 {
             metrics.received("big");
         }
-        let text = metrics.render(&counts, &Gauges::default());
+        let text = metrics.render(&counts);
         let series = |name: &str| {
             text.lines()
                 .filter(|l| l.starts_with(&format!("{name}{{")))
@@ -797,7 +803,7 @@ mod tests {
         metrics.received("a");
         metrics.received("b");
         metrics.received("c");
-        let text = metrics.render(&Counts::default(), &Gauges::default());
+        let text = metrics.render(&Counts::default());
         has(&text, "sealpost_messages_received_total{tenant=\"a\"} 1");
         has(&text, "sealpost_messages_received_total{tenant=\"b\"} 1");
         has(

@@ -695,7 +695,7 @@ fn metrics(state: &AdminState) -> HttpResponse {
         disk_reserve_bytes,
         certificates: state.certificates.expiries(),
     };
-    let text = state.metrics.render(&state.queue.counts(), &gauges);
+    let text = state.metrics.render_with(&state.queue.counts(), &gauges);
     http::respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
