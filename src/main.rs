@@ -95,6 +95,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A live view of the running server, refreshed each second: messages
+    /// per second, the queue, the busiest destinations with their TLS
+    /// level, tenants, defer reasons (keys: q quit, s sort, / tenant,
+    /// j/k select, h hold, u release, r retry the selected destination).
+    Top {
+        /// The admin socket (default: `[admin] socket` of the configuration).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// The running server's tenants, or one tenant's file, version and domains.
     Tenants {
         tenant: Option<String>,
@@ -483,6 +492,14 @@ fn main() -> ExitCode {
         Command::TlsReports {
             command: TlsReportsArgs::Received { admin },
         } => cli::tls_reports_received(&global, &admin.options(), &mut out, &mut err),
+        Command::Top { socket } => cli::top(
+            &global,
+            &AdminOptions {
+                socket,
+                json: false,
+            },
+            &mut err,
+        ),
     };
     match status {
         Ok(code) => ExitCode::from(code),

@@ -1,22 +1,47 @@
-//! Counters of what the server did, rendered in the Prometheus text
-//! exposition format (version 0.0.4) for `GET /metrics` on the admin socket
-//! and on the optional `[admin] metrics_listen` TCP listener.
+//! Counters of what the server did, and the Prometheus text exposition
+//! (version 0.0.4) of them for `GET /metrics` on the admin socket and on
+//! the optional `[admin] metrics_listen` TCP listener. The text is written
+//! by the `prometheus-client` crate (escaping, `_total` suffixes, HELP and
+//! TYPE lines); this module decides what is counted and how many series
+//! there are.
 //!
-//! Recording is cheap: one short mutex section per event (a map per
-//! tenant, a map per TLS outcome) or a few atomic additions (the latency
-//! histogram). Reception records `received`; the delivery engine records
-//! `delivered`, `deferred`, `bounced` and `tls_outcome`; the inbound side
-//! records `refused` (one counter per [`Refusal`] reason). Queue depth is not
-//! counted here: the renderer reads it from the queue's own counters.
+//! Names follow the Prometheus conventions: the `sealpost_` prefix,
+//! `_total` on counters, base units (seconds, bytes) in the name. They are
+//! listed in `docs/admin-api.md`.
 //!
-//! Metric names and labels are listed in `docs/admin-api.md`.
+//! Recording is cheap: one short mutex section per event or a few atomic
+//! additions. Reception records `received`; the delivery engine records
+//! `delivered`, `deferred`, `deferral`, `bounced` and `tls_outcome`; the
+//! inbound side records `refused` (one counter per [`Refusal`] reason).
+//! Queue depth, free disk space and certificate expiry are read at scrape
+//! time ([`Gauges`]).
+//!
+//! ## The per-tenant cap
+//! 10,000 tenants times four counters would be 40,000 series. A tenant
+//! gets series of its own (`tenant="<name>"`) when it is among the first
+//! [`TENANT_SERIES`] tenants seen since start; the server admits the
+//! tenants with the largest queues first ([`Metrics::admit`]), so the
+//! biggest senders keep their own series across restarts, and the busiest
+//! senders are the likeliest to be seen first after that. Every other
+//! tenant counts under `tenant="other"`. A tenant keeps its series until
+//! the process stops, so every counter only rises; the sum over `tenant`
+//! is always the exact total. `sealpost_metrics_tenants_folded` says how
+//! many tenants are folded into `other`; the admin API's `GET /tenants`
+//! keeps exact counters for every tenant. The per-tenant queue gauge
+//! (`sealpost_queue_messages`) shows the [`TENANT_SERIES`] tenants with
+//! the most queued messages at each scrape and the rest as `other`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use sealpost_queue::{Counts, StateKind};
 
 use crate::inbound::Refusal;
@@ -25,6 +50,24 @@ use crate::inbound::Refusal;
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
 ];
+
+/// How many tenants get series of their own (the rest: `tenant="other"`).
+pub const TENANT_SERIES: usize = 100;
+
+/// The `tenant` label of the tenants without series of their own.
+pub const OTHER_TENANT: &str = "other";
+
+/// How many `(level, reason)` pairs the deferral counter keeps apart; a
+/// caller passing more distinct reasons has the rest counted as `other`.
+pub const DEFERRAL_SERIES: usize = 256;
+
+/// The reason kinds of [`Metrics::deferral`], shown from start at 0 for
+/// every level.
+pub const DEFERRAL_KINDS: [&str; 4] = ["policy", "unreachable", "peer", "local"];
+
+/// The outcomes of [`Metrics::tls_outcome`], shown from start at 0 for
+/// every level.
+pub const TLS_OUTCOMES: [&str; 4] = ["authenticated", "unauthenticated", "plaintext", "refused"];
 
 /// Every recipient state, in the order metrics and tables show them.
 pub const STATES: [StateKind; 7] = [
@@ -59,22 +102,112 @@ pub struct TenantCounters {
     pub bounced: u64,
 }
 
-/// The server's counters; share one `Arc<Metrics>`.
+impl TenantCounters {
+    fn add(&mut self, other: &TenantCounters) {
+        self.received += other.received;
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.bounced += other.bounced;
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsLabels {
+    level: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeferralLabels {
+    level: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// One tenant's exact counters, and whether it has series of its own.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    counters: TenantCounters,
+    own_series: bool,
+}
+
 #[derive(Debug, Default)]
+struct Tenants {
+    by_name: HashMap<String, Slot>,
+    /// How many slots have `own_series`.
+    with_series: usize,
+}
+
+impl Tenants {
+    fn slot(&mut self, tenant: &str, cap: usize) -> &mut Slot {
+        if !self.by_name.contains_key(tenant) {
+            let own_series = self.with_series < cap && tenant != OTHER_TENANT;
+            self.with_series += usize::from(own_series);
+            self.by_name.insert(
+                tenant.to_string(),
+                Slot {
+                    counters: TenantCounters::default(),
+                    own_series,
+                },
+            );
+        }
+        // Inserted just above when missing.
+        self.by_name.get_mut(tenant).expect("slot present")
+    }
+}
+
+/// What is read at scrape time rather than counted.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Configurations put in force since start.
+    pub config_generation: u64,
+    /// Octets free on the queue's file system (`None`: unknown).
+    pub disk_free_bytes: Option<u64>,
+    /// `[limits] min_free_disk` (0: no reserve).
+    pub disk_reserve_bytes: u64,
+    /// The certificates sealpost presents (SMTP STARTTLS and the MTA-STS
+    /// policy host).
+    pub certificates: Vec<CertificateExpiry>,
+}
+
+/// When one served certificate expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// The SNI name it is chosen for, or `default`.
+    pub name: String,
+    /// The leaf's `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+/// The server's counters; share one `Arc<Metrics>`.
+#[derive(Debug)]
 pub struct Metrics {
-    tenants: Mutex<BTreeMap<String, TenantCounters>>,
-    tls: Mutex<BTreeMap<(String, String), u64>>,
-    /// Clients and messages refused by a limit, per reason.
-    refusals: Mutex<BTreeMap<Refusal, u64>>,
-    /// One counter per bucket of [`LATENCY_BUCKETS`] plus `+Inf`
-    /// (not cumulative; the renderer adds them up).
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_micros: AtomicU64,
-    latency_count: AtomicU64,
+    tenant_cap: usize,
+    tenants: Mutex<Tenants>,
+    tls: Family<TlsLabels, Counter>,
+    deferrals: Family<DeferralLabels, Counter>,
+    /// The labels in `deferrals` (the family cannot list them).
+    deferral_keys: Mutex<Vec<DeferralLabels>>,
+    refusals: Family<RefusalLabels, Counter>,
+    latency: Histogram,
+    /// The TLS level the last delivery connection to each destination
+    /// achieved, for `sealpost top` (not exported: one entry per
+    /// destination).
+    achieved: Mutex<HashMap<String, &'static str>>,
     /// ACME certificate names per state (a gauge set by `src/acme`).
     acme_domains: Mutex<BTreeMap<&'static str, u64>>,
     /// `[cluster]`: `None` without it, else (limits shared, nodes alive).
     cluster: Mutex<Option<(bool, usize)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::with_tenant_series(TENANT_SERIES)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,18 +222,73 @@ impl Metrics {
         Metrics::default()
     }
 
-    fn tenant(&self, tenant: &str, bump: impl FnOnce(&mut TenantCounters)) {
-        let mut tenants = lock(&self.tenants);
-        match tenants.get_mut(tenant) {
-            Some(counters) => bump(counters),
-            None => bump(tenants.entry(tenant.to_string()).or_default()),
+    /// Counters giving at most `cap` tenants series of their own.
+    pub fn with_tenant_series(cap: usize) -> Metrics {
+        let metrics = Metrics {
+            tenant_cap: cap,
+            tenants: Mutex::new(Tenants::default()),
+            tls: Family::default(),
+            deferrals: Family::default(),
+            deferral_keys: Mutex::new(Vec::new()),
+            refusals: Family::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+            achieved: Mutex::new(HashMap::new()),
+            acme_domains: Mutex::new(BTreeMap::new()),
+            cluster: Mutex::new(None),
+        };
+        // Series that exist from start, so that `rate()` and `increase()`
+        // see the first event (Prometheus' advice for known labels).
+        for level in crate::policy::SecurityLevel::ALL {
+            for outcome in TLS_OUTCOMES {
+                let _ = metrics.tls.get_or_create(&TlsLabels {
+                    level: level.as_str().to_string(),
+                    outcome: outcome.to_string(),
+                });
+            }
+            for reason in DEFERRAL_KINDS {
+                let labels = DeferralLabels {
+                    level: level.as_str().to_string(),
+                    reason: reason.to_string(),
+                };
+                let _ = metrics.deferrals.get_or_create(&labels);
+                lock(&metrics.deferral_keys).push(labels);
+            }
         }
+        for reason in Refusal::ALL {
+            let _ = metrics.refusals.get_or_create(&RefusalLabels {
+                reason: reason.as_str(),
+            });
+        }
+        metrics
+    }
+
+    /// Gives `tenants` (most important first) series of their own while
+    /// there is room; the server calls it at start with the tenants that
+    /// have the most queued messages.
+    pub fn admit<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) {
+        let mut all = lock(&self.tenants);
+        for tenant in tenants {
+            if all.with_series >= self.tenant_cap {
+                break;
+            }
+            all.slot(tenant, self.tenant_cap);
+        }
+    }
+
+    fn tenant(&self, tenant: &str, bump: impl FnOnce(&mut TenantCounters)) {
+        let mut all = lock(&self.tenants);
+        bump(&mut all.slot(tenant, self.tenant_cap).counters);
     }
 
     /// `[cluster]` state: limits shared in Redis or local, and the nodes
     /// last seen alive (src/cluster/).
     pub fn set_cluster(&self, shared: bool, nodes_alive: usize) {
         *lock(&self.cluster) = Some((shared, nodes_alive));
+    }
+
+    /// Sets the `sealpost_acme_domains` gauge (names per ACME state).
+    pub fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
+        *lock(&self.acme_domains) = counts;
     }
 
     /// A message was queued durably for `tenant`.
@@ -111,20 +299,35 @@ impl Metrics {
     /// A message (or recipient group) was delivered `latency` after arrival.
     pub fn delivered(&self, tenant: &str, latency: Duration) {
         self.tenant(tenant, |c| c.delivered += 1);
-        let seconds = latency.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(latency.as_secs_f64());
     }
 
     /// A delivery attempt was deferred (temporary failure).
     pub fn deferred(&self, tenant: &str) {
         self.tenant(tenant, |c| c.deferred += 1);
+    }
+
+    /// Why a delivery attempt under the policy `level` was deferred: a
+    /// reason kind from a small fixed set (`policy` when the message's TLS
+    /// policy refused what the destination offered, `unreachable`, `peer`
+    /// for a 4xx answer, `local`), never free text.
+    pub fn deferral(&self, level: &str, reason: &str) {
+        let mut labels = DeferralLabels {
+            level: level.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(counter) = self.deferrals.get(&labels) {
+            counter.inc();
+            return;
+        }
+        let mut keys = lock(&self.deferral_keys);
+        if keys.len() >= DEFERRAL_SERIES {
+            labels.reason = OTHER_TENANT.to_string();
+        }
+        if !keys.contains(&labels) {
+            keys.push(labels.clone());
+        }
+        self.deferrals.get_or_create(&labels).inc();
     }
 
     /// A message (or recipient group) failed permanently and bounces.
@@ -135,203 +338,331 @@ impl Metrics {
     /// The TLS result of one delivery connection, e.g. level `dane-required`,
     /// outcome `authenticated`, `unauthenticated`, `plaintext` or `refused`.
     pub fn tls_outcome(&self, level: &str, outcome: &str) {
-        let mut tls = lock(&self.tls);
-        *tls.entry((level.to_string(), outcome.to_string()))
-            .or_default() += 1;
+        self.tls
+            .get_or_create(&TlsLabels {
+                level: level.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The TLS level the last connection to `destination` achieved
+    /// (see [`tls_achieved`]).
+    pub fn destination_tls(&self, destination: &str, achieved: &'static str) {
+        let mut all = lock(&self.achieved);
+        match all.get_mut(destination) {
+            Some(level) => *level = achieved,
+            None => {
+                all.insert(destination.to_string(), achieved);
+            }
+        }
+    }
+
+    /// The TLS level last achieved per destination.
+    pub fn destinations_tls(&self) -> HashMap<String, &'static str> {
+        lock(&self.achieved).clone()
     }
 
     /// A limit refused a client or a message, or cut a connection short.
     pub fn refused(&self, reason: Refusal) {
-        *lock(&self.refusals).entry(reason).or_default() += 1;
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     /// How often `reason` refused so far.
     pub fn refusals(&self, reason: Refusal) -> u64 {
-        lock(&self.refusals).get(&reason).copied().unwrap_or(0)
+        self.refusals
+            .get(&RefusalLabels {
+                reason: reason.as_str(),
+            })
+            .map_or(0, |c| c.get())
     }
 
-    /// Sets the `sealpost_acme_domains` gauge (names per ACME state).
-    pub fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
-        *lock(&self.acme_domains) = counts;
-    }
-
-    /// The counters of every tenant seen so far.
+    /// The exact counters of every tenant seen so far (not capped).
     pub fn tenants(&self) -> BTreeMap<String, TenantCounters> {
-        lock(&self.tenants).clone()
+        lock(&self.tenants)
+            .by_name
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.counters))
+            .collect()
     }
 
-    /// Everything, in the Prometheus text format; queue depth from `counts`.
-    pub fn render(&self, counts: &Counts) -> String {
-        let mut out = String::with_capacity(4096);
-        let tenants = self.tenants();
-        type Counter = fn(&TenantCounters) -> u64;
-        let per_tenant: [(&str, &str, Counter); 4] = [
-            (
-                "sealpost_messages_received_total",
-                "Messages accepted and queued durably, per tenant.",
-                |c| c.received,
-            ),
-            (
-                "sealpost_messages_delivered_total",
-                "Messages delivered, per tenant.",
-                |c| c.delivered,
-            ),
-            (
-                "sealpost_messages_deferred_total",
-                "Delivery attempts deferred (temporary failures), per tenant.",
-                |c| c.deferred,
-            ),
-            (
-                "sealpost_messages_bounced_total",
-                "Messages failed permanently, per tenant.",
-                |c| c.bounced,
-            ),
-        ];
-        for (name, help, value) in per_tenant {
-            header(&mut out, name, help, "counter");
-            for (tenant, counters) in &tenants {
-                let _ = writeln!(
-                    out,
-                    "{name}{{tenant=\"{}\"}} {}",
-                    escape(tenant),
-                    value(counters)
-                );
+    /// Deferrals so far per `(level, reason)`.
+    pub fn deferrals(&self) -> BTreeMap<(String, String), u64> {
+        lock(&self.deferral_keys)
+            .iter()
+            .map(|labels| {
+                let n = self.deferrals.get(labels).map_or(0, |c| c.get());
+                ((labels.level.clone(), labels.reason.clone()), n)
+            })
+            .collect()
+    }
+
+    /// Per-tenant counters as exposed: the tenants with series of their
+    /// own, then `other`; and how many tenants `other` holds.
+    fn tenant_series(&self) -> (Vec<(String, TenantCounters)>, usize) {
+        let all = lock(&self.tenants);
+        let mut own = Vec::with_capacity(all.with_series + 1);
+        let mut other = TenantCounters::default();
+        let mut folded = 0;
+        for (name, slot) in &all.by_name {
+            if slot.own_series {
+                own.push((name.clone(), slot.counters));
+            } else {
+                other.add(&slot.counters);
+                folded += 1;
             }
         }
+        drop(all);
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        own.push((OTHER_TENANT.to_string(), other));
+        (own, folded)
+    }
 
-        header(
-            &mut out,
-            "sealpost_tls_outcomes_total",
-            "TLS results of delivery connections, per policy level and outcome.",
-            "counter",
+    /// The counters and queue depth from `counts`, in the Prometheus
+    /// text format (the scrape-time gauges at their defaults).
+    pub fn render(&self, counts: &Counts) -> String {
+        self.render_with(counts, &Gauges::default())
+    }
+
+    /// Everything, in the Prometheus text format: the counters, queue
+    /// depth from `counts`, and `gauges`.
+    pub fn render_with(&self, counts: &Counts, gauges: &Gauges) -> String {
+        let (tenants, folded) = self.tenant_series();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape {
+            tenants,
+            folded,
+            queue_tenants: top_with_other(&counts.by_tenant, self.tenant_cap),
+            states: STATES
+                .iter()
+                .map(|&s| (state_name(s), counts.by_state.get(&s).copied().unwrap_or(0)))
+                .collect(),
+            gauges: gauges.clone(),
+            acme_domains: lock(&self.acme_domains).clone(),
+            cluster: *lock(&self.cluster),
+        }));
+        registry.register(
+            "sealpost_smtp_refusals",
+            "Clients and messages refused by a [limits] setting (or the postmaster rule), per reason",
+            self.refusals.clone(),
         );
-        for ((level, outcome), n) in lock(&self.tls).iter() {
-            let _ = writeln!(
-                out,
-                "sealpost_tls_outcomes_total{{level=\"{}\",outcome=\"{}\"}} {n}",
-                escape(level),
-                escape(outcome)
-            );
-        }
-
-        header(
-            &mut out,
-            "sealpost_smtp_refusals_total",
-            "Clients and messages refused by a [limits] setting (or the postmaster rule), per reason.",
-            "counter",
+        registry.register(
+            "sealpost_tls_outcomes",
+            "TLS results of delivery connections, per policy level and outcome",
+            self.tls.clone(),
         );
-        let refusals = lock(&self.refusals).clone();
-        for reason in Refusal::ALL {
-            let n = refusals.get(&reason).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "sealpost_smtp_refusals_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
+        registry.register(
+            "sealpost_deferrals",
+            "Delivery attempts deferred, per policy level and reason kind (policy, unreachable, peer, local)",
+            self.deferrals.clone(),
+        );
+        registry.register(
+            "sealpost_delivery_latency_seconds",
+            "Time from arrival to delivery",
+            self.latency.clone(),
+        );
+        let mut text = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
+    }
+}
 
-        header(
-            &mut out,
+/// The TLS level a delivery connection achieved, as `sealpost top` shows
+/// it: `DANE` (authenticated by TLSA), `MTA-STS` (authenticated by WebPKI
+/// under an MTA-STS policy), `TLS` (encrypted, otherwise authenticated or
+/// not), `cleartext` (a session without TLS); `None` when no session ran.
+pub fn tls_achieved(
+    level: crate::policy::SecurityLevel,
+    authentication: sealpost_queue::Authentication,
+    encrypted: bool,
+    session_ran: bool,
+) -> Option<&'static str> {
+    use sealpost_queue::Authentication;
+    match (encrypted, authentication, session_ran) {
+        (true, Authentication::Dane, _) => Some("DANE"),
+        (true, Authentication::Webpki, _) if level == crate::policy::SecurityLevel::MtaSts => {
+            Some("MTA-STS")
+        }
+        (true, _, _) => Some("TLS"),
+        (false, _, true) => Some("cleartext"),
+        (false, _, false) => None,
+    }
+}
+
+/// The `cap` largest entries by value, and the rest summed as `other`.
+fn top_with_other(values: &BTreeMap<String, u64>, cap: usize) -> Vec<(String, u64)> {
+    let mut all: Vec<(&String, u64)> = values.iter().map(|(k, &v)| (k, v)).collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut out: Vec<(String, u64)> = Vec::with_capacity(cap.min(all.len()) + 1);
+    let mut other = 0;
+    for (i, (name, n)) in all.into_iter().enumerate() {
+        if i < cap && name != OTHER_TENANT {
+            out.push((name.clone(), n));
+        } else {
+            other += n;
+        }
+    }
+    out.push((OTHER_TENANT.to_string(), other));
+    out
+}
+
+/// What one scrape shows beside the live families.
+#[derive(Debug)]
+struct Scrape {
+    tenants: Vec<(String, TenantCounters)>,
+    folded: usize,
+    queue_tenants: Vec<(String, u64)>,
+    states: Vec<(&'static str, u64)>,
+    gauges: Gauges,
+    acme_domains: BTreeMap<&'static str, u64>,
+    cluster: Option<(bool, usize)>,
+}
+
+type PerTenant = (&'static str, &'static str, fn(&TenantCounters) -> u64);
+
+const PER_TENANT: [PerTenant; 4] = [
+    (
+        "sealpost_messages_received",
+        "Messages accepted and queued durably, per tenant (capped: see sealpost_metrics_tenants_folded).",
+        |c| c.received,
+    ),
+    (
+        "sealpost_messages_delivered",
+        "Messages delivered, per tenant.",
+        |c| c.delivered,
+    ),
+    (
+        "sealpost_messages_deferred",
+        "Delivery attempts deferred (temporary failures), per tenant.",
+        |c| c.deferred,
+    ),
+    (
+        "sealpost_messages_bounced",
+        "Messages failed permanently, per tenant.",
+        |c| c.bounced,
+    ),
+];
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in PER_TENANT {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (tenant, counters) in &self.tenants {
+                metric
+                    .encode_family(&[("tenant", tenant.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&value(counters), None)?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "sealpost_metrics_tenants_folded",
+            "Tenants counted under tenant=\"other\" in the per-tenant counters.",
+            self.folded as u64,
+        )?;
+        let mut metric = encoder.encode_descriptor(
             "sealpost_queue_recipients",
             "Recipients in the queue, per state.",
-            "gauge",
-        );
-        for state in STATES {
-            let n = counts.by_state.get(&state).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "sealpost_queue_recipients{{state=\"{}\"}} {n}",
-                state_name(state)
-            );
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.states {
+            metric
+                .encode_family(&[("state", *state)])?
+                .encode_gauge(n)?;
         }
-        header(
-            &mut out,
+        let mut metric = encoder.encode_descriptor(
             "sealpost_queue_messages",
-            "Messages in the queue, per tenant.",
-            "gauge",
-        );
-        for (tenant, n) in &counts.by_tenant {
-            let _ = writeln!(
-                out,
-                "sealpost_queue_messages{{tenant=\"{}\"}} {n}",
-                escape(tenant)
-            );
+            "Messages in the queue, per tenant (the largest queues, the rest as other).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (tenant, n) in &self.queue_tenants {
+            metric
+                .encode_family(&[("tenant", tenant.as_str())])?
+                .encode_gauge(n)?;
         }
-
-        header(
-            &mut out,
+        gauge(
+            &mut encoder,
+            "sealpost_config_generation",
+            "Configurations put in force since start (1 before any reload).",
+            self.gauges.config_generation,
+        )?;
+        gauge(
+            &mut encoder,
+            "sealpost_disk_reserve_bytes",
+            "[limits] min_free_disk: below it new mail is refused (0: no reserve).",
+            self.gauges.disk_reserve_bytes,
+        )?;
+        if let Some(free) = self.gauges.disk_free_bytes {
+            gauge(
+                &mut encoder,
+                "sealpost_disk_free_bytes",
+                "Octets available on the queue's file system.",
+                free,
+            )?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "sealpost_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate sealpost presents (STARTTLS, MTA-STS policy host) expires, Unix time.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for cert in &self.gauges.certificates {
+            metric
+                .encode_family(&[("name", cert.name.as_str())])?
+                .encode_gauge(&cert.not_after)?;
+        }
+        let mut metric = encoder.encode_descriptor(
             "sealpost_acme_domains",
             "mta-sts names with ACME certificates, per state (dns-mismatch: the name does not point at this gateway).",
-            "gauge",
-        );
-        for (state, n) in lock(&self.acme_domains).iter() {
-            let _ = writeln!(out, "sealpost_acme_domains{{state=\"{state}\"}} {n}");
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in &self.acme_domains {
+            metric
+                .encode_family(&[("state", *state)])?
+                .encode_gauge(n)?;
         }
-
-        let name = "sealpost_delivery_latency_seconds";
-        header(
-            &mut out,
-            name,
-            "Time from arrival to delivery.",
-            "histogram",
-        );
-        let mut cumulative = 0u64;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(
-            out,
-            "{name}_count {}",
-            self.latency_count.load(Ordering::Relaxed)
-        );
-        if let Some((shared, alive)) = *lock(&self.cluster) {
-            let name = "sealpost_cluster_limits_shared";
-            header(
-                &mut out,
-                name,
+        if let Some((shared, alive)) = self.cluster {
+            gauge(
+                &mut encoder,
+                "sealpost_cluster_limits_shared",
                 "1 while limits are shared in Redis, 0 while they are local (Redis out).",
-                "gauge",
-            );
-            let _ = writeln!(out, "{name} {}", u8::from(shared));
-            let name = "sealpost_cluster_nodes_alive";
-            header(
-                &mut out,
-                name,
+                u64::from(shared),
+            )?;
+            gauge(
+                &mut encoder,
+                "sealpost_cluster_nodes_alive",
                 "Nodes seen alive at the last heartbeat that reached Redis.",
-                "gauge",
-            );
-            let _ = writeln!(out, "{name} {alive}");
+                alive as u64,
+            )?;
         }
-        out
+        Ok(())
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value with `\`, `"` and newlines escaped (the text format's rules).
-fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    prometheus_client::metrics::gauge::ConstGauge::new(value).encode(metric)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn has(text: &str, line: &str) {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 
     #[test]
     fn counters_and_histogram_render_as_prometheus_text() {
@@ -342,6 +673,7 @@ mod tests {
         metrics.delivered("acme", Duration::from_millis(300));
         metrics.delivered("acme", Duration::from_secs(100_000));
         metrics.deferred("acme");
+        metrics.deferral("dane-required", "policy");
         metrics.bounced("acme");
         metrics.tls_outcome("dane-required", "authenticated");
         metrics.refused(Refusal::ConnectionsPerIp);
@@ -349,19 +681,42 @@ mod tests {
         let mut counts = Counts::default();
         counts.by_state.insert(StateKind::Deferred, 4);
         counts.by_tenant.insert("acme".into(), 2);
-        let text = metrics.render(&counts);
+        let gauges = Gauges {
+            config_generation: 3,
+            disk_free_bytes: Some(5_000),
+            disk_reserve_bytes: 1_000,
+            certificates: vec![CertificateExpiry {
+                name: "mta-sts.example.com".into(),
+                not_after: 1_900_000_000,
+            }],
+        };
+        metrics.set_acme_domains(BTreeMap::from([("valid", 2)]));
+        metrics.set_cluster(true, 3);
+        let text = metrics.render_with(&counts, &gauges);
         for line in [
+            "sealpost_acme_domains{state=\"valid\"} 2",
+            "sealpost_cluster_limits_shared 1",
+            "sealpost_cluster_nodes_alive 3",
+            "# TYPE sealpost_messages_received_total counter",
             "sealpost_messages_received_total{tenant=\"acme\"} 2",
             "sealpost_messages_received_total{tenant=\"we\\\"ird\"} 1",
+            "sealpost_messages_received_total{tenant=\"other\"} 0",
             "sealpost_messages_delivered_total{tenant=\"acme\"} 2",
             "sealpost_messages_deferred_total{tenant=\"acme\"} 1",
             "sealpost_messages_bounced_total{tenant=\"acme\"} 1",
+            "sealpost_deferrals_total{level=\"dane-required\",reason=\"policy\"} 1",
             "sealpost_tls_outcomes_total{level=\"dane-required\",outcome=\"authenticated\"} 1",
             "sealpost_smtp_refusals_total{reason=\"max_connections_per_ip\"} 2",
             "sealpost_smtp_refusals_total{reason=\"mail_loop\"} 0",
             "sealpost_queue_recipients{state=\"deferred\"} 4",
             "sealpost_queue_recipients{state=\"held\"} 0",
             "sealpost_queue_messages{tenant=\"acme\"} 2",
+            "sealpost_config_generation 3",
+            "sealpost_disk_free_bytes 5000",
+            "sealpost_disk_reserve_bytes 1000",
+            "sealpost_metrics_tenants_folded 0",
+            "sealpost_tls_certificate_expiry_timestamp_seconds{name=\"mta-sts.example.com\"} 1900000000",
+            "# TYPE sealpost_delivery_latency_seconds histogram",
             "sealpost_delivery_latency_seconds_bucket{le=\"0.1\"} 0",
             "sealpost_delivery_latency_seconds_bucket{le=\"0.5\"} 1",
             "sealpost_delivery_latency_seconds_bucket{le=\"14400\"} 1",
@@ -369,8 +724,139 @@ mod tests {
             "sealpost_delivery_latency_seconds_sum 100000.3",
             "sealpost_delivery_latency_seconds_count 2",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            has(&text, line);
         }
         assert_eq!(metrics.tenants()["acme"].received, 2);
+        assert_eq!(metrics.refusals(Refusal::ConnectionsPerIp), 2);
+        assert_eq!(
+            metrics.deferrals()[&("dane-required".to_string(), "policy".to_string())],
+            1
+        );
+    }
+
+    #[test]
+    fn ten_thousand_tenants_make_at_most_the_cap_plus_other() {
+        let metrics = Metrics::new();
+        metrics.admit(["big"]);
+        let mut counts = Counts::default();
+        for i in 0..10_000u64 {
+            let tenant = format!("tenant-{i:05}");
+            metrics.received(&tenant);
+            metrics.delivered(&tenant, Duration::from_secs(1));
+            metrics.deferred(&tenant);
+            metrics.bounced(&tenant);
+            counts.by_tenant.insert(tenant, i % 7);
+        }
+        for _ in 0..5 {
+            metrics.received("big");
+        }
+        let text = metrics.render(&counts);
+        let series = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .count()
+        };
+        for name in [
+            "sealpost_messages_received_total",
+            "sealpost_messages_delivered_total",
+            "sealpost_messages_deferred_total",
+            "sealpost_messages_bounced_total",
+            "sealpost_queue_messages",
+        ] {
+            assert_eq!(series(name), TENANT_SERIES + 1, "{name}");
+        }
+        // Admitted first, so its own series although it sent last.
+        has(&text, "sealpost_messages_received_total{tenant=\"big\"} 5");
+        has(
+            &text,
+            "sealpost_messages_received_total{tenant=\"tenant-00000\"} 1",
+        );
+        has(
+            &text,
+            "sealpost_messages_received_total{tenant=\"other\"} 9901",
+        );
+        has(&text, "sealpost_metrics_tenants_folded 9901");
+        // The sum over tenants stays exact.
+        let total: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("sealpost_messages_received_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(total, 10_005);
+        // The queue gauge shows the largest queues (6 messages each).
+        has(&text, "sealpost_queue_messages{tenant=\"tenant-00006\"} 6");
+        let queued: u64 = counts.by_tenant.values().sum();
+        let shown: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("sealpost_queue_messages{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(shown, queued);
+        // The admin view keeps every tenant exact.
+        assert_eq!(metrics.tenants().len(), 10_001);
+    }
+
+    #[test]
+    fn a_tenant_named_other_never_gets_a_series_of_its_own() {
+        let metrics = Metrics::with_tenant_series(2);
+        metrics.received(OTHER_TENANT);
+        metrics.received("a");
+        metrics.received("b");
+        metrics.received("c");
+        let text = metrics.render(&Counts::default());
+        has(&text, "sealpost_messages_received_total{tenant=\"a\"} 1");
+        has(&text, "sealpost_messages_received_total{tenant=\"b\"} 1");
+        has(
+            &text,
+            "sealpost_messages_received_total{tenant=\"other\"} 2",
+        );
+        assert_eq!(
+            text.matches("sealpost_messages_received_total{tenant=\"other\"}")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_tls_level_achieved_is_named_as_top_shows_it() {
+        use crate::policy::SecurityLevel as L;
+        use sealpost_queue::Authentication as A;
+        let table = [
+            (L::MandatoryDane, A::Dane, true, true, Some("DANE")),
+            (L::MtaSts, A::Webpki, true, true, Some("MTA-STS")),
+            (L::Mandatory, A::Webpki, true, true, Some("TLS")),
+            (L::Opportunistic, A::None, true, true, Some("TLS")),
+            (L::Opportunistic, A::None, false, true, Some("cleartext")),
+            (L::MandatoryDane, A::None, false, false, None),
+        ];
+        for (level, auth, encrypted, ran, want) in table {
+            assert_eq!(
+                tls_achieved(level, auth, encrypted, ran),
+                want,
+                "{level:?} {auth:?}"
+            );
+        }
+        let metrics = Metrics::new();
+        metrics.destination_tls("example.com", "TLS");
+        metrics.destination_tls("example.com", "DANE");
+        assert_eq!(metrics.destinations_tls()["example.com"], "DANE");
+    }
+
+    #[test]
+    fn deferral_reasons_are_capped() {
+        let metrics = Metrics::new();
+        let known = metrics.deferrals().len();
+        assert_eq!(known, 5 * DEFERRAL_KINDS.len());
+        for i in 0..DEFERRAL_SERIES - known + 10 {
+            metrics.deferral("opportunistic", &format!("r{i}"));
+        }
+        let deferrals = metrics.deferrals();
+        assert_eq!(deferrals.len(), DEFERRAL_SERIES + 1);
+        // The known kinds of every level exist from start.
+        assert_eq!(deferrals[&("mta-sts".to_string(), "policy".to_string())], 0);
+        assert_eq!(
+            deferrals[&("opportunistic".to_string(), "other".to_string())],
+            10
+        );
     }
 }

@@ -23,13 +23,14 @@ use crate::config::{Config, LoadError};
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
+use crate::inbound::storage::Storage;
 use crate::inbound::{
     ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource, Timeouts,
 };
 use crate::live::{LiveConfig, ReloadReport};
 use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
-use crate::service::{notify, DiskSpace, Health, Heartbeat};
+use crate::service::{notify, Health, Heartbeat};
 use crate::smtp::SessionConfig;
 use crate::tls::{self, CertError, SniCertResolver};
 
@@ -93,6 +94,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
 
     let live = Arc::new(LiveConfig::new(config.clone()));
     let metrics = Arc::new(Metrics::new());
+    admit_busiest_tenants(&metrics, &queue);
     let shared = Arc::new(delivery_shared(
         &config,
         live.clone(),
@@ -108,14 +110,16 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     )?;
     let heartbeat = Arc::new(Heartbeat::from_environment());
     let engine = Engine::start_with(shared.clone(), worker_arbiters(), heartbeat.clone())?;
+    // One reading of the disk reserve for the SMTP side and readiness.
+    let storage = Arc::new(Storage::new(&queue));
     let health = Arc::new(Health::new(
-        data_dir.join("queue"),
+        storage.clone(),
         heartbeat,
         disk_reserve(live.clone()),
-        Box::new(DiskSpace),
     ));
     let reception = Arc::new(
         Reception::new(live.clone(), queue.clone())
+            .with_storage(storage)
             .with_metrics(metrics.clone())
             .with_waker(engine.waker()),
     );
@@ -132,6 +136,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         delivery: engine.view(),
         reload: reload_fn,
         health: health.clone(),
+        certificates: certificates.clone(),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
@@ -211,6 +216,14 @@ pub const SMTP_DRAIN: Duration = Duration::from_secs(10);
 /// attempt still resolving or connecting has nothing at stake, and one
 /// cut in a transaction is only repeated at the next start.
 pub const DELIVERY_GRACE: Duration = Duration::from_secs(8);
+
+/// Gives the tenants with the most queued messages their own metric
+/// series first (`crate::metrics`, the per-tenant cap).
+fn admit_busiest_tenants(metrics: &Metrics, queue: &Queue) {
+    let mut tenants: Vec<(String, u64)> = queue.counts().by_tenant.into_iter().collect();
+    tenants.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    metrics.admit(tenants.iter().map(|(name, _)| name.as_str()));
+}
 
 /// The systemd status line once ready.
 fn ready_status(listening: &[std::net::SocketAddr]) -> String {

@@ -7,6 +7,7 @@
 //! - [`http`]: per-connection limits, JSON responses and errors;
 //! - [`routes`]: the endpoints (`docs/admin-api.md`);
 //! - [`views`]: the JSON shapes, shared with the client;
+//! - [`top`]: the snapshot `sealpost top` polls (`GET /top`);
 //! - [`client`]: the client the CLI uses.
 //!
 //! Access control is the socket file's permissions: whoever may connect
@@ -18,6 +19,7 @@ pub mod http;
 pub mod routes;
 pub mod socket;
 pub mod tenant_edits;
+pub mod top;
 pub mod views;
 
 #[cfg(test)]
@@ -78,6 +80,8 @@ pub struct AdminState {
     pub reload: ReloadFn,
     /// Readiness (`GET /healthz/ready`).
     pub health: Arc<crate::service::Health>,
+    /// The certificates sealpost presents, for their expiry gauge.
+    pub certificates: Arc<crate::tls::certs::SniCertResolver>,
 }
 
 /// Why the admin API could not start.

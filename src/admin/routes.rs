@@ -21,7 +21,7 @@ use super::views::{
     TenantView, Touched,
 };
 use super::{AdminState, DeliveryView};
-use crate::metrics::{state_name, STATES};
+use crate::metrics::{state_name, Gauges, STATES};
 use crate::policy::Direction;
 use crate::policy::{explain, ExplainRequest};
 
@@ -84,6 +84,7 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         (&Method::GET, ["tls-reports", "received"]) => {
             no_query(&query).and_then(|()| tls_reports_received(&state))
         }
+        (&Method::GET, ["top"]) => top(&state, query).await,
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
@@ -159,6 +160,7 @@ fn allowed_method(segments: &[&str]) -> Option<&'static str> {
         | ["destinations"]
         | ["tenants"]
         | ["tls-reports", "received"]
+        | ["top"]
         | ["policy", "explain"]
         | ["metrics"]
         | ["healthz", "live" | "ready"] => Some("GET"),
@@ -570,6 +572,17 @@ async fn destinations(state: &AdminState) -> Result<HttpResponse, ApiError> {
     Ok(http::json(StatusCode::OK, &answer))
 }
 
+/// `GET /top` (`super::top`).
+async fn top(state: &Arc<AdminState>, query: String) -> Result<HttpResponse, ApiError> {
+    let engine = engine(state, |delivery| delivery.destinations()).await?;
+    let state = state.clone();
+    let snapshot =
+        tokio::task::spawn_blocking(move || super::top::snapshot(&state, engine, &query))
+            .await
+            .map_err(|e| ApiError::internal(format!("the snapshot task failed: {e}")))??;
+    Ok(http::json(StatusCode::OK, &snapshot))
+}
+
 async fn flush(state: &AdminState, name: &str) -> Result<HttpResponse, ApiError> {
     let destination = name.to_string();
     if engine(state, move |delivery| delivery.flush(&destination)).await? {
@@ -702,14 +715,14 @@ async fn reload(state: &AdminState) -> Result<HttpResponse, ApiError> {
 }
 
 fn metrics(state: &AdminState) -> HttpResponse {
-    let text = state.metrics.render(&state.queue.counts());
-    let mut text = text;
-    text.push_str(&format!(
-        "# HELP sealpost_config_generation Configurations put in force since start (1 before any reload).\n\
-         # TYPE sealpost_config_generation gauge\n\
-         sealpost_config_generation {}\n",
-        state.live.generation()
-    ));
+    let (disk_free_bytes, disk_reserve_bytes) = state.health.disk();
+    let gauges = Gauges {
+        config_generation: state.live.generation(),
+        disk_free_bytes,
+        disk_reserve_bytes,
+        certificates: state.certificates.expiries(),
+    };
+    let text = state.metrics.render_with(&state.queue.counts(), &gauges);
     http::respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",

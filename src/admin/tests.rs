@@ -51,11 +51,14 @@ async fn destinations_come_from_the_delivery_view() {
         delivery: Arc::new(Engine { backoff_until }),
         reload: Arc::new(|| Err("t.toml:1:1: first\nt.toml:2:1: second".into())),
         health: Arc::new(crate::service::Health::new(
-            dir.path().join("queue"),
+            Arc::new(crate::inbound::storage::Storage::with_space(
+                dir.path().join("queue"),
+                Box::new(crate::service::DiskSpace),
+            )),
             Arc::new(crate::service::Heartbeat::default()),
             Arc::new(|| None),
-            Box::new(crate::service::DiskSpace),
         )),
+        certificates: Default::default(),
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {

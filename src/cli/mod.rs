@@ -12,6 +12,7 @@ mod fleet;
 mod probe;
 mod split;
 mod tenants;
+mod top;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub use fleet::{fleet, FleetCommand};
 pub use probe::{probe, probe_settings, ProbeRequest};
 pub use split::{config_merge, config_split, same_policy};
 pub use tenants::{audit, domains, peers, tenants, ApiArgs, DomainsCommand, PeersCommand};
+pub use top::{top, App as TopApp};
 
 use crate::config::{Config, LoadError};
 use crate::logging::{self, LogFormat};

@@ -248,6 +248,15 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
         (None, _, true) => "plaintext",
         (None, _, false) => "refused",
     };
+    let achieved = crate::metrics::tls_achieved(
+        level,
+        attempt.authentication,
+        attempt.tls_version.is_some(),
+        session_ran,
+    );
+    if let Some(achieved) = achieved {
+        shared.metrics.destination_tls(&lease.destination, achieved);
+    }
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
     conclude(&shared, &config, lease, outcomes, attempt).await;
@@ -255,8 +264,15 @@ pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Repo
     for _ in 0..report.delivered {
         metrics.delivered(&tenant, latency);
     }
+    let deferral_kind = match report.health {
+        Health::Refused(_) => "policy",
+        Health::Unreachable(_) => "unreachable",
+        Health::Reached => "peer",
+        Health::NotTried => "local",
+    };
     for _ in 0..report.deferred {
         metrics.deferred(&tenant);
+        metrics.deferral(level.as_str(), deferral_kind);
     }
     metrics.tls_outcome(level.as_str(), tls_outcome);
     report.tenant = tenant;

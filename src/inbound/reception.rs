@@ -74,7 +74,7 @@ pub struct Reception {
     /// `received` per queued message.
     metrics: Arc<Metrics>,
     /// The disk reserve and the tenants' queue quotas.
-    storage: Storage,
+    storage: Arc<Storage>,
 }
 
 /// Password checks that may run at the same time.
@@ -108,7 +108,7 @@ impl Reception {
     pub fn new(live: Arc<LiveConfig>, queue: Arc<Queue>) -> Reception {
         Reception {
             live,
-            storage: Storage::new(&queue),
+            storage: Arc::new(Storage::new(&queue)),
             queue,
             on_queued: None,
             auth_checks: tokio::sync::Semaphore::new(CONCURRENT_AUTH_CHECKS),
@@ -151,6 +151,13 @@ impl Reception {
     }
 
     /// Counts received messages into `metrics` (the server's shared ones).
+    /// Shares `storage` (the server gives the readiness check the same
+    /// one, so both judge the disk reserve from one reading).
+    pub fn with_storage(mut self, storage: Arc<Storage>) -> Reception {
+        self.storage = storage;
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reception {
         self.metrics = metrics;
         self
@@ -627,7 +634,25 @@ impl SessionHandler for Reception {
         if let Some(wake) = &self.on_queued {
             wake();
         }
-        info!(conn = conn.id, peer = %conn.peer, from = %envelope.from, recipients = envelope.recipients.len(), size, queued_as = %ids, tls_request = ?tls_request, "message queued");
+        let mut tenant_names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+        tenant_names.sort_unstable();
+        tenant_names.dedup();
+        // The accepted-message line (docs/operations.md, "Log lines").
+        info!(
+            schema = ACCEPTED_LOG_SCHEMA,
+            event = "accepted",
+            conn = conn.id,
+            queue_id = %ids,
+            sender = %envelope.from,
+            recipients = envelope.recipients.len(),
+            size,
+            client_ip = %conn.peer.ip(),
+            tls_version = conn.tls.as_ref().map_or("none", |t| t.version_name()),
+            tls_cipher = conn.tls.as_ref().map_or("none", |t| t.cipher.as_str()),
+            tenant = %tenant_names.join(" "),
+            tls_request = ?tls_request,
+            "message accepted"
+        );
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
     }
 }
@@ -707,6 +732,10 @@ impl Reception {
             .then(|| Reply::new(250, (2, 0, 0), "Ok: TLS report stored"))
     }
 }
+
+/// The version of the accepted-message log line's fields (its `schema`
+/// field); raised when a field changes meaning or goes away.
+pub const ACCEPTED_LOG_SCHEMA: u64 = 1;
 
 /// `554 5.4.6` when the message already carries more `Received:` fields
 /// than `[limits] max_received_headers` (RFC 5321 section 6.3): it is

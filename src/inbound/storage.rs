@@ -4,8 +4,12 @@
 //! the disk, at RCPT for the tenant) and again at the end of DATA with the
 //! message's size, so a full queue answers `452 4.3.1` (RFC 3463 X.3.1)
 //! and mail is never accepted and then dropped.
+//!
+//! One [`Storage`] is shared by the SMTP side and the readiness check
+//! (`crate::service::health`): both judge the reserve from the same
+//! free-space reading, taken at most once a second.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -62,34 +66,75 @@ impl std::fmt::Display for NoRoom {
     }
 }
 
-/// Answers "is there room?" for the SMTP server.
+/// Octets available to an unprivileged writer on the file system of a
+/// path.
+pub trait FreeSpace: Send + Sync {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64>;
+}
+
+/// The real file system (`statvfs(3)`: blocks available to unprivileged
+/// users).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiskSpace;
+
+impl FreeSpace for DiskSpace {
+    fn free_bytes(&self, path: &Path) -> std::io::Result<u64> {
+        fs2::available_space(path)
+    }
+}
+
+/// Answers "is there room?" for the SMTP server and the readiness check.
 pub struct Storage {
     dir: PathBuf,
+    space: Box<dyn FreeSpace>,
     /// The last free-space reading and when it was taken.
     free: Mutex<Option<(Instant, u64)>>,
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Storage {
+    /// The queue's storage, on the real file system.
     pub fn new(queue: &Queue) -> Storage {
+        Storage::with_space(queue.path().to_path_buf(), Box::new(DiskSpace))
+    }
+
+    /// The storage of the queue directory `dir`, its free space read
+    /// through `space`.
+    pub fn with_space(dir: PathBuf, space: Box<dyn FreeSpace>) -> Storage {
         Storage {
-            dir: queue.path().to_path_buf(),
+            dir,
+            space,
             free: Mutex::new(None),
         }
     }
 
-    /// Octets free for the queue (read at most once a second). A file
-    /// system that cannot be asked counts as having room: the writes
-    /// themselves still fail with a full disk.
-    fn free_space(&self) -> Option<u64> {
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Octets free for the queue (read at most once a second), or why
+    /// the file system could not be asked.
+    pub fn free_bytes(&self) -> Result<u64, String> {
         let mut last = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, free)) = *last {
             if at.elapsed() < FREE_SPACE_TTL {
-                return Some(free);
+                return Ok(free);
             }
         }
-        let free = fs2::available_space(&self.dir).ok()?;
+        let free = self
+            .space
+            .free_bytes(&self.dir)
+            .map_err(|e| e.to_string())?;
         *last = Some((Instant::now(), free));
-        Some(free)
+        Ok(free)
     }
 
     /// Whether the file system is above its reserve, with `incoming` more
@@ -99,8 +144,10 @@ impl Storage {
         if reserve == 0 {
             return Ok(());
         }
-        match self.free_space() {
-            Some(free) if free < reserve.saturating_add(incoming) => {
+        // A file system that cannot be asked counts as having room: the
+        // writes themselves still fail with a full disk.
+        match self.free_bytes() {
+            Ok(free) if free < reserve.saturating_add(incoming) => {
                 Err(NoRoom::Disk { free, reserve })
             }
             _ => Ok(()),

@@ -13,11 +13,14 @@
 //!
 //! The observations are gathered by [`Health::readiness`] (blocking: a
 //! write and an fsync) and judged by the pure [`evaluate`], which the table
-//! tests cover. Free space comes through the [`FreeSpace`] trait so a test
-//! can stand in for the file system.
+//! tests cover. Free space is read through the queue's
+//! [`Storage`](crate::inbound::storage::Storage), the same one the SMTP
+//! side asks before taking mail, so both judge the reserve from one
+//! reading; its [`FreeSpace`] trait lets a test stand in for the file
+//! system.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Heartbeat;
+use crate::inbound::storage::Storage;
 
 /// The engine's loop ticks every 250 ms: this long without a tick means
 /// it is stuck.
@@ -38,22 +42,7 @@ pub const CACHE_FOR: Duration = Duration::from_secs(1);
 /// directory.
 pub const PROBE_FILE: &str = ".ready-probe";
 
-/// Octets available to an unprivileged writer on the file system of a
-/// path.
-pub trait FreeSpace: Send + Sync {
-    fn free_bytes(&self, path: &Path) -> std::io::Result<u64>;
-}
-
-/// The real file system (`statvfs(3)`: blocks available to unprivileged
-/// users, as the SMTP side's reserve check reads it).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DiskSpace;
-
-impl FreeSpace for DiskSpace {
-    fn free_bytes(&self, path: &Path) -> std::io::Result<u64> {
-        fs2::available_space(path)
-    }
-}
+pub use crate::inbound::storage::{DiskSpace, FreeSpace};
 
 /// What was seen, for [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,25 +175,19 @@ pub type ReserveSource = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 pub struct Health {
     listeners_open: AtomicBool,
     heartbeat: Arc<Heartbeat>,
-    queue_dir: PathBuf,
+    storage: Arc<Storage>,
     reserve: ReserveSource,
-    space: Box<dyn FreeSpace>,
     cached: Mutex<Option<(Instant, Readiness)>>,
 }
 
 impl Health {
-    pub fn new(
-        queue_dir: PathBuf,
-        heartbeat: Arc<Heartbeat>,
-        reserve: ReserveSource,
-        space: Box<dyn FreeSpace>,
-    ) -> Health {
+    /// Readiness of the queue in `storage` (shared with the SMTP side).
+    pub fn new(storage: Arc<Storage>, heartbeat: Arc<Heartbeat>, reserve: ReserveSource) -> Health {
         Health {
             listeners_open: AtomicBool::new(false),
             heartbeat,
-            queue_dir,
+            storage,
             reserve,
-            space,
             cached: Mutex::new(None),
         }
     }
@@ -213,6 +196,13 @@ impl Health {
     pub fn set_listeners_open(&self, open: bool) {
         self.listeners_open.store(open, Ordering::Relaxed);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Octets free on the queue's file system (`None`: unknown) and the
+    /// reserve in force (0: none), for the metrics.
+    pub fn disk(&self) -> (Option<u64>, u64) {
+        let free = self.storage.free_bytes().ok();
+        (free, (self.reserve)().unwrap_or(0))
     }
 
     /// Observes and judges (blocking: writes and fsyncs a file), reusing
@@ -227,14 +217,10 @@ impl Health {
         let reserve = (self.reserve)();
         let seen = Observations {
             listeners_open: self.listeners_open.load(Ordering::Relaxed),
-            queue_write: probe_write(&self.queue_dir).map_err(|e| e.to_string()),
+            queue_write: probe_write(self.storage.dir()).map_err(|e| e.to_string()),
             engine_tick_age: self.heartbeat.age(),
             reserve,
-            free: reserve.map(|_| {
-                self.space
-                    .free_bytes(&self.queue_dir)
-                    .map_err(|e| e.to_string())
-            }),
+            free: reserve.map(|_| self.storage.free_bytes()),
         };
         let answer = evaluate(&seen);
         *cached = Some((Instant::now(), answer.clone()));
@@ -246,7 +232,7 @@ impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Health")
             .field("listeners_open", &self.listeners_open)
-            .field("queue_dir", &self.queue_dir)
+            .field("queue_dir", &self.storage.dir())
             .finish_non_exhaustive()
     }
 }
@@ -328,10 +314,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let heartbeat = Arc::new(Heartbeat::default());
         let health = Health::new(
-            dir.path().to_path_buf(),
+            Arc::new(Storage::with_space(
+                dir.path().to_path_buf(),
+                Box::new(Fixed(9)),
+            )),
             heartbeat.clone(),
             Arc::new(|| Some(10)),
-            Box::new(Fixed(9)),
         );
         let answer = health.readiness();
         assert_eq!(answer.failing(), ["listeners", "delivery_engine", "disk"]);
@@ -343,13 +331,55 @@ mod tests {
 
         let missing = dir.path().join("gone");
         let health = Health::new(
-            missing,
+            Arc::new(Storage::with_space(missing, Box::new(Fixed(11)))),
             heartbeat,
             Arc::new(|| Some(10)),
-            Box::new(Fixed(11)),
         );
         health.set_listeners_open(true);
         assert_eq!(health.readiness().failing(), ["queue"]);
+    }
+
+    /// Counts how often the file system is asked.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>, u64);
+    impl FreeSpace for Counting {
+        fn free_bytes(&self, _: &Path) -> std::io::Result<u64> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(self.1)
+        }
+    }
+
+    #[test]
+    fn the_smtp_side_and_readiness_judge_the_reserve_from_one_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let storage = Arc::new(Storage::with_space(
+            dir.path().to_path_buf(),
+            Box::new(Counting(reads.clone(), 9)),
+        ));
+        let config = crate::config::Config::parse(
+            "[limits]\nmin_free_disk = 10\n",
+            "t.toml",
+            Some(dir.path()),
+        )
+        .expect("config");
+        let heartbeat = Arc::new(Heartbeat::default());
+        heartbeat.beat();
+        let health = Health::new(storage.clone(), heartbeat, Arc::new(|| Some(10)));
+        health.set_listeners_open(true);
+        assert_eq!(health.readiness().failing(), ["disk"]);
+        assert_eq!(
+            storage.disk(&config, 0),
+            Err(crate::inbound::storage::NoRoom::Disk {
+                free: 9,
+                reserve: 10
+            })
+        );
+        assert_eq!(health.disk(), (Some(9), 10));
+        assert_eq!(
+            reads.load(Ordering::Relaxed),
+            1,
+            "one reading served all three"
+        );
     }
 
     #[test]

@@ -131,6 +131,37 @@ impl SniCertResolver {
             .or_else(|| self.fallback())
     }
 
+    /// When each certificate expires (the leaf's `notAfter`, Unix
+    /// seconds), by SNI name and `default`, for the expiry gauge.
+    pub fn expiries(&self) -> Vec<crate::metrics::CertificateExpiry> {
+        let not_after = |key: &CertifiedKey| {
+            key.end_entity_cert()
+                .ok()
+                .and_then(|leaf| crate::probe::certinfo::CertInfo::parse(leaf).not_after)
+                .map(|t| t.0)
+        };
+        let mut out: Vec<_> = self
+            .named
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|(name, key)| {
+                Some(crate::metrics::CertificateExpiry {
+                    name: name.clone(),
+                    not_after: not_after(key)?,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(at) = self.fallback().as_deref().and_then(not_after) {
+            out.push(crate::metrics::CertificateExpiry {
+                name: "default".to_string(),
+                not_after: at,
+            });
+        }
+        out
+    }
+
     fn fallback(&self) -> Option<Arc<CertifiedKey>> {
         self.default
             .read()

@@ -389,3 +389,28 @@ pub async fn starttls(
     assert_eq!(command(&mut tls, "EHLO client.test").await.code, 250);
     tls
 }
+
+/// `GET path` over HTTP/1.1 on `addr`: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: sealpost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

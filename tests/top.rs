@@ -1,0 +1,188 @@
+//! `sealpost top` in a real terminal: tmux runs it against a live
+//! `sealpost serve`, `capture-pane` reads the screen, and `send-keys`
+//! holds the selected destination. Skipped (with a message) when tmux is
+//! not installed (`.ci/run` installs it as root).
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::sealpost::{free_port, server_head, submit, Sealpost, BIN, NO_DNS};
+use support::smtp::{accept_all, TestSmtpServer};
+
+/// A tmux server of its own (`-L`), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn available() -> bool {
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `command` in a detached 140x40 session.
+    fn start(command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("sealpost-top-{}", std::process::id()),
+        };
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            // Keep the pane when the command exits, to read why.
+            command,
+        ]);
+        tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
+        tmux
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    /// Polls the screen until `want` holds (30 s at most): the last screen.
+    fn until(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if want(&screen) || Instant::now() > deadline {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+    screen.lines().find(|l| l.contains(needle)).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_the_live_server_and_holds_the_selected_destination() {
+    if !Tmux::available() {
+        eprintln!("skipped: tmux is not installed (Debian: apt-get install tmux; .ci/run does it as root)");
+        return;
+    }
+    let downstream =
+        TestSmtpServer::start("downstream.test", None, std::sync::Arc::new(accept_all)).await;
+    let open = downstream.addr;
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let sealpost = Sealpost::start(move |port| {
+        format!(
+            "{head}\n{NO_DNS}\n[delivery]\nfirst_retry = \"10m\"\n\n\
+             [[domains]]\nname = \"open.test\"\ntenant = \"acme\"\n\
+             route = {{ hosts = [\"{open}\"], level = \"opportunistic\" }}\n\n\
+             [[domains]]\nname = \"down.test\"\ntenant = \"globex\"\n\
+             route = {{ hosts = [\"{closed}\"], level = \"opportunistic\" }}\n",
+            head = server_head(port)
+        )
+    });
+    for to in ["b@open.test", "c@open.test", "d@down.test"] {
+        submit(
+            sealpost.smtp,
+            "a@sender.test",
+            &[to],
+            b"Subject: top\r\n\r\nhi\r\n",
+        )
+        .await
+        .expect("250");
+    }
+    let config = sealpost.config_path();
+    let tmux = Tmux::start(&format!("{BIN} --config {} top", config.display()));
+
+    // The delivered destination with the TLS level its connection got,
+    // the paused one with its queued recipient, tenants, defer reasons.
+    let screen = tmux.until(|s| {
+        s.contains("inbound:open.test")
+            && line_with(s, "inbound:open.test").contains("cleartext")
+            && line_with(s, "inbound:down.test").contains("paused")
+    });
+    assert!(screen.contains("sealpost top  in "), "{screen}");
+    assert!(screen.contains("msg/s  out "), "{screen}");
+    assert!(screen.contains("queue: queued "), "{screen}");
+    let down = line_with(&screen, "inbound:down.test");
+    assert!(down.contains("paused"), "{screen}");
+    assert!(
+        down.starts_with("> "),
+        "the busiest destination is selected: {screen}"
+    );
+    assert!(
+        line_with(&screen, "inbound:open.test").contains("cleartext"),
+        "{screen}"
+    );
+    assert!(line_with(&screen, "acme").contains('2'), "{screen}");
+    assert!(screen.contains("globex"), "{screen}");
+    assert!(screen.contains("top defer reasons"), "{screen}");
+    assert!(screen.contains("opportunistic/unreachable"), "{screen}");
+
+    // `h` holds the selected destination's mail: the queue shows it held.
+    tmux.run(&["send-keys", "-t", "top", "h"]);
+    let screen =
+        tmux.until(|s| s.contains("hold inbound:down.test: 1 messages") && s.contains("held 1"));
+    assert!(
+        screen.contains("hold inbound:down.test: 1 messages"),
+        "{screen}"
+    );
+    assert!(line_with(&screen, "queue:").contains("held 1"), "{screen}");
+
+    // `/` filters by tenant.
+    tmux.run(&["send-keys", "-t", "top", "/", "acme", "Enter"]);
+    let screen = tmux.until(|s| s.contains("tenant: acme") && !s.contains("inbound:down.test"));
+    assert!(screen.contains("tenant: acme"), "{screen}");
+    assert!(!screen.contains("globex"), "{screen}");
+
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let screen = tmux.until(|s| s.contains("Pane is dead"));
+    assert!(
+        screen.contains("Pane is dead (status 0"),
+        "top quits cleanly on q: {screen}"
+    );
+}
+
+#[test]
+fn top_without_a_server_or_a_terminal_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sealpost.toml");
+    std::fs::write(&config, format!("{}\n{NO_DNS}", server_head(free_port()))).expect("config");
+    let (code, _, stderr) = support::sealpost::run_cli(&config, &["top"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sealpost is not running"), "{stderr}");
+
+    let sealpost = Sealpost::start(|port| format!("{}\n{NO_DNS}", server_head(port)));
+    let (code, _, stderr) = support::sealpost::run_cli(&sealpost.config_path(), &["top"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sealpost top needs a terminal"), "{stderr}");
+}
