@@ -20,7 +20,7 @@ use crate::index::{DueKey, Index};
 use crate::record::{StoredMessage, StoredState};
 use crate::segment::{read_body, BodyLoc};
 use crate::types::{from_ms, to_ms, AcceptedPolicy, Attempt, AttemptRecord, Outcome};
-use crate::{MessageId, Queue, QueueError};
+use crate::{MessageId, Queue, QueueError, Reason};
 
 /// A leased recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,8 @@ pub struct BouncedRecipient {
     pub params: Vec<String>,
     /// `true` when the lifetime ran out, `false` for a permanent failure.
     pub expired: bool,
-    pub reason: String,
+    #[serde(deserialize_with = "crate::reason::stored")]
+    pub reason: Reason,
 }
 
 /// A bounce (DSN) the engine owes the sender.
@@ -478,7 +479,7 @@ impl Queue {
         index: &mut Index,
         id: MessageId,
         msg: &mut StoredMessage,
-        bounced: Vec<(u16, bool, String)>,
+        bounced: Vec<(u16, bool, Reason)>,
     ) -> Result<Option<BodyLoc>, QueueError> {
         let meta = || self.shared.path.join("meta");
         if !bounced.is_empty() {

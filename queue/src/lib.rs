@@ -10,6 +10,7 @@ mod commit;
 mod error;
 mod index;
 mod queue;
+mod reason;
 mod record;
 mod segment;
 mod spool;
@@ -20,6 +21,7 @@ pub use commit::{Durable, DurableTransaction};
 pub use error::QueueError;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
+pub use reason::{LocalCause, Place, Reason, ReasonGroup, Status, TlsFailure};
 pub use segment::StorageFaults;
 pub use spool::{Body, Spool};
 pub use types::{

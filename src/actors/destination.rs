@@ -40,8 +40,8 @@ use super::fair::Turns;
 use super::scheduler::{Done, Scheduler};
 use super::status::{DestinationStatus, StatusBoard};
 use crate::date::unix_ms;
-use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease};
-use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
+use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease, span};
+use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Reason, Report, Shared};
 
 /// Deliver this lease.
 #[derive(Message)]
@@ -59,7 +59,7 @@ struct Backoff {
     since: SystemTime,
     until: SystemTime,
     failures: u32,
-    reason: String,
+    reason: Reason,
 }
 
 /// The pause state of one scope: the whole destination, or one policy.
@@ -95,7 +95,7 @@ impl Track {
         &mut self,
         started: SystemTime,
         now: SystemTime,
-        reason: &str,
+        reason: &Reason,
         first: Duration,
         max: Duration,
     ) -> PauseChange {
@@ -117,7 +117,7 @@ impl Track {
             since: now,
             until: now + pause,
             failures,
-            reason: reason.to_string(),
+            reason: reason.clone(),
         });
         PauseChange::Paused { failures, pause }
     }
@@ -323,8 +323,10 @@ impl Destination {
 
     /// The pause that holds `lease` back now, if any: the destination's
     /// own, else its policy's.
-    fn pause_for(&self, lease: &Lease) -> Option<(SystemTime, String, Effective)> {
-        let policy = effective_policy(&self.shared.live.current(), lease);
+    /// A lease whose stored policy does not parse is not held: its
+    /// attempt defers it with that error.
+    fn pause_for(&self, lease: &Lease) -> Option<(SystemTime, Reason, Effective)> {
+        let policy = effective_policy(&self.shared.live.current(), lease).ok()?;
         let pause = self.pauses.holding(&policy, SystemTime::now())?;
         Some((pause.until, pause.reason.clone(), policy))
     }
@@ -391,20 +393,20 @@ impl Destination {
         &mut self,
         lease: Lease,
         until: SystemTime,
-        why: &str,
+        why: &Reason,
         policy: &Effective,
         ctx: &mut Context<Self>,
     ) {
-        let reason = format!(
-            "destination {} is paused until {} after: {why}",
-            self.name,
-            humantime_like(until)
-        );
+        let reason = Reason::Paused {
+            until,
+            cause: Box::new(why.clone()),
+        };
         let shared = self.shared.clone();
         let scheduler = self.scheduler.clone();
         let level = policy.level;
         let destination = self.name.clone();
         self.active += 1;
+        let span = span(&lease);
         let work = async move {
             let config = shared.live.current();
             let (outcomes, attempt) = defer_all(&lease, &reason);
@@ -422,6 +424,7 @@ impl Destination {
                 destination,
             });
         };
+        let work = tracing::Instrument::instrument(work, span);
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
             act.active -= 1;
             act.pump(ctx);
@@ -430,15 +433,21 @@ impl Destination {
 
     fn on_report(&mut self, report: Report, started: SystemTime) {
         let delivery = &self.shared.live.current().delivery;
+        // Without a policy (it did not parse) the attempt tried nothing.
+        let Some(policy) = report.policy.clone() else {
+            self.last = Some(report);
+            self.publish();
+            return;
+        };
         let change = self.pauses.record(
             &report.health,
-            &report.policy,
+            &policy,
             started,
             SystemTime::now(),
             delivery.destination_backoff,
             delivery.max_destination_backoff,
         );
-        let (level, min_tls) = (report.policy.level, report.policy.min_tls);
+        let (level, min_tls) = (policy.level, policy.min_tls);
         match (&report.health, change) {
             (_, PauseChange::Cleared { down: true, .. }) => {
                 info!(destination = %self.name, "destination reachable again")
@@ -526,7 +535,7 @@ impl Destination {
                 backoff_until: self.pauses.down_until().map(unix_ms),
                 last_error: match last.map(|r| &r.health) {
                     Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
-                        Some(reason.clone())
+                        Some(reason.to_string())
                     }
                     _ => None,
                 },
@@ -617,8 +626,13 @@ mod tests {
         policy(SecurityLevel::Opportunistic, MinTlsVersion::Any)
     }
 
+    fn why(text: &str) -> Reason {
+        use crate::delivery::reason::{status, LocalCause};
+        Reason::local(LocalCause::ConnectionFailed, status::NO_ANSWER, text)
+    }
+
     fn down() -> Health {
-        Health::Unreachable("connection refused".into())
+        Health::Unreachable(why("connection refused"))
     }
 
     #[test]
@@ -627,7 +641,7 @@ mod tests {
         let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
         let loose = loose();
         let mut p = Pauses::default();
-        let refused = Health::Refused("mandatory: STARTTLS not offered".into());
+        let refused = Health::Refused(why("STARTTLS not offered"));
         assert_eq!(
             p.record(&refused, &strict, t0, t0, s(60), s(600)),
             PauseChange::Paused {
@@ -829,7 +843,7 @@ mod tests {
         p.record(&down(), &loose(), t0 + s(20), t0 + s(21), s(60), s(1800));
         p.clear(t0 + s(30));
         assert!(p.holding(&loose(), t0 + s(30)).is_none());
-        let refused = Health::Refused("STARTTLS not offered".into());
+        let refused = Health::Refused(why("STARTTLS not offered"));
         let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
         assert_eq!(
             p.record(&down(), &loose(), t0 + s(25), t0 + s(31), s(60), s(1800)),

@@ -63,9 +63,9 @@ impl DeliveryView for NoDelivery {
     }
 }
 
-/// Re-reads the configuration and certificates; the report, or every
-/// validation error as text (one per line).
-pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, String> + Send + Sync>;
+/// Re-reads the configuration and certificates; the report, or why the
+/// reload was refused.
+pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, crate::live::ReloadError> + Send + Sync>;
 
 /// Everything the endpoints read and act on.
 pub struct AdminState {

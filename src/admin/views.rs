@@ -293,8 +293,20 @@ pub struct Oldest {
     pub age_seconds: u64,
 }
 
+/// One cause of deferral and how many recipients wait for it. Reasons
+/// group by kind and cause (a pause's time, a host or a reply's text do
+/// not split a line); `reason` shows one of them as people read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
+    /// `remote`, `local`, `dane`, `mta-sts`, `paused/<kind>`, `queue`,
+    /// `legacy` (see `sealpost_queue::ReasonGroup`).
+    #[serde(default)]
+    pub kind: String,
+    /// The cause within the kind: a reply's code and status, a local
+    /// cause, an RFC 8460 result type.
+    #[serde(default)]
+    pub cause: String,
+    /// One reason of the group, rendered.
     pub reason: String,
     pub recipients: u64,
 }
@@ -386,12 +398,9 @@ fn next_attempt(state: &RecipientState) -> Option<u64> {
     }
 }
 
-/// The text of an attempt's outcome.
-pub fn outcome_text(record: &AttemptRecord) -> &str {
-    match &record.outcome {
-        Outcome::Delivered { reply } => reply,
-        Outcome::Failed { reason } | Outcome::Deferred { reason } => reason,
-    }
+/// The text of an attempt's outcome (its reason, rendered).
+pub fn outcome_text(record: &AttemptRecord) -> String {
+    record.outcome.reason().to_string()
 }
 
 fn attempt_view(record: &AttemptRecord) -> AttemptView {
@@ -414,7 +423,7 @@ fn attempt_view(record: &AttemptRecord) -> AttemptView {
             Outcome::Failed { .. } => "failed",
         }
         .to_string(),
-        reason: outcome_text(record).to_string(),
+        reason: outcome_text(record),
     }
 }
 
@@ -425,7 +434,7 @@ fn recipient_summary(r: &RecipientInfo) -> RecipientSummary {
         state: state_name(r.state.kind()).to_string(),
         next_attempt_ms: next_attempt(&r.state),
         attempts: r.attempts.len(),
-        last_reason: r.attempts.last().map(|a| outcome_text(a).to_string()),
+        last_reason: r.attempts.last().map(outcome_text),
     }
 }
 
