@@ -21,9 +21,9 @@ use sealpost_queue::{
 };
 use tracing::{info, warn};
 
-use super::attempt::Shared;
 use super::plan::Destination;
 use super::reason::{enhanced, Reason};
+use super::shared::Shared;
 use crate::config::Config;
 use crate::date::unix_seconds;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};

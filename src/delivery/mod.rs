@@ -21,8 +21,9 @@ pub mod bounce;
 pub mod plan;
 pub mod pool;
 pub mod reason;
+mod shared;
 
-pub use attempt::{attempt, BodyMemory, Report, Shared};
+pub use attempt::{attempt, Report};
 pub use bounce::send_bounces;
 pub use plan::{
     effective_policy, next_hop, BadPolicy, Destination, Effective, Hop, HopTls, NextHop, Plan,
@@ -30,3 +31,4 @@ pub use plan::{
 };
 pub use pool::Pool;
 pub use reason::{Health, Reason};
+pub use shared::{BodyMemory, Shared};
