@@ -369,7 +369,17 @@ impl Queue {
     }
 
     /// Record one attempt's outcomes (by recipient index) and release the
-    /// lease; durable before it returns. Leased recipients without an outcome
+    /// lease; durable before it returns.
+    ///
+    /// Durability contract: `Ok` means the outcomes, the attempt and any
+    /// bounce record are flushed to disk. Until then the recipients stay
+    /// leased in memory only: if this returns an error the caller gives
+    /// the lease back (`return_lease`), and if the process dies first the
+    /// recipients are due again after the restart, so a crash between a
+    /// remote `250` and this call may deliver a message twice
+    /// (at-least-once), never drop it. A deferral is never recorded as
+    /// delivered, and a bounce record is written in the same commit as
+    /// the failure it reports. Leased recipients without an outcome
     /// are deferred with the attempt's `reply_or_reason`. Temporary failures
     /// are scheduled by [`next_retry`] with the tenant's `policy`; past the
     /// lifetime they expire and a bounce record is written.

@@ -396,7 +396,7 @@ impl Destination {
                 &lease,
                 &outcomes,
                 &attempt,
-                level,
+                Some(level),
                 std::time::Instant::now(),
             );
             let tenant = lease.tenant.clone();

@@ -40,8 +40,9 @@ use crate::metrics::Metrics;
 pub trait DeliveryView: Send + Sync {
     /// Every destination the engine holds state for (DNS, TLS, pool, backoff).
     fn destinations(&self) -> Vec<DestinationStatus>;
-    /// Forgets the cached state of one destination (MX, TLSA, MTA-STS,
-    /// backoff); `false` when the engine knows no such destination.
+    /// Ends every pause of one destination and closes its idle
+    /// connections (DNS and MTA-STS answers are cached globally and stay);
+    /// `false` when the engine knows no such destination.
     fn flush(&self, destination: &str) -> bool;
     /// The in-flight limit the tenant's actor published (`None`: the
     /// engine has not seen the tenant's mail yet).

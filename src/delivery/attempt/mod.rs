@@ -114,6 +114,7 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
             error!(error = %bad, level = %lease.policy.level, min_tls = %lease.policy.min_tls, "the stored policy of a queued message does not parse; deferring it");
             let reason = bad.reason();
             let (outcomes, attempt) = defer_all(&lease, &reason);
+            log_outcomes(&lease, &outcomes, &attempt, None, started);
             report.deferred = outcomes.len();
             report.latency = lease.arrived_at.elapsed().unwrap_or_default();
             conclude(&shared, &config, lease, outcomes, attempt).await;
@@ -145,7 +146,7 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
             Outcome::Failed { .. } => report.failed += 1,
         }
     }
-    log_outcomes(&lease, &outcomes, &attempt, level, started);
+    log_outcomes(&lease, &outcomes, &attempt, Some(level), started);
     // A session that ran names its MX; a deferral that tried one address
     // names it too, but no session ran: refused.
     let session_ran = attempt.mx_host.is_some() && report.health == Health::Reached;

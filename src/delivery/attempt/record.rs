@@ -177,7 +177,13 @@ pub(crate) fn attempt_from(achieved: &Achieved, reason: &Reason) -> Attempt {
     }
 }
 
-/// Logs one `delivery attempt` event per recipient (also for deferrals
+/// The version of the `delivery` log line's fields (docs/operations.md,
+/// "Log lines"): a consumer checks it before it reads them.
+pub(crate) const LOG_SCHEMA: &str = "sealpost.delivery.v1";
+
+/// Logs the one `delivery` line of an attempt (docs/operations.md, "Log
+/// lines"), then one `delivery attempt` event per recipient
+/// (also for deferrals (also for deferrals
 /// decided without a connection, e.g. while the destination is paused).
 /// The message id, tenant and destination come from the attempt's span;
 /// `detail` is the reason as stored, after the level it was decided under.
@@ -185,9 +191,51 @@ pub(crate) fn log_outcomes(
     lease: &Lease,
     outcomes: &Outcomes,
     attempt: &Attempt,
-    level: SecurityLevel,
+    level: Option<SecurityLevel>,
     started: Instant,
 ) {
+    // `unknown`: the stored policy did not parse.
+    let level = level.map_or("unknown", SecurityLevel::as_str);
+    let count = |want: fn(&Outcome) -> bool| outcomes.iter().filter(|(_, o)| want(o)).count();
+    let recipients: Vec<&str> = lease
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    let relay = match (&attempt.mx_host, &attempt.ip) {
+        (Some(host), Some(ip)) => format!("{host} [{ip}]"),
+        (Some(host), None) => host.clone(),
+        _ => "none".to_string(),
+    };
+    let reason = &attempt.reply_or_reason;
+    // From arrival to the start of this attempt.
+    let queue_delay = lease
+        .arrived_at
+        .elapsed()
+        .unwrap_or_default()
+        .saturating_sub(started.elapsed());
+    info!(
+        schema = LOG_SCHEMA,
+        recipients = %recipients.join(","),
+        relay = %relay,
+        level,
+        delay_queue_ms = queue_delay.as_millis() as u64,
+        delay_attempt_ms = started.elapsed().as_millis() as u64,
+        delivered = count(|o| matches!(o, Outcome::Delivered { .. })),
+        deferred = count(|o| matches!(o, Outcome::Deferred { .. })),
+        failed = count(|o| matches!(o, Outcome::Failed { .. })),
+        dsn_status = %reason.status().map_or_else(String::new, |s| s.to_string()),
+        tls = attempt.tls_version.as_deref().unwrap_or("none"),
+        cipher = attempt.cipher.as_deref().unwrap_or("none"),
+        authentication = match attempt.authentication {
+            QueueAuth::None => "none",
+            QueueAuth::Dane => "dane",
+            QueueAuth::Webpki => "mta-sts",
+        },
+        reason_kind = reason.kind(),
+        reason = %reason,
+        "delivery"
+    );
     for (index, outcome) in outcomes {
         let to = lease
             .recipients
@@ -203,7 +251,7 @@ pub(crate) fn log_outcomes(
         let reason = outcome.reason();
         info!(
             to,
-            %level,
+            level,
             mx = attempt.mx_host.as_deref(),
             tls = attempt.tls_version.as_deref(),
             cipher = attempt.cipher.as_deref(),
