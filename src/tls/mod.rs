@@ -12,7 +12,7 @@ use rustls::crypto::CryptoProvider;
 
 pub use certs::{certified_key, load_pem, self_signed_in, CertError, SniCertResolver};
 pub use stream::MaybeTls;
-pub use verify::{unauthenticated_client_config, Unauthenticated};
+pub use verify::{unauthenticated_client_config, HandshakeSignatures, Unauthenticated};
 
 /// The ring crypto provider: sealpost uses no other (no aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {
