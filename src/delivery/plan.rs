@@ -45,7 +45,7 @@ pub enum HopTls {
     /// TLS required, certificate not authenticated.
     Unauthenticated,
     /// TLS required, certificate authenticated by these TLSA records.
-    Dane(DanePlan),
+    Dane(DaneAuth),
     /// TLS required, certificate valid under WebPKI for the host name
     /// (MTA-STS enforce).
     WebPki,
@@ -56,8 +56,42 @@ impl fmt::Display for HopTls {
         match self {
             HopTls::Opportunistic => f.write_str("opportunistic TLS"),
             HopTls::Unauthenticated => f.write_str("TLS required, unauthenticated"),
-            HopTls::Dane(plan) => write!(f, "{plan}"),
+            HopTls::Dane(auth) => write!(
+                f,
+                "DANE authentication with {} usable TLSA records at {}",
+                auth.tlsa.len(),
+                auth.tlsa_name
+            ),
             HopTls::WebPki => f.write_str("TLS required, WebPKI-valid certificate (MTA-STS)"),
+        }
+    }
+}
+
+/// What DANE authenticates a host with (RFC 7672 section 3): only an
+/// `Authenticate` plan becomes one, so a hop under DANE always has a
+/// verifier to build (never a quiet fall back to unauthenticated TLS).
+#[derive(Debug, Clone)]
+pub struct DaneAuth {
+    pub tlsa: Vec<crate::dane::UsableTlsa>,
+    /// Names a DANE-TA leaf may be valid for; the first is the SNI.
+    pub reference_names: Vec<String>,
+    pub tlsa_name: String,
+}
+
+impl DaneAuth {
+    /// The authentication data of an `Authenticate` plan.
+    fn of(plan: &DanePlan) -> Option<DaneAuth> {
+        match plan {
+            DanePlan::Authenticate {
+                tlsa,
+                reference_names,
+                tlsa_name,
+            } => Some(DaneAuth {
+                tlsa: tlsa.clone(),
+                reference_names: reference_names.clone(),
+                tlsa_name: tlsa_name.clone(),
+            }),
+            _ => None,
         }
     }
 }
@@ -91,16 +125,18 @@ impl Hop {
         let requirement = match &self.tls {
             HopTls::Opportunistic => TlsRequirement::Opportunistic,
             HopTls::Unauthenticated => TlsRequirement::RequireUnauthenticated,
-            HopTls::Dane(plan) => {
-                if let Some(sni) = plan.sni() {
+            HopTls::Dane(auth) => {
+                if let Some(sni) = auth.reference_names.first() {
                     name = sni;
                 }
-                match plan.verifier(&rustls::crypto::ring::default_provider()) {
-                    Some(verifier) => TlsRequirement::RequireVerified {
-                        verifier: Arc::new(verifier),
-                        kind: Authentication::Dane,
-                    },
-                    None => TlsRequirement::RequireUnauthenticated,
+                let verifier = crate::dane::DaneVerifier::new(
+                    auth.tlsa.clone(),
+                    auth.reference_names.clone(),
+                    &rustls::crypto::ring::default_provider(),
+                );
+                TlsRequirement::RequireVerified {
+                    verifier: Arc::new(verifier),
+                    kind: Authentication::Dane,
                 }
             }
             HopTls::WebPki => {
@@ -461,7 +497,10 @@ impl Planner<'_> {
             .into_iter()
             .filter_map(|mx| {
                 let tls = match &mx.plan {
-                    DanePlan::Authenticate { .. } => HopTls::Dane(mx.plan.clone()),
+                    DanePlan::Authenticate { .. } => match DaneAuth::of(&mx.plan) {
+                        Some(auth) => HopTls::Dane(auth),
+                        None => return None,
+                    },
                     DanePlan::EncryptUnauthenticated { .. } => HopTls::Unauthenticated,
                     DanePlan::Opportunistic(_) => HopTls::Opportunistic,
                     DanePlan::Skip(_) => return None,
@@ -510,7 +549,10 @@ impl Planner<'_> {
         for mx in dane_plan.mx {
             let tls = match (&mx.plan, mta_sts::plan_mx(policy, &mx.host.exchange)) {
                 // RFC 8461 section 2: where DANE applies it governs.
-                (DanePlan::Authenticate { .. }, _) => HopTls::Dane(mx.plan.clone()),
+                (DanePlan::Authenticate { .. }, _) => match DaneAuth::of(&mx.plan) {
+                    Some(auth) => HopTls::Dane(auth),
+                    None => continue,
+                },
                 (_, mta_sts::MxPlan::Skip(failure)) => {
                     skipped.push(Reason::MtaSts {
                         failure: mx_result(&failure),
