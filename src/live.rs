@@ -133,6 +133,16 @@ impl LiveConfig {
     }
 }
 
+/// Why a reload was refused (the configuration in force stays): every
+/// validation error of the new file, or the certificate that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::LoadError),
+    #[error("the STARTTLS certificate: {0}")]
+    Certificate(#[from] crate::tls::CertError),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -335,7 +335,7 @@ impl Metrics {
         self.tenant(tenant, |c| c.bounced += 1);
     }
 
-    /// The TLS result of one delivery connection, e.g. level `dane-required`,
+    /// The TLS result of one delivery connection, e.g. level `mandatory-dane`,
     /// outcome `authenticated`, `unauthenticated`, `plaintext` or `refused`.
     pub fn tls_outcome(&self, level: &str, outcome: &str) {
         self.tls
@@ -673,9 +673,9 @@ mod tests {
         metrics.delivered("acme", Duration::from_millis(300));
         metrics.delivered("acme", Duration::from_secs(100_000));
         metrics.deferred("acme");
-        metrics.deferral("dane-required", "policy");
+        metrics.deferral("mandatory-dane", "policy");
         metrics.bounced("acme");
-        metrics.tls_outcome("dane-required", "authenticated");
+        metrics.tls_outcome("mandatory-dane", "authenticated");
         metrics.refused(Refusal::ConnectionsPerIp);
         metrics.refused(Refusal::ConnectionsPerIp);
         let mut counts = Counts::default();
@@ -704,8 +704,8 @@ mod tests {
             "sealpost_messages_delivered_total{tenant=\"acme\"} 2",
             "sealpost_messages_deferred_total{tenant=\"acme\"} 1",
             "sealpost_messages_bounced_total{tenant=\"acme\"} 1",
-            "sealpost_deferrals_total{level=\"dane-required\",reason=\"policy\"} 1",
-            "sealpost_tls_outcomes_total{level=\"dane-required\",outcome=\"authenticated\"} 1",
+            "sealpost_deferrals_total{level=\"mandatory-dane\",reason=\"policy\"} 1",
+            "sealpost_tls_outcomes_total{level=\"mandatory-dane\",outcome=\"authenticated\"} 1",
             "sealpost_smtp_refusals_total{reason=\"max_connections_per_ip\"} 2",
             "sealpost_smtp_refusals_total{reason=\"mail_loop\"} 0",
             "sealpost_queue_recipients{state=\"deferred\"} 4",
@@ -729,7 +729,7 @@ mod tests {
         assert_eq!(metrics.tenants()["acme"].received, 2);
         assert_eq!(metrics.refusals(Refusal::ConnectionsPerIp), 2);
         assert_eq!(
-            metrics.deferrals()[&("dane-required".to_string(), "policy".to_string())],
+            metrics.deferrals()[&("mandatory-dane".to_string(), "policy".to_string())],
             1
         );
     }

@@ -27,6 +27,7 @@ use crate::inbound::storage::Storage;
 use crate::inbound::{
     ConnectionLimits, ConnectionSettings, Listener, ListenerError, SettingsSource, Timeouts,
 };
+pub use crate::live::ReloadError;
 use crate::live::{LiveConfig, ReloadReport};
 use crate::metrics::Metrics;
 use crate::mta_sts::{self, host::ServeLimits, PolicyHost};
@@ -126,7 +127,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let reload_fn: ReloadFn = {
         let live = live.clone();
         let certificates = certificates_for_reload.clone();
-        Arc::new(move || reload(&live, &certificates).map_err(|e| e.to_string()))
+        Arc::new(move || reload(&live, &certificates))
     };
     let cluster_parts = (metrics.clone(), queue.clone(), engine.view());
     let admin_state = Arc::new(AdminState {
@@ -485,15 +486,6 @@ fn log_warnings(config: &Config) {
     for warning in &config.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
-}
-
-/// Why a reload was refused (the configuration in force stays).
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("{0}")]
-    Config(#[from] LoadError),
-    #[error("the STARTTLS certificate: {0}")]
-    Certificate(#[from] CertError),
 }
 
 /// SIGHUP reloads the configuration and the certificate files: renewed

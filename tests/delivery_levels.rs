@@ -476,7 +476,7 @@ outbound.peers = [
         (
             "bob@sts-untrusted.test",
             &mx_untrusted,
-            "mx.sts-untrusted.test [127.0.0.8:",
+            "mx.sts-untrusted.test [127.0.0.8]: ",
         ),
         (
             "bob@sts-untrusted.test",

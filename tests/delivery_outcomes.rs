@@ -458,3 +458,67 @@ route = {{ hosts = ["{}"] }}
         assert_eq!(attempts(&sealpost, to).len(), 1, "{to}: failed at once");
     }
 }
+
+/// A queued message whose stored policy does not parse (a null-sender
+/// DSN keeps the policy it was queued with) is deferred with a logged
+/// error, never delivered under a weaker level in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stored_policy_that_does_not_parse_defers_and_is_logged() {
+    use sealpost_queue::{AcceptedPolicy, NewMessage, NewRecipient, Queue, QueueOptions};
+    let port = free_port();
+    let dns = dest_dns().await;
+    let dest = dest_mx(port, None, Arc::new(accept_all)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let queue =
+            Queue::open(dir.path().join("data/queue"), QueueOptions::default()).expect("queue");
+        queue
+            .enqueue(NewMessage {
+                tenant: "acme".into(),
+                mail_from: String::new(),
+                mail_params: Vec::new(),
+                recipients: vec![NewRecipient {
+                    address: "bob@dest.test".into(),
+                    destination: "dest.test".into(),
+                    params: Vec::new(),
+                }],
+                policy: AcceptedPolicy {
+                    level: "dane-required".into(),
+                    min_tls: "1.2".into(),
+                    explanation: "written by another version".into(),
+                },
+                body: b"Subject: dsn\r\n\r\nhello\r\n".to_vec(),
+                arrived_at: std::time::SystemTime::now(),
+            })
+            .expect("enqueue")
+            .wait()
+            .expect("durable");
+    }
+    let sealpost = Sealpost::start_in(dir, |listen| base_config(listen, port, &dns, ""));
+    let deferred = deferred_events(&sealpost, "bob@dest.test", 1).await;
+    let detail = deferred[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("the policy stored with the message does not parse (level `dane-required`"),
+        "{detail}"
+    );
+    assert!(
+        !sealpost
+            .events("the stored policy of a queued message does not parse; deferring it")
+            .is_empty(),
+        "the error is logged"
+    );
+    assert_eq!(dest.mails(), 0, "never delivered under another level");
+    assert!(with_result(&sealpost, "bob@dest.test", "delivered").is_empty());
+    // The attempt's one log line, with its schema (docs/operations.md).
+    let lines = sealpost.events("delivery");
+    let line = lines
+        .iter()
+        .find(|l| l["recipients"] == "bob@dest.test")
+        .expect("a delivery line");
+    assert_eq!(line["schema"], "sealpost.delivery.v1", "{line}");
+    assert_eq!(line["level"], "unknown", "{line}");
+    assert_eq!(line["deferred"], 1, "{line}");
+    assert_eq!(line["dsn_status"], "4.3.5", "{line}");
+    assert_eq!(line["reason_kind"], "local", "{line}");
+    assert_eq!(line["authentication"], "none", "{line}");
+}

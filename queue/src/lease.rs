@@ -20,7 +20,7 @@ use crate::index::{DueKey, Index};
 use crate::record::{StoredMessage, StoredState};
 use crate::segment::{read_body, BodyLoc};
 use crate::types::{from_ms, to_ms, AcceptedPolicy, Attempt, AttemptRecord, Outcome, TlsRequest};
-use crate::{MessageId, Queue, QueueError};
+use crate::{MessageId, Queue, QueueError, Reason};
 
 /// A leased recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,8 @@ pub struct BouncedRecipient {
     pub params: Vec<String>,
     /// `true` when the lifetime ran out, `false` for a permanent failure.
     pub expired: bool,
-    pub reason: String,
+    #[serde(deserialize_with = "crate::reason::stored")]
+    pub reason: Reason,
 }
 
 /// A bounce (DSN) the engine owes the sender.
@@ -372,7 +373,17 @@ impl Queue {
     }
 
     /// Record one attempt's outcomes (by recipient index) and release the
-    /// lease; durable before it returns. Leased recipients without an outcome
+    /// lease; durable before it returns.
+    ///
+    /// Durability contract: `Ok` means the outcomes, the attempt and any
+    /// bounce record are flushed to disk. Until then the recipients stay
+    /// leased in memory only: if this returns an error the caller gives
+    /// the lease back (`return_lease`), and if the process dies first the
+    /// recipients are due again after the restart, so a crash between a
+    /// remote `250` and this call may deliver a message twice
+    /// (at-least-once), never drop it. A deferral is never recorded as
+    /// delivered, and a bounce record is written in the same commit as
+    /// the failure it reports. Leased recipients without an outcome
     /// are deferred with the attempt's `reply_or_reason`. Temporary failures
     /// are scheduled by [`next_retry`] with the tenant's `policy`; past the
     /// lifetime they expire and a bounce record is written.
@@ -482,7 +493,7 @@ impl Queue {
         index: &mut Index,
         id: MessageId,
         msg: &mut StoredMessage,
-        bounced: Vec<(u16, bool, String)>,
+        bounced: Vec<(u16, bool, Reason)>,
     ) -> Result<Option<BodyLoc>, QueueError> {
         let meta = || self.shared.path.join("meta");
         if !bounced.is_empty() {

@@ -12,6 +12,7 @@ mod faults;
 mod frame;
 mod index;
 mod queue;
+mod reason;
 mod record;
 mod segment;
 mod spool;
@@ -23,6 +24,7 @@ pub use error::QueueError;
 pub use faults::StorageFaults;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
+pub use reason::{LocalCause, Place, Reason, ReasonGroup, Status, TlsFailure};
 pub use spool::{Body, Spool};
 pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,

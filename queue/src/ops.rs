@@ -75,11 +75,10 @@ fn matches(filter: &ListFilter, info: &MessageInfo) -> bool {
     if let Some(needle) = &filter.reason_contains {
         let needle = lower(needle);
         let hit = info.recipients.iter().flat_map(|r| &r.attempts).any(|a| {
-            let text = match &a.outcome {
-                crate::Outcome::Delivered { reply } => reply,
-                crate::Outcome::Failed { reason } | crate::Outcome::Deferred { reason } => reason,
-            };
-            lower(text).contains(&needle) || lower(&a.attempt.reply_or_reason).contains(&needle)
+            // A search of the rendered text, as people read it (nothing is
+            // parsed back from it).
+            lower(&a.outcome.reason().to_string()).contains(&needle)
+                || lower(&a.attempt.reply_or_reason.to_string()).contains(&needle)
         });
         if !hit {
             return false;
@@ -194,7 +193,7 @@ impl Queue {
                 r.state = new;
                 index.add_recipient(id, idx, msg.arrived_ms, &msg.tenant, r);
                 if let Some(reason) = bounce_reason {
-                    bounced.push((idx, false, reason.to_string()));
+                    bounced.push((idx, false, crate::Reason::operator(reason)));
                 }
                 changed += 1;
             }

@@ -210,6 +210,18 @@ impl Queue {
 
     /// Store a message. Validation errors return at once; otherwise the
     /// returned [`Durable`] resolves when the message is on disk.
+    ///
+    /// Durability contract (what the SMTP server's `250` rests on):
+    /// - `Ok(Durable)` means only "accepted for the next group commit";
+    ///   the message is durable once [`Durable::wait`] returns `Ok` (its
+    ///   body and record are flushed to disk, together with those of the
+    ///   other writers of the same commit). Answer `250` only then.
+    /// - If `wait` returns an error, or the process dies before it
+    ///   returns, the message may or may not be on disk: the sender was not
+    ///   told `250` and sends again, so a crash may store it twice, never
+    ///   lose one that was acknowledged.
+    /// - After a crash every stored recipient that is not final is due
+    ///   again (leases live in memory only).
     pub fn enqueue(&self, message: NewMessage) -> Result<Durable, QueueError> {
         let (mut ids, slot) = self.submit(message.into())?;
         Ok(Durable {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Body, QueueError};
+use crate::{Body, QueueError, Reason};
 
 /// A message id: milliseconds since the epoch in the high 44 bits and a
 /// sequence number in the low 20, printed as 16 lowercase hex digits so ids
@@ -64,8 +64,10 @@ pub(crate) fn from_ms(ms: u64) -> SystemTime {
 }
 
 /// The TLS policy a message was accepted under, as plain strings so this
-/// crate does not depend on `sealpost` (e.g. level `"dane-required"`,
-/// min_tls `"1.2"`, explanation: why that policy applied).
+/// crate does not depend on `sealpost` (e.g. level `"mandatory-dane"`,
+/// min_tls `"1.2"`, explanation: why that policy applied). The delivery
+/// engine reads them back through one typed conversion, and defers a
+/// message whose stored policy does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AcceptedPolicy {
     pub level: String,
@@ -295,18 +297,38 @@ pub struct Attempt {
     pub cipher: Option<String>,
     pub authentication: Authentication,
     /// The peer's reply or the local reason (e.g. a policy verdict).
-    pub reply_or_reason: String,
+    #[serde(deserialize_with = "crate::reason::stored")]
+    pub reply_or_reason: Reason,
 }
 
 /// The result of an attempt for one recipient of a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// 2xx after DATA.
-    Delivered { reply: String },
+    /// 2xx after DATA: the server's reply.
+    Delivered {
+        #[serde(deserialize_with = "crate::reason::stored")]
+        reply: Reason,
+    },
     /// Permanent failure (5xx or a local permanent reason).
-    Failed { reason: String },
+    Failed {
+        #[serde(deserialize_with = "crate::reason::stored")]
+        reason: Reason,
+    },
     /// Temporary failure: retried after the backoff unless the lifetime ran out.
-    Deferred { reason: String },
+    Deferred {
+        #[serde(deserialize_with = "crate::reason::stored")]
+        reason: Reason,
+    },
+}
+
+impl Outcome {
+    /// The reply or reason of this outcome.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Outcome::Delivered { reply } => reply,
+            Outcome::Failed { reason } | Outcome::Deferred { reason } => reason,
+        }
+    }
 }
 
 /// What the queue records per recipient per attempt.

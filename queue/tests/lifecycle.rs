@@ -7,7 +7,7 @@ use sealpost_queue::{
     StateKind,
 };
 use std::sync::atomic::Ordering;
-use support::{at, attempt, message, open, record_delivered};
+use support::{at, attempt, message, open, record_delivered, said};
 
 #[test]
 fn enqueue_take_deliver_removes_message_and_body() {
@@ -62,7 +62,7 @@ fn deferral_schedules_retry_and_expiry_bounces() {
         ..RetryPolicy::default()
     };
     let lease = q.take_due(at(0), "x.test", 1).unwrap().remove(0);
-    q.record_attempt(lease, &[], attempt(10, "421 busy"), &policy)
+    q.record_attempt(lease, &[], attempt(10, said(421, "busy")), &policy)
         .unwrap();
     let info = q.show(id).unwrap();
     assert_eq!(
@@ -81,10 +81,10 @@ fn deferral_schedules_retry_and_expiry_bounces() {
         &[(
             0,
             Outcome::Deferred {
-                reason: "451 later".into(),
+                reason: said(451, "later"),
             },
         )],
-        attempt(late, "451 later"),
+        attempt(late, said(451, "later")),
         &policy,
     )
     .unwrap();
@@ -287,12 +287,12 @@ fn finished_message_attempt_log_is_retained_when_configured() {
         .unwrap();
     let lease = q.take_due(at(0), "x", 1).unwrap().remove(0);
     let delivered = Outcome::Delivered {
-        reply: "250 2.0.0 queued as 42".into(),
+        reply: said(250, "2.0.0 queued as 42"),
     };
     q.record_attempt(
         lease,
         &[(0, delivered.clone())],
-        attempt(1, "250"),
+        attempt(1, said(250, "")),
         &RetryPolicy::default(),
     )
     .unwrap();

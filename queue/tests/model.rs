@@ -17,7 +17,7 @@ use sealpost_queue::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::{attempt, message};
+use support::{attempt, message, said};
 
 const DESTS: [&str; 3] = ["a.test", "b.test", "c.test"];
 const TENANTS: [&str; 2] = ["t0", "t1"];
@@ -437,13 +437,13 @@ impl World {
                     .map(|(k, r)| {
                         let o = match choices[k % choices.len()] {
                             0 => Outcome::Delivered {
-                                reply: "250 ok".into(),
+                                reply: said(250, "ok"),
                             },
                             1 => Outcome::Failed {
-                                reason: "550 no".into(),
+                                reason: said(550, "no"),
                             },
                             _ => Outcome::Deferred {
-                                reason: "451 later".into(),
+                                reason: said(451, "later"),
                             },
                         };
                         (r.index, o)
@@ -452,7 +452,7 @@ impl World {
                 let result = self.q().record_attempt(
                     lease.clone(),
                     &outcomes,
-                    attempt(0, "x").with_at(time(self.clock)),
+                    attempt(0, said(421, "x")).with_at(time(self.clock)),
                     &policy(),
                 );
                 let live = self.model.get(&id).is_some_and(|m| {

@@ -37,21 +37,11 @@ use sealpost_queue::Lease;
 use tracing::{debug, error, info};
 
 use super::fair::Turns;
-use super::scheduler::{Done, Scheduler};
+use super::messages::{Deliver, Done, Flush, GiveBack, Idle, Retire, SchedulerInbox};
 use super::status::{DestinationStatus, StatusBoard};
 use crate::date::unix_ms;
-use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease};
-use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Report, Shared};
-
-/// Deliver this lease.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Lease);
-
-/// Forget the backoff and close the idle connections (admin "flush").
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Flush;
+use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease, span};
+use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Reason, Report, Shared};
 
 /// One pause: since when, until when, after how many counted failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +49,7 @@ struct Backoff {
     since: SystemTime,
     until: SystemTime,
     failures: u32,
-    reason: String,
+    reason: Reason,
 }
 
 /// The pause state of one scope: the whole destination, or one policy.
@@ -95,7 +85,7 @@ impl Track {
         &mut self,
         started: SystemTime,
         now: SystemTime,
-        reason: &str,
+        reason: &Reason,
         first: Duration,
         max: Duration,
     ) -> PauseChange {
@@ -117,7 +107,7 @@ impl Track {
             since: now,
             until: now + pause,
             failures,
-            reason: reason.to_string(),
+            reason: reason.clone(),
         });
         PauseChange::Paused { failures, pause }
     }
@@ -239,7 +229,10 @@ impl Pauses {
 pub struct Destination {
     name: String,
     shared: Arc<Shared>,
-    scheduler: Addr<Scheduler>,
+    /// Where `Done` and `Idle` go.
+    scheduler: SchedulerInbox,
+    /// Tells this actor from a newer one for the same name.
+    serial: u64,
     board: Arc<StatusBoard>,
     pool: Arc<Pool>,
     /// Leases waiting for a connection slot, by tenant, served in turn.
@@ -261,24 +254,12 @@ pub struct Destination {
 /// ever seen does not pile up.
 const RETIRE_AFTER: Duration = Duration::from_secs(300);
 
-/// This destination's actor has been idle for [`RETIRE_AFTER`].
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Idle {
-    pub name: String,
-    pub actor: Addr<Destination>,
-}
-
-/// The scheduler forgot this actor (it sends new leases to a new one).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Retire;
-
 impl Destination {
     pub fn new(
         name: String,
         shared: Arc<Shared>,
-        scheduler: Addr<Scheduler>,
+        scheduler: SchedulerInbox,
+        serial: u64,
         board: Arc<StatusBoard>,
     ) -> Destination {
         let delivery = &shared.live.current().delivery;
@@ -290,6 +271,7 @@ impl Destination {
             name,
             shared,
             scheduler,
+            serial,
             board,
             pool,
             waiting: Turns::default(),
@@ -310,7 +292,7 @@ impl Destination {
         let mut returned = 0;
         while let Some(lease) = self.waiting.pop() {
             returned += self.shared.queue.return_lease(&lease.key(), now);
-            self.scheduler.do_send(Done {
+            self.scheduler.done.do_send(Done {
                 tenant: lease.tenant.clone(),
                 destination: self.name.clone(),
             });
@@ -323,8 +305,10 @@ impl Destination {
 
     /// The pause that holds `lease` back now, if any: the destination's
     /// own, else its policy's.
-    fn pause_for(&self, lease: &Lease) -> Option<(SystemTime, String, Effective)> {
-        let policy = effective_policy(&self.shared.live.current(), lease);
+    /// A lease whose stored policy does not parse is not held: its
+    /// attempt defers it with that error.
+    fn pause_for(&self, lease: &Lease) -> Option<(SystemTime, Reason, Effective)> {
+        let policy = effective_policy(&self.shared.live.current(), lease).ok()?;
         let pause = self.pauses.holding(&policy, SystemTime::now())?;
         Some((pause.until, pause.reason.clone(), policy))
     }
@@ -360,7 +344,7 @@ impl Destination {
                 act.active -= 1;
                 match result {
                     Ok(report) => {
-                        act.scheduler.do_send(Done {
+                        act.scheduler.done.do_send(Done {
                             tenant,
                             destination: act.name.clone(),
                         });
@@ -369,7 +353,7 @@ impl Destination {
                     Err(_) => {
                         let config = act.shared.live.current();
                         let until = return_lease(&act.shared, &config, &key);
-                        act.scheduler.do_send(Done {
+                        act.scheduler.done.do_send(Done {
                             tenant,
                             destination: act.name.clone(),
                         });
@@ -391,20 +375,20 @@ impl Destination {
         &mut self,
         lease: Lease,
         until: SystemTime,
-        why: &str,
+        why: &Reason,
         policy: &Effective,
         ctx: &mut Context<Self>,
     ) {
-        let reason = format!(
-            "destination {} is paused until {} after: {why}",
-            self.name,
-            humantime_like(until)
-        );
+        let reason = Reason::Paused {
+            until,
+            cause: Box::new(why.clone()),
+        };
         let shared = self.shared.clone();
         let scheduler = self.scheduler.clone();
         let level = policy.level;
         let destination = self.name.clone();
         self.active += 1;
+        let span = span(&lease);
         let work = async move {
             let config = shared.live.current();
             let (outcomes, attempt) = defer_all(&lease, &reason);
@@ -412,16 +396,17 @@ impl Destination {
                 &lease,
                 &outcomes,
                 &attempt,
-                level,
+                Some(level),
                 std::time::Instant::now(),
             );
             let tenant = lease.tenant.clone();
             conclude(&shared, &config, lease, outcomes, attempt).await;
-            scheduler.do_send(Done {
+            scheduler.done.do_send(Done {
                 tenant,
                 destination,
             });
         };
+        let work = tracing::Instrument::instrument(work, span);
         ctx.spawn(work.into_actor(self).map(|(), act, ctx| {
             act.active -= 1;
             act.pump(ctx);
@@ -430,15 +415,21 @@ impl Destination {
 
     fn on_report(&mut self, report: Report, started: SystemTime) {
         let delivery = &self.shared.live.current().delivery;
+        // Without a policy (it did not parse) the attempt tried nothing.
+        let Some(policy) = report.policy.clone() else {
+            self.last = Some(report);
+            self.publish();
+            return;
+        };
         let change = self.pauses.record(
             &report.health,
-            &report.policy,
+            &policy,
             started,
             SystemTime::now(),
             delivery.destination_backoff,
             delivery.max_destination_backoff,
         );
-        let (level, min_tls) = (report.policy.level, report.policy.min_tls);
+        let (level, min_tls) = (policy.level, policy.min_tls);
         match (&report.health, change) {
             (_, PauseChange::Cleared { down: true, .. }) => {
                 info!(destination = %self.name, "destination reachable again")
@@ -502,9 +493,9 @@ impl Destination {
         let since = *self.idle_since.get_or_insert(now);
         if !self.offered_retirement && now.duration_since(since) >= RETIRE_AFTER {
             self.offered_retirement = true;
-            self.scheduler.do_send(Idle {
+            self.scheduler.idle.do_send(Idle {
                 name: self.name.clone(),
-                actor: ctx.address(),
+                serial: self.serial,
             });
         }
     }
@@ -526,7 +517,7 @@ impl Destination {
                 backoff_until: self.pauses.down_until().map(unix_ms),
                 last_error: match last.map(|r| &r.health) {
                     Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
-                        Some(reason.clone())
+                        Some(reason.to_string())
                     }
                     _ => None,
                 },
@@ -576,10 +567,6 @@ impl Handler<Deliver> for Destination {
 
 /// The engine is stopping: start no more attempts, give the waiting
 /// leases back to the queue.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GiveBack;
-
 impl Handler<GiveBack> for Destination {
     type Result = ();
     fn handle(&mut self, _: GiveBack, _: &mut Self::Context) {
@@ -599,261 +586,4 @@ impl Handler<Flush> for Destination {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::{MinTlsVersion, SecurityLevel};
-
-    fn policy(level: SecurityLevel, min_tls: MinTlsVersion) -> Effective {
-        Effective { level, min_tls }
-    }
-
-    const S: fn(u64) -> Duration = Duration::from_secs;
-
-    fn t0() -> SystemTime {
-        SystemTime::UNIX_EPOCH + S(1_800_000_000)
-    }
-
-    fn loose() -> Effective {
-        policy(SecurityLevel::Opportunistic, MinTlsVersion::Any)
-    }
-
-    fn down() -> Health {
-        Health::Unreachable("connection refused".into())
-    }
-
-    #[test]
-    fn a_refused_policy_pauses_only_itself_until_it_delivers_again() {
-        let (s, t0) = (S, t0());
-        let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
-        let loose = loose();
-        let mut p = Pauses::default();
-        let refused = Health::Refused("mandatory: STARTTLS not offered".into());
-        assert_eq!(
-            p.record(&refused, &strict, t0, t0, s(60), s(600)),
-            PauseChange::Paused {
-                failures: 1,
-                pause: s(60)
-            }
-        );
-        assert!(p.holding(&strict, t0 + s(1)).is_some());
-        assert!(
-            p.holding(&loose, t0 + s(1)).is_none(),
-            "other policies go on"
-        );
-        assert_eq!(p.down_pause(t0 + s(1)), None);
-        // Mail under the other policy is delivered: the refusal stays.
-        p.record(
-            &Health::Reached,
-            &loose,
-            t0 + s(2),
-            t0 + s(2),
-            s(60),
-            s(600),
-        );
-        assert!(p.holding(&strict, t0 + s(3)).is_some());
-        // The pause runs out; other mail goes on meanwhile.
-        assert!(p.holding(&strict, t0 + s(60)).is_none());
-        p.record(
-            &Health::Reached,
-            &loose,
-            t0 + s(60),
-            t0 + s(60),
-            s(60),
-            s(600),
-        );
-        // A probe under the same policy is refused again: the pause doubles.
-        assert_eq!(
-            p.record(&refused, &strict, t0 + s(61), t0 + s(61), s(60), s(600)),
-            PauseChange::Paused {
-                failures: 2,
-                pause: s(120)
-            }
-        );
-        // A transaction under it clears it.
-        assert_eq!(
-            p.record(
-                &Health::Reached,
-                &strict,
-                t0 + s(200),
-                t0 + s(200),
-                s(60),
-                s(600)
-            ),
-            PauseChange::Cleared {
-                down: false,
-                policy: true
-            }
-        );
-        assert!(p.holding(&strict, t0 + s(201)).is_none());
-    }
-
-    #[test]
-    fn an_unreachable_destination_pauses_every_policy_until_a_server_answers() {
-        let (s, t0) = (S, t0());
-        let strict = policy(SecurityLevel::MandatoryDane, MinTlsVersion::Tls13);
-        let loose = loose();
-        let mut p = Pauses::default();
-        p.record(&down(), &strict, t0, t0, s(60), s(600));
-        assert!(p.holding(&loose, t0 + s(1)).is_some());
-        assert!(p.holding(&strict, t0 + s(1)).is_some());
-        assert_eq!(p.down_pause(t0 + s(1)), Some((t0, t0 + s(60))));
-        assert!(
-            p.holding(&loose, t0 + s(61)).is_none(),
-            "the pause runs out"
-        );
-        assert_eq!(
-            p.record(
-                &Health::Reached,
-                &loose,
-                t0 + s(65),
-                t0 + s(70),
-                s(60),
-                s(600)
-            ),
-            PauseChange::Cleared {
-                down: true,
-                policy: false
-            }
-        );
-        assert!(p.holding(&strict, t0 + s(71)).is_none());
-        assert_eq!(
-            p.record(
-                &Health::NotTried,
-                &strict,
-                t0 + s(72),
-                t0 + s(72),
-                s(60),
-                s(600)
-            ),
-            PauseChange::None
-        );
-    }
-
-    /// The outage of issue 14: every attempt under way fails at about the
-    /// same moment. The pause is the first step, not the maximum.
-    #[test]
-    fn attempts_failing_together_count_once() {
-        let (s, t0) = (S, t0());
-        let mut p = Pauses::default();
-        let mut changes = Vec::new();
-        for i in 0..16 {
-            // Started together at t0, failing one after the other.
-            changes.push(p.record(&down(), &loose(), t0, t0 + s(1 + i), s(60), s(1800)));
-        }
-        assert_eq!(
-            changes[0],
-            PauseChange::Paused {
-                failures: 1,
-                pause: s(60)
-            }
-        );
-        assert!(changes[1..].iter().all(|c| *c
-            == PauseChange::Counted {
-                since: t0 + s(1),
-                until: t0 + s(61)
-            }));
-        assert_eq!(p.down_pause(t0 + s(30)), Some((t0 + s(1), t0 + s(61))));
-        assert!(p.holding(&loose(), t0 + s(61)).is_none());
-    }
-
-    #[test]
-    fn only_a_probe_after_the_pause_doubles_it() {
-        let (s, t0) = (S, t0());
-        let mut p = Pauses::default();
-        p.record(&down(), &loose(), t0, t0 + s(1), s(60), s(1800));
-        // A slow attempt from before the pause fails after it ran out:
-        // counted already, nothing held back.
-        assert_eq!(
-            p.record(&down(), &loose(), t0, t0 + s(90), s(60), s(1800)),
-            PauseChange::Counted {
-                since: t0 + s(1),
-                until: t0 + s(61)
-            }
-        );
-        assert!(p.holding(&loose(), t0 + s(91)).is_none());
-        // Probes started after the pause fail: the first doubles, the
-        // ones started beside it do not.
-        let table = [
-            (62, 63, Some((2, 120))),
-            (62, 64, None),
-            (62, 70, None),
-            (184, 185, Some((3, 240))),
-            (426, 427, Some((4, 480))),
-        ];
-        for (started, ended, want) in table {
-            let change = p.record(
-                &down(),
-                &loose(),
-                t0 + s(started),
-                t0 + s(ended),
-                s(60),
-                s(1800),
-            );
-            match want {
-                Some((failures, pause)) => assert_eq!(
-                    change,
-                    PauseChange::Paused {
-                        failures,
-                        pause: s(pause)
-                    },
-                    "started {started}"
-                ),
-                None => assert!(
-                    matches!(change, PauseChange::Counted { .. }),
-                    "started {started}: {change:?}"
-                ),
-            }
-        }
-    }
-
-    #[test]
-    fn failures_from_before_an_answer_or_a_flush_are_stale() {
-        let (s, t0) = (S, t0());
-        let mut p = Pauses::default();
-        // A server answered at t0+10; an attempt from t0+5 fails later.
-        p.record(
-            &Health::Reached,
-            &loose(),
-            t0 + s(8),
-            t0 + s(10),
-            s(60),
-            s(1800),
-        );
-        assert_eq!(
-            p.record(&down(), &loose(), t0 + s(5), t0 + s(12), s(60), s(1800)),
-            PauseChange::Stale
-        );
-        assert!(p.holding(&loose(), t0 + s(13)).is_none());
-        // Paused, then flushed: attempts under way at the flush do not
-        // pause it again; a new one does, from the first step.
-        p.record(&down(), &loose(), t0 + s(20), t0 + s(21), s(60), s(1800));
-        p.clear(t0 + s(30));
-        assert!(p.holding(&loose(), t0 + s(30)).is_none());
-        let refused = Health::Refused("STARTTLS not offered".into());
-        let strict = policy(SecurityLevel::Mandatory, MinTlsVersion::Tls12);
-        assert_eq!(
-            p.record(&down(), &loose(), t0 + s(25), t0 + s(31), s(60), s(1800)),
-            PauseChange::Stale
-        );
-        assert_eq!(
-            p.record(&refused, &strict, t0 + s(25), t0 + s(31), s(60), s(1800)),
-            PauseChange::Stale
-        );
-        assert_eq!(
-            p.record(&down(), &loose(), t0 + s(32), t0 + s(33), s(60), s(1800)),
-            PauseChange::Paused {
-                failures: 1,
-                pause: s(60)
-            }
-        );
-    }
-
-    #[test]
-    fn pauses_double_up_to_the_maximum() {
-        let s = S;
-        let table = [(1, 60), (2, 120), (3, 240), (6, 1800), (40, 1800)];
-        for (failures, want) in table {
-            assert_eq!(pause_after(failures, s(60), s(1800)), s(want), "{failures}");
-        }
-    }
-}
+mod tests;

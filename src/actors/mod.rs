@@ -22,6 +22,7 @@
 
 pub mod destination;
 pub mod fair;
+pub mod messages;
 pub mod scheduler;
 pub mod status;
 pub mod tenant;
@@ -32,10 +33,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-pub use destination::{Deliver, Destination, Flush};
+pub use destination::Destination;
+pub use messages::{Deliver, Done, Flush};
 pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
+pub use status::TenantSnapshot;
 pub use status::{Board, DestinationStatus, StatusBoard, TenantBoard};
-pub use tenant::{Tenant, TenantSnapshot};
+pub use tenant::Tenant;
 
 use crate::admin::DeliveryView;
 use crate::delivery::Shared;

@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime};
 use actix::prelude::*;
 use tracing::debug;
 
-use super::destination::{Deliver, Destination, Flush, GiveBack, Idle, Retire};
+use super::destination::Destination;
 use super::fair::shares;
+use super::messages::{Deliver, Done, Flush, GiveBack, Idle, Retire, SchedulerInbox};
 use super::status::{StatusBoard, TenantBoard};
 use super::tenant::{tenant_limit, Attempted, Take, Tenant};
 use crate::delivery::{send_bounces, Shared};
@@ -36,15 +37,6 @@ const TICK: Duration = Duration::from_millis(250);
 #[rtype(result = "()")]
 pub struct Wake;
 
-/// A lease of this tenant at this destination is finished (recorded in
-/// the queue, or given back).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Done {
-    pub tenant: String,
-    pub destination: String,
-}
-
 /// Stop taking work (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -59,7 +51,10 @@ pub struct Scheduler {
     shared: Arc<Shared>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    destinations: HashMap<String, Addr<Destination>>,
+    /// Each destination's actor and its serial.
+    destinations: HashMap<String, (Addr<Destination>, u64)>,
+    /// The serial of the next destination actor.
+    next_serial: u64,
     board: Arc<StatusBoard>,
     in_flight: usize,
     tenant_in_flight: HashMap<String, usize>,
@@ -86,6 +81,7 @@ impl Scheduler {
             arbiters,
             next_arbiter: 0,
             destinations: HashMap::new(),
+            next_serial: 0,
             board,
             in_flight: 0,
             tenant_in_flight: HashMap::new(),
@@ -107,13 +103,20 @@ impl Scheduler {
 
     fn destination(&mut self, name: &str, me: Addr<Scheduler>) -> Addr<Destination> {
         // A stopped actor (retired, or ended by a panic) is replaced.
-        if let Some(addr) = self.destinations.get(name).filter(|a| a.connected()) {
+        if let Some((addr, _)) = self.destinations.get(name).filter(|(a, _)| a.connected()) {
             return addr.clone();
         }
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let inbox = SchedulerInbox {
+            done: me.clone().recipient(),
+            idle: me.recipient(),
+        };
         let actor = Destination::new(
             name.to_string(),
             self.shared.clone(),
-            me,
+            inbox,
+            serial,
             self.board.clone(),
         );
         let addr = match self
@@ -124,7 +127,8 @@ impl Scheduler {
             None => actor.start(),
         };
         self.next_arbiter += 1;
-        self.destinations.insert(name.to_string(), addr.clone());
+        self.destinations
+            .insert(name.to_string(), (addr.clone(), serial));
         addr
     }
 
@@ -276,10 +280,15 @@ impl Handler<Idle> for Scheduler {
     type Result = ();
     fn handle(&mut self, idle: Idle, _: &mut Self::Context) {
         // Only the actor in the map retires; new leases get a new actor.
-        if self.destinations.get(&idle.name) == Some(&idle.actor) {
-            self.destinations.remove(&idle.name);
-            self.board.remove(&idle.name);
-            idle.actor.do_send(Retire);
+        let current = self
+            .destinations
+            .get(&idle.name)
+            .is_some_and(|(_, serial)| *serial == idle.serial);
+        if current {
+            if let Some((actor, _)) = self.destinations.remove(&idle.name) {
+                self.board.remove(&idle.name);
+                actor.do_send(Retire);
+            }
         }
     }
 }
@@ -288,7 +297,7 @@ impl Handler<Pause> for Scheduler {
     type Result = ();
     fn handle(&mut self, _: Pause, _: &mut Self::Context) {
         self.paused = true;
-        for destination in self.destinations.values() {
+        for (destination, _) in self.destinations.values() {
             destination.do_send(GiveBack);
         }
     }
@@ -298,7 +307,7 @@ impl Handler<FlushDestination> for Scheduler {
     type Result = bool;
     fn handle(&mut self, msg: FlushDestination, _: &mut Self::Context) -> bool {
         match self.destinations.get(&msg.0) {
-            Some(addr) => {
+            Some((addr, _)) => {
                 addr.do_send(Flush);
                 true
             }

@@ -23,49 +23,8 @@ use sealpost_queue::Lease;
 use tracing::warn;
 
 use super::status::TenantBoard;
-use crate::config::Config;
+pub use super::status::{tenant_limit, TenantSnapshot};
 use crate::delivery::Shared;
-
-/// A tenant as its actor last published it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantSnapshot {
-    pub name: String,
-    /// Its enabled managed domains, sorted.
-    pub domains: Arc<[String]>,
-    /// Leases of this tenant in flight at most.
-    pub max_in_flight: usize,
-    /// Leases of this tenant in flight to one destination at most.
-    pub max_in_flight_per_destination: usize,
-    /// The configuration generation the snapshot was made from.
-    pub generation: u64,
-}
-
-impl TenantSnapshot {
-    /// The snapshot of `name` under `config` (no walk of the domains: a
-    /// lookup in the configuration's index).
-    pub fn of(name: &str, config: &Config, generation: u64) -> TenantSnapshot {
-        TenantSnapshot {
-            name: name.to_string(),
-            domains: config
-                .tenant_domains
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(Vec::new())),
-            max_in_flight: tenant_limit(config, name),
-            max_in_flight_per_destination: config.delivery.in_flight_per_tenant_destination,
-            generation,
-        }
-    }
-}
-
-/// The in-flight limit of `tenant` under `config`.
-pub fn tenant_limit(config: &Config, tenant: &str) -> usize {
-    config
-        .tenant_limits
-        .get(tenant)
-        .copied()
-        .unwrap_or(config.delivery.in_flight_per_tenant)
-}
 
 /// A tenant's leases in the engine: in total and per destination.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -216,6 +175,7 @@ impl Handler<Attempted> for Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn a_snapshot_lists_the_enabled_domains_and_the_tenant_limits() {

@@ -44,8 +44,9 @@ use crate::metrics::Metrics;
 pub trait DeliveryView: Send + Sync {
     /// Every destination the engine holds state for (DNS, TLS, pool, backoff).
     fn destinations(&self) -> Vec<DestinationStatus>;
-    /// Forgets the cached state of one destination (MX, TLSA, MTA-STS,
-    /// backoff); `false` when the engine knows no such destination.
+    /// Ends every pause of one destination and closes its idle
+    /// connections (DNS and MTA-STS answers are cached globally and stay);
+    /// `false` when the engine knows no such destination.
     fn flush(&self, destination: &str) -> bool;
     /// The in-flight limit the tenant's actor published (`None`: the
     /// engine has not seen the tenant's mail yet).
@@ -67,9 +68,9 @@ impl DeliveryView for NoDelivery {
     }
 }
 
-/// Re-reads the configuration and certificates; the report, or every
-/// validation error as text (one per line).
-pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, String> + Send + Sync>;
+/// Re-reads the configuration and certificates; the report, or why the
+/// reload was refused.
+pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, crate::live::ReloadError> + Send + Sync>;
 
 /// Everything the endpoints read and act on.
 pub struct AdminState {

@@ -16,8 +16,8 @@ use sealpost_queue::{
 
 use super::http::{self, parse_json, parse_query, read_body, ApiError, HttpResponse};
 use super::views::{
-    outcome_text, unix_ms, ActionRequest, Destinations, FilterSpec, HeldBack, MessageActionRequest,
-    MessageDetail, MessagePage, MessageSummary, Oldest, ReasonCount, Summary, TenantDomain,
+    unix_ms, ActionRequest, Destinations, FilterSpec, HeldBack, MessageActionRequest,
+    MessageDetail, MessagePage, MessageSummary, Oldest, ReasonTally, Summary, TenantDomain,
     TenantView, Touched,
 };
 use super::{AdminState, DeliveryView};
@@ -217,7 +217,8 @@ fn summary(queue: &Queue) -> Result<Summary, ApiError> {
         .into_iter()
         .next()
         .map(|m| Oldest::of(m.id, m.arrived_at, now));
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    // By kind and cause: one line per cause, whatever the times and texts.
+    let mut reasons = ReasonTally::default();
     let deferred = ListFilter {
         state: Some(StateKind::Deferred),
         ..ListFilter::default()
@@ -241,7 +242,7 @@ fn summary(queue: &Queue) -> Result<Summary, ApiError> {
                     continue;
                 }
                 if let Some(last) = r.attempts.last() {
-                    *reasons.entry(outcome_text(last).to_string()).or_default() += 1;
+                    reasons.add(last.outcome.reason());
                 }
             }
         }
@@ -250,16 +251,7 @@ fn summary(queue: &Queue) -> Result<Summary, ApiError> {
             None => break,
         }
     }
-    let mut top: Vec<ReasonCount> = reasons
-        .into_iter()
-        .map(|(reason, recipients)| ReasonCount { reason, recipients })
-        .collect();
-    top.sort_by(|a, b| {
-        b.recipients
-            .cmp(&a.recipients)
-            .then(a.reason.cmp(&b.reason))
-    });
-    top.truncate(10);
+    let top = reasons.top(10);
     Ok(Summary {
         messages: counts.by_tenant.values().sum(),
         recipients_by_state: STATES
@@ -333,7 +325,7 @@ async fn show(state: &AdminState, id: &str) -> Result<HttpResponse, ApiError> {
     let effective = info
         .recipients
         .first()
-        .filter(|r| !r.destination.starts_with("inbound:"))
+        .filter(|r| !crate::delivery::Destination::of(&r.destination).is_inbound())
         .and_then(|r| {
             let request = ExplainRequest {
                 from: info.mail_from.clone(),
@@ -708,7 +700,13 @@ async fn reload(state: &AdminState) -> Result<HttpResponse, ApiError> {
             Err(ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 message: "the new configuration was refused; the one in force stays".to_string(),
-                details: errors.lines().map(str::to_string).collect(),
+                // One line per validation error, as `config check` prints them.
+                details: match &errors {
+                    crate::live::ReloadError::Config(crate::config::LoadError::Invalid(all)) => {
+                        all.0.iter().map(ToString::to_string).collect()
+                    }
+                    other => vec![other.to_string()],
+                },
             })
         }
     }
@@ -728,4 +726,80 @@ fn metrics(state: &AdminState) -> HttpResponse {
         "text/plain; version=0.0.4; charset=utf-8",
         text.into_bytes(),
     )
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use std::time::{Duration, SystemTime};
+
+    use sealpost_queue::{
+        Attempt, Authentication, LocalCause, NewMessage, Outcome, Place, QueueOptions, Reason,
+        RetryPolicy, Status,
+    };
+
+    use super::summary;
+
+    /// Many deferrals held back by one destination's pause, each with its
+    /// own pause time and host, are one cause: one line of the summary.
+    #[test]
+    fn pause_deferrals_with_different_times_are_one_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = sealpost_queue::Queue::open(dir.path(), QueueOptions::default())
+            .expect("open the queue");
+        let now = SystemTime::now();
+        for n in 0..12u64 {
+            queue
+                .enqueue(NewMessage::to_one(
+                    "acme",
+                    "a@acme.example",
+                    "b@down.example",
+                    "down.example",
+                    b"Subject: x\r\n\r\nx\r\n".to_vec(),
+                ))
+                .expect("enqueue")
+                .wait()
+                .expect("durable");
+            let lease = queue
+                .take_due_any(now + Duration::from_secs(1), 1)
+                .expect("lease")
+                .pop()
+                .expect("due");
+            let reason = Reason::Paused {
+                until: now + Duration::from_secs(60 + n * 7),
+                cause: Box::new(Reason::Local {
+                    cause: LocalCause::ConnectionFailed,
+                    status: Status(4, 4, 1),
+                    place: Place::at(&format!("mx{n}.down.example"), [192, 0, 2, n as u8].into()),
+                    detail: format!("connect failed: connection refused (try {n})"),
+                }),
+            };
+            let attempt = Attempt {
+                at: now,
+                mx_host: None,
+                ip: None,
+                tls_version: None,
+                cipher: None,
+                authentication: Authentication::None,
+                reply_or_reason: reason.clone(),
+            };
+            queue
+                .record_attempt(
+                    lease,
+                    &[(0, Outcome::Deferred { reason })],
+                    attempt,
+                    &RetryPolicy::default(),
+                )
+                .expect("record");
+        }
+        let summary = summary(&queue).expect("summary");
+        assert_eq!(summary.top_defer_reasons.len(), 1, "{summary:?}");
+        let line = &summary.top_defer_reasons[0];
+        assert_eq!(line.recipients, 12);
+        assert_eq!(line.kind, "paused/local");
+        assert_eq!(line.cause, "connection-failed");
+        assert!(
+            line.reason.starts_with("destination paused until"),
+            "{line:?}"
+        );
+    }
 }

@@ -16,6 +16,19 @@ use crate::config::{AdminConfig, Config};
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 
+/// A refused reload with two validation errors.
+fn two_errors() -> crate::live::ReloadError {
+    use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, LoadError, Location};
+    let at = |line, given: &str| ConfigError {
+        file: "t.toml".into(),
+        location: Some(Location { line, column: 1 }),
+        kind: ConfigErrorKind::BadAdminGroup {
+            given: given.into(),
+        },
+    };
+    LoadError::Invalid(ConfigErrors(vec![at(1, "first"), at(2, "second")])).into()
+}
+
 struct Engine {
     backoff_until: u64,
 }
@@ -49,7 +62,7 @@ async fn destinations_come_from_the_delivery_view() {
         live: Arc::new(LiveConfig::new(config)),
         metrics: Arc::new(Metrics::new()),
         delivery: Arc::new(Engine { backoff_until }),
-        reload: Arc::new(|| Err("t.toml:1:1: first\nt.toml:2:1: second".into())),
+        reload: Arc::new(|| Err(two_errors())),
         health: Arc::new(crate::service::Health::new(
             Arc::new(crate::inbound::storage::Storage::with_space(
                 dir.path().join("queue"),
@@ -122,7 +135,11 @@ async fn destinations_come_from_the_delivery_view() {
     assert_eq!(reload.status, 422);
     assert_eq!(
         reload.error_text(),
-        "the new configuration was refused; the one in force stays\n  t.toml:1:1: first\n  t.toml:2:1: second"
+        format!(
+            "the new configuration was refused; the one in force stays\n  {}\n  {}",
+            "t.toml:1:1: bad `admin.group` `first`: write a group name or a numeric group id",
+            "t.toml:2:1: bad `admin.group` `second`: write a group name or a numeric group id"
+        )
     );
 
     // The CLI's table (its own runtime, so on a plain thread).

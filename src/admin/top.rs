@@ -16,7 +16,7 @@ use sealpost_queue::{ListFilter, Queue, StateKind};
 use serde::{Deserialize, Serialize};
 
 use super::http::{parse_query, ApiError};
-use super::views::{outcome_text, DestinationStatus, ReasonCount};
+use super::views::{DestinationStatus, ReasonCount, ReasonTally};
 use super::AdminState;
 use crate::metrics::{state_name, STATES};
 
@@ -181,7 +181,9 @@ pub fn snapshot(
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|((level, reason), n)| ReasonCount {
-            reason: format!("{level}/{reason}"),
+            kind: level,
+            cause: reason.clone(),
+            reason,
             recipients: n,
         })
         .collect();
@@ -204,7 +206,7 @@ fn walk(
         ..ListFilter::default()
     };
     let mut queued: BTreeMap<String, u64> = BTreeMap::new();
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut reasons = ReasonTally::default();
     let page = queue
         .list(&filter, None, TOP_SCAN)
         .map_err(|e| ApiError::internal(format!("reading the queue: {e}")))?;
@@ -216,20 +218,11 @@ fn walk(
             *queued.entry(r.destination.clone()).or_default() += 1;
             if r.state.kind() == StateKind::Deferred {
                 if let Some(last) = r.attempts.last() {
-                    *reasons.entry(outcome_text(last).to_string()).or_default() += 1;
+                    reasons.add(last.outcome.reason());
                 }
             }
         }
     }
-    let mut reasons: Vec<ReasonCount> = reasons
-        .into_iter()
-        .map(|(reason, recipients)| ReasonCount { reason, recipients })
-        .collect();
-    reasons.sort_by(|a, b| {
-        b.recipients
-            .cmp(&a.recipients)
-            .then_with(|| a.reason.cmp(&b.reason))
-    });
-    reasons.truncate(10);
+    let reasons = reasons.top(10);
     Ok((queued, reasons))
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sealpost_queue::{
-    AttemptRecord, Authentication, ListFilter, MessageId, MessageInfo, Outcome, RecipientInfo,
-    RecipientState, StateKind,
+    AttemptRecord, Authentication, ListFilter, MessageId, MessageInfo, Outcome, Reason,
+    ReasonGroup, RecipientInfo, RecipientState, StateKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -293,10 +293,59 @@ pub struct Oldest {
     pub age_seconds: u64,
 }
 
+/// One cause of deferral and how many recipients wait for it. Reasons
+/// group by kind and cause (a pause's time, a host or a reply's text do
+/// not split a line); `reason` shows one of them as people read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
+    /// `remote`, `local`, `dane`, `mta-sts`, `paused/<kind>`, `queue`,
+    /// `legacy` (see `sealpost_queue::ReasonGroup`).
+    #[serde(default)]
+    pub kind: String,
+    /// The cause within the kind: a reply's code and status, a local
+    /// cause, an RFC 8460 result type.
+    #[serde(default)]
+    pub cause: String,
+    /// One reason of the group, rendered.
     pub reason: String,
     pub recipients: u64,
+}
+
+/// Deferral reasons counted by kind and cause (never by text): the
+/// summary's and `sealpost top`'s "top defer reasons".
+#[derive(Debug, Default)]
+pub struct ReasonTally(BTreeMap<ReasonGroup, (String, u64)>);
+
+impl ReasonTally {
+    /// Counts one recipient deferred for `reason` (the first reason of a
+    /// group is the one shown).
+    pub fn add(&mut self, reason: &Reason) {
+        self.0
+            .entry(reason.group())
+            .or_insert_with(|| (reason.to_string(), 0))
+            .1 += 1;
+    }
+
+    /// The `limit` largest groups, most recipients first.
+    pub fn top(self, limit: usize) -> Vec<ReasonCount> {
+        let mut top: Vec<ReasonCount> = self
+            .0
+            .into_iter()
+            .map(|(group, (reason, recipients))| ReasonCount {
+                kind: group.kind,
+                cause: group.cause,
+                reason,
+                recipients,
+            })
+            .collect();
+        top.sort_by(|a, b| {
+            b.recipients
+                .cmp(&a.recipients)
+                .then(a.reason.cmp(&b.reason))
+        });
+        top.truncate(limit);
+        top
+    }
 }
 
 /// One page of `GET /queue/messages`.
@@ -390,12 +439,9 @@ fn next_attempt(state: &RecipientState) -> Option<u64> {
     }
 }
 
-/// The text of an attempt's outcome.
-pub fn outcome_text(record: &AttemptRecord) -> &str {
-    match &record.outcome {
-        Outcome::Delivered { reply } => reply,
-        Outcome::Failed { reason } | Outcome::Deferred { reason } => reason,
-    }
+/// The text of an attempt's outcome (its reason, rendered).
+pub fn outcome_text(record: &AttemptRecord) -> String {
+    record.outcome.reason().to_string()
 }
 
 fn attempt_view(record: &AttemptRecord) -> AttemptView {
@@ -418,7 +464,7 @@ fn attempt_view(record: &AttemptRecord) -> AttemptView {
             Outcome::Failed { .. } => "failed",
         }
         .to_string(),
-        reason: outcome_text(record).to_string(),
+        reason: outcome_text(record),
     }
 }
 
@@ -429,7 +475,7 @@ fn recipient_summary(r: &RecipientInfo) -> RecipientSummary {
         state: state_name(r.state.kind()).to_string(),
         next_attempt_ms: next_attempt(&r.state),
         attempts: r.attempts.len(),
-        last_reason: r.attempts.last().map(|a| outcome_text(a).to_string()),
+        last_reason: r.attempts.last().map(outcome_text),
     }
 }
 

@@ -69,10 +69,7 @@ impl Act {
     /// The filter body: the destination's recipient domain (an inbound
     /// destination `inbound:<domain>` is its managed domain's mail).
     pub fn body(&self) -> serde_json::Value {
-        let domain = self
-            .destination
-            .strip_prefix(crate::delivery::attempt::INBOUND_PREFIX)
-            .unwrap_or(&self.destination);
+        let domain = crate::delivery::Destination::of(&self.destination).domain();
         let mut body = serde_json::json!({ "domain": domain });
         if let Some(tenant) = &self.tenant {
             body["tenant"] = serde_json::Value::String(tenant.clone());

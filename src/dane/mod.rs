@@ -2,11 +2,11 @@
 //! certificate chain is matched against them, the rustls verifier, and the
 //! decision table that turns DNS evidence into per-MX plans.
 //!
-//! The delivery engine calls [`resolve_destination`] (or gathers the
-//! evidence itself and calls the pure [`plan_destination`]), connects to
-//! each MX whose [`DanePlan`] is not `Skip`, uses a [`DaneVerifier`] for
-//! `Authenticate` plans, and feeds what happened to
-//! [`connection_verdict`]. See `docs/dane.md`.
+//! The delivery engine (`delivery::plan`) calls [`resolve_destination`],
+//! connects to each MX whose [`DanePlan`] is not `Skip` and uses a
+//! [`DaneVerifier`] for `Authenticate` plans; the connection's failure is
+//! read back by `delivery::reason`. `sealpost probe` judges a gathered
+//! session with [`connection_verdict`]. See `docs/dane.md`.
 
 pub mod connection;
 pub mod decision;

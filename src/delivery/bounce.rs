@@ -21,14 +21,15 @@ use sealpost_queue::{
 };
 use tracing::{info, warn};
 
-use super::attempt::{Shared, INBOUND_PREFIX};
-use super::reason::{parse_local_status, parse_remote_reason};
+use super::plan::Destination;
+use super::reason::{enhanced, Reason};
+use super::shared::Shared;
 use crate::config::Config;
 use crate::date::unix_seconds;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
 use crate::policy::PeerQuery;
 use crate::smtp::address::parse_reverse_path;
-use crate::smtp::{EnhancedCode, ReversePath};
+use crate::smtp::{EnhancedCode, Reply, ReversePath};
 
 /// Queues the DSNs of up to `max` owed bounces; returns how many bounce
 /// records were completed.
@@ -124,26 +125,61 @@ fn sender_path(mail_from: &str) -> ReversePath {
     parse_reverse_path(&format!("<{mail_from}>")).unwrap_or(ReversePath::Null)
 }
 
-fn failure_report(r: &BouncedRecipient, now: u64) -> RecipientReport {
-    let remote = parse_remote_reason(&r.reason);
-    let status = match (&remote, r.expired) {
-        (Some((_, reply)), false) => dsn::status_of(reply),
-        // RFC 3463: 4.4.7 delivery time expired.
-        (_, true) => EnhancedCode(4, 4, 7),
-        (None, false) => parse_local_status(&r.reason).unwrap_or(EnhancedCode(5, 0, 0)),
+/// What a DSN says of one recipient's reason (RFC 3464 section 2.3):
+/// its status, of `class` (5: failed, 4: delayed); the remote MTA and its
+/// reply when the server answered, else the reason as text.
+struct Described {
+    status: EnhancedCode,
+    remote_mta: Option<String>,
+    diagnostic: Option<Reply>,
+    local_reason: Option<String>,
+}
+
+fn describe(reason: &Reason, class: u8) -> Described {
+    let remote = reason.remote().map(|(host, code, status, text)| {
+        let reply = Reply {
+            code,
+            enhanced: status.map(enhanced),
+            lines: vec![text.to_string()],
+        };
+        (host.to_string(), reply)
+    });
+    let status = match (reason.status(), &remote) {
+        (Some(status), _) => enhanced(status),
+        (None, Some((_, reply))) => dsn::status_of(reply),
+        (None, None) => EnhancedCode(class, 0, 0),
     };
+    // The action decides the class (a reason's own status may be of the
+    // other class, e.g. a deferral's 4.x.x in a bounce at expiry).
+    let status = EnhancedCode(class, status.1, status.2);
     let (remote_mta, diagnostic) = match remote {
         Some((host, reply)) => (Some(host), Some(reply)),
         None => (None, None),
+    };
+    Described {
+        status,
+        local_reason: diagnostic.is_none().then(|| reason.to_string()),
+        remote_mta,
+        diagnostic,
+    }
+}
+
+fn failure_report(r: &BouncedRecipient, now: u64) -> RecipientReport {
+    let described = describe(&r.reason, 5);
+    let status = if r.expired {
+        // RFC 3463: 4.4.7 delivery time expired.
+        EnhancedCode(4, 4, 7)
+    } else {
+        described.status
     };
     RecipientReport {
         final_recipient: r.address.clone(),
         original_recipient: None,
         action: Action::Failed,
         status,
-        local_reason: diagnostic.is_none().then(|| r.reason.clone()),
-        remote_mta,
-        diagnostic,
+        local_reason: described.local_reason,
+        remote_mta: described.remote_mta,
+        diagnostic: described.diagnostic,
         last_attempt: Some(now),
         will_retry_until: None,
     }
@@ -166,7 +202,7 @@ fn queue_dsn(
     let sender_is_ours = config.policy.domain(&to_domain).is_some_and(|d| d.enabled);
     let (destination, policy) = if sender_is_ours {
         (
-            format!("{INBOUND_PREFIX}{to_domain}"),
+            Destination::Inbound(&to_domain).key(),
             AcceptedPolicy {
                 level: "opportunistic".into(),
                 min_tls: "any".into(),
@@ -229,10 +265,10 @@ pub fn delay_warning(
         return;
     };
     // Each deferred recipient not warned about yet, with its own reason.
-    let deferred: Vec<(&str, &str)> = outcomes
+    let deferred: Vec<(&str, &Reason)> = outcomes
         .iter()
         .filter_map(|(index, o)| match o {
-            Outcome::Deferred { reason } => Some((index, reason.as_str())),
+            Outcome::Deferred { reason } => Some((index, reason)),
             _ => None,
         })
         .filter_map(|(index, reason)| {
@@ -248,18 +284,15 @@ pub fn delay_warning(
     let reports: Vec<RecipientReport> = deferred
         .iter()
         .map(|(address, reason)| {
-            let remote = parse_remote_reason(reason);
+            let described = describe(reason, 4);
             RecipientReport {
                 final_recipient: address.to_string(),
                 original_recipient: None,
                 action: Action::Delayed,
-                status: remote
-                    .as_ref()
-                    .map(|(_, reply)| dsn::status_of(reply))
-                    .unwrap_or(EnhancedCode(4, 0, 0)),
-                local_reason: remote.is_none().then(|| reason.to_string()),
-                remote_mta: remote.as_ref().map(|(h, _)| h.clone()),
-                diagnostic: remote.map(|(_, reply)| reply),
+                status: described.status,
+                local_reason: described.local_reason,
+                remote_mta: described.remote_mta,
+                diagnostic: described.diagnostic,
                 last_attempt: Some(unix_seconds(now)),
                 will_retry_until: Some(until),
             }

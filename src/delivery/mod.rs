@@ -6,9 +6,11 @@
 //! - [`pool`]: idle connections reused only where the achieved security
 //!   satisfies the next message.
 //! - [`attempt`]: one lease (recipients of one message for one
-//!   destination) delivered or deferred, recorded in the queue.
+//!   destination) delivered or deferred: a pure machine of the rules, a
+//!   thin driver doing the I/O, and the record written to the queue.
 //! - [`bounce`]: DSNs for failed and expired recipients, delay warnings.
-//! - [`reason`]: outcomes as readable reasons (and back, for DSNs), and
+//! - [`reason`]: the one typed [`Reason`] of every outcome (rendered by
+//!   the DSN, logs, admin socket and metrics, never parsed back), and
 //!   whether a failure pauses the destination or only one policy.
 //!
 //! The actors that schedule this work live in [`crate::actors`]; see
@@ -19,10 +21,14 @@ pub mod bounce;
 pub mod plan;
 pub mod pool;
 pub mod reason;
+mod shared;
 
-pub use attempt::{
-    attempt, effective_policy, next_hop, BodyMemory, Health, Report, Shared, INBOUND_PREFIX,
-};
+pub use attempt::{attempt, Report};
 pub use bounce::send_bounces;
-pub use plan::{Effective, Hop, HopTls, NextHop, Plan, Planner};
+pub use plan::{
+    effective_policy, next_hop, BadPolicy, Destination, Effective, Hop, HopTls, NextHop, Plan,
+    Planner,
+};
 pub use pool::Pool;
+pub use reason::{Health, Reason};
+pub use shared::{BodyMemory, Shared};

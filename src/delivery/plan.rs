@@ -25,14 +25,17 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 
-use super::reason::local_reason;
-use crate::config::Route;
-use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, FailReason, PartialAddresses};
+use sealpost_queue::{AcceptedPolicy, Lease};
+
+use super::reason::{
+    dane_deferral, dane_failure, mx_result, status, LocalCause, Place, Reason, Status, TlsFailure,
+};
+use crate::config::{Config, Route};
+use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, PartialAddresses};
 use crate::dns::{Lookup, MxLookup, Resolver};
 use crate::mta_sts::{self, Mode, PolicyCache, StsCertVerifier};
-use crate::policy::{MinTlsVersion, SecurityLevel};
+use crate::policy::{MinTlsVersion, PeerQuery, SecurityLevel};
 use crate::smtp::client::{Authentication, TlsParams, TlsRequirement};
-use crate::smtp::EnhancedCode;
 
 /// The TLS a hop requires.
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ pub enum HopTls {
     /// TLS required, certificate not authenticated.
     Unauthenticated,
     /// TLS required, certificate authenticated by these TLSA records.
-    Dane(DanePlan),
+    Dane(DaneAuth),
     /// TLS required, certificate valid under WebPKI for the host name
     /// (MTA-STS enforce).
     WebPki,
@@ -53,8 +56,42 @@ impl fmt::Display for HopTls {
         match self {
             HopTls::Opportunistic => f.write_str("opportunistic TLS"),
             HopTls::Unauthenticated => f.write_str("TLS required, unauthenticated"),
-            HopTls::Dane(plan) => write!(f, "{plan}"),
+            HopTls::Dane(auth) => write!(
+                f,
+                "DANE authentication with {} usable TLSA records at {}",
+                auth.tlsa.len(),
+                auth.tlsa_name
+            ),
             HopTls::WebPki => f.write_str("TLS required, WebPKI-valid certificate (MTA-STS)"),
+        }
+    }
+}
+
+/// What DANE authenticates a host with (RFC 7672 section 3): only an
+/// `Authenticate` plan becomes one, so a hop under DANE always has a
+/// verifier to build (never a quiet fall back to unauthenticated TLS).
+#[derive(Debug, Clone)]
+pub struct DaneAuth {
+    pub tlsa: Vec<crate::dane::UsableTlsa>,
+    /// Names a DANE-TA leaf may be valid for; the first is the SNI.
+    pub reference_names: Vec<String>,
+    pub tlsa_name: String,
+}
+
+impl DaneAuth {
+    /// The authentication data of an `Authenticate` plan.
+    fn of(plan: &DanePlan) -> Option<DaneAuth> {
+        match plan {
+            DanePlan::Authenticate {
+                tlsa,
+                reference_names,
+                tlsa_name,
+            } => Some(DaneAuth {
+                tlsa: tlsa.clone(),
+                reference_names: reference_names.clone(),
+                tlsa_name: tlsa_name.clone(),
+            }),
+            _ => None,
         }
     }
 }
@@ -88,16 +125,18 @@ impl Hop {
         let requirement = match &self.tls {
             HopTls::Opportunistic => TlsRequirement::Opportunistic,
             HopTls::Unauthenticated => TlsRequirement::RequireUnauthenticated,
-            HopTls::Dane(plan) => {
-                if let Some(sni) = plan.sni() {
+            HopTls::Dane(auth) => {
+                if let Some(sni) = auth.reference_names.first() {
                     name = sni;
                 }
-                match plan.verifier(&rustls::crypto::ring::default_provider()) {
-                    Some(verifier) => TlsRequirement::RequireVerified {
-                        verifier: Arc::new(verifier),
-                        kind: Authentication::Dane,
-                    },
-                    None => TlsRequirement::RequireUnauthenticated,
+                let verifier = crate::dane::DaneVerifier::new(
+                    auth.tlsa.clone(),
+                    auth.reference_names.clone(),
+                    &rustls::crypto::ring::default_provider(),
+                );
+                TlsRequirement::RequireVerified {
+                    verifier: Arc::new(verifier),
+                    kind: Authentication::Dane,
                 }
             }
             HopTls::WebPki => {
@@ -120,9 +159,9 @@ pub enum Plan {
     /// Try these hosts in order.
     Hops(Vec<Hop>),
     /// Nothing to try now; retried later.
-    Defer(String),
+    Defer(Reason),
     /// Delivery can never succeed (e.g. a null MX).
-    Fail(String),
+    Fail(Reason),
 }
 
 /// What a destination's mail is delivered under.
@@ -130,6 +169,132 @@ pub enum Plan {
 pub struct Effective {
     pub level: SecurityLevel,
     pub min_tls: MinTlsVersion,
+}
+
+/// A stored [`AcceptedPolicy`] whose level or minimum TLS version is not
+/// one sealpost knows (a record from another version, or damaged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the policy stored with the message does not parse (level `{level}`, min_tls `{min_tls}`)")]
+pub struct BadPolicy {
+    pub level: String,
+    pub min_tls: String,
+}
+
+impl TryFrom<&AcceptedPolicy> for Effective {
+    type Error = BadPolicy;
+
+    /// The one conversion of a stored policy: a value that does not parse
+    /// is an error, never a weaker level.
+    fn try_from(policy: &AcceptedPolicy) -> Result<Effective, BadPolicy> {
+        let bad = || BadPolicy {
+            level: policy.level.clone(),
+            min_tls: policy.min_tls.clone(),
+        };
+        Ok(Effective {
+            level: policy.level.parse().map_err(|_| bad())?,
+            min_tls: policy.min_tls.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl BadPolicy {
+    /// The deferral it causes (RFC 3463 X.3.5: system incorrectly
+    /// configured).
+    pub fn reason(&self) -> Reason {
+        Reason::local(LocalCause::BadPolicy, status::BAD_POLICY, self.to_string())
+    }
+}
+
+/// A queue destination key: the recipient domain of outbound mail, or a
+/// managed domain whose inbound mail goes to its configured route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination<'a> {
+    Domain(&'a str),
+    Inbound(&'a str),
+}
+
+impl<'a> Destination<'a> {
+    const INBOUND: &'static str = "inbound:";
+
+    /// The destination a queue key names.
+    pub fn of(key: &'a str) -> Destination<'a> {
+        match key.strip_prefix(Self::INBOUND) {
+            Some(domain) => Destination::Inbound(domain),
+            None => Destination::Domain(key),
+        }
+    }
+
+    /// The queue key (`example.net`, `inbound:example.org`).
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+
+    pub fn is_inbound(&self) -> bool {
+        matches!(self, Destination::Inbound(_))
+    }
+
+    /// The domain: the recipient domain, or the managed domain of inbound mail.
+    pub fn domain(&self) -> &'a str {
+        match *self {
+            Destination::Domain(domain) | Destination::Inbound(domain) => domain,
+        }
+    }
+}
+
+impl fmt::Display for Destination<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Domain(domain) => f.write_str(domain),
+            Destination::Inbound(domain) => write!(f, "{}{domain}", Self::INBOUND),
+        }
+    }
+}
+
+/// The policy a queued message is delivered under now: a reload applies
+/// at the next attempt. Outbound mail resolves (sender's managed domain,
+/// recipient domain); inbound mail follows its route; a message without a
+/// sender domain (a DSN) keeps the policy it was queued with, which must
+/// parse ([`BadPolicy`] otherwise: the caller defers and logs it).
+pub fn effective_policy(config: &Config, lease: &Lease) -> Result<Effective, BadPolicy> {
+    match Destination::of(&lease.destination) {
+        Destination::Inbound(domain) => {
+            if let Some(route) = route_of(config, domain) {
+                return Ok(Effective {
+                    level: route.level,
+                    min_tls: route.min_tls,
+                });
+            }
+        }
+        Destination::Domain(recipient_domain) => {
+            if let Some((_, sender_domain)) = lease.mail_from.rsplit_once('@') {
+                let resolution = config.policy.resolve(
+                    &sender_domain.to_ascii_lowercase(),
+                    PeerQuery::Outbound { recipient_domain },
+                );
+                return Ok(Effective {
+                    level: resolution.level,
+                    min_tls: resolution.min_tls,
+                });
+            }
+        }
+    }
+    Effective::try_from(&lease.policy)
+}
+
+fn route_of<'a>(config: &'a Config, domain: &str) -> Option<&'a Route> {
+    let name: crate::policy::DomainName = domain.parse().ok()?;
+    config.routes.get(&name)
+}
+
+/// The next hop of a destination key.
+pub fn next_hop<'a>(config: &'a Config, destination: &'a str) -> NextHop<'a> {
+    match Destination::of(destination) {
+        Destination::Inbound(domain) => match route_of(config, domain) {
+            Some(route) => NextHop::Route { domain, route },
+            None => NextHop::NoRoute { domain },
+        },
+        Destination::Domain(domain) => NextHop::Domain(domain),
+    }
 }
 
 /// The next hop of a queued message.
@@ -143,31 +308,41 @@ pub enum NextHop<'a> {
     NoRoute { domain: &'a str },
 }
 
-/// RFC 7505 section 4.1 (with RFC 7504): mail for a null-MX domain
-/// fails with 5.1.10.
-const NULL_MX: EnhancedCode = EnhancedCode(5, 1, 10);
-/// RFC 3463 X.1.2: bad destination system address.
-const NO_MAIL_DOMAIN: EnhancedCode = EnhancedCode(5, 1, 2);
-
 /// A permanent failure of the destination, with the status its DSN gives.
-fn no_mail(why: String, status: EnhancedCode) -> Plan {
-    Plan::Fail(local_reason(&why, status))
-}
-
-/// [`no_mail`] for the DANE planner's verdict.
-fn dane_failure(domain: &str, why: &FailReason) -> Plan {
-    let status = match why {
-        FailReason::NullMx => NULL_MX,
-        FailReason::NoMailDomain { .. } => NO_MAIL_DOMAIN,
-    };
-    no_mail(format!("{domain}: {why}"), status)
+fn no_mail(cause: LocalCause, status: Status, why: String) -> Plan {
+    Plan::Fail(Reason::local(cause, status, why))
 }
 
 /// Why a host has no address to try.
-fn address_problem(host: &str, lookup: &Lookup<IpAddr>) -> String {
-    match lookup {
-        Lookup::Failed(failure) => format!("{host}: address lookup failed: {failure}"),
-        _ => format!("{host}: no address records"),
+fn address_problem(host: &str, lookup: &Lookup<IpAddr>) -> Reason {
+    let (cause, status, detail) = match lookup {
+        Lookup::Failed(failure) => (
+            LocalCause::DnsFailure,
+            status::DNS,
+            format!("address lookup failed: {failure}"),
+        ),
+        _ => (
+            LocalCause::NoAddress,
+            status::NO_ROUTE,
+            "no address records".to_string(),
+        ),
+    };
+    Reason::Local {
+        cause,
+        status,
+        place: Place::host(host),
+        detail,
+    }
+}
+
+/// No host has an address: the last host's cause, every host's problem
+/// in the detail.
+fn no_address(what: String, problems: &[Reason]) -> Reason {
+    let list: Vec<String> = problems.iter().map(Reason::to_string).collect();
+    let detail = format!("{what}: {}", list.join("; "));
+    match problems.last() {
+        Some(Reason::Local { cause, status, .. }) => Reason::local(*cause, *status, detail),
+        _ => Reason::local(LocalCause::NoAddress, status::NO_ROUTE, detail),
     }
 }
 
@@ -182,8 +357,12 @@ pub struct Planner<'a> {
 impl Planner<'_> {
     pub async fn plan(&self, next_hop: &NextHop<'_>, effective: &Effective) -> Plan {
         match next_hop {
-            NextHop::NoRoute { domain } => Plan::Defer(format!(
-                "no downstream route is configured for {domain} (set `route` in its [[domains]] entry)"
+            NextHop::NoRoute { domain } => Plan::Defer(Reason::local(
+                LocalCause::NoRoute,
+                status::NO_ROUTE,
+                format!(
+                    "no downstream route is configured for {domain} (set `route` in its [[domains]] entry)"
+                ),
             )),
             NextHop::Route { route, .. } => self.route(route).await,
             NextHop::Domain(domain) => match effective.level {
@@ -239,10 +418,7 @@ impl Planner<'_> {
             }
         }
         if hops.is_empty() {
-            Plan::Defer(format!(
-                "no route host has an address: {}",
-                problems.join("; ")
-            ))
+            Plan::Defer(no_address("no route host has an address".into(), &problems))
         } else {
             Plan::Hops(hops)
         }
@@ -253,23 +429,33 @@ impl Planner<'_> {
         match &mx {
             MxLookup::NullMx { .. } => {
                 return no_mail(
+                    LocalCause::NullMx,
+                    status::NULL_MX,
                     format!("{domain} publishes a null MX (RFC 7505): it accepts no mail"),
-                    NULL_MX,
                 )
             }
             MxLookup::NoMailDomain { nxdomain: true, .. } => {
-                return no_mail(format!("{domain} does not exist"), NO_MAIL_DOMAIN)
+                return no_mail(
+                    LocalCause::NoMailDomain,
+                    status::NO_MAIL_DOMAIN,
+                    format!("{domain} does not exist"),
+                )
             }
             MxLookup::NoMailDomain {
                 nxdomain: false, ..
             } => {
                 return no_mail(
+                    LocalCause::NoMailDomain,
+                    status::NO_MAIL_DOMAIN,
                     format!("{domain} has no MX and no address records"),
-                    NO_MAIL_DOMAIN,
                 )
             }
             MxLookup::Failed(failure) => {
-                return Plan::Defer(format!("MX lookup for {domain} failed: {failure}"))
+                return Plan::Defer(Reason::local(
+                    LocalCause::DnsFailure,
+                    status::DNS,
+                    format!("MX lookup for {domain} failed: {failure}"),
+                ))
             }
             MxLookup::Hosts { .. } | MxLookup::Implicit { .. } => {}
         }
@@ -291,9 +477,9 @@ impl Planner<'_> {
             });
         }
         if hops.is_empty() {
-            Plan::Defer(format!(
-                "no MX host of {domain} has an address: {}",
-                problems.join("; ")
+            Plan::Defer(no_address(
+                format!("no MX host of {domain} has an address"),
+                &problems,
             ))
         } else {
             Plan::Hops(hops)
@@ -310,15 +496,18 @@ impl Planner<'_> {
         let plan = dane::resolve_destination(self.resolver, level, domain).await;
         match &plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
-            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
+            DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
+            DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
         }
         let hops: Vec<Hop> = plan
             .mx
             .into_iter()
             .filter_map(|mx| {
                 let tls = match &mx.plan {
-                    DanePlan::Authenticate { .. } => HopTls::Dane(mx.plan.clone()),
+                    DanePlan::Authenticate { .. } => match DaneAuth::of(&mx.plan) {
+                        Some(auth) => HopTls::Dane(auth),
+                        None => return None,
+                    },
                     DanePlan::EncryptUnauthenticated { .. } => HopTls::Unauthenticated,
                     DanePlan::Opportunistic(_) => HopTls::Opportunistic,
                     DanePlan::Skip(_) => return None,
@@ -332,7 +521,11 @@ impl Planner<'_> {
             })
             .collect();
         if hops.is_empty() {
-            Plan::Defer(format!("no usable MX host for {domain}"))
+            Plan::Defer(Reason::Dane {
+                failure: TlsFailure::ValidationFailure,
+                place: Place::none(),
+                detail: format!("no usable MX host for {domain}"),
+            })
         } else {
             Plan::Hops(hops)
         }
@@ -353,22 +546,30 @@ impl Planner<'_> {
         .await;
         match &dane_plan.outcome {
             DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(format!("{domain}: {why}")),
-            DestinationOutcome::Fail(why) => return dane_failure(domain, why),
+            DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
+            DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
         }
         let policy = lookup.policy();
         let mut hops = Vec::new();
-        let mut skipped = Vec::new();
+        // Each host's refusal, in MX order.
+        let mut skipped: Vec<Reason> = Vec::new();
         for mx in dane_plan.mx {
             let tls = match (&mx.plan, mta_sts::plan_mx(policy, &mx.host.exchange)) {
                 // RFC 8461 section 2: where DANE applies it governs.
-                (DanePlan::Authenticate { .. }, _) => HopTls::Dane(mx.plan.clone()),
+                (DanePlan::Authenticate { .. }, _) => match DaneAuth::of(&mx.plan) {
+                    Some(auth) => HopTls::Dane(auth),
+                    None => continue,
+                },
                 (_, mta_sts::MxPlan::Skip(failure)) => {
-                    skipped.push(failure.to_string());
+                    skipped.push(Reason::MtaSts {
+                        failure: mx_result(&failure),
+                        place: Place::none(),
+                        detail: failure.to_string(),
+                    });
                     continue;
                 }
                 (DanePlan::Skip(why), _) => {
-                    skipped.push(format!("{}: {why}", mx.host.exchange));
+                    skipped.push(super::reason::dane_skip(&mx.host.exchange, why));
                     continue;
                 }
                 (_, mta_sts::MxPlan::RequireWebPki) => HopTls::WebPki,
@@ -385,10 +586,30 @@ impl Planner<'_> {
             });
         }
         if hops.is_empty() {
-            Plan::Defer(format!(
+            let list: Vec<String> = skipped.iter().map(Reason::to_string).collect();
+            let detail = format!(
                 "no MX host of {domain} may be used under its MTA-STS policy: {}",
-                skipped.join("; ")
-            ))
+                list.join("; ")
+            );
+            // Grouped by the last host's cause; the detail names them all.
+            Plan::Defer(match skipped.pop() {
+                Some(Reason::MtaSts { failure, .. }) => Reason::MtaSts {
+                    failure,
+                    place: Place::none(),
+                    detail,
+                },
+                Some(Reason::Dane { failure, .. }) => Reason::Dane {
+                    failure,
+                    place: Place::none(),
+                    detail,
+                },
+                Some(Reason::Local { cause, status, .. }) => Reason::local(cause, status, detail),
+                _ => Reason::MtaSts {
+                    failure: TlsFailure::ValidationFailure,
+                    place: Place::none(),
+                    detail,
+                },
+            })
         } else {
             Plan::Hops(hops)
         }
@@ -398,27 +619,46 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::reason::parse_local_status;
+
+    fn stored(level: &str, min_tls: &str) -> AcceptedPolicy {
+        AcceptedPolicy {
+            level: level.into(),
+            min_tls: min_tls.into(),
+            explanation: String::new(),
+        }
+    }
 
     #[test]
-    fn domains_without_mail_fail_with_their_dsn_status() {
-        let table = [
-            (FailReason::NullMx, EnhancedCode(5, 1, 10)),
-            (
-                FailReason::NoMailDomain { nxdomain: true },
-                EnhancedCode(5, 1, 2),
-            ),
-            (
-                FailReason::NoMailDomain { nxdomain: false },
-                EnhancedCode(5, 1, 2),
-            ),
-        ];
-        for (why, status) in table {
-            let Plan::Fail(reason) = dane_failure("example.net", &why) else {
-                panic!("{why}: not a failure");
-            };
-            assert!(reason.starts_with("example.net: "), "{reason}");
-            assert_eq!(parse_local_status(&reason), Some(status), "{reason}");
+    fn a_stored_policy_converts_once_and_never_to_a_weaker_level() {
+        assert_eq!(
+            Effective::try_from(&stored("mandatory-dane", "1.2")),
+            Ok(Effective {
+                level: SecurityLevel::MandatoryDane,
+                min_tls: MinTlsVersion::Tls12,
+            })
+        );
+        for (level, min_tls) in [("dane-required", "1.2"), ("mandatory", "1.1"), ("", "")] {
+            let error = Effective::try_from(&stored(level, min_tls)).expect_err(level);
+            let reason = error.reason();
+            assert_eq!(reason.group().cause, "bad-policy", "{reason}");
+            assert_eq!(reason.status(), Some(Status(4, 3, 5)), "{reason}");
         }
+    }
+
+    #[test]
+    fn destination_keys_have_one_spelling() {
+        assert_eq!(
+            Destination::of("inbound:example.org"),
+            Destination::Inbound("example.org")
+        );
+        assert_eq!(
+            Destination::of("example.net"),
+            Destination::Domain("example.net")
+        );
+        assert_eq!(
+            Destination::Inbound("example.org").key(),
+            "inbound:example.org"
+        );
+        assert_eq!(Destination::Domain("example.net").key(), "example.net");
     }
 }

@@ -1,9 +1,12 @@
 //! The inbound SMTP listener: sockets, connection limits, timeouts and
 //! STARTTLS around the sans-IO [`crate::smtp::Session`].
 //!
-//! Decisions (TLS peer policy, relay control, queueing) are not made here:
-//! the driver asks a [`SessionHandler`], so the same loop serves the real
-//! server and the benchmark sink.
+//! The connection loop makes no decision of its own: it asks a
+//! [`SessionHandler`], so the same loop serves the real server and the
+//! benchmark sink. The real server's handler is [`reception`] (TLS peer
+//! policy, relay control, valid recipients, one queue transaction before
+//! `250`), with [`storage`] (disk reserve, tenant quotas) and [`refusal`]
+//! (the replies of limits).
 
 pub mod connection;
 pub mod listener;

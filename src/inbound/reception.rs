@@ -55,7 +55,7 @@ use crate::smtp::{
 /// The destination key of inbound mail for a managed domain: its
 /// downstream route, resolved by the delivery engine.
 pub fn inbound_destination(domain: &str) -> String {
-    format!("inbound:{domain}")
+    crate::delivery::Destination::Inbound(domain).key()
 }
 
 /// The inbound mail handler of `sealpost serve`.

@@ -1,9 +1,11 @@
-//! SMTP protocol code, free of I/O (STYLE.md practice 1): commands and
-//! envelope addresses (RFC 5321 section 4.1), replies and enhanced status
-//! codes (RFC 5321 section 4.2, RFC 3463), EHLO capabilities for the client,
-//! the DATA/BDAT content receivers with the SMTP smuggling defence, and the
-//! server session state machine. The socket, TLS and timers live in the I/O
-//! layer that drives [`server::Session`]; see `docs/smtp.md`.
+//! SMTP: the protocol code, free of I/O (STYLE.md practice 1): commands
+//! and envelope addresses (RFC 5321 section 4.1), replies and enhanced
+//! status codes (RFC 5321 section 4.2, RFC 3463), EHLO capabilities, the
+//! DATA/BDAT content receivers with the SMTP smuggling defence, and the
+//! server session state machine, whose socket, TLS and timers live in
+//! [`crate::inbound`]; and [`client`], the delivery client, whose
+//! transaction rules are a sans-IO machine (`client::transaction`) driven
+//! by a connection that does the socket and TLS I/O. See `docs/smtp.md`.
 
 pub mod address;
 pub mod client;

@@ -15,7 +15,7 @@ pub use certs::{
     SniCertResolver, ACME_TLS_ALPN,
 };
 pub use stream::MaybeTls;
-pub use verify::{unauthenticated_client_config, Unauthenticated};
+pub use verify::{unauthenticated_client_config, HandshakeSignatures, Unauthenticated};
 
 /// The ring crypto provider: sealpost uses no other (no aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {

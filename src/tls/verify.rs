@@ -16,6 +16,37 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::policy::MinTlsVersion;
 
+/// The handshake signature checks every sealpost verifier shares (rustls
+/// delegates them to the verifier): TLS 1.2 and 1.3 signatures verified
+/// with the provider's algorithms, whatever the verifier decided about
+/// the certificate. Each verifier's trait methods call these.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeSignatures(pub WebPkiSupportedAlgorithms);
+
+impl HandshakeSignatures {
+    pub fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
 /// Accepts any server certificate; verifies the handshake signatures with
 /// the provider's algorithms.
 #[derive(Debug)]
@@ -55,7 +86,7 @@ impl ServerCertVerifier for Unauthenticated {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
+        HandshakeSignatures(self.algorithms).tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -64,11 +95,11 @@ impl ServerCertVerifier for Unauthenticated {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
+        HandshakeSignatures(self.algorithms).tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        HandshakeSignatures(self.algorithms).schemes()
     }
 }
 

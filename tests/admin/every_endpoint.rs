@@ -249,8 +249,7 @@ async fn the_admin_api_answers_every_endpoint() {
         again["recipients"][0]["attempts"][2]["reason"]
             .as_str()
             .is_some_and(
-                |r| r.starts_with("destination refusing.test is paused until")
-                    && r.contains(REFUSING_DNS_FAILED)
+                |r| r.starts_with("destination paused until") && r.contains(REFUSING_DNS_FAILED)
             ),
         "{again}"
     );

@@ -28,7 +28,7 @@ use sealpost::admin::client::{AdminClient, Answer};
 use sealpost::smtp::{Reply, Verdict};
 use sealpost_queue::{
     AcceptedPolicy, Attempt, Authentication, NewMessage, NewRecipient, Outcome, Queue,
-    QueueOptions, RetryPolicy,
+    QueueOptions, Reason, RetryPolicy,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +39,8 @@ use support::sealpost::{
 };
 use support::smtp::{Ask, TestSmtpServer};
 
-/// The reason recorded for the message written before the server starts.
+/// The reason recorded for the message written before the server starts,
+/// as a record from before typed reasons held it (a plain string).
 const GREYLISTED: &str = "451 4.7.1 greylisted, try again later";
 /// What the engine records when the refusing receiver answers RCPT.
 const REFUSED_BY_RECEIVER: &str =
@@ -164,7 +165,9 @@ fn deferred_message(dir: &Path) -> String {
             &[(
                 0,
                 Outcome::Deferred {
-                    reason: GREYLISTED.into(),
+                    reason: Reason::Legacy {
+                        text: GREYLISTED.into(),
+                    },
                 },
             )],
             Attempt {
@@ -174,7 +177,9 @@ fn deferred_message(dir: &Path) -> String {
                 tls_version: Some("TLSv1.3".into()),
                 cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
                 authentication: Authentication::Dane,
-                reply_or_reason: GREYLISTED.into(),
+                reply_or_reason: Reason::Legacy {
+                    text: GREYLISTED.into(),
+                },
             },
             &RetryPolicy::default(),
         )

@@ -3,7 +3,7 @@
 
 use sealpost_queue::{
     AcceptedPolicy, Attempt, Authentication, Lease, NewMessage, NewRecipient, Outcome, Queue,
-    QueueOptions, RetryPolicy, StorageFaults,
+    QueueOptions, Reason, RetryPolicy, StorageFaults,
 };
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,7 +49,7 @@ pub fn message(tenant: &str, rcpts: &[(&str, &str)], body: &[u8]) -> NewMessage 
             })
             .collect(),
         policy: AcceptedPolicy {
-            level: "dane-required".into(),
+            level: "mandatory-dane".into(),
             min_tls: "1.2".into(),
             explanation: "tenant policy".into(),
         },
@@ -58,7 +58,18 @@ pub fn message(tenant: &str, rcpts: &[(&str, &str)], body: &[u8]) -> NewMessage 
     }
 }
 
-pub fn attempt(secs: u64, reply: &str) -> Attempt {
+/// The reply `code text` of `mx.example.net [192.0.2.1]`.
+pub fn said(code: u16, text: &str) -> Reason {
+    Reason::Remote {
+        host: "mx.example.net".into(),
+        ip: [192, 0, 2, 1].into(),
+        code,
+        status: None,
+        text: text.into(),
+    }
+}
+
+pub fn attempt(secs: u64, reply: Reason) -> Attempt {
     Attempt {
         at: at(secs),
         mx_host: Some("mx.example.net".into()),
@@ -66,7 +77,7 @@ pub fn attempt(secs: u64, reply: &str) -> Attempt {
         tls_version: Some("TLSv1.3".into()),
         cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
         authentication: Authentication::Dane,
-        reply_or_reason: reply.into(),
+        reply_or_reason: reply,
     }
 }
 
@@ -74,12 +85,12 @@ pub fn attempt(secs: u64, reply: &str) -> Attempt {
 /// `250 ok` at `at(secs)`, under the default retry policy.
 pub fn record_delivered(q: &Queue, lease: Lease, index: u16, secs: u64) {
     let delivered = Outcome::Delivered {
-        reply: "250 ok".into(),
+        reply: said(250, "ok"),
     };
     if let Err(e) = q.record_attempt(
         lease,
         &[(index, delivered)],
-        attempt(secs, "250 ok"),
+        attempt(secs, said(250, "ok")),
         &RetryPolicy::default(),
     ) {
         panic!("record the delivery of recipient {index}: {e}");

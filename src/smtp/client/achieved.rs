@@ -8,21 +8,7 @@ use std::net::SocketAddr;
 use rustls::pki_types::ServerName;
 use rustls::ProtocolVersion;
 
-use super::tls::{Authentication, TlsParams};
-
-/// Why a connection runs without TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CleartextReason {
-    /// The server did not advertise STARTTLS.
-    NotOffered,
-    /// TLS was negotiated below the minimum and the session was replaced by
-    /// a cleartext one.
-    BelowMinimum { negotiated: ProtocolVersion },
-    /// The server answered STARTTLS with an error (e.g. `454`).
-    StartTlsRefused,
-    /// The caller asked for the cleartext retry after a failed handshake.
-    Retry,
-}
+use super::tls::{Authentication, CleartextReason, TlsParams};
 
 /// What a connection achieved, for logs, the attempt record and the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,9 @@ use tokio::net::TcpStream;
 use super::super::ehlo::EhloCapabilities;
 use super::super::reply::{Reply, ReplyParser};
 use super::super::timeouts;
-use super::achieved::{Achieved, CleartextReason};
+use super::achieved::Achieved;
 use super::error::{ClientError, Peer, Stage};
+use super::tls::CleartextReason;
 use super::tls::{
     check_negotiated, plan_starttls, rustls_config, Authentication, NegotiatedPlan, StartTlsPlan,
     TlsParams,

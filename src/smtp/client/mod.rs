@@ -23,11 +23,11 @@ pub mod error;
 pub mod tls;
 pub mod transaction;
 
-pub use achieved::{Achieved, CleartextReason, ReuseRefusal};
+pub use achieved::{Achieved, ReuseRefusal};
 pub use connection::{ClientConfig, Connection, Delivery, Timeouts};
 pub use error::{ClientError, Peer, Stage};
 pub use tls::{
-    check_negotiated, plan_starttls, Authentication, NegotiatedPlan, StartTlsPlan, TlsParams,
-    TlsRequirement,
+    check_negotiated, plan_starttls, Authentication, CleartextReason, NegotiatedPlan, StartTlsPlan,
+    TlsParams, TlsRequirement,
 };
 pub use transaction::{MessageRefusal, OutboundMessage, RecipientOutcome, Transaction};

@@ -25,7 +25,20 @@ use crate::policy::MinTlsVersion;
 use crate::tls::Unauthenticated;
 
 use super::super::ehlo::EhloCapabilities;
-use super::achieved::CleartextReason;
+
+/// Why a connection runs without TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleartextReason {
+    /// The server did not advertise STARTTLS.
+    NotOffered,
+    /// TLS was negotiated below the minimum and the session was replaced by
+    /// a cleartext one.
+    BelowMinimum { negotiated: ProtocolVersion },
+    /// The server answered STARTTLS with an error (e.g. `454`).
+    StartTlsRefused,
+    /// The caller asked for the cleartext retry after a failed handshake.
+    Retry,
+}
 
 /// How a verifier authenticates the server, recorded in [`Achieved`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
