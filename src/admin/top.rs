@@ -181,9 +181,9 @@ pub fn snapshot(
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|((level, reason), n)| ReasonCount {
+            reason: format!("{level}/{reason}"),
             kind: level,
-            cause: reason.clone(),
-            reason,
+            cause: reason,
             recipients: n,
         })
         .collect();
