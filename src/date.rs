@@ -23,8 +23,9 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, usize, u32) {
+/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01
+/// (proleptic Gregorian; H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, usize, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097; // day of era, 0..=146096
@@ -53,6 +54,19 @@ pub fn rfc5322_date(unix: u64) -> String {
     )
 }
 
+/// Formats `unix` (seconds since the epoch) as an RFC 3339 UTC date-time
+/// with seconds: `2026-12-06T04:05:06Z`.
+pub fn rfc3339(unix: u64) -> String {
+    let secs = unix % 86_400;
+    let (year, month, day) = civil_from_days((unix / 86_400) as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +83,17 @@ mod tests {
         ];
         for (unix, text) in table {
             assert_eq!(rfc5322_date(unix), text, "{unix}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        for (unix, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_868_799, "2000-02-29T23:59:59Z"),
+            (1_795_425_483, "2026-11-23T09:18:03Z"),
+        ] {
+            assert_eq!(rfc3339(unix), text, "{unix}");
         }
     }
 

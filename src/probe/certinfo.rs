@@ -20,7 +20,7 @@ impl fmt::Display for CertTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.0.div_euclid(86_400);
         let secs = self.0.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
+        let (y, m, d) = crate::date::civil_from_days(days);
         write!(
             f,
             "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
@@ -123,21 +123,6 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
     }
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H.
-/// Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,8 +185,8 @@ mod tests {
             Some("2100-03-01 00:00:00 UTC")
         );
         for days in [-1, 0, 59, 60, 365, 11_016, 47_541] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            let (y, m, d) = crate::date::civil_from_days(days);
+            assert_eq!(days_from_civil(y, m as i64, i64::from(d)), days);
         }
     }
 
