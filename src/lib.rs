@@ -8,6 +8,7 @@
 pub mod acme;
 pub mod actors;
 pub mod admin;
+pub mod atomic_file;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -12,8 +12,6 @@
 //!   read by `sealpost dns-records`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::schedule::DomainRecord;
@@ -162,25 +160,12 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     }
 }
 
-/// Writes `bytes` to `path` whole: a temporary file beside it, fsync,
-/// rename over, fsync of the directory.
+/// Writes `bytes` to `path` whole ([`crate::atomic_file::write`]),
+/// creating its directory.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(AcmeStore::io(dir))?;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(AcmeStore::io(path))
+    crate::atomic_file::write(path, bytes, mode).map_err(AcmeStore::io(path))
 }
 
 #[cfg(test)]

@@ -176,29 +176,8 @@ pub(super) fn previous_version(path: &Path, previous: Option<&TenantFiles>) -> O
     previous.and_then(|p| p.previous(path)).cloned()
 }
 
-/// Writes `text` to `path` so that a crash leaves either the old or the
-/// new content: a temporary file beside it (its name starts with a dot, so
-/// a reload skips it), fsync, rename over `path`, fsync of the directory.
+/// Writes a tenant file whole ([`crate::atomic_file::write`]; the
+/// temporary file's name starts with a dot, so a reload skips it).
 pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write(path, text.as_bytes(), 0o666)
 }

@@ -6,7 +6,6 @@
 //! sender is told it was accepted.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,15 +123,7 @@ impl ReportStore {
             });
         }
         let bytes = serde_json::to_vec(stored).unwrap_or_default();
-        let tmp = dir.join(format!("{key}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        };
-        write().map_err(io(&path))?;
+        crate::atomic_file::write(&path, &bytes, 0o666).map_err(io(&path))?;
         Ok(Stored::New)
     }
 
