@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::pki::TestCa;
-use support::sealpost::{free_port, greet, run_cli, server_head, Sealpost, NO_DNS};
+use support::sealpost::{free_port, greet, http_answer, run_cli, server_head, Sealpost, NO_DNS};
 use support::smtp::{command, data, mail_rcpt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -106,17 +106,7 @@ async fn post(
     let _ = tls.write_all(body).await;
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_answer(&String::from_utf8_lossy(&answer))
 }
 
 #[tokio::test(flavor = "multi_thread")]

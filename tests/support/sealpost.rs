@@ -403,6 +403,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .expect("send");
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).expect("read");
+    http_answer(&answer)
+}
+
+/// The status code and the body of an HTTP/1.1 answer read whole.
+pub fn http_answer(answer: &str) -> (u16, String) {
     let status = answer
         .split(' ')
         .nth(1)
