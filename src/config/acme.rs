@@ -7,31 +7,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
-
 use super::error::ConfigErrorKind as Kind;
 use super::raw::RawConfig;
 use super::validate::Validator;
-
-/// `[acme]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAcme {
-    pub directory: Option<Spanned<String>>,
-    #[serde(default)]
-    pub contact: Vec<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    #[serde(default)]
-    pub addresses: Vec<Spanned<String>>,
-    pub renew_before: Option<Spanned<String>>,
-    pub orders_per_hour: Option<Spanned<i64>>,
-    pub retry_first: Option<Spanned<String>>,
-    pub retry_max: Option<Spanned<String>>,
-    pub challenge: Option<Spanned<String>>,
-    #[serde(default)]
-    pub http_listen: Vec<Spanned<String>>,
-}
 
 /// How the CA validates a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! `[cluster]`: a fleet of sealpost nodes sharing limits and state in
 //! Redis (see `docs/cluster.md`). Without the section nothing is shared and
-//! nothing here is used. Raw keys and validation live together in this
-//! file; [`super::validate`] calls [`Validator::cluster`] once.
+//! nothing here is used. Its raw keys are in [`super::raw`],
+//! its errors in [`super::error`]; [`super::validate`] calls
+//! [`Validator::cluster`] once.
 //!
 //! A limit is fleet-wide unless written `"local:N"`, which keeps it per
 //! node (enforced by each node alone, never shared).
@@ -11,49 +12,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::error::ClusterConfigError;
 use super::error::ConfigErrorKind as Kind;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawLimit};
 use super::validate::Validator;
-
-/// `[cluster]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCluster {
-    pub redis: Option<Spanned<String>>,
-    pub ca_file: Option<Spanned<String>>,
-    pub node: Option<Spanned<String>>,
-    pub connect_timeout: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
-    pub node_ttl: Option<Spanned<String>>,
-    pub lease_ttl: Option<Spanned<String>>,
-    pub connections_per_destination: Option<Spanned<RawLimit>>,
-    pub tenant_messages_per_second: Option<Spanned<RawLimit>>,
-    pub tenant_destination_messages_per_second: Option<Spanned<RawLimit>>,
-    #[serde(default)]
-    pub destinations: BTreeMap<String, Spanned<RawLimit>>,
-    #[serde(default)]
-    pub tenants: BTreeMap<String, Spanned<RawClusterTenant>>,
-}
-
-/// `[cluster.tenants.NAME]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawClusterTenant {
-    pub messages_per_second: Option<Spanned<RawLimit>>,
-    pub destination_messages_per_second: Option<Spanned<RawLimit>>,
-}
-
-/// A number, or `"local:N"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(super) enum RawLimit {
-    Integer(i64),
-    Float(f64),
-    Text(String),
-}
 
 /// Where a limit is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,32 +178,6 @@ impl ClusterConfig {
             .copied()
             .unwrap_or(self.tenant_defaults)
     }
-}
-
-/// What is wrong in `[cluster]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClusterConfigError {
-    #[error("`cluster.redis` is required in `[cluster]` (e.g. `redis://10.0.0.5:6379`)")]
-    NoRedis,
-    #[error("bad `cluster.redis` URL `{given}`: {reason} (write `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS)")]
-    BadRedisUrl { given: String, reason: String },
-    #[error("bad `cluster.node` `{given}`: write 1 to 64 letters, digits, `.`, `-` or `_`")]
-    BadNodeName { given: String },
-    #[error("`{key}` is {given}: at most 750ms, so that a Redis outage is noticed within 1 s")]
-    TimeoutTooLong { key: &'static str, given: String },
-    #[error("bad limit for `{key}`: {given}: write {expected}, or `\"local:N\"` for a limit each node keeps alone")]
-    BadLimit {
-        key: String,
-        given: String,
-        expected: &'static str,
-    },
-    #[error("`cluster.tenants.{name}` names no configured `[[tenants]]` entry")]
-    UnknownTenant { name: String },
-    #[error("`cluster.ca_file` is set but `cluster.redis` is not a `rediss://` (TLS) URL")]
-    CaFileWithoutTls,
-    #[error("bad destination `{given}` in `cluster.destinations`: write a lowercase domain name or host")]
-    BadDestination { given: String },
 }
 
 impl Validator<'_> {

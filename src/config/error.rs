@@ -213,7 +213,7 @@ pub enum ConfigErrorKind {
     #[error("`{key}` belongs in the main configuration file, not in a tenant file")]
     NotInTenantFile { key: String },
     #[error(transparent)]
-    Cluster(#[from] super::cluster::ClusterConfigError),
+    Cluster(#[from] ClusterConfigError),
     #[error("bad `server.postmaster` address `{given}`: {reason} (write `local@domain`)")]
     BadPostmaster { given: String, reason: String },
 }
@@ -285,4 +285,30 @@ mod tests {
             );
         }
     }
+}
+
+/// What is wrong in `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterConfigError {
+    #[error("`cluster.redis` is required in `[cluster]` (e.g. `redis://10.0.0.5:6379`)")]
+    NoRedis,
+    #[error("bad `cluster.redis` URL `{given}`: {reason} (write `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS)")]
+    BadRedisUrl { given: String, reason: String },
+    #[error("bad `cluster.node` `{given}`: write 1 to 64 letters, digits, `.`, `-` or `_`")]
+    BadNodeName { given: String },
+    #[error("`{key}` is {given}: at most 750ms, so that a Redis outage is noticed within 1 s")]
+    TimeoutTooLong { key: &'static str, given: String },
+    #[error("bad limit for `{key}`: {given}: write {expected}, or `\"local:N\"` for a limit each node keeps alone")]
+    BadLimit {
+        key: String,
+        given: String,
+        expected: &'static str,
+    },
+    #[error("`cluster.tenants.{name}` names no configured `[[tenants]]` entry")]
+    UnknownTenant { name: String },
+    #[error("`cluster.ca_file` is set but `cluster.redis` is not a `rediss://` (TLS) URL")]
+    CaFileWithoutTls,
+    #[error("bad destination `{given}` in `cluster.destinations`: write a lowercase domain name or host")]
+    BadDestination { given: String },
 }

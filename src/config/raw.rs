@@ -3,6 +3,8 @@
 //! words (levels, versions, names) stay strings until validation, so that a
 //! bad one is reported with its line together with every other problem.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -35,8 +37,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
-    pub acme: super::acme::RawAcme,
-    pub cluster: Option<Spanned<super::cluster::RawCluster>>,
+    pub acme: RawAcme,
+    pub cluster: Option<Spanned<RawCluster>>,
 }
 
 /// `[limits]`
@@ -380,4 +382,60 @@ impl RawDomain {
             }),
         }
     }
+}
+
+/// `[acme]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub directory: Option<Spanned<String>>,
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
+    pub renew_before: Option<Spanned<String>>,
+    pub orders_per_hour: Option<Spanned<i64>>,
+    pub retry_first: Option<Spanned<String>>,
+    pub retry_max: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
+    #[serde(default)]
+    pub http_listen: Vec<Spanned<String>>,
+}
+
+/// `[cluster]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub redis: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub node: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub node_ttl: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub connections_per_destination: Option<Spanned<RawLimit>>,
+    pub tenant_messages_per_second: Option<Spanned<RawLimit>>,
+    pub tenant_destination_messages_per_second: Option<Spanned<RawLimit>>,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Spanned<RawLimit>>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, Spanned<RawClusterTenant>>,
+}
+
+/// `[cluster.tenants.NAME]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClusterTenant {
+    pub messages_per_second: Option<Spanned<RawLimit>>,
+    pub destination_messages_per_second: Option<Spanned<RawLimit>>,
+}
+
+/// A number, or `"local:N"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawLimit {
+    Integer(i64),
+    Float(f64),
+    Text(String),
 }
