@@ -74,69 +74,17 @@ fn run(scale: &ScaleOptions, settle: Duration) {
         kib_to_mb(check_peak)
     );
 
-    let started = Instant::now();
-    let mut serve = Command::new(SEALPOST)
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sealpost serve");
-    let listening = wait_for_listener(&mut serve, port);
-    let to_listen = started.elapsed();
-    if !listening {
-        let _ = serve.kill();
-        let _ = serve.wait();
-        panic!("sealpost serve did not listen on port {port}");
-    }
-    std::thread::sleep(settle);
-    let rest = rss_kib(serve.id());
-    println!(
-        "serve: listening    {:>8.3} s   RSS at rest {:>7.1} MB",
-        to_listen.as_secs_f64(),
-        kib_to_mb(rest)
-    );
-
-    let mut times = Vec::new();
-    for _ in 0..10 {
-        times.push(reload(&socket));
-    }
-    std::thread::sleep(settle);
-    let after = rss_kib(serve.id());
-    let (min, max) = min_max(&times);
-    println!(
-        "reload x10          {:>8.3} s   (min {:.3} s, max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest), peak {:.1} MB",
-        mean(&times),
-        min,
-        max,
-        kib_to_mb(after),
-        percent(after, rest),
-        kib_to_mb(hwm_kib(serve.id()))
-    );
-
+    let mut serve = serve_and_reload(&config, &socket, port, settle);
     let _ = serve.kill();
     let _ = serve.wait();
 
     split_layout(&config, &socket, port, settle);
 }
 
-/// The same configuration split into a main file and one file per tenant
-/// (`sealpost config split`): check, serve, 10 reloads with nothing
-/// changed, and one tenant's change, through the admin API and by editing
-/// its file and reloading.
-fn split_layout(config: &Path, socket: &Path, port: u16, settle: Duration) {
-    let (split_time, _) = run_measured(config, &["config", "split"]);
-    println!(
-        "\none file per tenant (`config split`: {:.3} s)",
-        split_time.as_secs_f64()
-    );
-    let (check_time, check_peak) = run_measured(config, &["config", "check"]);
-    println!(
-        "config check        {:>8.3} s   peak RSS {:>7.1} MB",
-        check_time.as_secs_f64(),
-        kib_to_mb(check_peak)
-    );
+/// Starts `sealpost serve` on `config`, prints the time until it listens
+/// and its RSS at rest, then the time of 10 reloads with nothing changed
+/// and the RSS after them; the server is left running.
+fn serve_and_reload(config: &Path, socket: &Path, port: u16, settle: Duration) -> Child {
     let started = Instant::now();
     let mut serve = Command::new(SEALPOST)
         .arg("--config")
@@ -168,13 +116,34 @@ fn split_layout(config: &Path, socket: &Path, port: u16, settle: Duration) {
     let after = rss_kib(serve.id());
     let (min, max) = min_max(&times);
     println!(
-        "reload x10          {:>8.3} s   (min {:.3} s, max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest)",
+        "reload x10          {:>8.3} s   (min {:.3} s, max {:.3} s)   RSS after {:>7.1} MB ({:+.1} % of rest), peak {:.1} MB",
         mean(&times),
         min,
         max,
         kib_to_mb(after),
         percent(after, rest),
+        kib_to_mb(hwm_kib(serve.id()))
     );
+    serve
+}
+
+/// The same configuration split into a main file and one file per tenant
+/// (`sealpost config split`): check, serve, 10 reloads with nothing
+/// changed, and one tenant's change, through the admin API and by editing
+/// its file and reloading.
+fn split_layout(config: &Path, socket: &Path, port: u16, settle: Duration) {
+    let (split_time, _) = run_measured(config, &["config", "split"]);
+    println!(
+        "\none file per tenant (`config split`: {:.3} s)",
+        split_time.as_secs_f64()
+    );
+    let (check_time, check_peak) = run_measured(config, &["config", "check"]);
+    println!(
+        "config check        {:>8.3} s   peak RSS {:>7.1} MB",
+        check_time.as_secs_f64(),
+        kib_to_mb(check_peak)
+    );
+    let mut serve = serve_and_reload(config, socket, port, settle);
     // One tenant's change through the admin API (the CLI's wall time).
     let started = Instant::now();
     let output = Command::new(SEALPOST)
