@@ -61,6 +61,29 @@ impl Tmux {
         tmux
     }
 
+    /// The exit status of the pane's command once it has exited (30 s at
+    /// most). Read from tmux's pane state rather than the "Pane is dead"
+    /// line, which tmux may not have drawn yet when the pane is captured.
+    fn exit_status(&self) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = self.run(&[
+                "display-message",
+                "-p",
+                "-t",
+                "top",
+                "#{pane_dead} #{pane_dead_status}",
+            ]);
+            if let Some(status) = state.trim().strip_prefix("1 ") {
+                return Some(status.to_string());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "top"])
     }
@@ -165,10 +188,11 @@ async fn top_shows_the_live_server_and_holds_the_selected_destination() {
     assert!(!screen.contains("globex"), "{screen}");
 
     tmux.run(&["send-keys", "-t", "top", "q"]);
-    let screen = tmux.until(|s| s.contains("Pane is dead"));
-    assert!(
-        screen.contains("Pane is dead (status 0"),
-        "top quits cleanly on q: {screen}"
+    assert_eq!(
+        tmux.exit_status().as_deref(),
+        Some("0"),
+        "top quits cleanly on q: {}",
+        tmux.screen()
     );
 }
 
