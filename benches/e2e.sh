@@ -12,7 +12,7 @@
 #
 # Usage: benches/e2e.sh [--connections N] [--messages N] [--size BYTES]
 #                       [--warmup N] [--repeat N] [--baseline-repeat N]
-#                       [--systems "baseline postfix sealpost"]
+#                       [--systems "baseline postfix sealpost reference"]
 #                       [--modes "starttls plain"] [--no-install] [--no-build]
 #                       [--keep]
 # Defaults: 32 connections x 625 messages (20,000 measured a run) x 10240
@@ -27,7 +27,10 @@
 # E2E_POSTFIX_CONCURRENCY (64, Postfix -> sink connections: its best here),
 # E2E_SEND_TIMEOUT (600 s a generator run), E2E_DRAIN_TIMEOUT (120 s),
 # E2E_KEEP (keep the work directory), E2E_POSTFIX_SET ("name=value ..."
-# main.cf overrides for Postfix, to try a setting). See docs/benchmarks.md.
+# main.cf overrides for Postfix, to try a setting), E2E_REFERENCE_BIN (a
+# directory with another build's sealpost, run as the system "reference"
+# beside this build's, to compare two builds in one run).
+# See docs/benchmarks.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -94,7 +97,10 @@ check_int send-timeout "$SEND_TIMEOUT" 10 3600
 check_int drain-timeout "$DRAIN_TIMEOUT" 5 3600
 ((CONNECTIONS * MESSAGES <= 1000000)) || die "at most 1,000,000 messages a run"
 for m in $MODES; do [[ $m == starttls || $m == plain ]] || die "unknown mode: $m"; done
-for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost)$ ]] || die "unknown system: $s"; done
+for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost|reference)$ ]] || die "unknown system: $s"; done
+if [[ " $SYSTEMS " == *" reference "* ]]; then
+    [[ -x ${E2E_REFERENCE_BIN:-}/sealpost ]] || die "system reference needs E2E_REFERENCE_BIN=<dir holding another build's sealpost>"
+fi
 [[ $EUID -eq 0 ]] || die "run as root (installs Postfix and runs its own instance)"
 
 TOTAL=$((CONNECTIONS * MESSAGES))
@@ -425,12 +431,14 @@ postfix_stop() {
 # is involved, as with Postfix's relayhost.
 SP_DIR=
 SP_PID=
-sealpost_available() {
-    [[ -x ${BIN:-}/sealpost ]] || { echo "sealpost binary not built"; return 1; }
+SP_BIN=            # the sealpost binary of the running relay (this build's or the reference's)
+sealpost_available() { # [BINARY]
+    local bin=${1:-${BIN:-}/sealpost}
+    [[ -x $bin ]] || { echo "sealpost binary not built"; return 1; }
     local probe
     probe=$(mktemp -d)
     sealpost_write_config "$probe" starttls
-    if ! "$BIN/sealpost" --config "$probe/sealpost.toml" config check >/dev/null 2>&1; then
+    if ! "$bin" --config "$probe/sealpost.toml" config check >/dev/null 2>&1; then
         rm -rf "$probe"
         echo "sealpost refuses the benchmark configuration (run config check on it)"
         return 1
@@ -470,11 +478,12 @@ route = { hosts = ["127.0.0.1:$SINK_PORT"], level = "$level" }
 EOF
 }
 
-sealpost_start() { # MODE ROUND
-    SP_DIR=$WORK/sealpost-$1-$2
+sealpost_start() { # MODE ROUND [SYSTEM BINARY]
+    SP_BIN=${4:-$BIN/sealpost}
+    SP_DIR=$WORK/${3:-sealpost}-$1-$2
     mkdir -p "$SP_DIR"
     sealpost_write_config "$SP_DIR" "$1"
-    "$BIN/sealpost" --config "$SP_DIR/sealpost.toml" serve >"$SP_DIR/sealpost.log" 2>&1 &
+    "$SP_BIN" --config "$SP_DIR/sealpost.toml" serve >"$SP_DIR/sealpost.log" 2>&1 &
     SP_PID=$!
     wait_port "$RELAY_PORT" 20 || die "sealpost did not listen on $RELAY_PORT: $(tail -n 20 "$SP_DIR/sealpost.log")"
 }
@@ -482,7 +491,7 @@ sealpost_start() { # MODE ROUND
 sealpost_pids() { [[ -n $SP_PID && -d /proc/$SP_PID ]] && echo "$SP_PID"; return 0; }
 
 sealpost_queued() { # messages still in the queue, from the admin socket
-    "$BIN/sealpost" --config "$SP_DIR/sealpost.toml" queue summary --json 2>/dev/null |
+    "$SP_BIN" --config "$SP_DIR/sealpost.toml" queue summary --json 2>/dev/null |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["messages"])' 2>/dev/null || echo "?"
 }
 
@@ -495,6 +504,15 @@ sealpost_stop() {
     wait "$SP_PID" 2>/dev/null || true
     SP_PID=
 }
+
+# The system "reference": the same relay with another build's binary
+# (E2E_REFERENCE_BIN, a directory holding its sealpost), in the same
+# interleaved rounds, to compare two builds in one run.
+reference_available() { sealpost_available "$E2E_REFERENCE_BIN/sealpost"; }
+reference_start() { sealpost_start "$1" "$2" reference "$E2E_REFERENCE_BIN/sealpost"; }
+reference_pids() { sealpost_pids; }
+reference_queued() { sealpost_queued; }
+reference_stop() { sealpost_stop; }
 
 # ---------------------------------------------------------------- table
 # stats DECIMALS V...: "median min max" of the numbers given (the median of
