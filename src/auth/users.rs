@@ -2,9 +2,9 @@
 //! (`[[tenants]] users`). Names match without regard to ASCII case.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use super::PasswordHash;
+use super::{hash_password, PasswordHash, DEFAULT_ITERATIONS};
 use crate::policy::TenantName;
 
 /// One user of a tenant.
@@ -20,6 +20,8 @@ pub struct AuthUser {
 #[derive(Debug, Clone, Default)]
 pub struct AuthUsers {
     by_name: HashMap<String, Arc<AuthUser>>,
+    /// The largest iteration count of the users' hashes.
+    max_iterations: u32,
 }
 
 impl AuthUsers {
@@ -29,8 +31,21 @@ impl AuthUsers {
         if let Some(existing) = self.by_name.get(&key) {
             return Err(existing.clone());
         }
+        self.max_iterations = self.max_iterations.max(user.hash.iterations());
         self.by_name.insert(key, Arc::new(user));
         Ok(())
+    }
+
+    /// What an unknown user name's password is checked against, so that
+    /// refusing it costs as much as refusing a known user's wrong password
+    /// (no user enumeration by timing): a hash with the largest iteration
+    /// count among the configured users. `None` only if hashing fails.
+    pub fn decoy(&self) -> Option<PasswordHash> {
+        let iterations = match self.max_iterations {
+            0 => DEFAULT_ITERATIONS,
+            n => n,
+        };
+        decoy_with(iterations)
     }
 
     /// The user of this name (any ASCII case).
@@ -44,5 +59,49 @@ impl AuthUsers {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+}
+
+/// One decoy hash per iteration count, made on first use.
+fn decoy_with(iterations: u32) -> Option<PasswordHash> {
+    static DECOYS: OnceLock<Mutex<HashMap<u32, PasswordHash>>> = OnceLock::new();
+    let decoys = DECOYS.get_or_init(Mutex::default);
+    let mut decoys = decoys
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(decoy) = decoys.get(&iterations) {
+        return Some(decoy.clone());
+    }
+    let decoy = hash_password(b"sealpost decoy", iterations).ok()?;
+    decoys.insert(iterations, decoy.clone());
+    Some(decoy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, iterations: u32) -> AuthUser {
+        AuthUser {
+            name: name.to_string(),
+            tenant: TenantName::new("acme"),
+            hash: hash_password(b"pw", iterations).expect("hash"),
+        }
+    }
+
+    #[test]
+    fn the_decoy_costs_as_much_as_the_costliest_configured_user() {
+        let mut users = AuthUsers::default();
+        assert_eq!(
+            users.decoy().map(|d| d.iterations()),
+            Some(DEFAULT_ITERATIONS),
+            "no users: the default cost"
+        );
+        users.insert(user("a@acme", 10_000)).expect("new");
+        users.insert(user("b@acme", 20_000)).expect("new");
+        let decoy = users.decoy().expect("decoy");
+        assert_eq!(decoy.iterations(), 20_000);
+        assert!(!decoy.verify(b"pw"), "the decoy takes no password");
+        assert_eq!(users.decoy(), Some(decoy), "made once per cost");
     }
 }

@@ -85,16 +85,6 @@ const CONCURRENT_AUTH_CHECKS: usize = 2;
 /// queueing without bound behind a flood.
 const WAITING_AUTH_CHECKS: usize = 32;
 
-/// What an unknown user name's password is checked against, so that the
-/// answer takes as long as for a known user (no user enumeration by timing).
-fn decoy_hash() -> &'static Option<crate::auth::PasswordHash> {
-    static DECOY: std::sync::OnceLock<Option<crate::auth::PasswordHash>> =
-        std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        crate::auth::hash_password(b"sealpost decoy", crate::auth::DEFAULT_ITERATIONS).ok()
-    })
-}
-
 /// Where one recipient's copy goes, and under which policy.
 struct Route {
     destination: String,
@@ -470,8 +460,8 @@ impl SessionHandler for Reception {
         // Every refusal costs one password check, known user or not.
         let hash = match &user {
             Some(user) => user.hash.clone(),
-            None => match decoy_hash() {
-                Some(decoy) => decoy.clone(),
+            None => match config.users.decoy() {
+                Some(decoy) => decoy,
                 None => return auth_refusal(),
             },
         };
