@@ -90,7 +90,7 @@ impl Sealpost {
             .spawn()
             .expect("start sealpost");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(self.smtp).is_ok() {
                 return;
@@ -241,7 +241,7 @@ pub fn run_to_exit(config: &std::path::Path) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sealpost");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             let mut stderr = String::new();
@@ -302,7 +302,7 @@ pub async fn submit(
         TlsParams, TlsRequirement,
     };
     let mut config = ClientConfig::new("submitter.test");
-    config.timeouts = Timeouts::uniform(Duration::from_secs(10));
+    config.timeouts = Timeouts::uniform(Duration::from_secs(30));
     let params = TlsParams::new(
         TlsRequirement::Opportunistic,
         sealpost::policy::MinTlsVersion::Any,
@@ -393,7 +393,7 @@ pub async fn starttls(
 /// `GET path` over HTTP/1.1 on `addr`: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     use std::io::{Read, Write};
     write!(

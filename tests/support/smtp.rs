@@ -312,7 +312,7 @@ impl SessionHandler for Scripted {
     }
 }
 
-/// Reads one complete reply from a raw client connection (10 s at most).
+/// Reads one complete reply from a raw client connection (30 s at most).
 pub async fn read_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Reply {
     use tokio::io::AsyncReadExt;
     let mut parser = ReplyParser::new();
@@ -321,7 +321,7 @@ pub async fn read_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Repl
         if let Some(reply) = parser.next_reply() {
             return reply.expect("well-formed reply");
         }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut buf))
             .await
             .expect("reply in time")
             .expect("read");
