@@ -35,16 +35,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use sealpost_queue::{Counts, StateKind};
 
 use crate::inbound::Refusal;
+
+mod scrape;
+mod tenants;
+
+use scrape::Scrape;
+pub use tenants::TenantCounters;
+use tenants::{top_with_other, Tenants};
 
 /// Upper bounds (seconds) of the delivery latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -93,24 +98,6 @@ pub fn state_name(state: StateKind) -> &'static str {
     }
 }
 
-/// Per-tenant message counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TenantCounters {
-    pub received: u64,
-    pub delivered: u64,
-    pub deferred: u64,
-    pub bounced: u64,
-}
-
-impl TenantCounters {
-    fn add(&mut self, other: &TenantCounters) {
-        self.received += other.received;
-        self.delivered += other.delivered;
-        self.deferred += other.deferred;
-        self.bounced += other.bounced;
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TlsLabels {
     level: String,
@@ -126,38 +113,6 @@ struct DeferralLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     reason: &'static str,
-}
-
-/// One tenant's exact counters, and whether it has series of its own.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    counters: TenantCounters,
-    own_series: bool,
-}
-
-#[derive(Debug, Default)]
-struct Tenants {
-    by_name: HashMap<String, Slot>,
-    /// How many slots have `own_series`.
-    with_series: usize,
-}
-
-impl Tenants {
-    fn slot(&mut self, tenant: &str, cap: usize) -> &mut Slot {
-        if !self.by_name.contains_key(tenant) {
-            let own_series = self.with_series < cap && tenant != OTHER_TENANT;
-            self.with_series += usize::from(own_series);
-            self.by_name.insert(
-                tenant.to_string(),
-                Slot {
-                    counters: TenantCounters::default(),
-                    own_series,
-                },
-            );
-        }
-        // Inserted just above when missing.
-        self.by_name.get_mut(tenant).expect("slot present")
-    }
 }
 
 /// What is read at scrape time rather than counted.
@@ -494,168 +449,7 @@ pub fn tls_achieved(
     }
 }
 
-/// The `cap` largest entries by value, and the rest summed as `other`.
-fn top_with_other(values: &BTreeMap<String, u64>, cap: usize) -> Vec<(String, u64)> {
-    let mut all: Vec<(&String, u64)> = values.iter().map(|(k, &v)| (k, v)).collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let mut out: Vec<(String, u64)> = Vec::with_capacity(cap.min(all.len()) + 1);
-    let mut other = 0;
-    for (i, (name, n)) in all.into_iter().enumerate() {
-        if i < cap && name != OTHER_TENANT {
-            out.push((name.clone(), n));
-        } else {
-            other += n;
-        }
-    }
-    out.push((OTHER_TENANT.to_string(), other));
-    out
-}
-
 /// What one scrape shows beside the live families.
-#[derive(Debug)]
-struct Scrape {
-    tenants: Vec<(String, TenantCounters)>,
-    folded: usize,
-    queue_tenants: Vec<(String, u64)>,
-    states: Vec<(&'static str, u64)>,
-    gauges: Gauges,
-    acme_domains: BTreeMap<&'static str, u64>,
-    cluster: Option<(bool, usize)>,
-}
-
-type PerTenant = (&'static str, &'static str, fn(&TenantCounters) -> u64);
-
-const PER_TENANT: [PerTenant; 4] = [
-    (
-        "sealpost_messages_received",
-        "Messages accepted and queued durably, per tenant (capped: see sealpost_metrics_tenants_folded).",
-        |c| c.received,
-    ),
-    (
-        "sealpost_messages_delivered",
-        "Messages delivered, per tenant.",
-        |c| c.delivered,
-    ),
-    (
-        "sealpost_messages_deferred",
-        "Delivery attempts deferred (temporary failures), per tenant.",
-        |c| c.deferred,
-    ),
-    (
-        "sealpost_messages_bounced",
-        "Messages failed permanently, per tenant.",
-        |c| c.bounced,
-    ),
-];
-
-impl Collector for Scrape {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, value) in PER_TENANT {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (tenant, counters) in &self.tenants {
-                metric
-                    .encode_family(&[("tenant", tenant.as_str())])?
-                    .encode_counter::<NoLabelSet, _, u64>(&value(counters), None)?;
-            }
-        }
-        gauge(
-            &mut encoder,
-            "sealpost_metrics_tenants_folded",
-            "Tenants counted under tenant=\"other\" in the per-tenant counters.",
-            self.folded as u64,
-        )?;
-        let mut metric = encoder.encode_descriptor(
-            "sealpost_queue_recipients",
-            "Recipients in the queue, per state.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, n) in &self.states {
-            metric
-                .encode_family(&[("state", *state)])?
-                .encode_gauge(n)?;
-        }
-        let mut metric = encoder.encode_descriptor(
-            "sealpost_queue_messages",
-            "Messages in the queue, per tenant (the largest queues, the rest as other).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (tenant, n) in &self.queue_tenants {
-            metric
-                .encode_family(&[("tenant", tenant.as_str())])?
-                .encode_gauge(n)?;
-        }
-        gauge(
-            &mut encoder,
-            "sealpost_config_generation",
-            "Configurations put in force since start (1 before any reload).",
-            self.gauges.config_generation,
-        )?;
-        gauge(
-            &mut encoder,
-            "sealpost_disk_reserve_bytes",
-            "[limits] min_free_disk: below it new mail is refused (0: no reserve).",
-            self.gauges.disk_reserve_bytes,
-        )?;
-        if let Some(free) = self.gauges.disk_free_bytes {
-            gauge(
-                &mut encoder,
-                "sealpost_disk_free_bytes",
-                "Octets available on the queue's file system.",
-                free,
-            )?;
-        }
-        let mut metric = encoder.encode_descriptor(
-            "sealpost_tls_certificate_expiry_timestamp_seconds",
-            "When each certificate sealpost presents (STARTTLS, MTA-STS policy host) expires, Unix time.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for cert in &self.gauges.certificates {
-            metric
-                .encode_family(&[("name", cert.name.as_str())])?
-                .encode_gauge(&cert.not_after)?;
-        }
-        let mut metric = encoder.encode_descriptor(
-            "sealpost_acme_domains",
-            "mta-sts names with ACME certificates, per state (dns-mismatch: the name does not point at this gateway).",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, n) in &self.acme_domains {
-            metric
-                .encode_family(&[("state", *state)])?
-                .encode_gauge(n)?;
-        }
-        if let Some((shared, alive)) = self.cluster {
-            gauge(
-                &mut encoder,
-                "sealpost_cluster_limits_shared",
-                "1 while limits are shared in Redis, 0 while they are local (Redis out).",
-                u64::from(shared),
-            )?;
-            gauge(
-                &mut encoder,
-                "sealpost_cluster_nodes_alive",
-                "Nodes seen alive at the last heartbeat that reached Redis.",
-                alive as u64,
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    prometheus_client::metrics::gauge::ConstGauge::new(value).encode(metric)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sealpost_queue::{AcceptedPolicy, NewCopy, NewRecipient, NewTransaction, Queue, QueueError};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::storage::{NoRoom, Storage};
 use super::trace::{received_count, received_header, Trace};
@@ -45,18 +45,18 @@ use super::{Body, ConnectionInfo, Refusal, SessionHandler, Spool};
 use crate::config::Config;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
-use crate::policy::relay::authorize_tenant;
-use crate::policy::{PeerQuery, RelayRefusal, Resolution, SecurityLevel, TenantName};
 use crate::smtp::{
-    BodyType, Credentials, Envelope, ForwardPath, MailParams, Mailbox, RcptParams, Reply,
-    ReversePath, Verdict,
+    BodyType, Credentials, Envelope, ForwardPath, MailParams, RcptParams, Reply, ReversePath,
+    Verdict,
 };
 
-/// The destination key of inbound mail for a managed domain: its
-/// downstream route, resolved by the delivery engine.
-pub fn inbound_destination(domain: &str) -> String {
-    crate::delivery::Destination::Inbound(domain).key()
-}
+mod auth;
+mod routing;
+mod tls_reports;
+
+use auth::CONCURRENT_AUTH_CHECKS;
+pub use routing::{inbound_destination, tls_refusal};
+use routing::{is_our_postmaster, Route};
 
 /// The inbound mail handler of `sealpost serve`.
 pub struct Reception {
@@ -75,23 +75,6 @@ pub struct Reception {
     metrics: Arc<Metrics>,
     /// The disk reserve and the tenants' queue quotas.
     storage: Arc<Storage>,
-}
-
-/// Password checks that may run at the same time.
-const CONCURRENT_AUTH_CHECKS: usize = 2;
-
-/// AUTH attempts waiting for a check slot at most; beyond that the client
-/// is told to try later (`454 4.7.0`, RFC 4954 section 6) instead of
-/// queueing without bound behind a flood.
-const WAITING_AUTH_CHECKS: usize = 32;
-
-/// Where one recipient's copy goes, and under which policy.
-struct Route {
-    destination: String,
-    resolution: Resolution,
-    /// The address queued instead of the one given (mail to our
-    /// postmaster, sent on to `[server] postmaster`).
-    rewrite: Option<Mailbox>,
 }
 
 impl Reception {
@@ -152,245 +135,6 @@ impl Reception {
         self.metrics = metrics;
         self
     }
-
-    /// The route of a recipient, or the refusal (relay denied, or the
-    /// inbound TLS policy).
-    fn route(
-        &self,
-        config: &Config,
-        conn: &ConnectionInfo,
-        from: &ReversePath,
-        to: &ForwardPath,
-    ) -> Result<Route, Reply> {
-        if let Some(route) = postmaster_route(config, conn, from, to) {
-            return route;
-        }
-        if let Some(reply) = unknown_recipient(config, to) {
-            info!(conn = conn.id, peer = %conn.peer, %from, %to, "unknown recipient");
-            return Err(reply);
-        }
-        let sender = sender_domain(from);
-        let policy = &config.policy;
-        let by_address = || {
-            config
-                .relay
-                .authorize(conn.peer.ip(), sender.as_deref(), policy)
-        };
-        // A session authenticated as a tenant's user relays under the same
-        // sender rule as that tenant's relay sources.
-        let authorized = match authenticated_tenant(config, conn) {
-            Some(tenant) => authorize_tenant(&tenant, sender.as_deref(), policy)
-                .or_else(|refusal| by_address().map_err(|_| refusal)),
-            None => by_address(),
-        };
-        match authorized {
-            Ok(_) => {
-                if let (ForwardPath::Mailbox(m), Some(sender)) = (to, &sender) {
-                    if let Some(recipient_domain) = m.host.domain_lowercase() {
-                        let resolution = policy.resolve(
-                            sender,
-                            PeerQuery::Outbound {
-                                recipient_domain: &recipient_domain,
-                            },
-                        );
-                        return Ok(Route {
-                            destination: recipient_domain,
-                            resolution,
-                            rewrite: None,
-                        });
-                    }
-                }
-            }
-            // Not a relay source at all: the ordinary inbound case.
-            Err(RelayRefusal::NotASource { .. }) => {}
-            // A relay source that may not relay this sender: its mail may
-            // still reach managed domains as inbound mail.
-            Err(refusal) => {
-                debug!(conn = conn.id, %from, %to, %refusal, "not relayed as outbound mail");
-            }
-        }
-        let ForwardPath::Mailbox(mailbox) = to else {
-            // Bare <Postmaster> is handled by `postmaster_route`.
-            return Err(no_postmaster());
-        };
-        let Some(domain) = managed_domain(config, mailbox) else {
-            return Err(Reply::new(554, (5, 7, 1), "Relay access denied"));
-        };
-        let resolution = inbound_policy(config, conn, from, &domain);
-        if let Some(reply) = tls_refusal(&resolution, conn) {
-            info!(conn = conn.id, peer = %conn.peer, %from, %to, policy = %resolution, "refused by the inbound TLS policy");
-            return Err(reply);
-        }
-        Ok(Route {
-            destination: inbound_destination(&domain),
-            resolution,
-            rewrite: None,
-        })
-    }
-}
-
-/// Whether `to` is this server's postmaster: the bare `<Postmaster>` or
-/// `postmaster@<server hostname>` (any case, RFC 5321 section 4.5.1).
-fn is_our_postmaster(config: &Config, to: &ForwardPath) -> bool {
-    match to {
-        ForwardPath::Postmaster => true,
-        ForwardPath::Mailbox(m) => {
-            let hostname = config.server.hostname.as_str().trim_end_matches('.');
-            m.local_part.eq_ignore_ascii_case("postmaster")
-                && m.host
-                    .domain_lowercase()
-                    .is_some_and(|d| d.trim_end_matches('.').eq_ignore_ascii_case(hostname))
-        }
-    }
-}
-
-/// The route of mail to this server's postmaster, or `None` for any other
-/// recipient. With `[server] postmaster` it goes to that address (queued
-/// as that address: inbound to its managed domain's route, else outbound
-/// to its domain). Without it, when the host name is itself an enabled
-/// managed domain, `postmaster@<hostname>` takes that domain's way and the
-/// bare `<Postmaster>` joins it; otherwise it is refused with `550 5.1.1`
-/// rather than accepted into a queue with no way out.
-fn postmaster_route(
-    config: &Config,
-    conn: &ConnectionInfo,
-    from: &ReversePath,
-    to: &ForwardPath,
-) -> Option<Result<Route, Reply>> {
-    if !is_our_postmaster(config, to) {
-        return None;
-    }
-    let hostname = config.server.hostname.as_str();
-    if let Some(target) = &config.server.postmaster {
-        let domain = target.host.domain_lowercase().unwrap_or_default();
-        let route = match managed_domain(config, target) {
-            Some(managed) => Route {
-                destination: inbound_destination(&managed),
-                resolution: inbound_policy(config, conn, from, &managed),
-                rewrite: Some(target.clone()),
-            },
-            None => Route {
-                resolution: config.policy.resolve(
-                    hostname,
-                    PeerQuery::Outbound {
-                        recipient_domain: &domain,
-                    },
-                ),
-                destination: domain,
-                rewrite: Some(target.clone()),
-            },
-        };
-        return Some(Ok(route));
-    }
-    let managed = config.policy.domain(hostname).filter(|d| d.enabled);
-    match (managed, to) {
-        (Some(_), ForwardPath::Mailbox(_)) => None,
-        (Some(domain), ForwardPath::Postmaster) => {
-            let name = domain.name.as_str();
-            Some(Ok(Route {
-                destination: inbound_destination(name),
-                resolution: inbound_policy(config, conn, from, name),
-                rewrite: None,
-            }))
-        }
-        (None, _) => Some(Err(no_postmaster())),
-    }
-}
-
-/// The refusal of mail to a postmaster nobody takes.
-fn no_postmaster() -> Reply {
-    Reply::new(
-        550,
-        (5, 1, 1),
-        "<postmaster>: Recipient address rejected: user unknown",
-    )
-}
-
-/// The tenant of the user the session authenticated as (`None` also when
-/// a reload removed that user).
-fn authenticated_tenant(config: &Config, conn: &ConnectionInfo) -> Option<TenantName> {
-    let name = conn.authenticated.as_deref()?;
-    config.users.get(name).map(|user| user.tenant.clone())
-}
-
-fn auth_refusal() -> Verdict {
-    Verdict::Reject(Reply::new(
-        535,
-        (5, 7, 8),
-        "Authentication credentials invalid",
-    ))
-}
-
-/// `550 5.1.1` for a recipient of an enabled managed domain that lists its
-/// valid recipients, when the local part is not listed (`postmaster` is
-/// always valid, RFC 5321 4.5.1).
-fn unknown_recipient(config: &Config, to: &ForwardPath) -> Option<Reply> {
-    let ForwardPath::Mailbox(mailbox) = to else {
-        return None;
-    };
-    let domain = managed_domain(config, mailbox)?;
-    let list = config.recipients.get(&domain)?;
-    (!list.accepts(&mailbox.local_part)).then(|| {
-        Reply::new(
-            550,
-            (5, 1, 1),
-            format!("<{mailbox}>: Recipient address rejected: user unknown"),
-        )
-    })
-}
-
-/// The enabled managed domain a recipient mailbox belongs to.
-fn managed_domain(config: &Config, mailbox: &Mailbox) -> Option<String> {
-    let domain = mailbox.host.domain_lowercase()?;
-    let managed = config.policy.domain(&domain)?;
-    managed.enabled.then(|| managed.name.as_str().to_string())
-}
-
-fn inbound_policy(
-    config: &Config,
-    conn: &ConnectionInfo,
-    from: &ReversePath,
-    domain: &str,
-) -> Resolution {
-    let sender_domain = sender_domain(from);
-    config.policy.resolve(
-        domain,
-        PeerQuery::Inbound {
-            ip: Some(conn.peer.ip()),
-            sender_domain: sender_domain.as_deref(),
-        },
-    )
-}
-
-fn sender_domain(from: &ReversePath) -> Option<String> {
-    match from {
-        ReversePath::Mailbox(m) => m.host.domain_lowercase(),
-        ReversePath::Null => None,
-    }
-}
-
-/// Whether the session meets the policy; the refusal when it does not.
-pub fn tls_refusal(resolution: &Resolution, conn: &ConnectionInfo) -> Option<Reply> {
-    if resolution.level != SecurityLevel::Mandatory {
-        return None;
-    }
-    match &conn.tls {
-        None => Some(Reply::new(
-            530,
-            (5, 7, 0),
-            "Must issue a STARTTLS command first",
-        )),
-        Some(tls) if !resolution.min_tls.accepts(tls.version) => Some(Reply::new(
-            530,
-            (5, 7, 0),
-            format!(
-                "Must issue a STARTTLS command first: {} is below the required TLS {}",
-                tls.version_name(),
-                resolution.min_tls
-            ),
-        )),
-        Some(_) => None,
-    }
 }
 
 impl SessionHandler for Reception {
@@ -446,61 +190,9 @@ impl SessionHandler for Reception {
         self.metrics.refused(refusal);
     }
 
-    /// SMTP AUTH against `[[tenants]] users`. The PBKDF2 check runs on the
-    /// blocking pool; an unknown user, a failed check, or PLAIN acting for
-    /// another identity (authzid) all get `535 5.7.8`.
+    /// SMTP AUTH (`auth.rs`).
     async fn auth(&self, conn: &ConnectionInfo, credentials: Credentials) -> Verdict {
-        use std::sync::atomic::Ordering;
-        let config = self.live.current();
-        let user = config.users.get(&credentials.username).cloned();
-        let other_identity = credentials
-            .authzid
-            .as_deref()
-            .is_some_and(|z| !z.eq_ignore_ascii_case(&credentials.username));
-        // Every refusal costs one password check, known user or not.
-        let hash = match &user {
-            Some(user) => user.hash.clone(),
-            None => match config.users.decoy() {
-                Some(decoy) => decoy,
-                None => return auth_refusal(),
-            },
-        };
-        if self.auth_waiting.fetch_add(1, Ordering::AcqRel) >= WAITING_AUTH_CHECKS {
-            self.auth_waiting.fetch_sub(1, Ordering::AcqRel);
-            warn!(conn = conn.id, peer = %conn.peer, "SMTP AUTH deferred: too many checks waiting");
-            return Verdict::Reject(Reply::new(
-                454,
-                (4, 7, 0),
-                "Temporary authentication failure, try again later",
-            ));
-        }
-        let slot = self.auth_checks.acquire().await;
-        self.auth_waiting.fetch_sub(1, Ordering::AcqRel);
-        let Ok(_slot) = slot else {
-            return auth_refusal(); // never closed
-        };
-        let password = credentials.password().as_bytes().to_vec();
-        let valid = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false);
-        match user {
-            None => {
-                info!(conn = conn.id, peer = %conn.peer, user = %credentials.username, "SMTP AUTH refused: unknown user");
-                auth_refusal()
-            }
-            Some(user) if other_identity => {
-                info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: acting for another identity is not supported");
-                auth_refusal()
-            }
-            Some(user) if valid => {
-                info!(conn = conn.id, peer = %conn.peer, user = %user.name, tenant = %user.tenant, "SMTP AUTH succeeded");
-                Verdict::Accept
-            }
-            Some(user) => {
-                info!(conn = conn.id, peer = %conn.peer, user = %user.name, "SMTP AUTH refused: wrong password");
-                auth_refusal()
-            }
-        }
+        self.authenticate(conn, credentials).await
     }
 
     fn spool(&self) -> Option<Spool> {
@@ -647,82 +339,6 @@ impl SessionHandler for Reception {
     }
 }
 
-impl Reception {
-    /// TLS reports mailed to a hosted domain's `mailto:` TLSRPT destination
-    /// (RFC 8460 section 5.3) are stored for its tenant (`crate::tlsrpt`)
-    /// instead of relayed: those recipients are taken out of `envelope`.
-    /// A message that holds no acceptable report (or is too large to be
-    /// one) stays addressed to them and is relayed like any other, so
-    /// nothing is lost. `Some(250)` when no recipient is left.
-    async fn take_tls_reports(
-        &self,
-        config: &Config,
-        conn: &ConnectionInfo,
-        envelope: &mut Envelope,
-        body: &Body,
-    ) -> Option<Reply> {
-        use crate::tlsrpt::mail::{report_address_domain, report_part};
-        let mut domains: Vec<String> = envelope
-            .recipients
-            .iter()
-            .filter_map(|r| match &r.path {
-                ForwardPath::Mailbox(m) => report_address_domain(config, m),
-                ForwardPath::Postmaster => None,
-            })
-            .collect();
-        if domains.is_empty() {
-            return None;
-        }
-        domains.sort();
-        domains.dedup();
-        let part = match body {
-            Body::Memory(bytes) => report_part(bytes),
-            Body::Spooled(_) => None,
-        };
-        let Some((encoding, report)) = part else {
-            info!(
-                conn = conn.id,
-                ?domains,
-                "mail to a TLSRPT address holds no TLS report: relayed as usual"
-            );
-            return None;
-        };
-        let content_type = match encoding {
-            crate::tlsrpt::Encoding::Gzip => "application/tlsrpt+gzip",
-            crate::tlsrpt::Encoding::Json => "application/tlsrpt+json",
-        };
-        let receiver = Arc::new(crate::tlsrpt::Receiver::new(self.live.clone()));
-        let report = Arc::new(report);
-        let mut stored = Vec::new();
-        for domain in domains {
-            let (receiver, report, name) = (receiver.clone(), report.clone(), domain.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                receiver.receive(&name, Some(content_type), &report, "mail")
-            })
-            .await;
-            match result {
-                Ok(Ok(_)) => stored.push(domain),
-                Ok(Err(e)) => {
-                    info!(conn = conn.id, %domain, error = %e, "mailed TLS report refused: relayed as usual")
-                }
-                Err(e) => {
-                    warn!(conn = conn.id, %domain, error = %e, "storing a mailed TLS report failed")
-                }
-            }
-        }
-        envelope.recipients.retain(|r| match &r.path {
-            ForwardPath::Mailbox(m) => {
-                report_address_domain(config, m).is_none_or(|d| !stored.contains(&d))
-            }
-            ForwardPath::Postmaster => true,
-        });
-        envelope
-            .recipients
-            .is_empty()
-            .then(|| Reply::new(250, (2, 0, 0), "Ok: TLS report stored"))
-    }
-}
-
 /// The version of the accepted-message log line's fields (its `schema`
 /// field); raised when a field changes meaning or goes away.
 pub const ACCEPTED_LOG_SCHEMA: u64 = 1;
@@ -774,6 +390,7 @@ fn storage_refusal(conn: &ConnectionInfo, error: &QueueError) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::Mailbox;
 
     fn conn() -> ConnectionInfo {
         ConnectionInfo {
