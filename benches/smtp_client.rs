@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         from: &from,
         to: &to,
         body: &body,
+        requiretls: false,
     };
     let mut group = c.benchmark_group("smtp_client");
     group.throughput(Throughput::Elements(1));
