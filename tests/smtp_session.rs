@@ -18,6 +18,7 @@ fn config() -> SessionConfig {
         max_errors: 5,
         tls_available: true,
         auth_available: false,
+        requiretls_available: true,
         extra_params: vec!["ENVID".into()],
     }
 }
