@@ -1,12 +1,14 @@
 //! RFC 8689 on the outbound side, end to end through `sealpost serve`:
 //!
 //! - A message received with `MAIL FROM:<..> REQUIRETLS` goes only to an
-//!   MX whose TLS is authenticated (here DANE, in the signed test zone)
-//!   and that advertises REQUIRETLS, with `REQUIRETLS` on its MAIL FROM.
+//!   MX whose TLS is authenticated (DANE in the signed test zone, or an
+//!   MTA-STS `enforce` policy with a certificate from the test CA) and
+//!   that advertises REQUIRETLS, with `REQUIRETLS` on its MAIL FROM.
 //!   Otherwise it is returned at once, never retried: `5.7.30` when the
 //!   authenticated MX lacks REQUIRETLS, `5.7.10` when no MX can be
-//!   authenticated (unauthenticated TLS or cleartext only), and no MAIL
-//!   command ever reaches those receivers.
+//!   authenticated (unauthenticated TLS, an MTA-STS `testing` policy,
+//!   cleartext only, a managed domain's route), and no MAIL command ever
+//!   reaches those receivers.
 //! - A `TLS-Required: No` header field relaxes the recipient's policy
 //!   (`opportunistic-dane`, `mta-sts`): a DANE or MTA-STS failure no
 //!   longer stops the message. A mandatory level the operator set for
@@ -81,6 +83,28 @@ fn dsn_block_of(home: &Mx, to: &str) -> Option<Vec<(String, String)>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_it() {
     let port = free_port();
+    let ca = TestCa::new("sealpost REQUIRETLS test CA");
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let policy_leaf = ca.issue(&["mta-sts.sts-ok.test", "mta-sts.sts-testing.test"]);
+    let policy_host = HttpsServer::start(
+        pki::server_config(&policy_leaf, ALL_VERSIONS),
+        |host, path| {
+            if path != "/.well-known/mta-sts.txt" {
+                HttpsReply::status(404)
+            } else if host.starts_with("mta-sts.sts-ok.test") {
+                HttpsReply::text(&policy_text("mx.sts-ok.test"))
+            } else if host.starts_with("mta-sts.sts-testing.test") {
+                HttpsReply::text(
+                    "version: STSv1\nmode: testing\nmx: mx.sts-testing.test\nmax_age: 86400\n",
+                )
+            } else {
+                HttpsReply::status(404)
+            }
+        },
+    )
+    .await;
     let ok_leaf = pki::self_signed(&["mx.dane-ok.test"]);
     let noreq_leaf = pki::self_signed(&["mx.dane-noreq.test"]);
     let dns = TestDns::builder()
@@ -104,6 +128,16 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
         // Cleartext only: 5.7.10.
         .mx("plain.test", 10, "mx.plain.test")
         .a("mx.plain.test", loopback(5))
+        // MTA-STS enforce, certificate from the CA: delivered.
+        .mx("sts-ok.test", 10, "mx.sts-ok.test")
+        .a("mx.sts-ok.test", loopback(6))
+        .txt("_mta-sts.sts-ok.test", &["v=STSv1; id=1;"])
+        .a("mta-sts.sts-ok.test", Ipv4Addr::LOCALHOST)
+        // MTA-STS testing: not authenticated, 5.7.10.
+        .mx("sts-testing.test", 10, "mx.sts-testing.test")
+        .a("mx.sts-testing.test", loopback(7))
+        .txt("_mta-sts.sts-testing.test", &["v=STSv1; id=1;"])
+        .a("mta-sts.sts-testing.test", Ipv4Addr::LOCALHOST)
         .start()
         .await;
     let accept: Arc<Decide> = Arc::new(accept_all);
@@ -132,9 +166,30 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
     )
     .await;
     let plain = Mx::start(loopback(5), port, "mx.plain.test", None, accept.clone()).await;
+    let sts_ok = Mx::start(
+        loopback(6),
+        port,
+        "mx.sts-ok.test",
+        tls(&ca.issue(&["mx.sts-ok.test"])),
+        accept.clone(),
+    )
+    .await;
+    let sts_testing = Mx::start(
+        loopback(7),
+        port,
+        "mx.sts-testing.test",
+        tls(&ca.issue(&["mx.sts-testing.test"])),
+        accept.clone(),
+    )
+    .await;
     // The sender's level is only `opportunistic`: REQUIRETLS asks more.
     let home = home_mx().await;
-    let domains = acme_routed_to("opportunistic", &home);
+    let domains = format!(
+        "[mta_sts]\nhttps_port = {}\nca_file = \"{}\"\n{}",
+        policy_host.port(),
+        ca_file.display(),
+        acme_routed_to("opportunistic", &home)
+    );
     let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
 
     for to in [
@@ -142,6 +197,8 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
         "bob@dane-noreq.test",
         "bob@unauth.test",
         "bob@plain.test",
+        "bob@sts-ok.test",
+        "bob@sts-testing.test",
     ] {
         submit_requiretls(sealpost.smtp, to).await;
     }
@@ -154,12 +211,20 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
     assert_eq!(got.len(), 1);
     assert!(got[0].envelope.params.requiretls, "{:?}", got[0].envelope);
     assert!(got[0].tls_version.is_some());
+    // Authenticated by MTA-STS enforce (WebPKI).
+    let event = delivered_event(&sealpost, "bob@sts-ok.test").await;
+    assert_eq!(event["authentication"], "Webpki", "{event}");
+    assert_eq!(event["level"], "mta-sts", "planned under mta-sts: {event}");
+    let got = sts_ok.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].envelope.params.requiretls, "{:?}", got[0].envelope);
 
     // Every other one comes back to the sender at once, with its status.
     let returned = [
         ("bob@dane-noreq.test", "5.7.30"),
         ("bob@unauth.test", "5.7.10"),
         ("bob@plain.test", "5.7.10"),
+        ("bob@sts-testing.test", "5.7.10"),
     ];
     let all_returned = until(WAIT, || {
         returned
@@ -195,6 +260,7 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
     assert_eq!(noreq.mails(), 0, "no MAIL to the MX without REQUIRETLS");
     assert_eq!(unauth.mails(), 0, "no MAIL over unauthenticated TLS");
     assert_eq!(plain.mails(), 0, "no MAIL in cleartext");
+    assert_eq!(sts_testing.mails(), 0, "no MAIL under a testing policy");
     // The DSNs themselves come from the null sender to alice.
     for dsn in home.received() {
         assert_eq!(dsn.envelope.from.to_string(), "<>");
@@ -322,4 +388,54 @@ outbound.peers = [
         !relaxed.iter().any(|e| e["destination"] == "md-bad.test"),
         "{relaxed:#?}"
     );
+}
+
+/// A managed domain's route never authenticates its hosts (its levels are
+/// `opportunistic` and `mandatory`): inbound REQUIRETLS mail for it is
+/// returned with 5.7.10 to the outside sender, and the route's server
+/// never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requiretls_inbound_mail_is_returned_when_the_route_cannot_be_authenticated() {
+    let port = free_port();
+    let dns = TestDns::builder()
+        .mx("far.test", 10, "mx.far.test")
+        .a("mx.far.test", loopback(2))
+        .start()
+        .await;
+    // The outside sender's MX, where the DSN goes.
+    let far = Mx::start(loopback(2), port, "mx.far.test", None, Arc::new(accept_all)).await;
+    let home = home_mx().await;
+    let domains = acme_routed_to("opportunistic", &home)
+        .replace("route = {", "route = { level = \"mandatory\", ");
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
+
+    let mut tls = starttls(sealpost.smtp, ALL_VERSIONS).await;
+    let rcpt = mail_rcpt(
+        &mut tls,
+        "MAIL FROM:<carol@far.test> REQUIRETLS",
+        "RCPT TO:<bob@acme.test>",
+    )
+    .await;
+    assert_eq!(rcpt.code, 250, "{rcpt:?}");
+    let queued = data(&mut tls, "Subject: for bob\r\n\r\nconfidential\r\n").await;
+    assert_eq!(queued.code, 250, "{queued:?}");
+    assert_eq!(command(&mut tls, "QUIT").await.code, 221);
+
+    let returned = until(WAIT, || !far.received().is_empty()).await;
+    assert!(
+        returned,
+        "no DSN at the sender's MX; attempts: {:#?}",
+        attempts(&sealpost, "bob@acme.test")
+    );
+    let dsn = far.received().remove(0);
+    assert_eq!(dsn.envelope.from.to_string(), "<>");
+    assert_eq!(
+        dsn.envelope.recipients[0].path.to_string(),
+        "<carol@far.test>"
+    );
+    let block = recipient_blocks(&dsn.body).remove(0);
+    assert_eq!(dsn_parse::get(&block, "action"), Some("failed"));
+    assert_eq!(dsn_parse::get(&block, "status"), Some("5.7.10"));
+    assert_eq!(attempts(&sealpost, "bob@acme.test").len(), 1);
+    assert_eq!(home.mails(), 0, "the route's server never saw it");
 }
