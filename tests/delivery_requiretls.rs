@@ -261,8 +261,12 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
     assert_eq!(unauth.mails(), 0, "no MAIL over unauthenticated TLS");
     assert_eq!(plain.mails(), 0, "no MAIL in cleartext");
     assert_eq!(sts_testing.mails(), 0, "no MAIL under a testing policy");
-    // The DSNs themselves come from the null sender to alice.
+    // The DSNs themselves come from the null sender to alice, and return
+    // none of the message (RFC 8689 section 5).
     for dsn in home.received() {
+        let text = String::from_utf8_lossy(&dsn.body);
+        assert!(!text.contains("confidential"), "{text}");
+        assert!(!text.contains("text/rfc822-headers"), "{text}");
         assert_eq!(dsn.envelope.from.to_string(), "<>");
         assert_eq!(
             dsn.envelope.recipients[0].path.to_string(),
