@@ -1,5 +1,6 @@
 //! The sender's TLS request of a message (RFC 8689, stored with it as
-//! [`TlsRequest`]) applied to its delivery, as pure functions:
+//! [`TlsRequest`]) applied to its delivery, as pure functions (and
+//! [`log_change`], the log line of what the request changed):
 //!
 //! - `REQUIRETLS` (section 4.2.1): the message goes only to a host whose
 //!   TLS is authenticated: by DANE (RFC 7672), or by WebPKI under an
@@ -20,6 +21,7 @@
 //!   `mandatory-dane`) is never relaxed.
 
 use sealpost_queue::TlsRequest;
+use tracing::info;
 
 use super::plan::{Effective, Hop, HopTls};
 use super::reason::{status, LocalCause, Place, Reason};
@@ -95,6 +97,31 @@ pub fn unfit(hop: &Hop) -> Reason {
         detail: format!(
             "REQUIRETLS: no authenticated TLS to this host (DANE or MTA-STS enforce), the plan offers {}",
             hop.tls
+        ),
+    }
+}
+
+/// Logs what the sender's request changed in the policy of an attempt
+/// to `destination` (the lines `docs/smtp.md` names).
+pub fn log_change(destination: &str, change: Change) {
+    match change {
+        Change::Kept => {}
+        Change::Required { from } => info!(
+            destination,
+            level = from.as_str(),
+            planned = SecurityLevel::MtaSts.as_str(),
+            "REQUIRETLS: only hosts authenticated by DANE or MTA-STS are used"
+        ),
+        Change::Relaxed { from } => info!(
+            destination,
+            level = from.as_str(),
+            relaxed_to = SecurityLevel::Opportunistic.as_str(),
+            "TLS-Required: No relaxes the recipient's TLS policy"
+        ),
+        Change::MandatoryKept { level } => info!(
+            destination,
+            level = level.as_str(),
+            "TLS-Required: No does not relax a mandatory level"
         ),
     }
 }

@@ -35,7 +35,7 @@ use super::reason::{
     LocalCause, Place, Reason, Status,
 };
 pub use super::shared::{BodyMemory, Shared};
-use super::tls_request::{self, Change};
+use super::tls_request;
 use crate::config::Config;
 use crate::policy::SecurityLevel;
 use crate::smtp::address::{parse_forward_path, parse_reverse_path};
@@ -127,7 +127,7 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
         }
     };
     let planned = tls_request::plan_under(effective, lease.tls_request);
-    log_request(&lease, planned.change);
+    tls_request::log_change(&lease.destination, planned.change);
     let effective = planned.effective;
     report.policy = Some(effective.clone());
     let planner = Planner {
@@ -193,32 +193,6 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
     metrics.tls_outcome(level.as_str(), tls_outcome);
     report.latency = latency;
     report
-}
-
-/// Logs what the sender's TLS request (RFC 8689) changed in the policy
-/// of this attempt.
-fn log_request(lease: &Lease, change: Change) {
-    let destination = lease.destination.as_str();
-    match change {
-        Change::Kept => {}
-        Change::Required { from } => info!(
-            destination,
-            level = from.as_str(),
-            planned = SecurityLevel::MtaSts.as_str(),
-            "REQUIRETLS: only hosts authenticated by DANE or MTA-STS are used"
-        ),
-        Change::Relaxed { from } => info!(
-            destination,
-            level = from.as_str(),
-            relaxed_to = SecurityLevel::Opportunistic.as_str(),
-            "TLS-Required: No relaxes the recipient's TLS policy"
-        ),
-        Change::MandatoryKept { level } => info!(
-            destination,
-            level = level.as_str(),
-            "TLS-Required: No does not relax a mandatory level"
-        ),
-    }
 }
 
 /// Carries out `plan` for `lease`: the outcomes and the attempt record,
