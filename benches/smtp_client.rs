@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         from: &from,
         to: &to,
         body: &body,
+        requiretls: false,
     };
     let mut group = c.benchmark_group("smtp_client");
     group.throughput(Throughput::Elements(1));
@@ -131,6 +132,7 @@ fn bench(c: &mut Criterion) {
         now: 1_795_425_483,
         recipients: &reports,
         original_message: &body,
+        redact: false,
     };
     group.bench_function("dsn_build_3_recipients", |b| {
         b.iter(|| build(black_box(&input)).expect("dsn"))

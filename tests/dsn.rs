@@ -56,6 +56,7 @@ fn bounce(recipients: &[RecipientReport]) -> (sealpost::dsn::Dsn, Parsed) {
         now: NOV_23 + 60,
         recipients,
         original_message: ORIGINAL,
+        redact: false,
     };
     match build(&input).expect("built") {
         DsnOutcome::Bounce(dsn) => {
@@ -227,6 +228,7 @@ fn null_sender_gets_no_bounce() {
         now: NOV_23,
         recipients: &reports,
         original_message: ORIGINAL,
+        redact: false,
     };
     assert_eq!(build(&input), Ok(DsnOutcome::NoBounceForNullSender));
 }

@@ -53,6 +53,7 @@ async fn eight_bit_and_smtputf8_parameters_reach_the_server() {
         from: &from,
         to: &to,
         body,
+        requiretls: false,
     };
     let Delivery::Attempted(outcomes) = conn.send(&msg).await.expect("send") else {
         panic!("refused");
@@ -287,6 +288,7 @@ async fn eight_bit_refused_without_8bitmime_is_local() {
         from: &from,
         to: &to,
         body: b"Subject: caf\xc3\xa9\r\n\r\nx\r\n",
+        requiretls: false,
     };
     let got = conn.send(&msg).await.expect("send");
     assert_eq!(got, Delivery::Refused(MessageRefusal::EightBitUnsupported));
@@ -371,6 +373,7 @@ async fn stall_after_data_times_out_and_connection_is_unusable() {
         from: &from,
         to: &to,
         body: BODY,
+        requiretls: false,
     };
     let err = conn.send(&msg).await.expect_err("stall");
     assert!(

@@ -259,3 +259,52 @@ async fn starttls_refused_by_server() {
     conn.quit().await;
     task.abort();
 }
+
+/// RFC 8689 section 4.2.1: a REQUIRETLS message never goes over a
+/// connection whose TLS is not authenticated (encrypted or not, pooled or
+/// new), and over an authenticated one its MAIL FROM carries REQUIRETLS.
+#[tokio::test]
+async fn requiretls_only_over_an_authenticated_connection() {
+    use sealpost::smtp::client::{Delivery, MessageRefusal, OutboundMessage};
+    let ca = TestCa::new("Test CA");
+    let leaf = ca.issue(&[MX]);
+    let s = server(
+        Some(pki::server_config(&leaf, pki::ALL_VERSIONS)),
+        Arc::new(accept_all),
+    )
+    .await;
+    let from = sender();
+    let to = rcpts(&["bob"]);
+    let message = OutboundMessage {
+        from: &from,
+        to: &to,
+        body: BODY,
+        requiretls: true,
+    };
+    // Encrypted, certificate not checked: refused, nothing sent.
+    let p = params(TlsRequirement::Opportunistic, MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    assert!(conn.achieved().tls_version.is_some());
+    assert_eq!(
+        conn.send(&message).await.expect("send"),
+        Delivery::Refused(MessageRefusal::RequireTlsUnauthenticated)
+    );
+    conn.quit().await;
+    s.assert_nothing_sent();
+    // Authenticated by WebPKI, REQUIRETLS advertised: sent with it.
+    let p = params(webpki_verifier(&ca), MinTlsVersion::Any);
+    let mut conn = Connection::connect(peer(s.server.addr), &p, config())
+        .await
+        .expect("connect");
+    assert!(conn.achieved().carries_requiretls());
+    match conn.send(&message).await.expect("send") {
+        Delivery::Attempted(outcomes) => assert!(all_delivered(&outcomes)),
+        Delivery::Refused(why) => panic!("refused: {why}"),
+    }
+    conn.quit().await;
+    let got = s.server.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].envelope.params.requiretls);
+}

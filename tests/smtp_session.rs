@@ -18,6 +18,7 @@ fn config() -> SessionConfig {
         max_errors: 5,
         tls_available: true,
         auth_available: false,
+        requiretls_available: true,
         extra_params: vec!["ENVID".into()],
     }
 }
@@ -418,4 +419,33 @@ fn the_session_deadline_sends_421_4_4_2_and_closes_even_mid_data() {
     s.receive(b".\r\n");
     assert!(matches!(s.next_event(), sealpost::smtp::Event::Close));
     assert!(s.transaction().is_none());
+}
+
+/// A server configured without REQUIRETLS (as the delivery tests play a
+/// receiver that lacks it) neither advertises nor accepts it, even under
+/// TLS.
+#[test]
+fn requiretls_can_be_left_out() {
+    let t = run_with(
+        SessionConfig {
+            requiretls_available: false,
+            ..config()
+        },
+        &[
+            EHLO,
+            "STARTTLS\r\n",
+            EHLO,
+            "MAIL FROM:<a@s.test> REQUIRETLS\r\n",
+            MAIL,
+        ],
+    );
+    assert!(
+        !t.replies[3].lines.iter().any(|l| l == "REQUIRETLS"),
+        "{:?}",
+        t.replies[3]
+    );
+    assert_eq!(
+        t.codes(),
+        ["220", "250", "220 2.0.0", "250", "555 5.5.4", "250 2.1.0"]
+    );
 }

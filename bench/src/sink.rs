@@ -231,6 +231,7 @@ impl Sink {
             max_errors: 20,
             tls_available: self.tls.is_some(),
             auth_available: false,
+            requiretls_available: true,
             extra_params: Vec::new(),
         });
         // A load tool: every connection is welcome.

@@ -91,6 +91,11 @@ pub struct BounceDue {
     pub tenant: String,
     pub mail_from: String,
     pub recipients: Vec<BouncedRecipient>,
+    /// The original message's TLS request (RFC 8689): a REQUIRETLS
+    /// message's DSN returns none of its content (section 5). Records
+    /// written before this field read as none.
+    #[serde(default, skip_serializing_if = "TlsRequest::is_none")]
+    pub tls_request: TlsRequest,
 }
 
 pub(crate) fn bounce_key(id: MessageId, seq: u32) -> [u8; 12] {
@@ -502,6 +507,7 @@ impl Queue {
                 seq: msg.bounce_seq,
                 tenant: msg.tenant.clone(),
                 mail_from: msg.mail_from.clone(),
+                tls_request: msg.tls_request,
                 recipients: bounced
                     .into_iter()
                     .filter_map(|(i, expired, reason)| {

@@ -69,6 +69,10 @@ pub enum LocalCause {
     BadPolicy,
     /// An operator bounced the message.
     Operator,
+    /// The message asked for REQUIRETLS (RFC 8689) and this host cannot
+    /// carry it: its TLS is not authenticated, or it does not advertise
+    /// REQUIRETLS.
+    RequireTls,
 }
 
 impl LocalCause {
@@ -94,6 +98,7 @@ impl LocalCause {
             LocalCause::BadAddress => "bad-address",
             LocalCause::BadPolicy => "bad-policy",
             LocalCause::Operator => "operator",
+            LocalCause::RequireTls => "requiretls",
         }
     }
 }

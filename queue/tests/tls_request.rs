@@ -67,3 +67,31 @@ fn the_tls_request_is_kept_across_a_reopen_and_reaches_the_lease() {
     assert!(TlsRequest::RequireTls.requires_tls());
     assert!(!TlsRequest::TlsOptional.requires_tls());
 }
+
+/// The bounce owed for a REQUIRETLS message says so (its DSN returns
+/// none of the content, RFC 8689 section 5); bounce records written
+/// before the field existed read as `TlsRequest::None`.
+#[test]
+fn the_owed_bounce_carries_the_tls_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = open(dir.path());
+    let (mut copy, _) = message("t", &[("bob@d.test", "d.test")], b"").into_copy(String::new());
+    copy.tls_request = TlsRequest::RequireTls;
+    let ids = queue
+        .enqueue_transaction(NewTransaction {
+            copies: vec![copy],
+            body: b"Subject: x\r\n\r\nbody\r\n".to_vec().into(),
+        })
+        .expect("enqueue")
+        .wait()
+        .expect("durable");
+    queue.bounce_now(ids[0], "operator").expect("bounce");
+    let owed = queue.take_bounces(10).expect("bounces");
+    assert_eq!(owed.len(), 1);
+    assert_eq!(owed[0].tls_request, TlsRequest::RequireTls);
+
+    let mut old = serde_json::to_value(&owed[0]).expect("json");
+    old.as_object_mut().expect("object").remove("tls_request");
+    let read: sealpost_queue::BounceDue = serde_json::from_value(old).expect("old form reads");
+    assert_eq!(read.tls_request, TlsRequest::None);
+}

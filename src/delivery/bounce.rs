@@ -11,6 +11,10 @@
 //!   policy of the managed domain the original message was for.
 //! - A bounce record is completed only after its DSN is durable in the
 //!   queue; a crash in between sends the DSN again (at-least-once).
+//! - The DSN of a REQUIRETLS message returns none of its content, not
+//!   even its header section (RFC 8689 section 5): the DSN itself is sent
+//!   without REQUIRETLS, so it may reach the sender over a path that is
+//!   not authenticated.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -82,6 +86,7 @@ fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
         now: unix_seconds(now),
         recipients: &reports,
         original_message: &original,
+        redact: bounce.tls_request.requires_tls(),
     });
     match outcome {
         Ok(DsnOutcome::Bounce(dsn)) => {
@@ -307,6 +312,7 @@ pub fn delay_warning(
         now: unix_seconds(now),
         recipients: &reports,
         original_message: &original,
+        redact: lease.tls_request.requires_tls(),
     });
     if let Ok(DsnOutcome::Bounce(dsn)) = built {
         let managed = deferred

@@ -9,6 +9,9 @@
 //!   destination) delivered or deferred: a pure machine of the rules, a
 //!   thin driver doing the I/O, and the record written to the queue.
 //! - [`bounce`]: DSNs for failed and expired recipients, delay warnings.
+//! - [`tls_request`]: the sender's RFC 8689 request (REQUIRETLS,
+//!   `TLS-Required: No`) applied to the level planned under and to the
+//!   hosts a message may go to.
 //! - [`reason`]: the one typed [`Reason`] of every outcome (rendered by
 //!   the DSN, logs, admin socket and metrics, never parsed back), and
 //!   whether a failure pauses the destination or only one policy.
@@ -22,6 +25,7 @@ pub mod plan;
 pub mod pool;
 pub mod reason;
 mod shared;
+pub mod tls_request;
 
 pub use attempt::{attempt, Report};
 pub use bounce::send_bounces;

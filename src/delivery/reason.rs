@@ -65,6 +65,12 @@ pub mod status {
     pub const ENCRYPTION_NEEDED: Status = Status(4, 7, 10);
     /// X.3.5: system incorrectly configured.
     pub const BAD_POLICY: Status = Status(4, 3, 5);
+    /// RFC 8689 section 4.2.1: REQUIRETLS and no TLS-protected session
+    /// authenticated by DANE or MTA-STS can be had ("Unable to establish
+    /// TLS-protected SMTP session"). Permanent: the message is returned.
+    pub const REQUIRETLS_NO_AUTHENTICATED_TLS: Status = Status(5, 7, 10);
+    /// RFC 8689 section 4.2.1: "REQUIRETLS not supported by server".
+    pub const REQUIRETLS_NOT_SUPPORTED: Status = Status(5, 7, 30);
     /// X.1.3: bad destination mailbox address syntax.
     pub const BAD_ADDRESS: Status = Status(5, 1, 3);
 }

@@ -95,6 +95,10 @@ pub struct DsnInput<'a> {
     pub recipients: &'a [RecipientReport],
     /// The original message (only its header section is included).
     pub original_message: &'a [u8],
+    /// Return none of the original message, not even its header section:
+    /// it was received with REQUIRETLS and the DSN may travel over a path
+    /// without it (RFC 8689 section 5).
+    pub redact: bool,
 }
 
 /// A DSN ready to queue.
@@ -157,7 +161,11 @@ pub(crate) fn build_with(
     let host = clean(input.reporting_mta, true);
     let explanation = explanation(input, &host);
     let status = delivery_status(input, &host);
-    let headers = original_headers(input.original_message);
+    let headers = if input.redact {
+        String::new()
+    } else {
+        original_headers(input.original_message)
+    };
 
     const TRIES: u32 = 8;
     let mut boundary = None;
@@ -206,10 +214,12 @@ pub(crate) fn build_with(
     m.push_str("Content-Type: message/delivery-status\r\n");
     m.push_str("Content-Description: Delivery report\r\n\r\n");
     m.push_str(&status);
-    m.push_str(&format!("\r\n--{boundary}\r\n"));
-    m.push_str("Content-Type: text/rfc822-headers\r\n");
-    m.push_str("Content-Description: Undelivered message headers\r\n\r\n");
-    m.push_str(&headers);
+    if !input.redact {
+        m.push_str(&format!("\r\n--{boundary}\r\n"));
+        m.push_str("Content-Type: text/rfc822-headers\r\n");
+        m.push_str("Content-Description: Undelivered message headers\r\n\r\n");
+        m.push_str(&headers);
+    }
     m.push_str(&format!("\r\n--{boundary}--\r\n"));
 
     Ok(DsnOutcome::Bounce(Dsn {
@@ -230,7 +240,12 @@ fn explanation(input: &DsnInput<'_>, host: &str) -> String {
     t.push_str("\r\n");
     let failed = input.recipients.iter().any(|r| r.action == Action::Failed);
     let delayed = input.recipients.iter().any(|r| r.action == Action::Delayed);
-    if failed {
+    if failed && input.redact {
+        t.push_str(&wrap(
+            "Your message could not be delivered to one or more recipients. \
+             It asked for REQUIRETLS, so none of it is returned here.",
+        ));
+    } else if failed {
         t.push_str(&wrap(
             "Your message could not be delivered to one or more recipients. \
              It is attached below (headers only).",
@@ -354,6 +369,7 @@ mod tests {
             now: 60,
             recipients,
             original_message: original,
+            redact: false,
         }
     }
 
@@ -401,6 +417,35 @@ mod tests {
             build_with(&input(&sender, &reports, original.as_bytes()), &mut same),
             Err(DsnError::NoBoundary { tries: 8 })
         );
+    }
+
+    #[test]
+    fn a_requiretls_message_is_returned_without_any_of_its_content() {
+        let sender = ReversePath::Mailbox(Mailbox {
+            local_part: "a".into(),
+            host: Host::Domain("src.test".into()),
+        });
+        let original = b"Subject: merger plans\r\nX-Secret: yes\r\n\r\nbody\r\n";
+        let reports = [report()];
+        let mut redacted = input(&sender, &reports, original);
+        redacted.redact = true;
+        let DsnOutcome::Bounce(dsn) = build(&redacted).expect("built") else {
+            panic!("bounce expected");
+        };
+        let text = String::from_utf8(dsn.message).expect("utf8");
+        assert!(
+            !text.contains("merger plans") && !text.contains("X-Secret"),
+            "{text}"
+        );
+        assert!(!text.contains("text/rfc822-headers"), "{text}");
+        assert!(text.contains("message/delivery-status"), "{text}");
+        assert!(text.contains("REQUIRETLS"), "{text}");
+        // Without the request the headers are returned.
+        let DsnOutcome::Bounce(dsn) = build(&input(&sender, &reports, original)).expect("built")
+        else {
+            panic!("bounce expected");
+        };
+        assert!(String::from_utf8_lossy(&dsn.message).contains("merger plans"));
     }
 
     #[test]

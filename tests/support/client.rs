@@ -102,6 +102,7 @@ pub async fn send_one(conn: &mut Connection, to: &[ForwardPath]) -> Vec<Recipien
         from: &from,
         to,
         body: BODY,
+        requiretls: false,
     };
     match conn.send(&msg).await.expect("send") {
         Delivery::Attempted(outcomes) => outcomes,

@@ -326,6 +326,7 @@ pub async fn submit(
             from: &from,
             to: &to,
             body,
+            requiretls: false,
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -13,6 +13,10 @@
 //!   attempt (at-least-once, never silently twice in one attempt).
 //! - Every outcome carries a reason a person can read: the remote reply
 //!   with its host, or the level and the policy's refusal.
+//! - The sender's TLS request (RFC 8689: REQUIRETLS, `TLS-Required: No`)
+//!   changes the level planned under ([`super::tls_request`]); a
+//!   REQUIRETLS message skips every host whose TLS is not authenticated
+//!   and carries the parameter on MAIL FROM.
 
 mod record;
 mod rules;
@@ -31,6 +35,7 @@ use super::reason::{
     LocalCause, Place, Reason, Status,
 };
 pub use super::shared::{BodyMemory, Shared};
+use super::tls_request;
 use crate::config::Config;
 use crate::policy::SecurityLevel;
 use crate::smtp::address::{parse_forward_path, parse_reverse_path};
@@ -121,6 +126,9 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
             return report;
         }
     };
+    let planned = tls_request::plan_under(effective, lease.tls_request);
+    tls_request::log_change(&lease.destination, planned.change);
+    let effective = planned.effective;
     report.policy = Some(effective.clone());
     let planner = Planner {
         resolver: &shared.resolver,
@@ -344,10 +352,18 @@ impl Session<'_> {
             from: &from,
             to: &to,
             body,
+            requiretls: lease.tls_request.requires_tls(),
         };
         let mut rules = Rules::default();
         let mut seen = Seen::default();
         'hosts: for hop in hops {
+            if message.requiretls && !tls_request::authenticated(&hop.tls) {
+                info!(host = %hop.host, tls = %hop.tls, "REQUIRETLS: host not used, its TLS is not authenticated");
+                match rules.on(Event::Unfit(tls_request::unfit(hop))) {
+                    Step::Done(verdict) => return self.verdict(lease, verdict, seen),
+                    _ => continue 'hosts,
+                }
+            }
             for addr in &hop.addresses {
                 match self
                     .try_address(hop, *addr, &message, &mut rules, &mut seen)
@@ -443,8 +459,13 @@ impl Session<'_> {
             }
             Tried::Refused(why, achieved) => {
                 let (class, subject, detail) = why.status();
+                let cause = if why.is_requiretls() {
+                    LocalCause::RequireTls
+                } else {
+                    LocalCause::MessageRefused
+                };
                 let reason = Reason::Local {
-                    cause: LocalCause::MessageRefused,
+                    cause,
                     status: Status(class, subject, detail),
                     place: Place::at(&hop.host, addr.ip()),
                     detail: why.to_string(),

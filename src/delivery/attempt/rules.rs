@@ -10,9 +10,17 @@
 //!   unknown: they are deferred and no other host is tried (at-least-once,
 //!   never silently twice in one attempt).
 //! - A host that refuses the message as it is (nothing sent, e.g. too big
-//!   for its SIZE) is left for the next host; the message fails only when
-//!   every host answered and refused it (a backup MX with a small limit
-//!   must not bounce mail the primary would take later).
+//!   for its SIZE, or no REQUIRETLS in its EHLO) is left for the next
+//!   host; the message fails only when every host refused it (a backup MX
+//!   with a small limit must not bounce mail the primary would take
+//!   later).
+//! - A REQUIRETLS message (RFC 8689 section 4.2.1) never goes to a host
+//!   whose TLS the plan cannot authenticate: the host is not contacted
+//!   and counts as refusing the message. So such a message fails at once
+//!   (5.7.10 / 5.7.30, no retry) when no host can carry it, and waits
+//!   for the next attempt when a host that might was unreachable or
+//!   failed its DANE or MTA-STS check (those are deferrals, as without
+//!   REQUIRETLS: the bounce then comes at the end of the lifetime).
 //! - Otherwise the attempt defers with every host's reason, in order; the
 //!   destination is `Refused` (one policy's TLS) when some host answered
 //!   and the policy refused its TLS, else `Unreachable`.
@@ -27,6 +35,9 @@ pub(crate) enum Event {
     /// The server answered and would not take this message as it is
     /// (nothing of it was sent).
     MessageRefused(Reason),
+    /// The message may not go to this host at all (REQUIRETLS and the
+    /// host's TLS is not authenticated); it was not contacted.
+    Unfit(Reason),
     /// The connection failed after the body was (partly) sent.
     LostAfterBody(Reason),
     /// The TLS handshake failed; `cleartext_allowed`: the hop's TLS is
@@ -90,7 +101,7 @@ impl Rules {
         match event {
             Event::Replied => Step::Done(Verdict::Replied),
             Event::LostAfterBody(reason) => Step::Done(Verdict::Unknown(reason)),
-            Event::MessageRefused(reason) => {
+            Event::MessageRefused(reason) | Event::Unfit(reason) => {
                 self.refused = true;
                 self.reasons.push(reason);
                 Step::NextHost
@@ -161,6 +172,9 @@ mod tests {
     }
     fn refused(text: &str) -> Event {
         Event::MessageRefused(why(text))
+    }
+    fn unfit(text: &str) -> Event {
+        Event::Unfit(why(text))
     }
 
     /// Runs `events` as the driver would (stopping at `Done`); the answers
@@ -251,6 +265,36 @@ mod tests {
                 ],
                 vec![RetryCleartext, NextAddress, RetryCleartext],
                 unreachable(&["a"]),
+            ),
+            (
+                "REQUIRETLS: no host can be authenticated: it fails at once",
+                vec![unfit("opportunistic"), unfit("unauthenticated")],
+                vec![NextHost, NextHost],
+                Some(Verdict::Fail(each(&["opportunistic", "unauthenticated"]))),
+            ),
+            (
+                "REQUIRETLS: one host unfit, the authenticated one lacks REQUIRETLS: fails",
+                vec![unfit("opportunistic"), refused("no REQUIRETLS")],
+                vec![NextHost, NextHost],
+                Some(Verdict::Fail(each(&["opportunistic", "no REQUIRETLS"]))),
+            ),
+            (
+                "REQUIRETLS: one host unfit, the other unreachable: defer (it may take it later)",
+                vec![unfit("opportunistic"), host_failed("down")],
+                vec![NextHost, NextAddress],
+                unreachable(&["opportunistic", "down"]),
+            ),
+            (
+                "REQUIRETLS: a certificate failure at the authenticated host defers",
+                vec![policy_failed("DANE mismatch"), unfit("opportunistic")],
+                vec![NextAddress, NextHost],
+                refused_tls(&["DANE mismatch", "opportunistic"]),
+            ),
+            (
+                "REQUIRETLS: an unfit host is skipped and the next one delivers",
+                vec![unfit("opportunistic"), Event::Replied],
+                vec![NextHost],
+                Some(Verdict::Replied),
             ),
             ("no address at all", vec![], vec![], None),
         ];

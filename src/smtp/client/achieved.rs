@@ -91,6 +91,14 @@ impl Achieved {
         Ok(())
     }
 
+    /// Whether a REQUIRETLS message may go over this connection: TLS is
+    /// up and the server was authenticated (DANE or WebPKI, RFC 8689
+    /// section 4.2.1). REQUIRETLS in the server's EHLO is the
+    /// transaction's check.
+    pub fn carries_requiretls(&self) -> bool {
+        self.tls_version.is_some() && self.authentication != Authentication::None
+    }
+
     /// `reuse_for(params).is_ok()`.
     pub fn satisfies(&self, params: &TlsParams) -> bool {
         self.reuse_for(params).is_ok()

@@ -487,6 +487,12 @@ impl Connection {
                 peer: self.peer.clone(),
             });
         }
+        if message.requiretls && !self.achieved.carries_requiretls() {
+            // RFC 8689 section 4.2.1: never over TLS that is not
+            // authenticated (the planner gives such a message no such
+            // host; this holds for a pooled connection too).
+            return Ok(Delivery::Refused(MessageRefusal::RequireTlsUnauthenticated));
+        }
         let caps = self.caps.clone().unwrap_or_default();
         let mut transaction = match Transaction::new(*message, &caps, self.config.pipelining) {
             Ok(t) => t,

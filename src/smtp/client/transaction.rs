@@ -14,7 +14,9 @@
 //! (RFC 6152: `BODY=8BITMIME`, a permanent refusal when the server lacks
 //! 8BITMIME; sealpost does not downgrade to 7 bit) and SMTPUTF8 (RFC 6531
 //! section 3.4: a permanent refusal when the envelope needs it and the
-//! server lacks it).
+//! server lacks it) and REQUIRETLS (RFC 8689 section 4.2.1: the
+//! parameter goes on MAIL FROM, and a server that does not advertise it
+//! after STARTTLS is refused the message).
 
 use std::collections::VecDeque;
 
@@ -29,6 +31,10 @@ pub struct OutboundMessage<'a> {
     pub from: &'a ReversePath,
     pub to: &'a [ForwardPath],
     pub body: &'a [u8],
+    /// The message was received with REQUIRETLS (RFC 8689): it goes only
+    /// over authenticated TLS to a server advertising REQUIRETLS, and
+    /// MAIL FROM carries the parameter.
+    pub requiretls: bool,
 }
 
 impl OutboundMessage<'_> {
@@ -59,6 +65,10 @@ pub enum MessageRefusal {
     TooBig { size: u64, limit: u64 },
     #[error("message has no recipients")]
     NoRecipients,
+    #[error("message requires REQUIRETLS and the server does not advertise it")]
+    RequireTlsNotSupported,
+    #[error("message requires REQUIRETLS and the connection's TLS is not authenticated")]
+    RequireTlsUnauthenticated,
 }
 
 impl MessageRefusal {
@@ -69,7 +79,18 @@ impl MessageRefusal {
             MessageRefusal::Smtputf8Unsupported => (5, 6, 7),
             MessageRefusal::TooBig { .. } => (5, 3, 4),
             MessageRefusal::NoRecipients => (5, 5, 1),
+            // RFC 8689 section 4.2.1.
+            MessageRefusal::RequireTlsNotSupported => (5, 7, 30),
+            MessageRefusal::RequireTlsUnauthenticated => (5, 7, 10),
         }
+    }
+
+    /// A refusal because of the message's REQUIRETLS.
+    pub fn is_requiretls(&self) -> bool {
+        matches!(
+            self,
+            MessageRefusal::RequireTlsNotSupported | MessageRefusal::RequireTlsUnauthenticated
+        )
     }
 }
 
@@ -169,6 +190,9 @@ impl<'a> Transaction<'a> {
         if utf8 && !caps.smtputf8 {
             return Err(MessageRefusal::Smtputf8Unsupported);
         }
+        if message.requiretls && !caps.requiretls {
+            return Err(MessageRefusal::RequireTlsNotSupported);
+        }
         let mut mail = format!("MAIL FROM:{}", message.from);
         if caps.size.is_some() {
             mail.push_str(&format!(" SIZE={size}"));
@@ -178,6 +202,9 @@ impl<'a> Transaction<'a> {
         }
         if utf8 {
             mail.push_str(" SMTPUTF8");
+        }
+        if message.requiretls {
+            mail.push_str(" REQUIRETLS");
         }
         mail.push_str("\r\n");
         Ok(Transaction {

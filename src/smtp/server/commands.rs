@@ -82,6 +82,8 @@ impl Session {
                     Some(Reply::new(555, (5, 5, 4), "Parameters need EHLO"))
                 } else if let Some(reply) = self.unsupported_param(&params.other) {
                     Some(reply)
+                } else if params.requiretls && !self.config.requiretls_available {
+                    Some(Reply::new(555, (5, 5, 4), "REQUIRETLS is not supported"))
                 } else if params.requiretls && !self.tls {
                     // RFC 8689 section 4.1: REQUIRETLS is offered, and
                     // accepted, only in a TLS session.
@@ -257,7 +259,7 @@ impl Session {
         lines.push("SMTPUTF8".to_string());
         lines.push("CHUNKING".to_string());
         // RFC 8689 section 2: advertised only after TLS is established.
-        if self.tls {
+        if self.tls && self.config.requiretls_available {
             lines.push("REQUIRETLS".to_string());
         }
         Reply {

@@ -25,6 +25,10 @@ pub struct SessionConfig {
     /// Whether AUTH PLAIN and LOGIN are offered (RFC 4954); they are
     /// advertised and accepted only under TLS.
     pub auth_available: bool,
+    /// Whether REQUIRETLS (RFC 8689) is offered: advertised after STARTTLS
+    /// and accepted on MAIL FROM under TLS. On by default; off only to
+    /// play a receiver that lacks it.
+    pub requiretls_available: bool,
     /// MAIL/RCPT parameters, besides SIZE, BODY and SMTPUTF8, that are
     /// passed to the caller instead of getting `555` (e.g. `REQUIRETLS`).
     pub extra_params: Vec<String>,
@@ -39,6 +43,7 @@ impl Default for SessionConfig {
             max_errors: 20,
             tls_available: false,
             auth_available: false,
+            requiretls_available: true,
             extra_params: Vec::new(),
         }
     }

@@ -36,6 +36,7 @@ fn drive(
         from: &from,
         to,
         body,
+        requiretls: false,
     };
     let mut t = Transaction::new(msg, &caps(pipelining), true).expect("fits");
     let mut writes = Vec::new();
@@ -219,6 +220,7 @@ fn refusals_from_capabilities() {
             from: &from,
             to,
             body,
+            requiretls: false,
         };
         let got = Transaction::new(msg, caps, true).err();
         assert_eq!(got, expect, "row {i}");
@@ -240,6 +242,7 @@ fn mail_parameters() {
         from: &from,
         to: &to,
         body,
+        requiretls: false,
     };
     let mut t = Transaction::new(msg, &c, true).expect("fits");
     assert_eq!(
@@ -253,6 +256,7 @@ fn mail_parameters() {
         from: &from,
         to: &to,
         body: b"x\r\n",
+        requiretls: false,
     };
     let mut t = Transaction::new(msg, &c, true).expect("fits");
     assert_eq!(t.start(), Step::Send(b"MAIL FROM:<>\r\n".to_vec()));
@@ -266,6 +270,7 @@ fn closing_during_pipelined_rcpts_ends_the_transaction() {
         from: &from,
         to: &to,
         body: b"x\r\n",
+        requiretls: false,
     };
     let mut t = Transaction::new(msg, &caps(true), true).expect("fits");
     t.start();
@@ -284,6 +289,7 @@ fn server_closing_marks_transaction() {
         from: &from,
         to: &to,
         body: b"x\r\n",
+        requiretls: false,
     };
     let mut t = Transaction::new(msg, &caps(false), true).expect("fits");
     t.start();
@@ -309,7 +315,7 @@ proptest::proptest! {
             .map(|i| ForwardPath::Mailbox(mb(&format!("r{i}"), "y.test")))
             .collect();
         let from = ReversePath::Null;
-        let msg = OutboundMessage { from: &from, to: &to, body: b"BODY\r\n" };
+        let msg = OutboundMessage { from: &from, to: &to, body: b"BODY\r\n", requiretls: false };
         let mut t = Transaction::new(msg, &caps(pipelining), true).expect("fits");
         let mut replies = codes.iter().copied().chain(std::iter::repeat(250));
         let (mut mail_ok, mut rcpt_ok, mut last) = (None, false, 0u16);
@@ -339,4 +345,30 @@ proptest::proptest! {
         proptest::prop_assert_eq!(step, Step::Done);
         proptest::prop_assert_eq!(t.outcomes().len(), n);
     }
+}
+
+#[test]
+fn requiretls_goes_on_mail_from_and_only_to_a_server_advertising_it() {
+    let to = rcpts(&["a"]);
+    let from = ReversePath::Mailbox(mb("a", "x.test"));
+    let msg = OutboundMessage {
+        from: &from,
+        to: &to,
+        body: b"x\r\n",
+        requiretls: true,
+    };
+    // RFC 8689 section 4.2.1: not advertised, not sent (5.7.30).
+    let refusal = Transaction::new(msg, &caps(false), true).expect_err("refused");
+    assert_eq!(refusal, MessageRefusal::RequireTlsNotSupported);
+    assert_eq!(refusal.status(), (5, 7, 30));
+    assert!(refusal.is_requiretls());
+    assert!(!MessageRefusal::NoRecipients.is_requiretls());
+    // Advertised: the parameter goes on MAIL FROM.
+    let mut with = caps(false);
+    with.requiretls = true;
+    let mut t = Transaction::new(msg, &with, true).expect("fits");
+    assert_eq!(
+        t.start(),
+        Step::Send(b"MAIL FROM:<a@x.test> SIZE=3 REQUIRETLS\r\n".to_vec())
+    );
 }
