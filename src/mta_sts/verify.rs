@@ -3,8 +3,8 @@
 //! chain to a trusted root, as in RFC 6125 and RFC 5280).
 //!
 //! [`StsCertVerifier`] is a rustls verifier for one connection: it records
-//! what it found ([`CertOutcome`]) so the engine can feed
-//! [`super::decide_mx`] and the TLS report. In enforce mode a failure aborts
+//! what it found ([`CertOutcome`]) for the probe and the TLS report, and a
+//! refusal reads back through [`classify`]. In enforce mode a failure aborts
 //! the handshake; in testing mode the handshake continues (the session is
 //! then opportunistic TLS) and only the failure is recorded. The server
 //! name given to the connector must be the MX host name.
