@@ -213,14 +213,6 @@ impl DanePlan {
             _ => None,
         }
     }
-
-    /// Whether TLS is required on this host (no cleartext fallback).
-    pub fn requires_tls(&self) -> bool {
-        matches!(
-            self,
-            DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. }
-        )
-    }
 }
 
 impl fmt::Display for DanePlan {

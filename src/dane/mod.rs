@@ -27,6 +27,4 @@ pub use tlsa::{
     association_data, subject_public_key_info, usability, Matching, Selector, TlsaSet, Unusable,
     UsableTlsa, Usage,
 };
-pub use verify::{
-    authenticate_chain, client_config, dane_failure, DaneFailure, DaneMatch, DaneVerifier,
-};
+pub use verify::{authenticate_chain, dane_failure, DaneFailure, DaneMatch, DaneVerifier};

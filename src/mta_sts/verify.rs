@@ -84,17 +84,6 @@ impl StsCertVerifier {
             .clone()
     }
 
-    /// A client config using this verifier (ring, TLS 1.2 and 1.3).
-    pub fn client_config(self: &Arc<Self>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(self.clone())
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    }
-
     fn record(&self, outcome: CertOutcome) {
         *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
     }
