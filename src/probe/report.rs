@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::certinfo::CertInfo;
 use super::facts::{version_name, HostFacts, ProbeFacts, SessionFacts, SessionOutcome};
 use super::verdict::{address_verdict, level_outcome, Action, LevelOutcome};
 use crate::dns::{Lookup, MxLookup};
 use crate::mta_sts::{plan_mx, Policy};
 use crate::policy::{MinTlsVersion, Resolution, SecurityLevel};
 use crate::smtp::client::TlsAuthentication;
+use crate::tls::certinfo::CertInfo;
 
 /// The policy sealpost applies to (managed domain, recipient domain).
 #[derive(Debug, Clone, Serialize)]
