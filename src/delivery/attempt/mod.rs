@@ -566,8 +566,11 @@ impl Session<'_> {
         if pooled {
             if let Some(mut conn) = self.pool.take(&hop.host, addr, params) {
                 if session_verdict(hop, params, conn.achieved()).is_err() {
-                    // Not for this message: a new connection decides anew.
-                    conn.quit().await;
+                    // Not for this message (others may use it): a new
+                    // connection decides anew.
+                    if let Some(conn) = self.pool.put(&hop.host, conn) {
+                        conn.quit().await;
+                    }
                 } else if let Some(tried) = self.send(hop, &mut conn, message).await {
                     self.release(hop, conn, &tried).await;
                     return tried;
