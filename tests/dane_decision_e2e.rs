@@ -1,31 +1,35 @@
-//! The RFC 7672 decision table end to end: a real validating resolver
-//! against the in-process signed zone decides per MX host, then real
-//! rustls handshakes against loopback servers decide whether the message
-//! may go, for `opportunistic-dane` and `mandatory-dane`.
-//!
-//! The SMTP client does not exist yet, so the test plays its part: it
-//! walks the MX hosts in order, connects straight into TLS (no SMTP
-//! dialogue), and feeds the result to `connection_verdict`. The
-//! "STARTTLS not offered" row is covered at the decision-function level
-//! (`src/dane/decision_tests.rs`, `connection_table`).
+//! The RFC 7672 decision table end to end through the functions the
+//! delivery engine runs, for `opportunistic-dane` and `mandatory-dane`:
+//! a real validating resolver against the in-process signed zone
+//! (`dane::resolve_destination`), the engine's plan from it
+//! (`delivery::plan::dane_plan`, each host's TLS from
+//! `delivery::decision::dane_host`), sealpost's SMTP client connecting
+//! with each hop's parameters (`Hop::params`: the DANE verifier, the
+//! TLSA base domain as SNI) to STARTTLS SMTP servers on their own
+//! loopback addresses, and the engine's `connection_verdict` on what the
+//! connection showed, MX hosts and addresses in order as the attempt
+//! driver walks them. The "STARTTLS not offered" row is in
+//! `tests/dane_smtp.rs`.
 mod support;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use hickory_server::proto::rr::RecordType;
 use rustls::pki_types::CertificateDer;
-use sealpost::dane::{
-    association_data, client_config, connection_verdict, dane_failure, resolve_destination,
-    ConnectionEvent, ConnectionVerdict, DaneLevel, DanePlan, DestinationOutcome, Matching,
-    Selector, Usage,
+use sealpost::dane::{association_data, resolve_destination, DaneLevel, Matching, Selector, Usage};
+use sealpost::delivery::decision::{
+    connection_verdict, ConnectionEvent, ConnectionVerdict, HopTls,
 };
+use sealpost::delivery::plan::{dane_plan, Plan};
 use sealpost::dns::Resolver;
 use sealpost::policy::MinTlsVersion;
-use support::dane_tls::{encrypt_only_client, handshake, TlsPeer};
+use sealpost::smtp::client::{Connection, Peer, TlsAuthentication};
 use support::dns::TestDns;
+use support::outbound::{loopback, Mx};
 use support::pki::{self, TestCa, ALL_VERSIONS};
+use support::smtp::accept_all;
 
 const LOCAL: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -36,86 +40,69 @@ fn digest(cert: &CertificateDer<'_>, selector: Selector, matching: Matching) -> 
 /// What became of a message for a destination.
 #[derive(Debug, PartialEq)]
 enum Delivery {
-    Authenticated {
-        mx: String,
-        usage: Usage,
-        record: String,
-    },
-    Unauthenticated {
-        mx: String,
-    },
+    Authenticated { mx: String, usage: Usage },
+    Unauthenticated { mx: String },
     Deferred(String),
     Failed(String),
 }
 
-/// The delivery engine's part: plan, then try the MX hosts in order.
-async fn deliver(
-    resolver: &Resolver,
-    level: DaneLevel,
-    domain: &str,
-    peers: &HashMap<String, SocketAddr>,
-) -> Delivery {
-    let plan = resolve_destination(resolver, level, domain).await;
-    match &plan.outcome {
-        DestinationOutcome::Deliver => {}
-        DestinationOutcome::Defer(why) => return Delivery::Deferred(why.to_string()),
-        DestinationOutcome::Fail(why) => return Delivery::Failed(why.to_string()),
-    }
-    let mut skipped = Vec::new();
-    for mx in &plan.mx {
-        if let DanePlan::Skip(why) = &mx.plan {
-            skipped.push(format!("{}: {why}", mx.host.exchange));
-            continue;
-        }
-        let addr = *peers
-            .get(&mx.host.exchange)
-            .unwrap_or_else(|| panic!("no TLS peer for {}", mx.host.exchange));
-        let event = match &mx.plan {
-            DanePlan::Authenticate { .. } => {
-                let verifier = Arc::new(mx.plan.verifier(&pki::provider()).expect("verifier"));
-                let client = client_config(verifier.clone(), MinTlsVersion::Any).expect("client");
-                let sni = mx.plan.sni().expect("SNI");
-                assert!(mx.plan.requires_tls());
-                match handshake(addr, client, sni).await {
-                    Ok(_) => ConnectionEvent::TlsEstablished {
-                        dane: verifier.outcome().and_then(Result::ok),
-                    },
-                    Err(err) => ConnectionEvent::HandshakeFailed {
-                        dane: err.tls().and_then(dane_failure).cloned(),
-                        detail: err.to_string(),
-                    },
-                }
+/// The delivery engine's part: plan, then try the MX hosts and their
+/// addresses in order, each judged by the engine's verdict.
+async fn deliver(resolver: &Resolver, level: DaneLevel, domain: &str, port: u16) -> Delivery {
+    let destination = resolve_destination(resolver, level, domain).await;
+    let hops = match dane_plan(domain, destination, MinTlsVersion::Any, port) {
+        Plan::Hops(hops) => hops,
+        Plan::Defer(reason) => return Delivery::Deferred(reason.to_string()),
+        Plan::Fail(reason) => return Delivery::Failed(reason.to_string()),
+    };
+    let mut refused = Vec::new();
+    for hop in &hops {
+        for addr in &hop.addresses {
+            let params = hop.params(None).expect("params");
+            let peer = Peer {
+                mx_host: hop.host.clone(),
+                addr: *addr,
+            };
+            let client = support::client::config();
+            let (event, conn) = match Connection::connect(peer, &params, client).await {
+                Ok(conn) => (ConnectionEvent::of_session(conn.achieved()), Some(conn)),
+                Err(e) => (ConnectionEvent::of_error(&e), None),
+            };
+            let verdict = connection_verdict(hop, &params, &event);
+            let record = conn.as_ref().map(|c| c.achieved().clone());
+            if let Some(conn) = conn {
+                conn.quit().await;
             }
-            _ => match handshake(addr, encrypt_only_client(), &mx.host.exchange).await {
-                Ok(_) => ConnectionEvent::TlsEstablished { dane: None },
-                Err(err) => ConnectionEvent::HandshakeFailed {
-                    dane: None,
-                    detail: err.to_string(),
-                },
-            },
-        };
-        match connection_verdict(&mx.plan, &event) {
-            ConnectionVerdict::SendOverTls {
-                authenticated: Some(matched),
-            } => {
-                return Delivery::Authenticated {
-                    mx: mx.host.exchange.clone(),
-                    usage: matched.usage,
-                    record: matched.to_string(),
+            match verdict {
+                ConnectionVerdict::SendOverTls {
+                    authenticated: TlsAuthentication::Dane,
+                    ..
+                } => {
+                    let HopTls::Dane(auth) = &hop.tls else {
+                        panic!("authenticated by DANE without a DANE hop")
+                    };
+                    assert!(record.is_some_and(|r| r.authentication == TlsAuthentication::Dane));
+                    return Delivery::Authenticated {
+                        mx: hop.host.clone(),
+                        usage: usage_of(auth),
+                    };
                 }
-            }
-            ConnectionVerdict::SendOverTls {
-                authenticated: None,
-            } => {
-                return Delivery::Unauthenticated {
-                    mx: mx.host.exchange.clone(),
+                ConnectionVerdict::SendOverTls { .. } => {
+                    return Delivery::Unauthenticated {
+                        mx: hop.host.clone(),
+                    }
                 }
+                ConnectionVerdict::NotUsed(why) => refused.push(format!("{}: {why}", hop.host)),
+                other => panic!("no cleartext path in this test: {other:?}"),
             }
-            ConnectionVerdict::NextMx(why) => skipped.push(format!("{}: {why}", mx.host.exchange)),
-            other => panic!("no cleartext path in this test: {other:?}"),
         }
     }
-    Delivery::Deferred(format!("all MX hosts failed: {}", skipped.join("; ")))
+    Delivery::Deferred(format!("all MX hosts failed: {}", refused.join("; ")))
+}
+
+/// The usage of the hop's TLSA records (one usage per host here).
+fn usage_of(auth: &sealpost::delivery::decision::DaneAuth) -> Usage {
+    auth.tlsa.first().expect("a usable record").usage
 }
 
 enum Expect {
@@ -127,8 +114,7 @@ enum Expect {
 
 fn check(row: &str, level: DaneLevel, got: &Delivery, want: &Expect) {
     let ok = match (got, want) {
-        (Delivery::Authenticated { mx, usage, record }, Expect::Auth(want_mx, want_usage)) => {
-            assert!(record.starts_with("DANE-verified via "), "{record}");
+        (Delivery::Authenticated { mx, usage }, Expect::Auth(want_mx, want_usage)) => {
             mx == want_mx && usage == want_usage
         }
         (Delivery::Unauthenticated { mx }, Expect::Tls(want_mx)) => mx == want_mx,
@@ -141,8 +127,9 @@ fn check(row: &str, level: DaneLevel, got: &Delivery, want: &Expect) {
 
 struct World {
     dns: TestDns,
-    peers: HashMap<String, SocketAddr>,
-    _servers: Vec<TlsPeer>,
+    /// The SMTP port of every MX host (each on its own loopback address).
+    port: u16,
+    _servers: Vec<Mx>,
 }
 
 async fn world() -> World {
@@ -163,16 +150,19 @@ async fn world() -> World {
         ("mx.aliasfb.test", "mx.aliasfb.test"),
         ("implicit.test", "implicit.test"),
     ];
-    let mut peers = HashMap::new();
+    let port = support::sealpost::free_port();
+    let mut ips = HashMap::new();
     let mut servers = Vec::new();
     let mut leaves = HashMap::new();
-    for (host, cert_name) in hosts {
+    for (i, (host, cert_name)) in hosts.iter().enumerate() {
         let leaf = ca.issue(&[cert_name]);
-        let server = TlsPeer::start(pki::server_config(&leaf, ALL_VERSIONS)).await;
-        peers.insert(host.to_string(), server.addr);
-        servers.push(server);
+        let ip = loopback(20 + i as u8);
+        let tls = Some(pki::server_config(&leaf, ALL_VERSIONS));
+        servers.push(Mx::start(ip, port, host, tls, Arc::new(accept_all)).await);
+        ips.insert(*host, ip);
         leaves.insert(*host, leaf);
     }
+    let ip = |host: &str| ips[host];
     let ee = |host: &str| digest(&leaves[host].cert, Selector::Spki, Matching::Sha256);
     let ta = digest(&ca.cert, Selector::Cert, Matching::Sha256);
 
@@ -186,7 +176,7 @@ async fn world() -> World {
         // MX insecure.
         .insecure_zone("plain.test")
         .mx("plain.test", 10, "mx.plain.test")
-        .a("mx.plain.test", LOCAL)
+        .a("mx.plain.test", ip("mx.plain.test"))
         .tlsa("_25._tcp.mx.plain.test", 3, 1, 1, &ee("mx.plain.test"))
         // MX secure, host address insecure.
         .mx("addrinsecure.test", 10, "mx.plain.test")
@@ -199,11 +189,11 @@ async fn world() -> World {
         .servfail("mx.addrfail.test")
         // TLSA insecure: the TLSA name is a CNAME into the unsigned zone.
         .mx("tlsainsecure.test", 10, "mx.tlsainsecure.test")
-        .a("mx.tlsainsecure.test", LOCAL)
+        .a("mx.tlsainsecure.test", ip("mx.tlsainsecure.test"))
         .cname("_25._tcp.mx.tlsainsecure.test", "_25._tcp.mx.plain.test")
         // TLSA secure and empty.
         .mx("notlsa.test", 10, "mx.notlsa.test")
-        .a("mx.notlsa.test", LOCAL)
+        .a("mx.notlsa.test", ip("mx.notlsa.test"))
         // TLSA lookup fails / is bogus.
         .mx("tlsafail.test", 10, "mx.tlsafail.test")
         .a("mx.tlsafail.test", LOCAL)
@@ -219,7 +209,7 @@ async fn world() -> World {
         .bad_signature("_25._tcp.mx.tlsabogus.test", RecordType::TLSA)
         // Every TLSA record unusable.
         .mx("unusable.test", 10, "mx.unusable.test")
-        .a("mx.unusable.test", LOCAL)
+        .a("mx.unusable.test", ip("mx.unusable.test"))
         .tlsa("_25._tcp.mx.unusable.test", 0, 0, 1, &ta)
         .tlsa(
             "_25._tcp.mx.unusable.test",
@@ -238,10 +228,10 @@ async fn world() -> World {
         .tlsa("_25._tcp.mx.unusable.test", 3, 1, 1, &[9; 31])
         // Usable and matching (DANE-EE), usable and not matching.
         .mx("match.test", 10, "mx.match.test")
-        .a("mx.match.test", LOCAL)
+        .a("mx.match.test", ip("mx.match.test"))
         .tlsa("_25._tcp.mx.match.test", 3, 1, 1, &ee("mx.match.test"))
         .mx("nomatch.test", 10, "mx.nomatch.test")
-        .a("mx.nomatch.test", LOCAL)
+        .a("mx.nomatch.test", ip("mx.nomatch.test"))
         .tlsa(
             "_25._tcp.mx.nomatch.test",
             3,
@@ -254,25 +244,25 @@ async fn world() -> World {
         .mx("twomx.test", 20, "mx.match.test")
         // DANE-TA: right name, next-hop name, wrong name.
         .mx("ta.test", 10, "mx.ta.test")
-        .a("mx.ta.test", LOCAL)
+        .a("mx.ta.test", ip("mx.ta.test"))
         .tlsa("_25._tcp.mx.ta.test", 2, 0, 1, &ta)
         .mx("ta-nexthop.test", 10, "mx.tanexthop.test")
-        .a("mx.tanexthop.test", LOCAL)
+        .a("mx.tanexthop.test", ip("mx.tanexthop.test"))
         .tlsa("_25._tcp.mx.tanexthop.test", 2, 0, 1, &ta)
         .mx("tawrong.test", 10, "mx.tawrong.test")
-        .a("mx.tawrong.test", LOCAL)
+        .a("mx.tawrong.test", ip("mx.tawrong.test"))
         .tlsa("_25._tcp.mx.tawrong.test", 2, 0, 1, &ta)
         // CNAME'd MX host: TLSA at the expanded name, which is the base
         // domain the DANE-TA certificate names (RFC 7672 2.2.3).
         .mx("alias.test", 10, "mx.alias.test")
         .cname("mx.alias.test", "real.alias.test")
-        .a("real.alias.test", LOCAL)
+        .a("real.alias.test", ip("mx.alias.test"))
         .tlsa("_25._tcp.real.alias.test", 2, 0, 1, &ta)
         // CNAME'd MX host without TLSA at the target: fall back to the
         // original name.
         .mx("aliasfb.test", 10, "mx.aliasfb.test")
         .cname("mx.aliasfb.test", "real.aliasfb.test")
-        .a("real.aliasfb.test", LOCAL)
+        .a("real.aliasfb.test", ip("mx.aliasfb.test"))
         .tlsa("_25._tcp.mx.aliasfb.test", 2, 0, 1, &ta)
         // A wildcard TLSA (`*._tcp.<host>` synthesizes `_25._tcp.<host>`):
         // hickory 0.26.3 judges synthesized answers bogus.
@@ -281,13 +271,13 @@ async fn world() -> World {
         .tlsa("*._tcp.mx.wild.test", 3, 1, 1, &[5; 32])
         // Null MX; implicit MX with TLSA.
         .null_mx("nullmx.test")
-        .a("implicit.test", LOCAL)
+        .a("implicit.test", ip("implicit.test"))
         .tlsa("_25._tcp.implicit.test", 3, 1, 1, &ee("implicit.test"))
         .start()
         .await;
     World {
         dns,
-        peers,
+        port,
         _servers: servers,
     }
 }
@@ -446,7 +436,7 @@ async fn decision_table_end_to_end() {
         let resolver = Resolver::new(&settings).expect("resolver");
         for (row, domain, opportunistic, mandatory) in rows {
             let want = if level == O { opportunistic } else { mandatory };
-            let got = deliver(&resolver, level, domain, &world.peers).await;
+            let got = deliver(&resolver, level, domain, world.port).await;
             check(row, level, &got, want);
         }
     }

@@ -1,6 +1,8 @@
 //! DANE through sealpost's SMTP client: the destination is planned from the
-//! signed test zone (`dane::resolve_destination`), then the real client
-//! connects to a real SMTP receiver on loopback with the DANE verifier.
+//! signed test zone (`dane::resolve_destination`), the host's TLS and
+//! parameters come from the delivery engine (`delivery::decision`), then
+//! the real client connects to a real SMTP receiver on loopback with the
+//! DANE verifier, and the engine's `connection_verdict` judges the result.
 //! These are the rows of the RFC 7672 table that need an SMTP session:
 //! STARTTLS not offered while secure TLSA records exist (never that host),
 //! a matching certificate (delivered, DANE-verified), a certificate that
@@ -11,13 +13,14 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use sealpost::dane::{
-    association_data, connection_verdict, dane_failure, resolve_destination, ConnectionEvent,
-    ConnectionVerdict, DaneLevel, DanePlan, DestinationOutcome, Matching, Selector,
+    association_data, resolve_destination, DaneLevel, DanePlan, DestinationOutcome, Matching,
+    Selector, SkipReason,
+};
+use sealpost::delivery::decision::{
+    connection_verdict, dane_host, ConnectionEvent, ConnectionVerdict, Hop, NotUsed,
 };
 use sealpost::policy::MinTlsVersion;
-use sealpost::smtp::client::{
-    Authentication, ClientError, Connection, Peer, TlsParams, TlsRequirement,
-};
+use sealpost::smtp::client::{ClientError, Connection, Peer, TlsAuthentication, TlsParams};
 use support::client::{all_delivered, config, rcpts, send_one, server};
 use support::dns::TestDns;
 use support::pki::{self, Leaf, ALL_VERSIONS};
@@ -49,14 +52,16 @@ async fn plan(dns: &TestDns) -> DanePlan {
     mx.plan
 }
 
-fn dane_params(plan: &DanePlan) -> (TlsParams, Arc<sealpost::dane::DaneVerifier>) {
-    let verifier = Arc::new(plan.verifier(&pki::provider()).expect("a DANE verifier"));
-    let requirement = TlsRequirement::RequireVerified {
-        verifier: verifier.clone(),
-        kind: Authentication::Dane,
+/// The engine's hop for the MX under the plan, and its parameters.
+fn dane_params(plan: &DanePlan) -> (Hop, TlsParams) {
+    let hop = Hop {
+        host: MX_HOST.into(),
+        addresses: Vec::new(),
+        tls: dane_host(plan).expect("a DANE hop"),
+        min_tls: MinTlsVersion::Any,
     };
-    let params = TlsParams::new(requirement, MinTlsVersion::Any, MX_HOST).expect("name");
-    (params, verifier)
+    let params = hop.params(None).expect("params");
+    (hop, params)
 }
 
 fn peer(addr: std::net::SocketAddr) -> Peer {
@@ -72,18 +77,20 @@ async fn starttls_not_offered_while_tlsa_exists_means_never_that_host() {
     let dns = zone(&leaf).await;
     let plan = plan(&dns).await;
     let receiver = server(None, Arc::new(accept_all)).await;
-    let (params, _) = dane_params(&plan);
+    let (hop, params) = dane_params(&plan);
 
     let result = Connection::connect(peer(receiver.server.addr), &params, config()).await;
+    let Err(error) = result else {
+        panic!("no connection without STARTTLS under DANE");
+    };
     assert!(
-        matches!(result, Err(ClientError::TlsNotOffered { .. })),
-        "{:?}",
-        result.err()
+        matches!(error, ClientError::TlsNotOffered { .. }),
+        "{error}"
     );
-    assert!(matches!(
-        connection_verdict(&plan, &ConnectionEvent::StartTlsNotOffered),
-        ConnectionVerdict::NextMx(_)
-    ));
+    assert_eq!(
+        connection_verdict(&hop, &params, &ConnectionEvent::of_error(&error)),
+        ConnectionVerdict::NotUsed(NotUsed::Dane(SkipReason::StartTlsNotOffered))
+    );
     receiver.assert_nothing_sent();
 }
 
@@ -97,25 +104,17 @@ async fn a_matching_certificate_is_delivered_dane_verified() {
         Arc::new(accept_all),
     )
     .await;
-    let (params, verifier) = dane_params(&plan);
+    let (hop, params) = dane_params(&plan);
 
     let mut conn = Connection::connect(peer(receiver.server.addr), &params, config())
         .await
         .expect("DANE-authenticated connection");
-    assert_eq!(conn.achieved().authentication, Authentication::Dane);
-    let matched = verifier
-        .outcome()
-        .expect("the verifier ran")
-        .expect("matched");
+    assert_eq!(conn.achieved().authentication, TlsAuthentication::Dane);
     assert!(matches!(
-        connection_verdict(
-            &plan,
-            &ConnectionEvent::TlsEstablished {
-                dane: Some(matched)
-            }
-        ),
+        connection_verdict(&hop, &params, &ConnectionEvent::of_session(conn.achieved())),
         ConnectionVerdict::SendOverTls {
-            authenticated: Some(_)
+            authenticated: TlsAuthentication::Dane,
+            ..
         }
     ));
     let outcomes = send_one(&mut conn, &rcpts(&["bob"])).await;
@@ -134,32 +133,25 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
         Arc::new(accept_all),
     )
     .await;
-    let (params, _) = dane_params(&plan);
+    let (hop, params) = dane_params(&plan);
 
     let result = Connection::connect(peer(receiver.server.addr), &params, config()).await;
-    let Err(ClientError::TlsHandshakeFailed {
-        source,
-        retry_cleartext_allowed,
-        ..
-    }) = result
-    else {
-        panic!("the handshake must fail: {:?}", result.err());
+    let Err(error) = result else {
+        panic!("the handshake must fail");
     };
-    assert!(!retry_cleartext_allowed, "no cleartext retry under DANE");
-    let tls_error = source
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-        .expect("a rustls error");
-    let failure = dane_failure(tls_error).expect("the DANE reason").clone();
+    assert!(
+        matches!(error, ClientError::TlsHandshakeFailed { .. }),
+        "{error}"
+    );
+    assert!(
+        !error.retry_cleartext_allowed(),
+        "no cleartext retry under DANE"
+    );
+    // Never that host, not even in cleartext: the DANE reason, read back
+    // from the handshake error as the attempt driver reads it.
     assert!(matches!(
-        connection_verdict(
-            &plan,
-            &ConnectionEvent::HandshakeFailed {
-                dane: Some(failure),
-                detail: tls_error.to_string()
-            }
-        ),
-        ConnectionVerdict::NextMx(_)
+        connection_verdict(&hop, &params, &ConnectionEvent::of_error(&error)),
+        ConnectionVerdict::NotUsed(NotUsed::Dane(SkipReason::DaneAuthenticationFailed(_)))
     ));
     receiver.assert_nothing_sent();
 }

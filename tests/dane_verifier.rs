@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 use sealpost::dane::{
-    association_data, client_config, dane_failure, usability, DaneFailure, DaneVerifier, Matching,
-    Selector, Usage,
+    association_data, dane_failure, usability, DaneFailure, DaneVerifier, Matching, Selector, Usage,
 };
 use sealpost::dns::TlsaRecord;
 use sealpost::policy::MinTlsVersion;
@@ -325,4 +324,19 @@ async fn dane_ta_works_at_any_depth_of_the_chain() {
         verifier.outcome(),
         Some(Err(DaneFailure::TaChainInvalid { .. }))
     ));
+}
+
+/// A rustls client config (as any TLS client would build one) using `verifier`, limited to the protocol
+/// versions `min_version` allows, with the ring provider.
+fn client_config(
+    verifier: Arc<DaneVerifier>,
+    min_version: MinTlsVersion,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(min_version.rustls_versions())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(config)
 }

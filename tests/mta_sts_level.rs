@@ -1,8 +1,9 @@
-//! The `mta-sts` level end to end on loopback: the policy comes from the
-//! cache (in-memory TXT, real HTTPS policy host), each MX is a small SMTP
-//! peer that may offer STARTTLS, the handshake runs real rustls with the
-//! MTA-STS WebPKI verifier, and the verdict comes from `decide_mx`.
-//! (Full SMTP delivery waits for the delivery engine.)
+//! The `mta-sts` level on loopback through the functions delivery runs:
+//! the policy comes from the cache (in-memory TXT, real HTTPS policy
+//! host), each MX is a small SMTP peer that may offer STARTTLS, the host's
+//! TLS comes from `delivery::decision::mta_sts_host`, sealpost's SMTP
+//! client connects with the hop's parameters (the MTA-STS WebPKI verifier
+//! under enforce), and `delivery::decision::connection_verdict` decides.
 mod support;
 
 use std::collections::HashMap;
@@ -11,14 +12,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
-use sealpost::mta_sts::{
-    decide_domain, decide_mx, plan_mx, webpki_verifier, BounceCheck, CertOutcome, CertProblem,
-    DomainVerdict, HttpsFetcherConfig, HttpsPolicyFetcher, ManualClock, Mode, MxFacts, MxFailure,
-    MxPlan, MxVerdict, OpportunisticWhy, Policy, PolicyCache, PolicyStore, StaticHosts,
-    StsCertVerifier, TrustRoots,
+use sealpost::dane::{DanePlan, NoDaneReason};
+use sealpost::delivery::decision::{
+    connection_verdict, mta_sts_host, ConnectionEvent, ConnectionVerdict, Hop, HostSkip, NotUsed,
+    TlsProblem,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use sealpost::mta_sts::{
+    webpki_verifier, BounceCheck, CertProblem, HttpsFetcherConfig, HttpsPolicyFetcher, ManualClock,
+    MxFailure, Policy, PolicyCache, PolicyStore, StaticHosts, TrustRoots,
+};
+use sealpost::policy::MinTlsVersion;
+use sealpost::smtp::client::{Connection, Peer, TlsAuthentication};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::https::{HttpsServer, Reply};
@@ -108,82 +113,49 @@ async fn serve_smtp(tcp: TcpStream, tls: Option<Arc<rustls::ServerConfig>>) -> s
     }
 }
 
-/// Reads one (possibly multi-line) reply; returns its lines.
-async fn reply<S: AsyncRead + Unpin>(conn: &mut BufReader<S>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for _ in 0..32 {
-        let mut line = String::new();
-        conn.read_line(&mut line).await.expect("read reply");
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line.trim_end().to_string());
-        if last {
-            return lines;
-        }
-    }
-    panic!("reply too long");
-}
-
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut BufReader<S>, command: &str) {
-    conn.get_mut()
-        .write_all(format!("{command}\r\n").as_bytes())
-        .await
-        .expect("send");
-}
-
-/// What the engine will do for one MX under the `mta-sts` level: plan, connect,
-/// EHLO, STARTTLS with the policy's verifier, and decide.
-/// Returns the verdict and whether a TLS session was established.
+/// What the engine does for one MX under the `mta-sts` level (no DANE
+/// records): the host's TLS, a connection with its parameters, the
+/// verdict. `Err`: the host is not contacted. The bool: a TLS session
+/// came up.
 async fn attempt(
     policy: Option<&Policy>,
     mx: &str,
     addr: SocketAddr,
     roots: &TrustRoots,
-) -> (MxVerdict, bool) {
-    let mode = match plan_mx(policy, mx) {
-        MxPlan::Skip(failure) => return (MxVerdict::Skip(failure), false),
-        MxPlan::RequireWebPki => Mode::Enforce,
-        MxPlan::TestWebPki { .. } => Mode::Testing,
-        MxPlan::Opportunistic => Mode::None,
+) -> (Result<ConnectionVerdict, HostSkip>, bool) {
+    let no_dane = DanePlan::Opportunistic(NoDaneReason::MxInsecure);
+    let tls = match mta_sts_host(&no_dane, policy, mx) {
+        Ok(tls) => tls,
+        Err(skip) => return (Err(skip), false),
     };
-    let mut conn = BufReader::new(TcpStream::connect(addr).await.expect("connect"));
-    assert!(reply(&mut conn).await[0].starts_with("220"));
-    send(&mut conn, "EHLO client.test").await;
-    let ehlo = reply(&mut conn).await;
-    let starttls_offered = ehlo.iter().any(|l| l[4..].eq_ignore_ascii_case("STARTTLS"));
-    let mut facts = MxFacts {
-        starttls_offered,
-        certificate: None,
+    let hop = Hop {
+        host: mx.to_string(),
+        addresses: vec![addr],
+        tls,
+        min_tls: MinTlsVersion::Any,
     };
-    let mut secured = false;
-    if starttls_offered {
-        send(&mut conn, "STARTTLS").await;
-        assert!(reply(&mut conn).await[0].starts_with("220"));
-        let verifier = StsCertVerifier::new(webpki_verifier(roots).expect("verifier"), mode);
-        let config = verifier.client_config().expect("client config");
-        let name = ServerName::try_from(mx.to_string()).expect("mx name");
-        match tokio_rustls::TlsConnector::from(config)
-            .connect(name, conn.into_inner())
-            .await
-        {
-            Ok(session) => {
-                let mut secure = BufReader::new(session);
-                send(&mut secure, "EHLO client.test").await;
-                secured = reply(&mut secure).await[0].starts_with("250");
-                send(&mut secure, "QUIT").await;
-                facts.certificate = verifier.outcome();
-            }
-            Err(e) => {
-                facts.certificate = Some(
-                    verifier
-                        .outcome()
-                        .unwrap_or(CertOutcome::HandshakeFailed(e.to_string())),
-                );
-            }
+    let webpki = webpki_verifier(roots).expect("verifier");
+    let params = hop.params(Some(&webpki)).expect("params");
+    let peer = Peer {
+        mx_host: mx.to_string(),
+        addr,
+    };
+    match Connection::connect(peer, &params, support::client::config()).await {
+        Ok(conn) => {
+            let secured = conn.achieved().tls_version.is_some();
+            let event = ConnectionEvent::of_session(conn.achieved());
+            conn.quit().await;
+            (Ok(connection_verdict(&hop, &params, &event)), secured)
         }
-    } else {
-        send(&mut conn, "QUIT").await;
+        Err(e) => (
+            Ok(connection_verdict(
+                &hop,
+                &params,
+                &ConnectionEvent::of_error(&e),
+            )),
+            false,
+        ),
     }
-    (decide_mx(policy, mx, &facts), secured)
 }
 
 struct World {
@@ -262,100 +234,100 @@ fn leaf_for(ca: &TestCa, mx: &str, cert: &Cert) -> Option<Leaf> {
 
 #[tokio::test]
 async fn each_outcome_of_the_level() {
+    let refused = |failure| Ok(ConnectionVerdict::NotUsed(NotUsed::MtaSts(failure)));
     let cert_failure = |mx: &str, problem| MxFailure::Certificate {
         mx: mx.to_string(),
         problem,
     };
+    let tls = |authenticated| {
+        Ok(ConnectionVerdict::SendOverTls {
+            version: rustls::ProtocolVersion::TLSv1_3,
+            authenticated,
+        })
+    };
     let mx = "mx1.example.test";
     let stranger = "mx.elsewhere.test";
+    type Verdict = Result<ConnectionVerdict, HostSkip>;
     // (policy mode or None for no policy, MX name, its certificate, verdict, TLS up?)
-    let table: Vec<(Option<&str>, &str, Cert, MxVerdict, bool)> = vec![
+    let table: Vec<(Option<&str>, &str, Cert, Verdict, bool)> = vec![
         (
             None,
             mx,
             Cert::SelfSigned,
-            MxVerdict::Opportunistic(OpportunisticWhy::NoPolicy),
+            tls(TlsAuthentication::None),
             true,
         ),
         (
             Some("none"),
             stranger,
             Cert::SelfSigned,
-            MxVerdict::Opportunistic(OpportunisticWhy::ModeNone),
+            tls(TlsAuthentication::None),
             true,
         ),
         (
             Some("enforce"),
             mx,
             Cert::Valid,
-            MxVerdict::DeliverWebPki {
-                mode: Mode::Enforce,
-            },
+            tls(TlsAuthentication::WebPki),
             true,
         ),
+        // Testing: opportunistic TLS, the certificate not checked.
         (
             Some("testing"),
             mx,
             Cert::Valid,
-            MxVerdict::DeliverWebPki {
-                mode: Mode::Testing,
-            },
+            tls(TlsAuthentication::None),
             true,
         ),
         (
             Some("enforce"),
             stranger,
             Cert::Valid,
-            MxVerdict::Skip(MxFailure::NotInPolicy {
+            Err(HostSkip::MtaSts(MxFailure::NotInPolicy {
                 mx: stranger.into(),
-            }),
+            })),
             false,
         ),
         (
             Some("enforce"),
             mx,
             Cert::NoStartTls,
-            MxVerdict::Skip(MxFailure::StartTlsNotOffered { mx: mx.into() }),
+            refused(MxFailure::StartTlsNotOffered { mx: mx.into() }),
             false,
         ),
         (
             Some("enforce"),
             mx,
             Cert::WrongName,
-            MxVerdict::Skip(cert_failure(mx, CertProblem::HostMismatch)),
+            refused(cert_failure(mx, CertProblem::HostMismatch)),
             false,
         ),
         (
             Some("enforce"),
             mx,
             Cert::Expired,
-            MxVerdict::Skip(cert_failure(mx, CertProblem::Expired)),
+            refused(cert_failure(mx, CertProblem::Expired)),
             false,
         ),
         (
             Some("enforce"),
             mx,
             Cert::SelfSigned,
-            MxVerdict::Skip(cert_failure(mx, CertProblem::NotTrusted)),
+            refused(cert_failure(mx, CertProblem::NotTrusted)),
             false,
         ),
         (
             Some("testing"),
             mx,
             Cert::SelfSigned,
-            MxVerdict::Opportunistic(OpportunisticWhy::TestingFailure(cert_failure(
-                mx,
-                CertProblem::NotTrusted,
-            ))),
+            tls(TlsAuthentication::None),
             true,
         ),
         (
             Some("testing"),
             mx,
             Cert::NoStartTls,
-            MxVerdict::Opportunistic(OpportunisticWhy::TestingFailure(
-                MxFailure::StartTlsNotOffered { mx: mx.into() },
-            )),
+            Ok(ConnectionVerdict::SendCleartext(TlsProblem::NotOffered)),
             false,
         ),
     ];
@@ -368,7 +340,10 @@ async fn each_outcome_of_the_level() {
         let (verdict, secured) = attempt(lookup.policy(), mx, peer.addr, &w.roots).await;
         assert_eq!(verdict, want, "{mode:?} {mx}");
         assert_eq!(secured, want_tls, "{mode:?} {mx}: TLS session");
-        if matches!(verdict, MxVerdict::Skip(MxFailure::NotInPolicy { .. })) {
+        if matches!(
+            verdict,
+            Err(HostSkip::MtaSts(MxFailure::NotInPolicy { .. }))
+        ) {
             assert_eq!(peer.connections.load(Ordering::SeqCst), 0, "no connection");
         }
     }
@@ -391,16 +366,20 @@ async fn enforce_with_no_valid_mx_defers_and_rechecks_before_bounce() {
     ] {
         verdicts.push(attempt(lookup.policy(), mx, peer.addr, &w.roots).await.0);
     }
-    match decide_domain(DOMAIN, &verdicts) {
-        DomainVerdict::Defer { failures, .. } => {
-            let types: Vec<_> = failures.iter().map(|f| f.tlsrpt_result_type()).collect();
-            assert_eq!(
-                types,
-                ["certificate-host-mismatch", "starttls-not-supported"]
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    // No MX may be used: the attempt defers with each host's failure.
+    let types: Vec<_> = verdicts
+        .iter()
+        .map(|v| match v {
+            Ok(ConnectionVerdict::NotUsed(NotUsed::MtaSts(failure))) => {
+                failure.tlsrpt_result_type()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["certificate-host-mismatch", "starttls-not-supported"]
+    );
     let id = lookup.id().expect("id");
     assert!(matches!(
         w.cache.recheck_before_bounce(DOMAIN, id).await,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rustls::ProtocolVersion;
 use sealpost::policy::MinTlsVersion;
 use sealpost::smtp::client::{
-    Authentication, CleartextReason, ClientError, Connection, Stage, TlsRequirement,
+    CleartextReason, ClientError, Connection, Stage, TlsAuthentication, TlsRequirement,
 };
 use support::client::*;
 use support::pki::{self, TestCa};
@@ -29,7 +29,7 @@ async fn starttls_opportunistic() {
         a.cipher.as_deref().is_some_and(|c| c.starts_with("TLS13_")),
         "{a:?}"
     );
-    assert_eq!(a.authentication, Authentication::None);
+    assert_eq!(a.authentication, TlsAuthentication::None);
     assert!(
         conn.capabilities().is_some_and(|c| !c.starttls),
         "EHLO again after TLS"
@@ -160,7 +160,7 @@ async fn verified_tls() {
     let mut conn = Connection::connect(peer(s.server.addr), &p, config())
         .await
         .expect("connect");
-    assert_eq!(conn.achieved().authentication, Authentication::WebPki);
+    assert_eq!(conn.achieved().authentication, TlsAuthentication::WebPki);
     assert!(conn.achieved().satisfies(&p));
     assert!(all_delivered(&send_one(&mut conn, &rcpts(&["bob"])).await));
     conn.quit().await;

@@ -1,6 +1,5 @@
 //! The RFC 7672 decision table as pure functions: from DNS evidence to
-//! what the SMTP client must do per MX host, and from what happened on the
-//! connection to whether the message may be sent.
+//! what the SMTP client must do per MX host.
 //!
 //! | evidence | `opportunistic-dane` | `mandatory-dane` |
 //! |---|---|---|
@@ -15,8 +14,10 @@
 //! | TLSA secure, every record unusable (3.1.3) | TLS without authentication | skip |
 //! | usable TLSA | authenticate | authenticate |
 //!
-//! What happens after connecting is decided in [`super::connection`]; no
-//! MX left means defer.
+//! What happens after connecting (no STARTTLS, or no TLSA match, under
+//! secure TLSA records: that host is never used) is decided, for the
+//! engine and the probe alike, by `delivery::decision::connection_verdict`;
+//! no MX left means defer.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -212,14 +213,6 @@ impl DanePlan {
             _ => None,
         }
     }
-
-    /// Whether TLS is required on this host (no cleartext fallback).
-    pub fn requires_tls(&self) -> bool {
-        matches!(
-            self,
-            DanePlan::Authenticate { .. } | DanePlan::EncryptUnauthenticated { .. }
-        )
-    }
 }
 
 impl fmt::Display for DanePlan {
@@ -245,7 +238,7 @@ impl fmt::Display for DanePlan {
 
 /// One MX host with its addresses and plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MxPlan {
+pub struct DaneMxPlan {
     pub host: MxHost,
     pub addresses: Vec<IpAddr>,
     pub plan: DanePlan,
@@ -334,7 +327,7 @@ impl fmt::Display for DestinationOutcome {
 pub struct DestinationPlan {
     pub domain: String,
     pub level: DaneLevel,
-    pub mx: Vec<MxPlan>,
+    pub mx: Vec<DaneMxPlan>,
     pub outcome: DestinationOutcome,
 }
 
@@ -550,7 +543,7 @@ pub fn plan_destination_for(
             }
         }
     };
-    let plans: Vec<MxPlan> = mx
+    let plans: Vec<DaneMxPlan> = mx
         .hosts()
         .into_iter()
         .map(|host| {
@@ -569,7 +562,7 @@ pub fn plan_destination_for(
                     Vec::new(),
                 ),
             };
-            MxPlan {
+            DaneMxPlan {
                 host,
                 addresses,
                 plan,
@@ -588,7 +581,7 @@ pub fn plan_destination_for(
 }
 
 /// `Some(reasons)` when every host is skipped.
-fn no_usable_mx(plans: &[MxPlan]) -> Option<Vec<(String, SkipReason)>> {
+fn no_usable_mx(plans: &[DaneMxPlan]) -> Option<Vec<(String, SkipReason)>> {
     plans
         .iter()
         .map(|p| match &p.plan {

@@ -3,10 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::connection::*;
 use super::decision::*;
-use super::tlsa::Unusable;
-use super::verify::{DaneFailure, DaneMatch};
+use super::verify::DaneMatch;
 use super::Usage;
 use crate::dns::{
     AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup, TlsaRecord,
@@ -385,121 +383,6 @@ fn dane_match() -> DaneMatch {
         record: rec(3, 1, 1),
         depth: 0,
         matched_name: None,
-    }
-}
-
-#[test]
-fn connection_table() {
-    use ConnectionEvent as E;
-    use ConnectionVerdict as V;
-    let authenticate = DanePlan::Authenticate {
-        tlsa: vec![super::usability(&rec(3, 1, 1)).expect("usable")],
-        reference_names: vec!["mx.example.test".into()],
-        tlsa_name: "_25._tcp.mx.example.test".into(),
-    };
-    let encrypt = DanePlan::EncryptUnauthenticated {
-        unusable: vec![(rec(0, 0, 1), Unusable::PkixTa)],
-    };
-    let opportunistic = DanePlan::Opportunistic(NoDaneReason::MxInsecure);
-    let mismatch = DaneFailure::NoMatch { records: 1 };
-    let failed_dane = E::HandshakeFailed {
-        dane: Some(mismatch.clone()),
-        detail: "invalid certificate".into(),
-    };
-    let failed_other = E::HandshakeFailed {
-        dane: None,
-        detail: "protocol version".into(),
-    };
-    let rows: Vec<(&str, &DanePlan, E, V)> = vec![
-        (
-            "STARTTLS not offered, usable TLSA",
-            &authenticate,
-            E::StartTlsNotOffered,
-            V::NextMx(SkipReason::StartTlsNotOffered),
-        ),
-        (
-            "STARTTLS not offered, unusable TLSA",
-            &encrypt,
-            E::StartTlsNotOffered,
-            V::NextMx(SkipReason::StartTlsNotOffered),
-        ),
-        (
-            "STARTTLS not offered, no DANE",
-            &opportunistic,
-            E::StartTlsNotOffered,
-            V::SendCleartext,
-        ),
-        (
-            "certificate does not match",
-            &authenticate,
-            failed_dane.clone(),
-            V::NextMx(SkipReason::DaneAuthenticationFailed(mismatch)),
-        ),
-        (
-            "handshake failed, usable TLSA",
-            &authenticate,
-            failed_other.clone(),
-            V::NextMx(SkipReason::TlsFailed {
-                detail: "protocol version".into(),
-            }),
-        ),
-        (
-            "handshake failed, unusable TLSA",
-            &encrypt,
-            failed_other.clone(),
-            V::NextMx(SkipReason::TlsFailed {
-                detail: "protocol version".into(),
-            }),
-        ),
-        (
-            "handshake failed, no DANE",
-            &opportunistic,
-            failed_dane,
-            V::RetryCleartext,
-        ),
-        (
-            "authenticated",
-            &authenticate,
-            E::TlsEstablished {
-                dane: Some(dane_match()),
-            },
-            V::SendOverTls {
-                authenticated: Some(dane_match()),
-            },
-        ),
-        (
-            "TLS without a DANE match under Authenticate",
-            &authenticate,
-            E::TlsEstablished { dane: None },
-            V::NextMx(SkipReason::DaneAuthenticationFailed(DaneFailure::NoMatch {
-                records: 1,
-            })),
-        ),
-        (
-            "encrypted, unauthenticated",
-            &encrypt,
-            E::TlsEstablished { dane: None },
-            V::SendOverTls {
-                authenticated: None,
-            },
-        ),
-        (
-            "opportunistic TLS",
-            &opportunistic,
-            E::TlsEstablished { dane: None },
-            V::SendOverTls {
-                authenticated: None,
-            },
-        ),
-        (
-            "skipped host",
-            &DanePlan::Skip(SkipReason::NoAddress),
-            E::StartTlsNotOffered,
-            V::NextMx(SkipReason::NoAddress),
-        ),
-    ];
-    for (row, plan, event, expected) in rows {
-        assert_eq!(connection_verdict(plan, &event), expected, "row: {row}");
     }
 }
 

@@ -291,18 +291,3 @@ pub fn dane_failure(error: &rustls::Error) -> Option<&DaneFailure> {
         _ => None,
     }
 }
-
-/// A rustls client config using `verifier`, limited to the protocol
-/// versions `min_version` allows, with the ring provider.
-pub fn client_config(
-    verifier: Arc<DaneVerifier>,
-    min_version: crate::policy::MinTlsVersion,
-) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(min_version.rustls_versions())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(config)
-}

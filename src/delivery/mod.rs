@@ -3,6 +3,10 @@
 //!
 //! - [`plan`]: the effective level and next hop -> hosts to try, each
 //!   with its TLS requirement (DANE, MTA-STS, mandatory, opportunistic).
+//! - [`decision`]: what is done with one MX host, before connecting (its
+//!   TLS requirement, or why it is skipped) and after (send over TLS, in
+//!   cleartext, retry in cleartext, or not at all); `sealpost probe`
+//!   predicts delivery by calling the same functions.
 //! - [`pool`]: idle connections reused only where the achieved security
 //!   satisfies the next message.
 //! - [`attempt`]: one lease (recipients of one message for one
@@ -21,6 +25,7 @@
 
 pub mod attempt;
 pub mod bounce;
+pub mod decision;
 pub mod plan;
 pub mod pool;
 pub mod reason;
@@ -29,9 +34,9 @@ pub mod tls_request;
 
 pub use attempt::{attempt, Report};
 pub use bounce::send_bounces;
+pub use decision::{connection_verdict, ConnectionEvent, ConnectionVerdict, Hop, HopTls};
 pub use plan::{
-    effective_policy, next_hop, BadPolicy, Destination, Effective, Hop, HopTls, NextHop, Plan,
-    Planner,
+    effective_policy, next_hop, BadPolicy, Destination, Effective, NextHop, Plan, Planner,
 };
 pub use pool::Pool;
 pub use reason::{Health, Reason};

@@ -21,137 +21,19 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-
-use rustls::client::WebPkiServerVerifier;
 
 use sealpost_queue::{AcceptedPolicy, Lease};
 
+use super::decision::{dane_host, mta_sts_host, plain_host, Hop, HopTls, HostSkip};
 use super::reason::{
-    dane_deferral, dane_failure, mx_result, status, LocalCause, Place, Reason, Status, TlsFailure,
+    dane_deferral, dane_failure, dane_skip, mx_result, status, LocalCause, Place, Reason, Status,
+    TlsFailure,
 };
 use crate::config::{Config, Route};
-use crate::dane::{self, DaneLevel, DanePlan, DestinationOutcome, PartialAddresses};
+use crate::dane::{self, DaneLevel, DestinationOutcome, DestinationPlan, PartialAddresses};
 use crate::dns::{Lookup, MxLookup, Resolver};
-use crate::mta_sts::{self, Mode, PolicyCache, StsCertVerifier};
+use crate::mta_sts::{Policy, PolicyCache};
 use crate::policy::{MinTlsVersion, PeerQuery, SecurityLevel};
-use crate::smtp::client::{Authentication, TlsParams, TlsRequirement};
-
-/// The TLS a hop requires.
-#[derive(Debug, Clone)]
-pub enum HopTls {
-    /// STARTTLS when offered, cleartext otherwise.
-    Opportunistic,
-    /// TLS required, certificate not authenticated.
-    Unauthenticated,
-    /// TLS required, certificate authenticated by these TLSA records.
-    Dane(DaneAuth),
-    /// TLS required, certificate valid under WebPKI for the host name
-    /// (MTA-STS enforce).
-    WebPki,
-}
-
-impl fmt::Display for HopTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HopTls::Opportunistic => f.write_str("opportunistic TLS"),
-            HopTls::Unauthenticated => f.write_str("TLS required, unauthenticated"),
-            HopTls::Dane(auth) => write!(
-                f,
-                "DANE authentication with {} usable TLSA records at {}",
-                auth.tlsa.len(),
-                auth.tlsa_name
-            ),
-            HopTls::WebPki => f.write_str("TLS required, WebPKI-valid certificate (MTA-STS)"),
-        }
-    }
-}
-
-/// What DANE authenticates a host with (RFC 7672 section 3): only an
-/// `Authenticate` plan becomes one, so a hop under DANE always has a
-/// verifier to build (never a quiet fall back to unauthenticated TLS).
-#[derive(Debug, Clone)]
-pub struct DaneAuth {
-    pub tlsa: Vec<crate::dane::UsableTlsa>,
-    /// Names a DANE-TA leaf may be valid for; the first is the SNI.
-    pub reference_names: Vec<String>,
-    pub tlsa_name: String,
-}
-
-impl DaneAuth {
-    /// The authentication data of an `Authenticate` plan.
-    fn of(plan: &DanePlan) -> Option<DaneAuth> {
-        match plan {
-            DanePlan::Authenticate {
-                tlsa,
-                reference_names,
-                tlsa_name,
-            } => Some(DaneAuth {
-                tlsa: tlsa.clone(),
-                reference_names: reference_names.clone(),
-                tlsa_name: tlsa_name.clone(),
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// One host to try, with every address in order.
-#[derive(Debug, Clone)]
-pub struct Hop {
-    pub host: String,
-    pub addresses: Vec<SocketAddr>,
-    pub tls: HopTls,
-    pub min_tls: MinTlsVersion,
-}
-
-/// Why a [`Hop`]'s TLS parameters could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum HopError {
-    #[error("`{host}` is not a valid TLS server name")]
-    BadName { host: String },
-    #[error("no WebPKI roots are available for MTA-STS")]
-    NoWebPki,
-}
-
-impl Hop {
-    /// The client's TLS parameters for one connection attempt (a DANE or
-    /// MTA-STS verifier records its outcome, so each attempt gets its own).
-    pub fn params(
-        &self,
-        webpki: Option<&Arc<WebPkiServerVerifier>>,
-    ) -> Result<TlsParams, HopError> {
-        let mut name = self.host.as_str();
-        let requirement = match &self.tls {
-            HopTls::Opportunistic => TlsRequirement::Opportunistic,
-            HopTls::Unauthenticated => TlsRequirement::RequireUnauthenticated,
-            HopTls::Dane(auth) => {
-                if let Some(sni) = auth.reference_names.first() {
-                    name = sni;
-                }
-                let verifier = crate::dane::DaneVerifier::new(
-                    auth.tlsa.clone(),
-                    auth.reference_names.clone(),
-                    &rustls::crypto::ring::default_provider(),
-                );
-                TlsRequirement::RequireVerified {
-                    verifier: Arc::new(verifier),
-                    kind: Authentication::Dane,
-                }
-            }
-            HopTls::WebPki => {
-                let inner = webpki.ok_or(HopError::NoWebPki)?;
-                TlsRequirement::RequireVerified {
-                    verifier: StsCertVerifier::new(inner.clone(), Mode::Enforce),
-                    kind: Authentication::WebPki,
-                }
-            }
-        };
-        TlsParams::new(requirement, self.min_tls, name).map_err(|_| HopError::BadName {
-            host: self.host.clone(),
-        })
-    }
-}
 
 /// The verdict for a destination at one attempt.
 #[derive(Debug, Clone)]
@@ -366,11 +248,9 @@ impl Planner<'_> {
             )),
             NextHop::Route { route, .. } => self.route(route).await,
             NextHop::Domain(domain) => match effective.level {
-                SecurityLevel::Opportunistic => {
-                    self.mx(domain, HopTls::Opportunistic, effective.min_tls).await
-                }
-                SecurityLevel::Mandatory => {
-                    self.mx(domain, HopTls::Unauthenticated, effective.min_tls).await
+                SecurityLevel::Opportunistic | SecurityLevel::Mandatory => {
+                    let tls = plain_host(effective.level);
+                    self.mx(domain, tls, effective.min_tls).await
                 }
                 SecurityLevel::OpportunisticDane => {
                     self.dane(domain, DaneLevel::Opportunistic, effective.min_tls).await
@@ -384,10 +264,7 @@ impl Planner<'_> {
     }
 
     async fn route(&self, route: &Route) -> Plan {
-        let tls = match route.level {
-            SecurityLevel::Mandatory => HopTls::Unauthenticated,
-            _ => HopTls::Opportunistic,
-        };
+        let tls = plain_host(route.level);
         let mut hops = Vec::new();
         let mut problems = Vec::new();
         for host in &route.hosts {
@@ -464,7 +341,7 @@ impl Planner<'_> {
         for host in mx.hosts() {
             // No DANE at these levels: the family that resolved will do.
             let found = self.resolver.addresses(&host.exchange).await;
-            let addresses = self.with_port(found.resolved.records());
+            let addresses = with_port(found.resolved.records(), self.smtp_port);
             if addresses.is_empty() {
                 problems.push(address_problem(&host.exchange, &found.resolved));
                 continue;
@@ -486,49 +363,9 @@ impl Planner<'_> {
         }
     }
 
-    fn with_port(&self, ips: &[IpAddr]) -> Vec<SocketAddr> {
-        ips.iter()
-            .map(|ip| SocketAddr::new(*ip, self.smtp_port))
-            .collect()
-    }
-
     async fn dane(&self, domain: &str, level: DaneLevel, min_tls: MinTlsVersion) -> Plan {
         let plan = dane::resolve_destination(self.resolver, level, domain).await;
-        match &plan.outcome {
-            DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
-            DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
-        }
-        let hops: Vec<Hop> = plan
-            .mx
-            .into_iter()
-            .filter_map(|mx| {
-                let tls = match &mx.plan {
-                    DanePlan::Authenticate { .. } => match DaneAuth::of(&mx.plan) {
-                        Some(auth) => HopTls::Dane(auth),
-                        None => return None,
-                    },
-                    DanePlan::EncryptUnauthenticated { .. } => HopTls::Unauthenticated,
-                    DanePlan::Opportunistic(_) => HopTls::Opportunistic,
-                    DanePlan::Skip(_) => return None,
-                };
-                Some(Hop {
-                    addresses: self.with_port(&mx.addresses),
-                    host: mx.host.exchange,
-                    tls,
-                    min_tls,
-                })
-            })
-            .collect();
-        if hops.is_empty() {
-            Plan::Defer(Reason::Dane {
-                failure: TlsFailure::ValidationFailure,
-                place: Place::none(),
-                detail: format!("no usable MX host for {domain}"),
-            })
-        } else {
-            Plan::Hops(hops)
-        }
+        dane_plan(domain, plan, min_tls, self.smtp_port)
     }
 
     async fn mta_sts(&self, domain: &str, min_tls: MinTlsVersion) -> Plan {
@@ -544,76 +381,106 @@ impl Planner<'_> {
             ),
         )
         .await;
-        match &dane_plan.outcome {
-            DestinationOutcome::Deliver => {}
-            DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
-            DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
-        }
-        let policy = lookup.policy();
-        let mut hops = Vec::new();
-        // Each host's refusal, in MX order.
-        let mut skipped: Vec<Reason> = Vec::new();
-        for mx in dane_plan.mx {
-            let tls = match (&mx.plan, mta_sts::plan_mx(policy, &mx.host.exchange)) {
-                // RFC 8461 section 2: where DANE applies it governs.
-                (DanePlan::Authenticate { .. }, _) => match DaneAuth::of(&mx.plan) {
-                    Some(auth) => HopTls::Dane(auth),
-                    None => continue,
-                },
-                (_, mta_sts::MxPlan::Skip(failure)) => {
-                    skipped.push(Reason::MtaSts {
-                        failure: mx_result(&failure),
-                        place: Place::none(),
-                        detail: failure.to_string(),
-                    });
-                    continue;
-                }
-                (DanePlan::Skip(why), _) => {
-                    skipped.push(super::reason::dane_skip(&mx.host.exchange, why));
-                    continue;
-                }
-                (_, mta_sts::MxPlan::RequireWebPki) => HopTls::WebPki,
-                (DanePlan::EncryptUnauthenticated { .. }, _) => HopTls::Unauthenticated,
-                (_, mta_sts::MxPlan::TestWebPki { .. } | mta_sts::MxPlan::Opportunistic) => {
-                    HopTls::Opportunistic
-                }
-            };
-            hops.push(Hop {
-                addresses: self.with_port(&mx.addresses),
+        mta_sts_plan(domain, dane_plan, lookup.policy(), min_tls, self.smtp_port)
+    }
+}
+
+fn with_port(ips: &[IpAddr], port: u16) -> Vec<SocketAddr> {
+    ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+}
+
+/// The plan under `opportunistic-dane` / `mandatory-dane` from the RFC 7672
+/// destination plan: each host's TLS from [`dane_host`].
+pub fn dane_plan(domain: &str, plan: DestinationPlan, min_tls: MinTlsVersion, port: u16) -> Plan {
+    match &plan.outcome {
+        DestinationOutcome::Deliver => {}
+        DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
+        DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
+    }
+    let hops: Vec<Hop> = plan
+        .mx
+        .into_iter()
+        .filter_map(|mx| {
+            Some(Hop {
+                tls: dane_host(&mx.plan).ok()?,
+                addresses: with_port(&mx.addresses, port),
+                host: mx.host.exchange,
+                min_tls,
+            })
+        })
+        .collect();
+    if hops.is_empty() {
+        Plan::Defer(Reason::Dane {
+            failure: TlsFailure::ValidationFailure,
+            place: Place::none(),
+            detail: format!("no usable MX host for {domain}"),
+        })
+    } else {
+        Plan::Hops(hops)
+    }
+}
+
+/// The plan under `mta-sts` from the RFC 7672 destination plan (DANE
+/// governs where it applies) and the domain's policy: each host's TLS
+/// from [`mta_sts_host`].
+pub fn mta_sts_plan(
+    domain: &str,
+    dane_plan: DestinationPlan,
+    policy: Option<&Policy>,
+    min_tls: MinTlsVersion,
+    port: u16,
+) -> Plan {
+    match &dane_plan.outcome {
+        DestinationOutcome::Deliver => {}
+        DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
+        DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
+    }
+    let mut hops = Vec::new();
+    // Each host's refusal, in MX order.
+    let mut skipped: Vec<Reason> = Vec::new();
+    for mx in dane_plan.mx {
+        match mta_sts_host(&mx.plan, policy, &mx.host.exchange) {
+            Ok(tls) => hops.push(Hop {
+                addresses: with_port(&mx.addresses, port),
                 host: mx.host.exchange,
                 tls,
                 min_tls,
-            });
-        }
-        if hops.is_empty() {
-            let list: Vec<String> = skipped.iter().map(Reason::to_string).collect();
-            let detail = format!(
-                "no MX host of {domain} may be used under its MTA-STS policy: {}",
-                list.join("; ")
-            );
-            // Grouped by the last host's cause; the detail names them all.
-            Plan::Defer(match skipped.pop() {
-                Some(Reason::MtaSts { failure, .. }) => Reason::MtaSts {
-                    failure,
-                    place: Place::none(),
-                    detail,
-                },
-                Some(Reason::Dane { failure, .. }) => Reason::Dane {
-                    failure,
-                    place: Place::none(),
-                    detail,
-                },
-                Some(Reason::Local { cause, status, .. }) => Reason::local(cause, status, detail),
-                _ => Reason::MtaSts {
-                    failure: TlsFailure::ValidationFailure,
-                    place: Place::none(),
-                    detail,
-                },
-            })
-        } else {
-            Plan::Hops(hops)
+            }),
+            Err(HostSkip::MtaSts(failure)) => skipped.push(Reason::MtaSts {
+                failure: mx_result(&failure),
+                place: Place::none(),
+                detail: failure.to_string(),
+            }),
+            Err(HostSkip::Dane(why)) => skipped.push(dane_skip(&mx.host.exchange, &why)),
         }
     }
+    if !hops.is_empty() {
+        return Plan::Hops(hops);
+    }
+    let list: Vec<String> = skipped.iter().map(Reason::to_string).collect();
+    let detail = format!(
+        "no MX host of {domain} may be used under its MTA-STS policy: {}",
+        list.join("; ")
+    );
+    // Grouped by the last host's cause; the detail names them all.
+    Plan::Defer(match skipped.pop() {
+        Some(Reason::MtaSts { failure, .. }) => Reason::MtaSts {
+            failure,
+            place: Place::none(),
+            detail,
+        },
+        Some(Reason::Dane { failure, .. }) => Reason::Dane {
+            failure,
+            place: Place::none(),
+            detail,
+        },
+        Some(Reason::Local { cause, status, .. }) => Reason::local(cause, status, detail),
+        _ => Reason::MtaSts {
+            failure: TlsFailure::ValidationFailure,
+            place: Place::none(),
+            detail,
+        },
+    })
 }
 
 #[cfg(test)]

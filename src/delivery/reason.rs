@@ -17,7 +17,7 @@
 use crate::dane::{DaneFailure, DeferReason, FailReason, NoDaneReason, SkipReason};
 use crate::mta_sts::{CertOutcome, CertProblem, MxFailure};
 use crate::policy::SecurityLevel;
-use crate::smtp::client::{ClientError, Peer, Stage};
+use crate::smtp::client::{ClientError, Peer};
 use crate::smtp::{EnhancedCode, Reply};
 
 pub use sealpost_queue::{LocalCause, Place, Reason, ReasonGroup, Status, TlsFailure};
@@ -121,23 +121,6 @@ pub(crate) fn plan_deferral_health(level: SecurityLevel, reason: Reason) -> Heal
             Health::Refused(reason)
         }
     }
-}
-
-/// Whether a failed connection was the server declining what the
-/// message's TLS requirement asks (it answered: the host is up), as
-/// opposed to the host being unreachable or broken.
-pub(crate) fn refused_by_policy(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::TlsNotOffered { .. }
-            | ClientError::TlsBelowMinimum { .. }
-            | ClientError::TlsHandshakeFailed { .. }
-            | ClientError::StartTlsInjection { .. }
-            | ClientError::Rejected {
-                stage: Stage::StartTls,
-                ..
-            }
-    )
 }
 
 /// A connection failure as a reason a person can act on: a certificate

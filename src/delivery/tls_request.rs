@@ -23,7 +23,8 @@
 use sealpost_queue::TlsRequest;
 use tracing::info;
 
-use super::plan::{Effective, Hop, HopTls};
+use super::decision::{Hop, HopTls};
+use super::plan::Effective;
 use super::reason::{status, LocalCause, Place, Reason};
 use crate::policy::SecurityLevel;
 
@@ -227,7 +228,7 @@ mod tests {
             min_tls: MinTlsVersion::Any,
         };
         assert!(authenticated(&HopTls::WebPki));
-        let dane = HopTls::Dane(super::super::plan::DaneAuth {
+        let dane = HopTls::Dane(super::super::decision::DaneAuth {
             tlsa: vec![],
             reference_names: vec!["mx.example.net".into()],
             tlsa_name: "_25._tcp.mx.example.net".into(),

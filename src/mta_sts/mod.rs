@@ -21,10 +21,7 @@ pub use cache::{
     normalize_domain, spawn_refresher, BounceCheck, DiscoveryFailure, LookupReason, PolicyCache,
     PolicyLookup, RefreshOutcome, TxtProblem, RETRY_AFTER_FAILURE,
 };
-pub use decision::{
-    decide_domain, decide_mx, governing_mechanism, plan_mx, CertOutcome, CertProblem, DaneSummary,
-    DomainVerdict, Governing, MxFacts, MxFailure, MxPlan, MxVerdict, OpportunisticWhy,
-};
+pub use decision::{plan_mx, CertOutcome, CertProblem, MxFailure, StsMxPlan};
 pub use fetch::{
     FetchError, HostResolver, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts,
     SystemResolver, TrustRoots,

@@ -3,8 +3,8 @@
 //! chain to a trusted root, as in RFC 6125 and RFC 5280).
 //!
 //! [`StsCertVerifier`] is a rustls verifier for one connection: it records
-//! what it found ([`CertOutcome`]) so the engine can feed
-//! [`super::decide_mx`] and the TLS report. In enforce mode a failure aborts
+//! what it found ([`CertOutcome`]) for the probe and the TLS report, and a
+//! refusal reads back through [`classify`]. In enforce mode a failure aborts
 //! the handshake; in testing mode the handshake continues (the session is
 //! then opportunistic TLS) and only the failure is recorded. The server
 //! name given to the connector must be the MX host name.
@@ -82,17 +82,6 @@ impl StsCertVerifier {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    /// A client config using this verifier (ring, TLS 1.2 and 1.3).
-    pub fn client_config(self: &Arc<Self>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(self.clone())
-            .with_no_client_auth();
-        Ok(Arc::new(config))
     }
 
     fn record(&self, outcome: CertOutcome) {

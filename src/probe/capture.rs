@@ -18,9 +18,9 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::certinfo::CertInfo;
 use crate::dane::{DaneFailure, DaneMatch, DaneVerifier};
 use crate::mta_sts::{CertOutcome, Mode, StsCertVerifier};
+use crate::tls::certinfo::CertInfo;
 
 /// What the verifiers found about the presented chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use rustls::ProtocolVersion;
 
 use super::capture::CertCheck;
 use crate::dane::{DanePlan, DestinationPlan};
+pub use crate::delivery::decision::version_name;
 use crate::dns::{AddressLookup, MxHost, MxLookup, TlsaLookup};
 use crate::mta_sts::{DiscoveryFailure, IgnoredField, Policy, StsTxtRecord, TxtProblem};
 
@@ -115,16 +116,5 @@ impl SessionOutcome {
             | SessionOutcome::Tls { certificate, .. } => certificate.as_ref(),
             _ => None,
         }
-    }
-}
-
-/// `TLS 1.3` for rustls' `TLSv1_3`.
-pub fn version_name(version: ProtocolVersion) -> String {
-    match version {
-        ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
-        ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
-        ProtocolVersion::TLSv1_1 => "TLS 1.1".to_string(),
-        ProtocolVersion::TLSv1_0 => "TLS 1.0".to_string(),
-        other => format!("{other:?}"),
     }
 }

@@ -28,7 +28,7 @@ use crate::mta_sts::{
 };
 use crate::policy::MinTlsVersion;
 use crate::smtp::client::{
-    Authentication, ClientConfig, ClientError, Connection, Peer, Stage, Timeouts, TlsParams,
+    ClientConfig, ClientError, Connection, Peer, Stage, Timeouts, TlsAuthentication, TlsParams,
     TlsRequirement,
 };
 
@@ -240,11 +240,11 @@ async fn session(
     let sni = plan.and_then(DanePlan::sni).unwrap_or(mx_host).to_string();
     let verifier = Arc::new(ProbeVerifier::new(mx_host, webpki, dane));
     // "Required" so that the client hands the verifier to rustls; it
-    // accepts every certificate and only records, and Authentication::None
+    // accepts every certificate and only records, and TlsAuthentication::None
     // says so. Nothing but EHLO and QUIT follows.
     let requirement = TlsRequirement::RequireVerified {
         verifier: verifier.clone(),
-        kind: Authentication::None,
+        kind: TlsAuthentication::None,
     };
     let outcome = match TlsParams::new(requirement, MinTlsVersion::Any, &sni) {
         Err(e) => SessionOutcome::Failed {

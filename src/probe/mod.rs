@@ -17,14 +17,13 @@
 //! See `docs/operations.md`.
 
 pub mod capture;
-pub mod certinfo;
 pub mod facts;
 pub mod gather;
 pub mod report;
 pub mod verdict;
 
+pub use crate::tls::certinfo::{CertInfo, CertTime};
 pub use capture::{CertCheck, ProbeVerifier};
-pub use certinfo::{CertInfo, CertTime};
 pub use facts::{HostFacts, ProbeFacts, SessionFacts, SessionOutcome, StsFacts};
 pub use gather::{gather, trust_roots, ProbeError, ProbeSettings};
 pub use report::{Configured, ProbeReport};

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::certinfo::CertInfo;
 use super::facts::{version_name, HostFacts, ProbeFacts, SessionFacts, SessionOutcome};
 use super::verdict::{address_verdict, level_outcome, Action, LevelOutcome};
 use crate::dns::{Lookup, MxLookup};
 use crate::mta_sts::{plan_mx, Policy};
 use crate::policy::{MinTlsVersion, Resolution, SecurityLevel};
-use crate::smtp::client::Authentication;
+use crate::smtp::client::TlsAuthentication;
+use crate::tls::certinfo::CertInfo;
 
 /// The policy sealpost applies to (managed domain, recipient domain).
 #[derive(Debug, Clone, Serialize)]
@@ -148,11 +148,11 @@ pub struct LevelReport {
     pub configured: bool,
 }
 
-fn authentication_word(a: Authentication) -> &'static str {
+fn authentication_word(a: TlsAuthentication) -> &'static str {
     match a {
-        Authentication::None => "none",
-        Authentication::Dane => "dane",
-        Authentication::WebPki => "webpki",
+        TlsAuthentication::None => "none",
+        TlsAuthentication::Dane => "dane",
+        TlsAuthentication::WebPki => "webpki",
     }
 }
 

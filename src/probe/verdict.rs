@@ -1,19 +1,15 @@
 //! What each security level would do with each MX address, and with the
 //! destination as a whole, from the gathered [`ProbeFacts`]. Pure
-//! functions over facts; the rules are those of the delivery engine's
-//! building blocks, reused rather than restated:
+//! functions over facts that call the delivery engine's own decisions
+//! (`delivery::decision`), so the probe says what delivery does:
 //!
-//! - `opportunistic`: TLS when STARTTLS is offered, cleartext otherwise; a
-//!   failed handshake (or a session below the minimum TLS version) is
-//!   retried in cleartext (RFC 7435, `RFC-NOTES.md`).
-//! - `mandatory`: TLS at or above the minimum version, certificate not
-//!   checked; otherwise that MX is not used.
-//! - `opportunistic-dane` / `mandatory-dane`: the RFC 7672 plan of
-//!   [`crate::dane::plan_destination`] and
-//!   [`crate::dane::connection_verdict`] for what the session showed.
-//! - `mta-sts`: DANE where usable TLSA records exist (RFC 8461 section 2,
-//!   [`governing_mechanism`]), else [`plan_mx`] and [`decide_mx`]
-//!   (RFC 8461 section 4) with the WebPKI result for the MX name.
+//! - before connecting, each host's TLS under the level
+//!   ([`plain_host`], [`dane_host`] over the RFC 7672 plan, [`mta_sts_host`]
+//!   with DANE precedence, RFC 8461 section 2), or why the level skips it;
+//! - after connecting, [`connection_verdict`] over what the session showed,
+//!   read as the hop's verifier would have judged the certificate the
+//!   probe recorded (the DANE matcher for DANE hops, WebPKI for MTA-STS
+//!   enforce, none otherwise).
 //!
 //! A level delivers to the destination when one address of one MX (in MX
 //! order) would take the mail; otherwise it defers, with every address's
@@ -22,21 +18,19 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use rustls::ProtocolVersion;
 use serde::Serialize;
 
-use super::facts::{version_name, HostFacts, ProbeFacts, SessionFacts, SessionOutcome};
-use crate::dane::{
-    connection_verdict, ConnectionEvent, ConnectionVerdict, DanePlan, DestinationOutcome,
-    DestinationPlan, SkipReason,
+use super::facts::{HostFacts, ProbeFacts, SessionFacts, SessionOutcome};
+use crate::dane::{DaneFailure, DaneMatch, DestinationOutcome, DestinationPlan};
+pub use crate::delivery::decision::TlsProblem;
+use crate::delivery::decision::{
+    connection_verdict, dane_host, mta_sts_host, plain_host, CertRejection, ConnectionEvent,
+    ConnectionVerdict, Hop, HopTls, HostSkip, NotUsed,
 };
 use crate::dns::Lookup;
-use crate::mta_sts::{
-    decide_mx, governing_mechanism, plan_mx, CertOutcome, DaneSummary, Governing, Mode, MxFacts,
-    MxPlan, MxVerdict,
-};
+use crate::mta_sts::CertOutcome;
 use crate::policy::{MinTlsVersion, SecurityLevel};
-use crate::smtp::client::Authentication;
+use crate::smtp::client::TlsAuthentication;
 
 /// What a level would do with one MX address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +52,21 @@ impl Action {
     pub fn delivers(self) -> bool {
         self != Action::NotUsed
     }
+
+    fn of(verdict: &ConnectionVerdict) -> (Action, TlsAuthentication) {
+        match verdict {
+            ConnectionVerdict::SendOverTls { authenticated, .. } => {
+                (Action::DeliverTls, *authenticated)
+            }
+            ConnectionVerdict::SendCleartext(_) => {
+                (Action::DeliverCleartext, TlsAuthentication::None)
+            }
+            ConnectionVerdict::RetryCleartext(_) => {
+                (Action::RetryCleartext, TlsAuthentication::None)
+            }
+            ConnectionVerdict::NotUsed(_) => (Action::NotUsed, TlsAuthentication::None),
+        }
+    }
 }
 
 impl fmt::Display for Action {
@@ -71,68 +80,29 @@ impl fmt::Display for Action {
     }
 }
 
-/// Why TLS did not come up as a level wants it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsProblem {
-    NotOffered,
-    Refused {
-        reply: String,
-    },
-    Handshake {
-        detail: String,
-    },
-    BelowMinimum {
-        negotiated: ProtocolVersion,
-        minimum: MinTlsVersion,
-    },
-}
-
-impl fmt::Display for TlsProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsProblem::NotOffered => f.write_str("STARTTLS not offered"),
-            TlsProblem::Refused { reply } => write!(f, "STARTTLS refused: {reply}"),
-            TlsProblem::Handshake { detail } => write!(f, "TLS handshake failed: {detail}"),
-            TlsProblem::BelowMinimum {
-                negotiated,
-                minimum,
-            } => write!(
-                f,
-                "{} negotiated, below the minimum {minimum} (counts as no TLS)",
-                version_name(*negotiated)
-            ),
-        }
-    }
-}
-
 /// Why a level decided as it did, as data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// The MX host has no address to connect to.
     NoAddress { detail: String },
-    /// No SMTP session could be had.
-    SessionFailed { detail: String },
-    /// TLS is up; the level does not authenticate the certificate.
-    Tls {
-        version: ProtocolVersion,
-        cipher: Option<String>,
-    },
-    /// The level allows cleartext and TLS did not come up.
-    Cleartext(TlsProblem),
-    /// The level requires TLS and it did not come up.
-    TlsRequired(TlsProblem),
-    /// The RFC 7672 plan for the host and the verdict for the session;
-    /// `precedence` when this decides for `mta-sts` (RFC 8461 section 2).
-    Dane {
-        plan: DanePlan,
-        verdict: ConnectionVerdict,
-        precedence: bool,
-    },
+    /// The level does not contact this host (its DANE plan or the MTA-STS
+    /// policy rules it out).
+    HostSkipped(HostSkip),
     /// `mandatory-dane` decided for the whole destination before any host
     /// (e.g. the MX records are not DNSSEC-signed).
     DaneDestination(DestinationOutcome),
-    /// The RFC 8461 verdict for the MX.
-    MtaSts(MxVerdict),
+    /// The TLS parameters of the hop cannot be built (e.g. a host name
+    /// that is not a valid server name).
+    Setup { detail: String },
+    /// The delivery engine's verdict on the session under the hop's TLS;
+    /// `dane`: the TLSA record that matched; `precedence` when DANE
+    /// decides for `mta-sts` (RFC 8461 section 2).
+    Connection {
+        tls: HopTls,
+        verdict: ConnectionVerdict,
+        dane: Option<DaneMatch>,
+        precedence: bool,
+    },
 }
 
 impl Reason {
@@ -140,13 +110,20 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::NoAddress { .. } => "no-address",
-            Reason::SessionFailed { .. } => "session-failed",
-            Reason::Tls { .. } => "tls",
-            Reason::Cleartext(_) => "cleartext",
-            Reason::TlsRequired(_) => "tls-required",
-            Reason::Dane { .. } => "dane",
+            Reason::HostSkipped(HostSkip::Dane(_)) => "dane",
+            Reason::HostSkipped(HostSkip::MtaSts(_)) => "mta-sts",
             Reason::DaneDestination(_) => "dane-destination",
-            Reason::MtaSts(_) => "mta-sts",
+            Reason::Setup { .. } => "session-failed",
+            Reason::Connection { tls, verdict, .. } => match (verdict, tls) {
+                (ConnectionVerdict::NotUsed(NotUsed::NoSession { .. }), _) => "session-failed",
+                (_, HopTls::Dane(_)) | (ConnectionVerdict::NotUsed(NotUsed::Dane(_)), _) => "dane",
+                (_, HopTls::WebPki) | (ConnectionVerdict::NotUsed(NotUsed::MtaSts(_)), _) => {
+                    "mta-sts"
+                }
+                (ConnectionVerdict::SendOverTls { .. }, _) => "tls",
+                (ConnectionVerdict::NotUsed(_), _) => "tls-required",
+                _ => "cleartext",
+            },
         }
     }
 }
@@ -155,36 +132,27 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::NoAddress { detail } => write!(f, "no address to connect to: {detail}"),
-            Reason::SessionFailed { detail } => write!(f, "no SMTP session: {detail}"),
-            Reason::Tls { version, cipher } => {
-                write!(f, "STARTTLS, {}", version_name(*version))?;
-                if let Some(cipher) = cipher {
-                    write!(f, " {cipher}")?;
-                }
-                f.write_str(", certificate not checked")
+            Reason::HostSkipped(why) => write!(f, "host not contacted: {why}"),
+            Reason::DaneDestination(outcome) => {
+                write!(f, "decided for the whole destination: {outcome}")
             }
-            Reason::Cleartext(problem) => write!(f, "{problem}; cleartext allowed"),
-            Reason::TlsRequired(problem) => write!(f, "TLS required: {problem}"),
-            Reason::Dane {
-                plan,
+            Reason::Setup { detail } => write!(f, "no TLS parameters: {detail}"),
+            Reason::Connection {
+                tls,
                 verdict,
+                dane,
                 precedence,
             } => {
                 if *precedence {
                     f.write_str("DANE takes precedence over MTA-STS (RFC 8461 section 2): ")?;
                 }
-                match verdict {
-                    ConnectionVerdict::SendOverTls {
-                        authenticated: Some(matched),
-                    } => write!(f, "{matched}"),
-                    ConnectionVerdict::NextMx(why) => write!(f, "{why}"),
-                    _ => write!(f, "{plan}"),
+                match (verdict, dane) {
+                    (ConnectionVerdict::SendOverTls { .. }, Some(matched)) => {
+                        write!(f, "{matched}")
+                    }
+                    _ => write!(f, "{verdict} ({tls})"),
                 }
             }
-            Reason::DaneDestination(outcome) => {
-                write!(f, "decided for the whole destination: {outcome}")
-            }
-            Reason::MtaSts(verdict) => write!(f, "{verdict}"),
         }
     }
 }
@@ -196,7 +164,7 @@ pub struct AddressVerdict {
     pub action: Action,
     /// What authenticated the server (DANE, WebPKI), when the level
     /// authenticates.
-    pub authentication: Authentication,
+    pub authentication: TlsAuthentication,
     pub reason: Reason,
 }
 
@@ -204,12 +172,12 @@ impl fmt::Display for AddressVerdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.action)?;
         match self.authentication {
-            Authentication::None if self.action == Action::DeliverTls => {
+            TlsAuthentication::None if self.action == Action::DeliverTls => {
                 f.write_str(" (unauthenticated)")?
             }
-            Authentication::None => {}
-            Authentication::Dane => f.write_str(", authenticated by DANE")?,
-            Authentication::WebPki => f.write_str(", authenticated by WebPKI")?,
+            TlsAuthentication::None => {}
+            TlsAuthentication::Dane => f.write_str(", authenticated by DANE")?,
+            TlsAuthentication::WebPki => f.write_str(", authenticated by WebPKI")?,
         }
         write!(f, ": {}", self.reason)
     }
@@ -232,7 +200,7 @@ pub enum LevelOutcome {
         mx: String,
         addr: SocketAddr,
         action: Action,
-        authentication: Authentication,
+        authentication: TlsAuthentication,
     },
     /// Decided before any host (`mandatory-dane` with unsigned MX records).
     DeferDestination(DestinationOutcome),
@@ -251,9 +219,9 @@ impl fmt::Display for LevelOutcome {
             } => {
                 write!(f, "{action} via {mx} at {addr}")?;
                 match authentication {
-                    Authentication::Dane => f.write_str(", authenticated by DANE"),
-                    Authentication::WebPki => f.write_str(", authenticated by WebPKI"),
-                    Authentication::None => Ok(()),
+                    TlsAuthentication::Dane => f.write_str(", authenticated by DANE"),
+                    TlsAuthentication::WebPki => f.write_str(", authenticated by WebPKI"),
+                    TlsAuthentication::None => Ok(()),
                 }
             }
             LevelOutcome::DeferDestination(outcome) => write!(f, "would {outcome}"),
@@ -280,16 +248,7 @@ pub fn address_verdict(
     host: &HostFacts,
     session: &SessionFacts,
 ) -> AddressVerdict {
-    let outcome = &session.outcome;
-    let (action, authentication, reason) = match level {
-        SecurityLevel::Opportunistic => plain(false, min_tls, outcome),
-        SecurityLevel::Mandatory => plain(true, min_tls, outcome),
-        SecurityLevel::OpportunisticDane => {
-            dane(&facts.dane_opportunistic, host, min_tls, outcome, false)
-        }
-        SecurityLevel::MandatoryDane => dane(&facts.dane_mandatory, host, min_tls, outcome, false),
-        SecurityLevel::MtaSts => mta_sts(facts, host, min_tls, outcome),
-    };
+    let (action, authentication, reason) = decide(level, min_tls, facts, host, session);
     AddressVerdict {
         level,
         action,
@@ -305,11 +264,11 @@ pub fn level_outcome(
     min_tls: MinTlsVersion,
     facts: &ProbeFacts,
 ) -> LevelOutcome {
-    if level == SecurityLevel::MandatoryDane && facts.dane_mandatory.mx.is_empty() {
-        if let DestinationOutcome::Defer(_) | DestinationOutcome::Fail(_) =
-            &facts.dane_mandatory.outcome
-        {
-            return LevelOutcome::DeferDestination(facts.dane_mandatory.outcome.clone());
+    if let Some(plan) = dane_plan(level, facts) {
+        if plan.mx.is_empty() {
+            if let DestinationOutcome::Defer(_) | DestinationOutcome::Fail(_) = &plan.outcome {
+                return LevelOutcome::DeferDestination(plan.outcome.clone());
+            }
         }
     }
     let mut attempts = Vec::new();
@@ -352,201 +311,146 @@ fn address_problem(lookup: &Lookup<std::net::IpAddr>) -> String {
     }
 }
 
-type Decision = (Action, Authentication, Reason);
+/// The RFC 7672 plan a level reads: the opportunistic one for
+/// `opportunistic-dane` and `mta-sts`, the mandatory one for
+/// `mandatory-dane`.
+fn dane_plan(level: SecurityLevel, facts: &ProbeFacts) -> Option<&DestinationPlan> {
+    match level {
+        SecurityLevel::OpportunisticDane | SecurityLevel::MtaSts => Some(&facts.dane_opportunistic),
+        SecurityLevel::MandatoryDane => Some(&facts.dane_mandatory),
+        SecurityLevel::Opportunistic | SecurityLevel::Mandatory => None,
+    }
+}
 
-/// The address is not used, for `reason`.
+type Decision = (Action, TlsAuthentication, Reason);
+
 fn not_used(reason: Reason) -> Decision {
-    (Action::NotUsed, Authentication::None, reason)
+    (Action::NotUsed, TlsAuthentication::None, reason)
 }
 
-/// The session to the address failed before TLS came into it.
-fn session_failed(detail: &str) -> Decision {
-    not_used(Reason::SessionFailed {
-        detail: detail.to_string(),
-    })
-}
-
-/// `opportunistic` (`required == false`) and `mandatory`.
-fn plain(required: bool, min_tls: MinTlsVersion, outcome: &SessionOutcome) -> Decision {
-    let problem = match outcome {
-        SessionOutcome::Failed { detail } => return session_failed(detail),
-        SessionOutcome::Tls {
-            version, cipher, ..
-        } if min_tls.accepts(*version) => {
-            return (
-                Action::DeliverTls,
-                Authentication::None,
-                Reason::Tls {
-                    version: *version,
-                    cipher: cipher.clone(),
-                },
-            )
-        }
-        SessionOutcome::Tls { version, .. } => TlsProblem::BelowMinimum {
-            negotiated: *version,
-            minimum: min_tls,
-        },
-        SessionOutcome::StartTlsNotOffered => TlsProblem::NotOffered,
-        SessionOutcome::StartTlsRefused { reply } => TlsProblem::Refused {
-            reply: reply.clone(),
-        },
-        SessionOutcome::HandshakeFailed { detail, .. } => TlsProblem::Handshake {
-            detail: detail.clone(),
-        },
-    };
-    cleartext_or_not(required, problem)
-}
-
-fn cleartext_or_not(required: bool, problem: TlsProblem) -> Decision {
-    if required {
-        return not_used(Reason::TlsRequired(problem));
-    }
-    let action = match problem {
-        TlsProblem::Handshake { .. } | TlsProblem::BelowMinimum { .. } => Action::RetryCleartext,
-        TlsProblem::NotOffered | TlsProblem::Refused { .. } => Action::DeliverCleartext,
-    };
-    (action, Authentication::None, Reason::Cleartext(problem))
-}
-
-/// The DANE levels (and `mta-sts` where DANE takes precedence).
-fn dane(
-    destination: &DestinationPlan,
-    host: &HostFacts,
+/// The host's TLS under `level` (the planner's functions), then the
+/// engine's verdict on the session.
+fn decide(
+    level: SecurityLevel,
     min_tls: MinTlsVersion,
-    outcome: &SessionOutcome,
-    precedence: bool,
-) -> Decision {
-    let Some(plan) = host.dane_plan(destination) else {
-        return not_used(Reason::DaneDestination(destination.outcome.clone()));
-    };
-    let reason = |verdict: ConnectionVerdict| Reason::Dane {
-        plan: plan.clone(),
-        verdict,
-        precedence,
-    };
-    if let DanePlan::Skip(why) = plan {
-        return not_used(reason(ConnectionVerdict::NextMx(why.clone())));
-    }
-    let event = match outcome {
-        SessionOutcome::Failed { detail } => return session_failed(detail),
-        SessionOutcome::Tls { version, .. } if !min_tls.accepts(*version) => {
-            let problem = TlsProblem::BelowMinimum {
-                negotiated: *version,
-                minimum: min_tls,
-            };
-            return cleartext_or_not(plan.requires_tls(), problem);
-        }
-        SessionOutcome::StartTlsNotOffered | SessionOutcome::StartTlsRefused { .. } => {
-            ConnectionEvent::StartTlsNotOffered
-        }
-        SessionOutcome::HandshakeFailed { detail, .. } => ConnectionEvent::HandshakeFailed {
-            dane: None,
-            detail: detail.clone(),
-        },
-        SessionOutcome::Tls { certificate, .. } => {
-            let dane = certificate.as_ref().and_then(|c| c.dane.clone());
-            match (plan, dane) {
-                (DanePlan::Authenticate { .. }, Some(Err(failure))) => {
-                    ConnectionEvent::HandshakeFailed {
-                        detail: failure.to_string(),
-                        dane: Some(failure),
-                    }
-                }
-                (DanePlan::Authenticate { .. }, Some(Ok(matched))) => {
-                    ConnectionEvent::TlsEstablished {
-                        dane: Some(matched),
-                    }
-                }
-                _ => ConnectionEvent::TlsEstablished { dane: None },
-            }
-        }
-    };
-    let verdict = connection_verdict(plan, &event);
-    let (action, authentication) = match &verdict {
-        ConnectionVerdict::SendCleartext => (Action::DeliverCleartext, Authentication::None),
-        ConnectionVerdict::RetryCleartext => (Action::RetryCleartext, Authentication::None),
-        ConnectionVerdict::SendOverTls {
-            authenticated: Some(_),
-        } => (Action::DeliverTls, Authentication::Dane),
-        ConnectionVerdict::SendOverTls {
-            authenticated: None,
-        } => (Action::DeliverTls, Authentication::None),
-        ConnectionVerdict::NextMx(_) => (Action::NotUsed, Authentication::None),
-    };
-    (action, authentication, reason(verdict))
-}
-
-/// What DANE says about the host, as far as MTA-STS precedence matters.
-fn dane_summary(plan: Option<&DanePlan>, outcome: &SessionOutcome) -> DaneSummary {
-    match plan {
-        Some(DanePlan::Authenticate { .. }) => {
-            match outcome.certificate().and_then(|c| c.dane.as_ref()) {
-                Some(Ok(_)) => DaneSummary::Authenticated,
-                _ => DaneSummary::Failed,
-            }
-        }
-        Some(DanePlan::Skip(SkipReason::TlsaLookupFailed { .. })) => DaneSummary::Failed,
-        _ => DaneSummary::NotApplicable,
-    }
-}
-
-fn mta_sts(
     facts: &ProbeFacts,
     host: &HostFacts,
-    min_tls: MinTlsVersion,
-    outcome: &SessionOutcome,
+    session: &SessionFacts,
 ) -> Decision {
-    let dane_plan = host.dane_plan(&facts.dane_opportunistic);
-    if governing_mechanism(dane_summary(dane_plan, outcome)) == Governing::Dane {
-        return dane(&facts.dane_opportunistic, host, min_tls, outcome, true);
-    }
-    let policy = facts.mta_sts.policy();
     let mx = host.host.exchange.as_str();
-    if let MxPlan::Skip(failure) = plan_mx(policy, mx) {
-        return not_used(Reason::MtaSts(MxVerdict::Skip(failure)));
-    }
-    let certificate = match outcome {
-        SessionOutcome::Failed { detail } => return session_failed(detail),
-        SessionOutcome::StartTlsNotOffered | SessionOutcome::StartTlsRefused { .. } => None,
-        SessionOutcome::HandshakeFailed { detail, .. } => {
-            Some(CertOutcome::HandshakeFailed(detail.clone()))
-        }
-        SessionOutcome::Tls { certificate, .. } => Some(
-            certificate
-                .as_ref()
-                .and_then(|c| c.webpki.clone())
-                .unwrap_or_else(|| {
-                    CertOutcome::HandshakeFailed("no certificate was checked".to_string())
-                }),
-        ),
-    };
-    let mx_facts = MxFacts {
-        starttls_offered: !matches!(
-            outcome,
-            SessionOutcome::StartTlsNotOffered | SessionOutcome::StartTlsRefused { .. }
-        ),
-        certificate,
-    };
-    let verdict = decide_mx(policy, mx, &mx_facts);
-    match &verdict {
-        MxVerdict::DeliverWebPki { mode } => match outcome {
-            SessionOutcome::Tls { version, .. } if !min_tls.accepts(*version) => {
-                let problem = TlsProblem::BelowMinimum {
-                    negotiated: *version,
-                    minimum: min_tls,
-                };
-                cleartext_or_not(*mode == Mode::Enforce, problem)
+    let tls = match dane_plan(level, facts) {
+        None => Ok(plain_host(level)),
+        Some(destination) => {
+            let Some(plan) = host.dane_plan(destination) else {
+                return not_used(Reason::DaneDestination(destination.outcome.clone()));
+            };
+            if level == SecurityLevel::MtaSts {
+                mta_sts_host(plan, facts.mta_sts.policy(), mx)
+            } else {
+                dane_host(plan)
             }
-            _ => (
-                Action::DeliverTls,
-                Authentication::WebPki,
-                Reason::MtaSts(verdict),
-            ),
+        }
+    };
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(skip) => return not_used(Reason::HostSkipped(skip)),
+    };
+    let hop = Hop {
+        host: mx.to_string(),
+        addresses: vec![session.addr],
+        tls,
+        min_tls,
+    };
+    let params = match hop.params_for_verdict() {
+        Ok(params) => params,
+        Err(e) => {
+            return not_used(Reason::Setup {
+                detail: e.to_string(),
+            })
+        }
+    };
+    let event = event(&hop.tls, &session.outcome);
+    let verdict = connection_verdict(&hop, &params, &event);
+    let (action, authentication) = Action::of(&verdict);
+    let dane = match (&hop.tls, session.outcome.certificate()) {
+        (HopTls::Dane(_), Some(check)) => check.dane.clone().and_then(Result::ok),
+        _ => None,
+    };
+    let precedence = level == SecurityLevel::MtaSts && matches!(hop.tls, HopTls::Dane(_));
+    let reason = Reason::Connection {
+        tls: hop.tls,
+        verdict,
+        dane,
+        precedence,
+    };
+    (action, authentication, reason)
+}
+
+/// What the session would have shown under the hop's verifier: the probe
+/// accepted every certificate and recorded what the DANE and WebPKI
+/// verifiers said, so a DANE hop's handshake fails where the DANE check
+/// failed, an MTA-STS enforce hop's where WebPKI did, and other hops
+/// ignore both (they do not authenticate).
+fn event(tls: &HopTls, outcome: &SessionOutcome) -> ConnectionEvent {
+    match outcome {
+        SessionOutcome::Failed { detail } => ConnectionEvent::NoSession {
+            detail: detail.clone(),
         },
-        MxVerdict::Skip(_) => not_used(Reason::MtaSts(verdict)),
-        MxVerdict::Opportunistic(_) => {
-            let (action, authentication, _) = plain(false, min_tls, outcome);
-            (action, authentication, Reason::MtaSts(verdict))
+        SessionOutcome::StartTlsNotOffered => ConnectionEvent::StartTlsNotOffered,
+        SessionOutcome::StartTlsRefused { reply } => ConnectionEvent::StartTlsRefused {
+            reply: reply.clone(),
+        },
+        SessionOutcome::HandshakeFailed { detail, .. } => ConnectionEvent::HandshakeFailed {
+            rejected: None,
+            detail: detail.clone(),
+        },
+        SessionOutcome::Tls {
+            version,
+            certificate,
+            ..
+        } => {
+            let established = |authenticated| ConnectionEvent::Tls {
+                version: *version,
+                authenticated,
+            };
+            let refused =
+                |rejected: CertRejection, detail: String| ConnectionEvent::HandshakeFailed {
+                    rejected: Some(rejected),
+                    detail,
+                };
+            match tls {
+                HopTls::Dane(_) => match certificate.as_ref().and_then(|c| c.dane.clone()) {
+                    Some(Ok(_)) => established(TlsAuthentication::Dane),
+                    Some(Err(failure)) => {
+                        let detail = failure.to_string();
+                        refused(CertRejection::Dane(failure), detail)
+                    }
+                    None => refused(
+                        CertRejection::Dane(DaneFailure::NoCertificate),
+                        "the DANE verifier saw no certificate".into(),
+                    ),
+                },
+                HopTls::WebPki => match certificate.as_ref().and_then(|c| c.webpki.clone()) {
+                    Some(CertOutcome::Valid) => established(TlsAuthentication::WebPki),
+                    Some(CertOutcome::Invalid(problem)) => {
+                        let detail = problem.to_string();
+                        refused(CertRejection::WebPki(problem), detail)
+                    }
+                    Some(CertOutcome::HandshakeFailed(detail)) => {
+                        ConnectionEvent::HandshakeFailed {
+                            rejected: None,
+                            detail,
+                        }
+                    }
+                    None => ConnectionEvent::HandshakeFailed {
+                        rejected: None,
+                        detail: "no certificate was checked".into(),
+                    },
+                },
+                HopTls::Opportunistic | HopTls::Unauthenticated => {
+                    established(TlsAuthentication::None)
+                }
+            }
         }
     }
 }

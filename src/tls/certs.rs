@@ -137,7 +137,7 @@ impl SniCertResolver {
         let not_after = |key: &CertifiedKey| {
             key.end_entity_cert()
                 .ok()
-                .and_then(|leaf| crate::probe::certinfo::CertInfo::parse(leaf).not_after)
+                .and_then(|leaf| super::certinfo::CertInfo::parse(leaf).not_after)
                 .map(|t| t.0)
         };
         let mut out: Vec<_> = self

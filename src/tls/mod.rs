@@ -1,7 +1,9 @@
 //! TLS pieces shared by the SMTP listener, the SMTP client, the MTA-STS
 //! policy host and the load tools: the one crypto provider (ring), server
-//! certificates, and a stream that is plain or TLS.
+//! certificates, what a certificate says (`certinfo`, for the probe's
+//! report and certificate expiry), and a stream that is plain or TLS.
 
+pub mod certinfo;
 pub mod certs;
 pub mod stream;
 pub mod verify;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sealpost::policy::MinTlsVersion;
 use sealpost::smtp::client::{
-    Authentication, ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome,
-    Timeouts, TlsParams, TlsRequirement,
+    ClientConfig, Connection, Delivery, OutboundMessage, Peer, RecipientOutcome, Timeouts,
+    TlsAuthentication, TlsParams, TlsRequirement,
 };
 use sealpost::smtp::{ForwardPath, Host, Mailbox, ReversePath};
 
@@ -126,7 +126,7 @@ pub fn webpki_verifier(ca: &TestCa) -> TlsRequirement {
     .expect("verifier");
     TlsRequirement::RequireVerified {
         verifier,
-        kind: Authentication::WebPki,
+        kind: TlsAuthentication::WebPki,
     }
 }
 

@@ -28,11 +28,15 @@ use std::time::{Instant, SystemTime};
 use sealpost_queue::{Authentication as QueueAuth, Lease, Outcome, QueueError};
 use tracing::{debug, error, info, Instrument};
 
-use super::plan::{effective_policy, next_hop, Effective, Hop, HopTls, NextHop, Plan, Planner};
+use super::decision::{
+    body_was_sent, connection_verdict, session_verdict, ConnectionEvent, ConnectionVerdict, Hop,
+    HopTls, NotUsed,
+};
+use super::plan::{effective_policy, next_hop, Effective, NextHop, Plan, Planner};
 use super::pool::Pool;
 use super::reason::{
-    connection_failure, plan_deferral_health, refused_by_policy, remote, status, Health,
-    LocalCause, Place, Reason, Status,
+    connection_failure, plan_deferral_health, remote, status, Health, LocalCause, Place, Reason,
+    Status,
 };
 pub use super::shared::{BodyMemory, Shared};
 use super::tls_request;
@@ -41,7 +45,7 @@ use crate::policy::SecurityLevel;
 use crate::smtp::address::{parse_forward_path, parse_reverse_path};
 use crate::smtp::client::{
     Achieved, ClientConfig, ClientError, Connection, Delivery, MessageRefusal, OutboundMessage,
-    Peer, RecipientOutcome, Stage, Timeouts,
+    Peer, RecipientOutcome, Timeouts, TlsParams,
 };
 use crate::smtp::{ForwardPath, ReversePath};
 pub(crate) use record::{conclude, defer_all, log_outcomes, return_lease, Outcomes};
@@ -310,6 +314,9 @@ enum Tried {
     Unknown(ClientError),
     /// Nothing of the message was accepted.
     Failed(ClientError),
+    /// The connection is up but its TLS does not do for this hop
+    /// ([`connection_verdict`]): closed before MAIL.
+    NotUsed(NotUsed),
     /// The connection closed before the message was sent.
     Closed,
 }
@@ -448,7 +455,7 @@ impl Session<'_> {
         hop: &Hop,
         addr: SocketAddr,
         tried: Tried,
-        params: &crate::smtp::client::TlsParams,
+        params: &TlsParams,
         seen: &mut Seen,
     ) -> Event {
         let webpki = matches!(hop.tls, HopTls::WebPki);
@@ -485,14 +492,30 @@ impl Session<'_> {
                     ),
                 })
             }
-            Tried::Failed(e @ ClientError::TlsHandshakeFailed { .. }) => Event::TlsFailed {
-                reason: connection_failure(webpki, &e),
-                cleartext_allowed: e.retry_cleartext_allowed()
-                    && params.cleartext_retry().is_some(),
-            },
-            Tried::Failed(e) => Event::HostFailed {
-                reason: connection_failure(webpki, &e),
-                by_policy: refused_by_policy(&e),
+            Tried::Failed(e) => {
+                let reason = connection_failure(webpki, &e);
+                // The same verdict the probe gives for what it saw.
+                match connection_verdict(hop, params, &ConnectionEvent::of_error(&e)) {
+                    ConnectionVerdict::RetryCleartext(_) => Event::TlsFailed {
+                        reason,
+                        cleartext_allowed: true,
+                    },
+                    ConnectionVerdict::NotUsed(why) => Event::HostFailed {
+                        reason,
+                        by_policy: why.by_policy(),
+                    },
+                    // The server answered; the client refused its TLS.
+                    ConnectionVerdict::SendOverTls { .. } | ConnectionVerdict::SendCleartext(_) => {
+                        Event::HostFailed {
+                            reason,
+                            by_policy: true,
+                        }
+                    }
+                }
+            }
+            Tried::NotUsed(why) => Event::HostFailed {
+                reason: why.reason(&hop.host, addr.ip()),
+                by_policy: why.by_policy(),
             },
             Tried::Closed => Event::HostFailed {
                 reason: Reason::Local {
@@ -557,20 +580,23 @@ impl Session<'_> {
         &self,
         hop: &Hop,
         addr: SocketAddr,
-        params: &crate::smtp::client::TlsParams,
+        params: &TlsParams,
         message: &OutboundMessage<'_>,
         pooled: bool,
     ) -> Tried {
         if pooled {
             if let Some(mut conn) = self.pool.take(&hop.host, addr, params) {
-                match self.send(hop, &mut conn, message).await {
-                    Some(tried) => {
-                        self.release(hop, conn, &tried).await;
-                        return tried;
+                if session_verdict(hop, params, conn.achieved()).is_err() {
+                    // Not for this message (others may use it): a new
+                    // connection decides anew.
+                    if let Some(conn) = self.pool.put(&hop.host, conn) {
+                        conn.quit().await;
                     }
-                    None => {
-                        debug!(host = %hop.host, %addr, "pooled connection was closed; opening a new one")
-                    }
+                } else if let Some(tried) = self.send(hop, &mut conn, message).await {
+                    self.release(hop, conn, &tried).await;
+                    return tried;
+                } else {
+                    debug!(host = %hop.host, %addr, "pooled connection was closed; opening a new one")
                 }
             }
         }
@@ -582,6 +608,10 @@ impl Session<'_> {
             Ok(conn) => conn,
             Err(e) => return Tried::Failed(e),
         };
+        if let Err(why) = session_verdict(hop, params, conn.achieved()) {
+            conn.quit().await;
+            return Tried::NotUsed(why);
+        }
         match self.send(hop, &mut conn, message).await {
             Some(tried) => {
                 self.release(hop, conn, &tried).await;
@@ -670,25 +700,4 @@ fn unreachable_verdict(lease: &Lease) -> (Outcomes, sealpost_queue::Attempt, Hea
     );
     let (outcomes, attempt) = defer_all(lease, &reason);
     (outcomes, attempt, Health::NotTried)
-}
-
-/// Whether an error came after the body was (partly) sent, so the server
-/// may have accepted the message.
-fn body_was_sent(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::Timeout {
-            stage: Stage::Body,
-            ..
-        } | ClientError::Io {
-            stage: Stage::Body,
-            ..
-        } | ClientError::Closed {
-            stage: Stage::Body,
-            ..
-        } | ClientError::BadReply {
-            stage: Stage::Body,
-            ..
-        }
-    )
 }

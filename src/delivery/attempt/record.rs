@@ -13,7 +13,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::delivery::reason::Reason;
 use crate::policy::SecurityLevel;
-use crate::smtp::client::{Achieved, Authentication};
+use crate::smtp::client::{Achieved, TlsAuthentication};
 
 /// Each recipient's outcome, by its index in the message.
 pub(crate) type Outcomes = Vec<(u16, Outcome)>;
@@ -169,9 +169,9 @@ pub(crate) fn attempt_from(achieved: &Achieved, reason: &Reason) -> Attempt {
         }),
         cipher: achieved.cipher.clone(),
         authentication: match achieved.authentication {
-            Authentication::None => QueueAuth::None,
-            Authentication::Dane => QueueAuth::Dane,
-            Authentication::WebPki => QueueAuth::Webpki,
+            TlsAuthentication::None => QueueAuth::None,
+            TlsAuthentication::Dane => QueueAuth::Dane,
+            TlsAuthentication::WebPki => QueueAuth::Webpki,
         },
         reply_or_reason: reason.clone(),
     }

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::smtp::client::Stage;
 
 fn peer() -> Peer {
     Peer {
@@ -109,8 +110,23 @@ fn a_refused_tls_requirement_is_told_apart_from_an_unreachable_host() {
             "554 5.3.2",
         ),
     ];
+    // Whether the host answered and the policy refused its TLS, as the
+    // attempt driver asks it: the verdict under a hop that requires TLS.
+    let hop = crate::delivery::decision::Hop {
+        host: "mx.example.net".into(),
+        addresses: Vec::new(),
+        tls: crate::delivery::decision::HopTls::Unauthenticated,
+        min_tls: crate::policy::MinTlsVersion::Tls13,
+    };
+    let params = hop.params(None).expect("params");
     for (error, refused, kind, cause) in table {
-        assert_eq!(refused_by_policy(&error), refused, "{error}");
+        let event = crate::delivery::decision::ConnectionEvent::of_error(&error);
+        let verdict = crate::delivery::decision::connection_verdict(&hop, &params, &event);
+        let by_policy = matches!(
+            verdict,
+            crate::delivery::decision::ConnectionVerdict::NotUsed(ref why) if why.by_policy()
+        );
+        assert_eq!(by_policy, refused, "{error}");
         let group = connection_failure(false, &error).group();
         assert_eq!(
             (group.kind.as_str(), group.cause.as_str()),

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use rustls::ProtocolVersion;
+
 use super::*;
 use crate::dane::{plan_destination, DaneFailure, DaneLevel, DaneMatch, HostEvidence, Usage};
 use crate::dns::{AddressLookup, DnssecStatus, MxHost, MxLookup, TlsaLookup, TlsaRecord};
@@ -29,19 +31,30 @@ struct Dns {
     mx: DnssecStatus,
     /// `None`: secure NODATA at the TLSA name.
     tlsa: Option<DnssecStatus>,
+    /// The TLSA record's usage (1, PKIX-EE, is unusable for SMTP).
+    usage: u8,
 }
 
 const SIGNED: Dns = Dns {
     mx: DnssecStatus::Secure,
     tlsa: Some(DnssecStatus::Secure),
+    usage: 3,
 };
 const UNSIGNED: Dns = Dns {
     mx: DnssecStatus::Insecure,
     tlsa: None,
+    usage: 3,
+};
+/// Secure TLSA records, none usable (PKIX-EE, RFC 7672 section 3.1.3).
+const SIGNED_UNUSABLE: Dns = Dns {
+    mx: DnssecStatus::Secure,
+    tlsa: Some(DnssecStatus::Secure),
+    usage: 1,
 };
 const SIGNED_NO_TLSA: Dns = Dns {
     mx: DnssecStatus::Secure,
     tlsa: None,
+    usage: 3,
 };
 
 fn sts(mode: Option<&str>, mx_pattern: &str) -> StsFacts {
@@ -86,7 +99,10 @@ fn facts(dns: Dns, mta_sts: StsFacts, outcome: SessionOutcome) -> ProbeFacts {
         tlsa_name: format!("_25._tcp.{MX}"),
         lookup: match dns.tlsa {
             Some(dnssec) => Lookup::Records {
-                records: vec![record()],
+                records: vec![TlsaRecord {
+                    usage: dns.usage,
+                    ..record()
+                }],
                 dnssec,
             },
             None => Lookup::NoData {
@@ -174,7 +190,7 @@ fn verdict_table() {
         SecurityLevel,
         MinTlsVersion,
         Action,
-        Authentication,
+        TlsAuthentication,
         &str,
     )> = vec![
         // opportunistic / mandatory
@@ -184,7 +200,7 @@ fn verdict_table() {
             Opportunistic,
             MinTlsVersion::Any,
             DeliverTls,
-            Authentication::None,
+            TlsAuthentication::None,
             "certificate not checked",
         ),
         (
@@ -193,7 +209,7 @@ fn verdict_table() {
             Opportunistic,
             MinTlsVersion::Any,
             DeliverCleartext,
-            Authentication::None,
+            TlsAuthentication::None,
             "STARTTLS not offered",
         ),
         (
@@ -202,7 +218,7 @@ fn verdict_table() {
             Mandatory,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "TLS required: STARTTLS not offered",
         ),
         (
@@ -211,7 +227,7 @@ fn verdict_table() {
             Opportunistic,
             MinTlsVersion::Any,
             RetryCleartext,
-            Authentication::None,
+            TlsAuthentication::None,
             "no common cipher",
         ),
         (
@@ -220,7 +236,7 @@ fn verdict_table() {
             Mandatory,
             MinTlsVersion::Tls13,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "TLS 1.2 negotiated, below the minimum 1.3",
         ),
         (
@@ -229,7 +245,7 @@ fn verdict_table() {
             Opportunistic,
             MinTlsVersion::Tls13,
             RetryCleartext,
-            Authentication::None,
+            TlsAuthentication::None,
             "below the minimum",
         ),
         (
@@ -244,7 +260,7 @@ fn verdict_table() {
             Opportunistic,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "connection refused",
         ),
         // DANE
@@ -254,7 +270,7 @@ fn verdict_table() {
             MandatoryDane,
             MinTlsVersion::Any,
             DeliverTls,
-            Authentication::Dane,
+            TlsAuthentication::Dane,
             "DANE-verified via 3 1 1",
         ),
         (
@@ -263,7 +279,7 @@ fn verdict_table() {
             OpportunisticDane,
             MinTlsVersion::Any,
             DeliverTls,
-            Authentication::Dane,
+            TlsAuthentication::Dane,
             "DANE-verified",
         ),
         (
@@ -272,7 +288,7 @@ fn verdict_table() {
             MandatoryDane,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "no TLSA record matches",
         ),
         (
@@ -281,7 +297,7 @@ fn verdict_table() {
             OpportunisticDane,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "DANE authentication failed",
         ),
         (
@@ -290,7 +306,7 @@ fn verdict_table() {
             OpportunisticDane,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "STARTTLS not offered although secure TLSA",
         ),
         (
@@ -299,7 +315,7 @@ fn verdict_table() {
             OpportunisticDane,
             MinTlsVersion::Any,
             DeliverCleartext,
-            Authentication::None,
+            TlsAuthentication::None,
             "",
         ),
         (
@@ -308,7 +324,7 @@ fn verdict_table() {
             MandatoryDane,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "DANE required but no TLSA records",
         ),
         (
@@ -317,7 +333,7 @@ fn verdict_table() {
             MandatoryDane,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "MX records are not DNSSEC-signed",
         ),
         // MTA-STS
@@ -327,8 +343,8 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             DeliverTls,
-            Authentication::WebPki,
-            "MTA-STS enforce: MX valid",
+            TlsAuthentication::WebPki,
+            "authenticated by WebPKI",
         ),
         (
             "enforce, untrusted certificate",
@@ -336,7 +352,7 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "not issued by a trusted CA",
         ),
         (
@@ -345,7 +361,7 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "matches no mx pattern",
         ),
         (
@@ -354,7 +370,7 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "does not offer STARTTLS",
         ),
         (
@@ -363,8 +379,8 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             DeliverTls,
-            Authentication::None,
-            "MTA-STS testing, failure recorded",
+            TlsAuthentication::None,
+            "certificate not checked",
         ),
         (
             "no policy: opportunistic",
@@ -372,8 +388,21 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             DeliverCleartext,
-            Authentication::None,
-            "no MTA-STS policy",
+            TlsAuthentication::None,
+            "deliver in cleartext",
+        ),
+        (
+            "no policy, secure TLSA all unusable: TLS required, as delivery does",
+            facts(
+                SIGNED_UNUSABLE,
+                no_sts(),
+                SessionOutcome::StartTlsNotOffered,
+            ),
+            MtaSts,
+            MinTlsVersion::Any,
+            NotUsed,
+            TlsAuthentication::None,
+            "TLS required: STARTTLS not offered",
         ),
         (
             "usable TLSA: DANE takes precedence over MTA-STS",
@@ -381,7 +410,7 @@ fn verdict_table() {
             MtaSts,
             MinTlsVersion::Any,
             NotUsed,
-            Authentication::None,
+            TlsAuthentication::None,
             "DANE takes precedence",
         ),
     ];
@@ -418,7 +447,7 @@ fn destination_outcomes_name_the_reason() {
         matches!(
             ok,
             LevelOutcome::Deliver {
-                authentication: Authentication::Dane,
+                authentication: TlsAuthentication::Dane,
                 action: DeliverTls,
                 ..
             }
@@ -464,7 +493,7 @@ fn a_failed_policy_fetch_means_no_policy() {
     let verdict = address_verdict(MtaSts, MinTlsVersion::Any, &facts, host, &host.sessions[0]);
     assert_eq!(verdict.action, DeliverTls);
     assert!(
-        verdict.to_string().contains("no MTA-STS policy"),
+        verdict.to_string().contains("(opportunistic TLS)"),
         "{verdict}"
     );
 }

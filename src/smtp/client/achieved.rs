@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use rustls::pki_types::ServerName;
 use rustls::ProtocolVersion;
 
-use super::tls::{Authentication, CleartextReason, TlsParams};
+use super::tls::{CleartextReason, TlsAuthentication, TlsParams};
 
 /// What a connection achieved, for logs, the attempt record and the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct Achieved {
     pub tls_version: Option<ProtocolVersion>,
     /// The negotiated cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
     pub cipher: Option<String>,
-    pub authentication: Authentication,
+    pub authentication: TlsAuthentication,
     /// Set when `tls_version` is `None`.
     pub cleartext_reason: Option<CleartextReason>,
 }
@@ -39,8 +39,8 @@ pub enum ReuseRefusal {
     #[error("connection to {mx_host} is authenticated by {achieved:?}, the message requires {required:?}")]
     Authentication {
         mx_host: String,
-        achieved: Authentication,
-        required: Authentication,
+        achieved: TlsAuthentication,
+        required: TlsAuthentication,
     },
     #[error("connection to {mx_host} verified name {achieved}, the message requires {required}")]
     ServerName {
@@ -71,7 +71,7 @@ impl Achieved {
             });
         }
         let required = params.requirement.authentication();
-        if required != Authentication::None {
+        if required != TlsAuthentication::None {
             if self.authentication != required {
                 return Err(ReuseRefusal::Authentication {
                     mx_host,
@@ -96,7 +96,7 @@ impl Achieved {
     /// section 4.2.1). REQUIRETLS in the server's EHLO is the
     /// transaction's check.
     pub fn carries_requiretls(&self) -> bool {
-        self.tls_version.is_some() && self.authentication != Authentication::None
+        self.tls_version.is_some() && self.authentication != TlsAuthentication::None
     }
 
     /// `reuse_for(params).is_ok()`.

@@ -23,8 +23,8 @@ use super::achieved::Achieved;
 use super::error::{ClientError, Peer, Stage};
 use super::tls::CleartextReason;
 use super::tls::{
-    check_negotiated, plan_starttls, rustls_config, Authentication, NegotiatedPlan, StartTlsPlan,
-    TlsParams,
+    check_negotiated, plan_starttls, rustls_config, NegotiatedPlan, StartTlsPlan,
+    TlsAuthentication, TlsParams,
 };
 use super::transaction::{
     Awaiting, MessageRefusal, OutboundMessage, RecipientOutcome, Step, Transaction,
@@ -337,7 +337,7 @@ impl Connection {
             server_name: super::achieved::server_name_text(&tls.server_name),
             tls_version: None,
             cipher: None,
-            authentication: Authentication::None,
+            authentication: TlsAuthentication::None,
             cleartext_reason: None,
         };
         let cleartext = |ch: Channel<TcpStream>, caps, mut achieved: Achieved, reason| {

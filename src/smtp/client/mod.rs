@@ -27,7 +27,7 @@ pub use achieved::{Achieved, ReuseRefusal};
 pub use connection::{ClientConfig, Connection, Delivery, Timeouts};
 pub use error::{ClientError, Peer, Stage};
 pub use tls::{
-    check_negotiated, plan_starttls, Authentication, CleartextReason, NegotiatedPlan, StartTlsPlan,
-    TlsParams, TlsRequirement,
+    check_negotiated, plan_starttls, CleartextReason, NegotiatedPlan, StartTlsPlan,
+    TlsAuthentication, TlsParams, TlsRequirement,
 };
 pub use transaction::{MessageRefusal, OutboundMessage, RecipientOutcome, Transaction};

@@ -42,7 +42,7 @@ pub enum CleartextReason {
 
 /// How a verifier authenticates the server, recorded in [`Achieved`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Authentication {
+pub enum TlsAuthentication {
     /// The certificate was not checked (opportunistic or `mandatory`).
     None,
     /// Matched against DNSSEC-validated TLSA records (RFC 7672).
@@ -69,7 +69,7 @@ pub enum TlsRequirement {
     /// certificate; `kind` says what the verifier checks (DANE or WebPKI).
     RequireVerified {
         verifier: Arc<dyn ServerCertVerifier>,
-        kind: Authentication,
+        kind: TlsAuthentication,
     },
 }
 
@@ -83,10 +83,10 @@ impl TlsRequirement {
     }
 
     /// The authentication this requirement asks for.
-    pub fn authentication(&self) -> Authentication {
+    pub fn authentication(&self) -> TlsAuthentication {
         match self {
             TlsRequirement::RequireVerified { kind, .. } => *kind,
-            _ => Authentication::None,
+            _ => TlsAuthentication::None,
         }
     }
 
@@ -96,11 +96,11 @@ impl TlsRequirement {
             TlsRequirement::Cleartext => "cleartext",
             TlsRequirement::RequireUnauthenticated => "require-tls",
             TlsRequirement::RequireVerified {
-                kind: Authentication::Dane,
+                kind: TlsAuthentication::Dane,
                 ..
             } => "require-dane",
             TlsRequirement::RequireVerified {
-                kind: Authentication::WebPki,
+                kind: TlsAuthentication::WebPki,
                 ..
             } => "require-webpki",
             TlsRequirement::RequireVerified { .. } => "require-verified",

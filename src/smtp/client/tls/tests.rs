@@ -38,7 +38,7 @@ impl ServerCertVerifier for Never {
     }
 }
 
-fn verified(kind: Authentication) -> TlsRequirement {
+fn verified(kind: TlsAuthentication) -> TlsRequirement {
     TlsRequirement::RequireVerified {
         verifier: Arc::new(Never),
         kind,
@@ -49,7 +49,7 @@ fn params(req: TlsRequirement, min: MinTlsVersion, name: &str) -> TlsParams {
     TlsParams::new(req, min, name).expect("valid name")
 }
 
-fn achieved(tls: Option<ProtocolVersion>, auth: Authentication) -> Achieved {
+fn achieved(tls: Option<ProtocolVersion>, auth: TlsAuthentication) -> Achieved {
     Achieved {
         mx_host: "mx.test".into(),
         peer: "127.0.0.1:25".parse().expect("addr"),
@@ -63,7 +63,7 @@ fn achieved(tls: Option<ProtocolVersion>, auth: Authentication) -> Achieved {
 
 type ReuseRow = (
     Option<ProtocolVersion>,
-    Authentication,
+    TlsAuthentication,
     TlsRequirement,
     MinTlsVersion,
     &'static str,
@@ -72,9 +72,9 @@ type ReuseRow = (
 
 #[test]
 fn reuse_table() {
-    use Authentication as A;
     use MinTlsVersion as M;
     use ProtocolVersion::{TLSv1_2 as V12, TLSv1_3 as V13};
+    use TlsAuthentication as A;
     let none: Option<ProtocolVersion> = None;
     // (connection tls, connection auth, requirement, min, name, reusable)
     let table: Vec<ReuseRow> = vec![
@@ -255,13 +255,13 @@ fn starttls_plan_table() {
             None,
             RefuseNotOffered,
         ),
-        (verified(Authentication::Dane), Some(&offered), Start),
+        (verified(TlsAuthentication::Dane), Some(&offered), Start),
         (
-            verified(Authentication::Dane),
+            verified(TlsAuthentication::Dane),
             Some(&not_offered),
             RefuseNotOffered,
         ),
-        (verified(Authentication::WebPki), None, RefuseNotOffered),
+        (verified(TlsAuthentication::WebPki), None, RefuseNotOffered),
     ];
     for (i, (req, caps, expect)) in table.into_iter().enumerate() {
         let p = params(req, MinTlsVersion::Any, "mx.test");
@@ -295,7 +295,7 @@ fn negotiated_table() {
             V12,
             Proceed,
         ),
-        (verified(Authentication::Dane), M::Tls13, V12, Refuse),
+        (verified(TlsAuthentication::Dane), M::Tls13, V12, Refuse),
     ];
     for (i, (req, min, v, expect)) in table.into_iter().enumerate() {
         let p = params(req, min, "mx.test");
@@ -312,7 +312,7 @@ fn cleartext_retry_only_for_opportunistic() {
     ));
     for req in [
         TlsRequirement::RequireUnauthenticated,
-        verified(Authentication::Dane),
+        verified(TlsAuthentication::Dane),
         TlsRequirement::Cleartext,
     ] {
         assert!(params(req, MinTlsVersion::Any, "mx.test")
