@@ -58,7 +58,7 @@ pub async fn join(
         node = %cluster.node(),
         mode = ?cluster.mode(),
         nodes_alive = cluster.nodes_alive(),
-        "joined the fleet ([cluster]); the delivery engine does not use the shared limits yet"
+        "joined the fleet ([cluster]): connection leases and message rates are shared"
     );
     Ok(cluster)
 }
