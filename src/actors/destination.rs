@@ -348,7 +348,7 @@ impl Destination {
                 self.defer_in_backoff(lease, until, &reason, &policy, ctx);
                 continue;
             }
-            if self.gate.is_blocked(&lease.tenant) {
+            if !self.gate.may_ask(&lease.tenant) {
                 self.gate.hold(&lease.tenant.clone(), lease, false);
                 continue;
             }
@@ -416,9 +416,10 @@ impl Destination {
     /// here now (its slot in `active` is counted meanwhile): admitted, the
     /// attempt starts; told to wait, the lease is held aside with the
     /// tenant's others until then, and the slot goes to other tenants.
+    /// Several questions of one tenant may be out ([`gate::MAX_QUESTIONS`]).
     fn admit_then_start(&mut self, lease: Lease, ctx: &mut Context<Self>) {
         let (tenant, destination) = (lease.tenant.clone(), self.name.clone());
-        self.gate.block(&tenant);
+        self.gate.ask(&tenant);
         let shared = self.shared.clone();
         let ask = async move {
             match shared.joined_cluster().await {
@@ -428,13 +429,14 @@ impl Destination {
         };
         ctx.spawn(ask.into_actor(self).map(move |admission, act, ctx| {
             let tenant = lease.tenant.clone();
+            act.gate.answered(&tenant);
             match admission {
                 _ if act.stopping => {
                     act.active -= 1;
                     act.waiting.push(&tenant, lease);
                 }
                 Admission::Admitted => {
-                    for held in act.gate.unblock(&tenant) {
+                    for held in act.gate.release(&tenant) {
                         act.waiting.push(&tenant, held);
                     }
                     act.start(lease, ctx);
@@ -442,9 +444,11 @@ impl Destination {
                 Admission::Wait { after, counted } => {
                     debug!(destination = %act.name, %tenant, wait = ?after, ?counted, "tenant's message rate reached; its mail here waits");
                     act.active -= 1;
+                    act.gate.wait(&tenant);
                     act.gate.hold(&tenant, lease, true);
                     ctx.run_later(after, move |act, ctx| {
-                        for held in act.gate.unblock(&tenant) {
+                        act.gate.resume(&tenant);
+                        for held in act.gate.release(&tenant) {
                             act.waiting.push(&tenant, held);
                         }
                         act.pump(ctx);
@@ -600,14 +604,20 @@ impl Destination {
                 idle_connections: self.pool.len(),
                 waiting: self.waiting.len() + self.gate.len(),
                 backoff_until: self.pauses.down_until().map(unix_ms),
-                last_error: match last.map(|r| &r.health) {
-                    Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
-                        Some(reason.to_string())
-                    }
-                    _ => None,
-                },
+                last_error: self.last_reason().map(Reason::to_string),
+                last_reason: self.last_reason().cloned(),
             },
         );
+    }
+}
+
+impl Destination {
+    /// Why the last attempt found the destination unreachable or refusing.
+    fn last_reason(&self) -> Option<&Reason> {
+        match self.last.as_ref().map(|r| &r.health) {
+            Some(Health::Unreachable(reason) | Health::Refused(reason)) => Some(reason),
+            _ => None,
+        }
     }
 }
 

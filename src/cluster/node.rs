@@ -38,6 +38,7 @@ pub async fn join(
                 waiting: d.waiting,
                 paused_until_ms: d.backoff_until,
                 last_error: d.last_error,
+                last_reason: d.last_reason,
             })
             .collect();
         // The busiest and the paused first.

@@ -1,19 +1,28 @@
 //! The fleet's message rates at one destination (`[cluster]`
 //! `tenant_messages_per_second` and `..._destination_...`): before an
 //! attempt starts, the tenant's rates are asked of the fleet
-//! ([`crate::cluster::Cluster::admit`]). One question per tenant is out at
-//! a time; while it is, or while the answer says to wait, the tenant's
-//! other leases here are held aside, so a rate-limited tenant neither
-//! floods Redis with questions nor takes the connection slots another
-//! tenant's mail could use. A wait is not a failure: nothing is recorded
-//! in the queue, the lease simply starts later.
+//! ([`crate::cluster::Cluster::admit`]). At most [`MAX_QUESTIONS`] per
+//! tenant are out at a time (admission costs a Redis round trip, so one at
+//! a time would cap a tenant at one message per round trip); once an
+//! answer says to wait, or while that many are out, the tenant's other
+//! leases here are held aside, so a rate-limited tenant neither floods
+//! Redis with questions nor takes the connection slots another tenant's
+//! mail could use. A wait is not a failure: nothing is recorded in the
+//! queue, the lease simply starts later.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Tenants whose admission is pending, and the leases they hold aside.
+/// Admission questions one tenant may have out at once at a destination.
+pub(super) const MAX_QUESTIONS: usize = 8;
+
+/// Tenants' admissions under way or refused, and the leases they hold
+/// aside meanwhile.
 #[derive(Debug)]
 pub(super) struct RateGate<T> {
-    blocked: HashSet<String>,
+    /// Questions out, per tenant.
+    asking: HashMap<String, usize>,
+    /// Tenants told to wait (until their timer calls [`RateGate::resume`]).
+    waiting: HashSet<String>,
     held: HashMap<String, VecDeque<T>>,
     len: usize,
 }
@@ -21,7 +30,8 @@ pub(super) struct RateGate<T> {
 impl<T> Default for RateGate<T> {
     fn default() -> Self {
         RateGate {
-            blocked: HashSet::new(),
+            asking: HashMap::new(),
+            waiting: HashSet::new(),
             held: HashMap::new(),
             len: 0,
         }
@@ -29,18 +39,40 @@ impl<T> Default for RateGate<T> {
 }
 
 impl<T> RateGate<T> {
-    /// Whether `tenant` waits for an answer or for its rate.
-    pub(super) fn is_blocked(&self, tenant: &str) -> bool {
-        self.blocked.contains(tenant)
+    /// Whether one more question may be asked for `tenant` now.
+    pub(super) fn may_ask(&self, tenant: &str) -> bool {
+        !self.waiting.contains(tenant)
+            && self.asking.get(tenant).copied().unwrap_or(0) < MAX_QUESTIONS
     }
 
-    /// `tenant` waits: its next leases are held aside.
-    pub(super) fn block(&mut self, tenant: &str) {
-        self.blocked.insert(tenant.to_owned());
+    /// A question for `tenant` is out.
+    pub(super) fn ask(&mut self, tenant: &str) {
+        *self.asking.entry(tenant.to_owned()).or_insert(0) += 1;
     }
 
-    /// Holds `item` of a blocked `tenant`; `first` puts it before the
-    /// others (the lease whose admission was refused keeps its place).
+    /// A question for `tenant` was answered.
+    pub(super) fn answered(&mut self, tenant: &str) {
+        if let Some(n) = self.asking.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.asking.remove(tenant);
+            }
+        }
+    }
+
+    /// `tenant` was told to wait: its leases are held until
+    /// [`RateGate::resume`].
+    pub(super) fn wait(&mut self, tenant: &str) {
+        self.waiting.insert(tenant.to_owned());
+    }
+
+    /// The wait of `tenant` is over.
+    pub(super) fn resume(&mut self, tenant: &str) {
+        self.waiting.remove(tenant);
+    }
+
+    /// Holds `item` of `tenant`; `first` puts it before the others (the
+    /// lease told to wait keeps its place).
     pub(super) fn hold(&mut self, tenant: &str, item: T, first: bool) {
         let line = self.held.entry(tenant.to_owned()).or_default();
         if first {
@@ -51,9 +83,12 @@ impl<T> RateGate<T> {
         self.len += 1;
     }
 
-    /// `tenant` may go on: its held leases, in order, to be served again.
-    pub(super) fn unblock(&mut self, tenant: &str) -> VecDeque<T> {
-        self.blocked.remove(tenant);
+    /// `tenant`'s held leases, in order, to be served again, if it may
+    /// ask again (else none).
+    pub(super) fn release(&mut self, tenant: &str) -> VecDeque<T> {
+        if !self.may_ask(tenant) {
+            return VecDeque::new();
+        }
         let line = self.held.remove(tenant).unwrap_or_default();
         self.len -= line.len();
         line
@@ -61,7 +96,7 @@ impl<T> RateGate<T> {
 
     /// Every held lease (the engine stops).
     pub(super) fn drain(&mut self) -> Vec<T> {
-        self.blocked.clear();
+        self.waiting.clear();
         self.len = 0;
         self.held.drain().flat_map(|(_, line)| line).collect()
     }
@@ -71,36 +106,57 @@ impl<T> RateGate<T> {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0 && self.blocked.is_empty()
+        self.len == 0 && self.asking.is_empty() && self.waiting.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RateGate;
+    use super::{RateGate, MAX_QUESTIONS};
 
     #[test]
-    fn a_blocked_tenant_holds_its_leases_and_others_pass() {
+    fn a_waiting_tenant_holds_its_leases_and_others_pass() {
         let mut gate = RateGate::default();
         assert!(gate.is_empty());
-        gate.block("slow");
-        assert!(gate.is_blocked("slow") && !gate.is_blocked("fast"));
+        gate.ask("slow");
+        gate.answered("slow");
+        gate.wait("slow");
+        assert!(!gate.may_ask("slow") && gate.may_ask("fast"));
         gate.hold("slow", 2, false);
         gate.hold("slow", 3, false);
         // The refused one keeps its place in front.
         gate.hold("slow", 1, true);
         assert_eq!(gate.len(), 3);
-        assert!(!gate.is_empty());
-        assert_eq!(Vec::from(gate.unblock("slow")), vec![1, 2, 3]);
-        assert!(!gate.is_blocked("slow"));
+        // Not before the wait is over.
+        assert!(gate.release("slow").is_empty());
+        gate.resume("slow");
+        assert_eq!(Vec::from(gate.release("slow")), vec![1, 2, 3]);
+        assert!(gate.is_empty());
+    }
+
+    #[test]
+    fn questions_out_are_bounded_per_tenant() {
+        let mut gate: RateGate<u32> = RateGate::default();
+        for _ in 0..MAX_QUESTIONS {
+            assert!(gate.may_ask("t"));
+            gate.ask("t");
+        }
+        assert!(!gate.may_ask("t") && gate.may_ask("u"));
+        gate.hold("t", 7, false);
+        assert!(gate.release("t").is_empty());
+        gate.answered("t");
+        assert_eq!(Vec::from(gate.release("t")), vec![7]);
+        for _ in 1..MAX_QUESTIONS {
+            gate.answered("t");
+        }
         assert!(gate.is_empty());
     }
 
     #[test]
     fn draining_gives_back_everything() {
         let mut gate = RateGate::default();
-        gate.block("a");
-        gate.block("b");
+        gate.wait("a");
+        gate.wait("b");
         gate.hold("a", 1, false);
         gate.hold("b", 2, false);
         let mut all = gate.drain();
