@@ -6,13 +6,16 @@
 # Runs, in one go: the generator straight into the sink (no relay, to show
 # the tools are not the bottleneck), then Postfix and sealpost as relays,
 # each with STARTTLS on both legs and in plaintext. Prints one table.
+# System `fleet` is sealpost as one node of a fleet (`[cluster]` on a local
+# redis-server started here, the sink's destination limited fleet-wide and
+# the tenant rated): beside `sealpost` it shows what Redis costs per message.
 # Only 127.0.0.1 traffic; everything started here is stopped on exit.
 # Needs root (installs Postfix from the distribution, runs its own instance
 # under a private config and queue directory on non-default ports).
 #
 # Usage: benches/e2e.sh [--connections N] [--messages N] [--size BYTES]
 #                       [--warmup N] [--repeat N] [--baseline-repeat N]
-#                       [--systems "baseline postfix sealpost reference"]
+#                       [--systems "baseline postfix sealpost reference fleet"]
 #                       [--modes "starttls plain"] [--no-install] [--no-build]
 #                       [--keep]
 # Defaults: 32 connections x 625 messages (20,000 measured a run) x 10240
@@ -22,7 +25,7 @@
 # table shows the median and the min-max spread.
 # Environment (same meaning, flags win): E2E_CONNECTIONS, E2E_MESSAGES,
 # E2E_SIZE, E2E_WARMUP, E2E_REPEAT, E2E_BASELINE_REPEAT (default: REPEAT),
-# E2E_SYSTEMS, E2E_MODES, E2E_PORT_BASE (25250: sink, +1 relay),
+# E2E_SYSTEMS, E2E_MODES, E2E_PORT_BASE (25250: sink, +1 relay, +2 Redis),
 # E2E_PROCESS_LIMIT (200), E2E_CONCURRENCY (32, sealpost -> sink connections),
 # E2E_POSTFIX_CONCURRENCY (64, Postfix -> sink connections: its best here),
 # E2E_SEND_TIMEOUT (600 s a generator run), E2E_DRAIN_TIMEOUT (120 s),
@@ -97,7 +100,7 @@ check_int send-timeout "$SEND_TIMEOUT" 10 3600
 check_int drain-timeout "$DRAIN_TIMEOUT" 5 3600
 ((CONNECTIONS * MESSAGES <= 1000000)) || die "at most 1,000,000 messages a run"
 for m in $MODES; do [[ $m == starttls || $m == plain ]] || die "unknown mode: $m"; done
-for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost|reference)$ ]] || die "unknown system: $s"; done
+for s in $SYSTEMS; do [[ $s =~ ^(baseline|postfix|sealpost|reference|fleet)$ ]] || die "unknown system: $s"; done
 if [[ " $SYSTEMS " == *" reference "* ]]; then
     [[ -x ${E2E_REFERENCE_BIN:-}/sealpost ]] || die "system reference needs E2E_REFERENCE_BIN=<dir holding another build's sealpost>"
 fi
@@ -109,6 +112,7 @@ WARM_PER_CONN=$(((WARMUP + CONNECTIONS - 1) / CONNECTIONS))
 WARM_TOTAL=$((WARM_PER_CONN * CONNECTIONS))
 SINK_PORT=$PORT_BASE
 RELAY_PORT=$((PORT_BASE + 1))
+REDIS_PORT=$((PORT_BASE + 2))
 
 # ---------------------------------------------------------------- cleanup
 WORK=
@@ -150,7 +154,10 @@ wait_port() { # PORT SECONDS: wait until something listens on 127.0.0.1:PORT
 # ---------------------------------------------------------------- install, build
 install_packages() {
     local need=() cmd pkg
-    for cmd in postfix:postfix jq:jq openssl:openssl ss:iproute2 ps:procps timeout:coreutils; do
+    local wanted="jq:jq openssl:openssl ss:iproute2 ps:procps timeout:coreutils"
+    [[ " $SYSTEMS " == *" postfix "* ]] && wanted+=" postfix:postfix"
+    [[ " $SYSTEMS " == *" fleet "* ]] && wanted+=" redis-server:redis-server"
+    for cmd in $wanted; do
         pkg=${cmd#*:}
         command -v "${cmd%%:*}" >/dev/null || need+=("$pkg")
     done
@@ -432,6 +439,7 @@ postfix_stop() {
 SP_DIR=
 SP_PID=
 SP_BIN=            # the sealpost binary of the running relay (this build's or the reference's)
+SP_CLUSTER=        # a [cluster] section to add (system fleet)
 sealpost_available() { # [BINARY]
     local bin=${1:-${BIN:-}/sealpost}
     [[ -x $bin ]] || { echo "sealpost binary not built"; return 1; }
@@ -475,7 +483,49 @@ messages_per_connection = 1000
 name = "sink.bench.invalid"
 tenant = "bench"
 route = { hosts = ["127.0.0.1:$SINK_PORT"], level = "$level" }
+$SP_CLUSTER
 EOF
+}
+
+# ---------------------------------------------------------------- fleet
+# sealpost with `[cluster]`: one node of a fleet on a redis-server started
+# for the run (no persistence). The sink's destination is limited to the
+# same connections fleet-wide as the node has, and the tenant to a rate it
+# never reaches, so every message takes a connection lease and an
+# admission from Redis as it would in a fleet, and nothing waits.
+RD_PID=
+fleet_available() {
+    command -v redis-server >/dev/null || { echo "redis-server not installed"; return 1; }
+    sealpost_available
+}
+
+fleet_start() { # MODE ROUND
+    port_free "$REDIS_PORT" || die "port $REDIS_PORT is in use (set E2E_PORT_BASE)"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK" >"$WORK/redis-$1-$2.log" 2>&1 &
+    RD_PID=$!
+    wait_port "$REDIS_PORT" 10 || die "redis-server did not listen on $REDIS_PORT"
+    SP_CLUSTER="
+[cluster]
+redis = \"redis://127.0.0.1:$REDIS_PORT\"
+node = \"bench-1\"
+connections_per_destination = $CONCURRENCY
+tenant_messages_per_second = 1000000
+"
+    sealpost_start "$1" "$2" fleet
+    SP_CLUSTER=
+}
+
+fleet_pids() { sealpost_pids; [[ -n $RD_PID && -d /proc/$RD_PID ]] && echo "$RD_PID"; return 0; }
+
+fleet_queued() { sealpost_queued; }
+
+fleet_stop() {
+    sealpost_stop
+    [[ -n $RD_PID ]] || return 0
+    kill -TERM "$RD_PID" 2>/dev/null || true
+    wait "$RD_PID" 2>/dev/null || true
+    RD_PID=
 }
 
 sealpost_start() { # MODE ROUND [SYSTEM BINARY]

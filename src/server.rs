@@ -130,6 +130,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         Arc::new(move || reload(&live, &certificates))
     };
     let cluster_parts = (metrics.clone(), queue.clone(), engine.view());
+    let engine_shared = shared.clone();
     let admin_state = Arc::new(AdminState {
         queue: queue.clone(),
         live: live.clone(),
@@ -152,10 +153,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         // Dropped at the end of this block: stops the API, removes the socket.
         let admin = AdminServer::start(&config.admin, admin_state).await?;
         let (metrics, queue, view) = cluster_parts;
-        let _cluster = match config.cluster.clone() {
-            Some(c) => Some(crate::cluster::node::join(c, metrics, queue, view).await?),
-            None => None,
-        };
+        if let Some(c) = config.cluster.clone() {
+            let cluster = crate::cluster::node::join(c, metrics, queue, view).await?;
+            // From now on the engine asks the fleet for connections and
+            // admissions, and the MTA-STS cache shares its policies.
+            engine_shared.mta_sts.share_with(Arc::new(cluster.clone()));
+            let _ = engine_shared.cluster.set(cluster);
+        }
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         acme.listen_http01().await.map_err(ServeError::AcmeListen)?;
@@ -357,6 +361,7 @@ pub fn delivery_shared(
         webpki,
         metrics,
         body_memory: crate::delivery::BodyMemory::default(),
+        cluster: std::sync::OnceLock::new(),
     })
 }
 

@@ -388,6 +388,7 @@ async fn the_fleet_view_shows_a_silent_node() {
                 waiting: 1,
                 paused_until_ms: None,
                 last_error: Some(format!("421 try later (seen by {name})")),
+                last_reason: None,
             }],
             ..NodeReport::default()
         });

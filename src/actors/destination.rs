@@ -24,6 +24,12 @@
 //! version) pauses: the destination's mail under other policies, which
 //! the hosts may well take, goes on. A transaction under that policy, or
 //! the pause running out, clears it.
+//!
+//! In a fleet (`[cluster]`), a tenant with message rates is admitted by
+//! the fleet before each attempt starts ([`gate`]); a new connection takes
+//! a fleet-wide connection lease in the attempt itself
+//! (`crate::delivery::attempt`). Waiting for either is neither a failure
+//! nor a deferral. On a node alone neither happens.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,9 +45,11 @@ use tracing::{debug, error, info};
 use super::fair::Turns;
 use super::messages::{Deliver, Done, Flush, GiveBack, Idle, Retire, SchedulerInbox};
 use super::status::{DestinationStatus, StatusBoard};
+use crate::cluster::Admission;
 use crate::date::unix_ms;
 use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease, span};
 use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Reason, Report, Shared};
+use gate::RateGate;
 
 /// One pause: since when, until when, after how many counted failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +245,9 @@ pub struct Destination {
     pool: Arc<Pool>,
     /// Leases waiting for a connection slot, by tenant, served in turn.
     waiting: Turns<Lease>,
+    /// Leases of tenants waiting for the fleet's admission (`[cluster]`
+    /// rates).
+    gate: RateGate<Lease>,
     active: usize,
     pauses: Pauses,
     last: Option<Report>,
@@ -275,6 +286,7 @@ impl Destination {
             board,
             pool,
             waiting: Turns::default(),
+            gate: RateGate::default(),
             active: 0,
             pauses: Pauses::default(),
             last: None,
@@ -290,6 +302,9 @@ impl Destination {
     fn give_back(&mut self) {
         let now = SystemTime::now();
         let mut returned = 0;
+        for lease in self.gate.drain() {
+            self.waiting.push(&lease.tenant.clone(), lease);
+        }
         while let Some(lease) = self.waiting.pop() {
             returned += self.shared.queue.return_lease(&lease.key(), now);
             self.scheduler.done.do_send(Done {
@@ -333,42 +348,115 @@ impl Destination {
                 self.defer_in_backoff(lease, until, &reason, &policy, ctx);
                 continue;
             }
+            if !self.gate.may_ask(&lease.tenant) {
+                self.gate.hold(&lease.tenant.clone(), lease, false);
+                continue;
+            }
             self.active += 1;
-            let (key, tenant) = (lease.key(), lease.tenant.clone());
-            let started = SystemTime::now();
-            // A panic in an attempt must not take the actor (and every
-            // lease sent to it later) down with it.
-            let work = AssertUnwindSafe(attempt(self.shared.clone(), self.pool.clone(), lease))
-                .catch_unwind();
-            ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
-                act.active -= 1;
-                match result {
-                    Ok(report) => {
-                        act.scheduler.done.do_send(Done {
-                            tenant,
-                            destination: act.name.clone(),
-                        });
-                        act.on_report(report, started);
-                    }
-                    Err(_) => {
-                        let config = act.shared.live.current();
-                        let until = return_lease(&act.shared, &config, &key);
-                        act.scheduler.done.do_send(Done {
-                            tenant,
-                            destination: act.name.clone(),
-                        });
-                        error!(
-                            id = %key.id,
-                            destination = %act.name,
-                            retry_at = crate::date::unix_seconds(until),
-                            "a delivery attempt panicked; its recipients are due again after the first retry interval"
-                        );
-                    }
-                }
-                act.pump(ctx);
-            }));
+            if self.has_fleet_rates(&lease.tenant) {
+                self.admit_then_start(lease, ctx);
+            } else {
+                self.start(lease, ctx);
+            }
         }
         self.publish();
+    }
+
+    /// Starts the attempt of `lease` (its slot in `active` is counted).
+    fn start(&mut self, lease: Lease, ctx: &mut Context<Self>) {
+        let (key, tenant) = (lease.key(), lease.tenant.clone());
+        let started = SystemTime::now();
+        // A panic in an attempt must not take the actor (and every
+        // lease sent to it later) down with it.
+        let work =
+            AssertUnwindSafe(attempt(self.shared.clone(), self.pool.clone(), lease)).catch_unwind();
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.active -= 1;
+            match result {
+                Ok(report) => {
+                    act.scheduler.done.do_send(Done {
+                        tenant,
+                        destination: act.name.clone(),
+                    });
+                    act.on_report(report, started);
+                }
+                Err(_) => {
+                    let config = act.shared.live.current();
+                    let until = return_lease(&act.shared, &config, &key);
+                    act.scheduler.done.do_send(Done {
+                        tenant,
+                        destination: act.name.clone(),
+                    });
+                    error!(
+                        id = %key.id,
+                        destination = %act.name,
+                        retry_at = crate::date::unix_seconds(until),
+                        "a delivery attempt panicked; its recipients are due again after the first retry interval"
+                    );
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Whether `tenant` has message rates in the fleet this node joined.
+    fn has_fleet_rates(&self, tenant: &str) -> bool {
+        self.shared
+            .live
+            .current()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| {
+                let rates = c.tenant_rates(tenant);
+                rates.messages.is_some() || rates.per_destination.is_some()
+            })
+    }
+
+    /// Asks the fleet whether `lease`'s tenant may send one more message
+    /// here now (its slot in `active` is counted meanwhile): admitted, the
+    /// attempt starts; told to wait, the lease is held aside with the
+    /// tenant's others until then, and the slot goes to other tenants.
+    /// Several questions of one tenant may be out ([`gate::MAX_QUESTIONS`]).
+    fn admit_then_start(&mut self, lease: Lease, ctx: &mut Context<Self>) {
+        let (tenant, destination) = (lease.tenant.clone(), self.name.clone());
+        self.gate.ask(&tenant);
+        let shared = self.shared.clone();
+        let ask = async move {
+            match shared.joined_cluster().await {
+                Some(cluster) => cluster.admit(&tenant, &destination).await,
+                None => Admission::Admitted,
+            }
+        };
+        ctx.spawn(ask.into_actor(self).map(move |admission, act, ctx| {
+            let tenant = lease.tenant.clone();
+            act.gate.answered(&tenant);
+            match admission {
+                _ if act.stopping => {
+                    act.active -= 1;
+                    act.waiting.push(&tenant, lease);
+                }
+                Admission::Admitted => {
+                    for held in act.gate.release(&tenant) {
+                        act.waiting.push(&tenant, held);
+                    }
+                    act.start(lease, ctx);
+                }
+                Admission::Wait { after, counted } => {
+                    debug!(destination = %act.name, %tenant, wait = ?after, ?counted, "tenant's message rate reached; its mail here waits");
+                    act.active -= 1;
+                    act.gate.wait(&tenant);
+                    act.gate.hold(&tenant, lease, true);
+                    ctx.run_later(after, move |act, ctx| {
+                        act.gate.resume(&tenant);
+                        for held in act.gate.release(&tenant) {
+                            act.waiting.push(&tenant, held);
+                        }
+                        act.pump(ctx);
+                    });
+                }
+            }
+            act.pump(ctx);
+        }));
     }
 
     fn defer_in_backoff(
@@ -460,7 +548,7 @@ impl Destination {
             ctx.spawn(
                 async move {
                     for conn in expired {
-                        conn.quit().await;
+                        conn.close().await;
                     }
                 }
                 .into_actor(self),
@@ -473,6 +561,7 @@ impl Destination {
     fn is_idle(&self) -> bool {
         let now = SystemTime::now();
         self.waiting.is_empty()
+            && self.gate.is_empty()
             && self.active == 0
             && self.pool.is_empty()
             && !self.pauses.any_running(now)
@@ -513,16 +602,22 @@ impl Destination {
                 tls: last.and_then(|r| r.tls.clone()),
                 active_connections: self.active,
                 idle_connections: self.pool.len(),
-                waiting: self.waiting.len(),
+                waiting: self.waiting.len() + self.gate.len(),
                 backoff_until: self.pauses.down_until().map(unix_ms),
-                last_error: match last.map(|r| &r.health) {
-                    Some(Health::Unreachable(reason) | Health::Refused(reason)) => {
-                        Some(reason.to_string())
-                    }
-                    _ => None,
-                },
+                last_error: self.last_reason().map(Reason::to_string),
+                last_reason: self.last_reason().cloned(),
             },
         );
+    }
+}
+
+impl Destination {
+    /// Why the last attempt found the destination unreachable or refusing.
+    fn last_reason(&self) -> Option<&Reason> {
+        match self.last.as_ref().map(|r| &r.health) {
+            Some(Health::Unreachable(reason) | Health::Refused(reason)) => Some(reason),
+            _ => None,
+        }
     }
 }
 
@@ -585,5 +680,6 @@ impl Handler<Flush> for Destination {
     }
 }
 
+mod gate;
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,7 @@ impl DeliveryView for Engine {
             waiting: 3,
             backoff_until: Some(self.backoff_until),
             last_error: Some("421 4.7.0 try later".into()),
+            last_reason: None,
         }]
     }
     fn flush(&self, destination: &str) -> bool {

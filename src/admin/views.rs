@@ -557,6 +557,9 @@ pub struct DestinationStatus {
     /// Unix milliseconds until which the destination is backed off.
     pub backoff_until: Option<u64>,
     pub last_error: Option<String>,
+    /// The typed reason `last_error` renders (the fleet view groups by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<Reason>,
 }
 
 /// `GET /destinations`.

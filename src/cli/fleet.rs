@@ -125,7 +125,16 @@ pub fn write_destinations(view: &FleetView, out: &mut dyn Write) -> io::Result<(
         if !d.paused_on.is_empty() {
             notes.push(format!("paused on {}", d.paused_on.join(", ")));
         }
-        notes.extend(d.last_errors.iter().map(|(node, e)| format!("{node}: {e}")));
+        if d.reasons.is_empty() {
+            notes.extend(d.last_errors.iter().map(|(node, e)| format!("{node}: {e}")));
+        } else {
+            // One line per kind and cause, however many nodes saw it.
+            notes.extend(
+                d.reasons
+                    .values()
+                    .map(|r| format!("{}: {}", r.nodes.join(", "), r.example)),
+            );
+        }
         writeln!(
             out,
             "{:<32} {:>9} {:>11} {:>7} {:>8}  {}",

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use sealpost_queue::Counts;
+use sealpost_queue::{Counts, Reason, ReasonGroup};
 
 use crate::metrics::state_name;
 
@@ -79,26 +79,6 @@ impl QueueSummary {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_summary_keeps_its_largest_destinations() {
-        let mut summary = QueueSummary::default();
-        for (name, n) in [("a", 5), ("b", 1), ("c", 9), ("d", 5)] {
-            summary.recipients_by_destination.insert(name.into(), n);
-        }
-        summary.keep_largest_destinations(3);
-        let kept: Vec<&str> = summary
-            .recipients_by_destination
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(kept, ["a", "c", "d"]);
-    }
-}
-
 /// One destination as a node sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationReport {
@@ -109,6 +89,10 @@ pub struct DestinationReport {
     /// Unix milliseconds until which the destination is paused.
     pub paused_until_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The typed reason `last_error` renders (absent in reports of older
+    /// nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<Reason>,
 }
 
 /// One node in the fleet view.
@@ -159,6 +143,17 @@ impl FleetView {
                 if let Some(e) = &d.last_error {
                     entry.last_errors.push((node.name.clone(), e.clone()));
                 }
+                if let Some(reason) = &d.last_reason {
+                    let tally =
+                        entry
+                            .reasons
+                            .entry(reason.group())
+                            .or_insert_with(|| FleetReason {
+                                example: reason.clone(),
+                                nodes: Vec::new(),
+                            });
+                    tally.nodes.push(node.name.clone());
+                }
             }
         }
         for (name, n) in &self.leases {
@@ -182,4 +177,79 @@ pub struct FleetDestination {
     pub paused_on: Vec<String>,
     /// (node, last error)
     pub last_errors: Vec<(String, String)>,
+    /// The nodes' last reasons by kind and cause (never by text: two
+    /// nodes refused by different hosts with the same reply count once).
+    pub reasons: BTreeMap<ReasonGroup, FleetReason>,
+}
+
+/// One kind and cause of failure at a destination across the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetReason {
+    /// One of the reasons of the group, as the first node reported it.
+    pub example: Reason,
+    /// The nodes whose last reason it is.
+    pub nodes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_keeps_its_largest_destinations() {
+        let mut summary = QueueSummary::default();
+        for (name, n) in [("a", 5), ("b", 1), ("c", 9), ("d", 5)] {
+            summary.recipients_by_destination.insert(name.into(), n);
+        }
+        summary.keep_largest_destinations(3);
+        let kept: Vec<&str> = summary
+            .recipients_by_destination
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(kept, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn the_fleet_groups_destination_reasons_by_kind_not_text() {
+        use sealpost_queue::{LocalCause, Status};
+        let refused = |host: &str| {
+            Reason::local(
+                LocalCause::ConnectionFailed,
+                Status(4, 4, 2),
+                format!("{host}: connection refused"),
+            )
+        };
+        let node = |name: &str, reason: Reason| NodeStatus {
+            name: name.into(),
+            last_seen_ms: 0,
+            silent_for_ms: 0,
+            silent: false,
+            report: Some(NodeReport {
+                node: name.into(),
+                destinations: vec![DestinationReport {
+                    name: "example.com".into(),
+                    last_error: Some(reason.to_string()),
+                    last_reason: Some(reason),
+                    ..DestinationReport::default()
+                }],
+                ..NodeReport::default()
+            }),
+        };
+        let view = FleetView {
+            nodes: vec![
+                node("a", refused("mx1.example.com")),
+                node("b", refused("mx2.example.com")),
+            ],
+            leases: BTreeMap::new(),
+        };
+        let destinations = view.destinations();
+        let d = &destinations["example.com"];
+        assert_eq!(d.last_errors.len(), 2);
+        assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+        let (group, tally) = d.reasons.iter().next().expect("one group");
+        assert_eq!(group, &refused("x").group());
+        assert_eq!(tally.nodes, ["a", "b"]);
+        assert_eq!(tally.example, refused("mx1.example.com"));
+    }
 }

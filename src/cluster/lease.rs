@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::local::local_connections;
 use super::{lock, scripts, Inner};
 
 /// Keeps a fleet lease alive while its connection is: every third of
@@ -69,6 +70,19 @@ impl ConnectionLease {
         &self.destination
     }
 
+    /// While limits are local (Redis out), whether this node holds more
+    /// connections to the destination than its share: it held them when
+    /// Redis failed. Such a connection is closed after its message
+    /// instead of pooled, so the node comes down to its share.
+    pub fn over_share(&self) -> bool {
+        if !self.fleet || self.inner.shared.load(Ordering::SeqCst) {
+            return false;
+        }
+        let limit = self.inner.config.connection_limit(&self.destination);
+        let share = local_connections(limit.max, self.inner.alive.load(Ordering::SeqCst));
+        lock(&self.inner.local).connections(&self.destination) > share
+    }
+
     /// Releases the lease and waits until Redis has forgotten it (or the
     /// attempt failed: then it expires by itself).
     pub async fn release(mut self) {
@@ -89,6 +103,9 @@ impl ConnectionLease {
             task.abort();
         }
         lock(&self.inner.local).release_connection(&self.destination);
+        if self.fleet {
+            lock(&self.inner.held).remove(&self.member);
+        }
     }
 }
 

@@ -20,6 +20,13 @@
 //! recovery, which makes limits shared again. Both show in the logs and in
 //! `/metrics` (`sealpost_cluster_limits_shared`,
 //! `sealpost_cluster_nodes_alive`).
+//!
+//! On recovery a node first writes the connection leases it holds back to
+//! Redis (a restarted Redis has none of them), then beats; until as many
+//! nodes as before the outage have beaten again (each having written its
+//! leases back first), or `node_ttl` has passed, its new connections stay
+//! counted against its local share and are written to Redis as they are
+//! taken, so that the fleet never counts fewer connections than are open.
 
 pub mod fleet;
 mod lease;
@@ -30,6 +37,7 @@ pub mod scripts;
 
 pub use lease::ConnectionLease;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -109,6 +117,12 @@ struct Inner {
     redis: ConnectionManager,
     scripts: Scripts,
     shared: AtomicBool,
+    /// When limits last became shared again after an outage (not at the
+    /// start: a node starting holds no lease).
+    recovered_at: Mutex<Option<Instant>>,
+    /// The fleet leases this node holds: member -> destination (written
+    /// back to Redis when it answers again after an outage).
+    held: Mutex<HashMap<String, String>>,
     /// Nodes heard of within `node_ttl` at the last heartbeat (at least 1).
     alive: AtomicUsize,
     local: Mutex<LocalState>,
@@ -187,6 +201,8 @@ impl Cluster {
                 redis,
                 scripts: Scripts::default(),
                 shared: AtomicBool::new(false),
+                recovered_at: Mutex::new(None),
+                held: Mutex::new(HashMap::new()),
                 alive: AtomicUsize::new(1),
                 local: Mutex::new(LocalState::default()),
                 epoch: Instant::now(),
@@ -256,7 +272,7 @@ impl Cluster {
         let fleet = limit.scope == Scope::Fleet;
         let n = inner.next_lease.fetch_add(1, Ordering::Relaxed);
         let member = format!("{}/{n}", inner.config.node);
-        let granted = if fleet && self.is_shared() {
+        let granted = if fleet && self.is_shared() && inner.settled() {
             let key = scripts::connections_key(&destination);
             let ttl = inner.config.lease_ttl.as_millis() as u64;
             let (script, m) = (&inner.scripts.acquire, member.clone());
@@ -280,6 +296,14 @@ impl Cluster {
                 // The failure made limits local: count this one locally.
                 Err(_) => inner.try_local_connection(&destination, limit.max),
             }
+        } else if fleet && self.is_shared() {
+            // Settling after an outage: counted against the local share,
+            // and written to Redis at once so that the fleet sees it.
+            let granted = inner.try_local_connection(&destination, limit.max);
+            if granted {
+                let _ = inner.write_lease(&destination, &member).await;
+            }
+            granted
         } else if fleet {
             inner.try_local_connection(&destination, limit.max)
         } else {
@@ -288,6 +312,9 @@ impl Cluster {
         if !granted {
             tracing::trace!(destination = %destination, limit = %limit, "connection limit reached");
             return None;
+        }
+        if fleet {
+            lock(&inner.held).insert(member.clone(), destination.clone());
         }
         let renewer = fleet.then(|| {
             tokio::spawn(lease::renew(
@@ -515,6 +542,13 @@ impl Inner {
 
     /// One heartbeat: records this node as alive and learns how many are.
     async fn beat(&self, tick: u64) {
+        // Back after an outage: this node's leases go to Redis before it
+        // shows as alive there, so that a node counting the alive ones
+        // knows their leases are in.
+        let recovering = !self.shared.load(Ordering::SeqCst) && tick > 0;
+        if recovering && self.write_back_leases().await.is_err() {
+            return;
+        }
         let script = &self.scripts.heartbeat;
         let node = self.config.node.clone();
         let window = self.config.node_ttl.as_millis() as u64;
@@ -529,7 +563,25 @@ impl Inner {
                     .await
             })
             .await;
-        let Ok(alive) = answer else { return };
+        let Ok(mut alive) = answer else { return };
+        if recovering {
+            *lock(&self.recovered_at) = Some(Instant::now());
+        }
+        // Settling: a Redis that restarted empty knows only the nodes that
+        // beat since. Until as many as before are back (or `node_ttl`
+        // passed: the others are gone), new connections stay counted
+        // against the local share, with the divisor of before.
+        let previous = self.alive.load(Ordering::SeqCst);
+        {
+            let mut recovered = lock(&self.recovered_at);
+            if let Some(since) = *recovered {
+                if alive >= previous || since.elapsed() >= self.config.node_ttl {
+                    *recovered = None;
+                } else {
+                    alive = previous;
+                }
+            }
+        }
         let before = self.alive.swap(alive.max(1), Ordering::SeqCst);
         if !self.shared.swap(true, Ordering::SeqCst) {
             tracing::info!(node = %self.config.node, nodes_alive = alive, "Redis answers: limits are shared by the fleet");
@@ -546,6 +598,44 @@ impl Inner {
                 let _ = self.publish_report(&report).await;
             }
         }
+    }
+
+    /// Not settling after an outage (see [`Inner::beat`]).
+    fn settled(&self) -> bool {
+        lock(&self.recovered_at).is_none()
+    }
+
+    /// Puts (or renews) one lease of this node in Redis.
+    async fn write_lease(&self, destination: &str, member: &str) -> Result<(), ClusterError> {
+        let key = scripts::connections_key(destination);
+        let ttl = self.config.lease_ttl.as_millis() as u64;
+        let script = &self.scripts.renew;
+        self.run(|mut redis| async move {
+            script
+                .key(&key)
+                .arg(member)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut redis)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes every fleet lease this node holds to Redis (after an outage,
+    /// before limits are shared again).
+    async fn write_back_leases(&self) -> Result<(), ClusterError> {
+        let held: Vec<(String, String)> = lock(&self.held)
+            .iter()
+            .map(|(m, d)| (m.clone(), d.clone()))
+            .collect();
+        for (member, destination) in &held {
+            self.write_lease(destination, member).await?;
+        }
+        if !held.is_empty() {
+            tracing::info!(node = %self.config.node, leases = held.len(), "connection leases held during the outage written back to Redis");
+        }
+        Ok(())
     }
 
     async fn publish_report(&self, report: &NodeReport) -> Result<(), ClusterError> {

@@ -6,11 +6,34 @@
 //! shared entry only saves fetches, and is never trusted past
 //! `expires_at` or for another `id`.
 
+use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 
 use super::scripts::mta_sts_key;
 use super::{Cluster, ClusterError};
 use crate::mta_sts::store::{CachedPolicy, UnixSeconds};
+use crate::mta_sts::SharedPolicies;
+
+/// The MTA-STS cache's view of the fleet: a Redis failure reads as "not
+/// shared" (the node fetches itself) and a publish is best effort.
+impl SharedPolicies for Cluster {
+    fn get<'a>(
+        &'a self,
+        domain: &'a str,
+        id: &'a str,
+        now: UnixSeconds,
+    ) -> BoxFuture<'a, Option<CachedPolicy>> {
+        Box::pin(async move { self.shared_mta_sts(domain, id, now).await.ok().flatten() })
+    }
+
+    fn publish<'a>(&'a self, policy: &'a CachedPolicy) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.publish_mta_sts(policy).await {
+                tracing::debug!(domain = %policy.domain, error = %e, "MTA-STS policy not shared with the fleet");
+            }
+        })
+    }
+}
 
 impl Cluster {
     /// Publishes a policy this node fetched, until it expires.

@@ -38,6 +38,7 @@ pub async fn join(
                 waiting: d.waiting,
                 paused_until_ms: d.backoff_until,
                 last_error: d.last_error,
+                last_reason: d.last_reason,
             })
             .collect();
         // The busiest and the paused first.
@@ -58,7 +59,7 @@ pub async fn join(
         node = %cluster.node(),
         mode = ?cluster.mode(),
         nodes_alive = cluster.nodes_alive(),
-        "joined the fleet ([cluster]); the delivery engine does not use the shared limits yet"
+        "joined the fleet ([cluster]): connection leases and message rates are shared"
     );
     Ok(cluster)
 }

@@ -9,18 +9,41 @@
 //! records. Idle connections close after the configured time and after
 //! the configured number of messages.
 //!
+//! In a fleet (`[cluster]`), a connection holds its
+//! [`ConnectionLease`] while it lives, idle in the pool included: the
+//! lease goes in and out of the pool with it, and is released only once
+//! the connection is closed ([`Leased::close`]).
+//!
 //! [`Achieved::reuse_for`]: crate::smtp::client::Achieved::reuse_for
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::cluster::ConnectionLease;
 use crate::smtp::client::{Connection, TlsParams};
+
+/// A connection with its fleet lease (`None` without `[cluster]`).
+pub struct Leased {
+    pub conn: Connection,
+    pub lease: Option<ConnectionLease>,
+}
+
+impl Leased {
+    /// Says QUIT and closes the connection, then releases its lease: the
+    /// fleet never counts a connection as gone while it is still open.
+    pub async fn close(self) {
+        self.conn.quit().await;
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
+    }
+}
 
 struct Idle {
     host: String,
     addr: SocketAddr,
-    conn: Connection,
+    conn: Leased,
     since: Instant,
 }
 
@@ -47,21 +70,21 @@ impl Pool {
 
     /// An idle connection to `host` at `addr` that may carry a message
     /// with `params`, if there is one.
-    pub fn take(&self, host: &str, addr: SocketAddr, params: &TlsParams) -> Option<Connection> {
+    pub fn take(&self, host: &str, addr: SocketAddr, params: &TlsParams) -> Option<Leased> {
         let mut idle = self.idle();
         let position = idle.iter().position(|i| {
             i.host == host
                 && i.addr == addr
-                && i.conn.is_usable()
-                && i.conn.achieved().reuse_for(params).is_ok()
+                && i.conn.conn.is_usable()
+                && i.conn.conn.achieved().reuse_for(params).is_ok()
         })?;
         Some(idle.swap_remove(position).conn)
     }
 
     /// Keeps `conn` for reuse; returns it when it should be closed instead
     /// (unusable, message limit reached, or the pool is full).
-    pub fn put(&self, host: &str, conn: Connection) -> Option<Connection> {
-        if !conn.is_usable() || conn.transactions() >= self.messages_per_connection {
+    pub fn put(&self, host: &str, conn: Leased) -> Option<Leased> {
+        if !conn.conn.is_usable() || conn.conn.transactions() >= self.messages_per_connection {
             return Some(conn);
         }
         let mut idle = self.idle();
@@ -70,7 +93,7 @@ impl Pool {
         }
         idle.push(Idle {
             host: host.to_string(),
-            addr: conn.achieved().peer,
+            addr: conn.conn.achieved().peer,
             conn,
             since: Instant::now(),
         });
@@ -79,7 +102,7 @@ impl Pool {
 
     /// Removes the connections idle for longer than `timeout` (all of
     /// them with a zero timeout), for the caller to close.
-    pub fn expire(&self, timeout: Duration) -> Vec<Connection> {
+    pub fn expire(&self, timeout: Duration) -> Vec<Leased> {
         let mut idle = self.idle();
         let now = Instant::now();
         let (old, keep): (Vec<Idle>, Vec<Idle>) = idle
@@ -87,6 +110,18 @@ impl Pool {
             .partition(|i| timeout.is_zero() || now.duration_since(i.since) >= timeout);
         *idle = keep;
         old.into_iter().map(|i| i.conn).collect()
+    }
+
+    /// Removes the connection idle the longest, for the caller to close
+    /// (its lease goes to a new connection).
+    pub fn take_oldest(&self) -> Option<Leased> {
+        let mut idle = self.idle();
+        let oldest = idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, i)| i.since)
+            .map(|(n, _)| n)?;
+        Some(idle.swap_remove(oldest).conn)
     }
 
     /// How many idle connections there are.

@@ -1,12 +1,13 @@
 //! What every delivery attempt shares: the queue, the configuration in
-//! force, the resolver, the MTA-STS cache, the WebPKI roots, the metrics
-//! and the memory budget for message bodies.
+//! force, the resolver, the MTA-STS cache, the WebPKI roots, the metrics,
+//! the memory budget for message bodies, and the fleet (`[cluster]`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
 use sealpost_queue::Queue;
 
+use crate::cluster::Cluster;
 use crate::dns::Resolver;
 use crate::live::LiveConfig;
 use crate::mta_sts::PolicyCache;
@@ -23,6 +24,30 @@ pub struct Shared {
     /// Bounds the message content held in memory by attempts at once
     /// (see [`BodyMemory`]).
     pub body_memory: BodyMemory,
+    /// The fleet, once joined (`[cluster]`); never set on a node alone,
+    /// whose limits stay the `[delivery]` ones exactly.
+    pub cluster: OnceLock<Cluster>,
+}
+
+impl Shared {
+    /// The fleet this node belongs to, if it has joined one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.get()
+    }
+
+    /// The fleet, once joined; `None` at once on a node without
+    /// `[cluster]`. The engine starts before the node joins: mail due at
+    /// the start waits here until it has, so that no connection is opened
+    /// outside the fleet's count.
+    pub async fn joined_cluster(&self) -> Option<Cluster> {
+        loop {
+            if let Some(cluster) = self.cluster.get() {
+                return Some(cluster.clone());
+            }
+            self.live.current().cluster.as_ref()?;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The memory attempts may spend on message content at once: a body read

@@ -19,14 +19,19 @@
 //! - [`PolicyCache::refresh_due`] refreshes policies before they expire
 //!   (at half their lifetime, at least daily) and drops expired entries;
 //!   [`spawn_refresher`] calls it periodically.
+//! - In a fleet ([`PolicyCache::share_with`]), a fetch is preceded by a
+//!   look at the policies other nodes fetched (same TXT `id`, not
+//!   expired, newer than this node's copy) and followed by publishing
+//!   the policy fetched; the sled store stays the durable copy.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use super::fetch::{FetchError, PolicyFetcher};
 use super::policy::{Mode, Policy, PolicyError};
+use super::shared::SharedPolicies;
 use super::store::{CachedPolicy, Clock, PolicyStore, UnixSeconds};
 use super::txt::{parse_txt_records, txt_name, StsTxtSource, TxtError, TxtLookupError};
 
@@ -234,6 +239,8 @@ pub struct PolicyCache {
     negative: Mutex<HashMap<String, (UnixSeconds, DiscoveryFailure)>>,
     /// Domain -> the lock held while that domain is being looked up.
     flights: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// The fleet's policies, once this node joined one.
+    fleet: OnceLock<Arc<dyn SharedPolicies>>,
 }
 
 /// Lower case without a trailing dot: the cache key and the name used in
@@ -259,7 +266,14 @@ impl PolicyCache {
             clock,
             negative: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            fleet: OnceLock::new(),
         }
+    }
+
+    /// From now on, consult the fleet's policies before fetching and
+    /// publish the policies fetched (set once, when the node joins).
+    pub fn share_with(&self, fleet: Arc<dyn SharedPolicies>) {
+        let _ = self.fleet.set(fleet);
     }
 
     /// The policy that applies to `domain` now, with the reason.
@@ -418,6 +432,16 @@ impl PolicyCache {
         domain: &str,
         id: &str,
     ) -> Result<CachedPolicy, DiscoveryFailure> {
+        if let Some(entry) = self.fetched_by_the_fleet(domain, id).await {
+            self.negative
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(domain);
+            if let Err(e) = self.store.put(&entry) {
+                tracing::warn!(error = %e, "MTA-STS policy not persisted");
+            }
+            return Ok(entry);
+        }
         let result = match self.fetcher.fetch(domain).await {
             Err(e) => Err(DiscoveryFailure::Fetch(e)),
             Ok(text) => Policy::parse_noting(&text)
@@ -440,6 +464,9 @@ impl PolicyCache {
                     error,
                 }),
         };
+        if let (Ok(entry), Some(fleet)) = (&result, self.fleet.get()) {
+            fleet.publish(entry).await;
+        }
         let mut negative = self.negative.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(entry) => {
@@ -460,6 +487,24 @@ impl PolicyCache {
             }
         }
         result
+    }
+
+    /// The policy another node of the fleet fetched for `domain` under
+    /// `id`: fresh, and newer than this node's copy (a refresh must not
+    /// take back what this node published itself).
+    async fn fetched_by_the_fleet(&self, domain: &str, id: &str) -> Option<CachedPolicy> {
+        let fleet = self.fleet.get()?;
+        let ours = self.cached(domain).map_or(0, |c| c.fetched_at);
+        let entry = fleet
+            .get(domain, id, self.clock.now())
+            .await
+            .filter(|e| e.fetched_at > ours)?;
+        tracing::info!(
+            domain,
+            id,
+            "MTA-STS policy taken from the fleet's shared cache"
+        );
+        Some(entry)
     }
 
     fn flight(&self, domain: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -6,13 +6,15 @@
 //!
 //! Parsing and decisions are pure ([`txt`], [`policy`], [`decision`]); DNS
 //! ([`StsTxtSource`]), HTTPS ([`PolicyFetcher`]) and time ([`Clock`]) are
-//! injected. See `docs/mta-sts.md`.
+//! injected. In a fleet the cache also consults and feeds the policies
+//! other nodes fetched ([`SharedPolicies`]). See `docs/mta-sts.md`.
 
 pub mod cache;
 pub mod decision;
 pub mod fetch;
 pub mod host;
 pub mod policy;
+pub mod shared;
 pub mod store;
 pub mod txt;
 pub mod verify;
@@ -28,6 +30,7 @@ pub use fetch::{
 };
 pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost};
 pub use policy::{IgnoredField, Mode, MxPattern, Policy, PolicyError};
+pub use shared::SharedPolicies;
 pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
 pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};
 pub use verify::{webpki_verifier, StsCertVerifier};

@@ -14,5 +14,6 @@ pub mod pki;
 pub mod proxy;
 pub mod redis;
 pub mod sealpost;
+pub mod sink;
 pub mod smtp;
 pub mod sts;

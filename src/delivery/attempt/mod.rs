@@ -33,13 +33,14 @@ use super::decision::{
     HopTls, NotUsed,
 };
 use super::plan::{effective_policy, next_hop, Effective, NextHop, Plan, Planner};
-use super::pool::Pool;
+use super::pool::{Leased, Pool};
 use super::reason::{
     connection_failure, plan_deferral_health, remote, status, Health, LocalCause, Place, Reason,
     Status,
 };
 pub use super::shared::{BodyMemory, Shared};
 use super::tls_request;
+use crate::cluster::ConnectionLease;
 use crate::config::Config;
 use crate::policy::SecurityLevel;
 use crate::smtp::address::{parse_forward_path, parse_reverse_path};
@@ -236,6 +237,7 @@ async fn run_plan(
                         shared,
                         pool,
                         client,
+                        destination: &lease.destination,
                     };
                     let (outcomes, attempt, health) = run.deliver(lease, &hops, &body).await;
                     report.health = health;
@@ -302,7 +304,13 @@ struct Session<'a> {
     shared: &'a Shared,
     pool: &'a Pool,
     client: Arc<ClientConfig>,
+    /// The next hop, whose fleet-wide connection limit a new connection
+    /// counts against.
+    destination: &'a str,
 }
+
+/// How often a delivery waiting for a fleet connection lease asks again.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How trying one address ended.
 enum Tried {
@@ -575,7 +583,7 @@ impl Session<'_> {
 
     /// A pooled connection if one satisfies the message's requirement (a
     /// fresh one when the pooled one turns out dead before the message was
-    /// sent), else a new connection.
+    /// sent), else a new connection, with its fleet lease in a fleet.
     async fn connect_and_send(
         &self,
         hop: &Hop,
@@ -584,49 +592,92 @@ impl Session<'_> {
         message: &OutboundMessage<'_>,
         pooled: bool,
     ) -> Tried {
+        let mut spare = None;
         if pooled {
-            if let Some(mut conn) = self.pool.take(&hop.host, addr, params) {
-                if session_verdict(hop, params, conn.achieved()).is_err() {
+            if let Some(mut idle) = self.pool.take(&hop.host, addr, params) {
+                if session_verdict(hop, params, idle.conn.achieved()).is_err() {
                     // Not for this message (others may use it): a new
                     // connection decides anew.
-                    if let Some(conn) = self.pool.put(&hop.host, conn) {
-                        conn.quit().await;
+                    if let Some(idle) = self.pool.put(&hop.host, idle) {
+                        idle.close().await;
                     }
-                } else if let Some(tried) = self.send(hop, &mut conn, message).await {
-                    self.release(hop, conn, &tried).await;
+                } else if let Some(tried) = self.send(hop, &mut idle.conn, message).await {
+                    self.release(hop, idle, &tried).await;
                     return tried;
                 } else {
-                    debug!(host = %hop.host, %addr, "pooled connection was closed; opening a new one")
+                    debug!(host = %hop.host, %addr, "pooled connection was closed; opening a new one");
+                    // Its lease goes to the new connection.
+                    spare = idle.lease.take();
                 }
             }
         }
+        let lease = match spare {
+            Some(lease) => Some(lease),
+            None => self.connection_lease().await,
+        };
         let peer = Peer {
             mx_host: hop.host.clone(),
             addr,
         };
-        let mut conn = match Connection::connect(peer, params, self.client.clone()).await {
+        let conn = match Connection::connect(peer, params, self.client.clone()).await {
             Ok(conn) => conn,
             Err(e) => return Tried::Failed(e),
         };
-        if let Err(why) = session_verdict(hop, params, conn.achieved()) {
-            conn.quit().await;
+        let mut leased = Leased { conn, lease };
+        if let Err(why) = session_verdict(hop, params, leased.conn.achieved()) {
+            leased.close().await;
             return Tried::NotUsed(why);
         }
-        match self.send(hop, &mut conn, message).await {
+        match self.send(hop, &mut leased.conn, message).await {
             Some(tried) => {
-                self.release(hop, conn, &tried).await;
+                self.release(hop, leased, &tried).await;
                 tried
             }
             None => Tried::Closed,
         }
     }
 
-    /// Back to the pool after a transaction, or closed.
-    async fn release(&self, hop: &Hop, conn: Connection, tried: &Tried) {
-        if matches!(tried, Tried::Ran(..) | Tried::Refused(..)) {
-            if let Some(conn) = self.pool.put(&hop.host, conn) {
-                conn.quit().await;
+    /// In a fleet, the lease a new connection to the destination needs
+    /// (`None` on a node alone). At the fleet's limit the delivery waits
+    /// here, neither failed nor deferred: an idle connection of this
+    /// destination is closed first to free its lease, else it asks again
+    /// every [`LEASE_POLL`] until a connection closes somewhere in the
+    /// fleet (or a crashed node's lease expires).
+    async fn connection_lease(&self) -> Option<ConnectionLease> {
+        let cluster = self.shared.joined_cluster().await?;
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            if let Some(lease) = cluster.try_acquire_connection(self.destination).await {
+                if let Some(since) = waiting_since {
+                    debug!(destination = %self.destination, waited = ?since.elapsed(), "fleet connection lease granted after waiting");
+                }
+                return Some(lease);
             }
+            if let Some(idle) = self.pool.take_oldest() {
+                idle.close().await;
+                continue;
+            }
+            if waiting_since.is_none() {
+                debug!(destination = %self.destination, "the fleet's connection limit is reached; waiting for a lease");
+                waiting_since = Some(Instant::now());
+            }
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    }
+
+    /// Back to the pool after a transaction, or closed (its lease released
+    /// once it is).
+    async fn release(&self, hop: &Hop, conn: Leased, tried: &Tried) {
+        if !matches!(tried, Tried::Ran(..) | Tried::Refused(..)) {
+            return;
+        }
+        // Redis is out and this node holds more than its share: close.
+        if conn.lease.as_ref().is_some_and(ConnectionLease::over_share) {
+            conn.close().await;
+            return;
+        }
+        if let Some(conn) = self.pool.put(&hop.host, conn) {
+            conn.close().await;
         }
     }
 
