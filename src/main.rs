@@ -294,6 +294,22 @@ enum QueueArgs {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Hand this node's queued and deferred messages to another sealpost
+    /// node over SMTP (it must list this node in `[cluster] peers`); runs
+    /// in the daemon and shows its progress until it ends.
+    Drain {
+        /// The other node's SMTP listener.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// Only this tenant's messages.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Start the drain and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Make deferred recipients due now.
     Retry {
         #[command(flatten)]
@@ -362,6 +378,8 @@ impl QueueArgs {
                 admin.options(),
             ),
             QueueArgs::Show { id, admin } => (QueueCommand::Show { id }, admin.options()),
+            // Handled apart (`cli::queue_drain`); shown as the summary if reached.
+            QueueArgs::Drain { admin, .. } => (QueueCommand::Summary, admin.options()),
             QueueArgs::Retry { target, admin } => act(QueueAction::Retry, target, None, admin),
             QueueArgs::Hold { target, admin } => act(QueueAction::Hold, target, None, admin),
             QueueArgs::Release { target, admin } => act(QueueAction::Release, target, None, admin),
@@ -458,6 +476,19 @@ fn main() -> ExitCode {
         Command::Probe { domain, from, json } => {
             let request = ProbeRequest { domain, from, json };
             cli::probe(&global, &request, &mut out, &mut err)
+        }
+        Command::Queue {
+            command:
+                QueueArgs::Drain {
+                    to,
+                    tenant,
+                    no_wait,
+                    admin,
+                },
+        } => {
+            let request = sealpost::admin::drain::DrainRequest { to, tenant };
+            let options = admin.options();
+            cli::queue_drain(&global, &options, &request, !no_wait, &mut out, &mut err)
         }
         Command::Queue { command } => {
             let (command, options) = command.command();

@@ -19,6 +19,7 @@ fn config() -> SessionConfig {
         tls_available: true,
         auth_available: false,
         extra_params: vec!["ENVID".into()],
+        extensions: Vec::new(),
     }
 }
 

@@ -232,6 +232,7 @@ impl Sink {
             tls_available: self.tls.is_some(),
             auth_available: false,
             extra_params: Vec::new(),
+            extensions: Vec::new(),
         });
         // A load tool: every connection is welcome.
         let limits = ConnectionLimits {

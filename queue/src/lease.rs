@@ -233,6 +233,27 @@ impl Queue {
         self.lease_picks(&mut index, now, picks, None, max)
     }
 
+    /// Lease up to `max` (message, destination) groups whose recipients
+    /// wait for delivery, whenever they are due (queued or deferred, not
+    /// held, not leased), of `tenant` only when given: for handing the
+    /// queue to another node (`sealpost queue drain`). Oldest due first.
+    /// The caller records each lease as delivered once the other node
+    /// accepted it, or gives it back with [`Queue::return_lease`].
+    pub fn take_pending(&self, tenant: Option<&str>, max: usize) -> Result<Vec<Lease>, QueueError> {
+        // Every due time is before this one (about the year 2500).
+        let whenever = from_ms(16_725_225_600_000);
+        let mut index = lock(&self.shared.index);
+        let set = match tenant {
+            Some(t) => match index.due_by_tenant.get(t) {
+                Some(set) => set,
+                None => return Ok(Vec::new()),
+            },
+            None => &index.due,
+        };
+        let picks = first_due(set, to_ms(whenever), max, &index);
+        self.lease_picks(&mut index, whenever, picks, None, max)
+    }
+
     pub(crate) fn load(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {
         let value = self
             .shared

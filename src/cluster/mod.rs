@@ -21,6 +21,7 @@
 //! `/metrics` (`sealpost_cluster_limits_shared`,
 //! `sealpost_cluster_nodes_alive`).
 
+pub mod drain;
 pub mod fleet;
 mod lease;
 pub mod local;

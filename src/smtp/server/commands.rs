@@ -260,6 +260,7 @@ impl Session {
         if self.tls {
             lines.push("REQUIRETLS".to_string());
         }
+        lines.extend(self.config.extensions.iter().cloned());
         Reply {
             code: 250,
             enhanced: None,

@@ -28,6 +28,9 @@ pub struct SessionConfig {
     /// MAIL/RCPT parameters, besides SIZE, BODY and SMTPUTF8, that are
     /// passed to the caller instead of getting `555` (e.g. `REQUIRETLS`).
     pub extra_params: Vec<String>,
+    /// Further EHLO keywords to advertise (e.g. the transfer extension to
+    /// a cluster peer, [`crate::smtp::transfer`]).
+    pub extensions: Vec<String>,
 }
 
 impl Default for SessionConfig {
@@ -40,6 +43,7 @@ impl Default for SessionConfig {
             tls_available: false,
             auth_available: false,
             extra_params: Vec::new(),
+            extensions: Vec::new(),
         }
     }
 }
