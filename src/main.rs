@@ -350,10 +350,17 @@ enum QueueArgs {
     },
 }
 
+/// What a `queue` subcommand runs: one admin request, or a drain (which
+/// follows its progress).
+enum QueueRun {
+    Ask(QueueCommand, AdminOptions),
+    Drain(sealpost::admin::drain::DrainRequest, bool, AdminOptions),
+}
+
 impl QueueArgs {
-    fn command(self) -> (QueueCommand, AdminOptions) {
+    fn command(self) -> QueueRun {
         let act = |action, target: TargetArgs, bounce_reason, admin: AdminArgs| {
-            (
+            QueueRun::Ask(
                 QueueCommand::Act {
                     action,
                     target: target.target(),
@@ -363,13 +370,13 @@ impl QueueArgs {
             )
         };
         match self {
-            QueueArgs::Summary { admin } => (QueueCommand::Summary, admin.options()),
+            QueueArgs::Summary { admin } => QueueRun::Ask(QueueCommand::Summary, admin.options()),
             QueueArgs::List {
                 filter,
                 cursor,
                 limit,
                 admin,
-            } => (
+            } => QueueRun::Ask(
                 QueueCommand::List {
                     filter: filter.spec(),
                     cursor,
@@ -377,9 +384,19 @@ impl QueueArgs {
                 },
                 admin.options(),
             ),
-            QueueArgs::Show { id, admin } => (QueueCommand::Show { id }, admin.options()),
-            // Handled apart (`cli::queue_drain`); shown as the summary if reached.
-            QueueArgs::Drain { admin, .. } => (QueueCommand::Summary, admin.options()),
+            QueueArgs::Show { id, admin } => {
+                QueueRun::Ask(QueueCommand::Show { id }, admin.options())
+            }
+            QueueArgs::Drain {
+                to,
+                tenant,
+                no_wait,
+                admin,
+            } => QueueRun::Drain(
+                sealpost::admin::drain::DrainRequest { to, tenant },
+                !no_wait,
+                admin.options(),
+            ),
             QueueArgs::Retry { target, admin } => act(QueueAction::Retry, target, None, admin),
             QueueArgs::Hold { target, admin } => act(QueueAction::Hold, target, None, admin),
             QueueArgs::Release { target, admin } => act(QueueAction::Release, target, None, admin),
@@ -477,23 +494,14 @@ fn main() -> ExitCode {
             let request = ProbeRequest { domain, from, json };
             cli::probe(&global, &request, &mut out, &mut err)
         }
-        Command::Queue {
-            command:
-                QueueArgs::Drain {
-                    to,
-                    tenant,
-                    no_wait,
-                    admin,
-                },
-        } => {
-            let request = sealpost::admin::drain::DrainRequest { to, tenant };
-            let options = admin.options();
-            cli::queue_drain(&global, &options, &request, !no_wait, &mut out, &mut err)
-        }
-        Command::Queue { command } => {
-            let (command, options) = command.command();
-            cli::queue(&global, &options, &command, &mut out, &mut err)
-        }
+        Command::Queue { command } => match command.command() {
+            QueueRun::Ask(command, options) => {
+                cli::queue(&global, &options, &command, &mut out, &mut err)
+            }
+            QueueRun::Drain(request, wait, options) => {
+                cli::queue_drain(&global, &options, &request, wait, &mut out, &mut err)
+            }
+        },
         Command::Destinations {
             command: None,
             admin,

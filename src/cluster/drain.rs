@@ -191,21 +191,16 @@ impl Run {
         let mut conn = self.connect().await?;
         loop {
             let (queue, tenant) = (self.queue.clone(), self.request.tenant.clone());
-            let leases =
+            let batch =
                 tokio::task::spawn_blocking(move || queue.take_pending(tenant.as_deref(), BATCH))
                     .await
                     .map_err(|e| DrainError::Queue(e.to_string()))?
                     .map_err(|e| DrainError::Queue(e.to_string()))?;
+            let leases = batch.leases;
             if leases.is_empty() {
-                // The engine may hold some in an attempt; they come back
-                // as deferred (or leave as delivered) when it ends.
-                let active = self
-                    .queue
-                    .counts()
-                    .by_state
-                    .get(&StateKind::Active)
-                    .copied();
-                if active.unwrap_or(0) == 0 {
+                // The drain's own leases are all settled here, so these
+                // are the engine's attempts: what they defer waits again.
+                if batch.leased == 0 {
                     conn.quit().await;
                     return Ok(());
                 }
