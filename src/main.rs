@@ -294,6 +294,22 @@ enum QueueArgs {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Hand this node's queued and deferred messages to another sealpost
+    /// node over SMTP (it must list this node in `[cluster] peers`); runs
+    /// in the daemon and shows its progress until it ends.
+    Drain {
+        /// The other node's SMTP listener.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// Only this tenant's messages.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Start the drain and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Make deferred recipients due now.
     Retry {
         #[command(flatten)]
@@ -334,10 +350,17 @@ enum QueueArgs {
     },
 }
 
+/// What a `queue` subcommand runs: one admin request, or a drain (which
+/// follows its progress).
+enum QueueRun {
+    Ask(QueueCommand, AdminOptions),
+    Drain(sealpost::admin::drain::DrainRequest, bool, AdminOptions),
+}
+
 impl QueueArgs {
-    fn command(self) -> (QueueCommand, AdminOptions) {
+    fn command(self) -> QueueRun {
         let act = |action, target: TargetArgs, bounce_reason, admin: AdminArgs| {
-            (
+            QueueRun::Ask(
                 QueueCommand::Act {
                     action,
                     target: target.target(),
@@ -347,13 +370,13 @@ impl QueueArgs {
             )
         };
         match self {
-            QueueArgs::Summary { admin } => (QueueCommand::Summary, admin.options()),
+            QueueArgs::Summary { admin } => QueueRun::Ask(QueueCommand::Summary, admin.options()),
             QueueArgs::List {
                 filter,
                 cursor,
                 limit,
                 admin,
-            } => (
+            } => QueueRun::Ask(
                 QueueCommand::List {
                     filter: filter.spec(),
                     cursor,
@@ -361,7 +384,19 @@ impl QueueArgs {
                 },
                 admin.options(),
             ),
-            QueueArgs::Show { id, admin } => (QueueCommand::Show { id }, admin.options()),
+            QueueArgs::Show { id, admin } => {
+                QueueRun::Ask(QueueCommand::Show { id }, admin.options())
+            }
+            QueueArgs::Drain {
+                to,
+                tenant,
+                no_wait,
+                admin,
+            } => QueueRun::Drain(
+                sealpost::admin::drain::DrainRequest { to, tenant },
+                !no_wait,
+                admin.options(),
+            ),
             QueueArgs::Retry { target, admin } => act(QueueAction::Retry, target, None, admin),
             QueueArgs::Hold { target, admin } => act(QueueAction::Hold, target, None, admin),
             QueueArgs::Release { target, admin } => act(QueueAction::Release, target, None, admin),
@@ -459,10 +494,14 @@ fn main() -> ExitCode {
             let request = ProbeRequest { domain, from, json };
             cli::probe(&global, &request, &mut out, &mut err)
         }
-        Command::Queue { command } => {
-            let (command, options) = command.command();
-            cli::queue(&global, &options, &command, &mut out, &mut err)
-        }
+        Command::Queue { command } => match command.command() {
+            QueueRun::Ask(command, options) => {
+                cli::queue(&global, &options, &command, &mut out, &mut err)
+            }
+            QueueRun::Drain(request, wait, options) => {
+                cli::queue_drain(&global, &options, &request, wait, &mut out, &mut err)
+            }
+        },
         Command::Destinations {
             command: None,
             admin,

@@ -139,6 +139,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         reload: reload_fn,
         health: health.clone(),
         certificates: certificates.clone(),
+        drain: Arc::new(crate::cluster::drain::Drainer::new(
+            queue.clone(),
+            live.clone(),
+        )),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
 
@@ -270,17 +274,19 @@ fn connection_settings(live: Arc<LiveConfig>) -> SettingsSource {
 /// The connection settings of one configuration.
 pub fn settings_of(config: &Config) -> ConnectionSettings {
     let limits = &config.limits;
+    let session = SessionConfig {
+        hostname: config.server.hostname.as_str().to_string(),
+        max_message_size: limits.max_message_size,
+        max_recipients: limits.max_recipients,
+        tls_available: true,
+        // Offered under TLS only; with no `[[tenants]] users` every
+        // attempt is refused. Always on so a reload can add the first user.
+        auth_available: true,
+        ..SessionConfig::default()
+    };
     ConnectionSettings {
-        session: Arc::new(SessionConfig {
-            hostname: config.server.hostname.as_str().to_string(),
-            max_message_size: limits.max_message_size,
-            max_recipients: limits.max_recipients,
-            tls_available: true,
-            // Offered under TLS only; with no `[[tenants]] users` every
-            // attempt is refused. Always on so a reload can add the first user.
-            auth_available: true,
-            ..SessionConfig::default()
-        }),
+        peers: crate::inbound::transfer::PeerSessions::new(&config.peers, &session).map(Arc::new),
+        session: Arc::new(session),
         limits: ConnectionLimits {
             max_connections: limits.max_connections,
             max_per_ip: limits.max_connections_per_ip,

@@ -20,6 +20,7 @@ fn config() -> SessionConfig {
         auth_available: false,
         requiretls_available: true,
         extra_params: vec!["ENVID".into()],
+        extensions: Vec::new(),
     }
 }
 

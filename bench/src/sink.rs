@@ -233,6 +233,7 @@ impl Sink {
             auth_available: false,
             requiretls_available: true,
             extra_params: Vec::new(),
+            extensions: Vec::new(),
         });
         // A load tool: every connection is welcome.
         let limits = ConnectionLimits {

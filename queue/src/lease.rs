@@ -50,6 +50,15 @@ pub struct Lease {
     pub(crate) trace: String,
 }
 
+/// What [`Queue::take_pending`] took.
+#[derive(Debug)]
+pub struct PendingBatch {
+    pub leases: Vec<Lease>,
+    /// Recipients leased (any tenant) when the batch was taken, e.g. in
+    /// a delivery attempt: they wait again if the attempt defers them.
+    pub leased: u64,
+}
+
 /// What identifies a lease: enough to give it back with
 /// [`Queue::return_lease`] after the lease itself was consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +245,38 @@ impl Queue {
         let mut index = lock(&self.shared.index);
         let picks = first_due(&index.due, to_ms(now), max, &index);
         self.lease_picks(&mut index, now, picks, None, max)
+    }
+
+    /// Lease up to `max` (message, destination) groups whose recipients
+    /// wait for delivery, whenever they are due (queued or deferred, not
+    /// held, not leased), of `tenant` only when given: for handing the
+    /// queue to another node (`sealpost queue drain`). Oldest due first.
+    /// The caller records each lease as delivered once the other node
+    /// accepted it, or gives it back with [`Queue::return_lease`].
+    /// The batch also says how many recipients were leased (by anyone)
+    /// just before, read under the same lock: with no lease and none
+    /// leased, nothing was waiting at that moment.
+    pub fn take_pending(
+        &self,
+        tenant: Option<&str>,
+        max: usize,
+    ) -> Result<PendingBatch, QueueError> {
+        // Every due time is before this one (about the year 2500).
+        let whenever = from_ms(16_725_225_600_000);
+        let mut index = lock(&self.shared.index);
+        let leased = index
+            .counts
+            .by_state
+            .get(&crate::StateKind::Active)
+            .copied()
+            .unwrap_or(0);
+        let set = match tenant {
+            Some(t) => index.due_by_tenant.get(t),
+            None => Some(&index.due),
+        };
+        let picks = set.map_or_else(Vec::new, |set| first_due(set, to_ms(whenever), max, &index));
+        let leases = self.lease_picks(&mut index, whenever, picks, None, max)?;
+        Ok(PendingBatch { leases, leased })
     }
 
     pub(crate) fn load(&self, id: MessageId) -> Result<Option<StoredMessage>, QueueError> {

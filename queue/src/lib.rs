@@ -33,5 +33,5 @@ pub use types::{
 };
 mod lease;
 mod ops;
-pub use lease::{BounceDue, BouncedRecipient, Lease, LeaseKey, LeasedRecipient};
+pub use lease::{BounceDue, BouncedRecipient, Lease, LeaseKey, LeasedRecipient, PendingBatch};
 pub use ops::{ListFilter, Page};

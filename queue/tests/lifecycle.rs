@@ -419,3 +419,51 @@ fn take_due_tenant_within_keeps_to_each_destinations_room() {
         2
     );
 }
+
+#[test]
+fn take_pending_leases_waiting_mail_whenever_due_but_not_held_or_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path());
+    let enqueue = |tenant: &str, rcpt: (&str, &str)| {
+        q.enqueue(message(tenant, &[rcpt], b"body"))
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    let deferred = enqueue("t1", ("a@x.test", "x.test"));
+    let held = enqueue("t1", ("b@x.test", "x.test"));
+    let other = enqueue("t2", ("c@y.test", "y.test"));
+    // Defer the first far into the future; hold the second.
+    let lease = q.take_due(at(1), "x.test", 1).unwrap().pop().unwrap();
+    assert_eq!(lease.id, deferred);
+    let later = Outcome::Deferred {
+        reason: said(451, "later"),
+    };
+    q.record_attempt(
+        lease,
+        &[(0, later)],
+        attempt(1, said(451, "later")),
+        &RetryPolicy::default(),
+    )
+    .unwrap();
+    q.hold(held).unwrap();
+    assert!(q.take_due_tenant(at(2), "t1", 10).unwrap().is_empty());
+
+    let t1 = q.take_pending(Some("t1"), 10).unwrap();
+    assert_eq!(t1.leased, 0);
+    assert_eq!(
+        t1.leases.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [deferred]
+    );
+    // Leased now: not taken twice, and counted as leased.
+    let again = q.take_pending(Some("t1"), 10).unwrap();
+    assert!(again.leases.is_empty());
+    assert_eq!(again.leased, 1);
+    let all = q.take_pending(None, 10).unwrap();
+    assert_eq!(all.leases.iter().map(|l| l.id).collect::<Vec<_>>(), [other]);
+    assert!(q
+        .take_pending(Some("nobody"), 10)
+        .unwrap()
+        .leases
+        .is_empty());
+}

@@ -15,6 +15,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod drain;
 pub mod http;
 pub mod routes;
 pub mod socket;
@@ -83,6 +84,8 @@ pub struct AdminState {
     pub health: Arc<crate::service::Health>,
     /// The certificates sealpost presents, for their expiry gauge.
     pub certificates: Arc<crate::tls::certs::SniCertResolver>,
+    /// `sealpost queue drain` (`drain::NoDrain` where there is none).
+    pub drain: Arc<dyn drain::DrainControl>,
 }
 
 /// Why the admin API could not start.

@@ -75,6 +75,11 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
                 Err(e) => Err(e),
             }
         }
+        (&Method::POST, ["queue", "drain"]) => match read_body(request).await {
+            Ok(body) => super::drain::post(&state, &body),
+            Err(e) => Err(e),
+        },
+        (&Method::GET, ["queue", "drain"]) => super::drain::get(&state),
         (&Method::GET, ["destinations"]) => match no_query(&query) {
             Ok(()) => destinations(&state).await,
             Err(e) => Err(e),
@@ -154,6 +159,7 @@ async fn ready(state: &AdminState) -> HttpResponse {
 
 fn allowed_method(segments: &[&str]) -> Option<&'static str> {
     match segments {
+        ["queue", "drain"] => Some("GET, POST"),
         ["queue", "summary"]
         | ["queue", "messages"]
         | ["queue", "messages", _]

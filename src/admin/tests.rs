@@ -73,6 +73,7 @@ async fn destinations_come_from_the_delivery_view() {
             Arc::new(|| None),
         )),
         certificates: Default::default(),
+        drain: Arc::new(crate::admin::drain::NoDrain),
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {

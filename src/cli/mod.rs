@@ -8,6 +8,7 @@
 
 mod admin;
 mod dns_records;
+mod drain;
 mod fleet;
 mod probe;
 mod split;
@@ -22,6 +23,7 @@ pub use admin::{
     QueueAction, QueueCommand, Target,
 };
 pub use dns_records::{dns_records, DnsRecord, DnsRecords, DnsRecordsError};
+pub use drain::drain as queue_drain;
 pub use fleet::{fleet, FleetCommand};
 pub use probe::{probe, probe_settings, ProbeRequest};
 pub use split::{config_merge, config_split, same_policy};

@@ -28,6 +28,7 @@
 //! counted against its local share and are written to Redis as they are
 //! taken, so that the fleet never counts fewer connections than are open.
 
+pub mod drain;
 pub mod fleet;
 mod lease;
 pub mod local;

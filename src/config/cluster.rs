@@ -181,6 +181,41 @@ impl ClusterConfig {
 }
 
 impl Validator<'_> {
+    /// `[cluster] peers`: the networks of the nodes that may hand this
+    /// node their queue (`docs/cluster.md`, "Draining a node"). Empty
+    /// without `[cluster]`.
+    pub(super) fn cluster_peers(&mut self, raw: &RawConfig) -> Vec<ipnet::IpNet> {
+        let Some(c) = raw.cluster.as_ref() else {
+            return Vec::new();
+        };
+        let mut nets = Vec::new();
+        for peer in &c.get_ref().peers {
+            let given = peer.get_ref().trim();
+            let net = match given.parse::<ipnet::IpNet>() {
+                Ok(net) if net.trunc() == net => Ok(net),
+                Ok(net) => Err(format!(
+                    "host bits are set (the network is {})",
+                    net.trunc()
+                )),
+                Err(_) => given
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|e| e.to_string()),
+            };
+            match net {
+                Ok(net) => nets.push(net),
+                Err(reason) => self.error(
+                    &peer.span(),
+                    Kind::Cluster(ClusterConfigError::BadPeer {
+                        given: given.to_string(),
+                        reason,
+                    }),
+                ),
+            }
+        }
+        nets
+    }
+
     /// `[cluster]`, if present. `hostname` is `[server] hostname`, the
     /// default node name.
     pub(super) fn cluster(
@@ -206,6 +241,8 @@ impl Validator<'_> {
                 }
                 given
             }
+            // `peers` alone: the node accepts drains, shares nothing.
+            None if !c.peers.is_empty() => return None,
             None => {
                 self.error(&whole, Kind::Cluster(ClusterConfigError::NoRedis));
                 String::new()
@@ -424,6 +461,18 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn peers_alone_share_nothing_and_bad_networks_are_named() {
+        let config = Config::for_test("[cluster]\npeers = [\"10.0.5.0/24\", \"192.0.2.7\"]\n");
+        assert_eq!(config.cluster, None);
+        let peers: Vec<String> = config.peers.iter().map(|n| n.to_string()).collect();
+        assert_eq!(peers, ["10.0.5.0/24", "192.0.2.7/32"]);
+        let got = errors("[cluster]\npeers = [\"10.0.5.1/24\", \"nope\"]\n");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("host bits are set"), "{}", got[0]);
+        assert!(got[1].contains("`nope` in `cluster.peers`"), "{}", got[1]);
     }
 
     #[test]

@@ -295,6 +295,8 @@ pub enum ClusterConfigError {
     NoRedis,
     #[error("bad `cluster.redis` URL `{given}`: {reason} (write `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS)")]
     BadRedisUrl { given: String, reason: String },
+    #[error("bad network `{given}` in `cluster.peers`: {reason} (write an address or a CIDR block such as `10.0.5.0/24`)")]
+    BadPeer { given: String, reason: String },
     #[error("bad `cluster.node` `{given}`: write 1 to 64 letters, digits, `.`, `-` or `_`")]
     BadNodeName { given: String },
     #[error("`{key}` is {given}: at most 750ms, so that a Redis outage is noticed within 1 s")]

@@ -109,6 +109,9 @@ pub struct Config {
     pub tenant_files: Arc<TenantFiles>,
     /// `[cluster]`: `None` runs the node alone (nothing shared).
     pub cluster: Option<ClusterConfig>,
+    /// `[cluster] peers`: the nodes that may hand this node their queue
+    /// with the transfer extension (`docs/cluster.md`); empty: none.
+    pub peers: Vec<ipnet::IpNet>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }

@@ -414,6 +414,9 @@ pub(super) struct RawCluster {
     pub timeout: Option<Spanned<String>>,
     pub node_ttl: Option<Spanned<String>>,
     pub lease_ttl: Option<Spanned<String>>,
+    /// Networks of the nodes that may hand this node their queue.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
     pub connections_per_destination: Option<Spanned<RawLimit>>,
     pub tenant_messages_per_second: Option<Spanned<RawLimit>>,
     pub tenant_destination_messages_per_second: Option<Spanned<RawLimit>>,

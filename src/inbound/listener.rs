@@ -68,6 +68,18 @@ pub struct ConnectionSettings {
     pub session: Arc<SessionConfig>,
     pub limits: ConnectionLimits,
     pub timeouts: Timeouts,
+    /// The session settings for `[cluster] peers` (the transfer extension).
+    pub peers: Option<Arc<super::transfer::PeerSessions>>,
+}
+
+impl ConnectionSettings {
+    /// The session settings for a client at `ip`.
+    pub fn session_for(&self, ip: std::net::IpAddr) -> Arc<SessionConfig> {
+        self.peers
+            .as_ref()
+            .and_then(|p| p.session_for(ip))
+            .unwrap_or_else(|| self.session.clone())
+    }
 }
 
 /// Gives the settings in force; called once per accepted connection.
@@ -125,6 +137,7 @@ impl Listener {
             session: config,
             limits,
             timeouts,
+            peers: None,
         });
         self.serve_with(
             handler,
@@ -313,7 +326,7 @@ async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<
                 let result = serve_connection(
                     stream,
                     conn,
-                    settings.session.clone(),
+                    settings.session_for(peer.ip()),
                     shared.tls.clone(),
                     shared.handler.as_ref(),
                     settings.timeouts,

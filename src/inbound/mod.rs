@@ -15,6 +15,7 @@ pub mod refusal;
 pub mod storage;
 pub mod tls_request;
 pub mod trace;
+pub mod transfer;
 
 use std::future::Future;
 use std::net::SocketAddr;

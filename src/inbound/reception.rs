@@ -138,7 +138,10 @@ impl Reception {
 }
 
 impl SessionHandler for Reception {
-    fn mail_from(&self, conn: &ConnectionInfo, from: &ReversePath, _: &MailParams) -> Verdict {
+    fn mail_from(&self, conn: &ConnectionInfo, from: &ReversePath, params: &MailParams) -> Verdict {
+        if let Some(v) = super::transfer::mail_verdict(&self.live.current(), conn, params) {
+            return v;
+        }
         // Relay control, the TLS policy and the quota depend on the
         // recipient's domain; only the disk reserve is known now.
         match self.storage.disk(&self.live.current(), 0) {
@@ -153,9 +156,12 @@ impl SessionHandler for Reception {
         from: &ReversePath,
         _: usize,
         to: &ForwardPath,
-        _: &RcptParams,
+        params: &RcptParams,
     ) -> Verdict {
         let config = self.live.current();
+        if let Some(verdict) = super::transfer::rcpt_verdict(&config, conn, params) {
+            return verdict;
+        }
         match self.route(&config, conn, from, to) {
             Ok(route) => {
                 let tenant = route.resolution.tenant.as_ref().map_or("", |t| t.as_str());
@@ -200,6 +206,9 @@ impl SessionHandler for Reception {
     }
 
     async fn message(&self, conn: &ConnectionInfo, mut envelope: Envelope, body: Body) -> Verdict {
+        if super::transfer::is_transfer(&envelope) {
+            return self.transferred(conn, &envelope, body).await;
+        }
         let now = SystemTime::now();
         let at = crate::date::unix_seconds(now);
         // One queue message per destination: each has its own tenant,
@@ -336,6 +345,27 @@ impl SessionHandler for Reception {
             "message accepted"
         );
         Verdict::AcceptWith(Reply::new(250, (2, 0, 0), format!("Ok: queued as {ids}")))
+    }
+}
+
+impl Reception {
+    /// A message handed over by a cluster peer (`super::transfer`).
+    async fn transferred(&self, conn: &ConnectionInfo, envelope: &Envelope, body: Body) -> Verdict {
+        let config = self.live.current();
+        let queued =
+            super::transfer::receive(&config, &self.queue, &self.storage, conn, envelope, body);
+        match queued.await {
+            Ok((tenant, ids)) => {
+                ids.iter().for_each(|_| self.metrics.received(&tenant));
+                if let Some(wake) = &self.on_queued {
+                    wake();
+                }
+                let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                let text = format!("Ok: queued as {}", ids.join(" "));
+                Verdict::AcceptWith(Reply::new(250, (2, 0, 0), text))
+            }
+            Err(reply) => Verdict::Reject(reply),
+        }
     }
 }
 

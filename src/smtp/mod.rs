@@ -15,6 +15,7 @@ pub mod ehlo;
 pub mod reply;
 pub mod server;
 pub mod timeouts;
+pub mod transfer;
 
 pub use address::{ForwardPath, Host, Mailbox, ReversePath};
 pub use command::{parse_command, BodyType, Command, CommandError, MailParams, RcptParams};

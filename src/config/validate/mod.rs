@@ -251,6 +251,7 @@ fn build<'a>(
     let limits = v.limits(&raw);
     let acme = v.acme(&raw, base_dir);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
+    let peers = v.cluster_peers(&raw);
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
@@ -292,6 +293,7 @@ fn build<'a>(
                 acme,
                 tenant_quotas: Arc::new(tenant_quotas),
                 cluster,
+                peers,
                 warnings: v.warnings,
             },
             file_tenants,

@@ -449,6 +449,11 @@ impl Connection {
         })))
     }
 
+    /// The server this connection goes to.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
     /// What the connection achieved (TLS version, authentication, peer).
     pub fn achieved(&self) -> &Achieved {
         &self.achieved
@@ -482,6 +487,18 @@ impl Connection {
     /// the recipients' fate is unknown unless the error says otherwise
     /// (treat them as temporary failures).
     pub async fn send(&mut self, message: &OutboundMessage<'_>) -> Result<Delivery, ClientError> {
+        self.send_with(message, &[], &[]).await
+    }
+
+    /// [`Connection::send`] with parameters added to MAIL (`mail`) and to
+    /// each recipient's RCPT (`rcpt`, by recipient), see
+    /// [`Transaction::with_params`].
+    pub async fn send_with(
+        &mut self,
+        message: &OutboundMessage<'_>,
+        mail: &[String],
+        rcpt: &[Vec<String>],
+    ) -> Result<Delivery, ClientError> {
         if !self.usable {
             return Err(ClientError::NotUsable {
                 peer: self.peer.clone(),
@@ -495,7 +512,7 @@ impl Connection {
         }
         let caps = self.caps.clone().unwrap_or_default();
         let mut transaction = match Transaction::new(*message, &caps, self.config.pipelining) {
-            Ok(t) => t,
+            Ok(t) => t.with_params(mail, rcpt),
             Err(refusal) => return Ok(Delivery::Refused(refusal)),
         };
         let timeouts = self.config.timeouts;

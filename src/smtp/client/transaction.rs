@@ -153,6 +153,8 @@ pub enum Step {
 pub struct Transaction<'a> {
     message: OutboundMessage<'a>,
     mail_command: Vec<u8>,
+    /// Parameters added to each RCPT command, by recipient.
+    rcpt_params: Vec<String>,
     pipelining: bool,
     awaiting: VecDeque<Awaiting>,
     mail_reply: Option<Reply>,
@@ -210,6 +212,7 @@ impl<'a> Transaction<'a> {
         Ok(Transaction {
             message,
             mail_command: mail.into_bytes(),
+            rcpt_params: vec![String::new(); message.to.len()],
             pipelining: use_pipelining && caps.pipelining,
             awaiting: VecDeque::new(),
             mail_reply: None,
@@ -220,8 +223,24 @@ impl<'a> Transaction<'a> {
         })
     }
 
+    /// Adds `mail` to the MAIL command and `rcpt[i]` to the RCPT command
+    /// of recipient `i`, each as ` PARAM` words, e.g. DSN parameters (RFC
+    /// 3461) or the transfer extension's records.
+    pub fn with_params(mut self, mail: &[String], rcpt: &[Vec<String>]) -> Transaction<'a> {
+        if !mail.is_empty() {
+            let end = self.mail_command.len().saturating_sub(2);
+            let added: String = mail.iter().map(|p| format!(" {p}")).collect();
+            self.mail_command.splice(end..end, added.into_bytes());
+        }
+        for (slot, params) in self.rcpt_params.iter_mut().zip(rcpt) {
+            *slot = params.iter().map(|p| format!(" {p}")).collect();
+        }
+        self
+    }
+
     fn rcpt_command(&self, i: usize, out: &mut Vec<u8>) {
-        out.extend_from_slice(format!("RCPT TO:{}\r\n", self.message.to[i]).as_bytes());
+        let params = self.rcpt_params.get(i).map_or("", String::as_str);
+        out.extend_from_slice(format!("RCPT TO:{}{params}\r\n", self.message.to[i]).as_bytes());
     }
 
     /// The first write: MAIL, or with PIPELINING MAIL + RCPTs + DATA.

@@ -262,6 +262,7 @@ impl Session {
         if self.tls && self.config.requiretls_available {
             lines.push("REQUIRETLS".to_string());
         }
+        lines.extend(self.config.extensions.iter().cloned());
         Reply {
             code: 250,
             enhanced: None,

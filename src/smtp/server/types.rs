@@ -32,6 +32,9 @@ pub struct SessionConfig {
     /// MAIL/RCPT parameters, besides SIZE, BODY and SMTPUTF8, that are
     /// passed to the caller instead of getting `555` (e.g. `REQUIRETLS`).
     pub extra_params: Vec<String>,
+    /// Further EHLO keywords to advertise (e.g. the transfer extension to
+    /// a cluster peer, [`crate::smtp::transfer`]).
+    pub extensions: Vec<String>,
 }
 
 impl Default for SessionConfig {
@@ -45,6 +48,7 @@ impl Default for SessionConfig {
             auth_available: false,
             requiretls_available: true,
             extra_params: Vec::new(),
+            extensions: Vec::new(),
         }
     }
 }

@@ -372,3 +372,29 @@ fn requiretls_goes_on_mail_from_and_only_to_a_server_advertising_it() {
         Step::Send(b"MAIL FROM:<a@x.test> SIZE=3 REQUIRETLS\r\n".to_vec())
     );
 }
+
+#[test]
+fn added_parameters_go_on_mail_and_each_rcpt() {
+    let to = rcpts(&["ok", "ok2"]);
+    let from = ReversePath::Mailbox(mb("a", "x.test"));
+    let msg = OutboundMessage {
+        from: &from,
+        to: &to,
+        body: b"hi\r\n",
+        requiretls: false,
+    };
+    let mut t = Transaction::new(msg, &caps(true), true)
+        .expect("fits")
+        .with_params(
+            &["RET=HDRS".into(), "ENVID=e1".into()],
+            &[vec!["NOTIFY=NEVER".into()], Vec::new()],
+        );
+    let Step::Send(first) = t.start() else {
+        panic!("a write first");
+    };
+    assert_eq!(
+        String::from_utf8(first).expect("ascii"),
+        "MAIL FROM:<a@x.test> SIZE=4 RET=HDRS ENVID=e1\r\n\
+         RCPT TO:<ok@y.test> NOTIFY=NEVER\r\nRCPT TO:<ok2@y.test>\r\nDATA\r\n"
+    );
+}
