@@ -20,6 +20,7 @@ use tracing::info;
 use crate::actors::Engine;
 use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
+use crate::console::ConsoleServer;
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
@@ -69,6 +70,8 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("ACME HTTP-01 listener: {0}")]
     AcmeListen(std::io::Error),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -140,6 +143,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         certificates: certificates.clone(),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
+    let console_queue = queue.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,6 +158,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         let (metrics, queue, view) = cluster_parts;
         let _cluster = match config.cluster.clone() {
             Some(c) => Some(crate::cluster::node::join(c, metrics, queue, view).await?),
+            None => None,
+        };
+        // Dropped at the end of this block: stops the console.
+        let _console = match &config.console {
+            Some(c) => Some(ConsoleServer::start(c, live.clone(), console_queue, certificates.clone()).await?),
             None => None,
         };
         let listener = Listener::bind(&addrs).await?;

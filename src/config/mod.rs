@@ -9,6 +9,7 @@
 
 mod acme;
 mod cluster;
+mod console;
 mod delivery;
 pub mod edit;
 mod error;
@@ -35,6 +36,7 @@ pub use cluster::{
     ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
     MAX_CLUSTER_TIMEOUT,
 };
+pub use console::{ConsoleConfig, ConsoleRole, ConsoleUser, ConsoleUsers};
 pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
@@ -109,6 +111,11 @@ pub struct Config {
     pub tenant_files: Arc<TenantFiles>,
     /// `[cluster]`: `None` runs the node alone (nothing shared).
     pub cluster: Option<ClusterConfig>,
+    /// `[console]`: the web console (`None`: off).
+    pub console: Option<ConsoleConfig>,
+    /// Who may sign in to the console: `[[console.operators]]` and each
+    /// tenant's `console_admins` (read again at reload).
+    pub console_users: Arc<ConsoleUsers>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }

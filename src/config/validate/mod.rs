@@ -252,6 +252,8 @@ fn build<'a>(
     let acme = v.acme(&raw, base_dir);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
+    let console = v.console(&raw);
+    let console_users = v.console_users(&raw);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -292,6 +294,8 @@ fn build<'a>(
                 acme,
                 tenant_quotas: Arc::new(tenant_quotas),
                 cluster,
+                console,
+                console_users: Arc::new(console_users),
                 warnings: v.warnings,
             },
             file_tenants,
@@ -457,7 +461,11 @@ impl Validator<'_> {
 
     /// The line of an earlier definition at `first`, and its file when
     /// that is not the file of `second`.
-    fn first_at(&self, first: &Range<usize>, second: &Range<usize>) -> (Option<String>, usize) {
+    pub(super) fn first_at(
+        &self,
+        first: &Range<usize>,
+        second: &Range<usize>,
+    ) -> (Option<String>, usize) {
         let file = self.source_of(first.start);
         let other = (file.base != self.source_of(second.start).base).then(|| file.name.clone());
         (other, self.line(first))
