@@ -143,7 +143,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         certificates: certificates.clone(),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
-    let console_queue = queue.clone();
+    let (console_queue, console_metrics) = (queue.clone(), admin_state.metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -162,7 +162,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         };
         // Dropped at the end of this block: stops the console.
         let _console = match &config.console {
-            Some(c) => Some(ConsoleServer::start(c, live.clone(), console_queue, certificates.clone()).await?),
+            Some(c) => Some(ConsoleServer::start(c, live.clone(), console_queue, console_metrics, certificates.clone()).await?),
             None => None,
         };
         let listener = Listener::bind(&addrs).await?;

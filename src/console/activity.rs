@@ -1,15 +1,14 @@
 //! The activity page: the tenant's messages waiting in the queue (with
-//! their typed reasons, rendered), its recent TLS outcomes per peer from
-//! the queue's attempt records, and its recent changes from the audit log.
-//! An operator sees every tenant's.
+//! their typed reasons, rendered), its TLS outcomes per peer since start
+//! (counted by the delivery engine in [`crate::metrics`]; the last refusal
+//! by policy from the queue's attempt records), and its recent changes
+//! from the audit log. An operator sees every tenant's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hyper::StatusCode;
-use sealpost_queue::{
-    Authentication, ListFilter, LocalCause, MessageInfo, Outcome, Reason, RecipientState,
-};
+use sealpost_queue::{ListFilter, LocalCause, MessageInfo, Reason, RecipientState};
 
 use super::pages::{self, PeerOutcomes, QueuedLine};
 use super::respond::html;
@@ -18,6 +17,7 @@ use super::ConsoleState;
 use crate::admin::audit;
 use crate::admin::http::HttpResponse;
 use crate::config::ConsoleRole;
+use crate::metrics::PeerTls;
 
 /// Messages read from the queue for the page, at most.
 const MAX_MESSAGES: usize = 200;
@@ -46,10 +46,16 @@ pub async fn page(state: &Arc<ConsoleState>, session: &Session, who: &SignedIn) 
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((messages, records))
     };
+    let counted = state.metrics.peer_outcomes(tenant_of(who));
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok((messages, records))) => html(
             StatusCode::OK,
-            pages::activity(session, &waiting(&messages), &outcomes(&messages), &records),
+            pages::activity(
+                session,
+                &waiting(&messages),
+                &outcomes(&counted, &messages),
+                &records,
+            ),
         ),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "console: reading the queue or the audit log");
@@ -62,6 +68,13 @@ pub async fn page(state: &Arc<ConsoleState>, session: &Session, who: &SignedIn) 
             StatusCode::INTERNAL_SERVER_ERROR,
             pages::not_found(Some(session)),
         ),
+    }
+}
+
+fn tenant_of(who: &SignedIn) -> Option<&str> {
+    match &who.role {
+        ConsoleRole::Operator => None,
+        ConsoleRole::TenantAdmin(t) => Some(t.as_str()),
     }
 }
 
@@ -93,38 +106,35 @@ fn waiting(messages: &[MessageInfo]) -> Vec<QueuedLine> {
     lines
 }
 
-/// Outcomes per recipient domain over the attempts in the queue's records.
-fn outcomes(messages: &[MessageInfo]) -> Vec<PeerOutcomes> {
-    let mut by_peer: BTreeMap<String, PeerOutcomes> = BTreeMap::new();
-    for m in messages {
-        for r in &m.recipients {
-            if r.destination.starts_with("inbound:") {
-                continue;
-            }
-            for a in &r.attempts {
-                let o = by_peer
-                    .entry(r.destination.clone())
-                    .or_insert_with(|| PeerOutcomes {
-                        peer: r.destination.clone(),
-                        ..PeerOutcomes::default()
-                    });
-                match &a.outcome {
-                    Outcome::Delivered { .. } => {
-                        match (&a.attempt.authentication, &a.attempt.tls_version) {
-                            (Authentication::Dane, _) => o.dane += 1,
-                            (Authentication::Webpki, _) => o.mta_sts += 1,
-                            (Authentication::None, Some(_)) => o.tls += 1,
-                            (Authentication::None, None) => o.cleartext += 1,
-                        }
-                    }
-                    other if refused_by_policy(other.reason()) => {
-                        o.refused += 1;
-                        o.last_refusal = Some(other.reason().to_string());
-                    }
-                    _ => {}
-                }
+/// Outcomes per peer (recipient domain; routes of inbound mail left out),
+/// each with the last refusal by policy among the queue's records.
+fn outcomes(
+    counted: &[((String, String), PeerTls)],
+    messages: &[MessageInfo],
+) -> Vec<PeerOutcomes> {
+    let mut last_refusal: BTreeMap<&str, String> = BTreeMap::new();
+    for r in messages.iter().flat_map(|m| &m.recipients) {
+        for a in &r.attempts {
+            if refused_by_policy(a.outcome.reason()) {
+                last_refusal.insert(&r.destination, a.outcome.reason().to_string());
             }
         }
+    }
+    let mut by_peer: BTreeMap<&str, PeerOutcomes> = BTreeMap::new();
+    for ((_, peer), tls) in counted {
+        if peer.starts_with("inbound:") {
+            continue;
+        }
+        let o = by_peer.entry(peer).or_insert_with(|| PeerOutcomes {
+            peer: peer.clone(),
+            last_refusal: last_refusal.get(peer.as_str()).cloned(),
+            ..PeerOutcomes::default()
+        });
+        o.dane += tls.dane;
+        o.mta_sts += tls.mta_sts;
+        o.tls += tls.tls;
+        o.cleartext += tls.cleartext;
+        o.refused += tls.refused;
     }
     by_peer.into_values().collect()
 }

@@ -34,12 +34,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::ConsoleConfig;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::tls::certs::SniCertResolver;
 
 /// What the console's requests read and act on.
 pub struct ConsoleState {
     pub live: Arc<LiveConfig>,
     pub queue: Arc<Queue>,
+    /// TLS outcomes per tenant and peer (the activity page).
+    pub metrics: Arc<Metrics>,
     pub sessions: session::Sessions,
     pub limits: session::SignInLimits,
 }
@@ -70,6 +73,7 @@ impl ConsoleServer {
         config: &ConsoleConfig,
         live: Arc<LiveConfig>,
         queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
         certificates: Arc<SniCertResolver>,
     ) -> Result<ConsoleServer, ConsoleError> {
         let mut listeners = Vec::with_capacity(config.listen.len());
@@ -83,6 +87,7 @@ impl ConsoleServer {
         let state = Arc::new(ConsoleState {
             live,
             queue,
+            metrics,
             sessions: session::Sessions::new(config.idle_timeout),
             limits: session::SignInLimits::default(),
         });

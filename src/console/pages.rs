@@ -330,7 +330,7 @@ fn direction_section(session: &Session, p: &DomainPage<'_>, direction: Direction
     let errors = p.errors;
     let _ = write!(
         out,
-        r#"<form method="post" action="/domains/{name}/peers/{dir}" id="{id}"><fieldset><legend>Add a {lower} TLS peer</legend>{csrf}
+        r#"<form method="post" action="/domains/{name}/peers/{dir}" id="{id}"><fieldset><legend>Add an {lower} TLS peer</legend>{csrf}
 <div class="field"><label for="{id}-peer">Peer</label><input id="{id}-peer" name="peer" value="{peer}" placeholder="{hint}">{peer_error}</div>
 {fields}<div class="field"><label for="{id}-enabled">Enabled</label><input type="checkbox" id="{id}-enabled" name="enabled" value="on" checked></div>
 <button type="submit">Add peer</button>{general}</fieldset></form></section>"#,
@@ -406,17 +406,18 @@ pub struct QueuedLine {
     pub reason: String,
 }
 
-/// Recent TLS outcomes towards one peer (recipient domain).
+/// TLS outcomes towards one peer (recipient domain) since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerOutcomes {
     pub peer: String,
-    /// Delivered with DANE, MTA-STS (WebPKI), TLS, cleartext.
-    pub dane: usize,
-    pub mta_sts: usize,
-    pub tls: usize,
-    pub cleartext: usize,
-    /// Attempts refused or deferred by policy, and the last such reason.
-    pub refused: usize,
+    /// Attempts delivered with DANE, MTA-STS (WebPKI), TLS, cleartext.
+    pub dane: u64,
+    pub mta_sts: u64,
+    pub tls: u64,
+    pub cleartext: u64,
+    /// Attempts refused by the TLS policy, and the last such reason in
+    /// the queue's records.
+    pub refused: u64,
     pub last_refusal: Option<String>,
 }
 
@@ -446,12 +447,13 @@ pub fn activity(
         body.push_str(r#"<tr><td colspan="6">Nothing is waiting.</td></tr>"#);
     }
     body.push_str(
-        r#"</tbody></table><h3>Recent TLS outcomes per peer</h3><table id="outcomes"><thead><tr><th>Peer</th><th>Delivered with DANE</th><th>with MTA-STS</th><th>with TLS</th><th>in cleartext</th><th>Refused by policy</th><th>Last refusal</th></tr></thead><tbody>"#,
+        r#"</tbody></table><h3>TLS outcomes per peer since start</h3><table id="outcomes"><thead><tr><th>Peer</th><th>Delivered with DANE</th><th>with MTA-STS</th><th>with TLS</th><th>in cleartext</th><th>Refused by policy</th><th>Last refusal</th></tr></thead><tbody>"#,
     );
     for o in outcomes {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            r#"<tr data-peer="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&o.peer),
             esc(&o.peer),
             o.dane,
             o.mta_sts,
@@ -462,7 +464,7 @@ pub fn activity(
         );
     }
     if outcomes.is_empty() {
-        body.push_str(r#"<tr><td colspan="7">No deliveries in the queue's records.</td></tr>"#);
+        body.push_str(r#"<tr><td colspan="7">No deliveries yet.</td></tr>"#);
     }
     body.push_str(
         r#"</tbody></table><h3>Recent changes</h3><table id="audit"><thead><tr><th>Time</th><th>Tenant</th><th>Who</th><th>Change</th><th>Domain</th></tr></thead><tbody>"#,
