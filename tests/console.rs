@@ -561,3 +561,67 @@ async fn a_bad_peer_pattern_is_shown_next_to_its_field_and_nothing_is_written() 
     assert_eq!(console.tenant_file("acme"), file);
     assert!(console.audit().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbound_peer_is_probed_on_demand() {
+    use std::sync::Arc;
+    use support::outbound::{dest_dns, dest_mx};
+    let dns = dest_dns().await;
+    let mx_port = support::sealpost::free_port();
+    let _mx = dest_mx(mx_port, None, Arc::new(support::smtp::accept_all)).await;
+    let extra = format!(
+        "[delivery]\nsmtp_port = {mx_port}\n\n{}",
+        support::sealpost::dns_section(&dns.settings())
+    );
+    let console = start(&extra, "30m");
+    let mut alice = console.client();
+    assert_eq!(alice.sign_in(ALICE.0, ALICE.1).await.status, 303);
+    let answer = alice
+        .submit(
+            "/domains/acme.test",
+            "/domains/acme.test/peers/outbound",
+            &[
+                ("peer", "dest.test"),
+                ("level", "mandatory"),
+                ("min_tls", "any"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let page = alice
+        .submit(
+            "/domains/acme.test",
+            "/domains/acme.test/peers/outbound/dest.test/probe",
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let start = page
+        .body
+        .find("Probe of dest.test")
+        .expect("the probe's result");
+    let result = &page.body[start..];
+    assert!(result.contains("mx.dest.test"), "{result}");
+    // Inbound peers have no probe.
+    let answer = alice
+        .submit(
+            "/domains/acme.test",
+            "/domains/acme.test/peers/inbound",
+            &[
+                ("peer", "192.0.2.7"),
+                ("level", "mandatory"),
+                ("min_tls", "any"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let answer = alice
+        .submit(
+            "/domains/acme.test",
+            "/domains/acme.test/peers/inbound/192.0.2.7/probe",
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, 404);
+}
