@@ -466,6 +466,17 @@ async fn peers_are_added_edited_disabled_and_deleted_through_the_admin_path() {
         "{}",
         page.body
     );
+    let answer = alice
+        .submit(
+            "/domains/acme.test",
+            "/domains/acme.test/defaults/inbound/remove",
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let page = alice.get("/domains/acme.test").await;
+    let want = r#"id="default-inbound-current">Opportunistic TLS, No restriction (the default for unspecified domains)<"#;
+    assert!(page.body.contains(want), "{}", page.body);
 
     let answer = alice
         .submit("/domains/acme.test", &format!("{peer}/delete"), &[])
@@ -503,6 +514,7 @@ async fn peers_are_added_edited_disabled_and_deleted_through_the_admin_path() {
             "alice peers add",
             "alice peers edit",
             "alice peers edit",
+            "alice domains defaults",
             "alice domains defaults",
             "alice peers remove",
             "alice domains disable"

@@ -131,6 +131,20 @@ pub async fn domain_request(
                 Back::Domain,
             )
         }
+        (&Method::POST, ["defaults", dir, "remove"]) => {
+            let Some(direction) = direction_of(dir) else {
+                return not_found(session);
+            };
+            (
+                Change::SetDefault {
+                    domain: d,
+                    direction,
+                    rule: None,
+                },
+                String::new(),
+                Back::Domain,
+            )
+        }
         (&Method::POST, ["peers", dir]) => {
             let Some(direction) = direction_of(dir) else {
                 return not_found(session);

@@ -314,7 +314,7 @@ fn direction_section(session: &Session, p: &DomainPage<'_>, direction: Direction
     let _ = write!(
         out,
         r#"<form method="post" action="/domains/{name}/defaults/{dir}" id="{id}"><fieldset><legend>Default for unspecified peers</legend>{csrf}
-<p>In force: <span id="{id}-current">{current}</span></p>{fields}<button type="submit">Save default</button></fieldset></form>"#,
+<p>In force: <span id="{id}-current">{current}</span></p>{fields}<button type="submit">Save default</button></fieldset></form>{remove}"#,
         name = seg(&d.name),
         csrf = csrf_field(session),
         current = esc(&match own {
@@ -325,6 +325,15 @@ fn direction_section(session: &Session, p: &DomainPage<'_>, direction: Direction
             ),
         }),
         fields = rule_fields(&id, direction, own.or(Some(global)), p.errors),
+        remove = match own {
+            Some(_) => button_form(
+                session,
+                &format!("/domains/{}/defaults/{dir}/remove", seg(&d.name)),
+                "Use the default for unspecified domains",
+                "remove-default",
+            ),
+            None => String::new(),
+        },
     );
     let id = format!("add-{dir}");
     let errors = p.errors;

@@ -8,7 +8,7 @@
 //! | `POST /defaults/{direction}` | operators: the default for unspecified domains |
 //! | `POST /domains/{d}/enable`, `/disable` | a domain's status |
 //! | `GET /domains/{d}` | the domain's TLS peers |
-//! | `POST /domains/{d}/defaults/{direction}` | the domain's default for unspecified peers |
+//! | `POST /domains/{d}/defaults/{direction}`, `.../remove` | the domain's default for unspecified peers; `remove`: the default for unspecified domains applies |
 //! | `POST /domains/{d}/peers/{direction}` | add a peer |
 //! | `GET /domains/{d}/peers/{direction}/{peer}/edit`, `POST .../{peer}` | edit a peer |
 //! | `POST .../{peer}/enable`, `/disable`, `/delete`, `/probe` | the peer's status, removal, a probe |
