@@ -106,7 +106,7 @@ impl Sessions {
     /// carries the sign-in form's CSRF token); `replaces` is ended.
     pub fn create(&self, who: Option<SignedIn>, replaces: Option<&str>) -> Option<Session> {
         let token = token()?;
-        let csrf = token_csrf()?;
+        let csrf = token()?;
         let mut entries = self.lock();
         if let Some(old) = replaces {
             entries.remove(old);
@@ -137,10 +137,6 @@ impl Sessions {
     pub fn end(&self, token: &str) {
         self.lock().remove(token);
     }
-}
-
-fn token_csrf() -> Option<String> {
-    token()
 }
 
 /// Compares two secrets in time independent of where they differ.
