@@ -105,8 +105,8 @@ impl Sessions {
     /// A new session for `who` (`None`: an anonymous one that only
     /// carries the sign-in form's CSRF token); `replaces` is ended.
     pub fn create(&self, who: Option<SignedIn>, replaces: Option<&str>) -> Option<Session> {
-        let token = token()?;
         let csrf = token()?;
+        let token = token()?;
         let mut entries = self.lock();
         if let Some(old) = replaces {
             entries.remove(old);
