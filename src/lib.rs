@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod dane;
 pub mod date;
 pub mod delivery;

@@ -112,6 +112,12 @@ impl LiveConfig {
             needs_restart.push("mta_sts_host");
             config.mta_sts_host = running.mta_sts_host.clone();
         }
+        // The console's listeners and idle timeout are set at start (its
+        // users are read again).
+        if config.console != running.console {
+            needs_restart.push("console");
+            config.console = running.console.clone();
+        }
         // The node joined the fleet at start with these settings.
         if config.cluster != running.cluster {
             needs_restart.push("cluster");

@@ -153,6 +153,10 @@ pub struct Metrics {
     /// achieved, for `sealpost top` (not exported: one entry per
     /// destination).
     achieved: Mutex<HashMap<String, &'static str>>,
+    /// TLS outcomes per (tenant, destination) since start, for the web
+    /// console's activity page (not exported; at most
+    /// [`MAX_PEER_OUTCOMES`] pairs).
+    peer_outcomes: Mutex<HashMap<(String, String), PeerTls>>,
     /// ACME certificate names per state (a gauge set by `src/acme`).
     acme_domains: Mutex<BTreeMap<&'static str, u64>>,
     /// `[cluster]`: `None` without it, else (limits shared, nodes alive).
@@ -188,6 +192,7 @@ impl Metrics {
             refusals: Family::default(),
             latency: Histogram::new(LATENCY_BUCKETS),
             achieved: Mutex::new(HashMap::new()),
+            peer_outcomes: Mutex::new(HashMap::new()),
             acme_domains: Mutex::new(BTreeMap::new()),
             cluster: Mutex::new(None),
         };
@@ -318,6 +323,47 @@ impl Metrics {
         lock(&self.achieved).clone()
     }
 
+    /// One delivery attempt's TLS outcome for `tenant` towards
+    /// `destination`: `delivered` recipients over a connection that
+    /// achieved `achieved` ([`tls_achieved`]), or refused by the TLS
+    /// policy.
+    pub fn peer_outcome(
+        &self,
+        tenant: &str,
+        destination: &str,
+        delivered: Option<&'static str>,
+        refused: bool,
+    ) {
+        let mut all = lock(&self.peer_outcomes);
+        let key = (tenant.to_string(), destination.to_string());
+        if all.len() >= MAX_PEER_OUTCOMES && !all.contains_key(&key) {
+            return;
+        }
+        let counts = all.entry(key).or_default();
+        match delivered {
+            Some("DANE") => counts.dane += 1,
+            Some("MTA-STS") => counts.mta_sts += 1,
+            Some("TLS") => counts.tls += 1,
+            Some(_) => counts.cleartext += 1,
+            None => {}
+        }
+        if refused {
+            counts.refused += 1;
+        }
+    }
+
+    /// The TLS outcomes per (tenant, destination) since start, of one
+    /// tenant or of all, sorted.
+    pub fn peer_outcomes(&self, tenant: Option<&str>) -> Vec<((String, String), PeerTls)> {
+        let mut list: Vec<_> = lock(&self.peer_outcomes)
+            .iter()
+            .filter(|((t, _), _)| tenant.is_none_or(|want| want == t))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        list.sort();
+        list
+    }
+
     /// A limit refused a client or a message, or cut a connection short.
     pub fn refused(&self, reason: Refusal) {
         self.refusals
@@ -425,6 +471,22 @@ impl Metrics {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
         text
     }
+}
+
+/// Most (tenant, destination) pairs whose TLS outcomes are kept.
+pub const MAX_PEER_OUTCOMES: usize = 100_000;
+
+/// Delivery attempts towards one peer by the TLS they achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerTls {
+    /// Attempts that delivered over a connection authenticated by DANE,
+    /// by MTA-STS (WebPKI), encrypted otherwise, or in cleartext.
+    pub dane: u64,
+    pub mta_sts: u64,
+    pub tls: u64,
+    pub cleartext: u64,
+    /// Attempts the TLS policy refused (no TLS, no usable TLSA, ...).
+    pub refused: u64,
 }
 
 /// The TLS level a delivery connection achieved, as `sealpost top` shows
@@ -633,6 +695,16 @@ mod tests {
         let metrics = Metrics::new();
         metrics.destination_tls("example.com", "TLS");
         metrics.destination_tls("example.com", "DANE");
+        metrics.peer_outcome("acme", "example.com", Some("DANE"), false);
+        metrics.peer_outcome("acme", "example.com", None, true);
+        metrics.peer_outcome("beta", "example.com", Some("cleartext"), false);
+        let acme = metrics.peer_outcomes(Some("acme"));
+        assert_eq!(acme.len(), 1);
+        assert_eq!(
+            (acme[0].1.dane, acme[0].1.refused, acme[0].1.cleartext),
+            (1, 1, 0)
+        );
+        assert_eq!(metrics.peer_outcomes(None).len(), 2);
         assert_eq!(metrics.destinations_tls()["example.com"], "DANE");
     }
 

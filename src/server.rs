@@ -20,6 +20,7 @@ use tracing::info;
 use crate::actors::Engine;
 use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
+use crate::console::ConsoleServer;
 use crate::delivery::Shared;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
@@ -69,6 +70,8 @@ pub enum ServeError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("ACME HTTP-01 listener: {0}")]
     AcmeListen(std::io::Error),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 /// Runs the server until a shutdown signal.
@@ -145,6 +148,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         )),
     });
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
+    let (console_queue, console_metrics) = (queue.clone(), admin_state.metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,6 +168,11 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             engine_shared.mta_sts.share_with(Arc::new(cluster.clone()));
             let _ = engine_shared.cluster.set(cluster);
         }
+        // Dropped at the end of this block: stops the console.
+        let _console = match &config.console {
+            Some(c) => Some(ConsoleServer::start(c, live.clone(), console_queue, console_metrics, certificates.clone()).await?),
+            None => None,
+        };
         let listener = Listener::bind(&addrs).await?;
         start_policy_host(&live, certificates).await?;
         acme.listen_http01().await.map_err(ServeError::AcmeListen)?;

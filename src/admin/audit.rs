@@ -26,6 +26,10 @@ pub struct AuditRecord {
     /// The caller's Unix user id, from the socket's peer credentials
     /// (`None` if the system did not give them).
     pub uid: Option<u32>,
+    /// The web console's signed-in user who made the change (`None`:
+    /// the admin socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub tenant: String,
     /// What was done: `peers add`, `domains disable`, ...
     pub change: String,
@@ -110,6 +114,7 @@ mod tests {
             time: rfc3339(SystemTime::now()),
             unix_ms: n,
             uid: Some(1000),
+            user: None,
             tenant: tenant.into(),
             change: "peers add".into(),
             domain: "a.example".into(),

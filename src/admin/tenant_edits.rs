@@ -23,6 +23,7 @@ use super::AdminState;
 use crate::config::edit::{self, Change, EditError, RuleText};
 use crate::config::split::file_name_of;
 use crate::config::{version_of, write_atomically, Config, LoadError};
+use crate::live::LiveConfig;
 use crate::policy::{Direction, ManagedDomain, PeerMatcher, PolicyRule};
 
 /// The caller's Unix user id, put in each request by the socket listener.
@@ -72,7 +73,15 @@ pub async fn handle(
             let state = state.clone();
             let work = move || {
                 let request = parse_change(&method, &segments, &body)?;
-                apply(&state, request, if_match, uid)
+                let who = Who { uid, user: None };
+                match apply_change(&state.live, request, if_match, &who) {
+                    Ok(answer) => Ok(with_etag(
+                        http::json(StatusCode::OK, &answer),
+                        Some(&answer.version),
+                    )),
+                    Err(ChangeRefused::Api(e)) => Err(e),
+                    Err(ChangeRefused::Invalid(errors)) => Ok(invalid(&errors)),
+                }
             };
             match tokio::task::spawn_blocking(work).await {
                 Ok(answer) => answer,
@@ -147,7 +156,7 @@ fn rule_view(rule: &PolicyRule) -> RuleView {
     }
 }
 
-fn view(config: &Config, domain: &ManagedDomain) -> DomainView {
+pub(crate) fn view(config: &Config, domain: &ManagedDomain) -> DomainView {
     let direction = |d: &crate::policy::DirectionPolicy| DirectionView {
         default: d.default.as_ref().map(rule_view),
         peers: d
@@ -234,7 +243,7 @@ fn domains(config: &Config, query: &str) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-fn find<'a>(config: &'a Config, domain: &str) -> Result<&'a ManagedDomain, ApiError> {
+pub(crate) fn find<'a>(config: &'a Config, domain: &str) -> Result<&'a ManagedDomain, ApiError> {
     let name = domain
         .parse::<crate::policy::DomainName>()
         .map_err(|e| ApiError::bad_request(format!("bad domain name `{domain}`: {e}")))?;
@@ -305,10 +314,34 @@ fn audit_log(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> 
 
 /// A change request: the change, the tenant for a new domain, and the
 /// version the caller based it on.
-struct ChangeRequest {
-    change: Change,
-    tenant: Option<String>,
-    version: Option<String>,
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    pub change: Change,
+    pub tenant: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Who asks for a change, for the audit log: the admin socket's caller
+/// (Unix uid) or a signed-in console user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Who {
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+}
+
+/// Why a change was not made (nothing was written).
+#[derive(Debug)]
+pub enum ChangeRefused {
+    /// Not found, conflict, bad request, storage failure.
+    Api(ApiError),
+    /// The tenant file would not be valid: every error, with its field.
+    Invalid(Vec<FieldError>),
+}
+
+impl From<ApiError> for ChangeRefused {
+    fn from(e: ApiError) -> Self {
+        ChangeRefused::Api(e)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -433,28 +466,32 @@ fn conflict(message: String, version: Option<&str>) -> ApiError {
     e
 }
 
-/// Runs one change end to end (see the module documentation).
-fn apply(
-    state: &AdminState,
+/// Runs one change end to end (see the module documentation): the admin
+/// API and the web console (`crate::console`) both come here. Blocks (file
+/// writes, fsync): call it off the async executor.
+pub fn apply_change(
+    live: &LiveConfig,
     request: ChangeRequest,
     if_match: Option<String>,
-    uid: Option<u32>,
-) -> Result<HttpResponse, ApiError> {
+    who: &Who,
+) -> Result<ChangeAnswer, ChangeRefused> {
     let _edits = edit::lock();
-    let running = state.live.current();
+    let running = live.current();
     let files = &running.tenant_files;
     let Some(dir) = &files.dir else {
-        return Err(conflict(
+        return Err(ChangeRefused::Api(conflict(
             "changes through the admin API need `[server] tenants_dir` (see `sealpost config split`)".into(),
             None,
-        ));
+        )));
     };
     let change = request.change;
     let tenant = match &change {
         Change::AddDomain { .. } => {
             let tenant = required(request.tenant, "tenant")?.trim().to_owned();
             if tenant.is_empty() {
-                return Err(ApiError::bad_request("`tenant` may not be empty"));
+                return Err(ChangeRefused::Api(ApiError::bad_request(
+                    "`tenant` may not be empty",
+                )));
             }
             tenant
         }
@@ -462,10 +499,10 @@ fn apply(
     };
     let file = files.of_tenant(&tenant);
     if file.is_none() && !matches!(change, Change::AddDomain { .. }) {
-        return Err(conflict(
+        return Err(ChangeRefused::Api(conflict(
             format!("tenant `{tenant}` is configured in the main file, which the admin API does not edit; move it to a tenant file (`sealpost config split`)"),
             None,
-        ));
+        )));
     }
     let path = file.map_or_else(|| dir.join(file_name_of(&tenant)), |f| f.path.clone());
     let text: &str = file.map_or("", |f| &f.text);
@@ -474,38 +511,44 @@ fn apply(
     let wanted = if_match.filter(|v| v != "*").or(request.version);
     if let Some(wanted) = &wanted {
         if Some(wanted) != version.as_ref() {
-            return Err(conflict(
+            return Err(ChangeRefused::Api(conflict(
                 format!(
                     "tenant `{tenant}` changed: the change is based on version {wanted}; read it again and retry"
                 ),
                 version.as_deref(),
-            ));
+            )));
         }
     }
     let on_disk = match std::fs::read_to_string(&path) {
         Ok(disk) => Some(disk),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            return Err(ApiError::internal(format!(
+            return Err(ChangeRefused::Api(ApiError::internal(format!(
                 "reading {}: {e}",
                 path.display()
-            )))
+            ))))
         }
     };
     if on_disk.as_deref().unwrap_or("") != text {
-        return Err(conflict(
+        return Err(ChangeRefused::Api(conflict(
             format!(
                 "{} changed on disk since the last reload; reload (or undo the edit) first",
                 path.display()
             ),
             version.as_deref(),
-        ));
+        )));
     }
     let applied = edit::apply(text, &tenant, &change).map_err(edit_error)?;
     let config = match Config::with_tenant_file(&running, &path, &applied.text) {
         Ok(config) => config,
-        Err(LoadError::Invalid(errors)) => return Ok(invalid(&errors, &path, &applied.text)),
-        Err(e) => return Err(ApiError::internal(e.to_string())),
+        Err(LoadError::Invalid(errors)) => {
+            return Err(ChangeRefused::Invalid(field_errors(
+                &errors,
+                &path,
+                &applied.text,
+            )))
+        }
+        Err(e) => return Err(ChangeRefused::Api(ApiError::internal(e.to_string()))),
     };
     write_atomically(&path, &applied.text)
         .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
@@ -514,7 +557,8 @@ fn apply(
     let record = AuditRecord {
         time: audit::rfc3339(now),
         unix_ms: crate::date::unix_ms(now),
-        uid,
+        uid: who.uid,
+        user: who.user.clone(),
         tenant: tenant.clone(),
         change: change.name().to_owned(),
         domain: change.domain().to_owned(),
@@ -529,17 +573,18 @@ fn apply(
         // The file is written: put it in force (as a reload would), but say so.
         tracing::error!(error = %e, path = %audit_path.display(), "cannot write the audit log");
     }
-    let report = state.live.replace(config);
+    let report = live.replace(config);
     tracing::info!(
         tenant = %tenant,
         change = change.name(),
         domain = change.domain(),
-        uid = ?uid,
+        uid = ?who.uid,
+        user = ?who.user,
         version = %new_version,
         generation = report.generation,
         "tenant changed through the admin API"
     );
-    let current = state.live.current();
+    let current = live.current();
     let domain = find(&current, change.domain())
         .ok()
         .map(|d| view(&current, d));
@@ -551,10 +596,7 @@ fn apply(
         generation: report.generation,
         domain,
     };
-    Ok(with_etag(
-        http::json(StatusCode::OK, &answer),
-        Some(&answer.version),
-    ))
+    Ok(answer)
 }
 
 fn edit_error(e: EditError) -> ApiError {
@@ -580,14 +622,15 @@ pub struct FieldError {
     pub text: String,
 }
 
-/// 422 with every error of the configuration the change would make.
-fn invalid(
+/// Every error of the configuration a change would make, with the field
+/// of the changed file each is about.
+fn field_errors(
     errors: &crate::config::ConfigErrors,
     path: &std::path::Path,
     text: &str,
-) -> HttpResponse {
+) -> Vec<FieldError> {
     let name = path.display().to_string();
-    let list: Vec<FieldError> = errors
+    errors
         .0
         .iter()
         .map(|e| {
@@ -604,7 +647,11 @@ fn invalid(
                 text: e.to_string(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// 422 with every error of the configuration the change would make.
+fn invalid(list: &[FieldError]) -> HttpResponse {
     http::json(
         StatusCode::UNPROCESSABLE_ENTITY,
         &serde_json::json!({

@@ -9,6 +9,7 @@
 
 mod acme;
 mod cluster;
+mod console;
 mod delivery;
 pub mod edit;
 mod error;
@@ -35,6 +36,7 @@ pub use cluster::{
     ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
     MAX_CLUSTER_TIMEOUT,
 };
+pub use console::{ConsoleConfig, ConsoleRole, ConsoleUser, ConsoleUsers};
 pub use delivery::{
     nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
     Route, RouteHost, Routes,
@@ -112,6 +114,11 @@ pub struct Config {
     /// `[cluster] peers`: the nodes that may hand this node their queue
     /// with the transfer extension (`docs/cluster.md`); empty: none.
     pub peers: Vec<ipnet::IpNet>,
+    /// `[console]`: the web console (`None`: off).
+    pub console: Option<ConsoleConfig>,
+    /// Who may sign in to the console: `[[console.operators]]` and each
+    /// tenant's `console_admins` (read again at reload).
+    pub console_users: Arc<ConsoleUsers>,
     /// Valid but risky settings, in file order (`sealpost config check`).
     pub warnings: Vec<ConfigWarning>,
 }

@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub acme: RawAcme,
     pub cluster: Option<Spanned<RawCluster>>,
+    pub console: Option<Spanned<super::console::RawConsole>>,
 }
 
 /// `[limits]`
@@ -152,6 +153,9 @@ pub(super) struct RawTenant {
     /// Users that may relay after SMTP AUTH.
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// The tenant's administrators in the web console (`[console]`).
+    #[serde(default)]
+    pub console_admins: Vec<RawUser>,
     /// This tenant's deliveries under way at most.
     pub max_in_flight: Option<Spanned<i64>>,
     /// This tenant's queue quota (over `[limits]`).
@@ -292,17 +296,22 @@ impl RawTenant {
                 .into_iter()
                 .map(|s| shifted(s, by))
                 .collect(),
-            users: self
-                .users
-                .into_iter()
-                .map(|u| RawUser {
-                    name: shifted(u.name, by),
-                    password_hash: shifted(u.password_hash, by),
-                })
+            users: self.users.into_iter().map(|u| u.shift(by)).collect(),
+            console_admins: (self.console_admins.into_iter())
+                .map(|u| u.shift(by))
                 .collect(),
             max_in_flight: shifted_opt(self.max_in_flight, by),
             max_queue_messages: shifted_opt(self.max_queue_messages, by),
             max_queue_bytes: shifted_opt(self.max_queue_bytes, by),
+        }
+    }
+}
+
+impl RawUser {
+    fn shift(self, by: usize) -> Self {
+        RawUser {
+            name: shifted(self.name, by),
+            password_hash: shifted(self.password_hash, by),
         }
     }
 }

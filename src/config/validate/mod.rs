@@ -253,6 +253,8 @@ fn build<'a>(
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     let peers = v.cluster_peers(&raw);
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
+    let console = v.console(&raw);
+    let console_users = v.console_users(&raw);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -294,6 +296,8 @@ fn build<'a>(
                 tenant_quotas: Arc::new(tenant_quotas),
                 cluster,
                 peers,
+                console,
+                console_users: Arc::new(console_users),
                 warnings: v.warnings,
             },
             file_tenants,
@@ -459,7 +463,11 @@ impl Validator<'_> {
 
     /// The line of an earlier definition at `first`, and its file when
     /// that is not the file of `second`.
-    fn first_at(&self, first: &Range<usize>, second: &Range<usize>) -> (Option<String>, usize) {
+    pub(super) fn first_at(
+        &self,
+        first: &Range<usize>,
+        second: &Range<usize>,
+    ) -> (Option<String>, usize) {
         let file = self.source_of(first.start);
         let other = (file.base != self.source_of(second.start).base).then(|| file.name.clone());
         (other, self.line(first))

@@ -184,6 +184,11 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
         Health::Reached => "peer",
         Health::NotTried => "local",
     };
+    let refused = matches!(report.health, Health::Refused(_));
+    if report.delivered > 0 || refused {
+        let delivered = achieved.filter(|_| report.delivered > 0);
+        (shared.metrics).peer_outcome(&lease.tenant, &lease.destination, delivered, refused);
+    }
     let tenant = lease.tenant.clone();
     let latency = lease.arrived_at.elapsed().unwrap_or_default();
     conclude(&shared, &config, lease, outcomes, attempt).await;
