@@ -20,7 +20,7 @@ use tracing::info;
 use crate::actors::Engine;
 use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
-use crate::delivery::Shared;
+use crate::delivery::DeliveryContext;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::storage::Storage;
@@ -315,7 +315,7 @@ pub fn delivery_shared(
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
-) -> Result<Shared, ServeError> {
+) -> Result<DeliveryContext, ServeError> {
     use crate::mta_sts::{
         HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
     };
@@ -349,7 +349,7 @@ pub fn delivery_shared(
             None
         }
     };
-    Ok(Shared {
+    Ok(DeliveryContext {
         queue,
         live,
         resolver,

@@ -41,7 +41,9 @@ use super::messages::{Deliver, Done, Flush, GiveBack, Idle, Retire, SchedulerInb
 use super::status::{DestinationStatus, StatusBoard};
 use crate::date::unix_ms;
 use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease, span};
-use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Reason, Report, Shared};
+use crate::delivery::{
+    attempt, effective_policy, DeliveryContext, Effective, Health, Pool, Reason, Report,
+};
 
 /// One pause: since when, until when, after how many counted failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +230,7 @@ impl Pauses {
 
 pub struct Destination {
     name: String,
-    shared: Arc<Shared>,
+    shared: Arc<DeliveryContext>,
     /// Where `Done` and `Idle` go.
     scheduler: SchedulerInbox,
     /// Tells this actor from a newer one for the same name.
@@ -257,7 +259,7 @@ const RETIRE_AFTER: Duration = Duration::from_secs(300);
 impl Destination {
     pub fn new(
         name: String,
-        shared: Arc<Shared>,
+        shared: Arc<DeliveryContext>,
         scheduler: SchedulerInbox,
         serial: u64,
         board: Arc<StatusBoard>,

@@ -12,7 +12,7 @@ use crate::live::LiveConfig;
 use crate::mta_sts::PolicyCache;
 
 /// What every attempt needs, shared by all destinations.
-pub struct Shared {
+pub struct DeliveryContext {
     pub queue: Arc<Queue>,
     pub live: Arc<LiveConfig>,
     pub resolver: Arc<Resolver>,
