@@ -57,25 +57,26 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 /// How many tenants get series of their own (the rest: `tenant="other"`).
-pub const TENANT_SERIES: usize = 100;
+pub(crate) const TENANT_SERIES: usize = 100;
 
 /// The `tenant` label of the tenants without series of their own.
-pub const OTHER_TENANT: &str = "other";
+pub(crate) const OTHER_TENANT: &str = "other";
 
 /// How many `(level, reason)` pairs the deferral counter keeps apart; a
 /// caller passing more distinct reasons has the rest counted as `other`.
-pub const DEFERRAL_SERIES: usize = 256;
+pub(crate) const DEFERRAL_SERIES: usize = 256;
 
 /// The reason kinds of [`Metrics::deferral`], shown from start at 0 for
 /// every level.
-pub const DEFERRAL_KINDS: [&str; 4] = ["policy", "unreachable", "peer", "local"];
+pub(crate) const DEFERRAL_KINDS: [&str; 4] = ["policy", "unreachable", "peer", "local"];
 
 /// The outcomes of [`Metrics::tls_outcome`], shown from start at 0 for
 /// every level.
-pub const TLS_OUTCOMES: [&str; 4] = ["authenticated", "unauthenticated", "plaintext", "refused"];
+pub(crate) const TLS_OUTCOMES: [&str; 4] =
+    ["authenticated", "unauthenticated", "plaintext", "refused"];
 
 /// Every recipient state, in the order metrics and tables show them.
-pub const STATES: [StateKind; 7] = [
+pub(crate) const STATES: [StateKind; 7] = [
     StateKind::Queued,
     StateKind::Active,
     StateKind::Deferred,
@@ -86,7 +87,7 @@ pub const STATES: [StateKind; 7] = [
 ];
 
 /// The lowercase name of a state, as the admin API and metrics write it.
-pub fn state_name(state: StateKind) -> &'static str {
+pub(crate) fn state_name(state: StateKind) -> &'static str {
     match state {
         StateKind::Queued => "queued",
         StateKind::Active => "active",
@@ -117,7 +118,7 @@ struct RefusalLabels {
 
 /// What is read at scrape time rather than counted.
 #[derive(Debug, Clone, Default)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// Configurations put in force since start.
     pub config_generation: u64,
     /// Octets free on the queue's file system (`None`: unknown).
@@ -182,7 +183,7 @@ impl Metrics {
     }
 
     /// Counters giving at most `cap` tenants series of their own.
-    pub fn with_tenant_series(cap: usize) -> Metrics {
+    pub(crate) fn with_tenant_series(cap: usize) -> Metrics {
         let metrics = Metrics {
             tenant_cap: cap,
             tenants: Mutex::new(Tenants::default()),
@@ -242,12 +243,12 @@ impl Metrics {
 
     /// `[cluster]` state: limits shared in Redis or local, and the nodes
     /// last seen alive (src/cluster/).
-    pub fn set_cluster(&self, shared: bool, nodes_alive: usize) {
+    pub(crate) fn set_cluster(&self, shared: bool, nodes_alive: usize) {
         *lock(&self.cluster) = Some((shared, nodes_alive));
     }
 
     /// Sets the `sealpost_acme_domains` gauge (names per ACME state).
-    pub fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
+    pub(crate) fn set_acme_domains(&self, counts: BTreeMap<&'static str, u64>) {
         *lock(&self.acme_domains) = counts;
     }
 
@@ -291,7 +292,7 @@ impl Metrics {
     }
 
     /// A message (or recipient group) failed permanently and bounces.
-    pub fn bounced(&self, tenant: &str) {
+    pub(crate) fn bounced(&self, tenant: &str) {
         self.tenant(tenant, |c| c.bounced += 1);
     }
 
@@ -308,7 +309,7 @@ impl Metrics {
 
     /// The TLS level the last connection to `destination` achieved
     /// (see [`tls_achieved`]).
-    pub fn destination_tls(&self, destination: &str, achieved: &'static str) {
+    pub(crate) fn destination_tls(&self, destination: &str, achieved: &'static str) {
         let mut all = lock(&self.achieved);
         match all.get_mut(destination) {
             Some(level) => *level = achieved,
@@ -319,7 +320,7 @@ impl Metrics {
     }
 
     /// The TLS level last achieved per destination.
-    pub fn destinations_tls(&self) -> HashMap<String, &'static str> {
+    pub(crate) fn destinations_tls(&self) -> HashMap<String, &'static str> {
         lock(&self.achieved).clone()
     }
 
@@ -365,7 +366,7 @@ impl Metrics {
     }
 
     /// A limit refused a client or a message, or cut a connection short.
-    pub fn refused(&self, reason: Refusal) {
+    pub(crate) fn refused(&self, reason: Refusal) {
         self.refusals
             .get_or_create(&RefusalLabels {
                 reason: reason.as_str(),
@@ -373,17 +374,8 @@ impl Metrics {
             .inc();
     }
 
-    /// How often `reason` refused so far.
-    pub fn refusals(&self, reason: Refusal) -> u64 {
-        self.refusals
-            .get(&RefusalLabels {
-                reason: reason.as_str(),
-            })
-            .map_or(0, |c| c.get())
-    }
-
     /// The exact counters of every tenant seen so far (not capped).
-    pub fn tenants(&self) -> BTreeMap<String, TenantCounters> {
+    pub(crate) fn tenants(&self) -> BTreeMap<String, TenantCounters> {
         lock(&self.tenants)
             .by_name
             .iter()
@@ -392,7 +384,7 @@ impl Metrics {
     }
 
     /// Deferrals so far per `(level, reason)`.
-    pub fn deferrals(&self) -> BTreeMap<(String, String), u64> {
+    pub(crate) fn deferrals(&self) -> BTreeMap<(String, String), u64> {
         lock(&self.deferral_keys)
             .iter()
             .map(|labels| {
@@ -431,7 +423,7 @@ impl Metrics {
 
     /// Everything, in the Prometheus text format: the counters, queue
     /// depth from `counts`, and `gauges`.
-    pub fn render_with(&self, counts: &Counts, gauges: &Gauges) -> String {
+    pub(crate) fn render_with(&self, counts: &Counts, gauges: &Gauges) -> String {
         let (tenants, folded) = self.tenant_series();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Scrape {
@@ -493,7 +485,7 @@ pub struct PeerTls {
 /// it: `DANE` (authenticated by TLSA), `MTA-STS` (authenticated by WebPKI
 /// under an MTA-STS policy), `TLS` (encrypted, otherwise authenticated or
 /// not), `cleartext` (a session without TLS); `None` when no session ran.
-pub fn tls_achieved(
+pub(crate) fn tls_achieved(
     level: crate::policy::SecurityLevel,
     authentication: sealpost_queue::Authentication,
     encrypted: bool,
@@ -583,7 +575,6 @@ mod tests {
             has(&text, line);
         }
         assert_eq!(metrics.tenants()["acme"].received, 2);
-        assert_eq!(metrics.refusals(Refusal::ConnectionsPerIp), 2);
         assert_eq!(
             metrics.deferrals()[&("mandatory-dane".to_string(), "policy".to_string())],
             1

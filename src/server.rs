@@ -21,7 +21,7 @@ use crate::actors::Engine;
 use crate::admin::{AdminError, AdminServer, AdminState, ReloadFn};
 use crate::config::{Config, LoadError};
 use crate::console::ConsoleServer;
-use crate::delivery::Shared;
+use crate::delivery::DeliveryContext;
 use crate::dns::Resolver;
 use crate::inbound::reception::Reception;
 use crate::inbound::storage::Storage;
@@ -334,7 +334,7 @@ pub fn delivery_shared(
     live: Arc<LiveConfig>,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
-) -> Result<Shared, ServeError> {
+) -> Result<DeliveryContext, ServeError> {
     use crate::mta_sts::{
         HttpsFetcherConfig, HttpsPolicyFetcher, PolicyCache, PolicyStore, SystemClock, TrustRoots,
     };
@@ -368,7 +368,7 @@ pub fn delivery_shared(
             None
         }
     };
-    Ok(Shared {
+    Ok(DeliveryContext {
         queue,
         live,
         resolver,

@@ -112,13 +112,13 @@ struct Counts {
     last_activity: Option<Instant>,
 }
 
-struct Shared {
+struct SinkState {
     counts: Mutex<Counts>,
     done: Notify,
     expect: Option<u64>,
 }
 
-impl Shared {
+impl SinkState {
     fn record(&self, body: &[u8]) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -219,7 +219,7 @@ impl Sink {
     /// Accepts connections until `expect` messages, the idle timeout, or
     /// Ctrl-C; then reports.
     pub async fn run(self) -> SinkReport {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SinkState {
             counts: Mutex::new(Counts::default()),
             done: Notify::new(),
             expect: self.options.expect,
@@ -284,7 +284,7 @@ impl Sink {
 }
 
 /// The sink takes every sender and recipient and discards every message.
-impl SessionHandler for Shared {
+impl SessionHandler for SinkState {
     fn mail_from(&self, _: &ConnectionInfo, _: &ReversePath, _: &MailParams) -> Verdict {
         Verdict::Accept
     }

@@ -58,7 +58,7 @@ impl Default for QueueOptions {
     }
 }
 
-pub(crate) struct Shared {
+pub(crate) struct QueueStore {
     pub path: PathBuf,
     pub db: sled::Db,
     pub messages: sled::Tree,
@@ -78,7 +78,7 @@ pub(crate) struct Shared {
 /// The durable message queue. Share it with `Arc<Queue>`; every method takes
 /// `&self`. Dropping it finishes pending commits and stops the commit thread.
 pub struct Queue {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<QueueStore>,
     /// The body stage and the metadata stage of the commit pipeline.
     committers: Vec<JoinHandle<()>>,
 }
@@ -161,7 +161,7 @@ impl Queue {
             live,
             options.faults.clone(),
         )?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(QueueStore {
             path: path.clone(),
             db,
             messages,
@@ -376,7 +376,7 @@ fn copy_locs(job: &Job, loc: BodyLoc) -> impl Iterator<Item = BodyLoc> + '_ {
 /// stage 2 flushes the previous group's metadata, so the two syncs overlap.
 /// Each record counts its copies as holders from the append on, so nothing
 /// later in the group (a rotation) or elsewhere (a release) unlinks it.
-fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
+fn body_stage(shared: &QueueStore, to_meta: &mpsc::Sender<Synced>) {
     while let Some((jobs, flushes)) = shared.commit.next_group() {
         let mut failed = Vec::new();
         let mut written = Vec::with_capacity(jobs.len());
@@ -427,7 +427,7 @@ fn body_stage(shared: &Shared, to_meta: &mpsc::Sender<Synced>) {
 /// Stage 2: write the metadata of every synced group waiting (one sled
 /// batch: every copy of a transaction lands together), flush once, then make
 /// the messages visible and resolve waiters.
-fn meta_stage(shared: &Shared, from_bodies: &mpsc::Receiver<Synced>) {
+fn meta_stage(shared: &QueueStore, from_bodies: &mpsc::Receiver<Synced>) {
     let meta = shared.path.join("meta");
     while let Ok(first) = from_bodies.recv() {
         let mut groups = vec![first];

@@ -48,7 +48,9 @@ use super::status::{DestinationStatus, StatusBoard};
 use crate::cluster::Admission;
 use crate::date::unix_ms;
 use crate::delivery::attempt::{conclude, defer_all, log_outcomes, return_lease, span};
-use crate::delivery::{attempt, effective_policy, Effective, Health, Pool, Reason, Report, Shared};
+use crate::delivery::{
+    attempt, effective_policy, DeliveryContext, Effective, Health, Pool, Reason, Report,
+};
 use gate::RateGate;
 
 /// One pause: since when, until when, after how many counted failures.
@@ -236,7 +238,7 @@ impl Pauses {
 
 pub struct Destination {
     name: String,
-    shared: Arc<Shared>,
+    shared: Arc<DeliveryContext>,
     /// Where `Done` and `Idle` go.
     scheduler: SchedulerInbox,
     /// Tells this actor from a newer one for the same name.
@@ -268,7 +270,7 @@ const RETIRE_AFTER: Duration = Duration::from_secs(300);
 impl Destination {
     pub fn new(
         name: String,
-        shared: Arc<Shared>,
+        shared: Arc<DeliveryContext>,
         scheduler: SchedulerInbox,
         serial: u64,
         board: Arc<StatusBoard>,

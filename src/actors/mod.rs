@@ -41,7 +41,7 @@ pub use status::{Board, DestinationStatus, StatusBoard, TenantBoard};
 pub use tenant::Tenant;
 
 use crate::admin::DeliveryView;
-use crate::delivery::Shared;
+use crate::delivery::DeliveryContext;
 use crate::service::Heartbeat;
 
 /// The running engine: wake it when mail is queued, read its destinations,
@@ -62,14 +62,14 @@ pub struct EngineError(String);
 impl Engine {
     /// Starts the actor system on its own thread with `arbiters` worker
     /// arbiters (at least one).
-    pub fn start(shared: Arc<Shared>, arbiters: usize) -> Result<Engine, EngineError> {
+    pub fn start(shared: Arc<DeliveryContext>, arbiters: usize) -> Result<Engine, EngineError> {
         Engine::start_with(shared, arbiters, Arc::new(Heartbeat::default()))
     }
 
     /// As [`Engine::start`]; the scheduler's loop beats `heartbeat` on
     /// every tick (readiness and the systemd watchdog read it).
     pub fn start_with(
-        shared: Arc<Shared>,
+        shared: Arc<DeliveryContext>,
         arbiters: usize,
         heartbeat: Arc<Heartbeat>,
     ) -> Result<Engine, EngineError> {

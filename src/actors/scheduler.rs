@@ -22,7 +22,7 @@ use super::fair::shares;
 use super::messages::{Deliver, Done, Flush, GiveBack, Idle, Retire, SchedulerInbox};
 use super::status::{StatusBoard, TenantBoard};
 use super::tenant::{tenant_limit, Attempted, Take, Tenant};
-use crate::delivery::{send_bounces, Shared};
+use crate::delivery::{send_bounces, DeliveryContext};
 use crate::service::Heartbeat;
 
 /// Leases handed to destinations and not finished, at most.
@@ -48,7 +48,7 @@ pub struct Pause;
 pub struct FlushDestination(pub String);
 
 pub struct Scheduler {
-    shared: Arc<Shared>,
+    shared: Arc<DeliveryContext>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     /// Each destination's actor and its serial.
@@ -71,7 +71,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<DeliveryContext>,
         arbiters: Vec<ArbiterHandle>,
         board: Arc<StatusBoard>,
         tenant_board: Arc<TenantBoard>,

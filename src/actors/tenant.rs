@@ -24,7 +24,7 @@ use tracing::warn;
 
 use super::status::TenantBoard;
 pub use super::status::{tenant_limit, TenantSnapshot};
-use crate::delivery::Shared;
+use crate::delivery::DeliveryContext;
 
 /// A tenant's leases in the engine: in total and per destination.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct Attempted {
 
 pub struct Tenant {
     name: String,
-    shared: Arc<Shared>,
+    shared: Arc<DeliveryContext>,
     board: Arc<TenantBoard>,
     account: Account,
     /// The configuration generation last published.
@@ -99,7 +99,7 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub fn new(name: String, shared: Arc<Shared>, board: Arc<TenantBoard>) -> Tenant {
+    pub fn new(name: String, shared: Arc<DeliveryContext>, board: Arc<TenantBoard>) -> Tenant {
         Tenant {
             name,
             shared,

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::plan::Destination;
 use super::reason::{enhanced, Reason};
-use super::shared::Shared;
+use super::shared::DeliveryContext;
 use crate::config::Config;
 use crate::date::unix_seconds;
 use crate::dsn::{self, Action, DsnInput, DsnOutcome, RecipientReport};
@@ -37,7 +37,7 @@ use crate::smtp::{EnhancedCode, Reply, ReversePath};
 
 /// Queues the DSNs of up to `max` owed bounces; returns how many bounce
 /// records were completed.
-pub async fn send_bounces(shared: &Arc<Shared>, max: usize) -> usize {
+pub async fn send_bounces(shared: &Arc<DeliveryContext>, max: usize) -> usize {
     let queue = shared.queue.clone();
     let owed = match tokio::task::spawn_blocking(move || queue.take_bounces(max)).await {
         Ok(Ok(owed)) => owed,
@@ -68,7 +68,7 @@ pub async fn send_bounces(shared: &Arc<Shared>, max: usize) -> usize {
     done
 }
 
-fn bounce_one(shared: &Shared, bounce: &BounceDue) -> Result<(), QueueError> {
+fn bounce_one(shared: &DeliveryContext, bounce: &BounceDue) -> Result<(), QueueError> {
     let config = shared.live.current();
     let queue = &shared.queue;
     let now = SystemTime::now();
@@ -252,7 +252,7 @@ fn queue_dsn(
 /// (no earlier attempt was past it). Blocking (reads the message's
 /// attempt log); called only for messages older than the threshold.
 pub fn delay_warning(
-    shared: &Shared,
+    shared: &DeliveryContext,
     config: &Config,
     lease: &Lease,
     outcomes: &[(u16, Outcome)],

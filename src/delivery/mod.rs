@@ -40,4 +40,4 @@ pub use plan::{
 };
 pub use pool::Pool;
 pub use reason::{Health, Reason};
-pub use shared::{BodyMemory, Shared};
+pub use shared::{BodyMemory, DeliveryContext};

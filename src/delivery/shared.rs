@@ -13,7 +13,7 @@ use crate::live::LiveConfig;
 use crate::mta_sts::PolicyCache;
 
 /// What every attempt needs, shared by all destinations.
-pub struct Shared {
+pub struct DeliveryContext {
     pub queue: Arc<Queue>,
     pub live: Arc<LiveConfig>,
     pub resolver: Arc<Resolver>,
@@ -29,7 +29,7 @@ pub struct Shared {
     pub cluster: OnceLock<Cluster>,
 }
 
-impl Shared {
+impl DeliveryContext {
     /// The fleet this node belongs to, if it has joined one.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.get()

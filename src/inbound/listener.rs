@@ -169,7 +169,7 @@ impl Listener {
         drain: std::time::Duration,
     ) {
         let (stop, stop_signal) = tokio::sync::watch::channel(None);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ListenerState {
             handler,
             settings,
             tls,
@@ -210,7 +210,7 @@ impl Listener {
 /// After the drain, how long sessions get to send their `421` and close.
 pub const CLOSE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-struct Shared<H> {
+struct ListenerState<H> {
     handler: Arc<H>,
     settings: SettingsSource,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -230,7 +230,7 @@ struct Counts {
 
 /// Holds one connection's place in the counts; gives it back on drop.
 struct Slot<H> {
-    shared: Arc<Shared<H>>,
+    shared: Arc<ListenerState<H>>,
     /// The [`client_key`] it is counted under.
     ip: IpAddr,
 }
@@ -248,7 +248,7 @@ impl<H> Drop for Slot<H> {
     }
 }
 
-impl<H> Shared<H> {
+impl<H> ListenerState<H> {
     /// Takes a place for a connection from `ip`, or says which limit is hit.
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Result<Slot<H>, Refusal> {
         let ip = client_key(ip, limits.ipv6_prefix);
@@ -269,7 +269,7 @@ impl<H> Shared<H> {
     }
 }
 
-async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<Shared<H>>) {
+async fn accept_loop<H: SessionHandler>(socket: TcpListener, shared: Arc<ListenerState<H>>) {
     let local = match socket.local_addr() {
         Ok(addr) => addr,
         Err(e) => {

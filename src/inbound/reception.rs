@@ -55,7 +55,6 @@ mod routing;
 mod tls_reports;
 
 use auth::CONCURRENT_AUTH_CHECKS;
-pub use routing::{inbound_destination, tls_refusal};
 use routing::{is_our_postmaster, Route};
 
 /// The inbound mail handler of `sealpost serve`.
@@ -371,7 +370,7 @@ impl Reception {
 
 /// The version of the accepted-message log line's fields (its `schema`
 /// field); raised when a field changes meaning or goes away.
-pub const ACCEPTED_LOG_SCHEMA: u64 = 1;
+pub(crate) const ACCEPTED_LOG_SCHEMA: u64 = 1;
 
 /// `554 5.4.6` when the message already carries more `Received:` fields
 /// than `[limits] max_received_headers` (RFC 5321 section 6.3): it is

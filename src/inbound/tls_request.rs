@@ -10,7 +10,7 @@ use sealpost_queue::TlsRequest;
 
 /// The request of a message given its MAIL parameter and the start of its
 /// content (the header section is read up to the first empty line).
-pub fn tls_request(requiretls: bool, head: &[u8]) -> TlsRequest {
+pub(crate) fn tls_request(requiretls: bool, head: &[u8]) -> TlsRequest {
     if requiretls {
         TlsRequest::RequireTls
     } else if tls_required_no(head) {
@@ -23,7 +23,7 @@ pub fn tls_request(requiretls: bool, head: &[u8]) -> TlsRequest {
 /// Whether the header section holds `TLS-Required: No` (field name and
 /// value case-insensitive, folding and surrounding white space allowed).
 /// Any other value is not the RFC's and is ignored.
-pub fn tls_required_no(head: &[u8]) -> bool {
+pub(crate) fn tls_required_no(head: &[u8]) -> bool {
     let mut fields: Vec<Vec<u8>> = Vec::new();
     for line in head.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -12,7 +12,7 @@ use crate::date::rfc5322_date;
 
 /// What the header says about one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trace<'a> {
+pub(crate) struct Trace<'a> {
     /// The HELO/EHLO name the client gave.
     pub helo: &'a str,
     pub client_ip: IpAddr,
@@ -36,7 +36,7 @@ pub struct Trace<'a> {
 /// header section is read, up to the first empty line; the field name is
 /// matched without regard to case, and continuation lines (starting with
 /// a space or tab) belong to the field before them.
-pub fn received_count(message: &[u8]) -> usize {
+pub(crate) fn received_count(message: &[u8]) -> usize {
     let mut count = 0;
     for line in message.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -58,7 +58,7 @@ pub fn received_count(message: &[u8]) -> usize {
 }
 
 /// The header field, folded, ending in CRLF.
-pub fn received_header(t: &Trace<'_>) -> String {
+pub(crate) fn received_header(t: &Trace<'_>) -> String {
     let protocol = match (t.esmtp, t.smtputf8, t.tls.is_some()) {
         (false, _, false) => "SMTP",
         (false, _, true) => "SMTPS",

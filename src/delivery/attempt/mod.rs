@@ -38,7 +38,7 @@ use super::reason::{
     connection_failure, plan_deferral_health, remote, status, Health, LocalCause, Place, Reason,
     Status,
 };
-pub use super::shared::{BodyMemory, Shared};
+pub use super::shared::{BodyMemory, DeliveryContext};
 use super::tls_request;
 use crate::cluster::ConnectionLease;
 use crate::config::Config;
@@ -85,7 +85,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
 /// Runs one attempt and records it in the queue, inside a `delivery`
 /// span naming the message, its tenant and its destination (every event
 /// of the attempt carries them).
-pub async fn attempt(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
+pub async fn attempt(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Report {
     let span = span(&lease);
     run(shared, pool, lease).instrument(span).await
 }
@@ -102,7 +102,7 @@ pub(crate) fn span(lease: &Lease) -> tracing::Span {
     )
 }
 
-async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
+async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Report {
     let started = Instant::now();
     let config = shared.live.current();
     let mut report = Report {
@@ -208,7 +208,7 @@ async fn run(shared: Arc<Shared>, pool: Arc<Pool>, lease: Lease) -> Report {
 /// Carries out `plan` for `lease`: the outcomes and the attempt record,
 /// with the report's health, hosts and TLS filled in.
 async fn run_plan(
-    shared: &Arc<Shared>,
+    shared: &Arc<DeliveryContext>,
     pool: &Arc<Pool>,
     config: &Config,
     lease: &Lease,
@@ -238,7 +238,7 @@ async fn run_plan(
             match body {
                 Ok(Ok(body)) => {
                     let client = Arc::new(client_config(config));
-                    let run = Session {
+                    let run = SmtpDriver {
                         shared,
                         pool,
                         client,
@@ -266,7 +266,7 @@ async fn run_plan(
 /// new fetch even within the wait after a failed one). A changed policy
 /// gets one more try in this attempt instead of the bounce.
 async fn recheck_before_bounce(
-    shared: &Shared,
+    shared: &DeliveryContext,
     config: &Config,
     lease: &Lease,
     hop: &NextHop<'_>,
@@ -305,8 +305,8 @@ fn queue_trouble(lease: &Lease, e: &QueueError) -> (Outcomes, sealpost_queue::At
 }
 
 /// The SMTP part of an attempt: the I/O the [`Rules`] ask for.
-struct Session<'a> {
-    shared: &'a Shared,
+struct SmtpDriver<'a> {
+    shared: &'a DeliveryContext,
     pool: &'a Pool,
     client: Arc<ClientConfig>,
     /// The next hop, whose fleet-wide connection limit a new connection
@@ -345,7 +345,7 @@ struct Seen {
     lost_at: Option<(String, SocketAddr)>,
 }
 
-impl Session<'_> {
+impl SmtpDriver<'_> {
     async fn deliver(
         &self,
         lease: &Lease,

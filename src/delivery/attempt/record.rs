@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sealpost_queue::{Attempt, Authentication as QueueAuth, Lease, Outcome};
 use tracing::{error, info};
 
-use super::Shared;
+use super::DeliveryContext;
 use crate::config::Config;
 use crate::delivery::reason::Reason;
 use crate::policy::SecurityLevel;
@@ -24,7 +24,7 @@ pub(crate) type Outcomes = Vec<(u16, Outcome)>;
 /// retry interval ([`return_lease`]): not stuck until a restart, and not
 /// retried in a loop that could deliver again and again.
 pub(crate) async fn conclude(
-    shared: &Arc<Shared>,
+    shared: &Arc<DeliveryContext>,
     config: &Arc<Config>,
     lease: Lease,
     outcomes: Outcomes,
@@ -51,7 +51,7 @@ pub(crate) async fn conclude(
 /// due again after the first retry interval (the lifetime still applies at
 /// that attempt). Returns when it is due.
 pub(crate) fn return_lease(
-    shared: &Arc<Shared>,
+    shared: &Arc<DeliveryContext>,
     config: &Config,
     key: &sealpost_queue::LeaseKey,
 ) -> SystemTime {
@@ -83,7 +83,7 @@ pub(crate) fn bounces_now(
 /// and a lease held back by its destination's pause (else a message
 /// crossing the threshold during a pause would never be warned about).
 async fn warn_if_delayed(
-    shared: &Arc<Shared>,
+    shared: &Arc<DeliveryContext>,
     config: &Arc<Config>,
     lease: &Lease,
     outcomes: &Outcomes,

@@ -13,7 +13,7 @@ use crate::smtp::{ForwardPath, Mailbox, Reply, ReversePath};
 
 /// The destination key of inbound mail for a managed domain: its
 /// downstream route, resolved by the delivery engine.
-pub fn inbound_destination(domain: &str) -> String {
+fn inbound_destination(domain: &str) -> String {
     crate::delivery::Destination::Inbound(domain).key()
 }
 
@@ -235,7 +235,7 @@ fn sender_domain(from: &ReversePath) -> Option<String> {
 }
 
 /// Whether the session meets the policy; the refusal when it does not.
-pub fn tls_refusal(resolution: &Resolution, conn: &ConnectionInfo) -> Option<Reply> {
+fn tls_refusal(resolution: &Resolution, conn: &ConnectionInfo) -> Option<Reply> {
     if resolution.level != SecurityLevel::Mandatory {
         return None;
     }
