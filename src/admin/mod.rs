@@ -19,6 +19,7 @@ pub mod http;
 pub mod routes;
 pub mod socket;
 pub mod tenant_edits;
+pub mod tls_reports;
 pub mod top;
 pub mod views;
 
@@ -83,6 +84,9 @@ pub struct AdminState {
     pub health: Arc<crate::service::Health>,
     /// The certificates sealpost presents, for their expiry gauge.
     pub certificates: Arc<crate::tls::certs::SniCertResolver>,
+    /// The TLS reports sent (`/tls-reports/sent`, `send-now`); `None`:
+    /// none are.
+    pub tls_reports: Option<Arc<crate::tlsrpt::Reporter>>,
 }
 
 /// Why the admin API could not start.

@@ -72,6 +72,7 @@ async fn destinations_come_from_the_delivery_view() {
             Arc::new(|| None),
         )),
         certificates: Default::default(),
+        tls_reports: None,
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {

@@ -23,6 +23,9 @@ pub struct Shared {
     /// Bounds the message content held in memory by attempts at once
     /// (see [`BodyMemory`]).
     pub body_memory: BodyMemory,
+    /// Counts outbound sessions for TLS reports (RFC 8460); `None`: not
+    /// counted.
+    pub tls_reports: Option<Arc<crate::tlsrpt::Reporter>>,
 }
 
 /// The memory attempts may spend on message content at once: a body read
