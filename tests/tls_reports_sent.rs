@@ -1,0 +1,239 @@
+//! Sending TLS reports (RFC 8460) end to end through the real
+//! `sealpost serve`: an outbound delivery is counted in the day's
+//! aggregate, which survives a restart; `sealpost tls-reports list`
+//! shows it pending; `send-now` looks up `_smtp._tls.<domain>` in the test
+//! DNS, POSTs the gzipped report to the HTTPS `rua` (a loopback receiver
+//! with a certificate from a test CA) and mails it through sealpost's own
+//! queue to the `mailto:` `rua` (a loopback SMTP sink); the report mail
+//! carries the section 5.3 headers and `TLS-Required: No`, and is never
+//! counted itself; `show` prints the report as sent.
+mod support;
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use support::dns::TestDns;
+use support::outbound::{
+    base_config, delivered_event, loopback, self_signed_tls, submit, until, Mx, WAIT,
+};
+use support::pki::{TestCa, ALL_VERSIONS};
+use support::sealpost::{free_port, run_cli, Sealpost};
+use support::smtp::accept_all;
+
+/// One POST as the receiver saw it: content type and body.
+type Posts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTPS report receiver on 127.0.0.1 (a free port) presenting a
+/// certificate for `rua.test`; answers 200 and keeps each POST.
+async fn report_receiver(ca: &TestCa) -> (u16, Posts) {
+    let leaf = ca.issue(&["rua.test"]);
+    let tls = support::pki::server_config(&leaf, ALL_VERSIONS);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let posts: Posts = Arc::default();
+    let kept = posts.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            let kind = req
+                                .headers()
+                                .get(hyper::header::CONTENT_TYPE)
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            kept.lock().expect("lock").push((kind, body));
+                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                                hyper::body::Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, posts)
+}
+
+fn gunzip(bytes: &[u8]) -> serde_json::Value {
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut json)
+        .expect("gzip");
+    serde_json::from_str(&json).expect("json")
+}
+
+fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    sealpost::tlsrpt::session::utc_day(now)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_days_sessions_are_reported_by_https_and_by_mail() {
+    let ca = TestCa::new("tlsrpt test CA");
+    let (rua_port, posts) = report_receiver(&ca).await;
+    let mx_port = free_port();
+    let dns = TestDns::builder()
+        .mx("dest.test", 10, "mx.dest.test")
+        .a("mx.dest.test", loopback(2))
+        .txt(
+            "_smtp._tls.dest.test",
+            &[&format!(
+                "v=TLSRPTv1; rua=https://rua.test:{rua_port}/report,mailto:tlsrpt@reports.test"
+            )],
+        )
+        .a("rua.test", loopback(1))
+        .mx("reports.test", 10, "mx.reports.test")
+        .a("mx.reports.test", loopback(3))
+        .start()
+        .await;
+    let dest = Mx::start(
+        loopback(2),
+        mx_port,
+        "mx.dest.test",
+        self_signed_tls("mx.dest.test", ALL_VERSIONS),
+        Arc::new(accept_all),
+    )
+    .await;
+    let reports = Mx::start(
+        loopback(3),
+        mx_port,
+        "mx.reports.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).expect("write");
+    let extra = r#"
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+outbound.default = { level = "opportunistic" }
+
+[mta_sts]
+ca_file = "ca.pem"
+
+[tls_reports]
+organization_name = "Gateway Test"
+contact_info = "mailto:tls@gw.sealpost.test"
+[tls_reports.tenants.acme]
+organization_name = "Acme Reports"
+"#;
+    let mut sealpost = Sealpost::start_in(dir, |listen| base_config(listen, mx_port, &dns, extra));
+    submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
+    delivered_event(&sealpost, "bob@dest.test").await;
+    assert_eq!(dest.received().len(), 1);
+
+    // Counted, pending, and still there after a restart.
+    let day = today();
+    sealpost.stop();
+    sealpost.spawn();
+    let config = sealpost.config_path();
+    let listed = until(WAIT, || {
+        let (code, out, _) = run_cli(&config, &["tls-reports", "list"]);
+        code == Some(0) && out.contains("dest.test") && out.contains("pending")
+    })
+    .await;
+    assert!(listed, "{:?}", run_cli(&config, &["tls-reports", "list"]));
+    let (code, shown, err) = run_cli(&config, &["tls-reports", "show", &day, "acme", "dest.test"]);
+    assert_eq!(code, Some(0), "{err}");
+    let pending: serde_json::Value = serde_json::from_str(&shown).expect("show prints JSON");
+    assert_eq!(pending["organization-name"], "Acme Reports");
+
+    let (code, out, err) = run_cli(&config, &["tls-reports", "send-now", "--include-today"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("https://rua.test"), "{out}");
+    assert!(out.contains("queued as"), "{out}");
+
+    // The HTTPS receiver got the gzipped report, RFC 8460 section 4.4.
+    let posts = posts.lock().expect("lock").clone();
+    assert_eq!(posts.len(), 1, "one POST");
+    assert_eq!(posts[0].0, "application/tlsrpt+gzip");
+    let report = gunzip(&posts[0].1);
+    assert_eq!(report["organization-name"], "Acme Reports");
+    assert_eq!(report["contact-info"], "mailto:tls@gw.sealpost.test");
+    assert_eq!(
+        report["date-range"]["start-datetime"],
+        format!("{day}T00:00:00Z")
+    );
+    assert_eq!(
+        report["date-range"]["end-datetime"],
+        format!("{day}T23:59:59Z")
+    );
+    assert!(report["report-id"]
+        .as_str()
+        .is_some_and(|id| id.contains("dest.test")));
+    let policy = &report["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "no-policy-found");
+    assert_eq!(policy["policy"]["policy-domain"], "dest.test");
+    assert_eq!(policy["summary"]["total-successful-session-count"], 1);
+    assert_eq!(policy["summary"]["total-failure-session-count"], 0);
+
+    // The report mail went through the queue to reports.test's MX.
+    assert!(
+        until(WAIT, || !reports.received().is_empty()).await,
+        "no report mail; log:\n{}",
+        sealpost.log()
+    );
+    let mail = reports.received().remove(0);
+    assert_eq!(
+        mail.envelope.from.to_string(),
+        "<tlsrpt-noreply@gw.sealpost.test>"
+    );
+    let text = String::from_utf8_lossy(&mail.body).to_string();
+    for want in [
+        "TLS-Report-Domain: dest.test",
+        "TLS-Report-Submitter: gw.sealpost.test",
+        "TLS-Required: No",
+        "report-type=\"tlsrpt\"",
+        "Content-Type: application/tlsrpt+gzip",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let (_, gz) = sealpost::tlsrpt::mail::report_part(&mail.body).expect("report part");
+    assert_eq!(gunzip(&gz), report);
+
+    // Report mail is never counted (its attempt is logged after it would
+    // have been), and the sent report is not sent again.
+    delivered_event(&sealpost, "tlsrpt@reports.test").await;
+    let (_, out, _) = run_cli(&config, &["tls-reports", "list"]);
+    assert!(
+        !out.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("reports.test")),
+        "{out}"
+    );
+    assert!(!out.contains("pending"), "{out}");
+    let (code, again, _) = run_cli(&config, &["tls-reports", "send-now", "--include-today"]);
+    assert_eq!(code, Some(0));
+    assert!(again.contains("no TLS report was due"), "{again}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(posts.len(), 1);
+}
