@@ -112,6 +112,8 @@ async fn a_days_sessions_are_reported_by_https_and_by_mail() {
         .a("rua.test", loopback(1))
         .mx("reports.test", 10, "mx.reports.test")
         .a("mx.reports.test", loopback(3))
+        .mx("plain.test", 10, "mx.plain.test")
+        .a("mx.plain.test", loopback(4))
         .start()
         .await;
     let dest = Mx::start(
@@ -126,6 +128,15 @@ async fn a_days_sessions_are_reported_by_https_and_by_mail() {
         loopback(3),
         mx_port,
         "mx.reports.test",
+        None,
+        Arc::new(accept_all),
+    )
+    .await;
+    // No STARTTLS: delivered in cleartext, a `starttls-not-supported` session.
+    let plain = Mx::start(
+        loopback(4),
+        mx_port,
+        "mx.plain.test",
         None,
         Arc::new(accept_all),
     )
@@ -151,6 +162,9 @@ organization_name = "Acme Reports"
     submit(sealpost.smtp, "alice@acme.test", "bob@dest.test").await;
     delivered_event(&sealpost, "bob@dest.test").await;
     assert_eq!(dest.received().len(), 1);
+    submit(sealpost.smtp, "alice@acme.test", "carol@plain.test").await;
+    delivered_event(&sealpost, "carol@plain.test").await;
+    assert_eq!(plain.received().len(), 1);
 
     // Counted, pending, and still there after a restart.
     let day = today();
@@ -167,11 +181,30 @@ organization_name = "Acme Reports"
     assert_eq!(code, Some(0), "{err}");
     let pending: serde_json::Value = serde_json::from_str(&shown).expect("show prints JSON");
     assert_eq!(pending["organization-name"], "Acme Reports");
+    let (code, shown, err) = run_cli(
+        &config,
+        &["tls-reports", "show", &day, "acme", "plain.test"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let plain_report: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+    let policy = &plain_report["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "no-policy-found");
+    assert_eq!(policy["summary"]["total-successful-session-count"], 0);
+    assert_eq!(policy["summary"]["total-failure-session-count"], 1);
+    let failure = &policy["failure-details"][0];
+    assert_eq!(failure["result-type"], "starttls-not-supported");
+    assert_eq!(failure["receiving-mx-hostname"], "mx.plain.test");
+    assert_eq!(failure["receiving-ip"], "127.0.0.4");
+    assert_eq!(failure["failed-session-count"], 1);
 
     let (code, out, err) = run_cli(&config, &["tls-reports", "send-now", "--include-today"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("https://rua.test"), "{out}");
     assert!(out.contains("queued as"), "{out}");
+    assert!(
+        out.contains("no TLSRPT record at _smtp._tls.plain.test"),
+        "{out}"
+    );
 
     // The HTTPS receiver got the gzipped report, RFC 8460 section 4.4.
     let posts = posts.lock().expect("lock").clone();
