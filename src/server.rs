@@ -170,6 +170,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             tokio::spawn(crate::tlsrpt::send::run_daily(
                 reporter,
                 Arc::new(crate::tlsrpt::SystemClock),
+                std::time::Duration::from_secs(60),
             ));
         }
         let settings = connection_settings(live.clone());

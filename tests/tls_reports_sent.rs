@@ -270,3 +270,111 @@ organization_name = "Acme Reports"
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(posts.len(), 1);
 }
+
+/// A clock the test moves.
+struct TestClock(std::sync::atomic::AtomicU64);
+
+impl sealpost::tlsrpt::Clock for TestClock {
+    fn now(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The daily run with an injected clock: nothing is sent during the day
+/// the sessions were counted in; once the clock passes midnight UTC and
+/// the jitter, the day's report is POSTed (the test DNS names the `rua`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_run_sends_after_midnight_utc() {
+    use sealpost::tlsrpt::{
+        Daily, PolicySeen, PolicyType, Reporter, SessionOutcome, SessionResult,
+    };
+    use std::sync::atomic::Ordering;
+
+    let ca = TestCa::new("tlsrpt daily CA");
+    let (rua_port, posts) = report_receiver(&ca).await;
+    let dns = TestDns::builder()
+        .txt(
+            "_smtp._tls.far.test",
+            &[&format!("v=TLSRPTv1; rua=https://rua.test:{rua_port}/r")],
+        )
+        .a("rua.test", loopback(1))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{}\n[tls_reports]\njitter = \"2s\"\n",
+        base_config(free_port(), free_port(), &dns, "")
+    );
+    let config =
+        sealpost::config::Config::parse(&text, "t.toml", Some(dir.path())).expect("config");
+    let queue = sealpost_queue::Queue::open(
+        dir.path().join("queue"),
+        sealpost_queue::QueueOptions::default(),
+    )
+    .expect("queue");
+    let resolver = Arc::new(dns.resolver());
+    let poster =
+        sealpost::tlsrpt::https::HttpsPoster::new(ca.roots(), resolver.clone()).expect("poster");
+    let reporter = Arc::new(Reporter::new(
+        Daily::open(&config.server.data_dir).expect("daily"),
+        Arc::new(sealpost::live::LiveConfig::new(config)),
+        Arc::new(queue),
+        resolver,
+        Some(poster),
+    ));
+    let day = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let failed = SessionOutcome::Failure(sealpost::tlsrpt::session::TlsFailure::CertificateExpired);
+    for outcome in [SessionOutcome::Success, SessionOutcome::Success, failed] {
+        reporter.record(&SessionResult {
+            tenant: "acme".into(),
+            policy: PolicySeen {
+                policy_type: PolicyType::Sts,
+                policy_strings: vec!["version: STSv1".into(), "mode: enforce".into()],
+                policy_domain: "far.test".into(),
+                mx_host: vec!["mx.far.test".into()],
+            },
+            mx_host: Some("mx.far.test".into()),
+            receiving_ip: Some("192.0.2.9".parse().expect("ip")),
+            outcome,
+            at: day + 600,
+        });
+    }
+    let clock = Arc::new(TestClock(std::sync::atomic::AtomicU64::new(day + 3600)));
+    tokio::spawn(sealpost::tlsrpt::send::run_daily(
+        reporter.clone(),
+        clock.clone(),
+        Duration::from_millis(50),
+    ));
+    let listing = reporter.listing(day + 3600).expect("listing");
+    assert_eq!(listing.pending.len(), 1, "{listing:?}");
+    assert!(posts.lock().expect("lock").is_empty());
+
+    clock.0.store(day + 86_400 + 3, Ordering::SeqCst);
+    assert!(
+        until(Duration::from_secs(30), || !posts
+            .lock()
+            .expect("lock")
+            .is_empty())
+        .await,
+        "no report after midnight"
+    );
+    let report = gunzip(&posts.lock().expect("lock")[0].1);
+    assert_eq!(
+        report["date-range"]["start-datetime"],
+        "2026-01-01T00:00:00Z"
+    );
+    let policy = &report["policies"][0];
+    assert_eq!(policy["policy"]["policy-type"], "sts");
+    assert_eq!(policy["policy"]["policy-string"][1], "mode: enforce");
+    assert_eq!(policy["policy"]["mx-host"][0], "mx.far.test");
+    assert_eq!(policy["summary"]["total-successful-session-count"], 2);
+    assert_eq!(policy["summary"]["total-failure-session-count"], 1);
+    assert_eq!(
+        policy["failure-details"][0]["result-type"],
+        "certificate-expired"
+    );
+    assert_eq!(policy["failure-details"][0]["receiving-ip"], "192.0.2.9");
+    let listing = reporter.listing(day + 86_400 + 3).expect("listing");
+    assert!(listing.pending.is_empty(), "{listing:?}");
+    assert_eq!(listing.sent.len(), 1);
+}

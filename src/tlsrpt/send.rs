@@ -292,15 +292,15 @@ fn random_fraction() -> f64 {
 }
 
 /// Sends the reports once a day after midnight UTC, with jitter, for as
-/// long as the task runs. Waits in steps of at most a minute, so a clock
-/// that jumps is followed.
-pub async fn run_daily(reporter: Arc<Reporter>, clock: Arc<dyn Clock>) {
+/// long as the task runs. Looks at `clock` every `poll` (a minute in
+/// `sealpost serve`), so a clock that jumps (or a test's) is followed.
+pub async fn run_daily(reporter: Arc<Reporter>, clock: Arc<dyn Clock>, poll: Duration) {
     loop {
         let jitter = reporter.live.current().tls_reports.jitter;
         let at = next_run(clock.now(), jitter, random_fraction());
         while clock.now() < at {
-            let left = at.saturating_sub(clock.now()).min(60);
-            tokio::time::sleep(Duration::from_secs(left.max(1))).await;
+            let left = Duration::from_secs(at.saturating_sub(clock.now()));
+            tokio::time::sleep(left.min(poll)).await;
         }
         reporter.flush();
         if !reporter.live.current().tls_reports.send {
