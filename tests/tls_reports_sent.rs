@@ -377,4 +377,28 @@ async fn the_daily_run_sends_after_midnight_utc() {
     let listing = reporter.listing(day + 86_400 + 3).expect("listing");
     assert!(listing.pending.is_empty(), "{listing:?}");
     assert_eq!(listing.sent.len(), 1);
+
+    // Retention (`[tls_reports] retention_days`, 90 by default): kept on
+    // day 90, gone on day 91, with the day's counts.
+    reporter.prune(day + 90 * 86_400);
+    assert_eq!(
+        reporter
+            .listing(day + 90 * 86_400)
+            .expect("listing")
+            .sent
+            .len(),
+        1
+    );
+    reporter.prune(day + 91 * 86_400 + 1);
+    let listing = reporter.listing(day + 91 * 86_400 + 1).expect("listing");
+    assert!(
+        listing.sent.is_empty() && listing.pending.is_empty(),
+        "{listing:?}"
+    );
+    let key = sealpost::tlsrpt::ReportKey {
+        day: "2026-01-01".into(),
+        tenant: "acme".into(),
+        domain: "far.test".into(),
+    };
+    assert_eq!(reporter.show(&key).expect("show"), None);
 }
