@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use sealpost_queue::{Attempt, Lease, Reason, TlsFailure};
+use sealpost_queue::{Attempt, Lease, Place, Reason, TlsFailure};
 
 use super::super::plan::{HopTls, Plan};
 use super::Shared;
@@ -40,19 +40,30 @@ impl PlanPolicy {
     }
 }
 
-/// Which policy failed, and how, in the reason of an attempt.
-fn tls_failure(reason: &Reason) -> Option<(PolicyType, TlsFailure)> {
+/// One session to count: the policy that failed (if one did), the
+/// outcome, the MX host and the address.
+type Session = (
+    Option<PolicyType>,
+    SessionOutcome,
+    Option<String>,
+    Option<IpAddr>,
+);
+
+/// Each policy failure in the reason of an attempt, with where it
+/// happened: one for a single host, one per host for several.
+fn tls_failures(reason: &Reason) -> Vec<(PolicyType, TlsFailure, Place)> {
     match reason {
-        Reason::Dane { failure, .. } => Some((PolicyType::Tlsa, *failure)),
-        Reason::MtaSts { failure, .. } => Some((PolicyType::Sts, *failure)),
-        Reason::Hosts { each } => each.iter().rev().find_map(tls_failure),
-        Reason::Paused { cause, .. } => tls_failure(cause),
-        _ => None,
+        Reason::Dane { failure, place, .. } => vec![(PolicyType::Tlsa, *failure, place.clone())],
+        Reason::MtaSts { failure, place, .. } => vec![(PolicyType::Sts, *failure, place.clone())],
+        Reason::Hosts { each } => each.iter().flat_map(tls_failures).collect(),
+        Reason::Paused { cause, .. } => tls_failures(cause),
+        _ => Vec::new(),
     }
 }
 
-/// Counts the attempt in the day's TLS report of its destination, if it
-/// ran a session (or was refused by a policy) toward a recipient domain.
+/// Counts the attempt in the day's TLS reports of its destination: one
+/// failed session per host a policy refused, else one session (success,
+/// or `starttls-not-supported` in cleartext) if a session ran.
 pub(crate) async fn record(
     shared: &Shared,
     lease: &Lease,
@@ -66,31 +77,48 @@ pub(crate) async fn record(
     if reporter.is_report_mail(&lease.mail_from) {
         return;
     }
-    let failure = tls_failure(&attempt.reply_or_reason);
-    let outcome = match (failure, &attempt.tls_version, &attempt.mx_host) {
-        (Some((_, f)), _, _) => SessionOutcome::Failure(f),
-        (None, Some(_), _) => SessionOutcome::Success,
-        // A session in cleartext: the host offered no STARTTLS (or its
-        // handshake failed and opportunistic TLS went on without it).
-        (None, None, Some(_)) if matches!(attempt.reply_or_reason, Reason::Remote { .. }) => {
-            SessionOutcome::Failure(TlsFailure::StarttlsNotSupported)
-        }
-        _ => return,
-    };
-    let policy = policy_seen(shared, domain, plan, failure.map(|f| f.0), attempt);
-    let result = SessionResult {
-        tenant: lease.tenant.clone(),
-        policy,
-        mx_host: attempt.mx_host.clone(),
-        receiving_ip: attempt
-            .ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<IpAddr>().ok()),
-        outcome,
-        at: crate::date::unix_seconds(attempt.at),
-    };
+    let attempt_ip = attempt
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let mut sessions: Vec<Session> = tls_failures(&attempt.reply_or_reason)
+        .into_iter()
+        .map(|(kind, failure, place)| {
+            let host = place.host.or_else(|| attempt.mx_host.clone());
+            let ip = place.ip.or(attempt_ip);
+            (Some(kind), SessionOutcome::Failure(failure), host, ip)
+        })
+        .collect();
+    if sessions.is_empty() {
+        let outcome = match (&attempt.tls_version, &attempt.mx_host) {
+            (Some(_), _) => SessionOutcome::Success,
+            // A session in cleartext: the host offered no STARTTLS (or its
+            // handshake failed and opportunistic TLS went on without it).
+            (None, Some(_)) if matches!(attempt.reply_or_reason, Reason::Remote { .. }) => {
+                SessionOutcome::Failure(TlsFailure::StarttlsNotSupported)
+            }
+            _ => return,
+        };
+        sessions.push((None, outcome, attempt.mx_host.clone(), attempt_ip));
+    }
+    let results: Vec<SessionResult> = sessions
+        .into_iter()
+        .map(|(failed, outcome, mx_host, receiving_ip)| SessionResult {
+            tenant: lease.tenant.clone(),
+            policy: policy_seen(shared, domain, plan, failed, mx_host.as_deref()),
+            mx_host,
+            receiving_ip,
+            outcome,
+            at: crate::date::unix_seconds(attempt.at),
+        })
+        .collect();
     let reporter = reporter.clone();
-    let _ = tokio::task::spawn_blocking(move || reporter.record(&result)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for result in &results {
+            reporter.record(result);
+        }
+    })
+    .await;
 }
 
 fn policy_seen(
@@ -98,12 +126,10 @@ fn policy_seen(
     domain: &str,
     plan: &PlanPolicy,
     failed: Option<PolicyType>,
-    attempt: &Attempt,
+    mx_host: Option<&str>,
 ) -> PolicySeen {
     let domain = domain.to_ascii_lowercase();
-    let tlsa = attempt
-        .mx_host
-        .as_ref()
+    let tlsa = mx_host
         .and_then(|mx| plan.tlsa.iter().find(|(host, _)| host == mx))
         .or_else(|| plan.tlsa.first());
     if failed == Some(PolicyType::Tlsa) || (failed.is_none() && tlsa.is_some()) {
@@ -149,10 +175,9 @@ fn policy_seen(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sealpost_queue::Place;
 
     #[test]
-    fn the_failing_policy_is_found_in_the_reason() {
+    fn each_failing_host_is_found_in_the_reason() {
         let dane = Reason::Dane {
             failure: TlsFailure::TlsaInvalid,
             place: Place::host("mx1.example"),
@@ -160,20 +185,31 @@ mod tests {
         };
         let sts = Reason::MtaSts {
             failure: TlsFailure::StsWebpkiInvalid,
-            place: Place::host("mx2.example"),
+            place: Place::at("mx2.example", "192.0.2.2".parse().expect("ip")),
             detail: "y".into(),
         };
         assert_eq!(
-            tls_failure(&dane),
-            Some((PolicyType::Tlsa, TlsFailure::TlsaInvalid))
+            tls_failures(&dane),
+            vec![(
+                PolicyType::Tlsa,
+                TlsFailure::TlsaInvalid,
+                Place::host("mx1.example")
+            )]
         );
         let both = Reason::Hosts {
             each: vec![dane, sts],
         };
+        let kinds: Vec<(PolicyType, TlsFailure)> = tls_failures(&both)
+            .into_iter()
+            .map(|(p, f, _)| (p, f))
+            .collect();
         assert_eq!(
-            tls_failure(&both),
-            Some((PolicyType::Sts, TlsFailure::StsWebpkiInvalid))
+            kinds,
+            vec![
+                (PolicyType::Tlsa, TlsFailure::TlsaInvalid),
+                (PolicyType::Sts, TlsFailure::StsWebpkiInvalid)
+            ]
         );
-        assert_eq!(tls_failure(&Reason::Legacy { text: "z".into() }), None);
+        assert!(tls_failures(&Reason::Legacy { text: "z".into() }).is_empty());
     }
 }
