@@ -312,16 +312,13 @@ impl Daily {
     /// (`YYYY-MM-DD`); returns how many entries went.
     pub fn prune(&self, keep_from: &str) -> Result<usize, DailyError> {
         let mut removed = 0;
-        for tree in [&self.counts, &self.sent] {
+        // The day is the second field of a count's key, the first of a
+        // sent report's.
+        for (tree, day_field) in [(&self.counts, 1), (&self.sent, 0)] {
             let mut old = Vec::new();
             for entry in tree.iter() {
                 let (k, _) = entry?;
-                let f = fields(&k);
-                let day = if std::ptr::eq(tree, &self.sent) {
-                    f.first()
-                } else {
-                    f.get(1)
-                };
+                let day = fields(&k).into_iter().nth(day_field);
                 if day.is_some_and(|d| d.as_str() < keep_from) {
                     old.push(k);
                 }

@@ -79,10 +79,16 @@ impl HttpsPoster {
             Ok(ip) => ip,
             Err(_) => match self.resolver.addresses(&host).await.resolved {
                 Lookup::Records { records, .. } => records[0],
-                other => {
+                Lookup::NoData { .. } | Lookup::NxDomain { .. } => {
                     return Err(PostError::NoAddress {
                         host,
-                        detail: format!("{:?}", other.dnssec()),
+                        detail: "no A or AAAA record".into(),
+                    })
+                }
+                Lookup::Failed(e) => {
+                    return Err(PostError::NoAddress {
+                        host,
+                        detail: e.to_string(),
                     })
                 }
             },
