@@ -292,24 +292,34 @@ fn random_fraction() -> f64 {
 }
 
 /// Sends the reports once a day after midnight UTC, with jitter, for as
-/// long as the task runs. Looks at `clock` every `poll` (a minute in
-/// `sealpost serve`), so a clock that jumps (or a test's) is followed.
-pub async fn run_daily(reporter: Arc<Reporter>, clock: Arc<dyn Clock>, poll: Duration) {
-    loop {
-        let jitter = reporter.live.current().tls_reports.jitter;
-        let at = next_run(clock.now(), jitter, random_fraction());
-        while clock.now() < at {
-            let left = Duration::from_secs(at.saturating_sub(clock.now()));
-            tokio::time::sleep(left.min(poll)).await;
-        }
-        reporter.flush();
-        if !reporter.live.current().tls_reports.send {
-            reporter.prune(clock.now());
-            continue;
-        }
-        match reporter.send_due(clock.now(), false).await {
-            Ok(done) => tracing::info!(reports = done.len(), "daily TLS reports done"),
-            Err(e) => tracing::warn!(error = %e, "daily TLS reports failed"),
+/// long as the returned future runs. Looks at `clock` every `poll` (a
+/// minute in `sealpost serve`), so a clock that jumps (or a test's) is
+/// followed. The first run's time is taken from `clock` when this is
+/// called, not when the future first runs.
+pub fn run_daily(
+    reporter: Arc<Reporter>,
+    clock: Arc<dyn Clock>,
+    poll: Duration,
+) -> impl std::future::Future<Output = ()> + Send {
+    let jitter = reporter.live.current().tls_reports.jitter;
+    let mut at = next_run(clock.now(), jitter, random_fraction());
+    async move {
+        loop {
+            while clock.now() < at {
+                let left = Duration::from_secs(at.saturating_sub(clock.now()));
+                tokio::time::sleep(left.min(poll)).await;
+            }
+            reporter.flush();
+            if reporter.live.current().tls_reports.send {
+                match reporter.send_due(clock.now(), false).await {
+                    Ok(done) => tracing::info!(reports = done.len(), "daily TLS reports done"),
+                    Err(e) => tracing::warn!(error = %e, "daily TLS reports failed"),
+                }
+            } else {
+                reporter.prune(clock.now());
+            }
+            let jitter = reporter.live.current().tls_reports.jitter;
+            at = next_run(clock.now(), jitter, random_fraction());
         }
     }
 }
