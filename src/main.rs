@@ -159,6 +159,31 @@ enum TlsReportsArgs {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Reports this server sent about its outbound sessions, and those
+    /// pending (counted, sent after midnight UTC).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// One report's JSON: as sent, or as it would be sent now.
+    Show {
+        /// The UTC day, YYYY-MM-DD.
+        day: String,
+        /// The tenant whose mail the sessions carried.
+        tenant: String,
+        /// The policy domain (the recipient domain).
+        domain: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Send every finished day's reports not sent yet, now.
+    SendNow {
+        /// Also today's reports (they are then final for today).
+        #[arg(long)]
+        include_today: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -531,6 +556,37 @@ fn main() -> ExitCode {
         Command::TlsReports {
             command: TlsReportsArgs::Received { admin },
         } => cli::tls_reports_received(&global, &admin.options(), &mut out, &mut err),
+        Command::TlsReports {
+            command: TlsReportsArgs::List { admin },
+        } => cli::tls_reports_list(&global, &admin.options(), &mut out, &mut err),
+        Command::TlsReports {
+            command:
+                TlsReportsArgs::Show {
+                    day,
+                    tenant,
+                    domain,
+                    admin,
+                },
+        } => cli::tls_reports_show(
+            &global,
+            &admin.options(),
+            &sealpost::tlsrpt::ReportKey {
+                day,
+                tenant,
+                domain,
+            },
+            &mut out,
+            &mut err,
+        ),
+        Command::TlsReports {
+            command:
+                TlsReportsArgs::SendNow {
+                    include_today,
+                    admin,
+                },
+        } => {
+            cli::tls_reports_send_now(&global, &admin.options(), include_today, &mut out, &mut err)
+        }
         Command::Top { socket } => cli::top(
             &global,
             &AdminOptions {

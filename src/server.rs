@@ -58,6 +58,8 @@ pub enum ServeError {
     },
     #[error("the DNS resolver: {0}")]
     Resolver(#[from] crate::dns::ResolverError),
+    #[error("the TLS report counts: {0}")]
+    TlsReports(#[from] crate::tlsrpt::daily::DailyError),
     #[error("the MTA-STS policy cache: {0}")]
     PolicyStore(#[from] crate::mta_sts::StoreError),
     #[error("`[mta_sts] ca_file` {path}: {reason}")]
@@ -146,7 +148,10 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             queue.clone(),
             live.clone(),
         )),
+        tls_reports: shared.tls_reports.clone(),
     });
+    let tls_reports = shared.tls_reports.clone();
+    let daily_reports = shared.tls_reports.clone();
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
     let (console_queue, console_metrics) = (queue.clone(), admin_state.metrics.clone());
 
@@ -178,6 +183,13 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         acme.listen_http01().await.map_err(ServeError::AcmeListen)?;
         tokio::spawn(acme.run());
         crate::mta_sts::spawn_refresher(mta_sts, std::time::Duration::from_secs(300));
+        if let Some(reporter) = daily_reports {
+            tokio::spawn(crate::tlsrpt::send::run_daily(
+                reporter,
+                Arc::new(crate::tlsrpt::SystemClock),
+                std::time::Duration::from_secs(60),
+            ));
+        }
         let settings = connection_settings(live.clone());
         tokio::spawn(reload_on_sighup(live, certificates_for_reload));
         let listening = listener.local_addrs();
@@ -220,6 +232,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     };
     notify::status("stopping: waiting for deliveries under way");
     engine.stop(grace);
+    if let Some(reporter) = &tls_reports {
+        reporter.flush();
+    }
     info!("sealpost stopped");
     served
 }
@@ -368,6 +383,7 @@ pub fn delivery_shared(
             None
         }
     };
+    let tls_reports = tls_reporter(config, &live, &queue, &resolver, &roots)?;
     Ok(DeliveryContext {
         queue,
         live,
@@ -377,7 +393,35 @@ pub fn delivery_shared(
         metrics,
         body_memory: crate::delivery::BodyMemory::default(),
         cluster: std::sync::OnceLock::new(),
+        tls_reports: Some(tls_reports),
     })
+}
+
+/// The TLS report sender (RFC 8460): the daily aggregate under the data
+/// directory, HTTPS POSTs trusting the MTA-STS roots (`[mta_sts] ca_file`
+/// or WebPKI).
+fn tls_reporter(
+    config: &Config,
+    live: &Arc<LiveConfig>,
+    queue: &Arc<Queue>,
+    resolver: &Arc<Resolver>,
+    roots: &crate::mta_sts::TrustRoots,
+) -> Result<Arc<crate::tlsrpt::Reporter>, ServeError> {
+    let daily = crate::tlsrpt::Daily::open(&config.server.data_dir)?;
+    let poster = match roots.root_store() {
+        Ok(store) => crate::tlsrpt::https::HttpsPoster::new(store, resolver.clone()).ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no roots for TLS report HTTPS POSTs");
+            None
+        }
+    };
+    Ok(Arc::new(crate::tlsrpt::Reporter::new(
+        daily,
+        live.clone(),
+        queue.clone(),
+        resolver.clone(),
+        poster,
+    )))
 }
 
 fn read_pem_certificates(

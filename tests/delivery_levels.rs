@@ -495,6 +495,71 @@ outbound.peers = [
         assert_eq!(mx.mails(), 0, "{to}: no MAIL, not even in cleartext");
         assert!(mx.received().is_empty(), "{to}");
     }
+    tls_reports_count_the_sessions(&sealpost);
+}
+
+/// The sessions of [`dane_and_mta_sts_edges_through_the_real_server`] as
+/// today's TLS reports (RFC 8460) count them, per policy domain
+/// (`sealpost tls-reports show`; `docs/tls-reports.md`).
+fn tls_reports_count_the_sessions(sealpost: &Sealpost) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let day = sealpost::tlsrpt::session::utc_day(now);
+    let show = |domain: &str| -> Value {
+        let (code, out, err) = support::sealpost::run_cli(
+            &sealpost.config_path(),
+            &["tls-reports", "show", &day, "acme", domain],
+        );
+        assert_eq!(code, Some(0), "{domain}: {err}");
+        serde_json::from_str(&out).expect("JSON")
+    };
+    // (domain, policy-type, successes at least, failure result type)
+    let table: [(&str, &str, u64, Option<&str>); 6] = [
+        ("od-ok.test", "tlsa", 1, None),
+        ("md-next.test", "tlsa", 1, None),
+        ("sts-dane.test", "tlsa", 1, None),
+        (
+            "sts-none.test",
+            "no-policy-found",
+            0,
+            Some("starttls-not-supported"),
+        ),
+        ("od-bad.test", "tlsa", 0, Some("validation-failure")),
+        (
+            "sts-untrusted.test",
+            "sts",
+            0,
+            Some("certificate-not-trusted"),
+        ),
+    ];
+    for (domain, kind, successes, failure) in table {
+        let report = show(domain);
+        let policies = report["policies"].as_array().expect("policies");
+        let policy = policies
+            .iter()
+            .find(|p| p["policy"]["policy-type"] == kind)
+            .unwrap_or_else(|| panic!("{domain}: no {kind} policy in {report:#}"));
+        assert_eq!(policy["policy"]["policy-domain"], domain, "{report:#}");
+        let ok = policy["summary"]["total-successful-session-count"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(ok >= successes, "{domain}: {report:#}");
+        if let Some(failure) = failure {
+            let kinds: Vec<&str> = policy["failure-details"]
+                .as_array()
+                .expect("details")
+                .iter()
+                .filter_map(|d| d["result-type"].as_str())
+                .collect();
+            assert!(kinds.contains(&failure), "{domain}: {report:#}");
+        }
+        if kind == "tlsa" && failure.is_none() {
+            let record = policy["policy"]["policy-string"][0].as_str().unwrap_or("");
+            assert!(record.starts_with("3 1 1 "), "{domain}: {report:#}");
+        }
+    }
 }
 
 /// The setup of the tampering tests: `open.test` (opportunistic),

@@ -20,6 +20,7 @@ pub mod http;
 pub mod routes;
 pub mod socket;
 pub mod tenant_edits;
+pub mod tls_reports;
 pub mod top;
 pub mod views;
 
@@ -86,6 +87,9 @@ pub struct AdminState {
     pub certificates: Arc<crate::tls::certs::SniCertResolver>,
     /// `sealpost queue drain` (`drain::NoDrain` where there is none).
     pub drain: Arc<dyn drain::DrainControl>,
+    /// The TLS reports sent (`/tls-reports/sent`, `send-now`); `None`:
+    /// none are.
+    pub tls_reports: Option<Arc<crate::tlsrpt::Reporter>>,
 }
 
 /// Why the admin API could not start.

@@ -77,6 +77,9 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
         (&Method::GET, ["tls-reports", "received"]) => {
             no_query(&query).and_then(|()| tls_reports_received(&state))
         }
+        (_, ["tls-reports", "sent" | "send-now", ..]) => {
+            super::tls_reports::handle(&state, &method, &segments, &query).await
+        }
         (&Method::GET, ["top"]) => top(&state, query).await,
         (&Method::GET, ["policy", "explain"]) => policy_explain(&state, &query),
         (&Method::POST, ["reload"]) => reload(&state).await,

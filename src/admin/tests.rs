@@ -74,6 +74,7 @@ async fn destinations_come_from_the_delivery_view() {
         )),
         certificates: Default::default(),
         drain: Arc::new(crate::admin::drain::NoDrain),
+        tls_reports: None,
     });
     let socket = dir.path().join("admin.sock");
     let admin_config = AdminConfig {

@@ -13,6 +13,7 @@ mod fleet;
 mod probe;
 mod split;
 mod tenants;
+mod tls_reports;
 mod top;
 
 use std::io::{self, Write};
@@ -28,6 +29,7 @@ pub use fleet::{fleet, FleetCommand};
 pub use probe::{probe, probe_settings, ProbeRequest};
 pub use split::{config_merge, config_split, same_policy};
 pub use tenants::{audit, domains, peers, tenants, ApiArgs, DomainsCommand, PeersCommand};
+pub use tls_reports::{tls_reports_list, tls_reports_send_now, tls_reports_show};
 pub use top::{top, App as TopApp};
 
 use crate::config::{Config, LoadError};

@@ -19,6 +19,7 @@ mod recipients;
 mod sections;
 pub mod split;
 mod tenant_files;
+mod tls_reports;
 mod validate;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use error::{
 pub use limits::{LimitsConfig, QueueQuota, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
 pub use tenant_files::{version_of, write_atomically, TenantFile, TenantFiles};
+pub use tls_reports::{ReportingIdentity, TlsReportsConfig};
 
 use crate::auth::AuthUsers;
 use crate::logging::LogFormat;
@@ -105,6 +107,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[acme]`: certificates for the hosted policies' `mta-sts` names.
     pub acme: Option<AcmeConfig>,
+    /// `[tls_reports]`: the daily TLS reports sent, retention.
+    pub tls_reports: TlsReportsConfig,
     /// `[[tenants]]` queue quotas that differ from `[limits]`.
     pub tenant_quotas: Arc<std::collections::HashMap<String, QueueQuota>>,
     /// `[server] tenants_dir`'s files as read (empty without one).

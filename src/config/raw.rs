@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub acme: RawAcme,
+    #[serde(default)]
+    pub tls_reports: RawTlsReports,
     pub cluster: Option<Spanned<RawCluster>>,
     pub console: Option<Spanned<super::console::RawConsole>>,
 }
@@ -410,6 +412,28 @@ pub(super) struct RawAcme {
     pub challenge: Option<Spanned<String>>,
     #[serde(default)]
     pub http_listen: Vec<Spanned<String>>,
+}
+
+/// `[tls_reports]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsReports {
+    pub send: Option<bool>,
+    pub organization_name: Option<String>,
+    pub contact_info: Option<String>,
+    pub sender: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub retention_days: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, RawTlsReportsTenant>,
+}
+
+/// `[tls_reports.tenants.<name>]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsReportsTenant {
+    pub organization_name: Option<String>,
+    pub contact_info: Option<String>,
 }
 
 /// `[cluster]` as written.

@@ -27,6 +27,9 @@ pub struct DeliveryContext {
     /// The fleet, once joined (`[cluster]`); never set on a node alone,
     /// whose limits stay the `[delivery]` ones exactly.
     pub cluster: OnceLock<Cluster>,
+    /// Counts outbound sessions for TLS reports (RFC 8460); `None`: not
+    /// counted.
+    pub tls_reports: Option<Arc<crate::tlsrpt::Reporter>>,
 }
 
 impl DeliveryContext {

@@ -9,17 +9,29 @@
 //! admin socket's `GET /tls-reports/received`) sums them per tenant,
 //! sending organization and failure type.
 //!
-//! Sending reports (section 4, the other half) is not here yet.
+//! Sending reports (section 4, the other half): every outbound session
+//! is counted as a [`session::SessionResult`] in the durable daily
+//! aggregate ([`daily`]); once a UTC day the reports are built
+//! ([`outgoing`]) and sent by mail through the queue or by HTTPS POST
+//! ([`send`], [`https`]).
 
+pub mod daily;
+pub mod https;
 pub mod mail;
+pub mod outgoing;
 pub mod report;
+pub mod send;
+pub mod session;
 pub mod store;
 
 use std::sync::Arc;
 
 use crate::live::LiveConfig;
 
+pub use daily::{Daily, ReportKey, SentRecord};
 pub use report::{decode, Encoding, Limits, Report, ReportError};
+pub use send::{Clock, Listing, Reporter, SystemClock};
+pub use session::{PolicySeen, PolicyType, SessionOutcome, SessionResult};
 pub use store::{ReportStore, Stored, StoredReport, SummaryRow};
 
 /// The path of the HTTPS report endpoint on the MTA-STS host.

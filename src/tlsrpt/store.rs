@@ -160,6 +160,38 @@ impl ReportStore {
         Ok(out)
     }
 
+    /// Removes the reports received before `before` (unix seconds);
+    /// returns how many went (`[tls_reports] retention_days`).
+    pub fn prune(&self, before: u64) -> Result<usize, StoreError> {
+        let tenants = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut removed = 0;
+        for tenant in tenants {
+            let tenant = tenant.map_err(io(&self.dir))?;
+            for file in std::fs::read_dir(tenant.path()).map_err(io(&tenant.path()))? {
+                let path = file.map_err(io(&tenant.path()))?.path();
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let old = serde_json::from_slice::<StoredReport>(&bytes)
+                    .is_ok_and(|r| r.received_at < before);
+                if old {
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Per tenant and sending organization: reports, sessions, failures
     /// per result type.
     pub fn summary(&self) -> Result<Vec<SummaryRow>, StoreError> {
@@ -226,5 +258,9 @@ mod tests {
         assert_eq!(row.failures["starttls-not-supported"], 400);
         assert_eq!(row.failures["validation-failure"], 6);
         assert_eq!(row.latest, "2016-04-01T23:59:59Z");
+        // Retention: received at 1, kept from 2 on.
+        assert_eq!(store.prune(1).expect("prune"), 0);
+        assert_eq!(store.prune(2).expect("prune"), 2);
+        assert!(store.summary().expect("summary").is_empty());
     }
 }

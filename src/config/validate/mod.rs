@@ -250,6 +250,7 @@ fn build<'a>(
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
     let acme = v.acme(&raw, base_dir);
+    let tls_reports = v.tls_reports(&raw);
     let tenant_quotas = v.tenant_quotas(&raw, limits.queue_quota);
     let peers = v.cluster_peers(&raw);
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
@@ -293,6 +294,7 @@ fn build<'a>(
                 tenant_limits: Arc::new(tenant_limits),
                 limits,
                 acme,
+                tls_reports,
                 tenant_quotas: Arc::new(tenant_quotas),
                 cluster,
                 peers,

@@ -20,6 +20,7 @@
 
 mod record;
 mod rules;
+mod tls_result;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,6 +143,7 @@ async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Rep
     };
     let hop = next_hop(&config, &lease.destination);
     let plan = planner.plan(&hop, &effective).await;
+    let mut plan_policy = tls_result::PlanPolicy::of(&plan);
     let level = effective.level;
     let (mut outcomes, mut attempt) =
         run_plan(&shared, &pool, &config, &lease, plan, level, &mut report).await;
@@ -149,9 +151,15 @@ async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Rep
         && recheck_before_bounce(&shared, &config, &lease, &hop, &outcomes).await
     {
         let plan = planner.plan(&hop, &effective).await;
+        plan_policy = tls_result::PlanPolicy::of(&plan);
         (outcomes, attempt) =
             run_plan(&shared, &pool, &config, &lease, plan, level, &mut report).await;
     }
+    let domain = match &hop {
+        NextHop::Domain(domain) => Some(*domain),
+        _ => None,
+    };
+    tls_result::record(&shared, &lease, domain, &plan_policy, &attempt).await;
     for (_, outcome) in &outcomes {
         match outcome {
             Outcome::Delivered { .. } => report.delivered += 1,
