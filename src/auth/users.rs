@@ -57,6 +57,27 @@ impl AuthUsers {
         self.by_name.len()
     }
 
+    /// Every user, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<AuthUser>> + '_ {
+        self.by_name.values()
+    }
+
+    /// Keeps only the users `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&AuthUser) -> bool) {
+        self.by_name.retain(|_, user| keep(user));
+    }
+
+    /// Adds a user as configured elsewhere (shared, not copied); a user of
+    /// the same name is kept and returned instead.
+    pub fn insert_shared(&mut self, user: Arc<AuthUser>) -> Result<(), Arc<AuthUser>> {
+        let key = user.name.to_ascii_lowercase();
+        if let Some(existing) = self.by_name.get(&key) {
+            return Err(existing.clone());
+        }
+        self.by_name.insert(key, user);
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }

@@ -94,6 +94,10 @@ impl ConsoleUsers {
         self.by_name.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ConsoleUser>> {
+        self.by_name.values()
+    }
+
     /// The most iterations of any user's hash: what checking a password
     /// for a user who does not exist must cost, so that the answer's time
     /// does not tell which names exist.
@@ -106,6 +110,28 @@ impl ConsoleUsers {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// These users with the tenant admins of `tenants` replaced by those
+    /// `other` has for them (a change to a few tenant files); `None` when a
+    /// name would then be taken twice (the full validation names both).
+    pub(super) fn with_tenants_from(
+        &self,
+        other: &ConsoleUsers,
+        tenants: &std::collections::HashSet<String>,
+    ) -> Option<ConsoleUsers> {
+        let of_tenants = |user: &ConsoleUser| match &user.role {
+            ConsoleRole::Operator => false,
+            ConsoleRole::TenantAdmin(t) => tenants.contains(t.as_str()),
+        };
+        let mut merged = self.clone();
+        merged.by_name.retain(|_, user| !of_tenants(user));
+        for (key, user) in &other.by_name {
+            if of_tenants(user) && merged.by_name.insert(key.clone(), user.clone()).is_some() {
+                return None;
+            }
+        }
+        Some(merged)
     }
 }
 

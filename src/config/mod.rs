@@ -23,6 +23,8 @@ mod tls_reports;
 mod validate;
 
 #[cfg(test)]
+mod incremental_tests;
+#[cfg(test)]
 mod tenant_tests;
 #[cfg(test)]
 mod tests;
@@ -263,10 +265,19 @@ impl Config {
     /// and has errors keeps its version in `running` in force (its errors
     /// are in `tenant_files.kept_previous`), and tenant files whose stamp
     /// did not change are not read again.
+    ///
+    /// When only a few tenant files changed (and the main file did not),
+    /// only they are validated, with the main file, and the running
+    /// configuration's other parts are shared (`validate::incremental`).
     pub fn reload(path: &Path, running: &Config) -> Result<Config, LoadError> {
         let text = read(path)?;
-        let previous =
-            (running.source == path.display().to_string()).then_some(running.tenant_files.as_ref());
+        let same_source = running.source == path.display().to_string();
+        if same_source {
+            if let Some(config) = validate::incremental::reload(running, &text, base_of(path)) {
+                return Ok(config);
+            }
+        }
+        let previous = same_source.then_some(running.tenant_files.as_ref());
         validate::parse_tree(
             &text,
             &path.display().to_string(),
@@ -278,7 +289,9 @@ impl Config {
 
     /// `running` with the tenant file at `path` holding `text` (created if
     /// absent), validated as a load would (the main file is read again):
-    /// an edit through the admin API, before it is written.
+    /// an edit through the admin API, before it is written. While the main
+    /// file is unchanged, only that file is validated with it, and the
+    /// other tenants' parts are shared (`validate::incremental`).
     pub fn with_tenant_file(
         running: &Config,
         path: &Path,
@@ -286,6 +299,11 @@ impl Config {
     ) -> Result<Config, LoadError> {
         let main = Path::new(&running.source);
         let main_text = read(main)?;
+        if let Some(config) =
+            validate::incremental::edit(running, &main_text, base_of(main), path, text)
+        {
+            return Ok(config);
+        }
         validate::parse_tree(
             &main_text,
             &running.source,

@@ -78,6 +78,10 @@ pub struct TenantFiles {
     /// Errors of files whose previous version stays in force (a reload
     /// reports them; empty after a load from scratch).
     pub kept_previous: Vec<ConfigError>,
+    /// The [`version_of`] the main file's text these files were validated
+    /// with: a change to tenant files alone is applied to the running
+    /// configuration only while the main file is the same.
+    pub main_version: Option<String>,
     /// Indexes into `files`: by tenant and by path (10,000 tenants must
     /// not mean 10,000 x 10,000 comparisons per reload).
     by_tenant: HashMap<String, usize>,
@@ -100,6 +104,7 @@ impl TenantFiles {
             dir,
             files,
             kept_previous,
+            main_version: None,
             by_tenant,
             by_path,
         }
@@ -121,7 +126,12 @@ impl TenantFiles {
         names
     }
 
-    fn previous(&self, path: &Path) -> Option<&TenantFile> {
+    /// The index in `files` of the file at `path`.
+    pub(super) fn index_of(&self, path: &Path) -> Option<usize> {
+        self.by_path.get(path).copied()
+    }
+
+    pub(super) fn previous(&self, path: &Path) -> Option<&TenantFile> {
         self.by_path.get(path).map(|&i| &self.files[i].0)
     }
 }

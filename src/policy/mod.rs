@@ -8,6 +8,7 @@ pub mod explain;
 pub mod level;
 pub mod model;
 pub mod name;
+pub mod partition;
 pub mod prefix;
 pub mod reason;
 pub mod relay;
@@ -20,6 +21,7 @@ pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequ
 pub use level::{Direction, MinTlsVersion, SecurityLevel};
 pub use model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule, TenantName};
 pub use name::{DomainName, NameError, PeerMatcher};
+pub use partition::Partition;
 pub use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
 pub use relay::{RelayRefusal, RelaySources};
-pub use snapshot::{BuildError, PeerQuery, PolicySnapshot, LINEAR_MAX};
+pub use snapshot::{BuildError, Domains, NameTaken, PeerQuery, PolicySnapshot, LINEAR_MAX};

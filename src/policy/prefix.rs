@@ -74,6 +74,35 @@ impl<V> PrefixMap<V> {
     pub fn longest(&self, ip: IpAddr) -> Option<&V> {
         self.matches(ip).next()
     }
+
+    /// Every network and its value, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, &V)> + '_ {
+        let v4 = self.v4.iter().flat_map(|(len, table)| {
+            table.iter().filter_map(move |(&bits, v)| {
+                let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(bits), *len).ok()?;
+                Some((IpNet::V4(net), v))
+            })
+        });
+        let v6 = self.v6.iter().flat_map(|(len, table)| {
+            table.iter().filter_map(move |(&bits, v)| {
+                let net = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(bits), *len).ok()?;
+                Some((IpNet::V6(net), v))
+            })
+        });
+        v4.chain(v6)
+    }
+
+    /// Keeps only the networks whose value `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        for (_, table) in &mut self.v4 {
+            table.retain(|_, v| keep(v));
+        }
+        for (_, table) in &mut self.v6 {
+            table.retain(|_, v| keep(v));
+        }
+        self.v4.retain(|(_, table)| !table.is_empty());
+        self.v6.retain(|(_, table)| !table.is_empty());
+    }
 }
 
 fn mask_v4(bits: u32, len: u8) -> u32 {
@@ -130,5 +159,21 @@ mod tests {
         assert_eq!(map.longest(ip("2001:db8::1")), Some(&"v6"));
         assert_eq!(map.longest(ip("2001:db9::1")), None);
         assert_eq!(map.insert(net("10.1.0.0/16"), "again"), Some("16"));
+    }
+
+    #[test]
+    fn entries_and_retain() {
+        let mut map = PrefixMap::new();
+        map.insert(net("10.1.0.0/16"), "a");
+        map.insert(net("192.0.2.7/32"), "b");
+        map.insert(net("2001:db8::/32"), "a");
+        let mut all: Vec<String> = map.entries().map(|(n, v)| format!("{n} {v}")).collect();
+        all.sort();
+        assert_eq!(all, ["10.1.0.0/16 a", "192.0.2.7/32 b", "2001:db8::/32 a"]);
+        map.retain(|v| *v != "a");
+        let left: Vec<String> = map.entries().map(|(n, v)| format!("{n} {v}")).collect();
+        assert_eq!(left, ["192.0.2.7/32 b"]);
+        let ip = "10.1.2.3".parse::<IpAddr>().expect("ip");
+        assert_eq!(map.longest(ip), None);
     }
 }

@@ -39,6 +39,16 @@ impl RelaySources {
         self.networks.is_empty()
     }
 
+    /// Every network and its tenant, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, &TenantName)> + '_ {
+        self.networks.entries()
+    }
+
+    /// Keeps only the networks of the tenants `keep` accepts.
+    pub fn retain(&mut self, keep: impl FnMut(&TenantName) -> bool) {
+        self.networks.retain(keep);
+    }
+
     /// The tenant whose relay source contains `ip` (the longest match).
     pub fn tenant_of(&self, ip: IpAddr) -> Option<&TenantName> {
         self.networks.longest(ip)

@@ -23,11 +23,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::prefix::PrefixMap;
+use std::sync::Arc;
 
 use super::level::Direction;
 use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule};
 use super::name::{normalize_lookup, DomainName, PeerMatcher};
+use super::partition::{DomainIndex, Partition, PeerIndex};
 use super::reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
 
 /// The peer side of a lookup; its variant fixes the direction.
@@ -91,34 +92,34 @@ pub enum BuildError {
     },
 }
 
-/// Index of one direction of one managed domain: values are indices into
-/// that direction's `peers`.
-#[derive(Debug, Default)]
-struct PeerIndex {
-    exact: HashMap<DomainName, usize>,
-    wildcard: HashMap<DomainName, usize>,
-    ip: HashMap<IpAddr, usize>,
-    cidr: PrefixMap<usize>,
-}
-
 /// Directions with at most this many peer entries are scanned, not indexed.
 pub const LINEAR_MAX: usize = 8;
 
-#[derive(Debug)]
-struct DomainIndex {
-    /// `None` when the direction has at most [`LINEAR_MAX`] peer entries
-    /// (they are scanned; saves memory at scale).
-    outbound: Option<Box<PeerIndex>>,
-    inbound: Option<Box<PeerIndex>>,
+/// Where a managed domain is: its partition and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    part: u32,
+    index: u32,
 }
 
-/// The immutable, indexed policy. Build once, share via `Arc`, swap on reload.
+fn slot(part: usize, index: usize) -> Slot {
+    Slot {
+        part: part as u32,
+        index: index as u32,
+    }
+}
+
+/// The immutable, indexed policy. Build once, share via `Arc`, swap on
+/// reload; a change to one file's domains replaces one [`Partition`]
+/// ([`PolicySnapshot::with_partition`]), sharing the others.
 #[derive(Debug)]
 pub struct PolicySnapshot {
     defaults: Defaults,
-    domains: Vec<ManagedDomain>,
-    by_name: HashMap<DomainName, usize>,
-    indexes: Vec<DomainIndex>,
+    /// In configuration order: the main file's domains, then each tenant
+    /// file's.
+    parts: Vec<Arc<Partition>>,
+    /// Every managed domain, across partitions (names are unique).
+    by_name: HashMap<DomainName, Slot>,
 }
 
 impl Default for PolicySnapshot {
@@ -126,16 +127,30 @@ impl Default for PolicySnapshot {
     fn default() -> Self {
         PolicySnapshot {
             defaults: Defaults::default(),
-            domains: Vec::new(),
+            parts: Vec::new(),
             by_name: HashMap::new(),
-            indexes: Vec::new(),
         }
     }
 }
 
+/// A managed domain name that two partitions both hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("managed domain {0} is configured twice")]
+pub struct NameTaken(pub DomainName);
+
 impl PolicySnapshot {
-    /// Indexes the model, reporting every problem at once.
+    /// Indexes the model as one partition, reporting every problem at once.
     pub fn build(defaults: Defaults, domains: Vec<ManagedDomain>) -> Result<Self, Vec<BuildError>> {
+        PolicySnapshot::build_parts(defaults, vec![domains])
+    }
+
+    /// Indexes the model, one partition per list of `parts` (one per
+    /// file), reporting every problem at once; the indices of the errors
+    /// count the domains of all parts in order.
+    pub fn build_parts(
+        defaults: Defaults,
+        parts: Vec<Vec<ManagedDomain>>,
+    ) -> Result<Self, Vec<BuildError>> {
         let mut errors = Vec::new();
         for direction in [Direction::Outbound, Direction::Inbound] {
             let rule = defaults.for_direction(direction);
@@ -148,47 +163,111 @@ impl PolicySnapshot {
                 });
             }
         }
-        let mut by_name = HashMap::with_capacity(domains.len());
-        let mut indexes = Vec::with_capacity(domains.len());
-        for (i, domain) in domains.iter().enumerate() {
-            if let Some(&first) = by_name.get(&domain.name) {
-                errors.push(BuildError::DuplicateDomain {
-                    name: domain.name.clone(),
-                    first,
-                    second: i,
-                });
-            } else {
-                by_name.insert(domain.name.clone(), i);
+        let total = parts.iter().map(Vec::len).sum();
+        let mut by_name: HashMap<DomainName, Slot> = HashMap::with_capacity(total);
+        let mut flat_of = Vec::with_capacity(parts.len());
+        let mut built = Vec::with_capacity(parts.len());
+        let mut first_index = 0;
+        for (p, domains) in parts.into_iter().enumerate() {
+            // Where each partition starts among all domains.
+            flat_of.push(first_index);
+            for (i, domain) in domains.iter().enumerate() {
+                if let Some(first) = by_name.get(&domain.name) {
+                    errors.push(BuildError::DuplicateDomain {
+                        name: domain.name.clone(),
+                        first: flat_of[first.part as usize] + first.index as usize,
+                        second: first_index + i,
+                    });
+                } else {
+                    by_name.insert(domain.name.clone(), slot(p, i));
+                }
             }
-            indexes.push(DomainIndex {
-                outbound: index_direction(i, domain, Direction::Outbound, &mut errors),
-                inbound: index_direction(i, domain, Direction::Inbound, &mut errors),
-            });
+            let len = domains.len();
+            match Partition::build(domains, first_index) {
+                Ok(part) => built.push(Arc::new(part)),
+                Err(mut e) => errors.append(&mut e),
+            }
+            first_index += len;
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(PolicySnapshot {
             defaults,
-            domains,
+            parts: built,
             by_name,
-            indexes,
         })
     }
-
     pub fn defaults(&self) -> &Defaults {
         &self.defaults
     }
 
     /// Every managed domain, in configuration order.
-    pub fn domains(&self) -> &[ManagedDomain] {
-        &self.domains
+    pub fn domains(&self) -> Domains<'_> {
+        Domains {
+            parts: &self.parts,
+            len: self.by_name.len(),
+        }
+    }
+
+    /// The partitions, in configuration order (see [`PolicySnapshot::build_parts`]).
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.parts
+    }
+
+    /// A snapshot of `parts` (in configuration order), each already
+    /// built, shared rather than copied: only the name table is made.
+    /// Refused when a name is in two partitions.
+    pub fn assemble(defaults: Defaults, parts: Vec<Arc<Partition>>) -> Result<Self, NameTaken> {
+        let total = parts.iter().map(|p| p.len()).sum();
+        let mut by_name = HashMap::with_capacity(total);
+        for (p, part) in parts.iter().enumerate() {
+            for (i, domain) in part.domains.iter().enumerate() {
+                if by_name.insert(domain.name.clone(), slot(p, i)).is_some() {
+                    return Err(NameTaken(domain.name.clone()));
+                }
+            }
+        }
+        Ok(PolicySnapshot {
+            defaults,
+            parts,
+            by_name,
+        })
+    }
+
+    /// This snapshot with partition `at` replaced by `part`; every other
+    /// partition is shared, not copied, and only the names of the two
+    /// change in the name table. Refused when a name of `part` is in
+    /// another partition.
+    pub fn with_partition(&self, at: usize, part: Arc<Partition>) -> Result<Self, NameTaken> {
+        let mut by_name = self.by_name.clone();
+        let mut parts = self.parts.clone();
+        for domain in &parts[at].domains {
+            by_name.remove(&domain.name);
+        }
+        for (i, domain) in part.domains.iter().enumerate() {
+            if by_name.insert(domain.name.clone(), slot(at, i)).is_some() {
+                return Err(NameTaken(domain.name.clone()));
+            }
+        }
+        parts[at] = part;
+        Ok(PolicySnapshot {
+            defaults: self.defaults,
+            parts,
+            by_name,
+        })
+    }
+
+    fn at(&self, slot: Slot) -> (&ManagedDomain, &DomainIndex) {
+        let part = &self.parts[slot.part as usize];
+        let i = slot.index as usize;
+        (&part.domains[i], &part.indexes[i])
     }
 
     /// The managed domain with this name (case-insensitive, trailing dot ignored).
     pub fn domain(&self, name: &str) -> Option<&ManagedDomain> {
         let key = normalize_lookup(name);
-        self.by_name.get(&*key).map(|&i| &self.domains[i])
+        self.by_name.get(&*key).map(|&slot| self.at(slot).0)
     }
 
     /// The effective level and minimum TLS version for mail of `managed_domain`
@@ -197,18 +276,15 @@ impl PolicySnapshot {
     pub fn resolve(&self, managed_domain: &str, peer: PeerQuery<'_>) -> Resolution {
         let direction = peer.direction();
         let key = normalize_lookup(managed_domain);
-        let Some(&i) = self.by_name.get(&*key) else {
+        let Some(&slot) = self.by_name.get(&*key) else {
             return self.global(direction, None, GlobalDefaultCause::UnknownDomain);
         };
-        let domain = &self.domains[i];
+        let (domain, indexes) = self.at(slot);
         if !domain.enabled {
             return self.global(direction, Some(domain), GlobalDefaultCause::DisabledDomain);
         }
         let policy = domain.direction(direction);
-        let index = match direction {
-            Direction::Outbound => self.indexes[i].outbound.as_deref(),
-            Direction::Inbound => self.indexes[i].inbound.as_deref(),
-        };
+        let index = indexes.direction(direction);
         let (ip, peer_domain) = match peer {
             PeerQuery::Outbound { recipient_domain } => (None, Some(recipient_domain)),
             PeerQuery::Inbound { ip, sender_domain } => (ip, sender_domain),
@@ -343,17 +419,6 @@ fn scan_entries<'p>(
     longest.map(|(_, entry)| entry)
 }
 
-/// Whether two entries of one direction would take the same index slot.
-fn same_key(a: &PeerMatcher, b: &PeerMatcher) -> bool {
-    match (a, b) {
-        (PeerMatcher::Domain(a), PeerMatcher::Domain(b)) => a == b,
-        (PeerMatcher::Wildcard(a), PeerMatcher::Wildcard(b)) => a == b,
-        (PeerMatcher::Ip(a), PeerMatcher::Ip(b)) => a.to_canonical() == b.to_canonical(),
-        (PeerMatcher::Cidr(a), PeerMatcher::Cidr(b)) => a.trunc() == b.trunc(),
-        _ => false,
-    }
-}
-
 fn peer_reason(matcher: &PeerMatcher) -> Reason {
     match matcher {
         PeerMatcher::Ip(ip) => Reason::PeerExactIp { ip: *ip },
@@ -367,63 +432,55 @@ fn peer_reason(matcher: &PeerMatcher) -> Reason {
     }
 }
 
-fn index_direction(
-    domain_index: usize,
-    domain: &ManagedDomain,
-    direction: Direction,
-    errors: &mut Vec<BuildError>,
-) -> Option<Box<PeerIndex>> {
-    let policy = domain.direction(direction);
-    if let Some(rule) = policy.default {
-        if !rule.level.allowed_in(direction) {
-            errors.push(BuildError::LevelNotAllowed {
-                domain: Some(domain_index),
-                direction,
-                peer: None,
-                rule,
-            });
-        }
+/// Every managed domain of a snapshot, across its partitions, in
+/// configuration order.
+#[derive(Debug, Clone, Copy)]
+pub struct Domains<'a> {
+    parts: &'a [Arc<Partition>],
+    len: usize,
+}
+
+impl<'a> Domains<'a> {
+    pub fn len(&self) -> usize {
+        self.len
     }
-    let indexed = policy.peers.len() > LINEAR_MAX;
-    let mut index = PeerIndex::default();
-    for (i, entry) in policy.peers.iter().enumerate() {
-        if !entry.rule.level.allowed_in(direction) {
-            errors.push(BuildError::LevelNotAllowed {
-                domain: Some(domain_index),
-                direction,
-                peer: Some(i),
-                rule: entry.rule,
-            });
-        }
-        if direction == Direction::Outbound && entry.matcher.is_address() {
-            errors.push(BuildError::AddressPeerOutbound {
-                domain: domain_index,
-                peer_index: i,
-                peer: entry.matcher.clone(),
-            });
-        }
-        let previous = if indexed {
-            match &entry.matcher {
-                PeerMatcher::Domain(d) => index.exact.insert(d.clone(), i),
-                PeerMatcher::Wildcard(d) => index.wildcard.insert(d.clone(), i),
-                PeerMatcher::Ip(ip) => index.ip.insert(ip.to_canonical(), i),
-                PeerMatcher::Cidr(net) => index.cidr.insert(*net, i),
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a ManagedDomain> + 'a {
+        self.parts.iter().flat_map(|p| p.domains.iter())
+    }
+
+    /// The `n`th domain in configuration order.
+    pub fn get(&self, mut n: usize) -> Option<&'a ManagedDomain> {
+        for part in self.parts {
+            match part.domains.get(n) {
+                Some(domain) => return Some(domain),
+                None => n -= part.domains.len(),
             }
-        } else {
-            policy.peers[..i]
-                .iter()
-                .position(|earlier| same_key(&earlier.matcher, &entry.matcher))
-        };
-        if let Some(first) = previous {
-            errors.push(BuildError::DuplicatePeer {
-                domain: domain_index,
-                domain_name: domain.name.clone(),
-                direction,
-                peer: entry.matcher.clone(),
-                first,
-                second: i,
-            });
+        }
+        None
+    }
+}
+
+impl<'a> IntoIterator for Domains<'a> {
+    type Item = &'a ManagedDomain;
+    type IntoIter = Box<dyn Iterator<Item = &'a ManagedDomain> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.parts.iter().flat_map(|p| p.domains.iter()))
+    }
+}
+
+impl std::ops::Index<usize> for Domains<'_> {
+    type Output = ManagedDomain;
+
+    fn index(&self, n: usize) -> &ManagedDomain {
+        match self.get(n) {
+            Some(domain) => domain,
+            None => panic!("domain {n} of {}", self.len),
         }
     }
-    indexed.then(|| Box::new(index))
 }

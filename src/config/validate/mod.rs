@@ -34,6 +34,7 @@ use crate::policy::{
     PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, RelaySources, TenantName,
 };
 
+pub(super) mod incremental;
 mod mta_sts;
 mod policy;
 mod recipients;
@@ -151,11 +152,13 @@ pub(super) fn parse_tree(
         };
         let errors = match build(raw.clone(), vec![main], base_dir, &files) {
             Ok((mut config, tenants)) => {
-                config.tenant_files = Arc::new(TenantFiles::new(
+                let mut tenant_files = TenantFiles::new(
                     Some(dir),
                     files.into_iter().zip(tenants).collect(),
                     kept_previous,
-                ));
+                );
+                tenant_files.main_version = Some(tenant_files::version_of(text));
+                config.tenant_files = Arc::new(tenant_files);
                 return Ok(config);
             }
             Err(errors) => errors,
@@ -224,6 +227,7 @@ fn build<'a>(
         warnings: Vec::new(),
         tenant_names: HashMap::new(),
         peer_names: HashSet::new(),
+        part_sizes: vec![raw.domains.len()],
     };
     let file_tenants = v.tenant_files(&mut raw, files);
     let server = v.server(&raw, base_dir);
@@ -411,6 +415,9 @@ pub(super) struct Validator<'a> {
     tenant_names: HashMap<String, TenantName>,
     /// Peer domains and wildcards, shared by every domain naming them.
     peer_names: HashSet<DomainName>,
+    /// How many `raw.domains` each file holds, the main file first: the
+    /// policy snapshot's partitions.
+    part_sizes: Vec<usize>,
 }
 
 impl Validator<'_> {

@@ -73,16 +73,23 @@ impl Validator<'_> {
                 default_spans[direction_slot(direction)] = Some(span);
             }
         }
-        let mut domains = Vec::with_capacity(raw.domains.len());
+        // One partition per file: the main file's domains come first in
+        // `raw.domains`, then each tenant file's (`part_sizes`).
+        let mut parts: Vec<Vec<ManagedDomain>> = Vec::with_capacity(self.part_sizes.len());
         let mut spans = Vec::with_capacity(raw.domains.len());
-        for raw_domain in &raw.domains {
-            if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
-                domains.push(domain);
-                spans.push(domain_spans);
+        let mut raw_domains = raw.domains.iter();
+        for &size in &self.part_sizes.clone() {
+            let mut part = Vec::with_capacity(size);
+            for raw_domain in raw_domains.by_ref().take(size) {
+                if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
+                    part.push(domain);
+                    spans.push(domain_spans);
+                }
             }
+            parts.push(part);
         }
-        self.weak_sender_domain_peers(&defaults, &domains, &spans);
-        match PolicySnapshot::build(defaults, domains) {
+        self.weak_sender_domain_peers(&defaults, parts.iter().flatten(), &spans);
+        match PolicySnapshot::build_parts(defaults, parts) {
             Ok(snapshot) => Some(snapshot),
             Err(build_errors) => {
                 for e in build_errors {
@@ -97,13 +104,13 @@ impl Validator<'_> {
     /// wildcard) whose rule is weaker than its domain's inbound default: a
     /// lower level or a lower minimum TLS version. The `MAIL FROM` domain is
     /// a claim, so such an entry lets anyone claiming it skip the default.
-    fn weak_sender_domain_peers(
+    fn weak_sender_domain_peers<'d>(
         &mut self,
         defaults: &Defaults,
-        domains: &[ManagedDomain],
+        domains: impl Iterator<Item = &'d ManagedDomain>,
         spans: &[DomainSpans],
     ) {
-        for (domain, spans) in domains.iter().zip(spans) {
+        for (domain, spans) in domains.zip(spans) {
             let default = domain.inbound.default.unwrap_or(defaults.inbound);
             for (entry, (peer_span, _)) in domain.inbound.peers.iter().zip(&spans.inbound.peers) {
                 let weaker =
