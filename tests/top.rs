@@ -14,6 +14,8 @@ use support::smtp::{accept_all, TestSmtpServer};
 /// A tmux server of its own (`-L`), killed when dropped.
 struct Tmux {
     socket: String,
+    /// Holds the tmux configuration and the command's exit status.
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -38,14 +40,24 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `command` in a detached 140x40 session.
+    /// Starts `command` in a detached 140x40 session. A shell around it
+    /// writes its exit status to a file, so that the test reads how it
+    /// ended from the file, not from tmux's pane state.
     fn start(command: &str) -> Tmux {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Keep the pane when the command exits, to read the screen; set
+        // before the session exists.
+        let conf = dir.path().join("tmux.conf");
+        std::fs::write(&conf, "set-option -g remain-on-exit on\n").expect("tmux.conf");
+        let status = dir.path().join("status");
         let tmux = Tmux {
             socket: format!("sealpost-top-{}", std::process::id()),
+            dir,
         };
+        let wrapped = format!("{command}; echo $? > {}", status.display());
         tmux.run(&[
             "-f",
-            "/dev/null",
+            conf.to_str().expect("utf-8 path"),
             "new-session",
             "-d",
             "-s",
@@ -54,28 +66,20 @@ impl Tmux {
             "140",
             "-y",
             "40",
-            // Keep the pane when the command exits, to read why.
-            command,
+            &wrapped,
         ]);
-        tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
         tmux
     }
 
-    /// The exit status of the pane's command once it has exited (`wait` at
-    /// most). Read from tmux's pane state rather than the "Pane is dead"
-    /// line, which tmux may not have drawn yet when the pane is captured.
+    /// The command's exit status once it has ended (`wait` at most).
     fn exit_status(&self, wait: Duration) -> Option<String> {
+        let file = self.dir.path().join("status");
         let deadline = Instant::now() + wait;
         loop {
-            let state = self.run(&[
-                "display-message",
-                "-p",
-                "-t",
-                "top",
-                "#{pane_dead} #{pane_dead_status}",
-            ]);
-            if let Some(status) = state.trim().strip_prefix("1 ") {
-                return Some(status.to_string());
+            if let Ok(status) = std::fs::read_to_string(&file) {
+                if status.ends_with('\n') {
+                    return Some(status.trim().to_string());
+                }
             }
             if Instant::now() > deadline {
                 return None;
@@ -84,21 +88,20 @@ impl Tmux {
         }
     }
 
-    /// The pane's process as the kernel sees it: state, where it waits,
-    /// and each thread's wait channel.
-    fn pane_process_state(&self) -> String {
-        let pid = self.run(&["display-message", "-p", "-t", "top", "#{pane_pid}"]);
-        let pid = pid.trim();
+    /// The command's processes as the kernel sees them: state, and each
+    /// thread's wait channel and system call.
+    fn command_state(&self) -> String {
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!(
-                "grep -E '^(State|Threads)' /proc/{pid}/status; \
-                 for t in /proc/{pid}/task/*; do echo \"$t $(cat $t/comm) $(cat $t/wchan) $(cat $t/syscall)\"; done"
-            ))
+            .arg(
+                "for p in $(pgrep -f 'sealpost --config .* top'); do \
+                 grep -E '^(Name|State|Threads)' /proc/$p/status; \
+                 for t in /proc/$p/task/*; do echo \"$t $(cat $t/comm) $(cat $t/wchan) $(cat $t/syscall)\"; done; done",
+            )
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        format!("pane process {pid}:\n{out}")
+        format!("sealpost top processes:\n{out}")
     }
 
     fn screen(&self) -> String {
@@ -208,10 +211,10 @@ async fn top_shows_the_live_server_and_holds_the_selected_destination() {
     let mut status = tmux.exit_status(Duration::from_secs(20));
     let mut stuck = String::new();
     if status.is_none() {
-        // Seen once in a CI run on a loaded machine (blank screen, pane
-        // alive after 30 s), never in many runs here: say what the process
-        // was doing, and ask again.
-        stuck = tmux.pane_process_state();
+        // Seen once in a CI run on a loaded machine (blank screen, no end
+        // after 30 s), never in many runs here: say what the process was
+        // doing, and ask again.
+        stuck = tmux.command_state();
         tmux.run(&["send-keys", "-t", "top", "q"]);
         status = tmux.exit_status(Duration::from_secs(30));
     }

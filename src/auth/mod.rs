@@ -10,6 +10,6 @@ mod password;
 mod users;
 
 pub use password::{
-    hash_password, PasswordHash, PasswordHashError, DEFAULT_ITERATIONS, MIN_ITERATIONS,
+    decoy_hash, hash_password, PasswordHash, PasswordHashError, DEFAULT_ITERATIONS, MIN_ITERATIONS,
 };
 pub use users::{AuthUser, AuthUsers};

@@ -33,6 +33,17 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// What a password for a user who does not exist is checked against, so
+/// that refusing it costs what refusing a known user's wrong password
+/// costs (`iterations` rounds; no user enumeration by timing). No password
+/// matches it.
+pub fn decoy_hash(iterations: u32) -> Option<PasswordHash> {
+    PasswordHash::parse(&format!(
+        "{SCHEME}${iterations}$c2VhbHBvc3QtZGVjb3k=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    ))
+    .ok()
+}
+
 /// A parsed password hash.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash {

@@ -20,9 +20,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
-
 use super::error::ConfigErrorKind as Kind;
 use super::raw::{RawConfig, RawUser};
 use super::validate::Validator;
@@ -31,17 +28,6 @@ use crate::policy::TenantName;
 
 /// The idle time after which a console session ends, unless configured.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
-/// `[console]` as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawConsole {
-    #[serde(default)]
-    pub listen: Vec<Spanned<String>>,
-    pub idle_timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    pub operators: Vec<RawUser>,
-}
 
 /// `[console]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tls_reports: RawTlsReports,
     pub cluster: Option<Spanned<RawCluster>>,
-    pub console: Option<Spanned<super::console::RawConsole>>,
+    pub console: Option<Spanned<RawConsole>>,
 }
 
 /// `[limits]`
@@ -474,4 +474,15 @@ pub(super) enum RawLimit {
     Integer(i64),
     Float(f64),
     Text(String),
+}
+
+/// `[console]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsole {
+    #[serde(default)]
+    pub listen: Vec<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub operators: Vec<RawUser>,
 }

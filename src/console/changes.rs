@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
 
+use super::forms::{direction_of, form_errors, not_found, Form};
 use super::pages::{self, DomainPage, FormErrors};
 use super::respond::{html, redirect};
-use super::routes::{direction_of, form_errors, not_found, Form};
 use super::session::{Session, SignedIn};
 use super::ConsoleState;
 use crate::admin::http::HttpResponse;

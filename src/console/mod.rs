@@ -17,6 +17,7 @@
 mod activity;
 mod changes;
 pub mod defaults;
+mod forms;
 pub mod html;
 pub mod pages;
 mod probe;

@@ -25,14 +25,14 @@ use hyper::body::Incoming;
 use hyper::header::COOKIE;
 use hyper::{Method, Request, StatusCode};
 
-use super::pages::{self, FormErrors};
+use super::forms::{not_found, Form};
+use super::pages;
 use super::respond::{self, clear_cookie, cookie_token, html, redirect, set_cookie};
 use super::session::{same_secret, Session, SignedIn};
 use super::{activity, changes, ConsoleState};
 use crate::admin::http::{parse_query, percent_decode, read_body, HttpResponse};
-use crate::auth::PasswordHash;
 use crate::config::{Config, ConsoleRole};
-use crate::policy::{Direction, ManagedDomain};
+use crate::policy::ManagedDomain;
 
 /// Serves one request from `client`.
 pub async fn handle(
@@ -101,23 +101,6 @@ pub async fn handle(
     }
 }
 
-/// A posted form's fields.
-#[derive(Debug, Default)]
-pub struct Form(Vec<(String, String)>);
-
-impl Form {
-    /// The field's value (empty when absent).
-    pub fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
-    }
-}
-
 fn login_page(state: &ConsoleState, session: Option<Session>) -> HttpResponse {
     if session.as_ref().is_some_and(|s| s.who.is_some()) {
         return redirect("/domains");
@@ -132,15 +115,6 @@ fn login_page(state: &ConsoleState, session: Option<Session>) -> HttpResponse {
     let mut response = html(StatusCode::OK, pages::sign_in(&session, None));
     set_cookie(&mut response, &session.token);
     response
-}
-
-/// The cost of checking a password for a user who does not exist: the
-/// derivation of a known user with `iterations` rounds.
-fn decoy_hash(iterations: u32) -> Option<PasswordHash> {
-    PasswordHash::parse(&format!(
-        "pbkdf2-sha256${iterations}$c2VhbHBvc3QtZGVjb3k=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-    ))
-    .ok()
 }
 
 async fn sign_in(
@@ -169,7 +143,7 @@ async fn sign_in(
     let check = user
         .as_ref()
         .map(|u| u.hash.clone())
-        .or_else(|| decoy_hash(iterations));
+        .or_else(|| crate::auth::decoy_hash(iterations));
     let verified = tokio::task::spawn_blocking(move || {
         check.is_some_and(|hash| hash.verify(password.as_bytes()))
     })
@@ -239,26 +213,4 @@ pub fn visible<'a>(config: &'a Config, who: &SignedIn, name: &str) -> Option<&'a
         .policy
         .domain(name.as_str())
         .filter(|d| who.role.may_see(d.tenant.as_str()))
-}
-
-pub fn not_found(session: &Session) -> HttpResponse {
-    html(StatusCode::NOT_FOUND, pages::not_found(Some(session)))
-}
-
-/// `inbound` or `outbound`.
-pub fn direction_of(given: &str) -> Option<Direction> {
-    given.parse().ok()
-}
-
-/// Errors of a form, from a refused change.
-pub fn form_errors(form_id: &str, form: &Form, fields: &[&'static str]) -> FormErrors {
-    FormErrors {
-        form: form_id.to_owned(),
-        values: fields
-            .iter()
-            .filter(|f| form.has(f))
-            .map(|f| (*f, form.get(f).to_owned()))
-            .collect(),
-        ..FormErrors::default()
-    }
 }

@@ -11,10 +11,51 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::level::Direction;
-use super::model::ManagedDomain;
+use super::model::{ManagedDomain, PolicyRule};
 use super::name::{DomainName, PeerMatcher};
 use super::prefix::PrefixMap;
-use super::snapshot::{BuildError, LINEAR_MAX};
+
+/// A model the snapshot refuses; indices point into the `domains` vector
+/// given to [`PolicySnapshot::build`] and its `peers` vectors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    #[error("managed domain {name} is configured twice")]
+    DuplicateDomain {
+        name: DomainName,
+        first: usize,
+        second: usize,
+    },
+    #[error("{direction} peer {peer} of {domain_name} is configured twice")]
+    DuplicatePeer {
+        domain: usize,
+        domain_name: DomainName,
+        direction: Direction,
+        peer: PeerMatcher,
+        first: usize,
+        second: usize,
+    },
+    /// DANE and MTA-STS levels authenticate a destination: outbound only.
+    #[error("level {} is outbound only and cannot apply to inbound mail", .rule.level)]
+    LevelNotAllowed {
+        /// `None` for the global defaults.
+        domain: Option<usize>,
+        direction: Direction,
+        /// `None` for the default rule of that direction.
+        peer: Option<usize>,
+        rule: PolicyRule,
+    },
+    /// Outbound peers are recipient domains, never addresses.
+    #[error("outbound peer {peer} is an address; outbound peers are recipient domains (IP addresses and CIDR blocks are inbound only)")]
+    AddressPeerOutbound {
+        domain: usize,
+        peer_index: usize,
+        peer: PeerMatcher,
+    },
+}
+
+/// Directions with at most this many peer entries are scanned, not indexed.
+pub const LINEAR_MAX: usize = 8;
 
 /// Index of one direction of one managed domain: values are indices into
 /// that direction's `peers`.

@@ -26,8 +26,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::level::Direction;
-use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule};
+use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry};
 use super::name::{normalize_lookup, DomainName, PeerMatcher};
+pub use super::partition::{BuildError, LINEAR_MAX};
 use super::partition::{DomainIndex, Partition, PeerIndex};
 use super::reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
 
@@ -52,48 +53,6 @@ impl PeerQuery<'_> {
         }
     }
 }
-
-/// A model the snapshot refuses; indices point into the `domains` vector
-/// given to [`PolicySnapshot::build`] and its `peers` vectors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    #[error("managed domain {name} is configured twice")]
-    DuplicateDomain {
-        name: DomainName,
-        first: usize,
-        second: usize,
-    },
-    #[error("{direction} peer {peer} of {domain_name} is configured twice")]
-    DuplicatePeer {
-        domain: usize,
-        domain_name: DomainName,
-        direction: Direction,
-        peer: PeerMatcher,
-        first: usize,
-        second: usize,
-    },
-    /// DANE and MTA-STS levels authenticate a destination: outbound only.
-    #[error("level {} is outbound only and cannot apply to inbound mail", .rule.level)]
-    LevelNotAllowed {
-        /// `None` for the global defaults.
-        domain: Option<usize>,
-        direction: Direction,
-        /// `None` for the default rule of that direction.
-        peer: Option<usize>,
-        rule: PolicyRule,
-    },
-    /// Outbound peers are recipient domains, never addresses.
-    #[error("outbound peer {peer} is an address; outbound peers are recipient domains (IP addresses and CIDR blocks are inbound only)")]
-    AddressPeerOutbound {
-        domain: usize,
-        peer_index: usize,
-        peer: PeerMatcher,
-    },
-}
-
-/// Directions with at most this many peer entries are scanned, not indexed.
-pub const LINEAR_MAX: usize = 8;
 
 /// Where a managed domain is: its partition and its place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
