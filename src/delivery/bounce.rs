@@ -37,7 +37,7 @@ use crate::smtp::{EnhancedCode, Reply, ReversePath};
 
 /// Queues the DSNs of up to `max` owed bounces; returns how many bounce
 /// records were completed.
-pub async fn send_bounces(shared: &Arc<DeliveryContext>, max: usize) -> usize {
+pub(crate) async fn send_bounces(shared: &Arc<DeliveryContext>, max: usize) -> usize {
     let queue = shared.queue.clone();
     let owed = match tokio::task::spawn_blocking(move || queue.take_bounces(max)).await {
         Ok(Ok(owed)) => owed,

@@ -137,7 +137,7 @@ impl Hop {
     /// had (the probe), without the WebPKI roots: an MTA-STS hop's verifier
     /// is then one that refuses every certificate, so these parameters can
     /// never carry mail.
-    pub fn params_for_verdict(&self) -> Result<TlsParams, HopError> {
+    pub(crate) fn params_for_verdict(&self) -> Result<TlsParams, HopError> {
         let mut params = match &self.tls {
             HopTls::WebPki => Hop {
                 tls: HopTls::Unauthenticated,
@@ -178,7 +178,7 @@ impl fmt::Display for HostSkip {
 
 /// `opportunistic` and `mandatory` (and a route's level): no DANE, no
 /// MTA-STS; TLS required only under `mandatory`.
-pub fn plain_host(level: SecurityLevel) -> HopTls {
+pub(crate) fn plain_host(level: SecurityLevel) -> HopTls {
     match level {
         SecurityLevel::Mandatory => HopTls::Unauthenticated,
         _ => HopTls::Opportunistic,
@@ -355,7 +355,7 @@ impl fmt::Display for TlsProblem {
 }
 
 /// `TLS 1.3` for rustls' `TLSv1_3`.
-pub fn version_name(version: ProtocolVersion) -> String {
+pub(crate) fn version_name(version: ProtocolVersion) -> String {
     match version {
         ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
         ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
@@ -381,7 +381,7 @@ pub enum NotUsed {
 impl NotUsed {
     /// Whether the host answered and the policy refused its TLS (it is
     /// up): the attempt then pauses only this policy, not the destination.
-    pub fn by_policy(&self) -> bool {
+    pub(crate) fn by_policy(&self) -> bool {
         !matches!(self, NotUsed::NoSession { .. })
     }
 }
@@ -579,7 +579,11 @@ pub fn connection_verdict(
 /// already refuses what the hop's TLS forbids, so for a new connection
 /// this confirms it; a pooled session the verdict would not use (e.g. TLS
 /// below this message's minimum) is turned away.
-pub fn session_verdict(hop: &Hop, params: &TlsParams, achieved: &Achieved) -> Result<(), NotUsed> {
+pub(crate) fn session_verdict(
+    hop: &Hop,
+    params: &TlsParams,
+    achieved: &Achieved,
+) -> Result<(), NotUsed> {
     match connection_verdict(hop, params, &ConnectionEvent::of_session(achieved)) {
         ConnectionVerdict::SendOverTls { .. } | ConnectionVerdict::SendCleartext(_) => Ok(()),
         ConnectionVerdict::RetryCleartext(problem) => Err(NotUsed::TlsRequired(problem)),

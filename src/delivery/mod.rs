@@ -33,11 +33,11 @@ mod shared;
 pub mod tls_request;
 
 pub use attempt::{attempt, Report};
-pub use bounce::send_bounces;
+pub(crate) use bounce::send_bounces;
 pub use decision::{connection_verdict, ConnectionEvent, ConnectionVerdict, Hop, HopTls};
-pub use plan::{
-    effective_policy, next_hop, BadPolicy, Destination, Effective, NextHop, Plan, Planner,
-};
+pub use plan::{effective_policy, BadPolicy, Destination, Effective, Plan};
 pub use pool::Pool;
-pub use reason::{Health, Reason};
-pub use shared::{BodyMemory, DeliveryContext};
+pub use reason::Health;
+pub use reason::Reason;
+pub(crate) use shared::BodyMemory;
+pub use shared::DeliveryContext;

@@ -111,7 +111,7 @@ impl<'a> Destination<'a> {
         self.to_string()
     }
 
-    pub fn is_inbound(&self) -> bool {
+    pub(crate) fn is_inbound(&self) -> bool {
         matches!(self, Destination::Inbound(_))
     }
 
@@ -169,10 +169,10 @@ fn route_of<'a>(config: &'a Config, domain: &str) -> Option<&'a Route> {
 }
 
 /// The next hop of a destination key.
-pub fn next_hop<'a>(config: &'a Config, destination: &'a str) -> NextHop<'a> {
+pub(crate) fn next_hop<'a>(config: &'a Config, destination: &'a str) -> NextHop<'a> {
     match Destination::of(destination) {
         Destination::Inbound(domain) => match route_of(config, domain) {
-            Some(route) => NextHop::Route { domain, route },
+            Some(route) => NextHop::Route { route },
             None => NextHop::NoRoute { domain },
         },
         Destination::Domain(domain) => NextHop::Domain(domain),
@@ -181,11 +181,11 @@ pub fn next_hop<'a>(config: &'a Config, destination: &'a str) -> NextHop<'a> {
 
 /// The next hop of a queued message.
 #[derive(Debug, Clone)]
-pub enum NextHop<'a> {
+pub(crate) enum NextHop<'a> {
     /// Outbound: the recipient domain's MX hosts.
     Domain(&'a str),
     /// Inbound: a managed domain's downstream route.
-    Route { domain: &'a str, route: &'a Route },
+    Route { route: &'a Route },
     /// Inbound to a managed domain without a route.
     NoRoute { domain: &'a str },
 }
@@ -229,7 +229,7 @@ fn no_address(what: String, problems: &[Reason]) -> Reason {
 }
 
 /// What the planner needs.
-pub struct Planner<'a> {
+pub(crate) struct Planner<'a> {
     pub resolver: &'a Resolver,
     pub mta_sts: &'a PolicyCache,
     /// The port of MX hosts (25 outside tests).
@@ -246,7 +246,7 @@ impl Planner<'_> {
                     "no downstream route is configured for {domain} (set `route` in its [[domains]] entry)"
                 ),
             )),
-            NextHop::Route { route, .. } => self.route(route).await,
+            NextHop::Route { route } => self.route(route).await,
             NextHop::Domain(domain) => match effective.level {
                 SecurityLevel::Opportunistic | SecurityLevel::Mandatory => {
                     let tls = plain_host(effective.level);
@@ -423,7 +423,7 @@ pub fn dane_plan(domain: &str, plan: DestinationPlan, min_tls: MinTlsVersion, po
 /// The plan under `mta-sts` from the RFC 7672 destination plan (DANE
 /// governs where it applies) and the domain's policy: each host's TLS
 /// from [`mta_sts_host`].
-pub fn mta_sts_plan(
+pub(crate) fn mta_sts_plan(
     domain: &str,
     dane_plan: DestinationPlan,
     policy: Option<&Policy>,

@@ -24,7 +24,7 @@ use crate::cluster::ConnectionLease;
 use crate::smtp::client::{Connection, TlsParams};
 
 /// A connection with its fleet lease (`None` without `[cluster]`).
-pub struct Leased {
+pub(crate) struct Leased {
     pub conn: Connection,
     pub lease: Option<ConnectionLease>,
 }
@@ -70,7 +70,7 @@ impl Pool {
 
     /// An idle connection to `host` at `addr` that may carry a message
     /// with `params`, if there is one.
-    pub fn take(&self, host: &str, addr: SocketAddr, params: &TlsParams) -> Option<Leased> {
+    pub(crate) fn take(&self, host: &str, addr: SocketAddr, params: &TlsParams) -> Option<Leased> {
         let mut idle = self.idle();
         let position = idle.iter().position(|i| {
             i.host == host
@@ -83,7 +83,7 @@ impl Pool {
 
     /// Keeps `conn` for reuse; returns it when it should be closed instead
     /// (unusable, message limit reached, or the pool is full).
-    pub fn put(&self, host: &str, conn: Leased) -> Option<Leased> {
+    pub(crate) fn put(&self, host: &str, conn: Leased) -> Option<Leased> {
         if !conn.conn.is_usable() || conn.conn.transactions() >= self.messages_per_connection {
             return Some(conn);
         }
@@ -102,7 +102,7 @@ impl Pool {
 
     /// Removes the connections idle for longer than `timeout` (all of
     /// them with a zero timeout), for the caller to close.
-    pub fn expire(&self, timeout: Duration) -> Vec<Leased> {
+    pub(crate) fn expire(&self, timeout: Duration) -> Vec<Leased> {
         let mut idle = self.idle();
         let now = Instant::now();
         let (old, keep): (Vec<Idle>, Vec<Idle>) = idle
@@ -114,7 +114,7 @@ impl Pool {
 
     /// Removes the connection idle the longest, for the caller to close
     /// (its lease goes to a new connection).
-    pub fn take_oldest(&self) -> Option<Leased> {
+    pub(crate) fn take_oldest(&self) -> Option<Leased> {
         let mut idle = self.idle();
         let oldest = idle
             .iter()

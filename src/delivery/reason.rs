@@ -44,39 +44,37 @@ pub enum Health {
 pub mod status {
     use super::Status;
     /// X.1.2: bad destination system address (no such domain, no MX).
-    pub const NO_MAIL_DOMAIN: Status = Status(5, 1, 2);
+    pub(crate) const NO_MAIL_DOMAIN: Status = Status(5, 1, 2);
     /// RFC 7505 section 4.1 (with RFC 7504): null MX.
-    pub const NULL_MX: Status = Status(5, 1, 10);
+    pub(crate) const NULL_MX: Status = Status(5, 1, 10);
     /// X.4.1: no answer from host.
-    pub const NO_ANSWER: Status = Status(4, 4, 1);
+    pub(crate) const NO_ANSWER: Status = Status(4, 4, 1);
     /// X.4.2: bad connection.
-    pub const BAD_CONNECTION: Status = Status(4, 4, 2);
+    pub(crate) const BAD_CONNECTION: Status = Status(4, 4, 2);
     /// X.4.3: directory server failure (DNS).
     pub const DNS: Status = Status(4, 4, 3);
     /// X.4.4: unable to route.
-    pub const NO_ROUTE: Status = Status(4, 4, 4);
+    pub(crate) const NO_ROUTE: Status = Status(4, 4, 4);
     /// X.5.0: other or undefined protocol status.
-    pub const PROTOCOL: Status = Status(4, 5, 0);
+    pub(crate) const PROTOCOL: Status = Status(4, 5, 0);
     /// X.7.0: other or undefined security status.
-    pub const SECURITY: Status = Status(4, 7, 0);
+    pub(crate) const SECURITY: Status = Status(4, 7, 0);
     /// X.7.5: cryptographic failure.
-    pub const CRYPTO: Status = Status(4, 7, 5);
+    pub(crate) const CRYPTO: Status = Status(4, 7, 5);
     /// X.7.10: encryption needed (RFC 5248 registry).
-    pub const ENCRYPTION_NEEDED: Status = Status(4, 7, 10);
+    pub(crate) const ENCRYPTION_NEEDED: Status = Status(4, 7, 10);
     /// X.3.5: system incorrectly configured.
-    pub const BAD_POLICY: Status = Status(4, 3, 5);
+    pub(crate) const BAD_POLICY: Status = Status(4, 3, 5);
     /// RFC 8689 section 4.2.1: REQUIRETLS and no TLS-protected session
     /// authenticated by DANE or MTA-STS can be had ("Unable to establish
     /// TLS-protected SMTP session"). Permanent: the message is returned.
-    pub const REQUIRETLS_NO_AUTHENTICATED_TLS: Status = Status(5, 7, 10);
-    /// RFC 8689 section 4.2.1: "REQUIRETLS not supported by server".
-    pub const REQUIRETLS_NOT_SUPPORTED: Status = Status(5, 7, 30);
+    pub(crate) const REQUIRETLS_NO_AUTHENTICATED_TLS: Status = Status(5, 7, 10);
     /// X.1.3: bad destination mailbox address syntax.
-    pub const BAD_ADDRESS: Status = Status(5, 1, 3);
+    pub(crate) const BAD_ADDRESS: Status = Status(5, 1, 3);
 }
 
 /// The queue's status from the SMTP layer's.
-pub fn status_of(code: EnhancedCode) -> Status {
+pub(crate) fn status_of(code: EnhancedCode) -> Status {
     Status(code.0, code.1, code.2)
 }
 
@@ -238,7 +236,7 @@ pub(crate) fn connection_failure(webpki: bool, e: &ClientError) -> Reason {
 }
 
 /// RFC 8460 section 4.3 for a DANE verifier's failure.
-pub fn dane_result(failure: &DaneFailure) -> TlsFailure {
+pub(crate) fn dane_result(failure: &DaneFailure) -> TlsFailure {
     match failure {
         DaneFailure::NoUsableRecords => TlsFailure::TlsaInvalid,
         DaneFailure::NoCertificate | DaneFailure::NoMatch { .. } => TlsFailure::ValidationFailure,
@@ -248,7 +246,7 @@ pub fn dane_result(failure: &DaneFailure) -> TlsFailure {
 }
 
 /// RFC 8460 section 4.3 for a certificate MTA-STS refused.
-pub fn cert_result(problem: &CertProblem) -> TlsFailure {
+pub(crate) fn cert_result(problem: &CertProblem) -> TlsFailure {
     match problem {
         CertProblem::HostMismatch => TlsFailure::CertificateHostMismatch,
         CertProblem::Expired => TlsFailure::CertificateExpired,
@@ -258,7 +256,7 @@ pub fn cert_result(problem: &CertProblem) -> TlsFailure {
 }
 
 /// RFC 8460 section 4.3 for an MX an MTA-STS policy refused.
-pub fn mx_result(failure: &MxFailure) -> TlsFailure {
+pub(crate) fn mx_result(failure: &MxFailure) -> TlsFailure {
     match failure {
         MxFailure::NotInPolicy { .. } | MxFailure::Handshake { .. } => {
             TlsFailure::ValidationFailure
@@ -269,7 +267,7 @@ pub fn mx_result(failure: &MxFailure) -> TlsFailure {
 }
 
 /// The reason one MX host may not be used under DANE.
-pub fn dane_skip(host: &str, why: &SkipReason) -> Reason {
+pub(crate) fn dane_skip(host: &str, why: &SkipReason) -> Reason {
     let dane = |failure| Reason::Dane {
         failure,
         place: Place::host(host),
@@ -305,7 +303,7 @@ pub fn dane_skip(host: &str, why: &SkipReason) -> Reason {
 /// The reason the DANE planner deferred a whole destination: a failed MX
 /// lookup, an insecure MX RRset under `mandatory-dane`, or no usable MX
 /// (grouped by the last host's cause; the detail lists every host).
-pub fn dane_deferral(domain: &str, why: &DeferReason) -> Reason {
+pub(crate) fn dane_deferral(domain: &str, why: &DeferReason) -> Reason {
     let detail = format!("{domain}: {why}");
     match why {
         DeferReason::MxLookupFailed(_) => {

@@ -23,7 +23,7 @@ pub struct DeliveryContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Bounds the message content held in memory by attempts at once
     /// (see [`BodyMemory`]).
-    pub body_memory: BodyMemory,
+    pub(crate) body_memory: BodyMemory,
     /// The fleet, once joined (`[cluster]`); never set on a node alone,
     /// whose limits stay the `[delivery]` ones exactly.
     pub cluster: OnceLock<Cluster>,
@@ -42,7 +42,7 @@ impl DeliveryContext {
     /// `[cluster]`. The engine starts before the node joins: mail due at
     /// the start waits here until it has, so that no connection is opened
     /// outside the fleet's count.
-    pub async fn joined_cluster(&self) -> Option<Cluster> {
+    pub(crate) async fn joined_cluster(&self) -> Option<Cluster> {
         loop {
             if let Some(cluster) = self.cluster.get() {
                 return Some(cluster.clone());
@@ -60,7 +60,7 @@ impl DeliveryContext {
 /// hundred MiB, not 16 GiB. Small messages never wait in practice (4,096
 /// attempts of 10 KiB take 80 MiB).
 #[derive(Clone)]
-pub struct BodyMemory {
+pub(crate) struct BodyMemory {
     permits: Arc<tokio::sync::Semaphore>,
     /// The budget in units of `UNIT` octets.
     units: u64,
@@ -68,7 +68,7 @@ pub struct BodyMemory {
 
 impl BodyMemory {
     /// The default budget: 256 MiB.
-    pub const DEFAULT_BYTES: u64 = 256 * 1024 * 1024;
+    pub(crate) const DEFAULT_BYTES: u64 = 256 * 1024 * 1024;
     const UNIT: u64 = 1024;
 
     pub fn new(bytes: u64) -> BodyMemory {
@@ -89,7 +89,8 @@ impl BodyMemory {
     }
 
     /// Octets of the budget not held now.
-    pub fn available(&self) -> u64 {
+    #[cfg(test)]
+    fn available(&self) -> u64 {
         self.permits.available_permits() as u64 * Self::UNIT
     }
 }

@@ -30,7 +30,7 @@ use crate::policy::SecurityLevel;
 
 /// What the sender's request did to the configured policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The configured level applies as it is.
     Kept,
     /// REQUIRETLS: planned under a level that authenticates, instead of
@@ -46,14 +46,14 @@ pub enum Change {
 
 /// The policy a message is planned under, and how its request changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub effective: Effective,
     pub change: Change,
 }
 
 /// The policy to plan a message under: `effective` (the configured level
 /// for its peer) as the sender's `request` changes it (module docs).
-pub fn plan_under(effective: Effective, request: TlsRequest) -> Planned {
+pub(crate) fn plan_under(effective: Effective, request: TlsRequest) -> Planned {
     let level = effective.level;
     let (to, change) = match (request, level) {
         (TlsRequest::RequireTls, SecurityLevel::MandatoryDane | SecurityLevel::MtaSts) => {
@@ -90,7 +90,7 @@ pub fn authenticated(tls: &HopTls) -> bool {
 /// Why a REQUIRETLS message does not go to `hop` (its TLS cannot be
 /// authenticated): RFC 8689 section 4.2.1, "Unable to establish
 /// TLS-protected SMTP session", 5.7.10.
-pub fn unfit(hop: &Hop) -> Reason {
+pub(crate) fn unfit(hop: &Hop) -> Reason {
     Reason::Local {
         cause: LocalCause::RequireTls,
         status: status::REQUIRETLS_NO_AUTHENTICATED_TLS,
@@ -104,7 +104,7 @@ pub fn unfit(hop: &Hop) -> Reason {
 
 /// Logs what the sender's request changed in the policy of an attempt
 /// to `destination` (the lines `docs/smtp.md` names).
-pub fn log_change(destination: &str, change: Change) {
+pub(crate) fn log_change(destination: &str, change: Change) {
     match change {
         Change::Kept => {}
         Change::Required { from } => info!(

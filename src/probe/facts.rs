@@ -8,7 +8,7 @@ use rustls::ProtocolVersion;
 
 use super::capture::CertCheck;
 use crate::dane::{DanePlan, DestinationPlan};
-pub use crate::delivery::decision::version_name;
+pub(crate) use crate::delivery::decision::version_name;
 use crate::dns::{AddressLookup, MxHost, MxLookup, TlsaLookup};
 use crate::mta_sts::{DiscoveryFailure, IgnoredField, Policy, StsTxtRecord, TxtProblem};
 

@@ -40,7 +40,7 @@ use super::reason::{
     connection_failure, plan_deferral_health, remote, status, Health, LocalCause, Place, Reason,
     Status,
 };
-pub use super::shared::{BodyMemory, DeliveryContext};
+pub(crate) use super::shared::DeliveryContext;
 use super::tls_request;
 use crate::cluster::ConnectionLease;
 use crate::config::Config;
