@@ -624,7 +624,7 @@ impl Destination {
 }
 
 /// The pause after `failures` consecutive unreachable attempts.
-pub fn pause_after(failures: u32, first: Duration, max: Duration) -> Duration {
+pub(crate) fn pause_after(failures: u32, first: Duration, max: Duration) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
     first.saturating_mul(factor).min(max)
 }

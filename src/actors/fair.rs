@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 
 /// Waiting items in one line per tenant, served in turn.
 #[derive(Debug)]
-pub struct Turns<T> {
+pub(crate) struct Turns<T> {
     lines: HashMap<String, VecDeque<T>>,
     /// Tenants with a non-empty line, the next to be served first.
     order: VecDeque<String>,
@@ -78,7 +78,8 @@ impl<T> Turns<T> {
     }
 
     /// Tenants with items waiting.
-    pub fn tenants(&self) -> usize {
+    #[cfg(test)]
+    fn tenants(&self) -> usize {
         self.order.len()
     }
 }

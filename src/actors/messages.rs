@@ -22,13 +22,13 @@ pub struct Flush;
 /// finish what is here, then stop (scheduler -> destination).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Retire;
+pub(crate) struct Retire;
 
 /// The engine is stopping: give waiting leases back to the queue
 /// (scheduler -> destination).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct GiveBack;
+pub(crate) struct GiveBack;
 
 /// A lease of this tenant at this destination is finished (recorded in
 /// the queue, or given back); destination -> scheduler.

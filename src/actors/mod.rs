@@ -23,7 +23,7 @@
 pub mod destination;
 pub mod fair;
 pub mod messages;
-pub mod scheduler;
+pub(crate) mod scheduler;
 pub mod status;
 pub mod tenant;
 
@@ -35,9 +35,9 @@ use actix::prelude::*;
 
 pub use destination::Destination;
 pub use messages::{Deliver, Done, Flush};
-pub use scheduler::{FlushDestination, Pause, Scheduler, Wake};
+pub(crate) use scheduler::{FlushDestination, Pause, Scheduler, Wake};
 pub use status::TenantSnapshot;
-pub use status::{Board, DestinationStatus, StatusBoard, TenantBoard};
+pub(crate) use status::{DestinationStatus, StatusBoard, TenantBoard};
 pub use tenant::Tenant;
 
 use crate::admin::DeliveryView;
@@ -114,7 +114,7 @@ impl Engine {
     }
 
     /// A cheap handle for the SMTP reception to call [`Engine::wake`].
-    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+    pub(crate) fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
         let scheduler = self.scheduler.clone();
         Arc::new(move || scheduler.do_send(Wake))
     }
@@ -142,7 +142,7 @@ impl Engine {
 
     /// Attempts under way (delivery connections open), as the
     /// destinations last published them.
-    pub fn attempts_under_way(&self) -> usize {
+    pub(crate) fn attempts_under_way(&self) -> usize {
         self.board.all().iter().map(|d| d.active_connections).sum()
     }
 

@@ -35,19 +35,19 @@ const TICK: Duration = Duration::from_millis(250);
 /// New mail is queued: look for due work now.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Wake;
+pub(crate) struct Wake;
 
 /// Stop taking work (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Pause;
+pub(crate) struct Pause;
 
 /// Flush one destination; answers whether it exists.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct FlushDestination(pub String);
+pub(crate) struct FlushDestination(pub String);
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     shared: Arc<DeliveryContext>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
@@ -96,7 +96,7 @@ impl Scheduler {
     }
 
     /// Beat `heartbeat` on every tick of the loop.
-    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+    pub(crate) fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
         self.heartbeat = heartbeat;
         self
     }

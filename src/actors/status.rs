@@ -43,7 +43,7 @@ impl TenantSnapshot {
 }
 
 /// The in-flight limit of `tenant` under `config`.
-pub fn tenant_limit(config: &Config, tenant: &str) -> usize {
+pub(crate) fn tenant_limit(config: &Config, tenant: &str) -> usize {
     config
         .tenant_limits
         .get(tenant)
@@ -58,10 +58,10 @@ pub struct Board<T> {
 }
 
 /// The destination actors' states.
-pub type StatusBoard = Board<DestinationStatus>;
+pub(crate) type StatusBoard = Board<DestinationStatus>;
 
 /// The tenant actors' snapshots.
-pub type TenantBoard = Board<Arc<TenantSnapshot>>;
+pub(crate) type TenantBoard = Board<Arc<TenantSnapshot>>;
 
 impl<T> Default for Board<T> {
     fn default() -> Self {

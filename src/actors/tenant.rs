@@ -23,18 +23,19 @@ use sealpost_queue::Lease;
 use tracing::warn;
 
 use super::status::TenantBoard;
-pub use super::status::{tenant_limit, TenantSnapshot};
+pub(crate) use super::status::{tenant_limit, TenantSnapshot};
 use crate::delivery::DeliveryContext;
 
 /// A tenant's leases in the engine: in total and per destination.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Account {
+pub(crate) struct Account {
     in_flight: usize,
     per_destination: HashMap<String, usize>,
 }
 
 impl Account {
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.in_flight
     }
 
@@ -49,7 +50,7 @@ impl Account {
     }
 
     /// How many more leases `destination` may take under `cap`.
-    pub fn room_at(&self, destination: &str, cap: usize) -> usize {
+    pub(crate) fn room_at(&self, destination: &str, cap: usize) -> usize {
         cap.saturating_sub(self.at(destination))
     }
 
@@ -77,7 +78,7 @@ impl Account {
 /// granted); the tenant takes fewer when its quotas say so.
 #[derive(Message)]
 #[rtype(result = "Vec<Lease>")]
-pub struct Take {
+pub(crate) struct Take {
     pub now: SystemTime,
     pub max: usize,
 }

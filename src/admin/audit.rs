@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 /// The log's file name in the data directory.
-pub const FILE_NAME: &str = "audit.log";
+pub(crate) const FILE_NAME: &str = "audit.log";
 
 /// The audit log of the data directory `data_dir`.
-pub fn path_in(data_dir: &Path) -> PathBuf {
+pub(crate) fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
 }
 
@@ -85,7 +85,7 @@ pub fn read(path: &Path, tenant: Option<&str>, limit: usize) -> io::Result<Vec<A
 }
 
 /// `t` as RFC 3339 UTC with seconds.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     crate::date::rfc3339(crate::date::unix_seconds(t))
 }
 

@@ -74,9 +74,11 @@ pub enum DrainRefusal {
 }
 
 /// The control of a process without a queue to drain (tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoDrain;
+pub(crate) struct NoDrain;
 
+#[cfg(test)]
 impl DrainControl for NoDrain {
     fn start(&self, _: DrainRequest) -> Result<DrainStatus, DrainRefusal> {
         Err(DrainRefusal::Unavailable)

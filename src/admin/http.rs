@@ -20,18 +20,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 /// Longest wait for a request's header (also bounds an idle keep-alive).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a request's body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 /// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Connections served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// The response type of every handler.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// A refused request: its status and what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,13 +50,13 @@ impl ApiError {
             details: Vec::new(),
         }
     }
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
-    pub fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
-    pub fn internal(message: impl Into<String>) -> ApiError {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
@@ -102,7 +102,7 @@ pub fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) ->
 }
 
 /// The request body, at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`].
-pub async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,7 +132,9 @@ pub async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 /// Parses a JSON body; an empty body is `T::default()`.
-pub fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -164,12 +166,12 @@ where
 }
 
 /// The bound on concurrent connections of one listener.
-pub fn connection_slots() -> Arc<Semaphore> {
+pub(crate) fn connection_slots() -> Arc<Semaphore> {
     Arc::new(Semaphore::new(MAX_CONNECTIONS))
 }
 
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`).
-pub fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, ApiError> {
+pub(crate) fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, ApiError> {
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -198,7 +200,7 @@ pub fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, ApiErr
 }
 
 /// Encodes everything but unreserved characters (RFC 3986 section 2.3).
-pub fn percent_encode(input: &str) -> String {
+pub(crate) fn percent_encode(input: &str) -> String {
     let mut out = String::with_capacity(input.len());
     for b in input.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -211,7 +213,7 @@ pub fn percent_encode(input: &str) -> String {
 }
 
 /// The pairs of a query string, decoded.
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn parse_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -19,7 +19,7 @@ pub mod drain;
 pub mod http;
 pub mod routes;
 pub mod socket;
-pub mod tenant_edits;
+pub(crate) mod tenant_edits;
 pub mod tls_reports;
 pub mod top;
 pub mod views;
@@ -57,22 +57,10 @@ pub trait DeliveryView: Send + Sync {
     }
 }
 
-/// The view used until the delivery engine is running: no destinations.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoDelivery;
-
-impl DeliveryView for NoDelivery {
-    fn destinations(&self) -> Vec<DestinationStatus> {
-        Vec::new()
-    }
-    fn flush(&self, _: &str) -> bool {
-        false
-    }
-}
-
 /// Re-reads the configuration and certificates; the report, or why the
 /// reload was refused.
-pub type ReloadFn = Arc<dyn Fn() -> Result<ReloadReport, crate::live::ReloadError> + Send + Sync>;
+pub(crate) type ReloadFn =
+    Arc<dyn Fn() -> Result<ReloadReport, crate::live::ReloadError> + Send + Sync>;
 
 /// Everything the endpoints read and act on.
 pub struct AdminState {
@@ -116,7 +104,7 @@ pub enum AdminError {
 /// The running admin listeners. Dropping it stops them and removes the
 /// socket file.
 #[derive(Debug)]
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     socket: socket::SocketFile,
     metrics_address: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
@@ -162,11 +150,6 @@ impl AdminServer {
 
     pub fn socket_path(&self) -> &std::path::Path {
         self.socket.path()
-    }
-
-    /// The bound metrics address (useful with port 0).
-    pub fn metrics_address(&self) -> Option<SocketAddr> {
-        self.metrics_address
     }
 }
 

@@ -108,7 +108,10 @@ pub async fn admin(state: Arc<AdminState>, request: Request<Incoming>) -> HttpRe
 
 /// The answer to one request on the metrics listener: `GET /metrics`,
 /// `GET /healthz/live` and `GET /healthz/ready` only.
-pub async fn metrics_only(state: Arc<AdminState>, request: Request<Incoming>) -> HttpResponse {
+pub(crate) async fn metrics_only(
+    state: Arc<AdminState>,
+    request: Request<Incoming>,
+) -> HttpResponse {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => metrics(&state),
         (&Method::GET, "/healthz/live") => live(),

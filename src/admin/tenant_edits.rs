@@ -28,14 +28,14 @@ use crate::policy::{Direction, ManagedDomain, PeerMatcher, PolicyRule};
 
 /// The caller's Unix user id, put in each request by the socket listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerUid(pub Option<u32>);
+pub(crate) struct PeerUid(pub Option<u32>);
 
 /// Most audit records `GET /audit` returns.
 const MAX_AUDIT: usize = 10_000;
 
 /// Handles `GET /tenants/{t}`, `/domains...` and `GET /audit`; `None`
 /// for any other path.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &Arc<AdminState>,
     method: &Method,
     segments: &[&str],
@@ -141,7 +141,7 @@ pub struct PeerView {
 
 /// `GET /tenants/{t}`: the tenant's file, version and domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantDetail {
+pub(crate) struct TenantDetail {
     pub tenant: String,
     pub file: Option<String>,
     /// The `ETag` of the tenant's file (`None`: no tenant file).
@@ -315,7 +315,7 @@ fn audit_log(state: &AdminState, query: &str) -> Result<HttpResponse, ApiError> 
 /// A change request: the change, the tenant for a new domain, and the
 /// version the caller based it on.
 #[derive(Debug, Clone)]
-pub struct ChangeRequest {
+pub(crate) struct ChangeRequest {
     pub change: Change,
     pub tenant: Option<String>,
     pub version: Option<String>,
@@ -324,14 +324,14 @@ pub struct ChangeRequest {
 /// Who asks for a change, for the audit log: the admin socket's caller
 /// (Unix uid) or a signed-in console user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Who {
+pub(crate) struct Who {
     pub uid: Option<u32>,
     pub user: Option<String>,
 }
 
 /// Why a change was not made (nothing was written).
 #[derive(Debug)]
-pub enum ChangeRefused {
+pub(crate) enum ChangeRefused {
     /// Not found, conflict, bad request, storage failure.
     Api(ApiError),
     /// The tenant file would not be valid: every error, with its field.
@@ -446,7 +446,7 @@ fn parse_change(
 
 /// The answer to a change that was applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeAnswer {
+pub(crate) struct ChangeAnswer {
     pub tenant: String,
     pub change: String,
     pub file: String,
@@ -469,7 +469,7 @@ fn conflict(message: String, version: Option<&str>) -> ApiError {
 /// Runs one change end to end (see the module documentation): the admin
 /// API and the web console (`crate::console`) both come here. Blocks (file
 /// writes, fsync): call it off the async executor.
-pub fn apply_change(
+pub(crate) fn apply_change(
     live: &LiveConfig,
     request: ChangeRequest,
     if_match: Option<String>,
@@ -610,7 +610,7 @@ fn edit_error(e: EditError) -> ApiError {
 
 /// One validation error as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub file: String,
     pub line: Option<usize>,
     pub column: Option<usize>,
@@ -662,7 +662,7 @@ fn invalid(list: &[FieldError]) -> HttpResponse {
 }
 
 /// For the CLI: a peer as the API names it in a path.
-pub fn peer_segment(peer: &str) -> String {
+pub(crate) fn peer_segment(peer: &str) -> String {
     peer.parse::<PeerMatcher>()
         .map(|p| p.to_string())
         .unwrap_or_else(|_| peer.to_owned())

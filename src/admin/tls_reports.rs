@@ -12,7 +12,7 @@ use super::AdminState;
 use crate::tlsrpt::{ReportKey, Reporter};
 
 /// Answers a request under `/tls-reports/sent` or `/tls-reports/send-now`.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &AdminState,
     method: &Method,
     segments: &[&str],

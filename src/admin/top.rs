@@ -21,10 +21,10 @@ use super::AdminState;
 use crate::metrics::{state_name, STATES};
 
 /// Messages walked at most per snapshot.
-pub const TOP_SCAN: usize = 1_000;
+pub(crate) const TOP_SCAN: usize = 1_000;
 
 /// Destinations and tenants listed at most.
-pub const TOP_ROWS: usize = 50;
+pub(crate) const TOP_ROWS: usize = 50;
 
 /// `GET /top`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

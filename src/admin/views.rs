@@ -23,14 +23,14 @@ fn age_seconds(arrived: SystemTime, now: SystemTime) -> u64 {
 }
 
 /// A state by its lowercase name.
-pub fn parse_state(name: &str) -> Option<StateKind> {
+pub(crate) fn parse_state(name: &str) -> Option<StateKind> {
     STATES
         .into_iter()
         .find(|s| state_name(*s).eq_ignore_ascii_case(name))
 }
 
 /// `90`, `90s`, `15m`, `2h` or `3d`.
-pub fn parse_age(given: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(given: &str) -> Result<Duration, String> {
     let given = given.trim();
     let (number, unit) = match given.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => given.split_at(i),
@@ -118,7 +118,7 @@ impl FilterSpec {
     }
 
     /// The queue's filter, or why this one is not valid.
-    pub fn to_list_filter(&self, now: SystemTime) -> Result<ListFilter, String> {
+    pub(crate) fn to_list_filter(&self, now: SystemTime) -> Result<ListFilter, String> {
         let non_empty = |name: &str, value: &Option<String>| -> Result<Option<String>, String> {
             match value.as_deref().map(str::trim) {
                 Some("") => Err(format!("`{name}` may not be empty")),
@@ -177,7 +177,7 @@ impl FilterSpec {
 /// The body of `POST /queue/actions/{action}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ActionRequest {
+pub(crate) struct ActionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,7 +231,7 @@ impl ActionRequest {
 /// The optional body of `POST /queue/messages/{id}/{action}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MessageActionRequest {
+pub(crate) struct MessageActionRequest {
     /// For `bounce`: the reason given in the DSN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounce_reason: Option<String>,
@@ -240,7 +240,7 @@ pub struct MessageActionRequest {
 /// How many messages an action changed; for `retry` and `release`, the
 /// destinations whose pause still holds some of them back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Touched {
+pub(crate) struct Touched {
     pub touched: u64,
     /// Paused destinations of the recipients made due, by name: leases for
     /// them are deferred at once until the pause ends or is flushed.
@@ -248,18 +248,9 @@ pub struct Touched {
     pub held_back: Vec<HeldBack>,
 }
 
-impl Touched {
-    pub fn count(touched: u64) -> Touched {
-        Touched {
-            touched,
-            held_back: Vec::new(),
-        }
-    }
-}
-
 /// Messages an action made due that a destination's pause still holds back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldBack {
+pub(crate) struct HeldBack {
     pub destination: String,
     /// Of the messages changed, how many have recipients for this destination.
     pub messages: u64,
@@ -314,7 +305,7 @@ pub struct ReasonCount {
 /// Deferral reasons counted by kind and cause (never by text): the
 /// summary's and `sealpost top`'s "top defer reasons".
 #[derive(Debug, Default)]
-pub struct ReasonTally(BTreeMap<ReasonGroup, (String, u64)>);
+pub(crate) struct ReasonTally(BTreeMap<ReasonGroup, (String, u64)>);
 
 impl ReasonTally {
     /// Counts one recipient deferred for `reason` (the first reason of a
@@ -350,14 +341,14 @@ impl ReasonTally {
 
 /// One page of `GET /queue/messages`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessagePage {
+pub(crate) struct MessagePage {
     pub messages: Vec<MessageSummary>,
     /// Pass as `cursor` for the next page; `null` on the last.
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageSummary {
+pub(crate) struct MessageSummary {
     pub id: String,
     pub tenant: String,
     pub mail_from: String,
@@ -368,7 +359,7 @@ pub struct MessageSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecipientSummary {
+pub(crate) struct RecipientSummary {
     pub address: String,
     pub destination: String,
     pub state: String,
@@ -379,7 +370,7 @@ pub struct RecipientSummary {
 
 /// `GET /queue/messages/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageDetail {
+pub(crate) struct MessageDetail {
     pub id: String,
     pub tenant: String,
     pub mail_from: String,
@@ -400,14 +391,14 @@ pub struct MessageDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyView {
+pub(crate) struct PolicyView {
     pub level: String,
     pub min_tls: String,
     pub explanation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecipientDetail {
+pub(crate) struct RecipientDetail {
     pub index: u16,
     pub address: String,
     pub destination: String,
@@ -418,7 +409,7 @@ pub struct RecipientDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptView {
+pub(crate) struct AttemptView {
     pub at_ms: u64,
     pub mx_host: Option<String>,
     pub ip: Option<String>,
@@ -440,7 +431,7 @@ fn next_attempt(state: &RecipientState) -> Option<u64> {
 }
 
 /// The text of an attempt's outcome (its reason, rendered).
-pub fn outcome_text(record: &AttemptRecord) -> String {
+pub(crate) fn outcome_text(record: &AttemptRecord) -> String {
     record.outcome.reason().to_string()
 }
 
@@ -572,7 +563,7 @@ pub struct Destinations {
 
 /// One row of `GET /tenants`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantView {
+pub(crate) struct TenantView {
     pub name: String,
     pub domains: Vec<TenantDomain>,
     pub queued_messages: u64,
@@ -587,7 +578,7 @@ pub struct TenantView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantDomain {
+pub(crate) struct TenantDomain {
     pub name: String,
     pub enabled: bool,
 }
@@ -595,7 +586,7 @@ pub struct TenantDomain {
 /// `POST /reload` as the client reads it (the server writes a
 /// [`crate::live::ReloadReport`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ReloadAnswer {
+pub(crate) struct ReloadAnswer {
     pub source: String,
     pub generation: u64,
     pub managed_domains: usize,

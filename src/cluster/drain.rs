@@ -45,7 +45,7 @@ const BATCH: usize = 64;
 const ENGINE_POLL: Duration = Duration::from_millis(250);
 
 /// Runs drains in the daemon, one at a time.
-pub struct Drainer {
+pub(crate) struct Drainer {
     queue: Arc<Queue>,
     live: Arc<LiveConfig>,
     current: Mutex<Option<Arc<Mutex<DrainStatus>>>>,

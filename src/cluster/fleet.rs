@@ -61,7 +61,7 @@ impl QueueSummary {
     }
 
     /// Keeps the `n` destinations with the most recipients (ties by name).
-    pub fn keep_largest_destinations(&mut self, n: usize) {
+    pub(crate) fn keep_largest_destinations(&mut self, n: usize) {
         if self.recipients_by_destination.len() <= n {
             return;
         }

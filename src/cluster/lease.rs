@@ -74,7 +74,7 @@ impl ConnectionLease {
     /// connections to the destination than its share: it held them when
     /// Redis failed. Such a connection is closed after its message
     /// instead of pooled, so the node comes down to its share.
-    pub fn over_share(&self) -> bool {
+    pub(crate) fn over_share(&self) -> bool {
         if !self.fleet || self.inner.shared.load(Ordering::SeqCst) {
             return false;
         }

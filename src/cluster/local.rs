@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// A rate as GCRA parameters, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     /// One message per `interval` (1 / rate).
     pub interval: u64,
     /// How far ahead of schedule a sender may be: `(burst - 1) * interval`.
@@ -43,20 +43,20 @@ impl Gcra {
 /// The fallback formula: while Redis is out, a fleet-wide connection
 /// limit becomes `max(1, floor(limit / alive))` on each node, where
 /// `alive` is the number of nodes last seen alive (this one included).
-pub fn local_connections(limit: u32, alive: usize) -> u32 {
+pub(crate) fn local_connections(limit: u32, alive: usize) -> u32 {
     let alive = u32::try_from(alive.max(1)).unwrap_or(u32::MAX);
     (limit / alive).max(1)
 }
 
 /// The fallback formula for rates: `rate / alive` on each node.
-pub fn local_rate(per_second: f64, alive: usize) -> f64 {
+pub(crate) fn local_rate(per_second: f64, alive: usize) -> f64 {
     per_second / alive.max(1) as f64
 }
 
 /// A node's own counters: connections it holds per destination, and the
 /// GCRA state of the limits it enforces alone.
 #[derive(Debug, Default)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     connections: HashMap<String, u32>,
     tats: HashMap<String, u64>,
 }
@@ -64,7 +64,7 @@ pub struct LocalState {
 impl LocalState {
     /// Counts one more connection to `destination` if fewer than `max`
     /// are held.
-    pub fn try_connect(&mut self, destination: &str, max: u32) -> bool {
+    pub(crate) fn try_connect(&mut self, destination: &str, max: u32) -> bool {
         let held = self.connections.entry(destination.to_owned()).or_insert(0);
         if *held < max {
             *held += 1;
@@ -75,11 +75,11 @@ impl LocalState {
     }
 
     /// Counts one more connection regardless of any limit (Redis granted it).
-    pub fn add_connection(&mut self, destination: &str) {
+    pub(crate) fn add_connection(&mut self, destination: &str) {
         *self.connections.entry(destination.to_owned()).or_insert(0) += 1;
     }
 
-    pub fn release_connection(&mut self, destination: &str) {
+    pub(crate) fn release_connection(&mut self, destination: &str) {
         if let Some(held) = self.connections.get_mut(destination) {
             *held = held.saturating_sub(1);
             if *held == 0 {

@@ -5,7 +5,7 @@
 //! here holds mail.
 //!
 //! The interface the delivery engine calls (see `docs/cluster.md`):
-//! - [`Cluster::acquire_connection`] before opening a connection to a
+//! - [`Cluster::try_acquire_connection`] before opening a connection to a
 //!   destination: a [`ConnectionLease`] that renews itself while held and
 //!   is released when dropped;
 //! - [`Cluster::admit`] before handing a tenant's message to a
@@ -55,7 +55,7 @@ use local::{local_connections, local_rate, Gcra, LocalState};
 use scripts::Scripts;
 
 /// How often a node tells Redis it is alive (and checks Redis is).
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
 /// A node publishes its report every this many heartbeats (1 s).
 const REPORT_EVERY: u64 = 4;
 
@@ -334,17 +334,6 @@ impl Cluster {
         })
     }
 
-    /// Waits for a connection to `destination` (see
-    /// [`Cluster::try_acquire_connection`]), asking again every 50 ms.
-    pub async fn acquire_connection(&self, destination: &str) -> ConnectionLease {
-        loop {
-            if let Some(lease) = self.try_acquire_connection(destination).await {
-                return lease;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Whether `tenant` may send one more message to `destination` now,
     /// under its rates (`[cluster] tenant_messages_per_second`, ...). A
     /// tenant without rates is always admitted.
@@ -443,11 +432,6 @@ impl Cluster {
                 counted: Counted::Node,
             },
         }
-    }
-
-    /// Publishes `report` as this node's entry in the fleet view.
-    pub async fn publish_report(&self, report: &NodeReport) -> Result<(), ClusterError> {
-        self.inner.publish_report(report).await
     }
 
     /// Every node heard of in the last hour, with its report; those not

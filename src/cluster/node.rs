@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 /// A report names at most this many destinations (the busiest), so that a
 /// node with mail for every domain on earth publishes a few kilobytes a
 /// second, not megabytes.
-pub const REPORTED_DESTINATIONS: usize = 200;
+pub(crate) const REPORTED_DESTINATIONS: usize = 200;
 
 /// Joins the fleet; limits start local (and say so in the log) if Redis
 /// does not answer yet.

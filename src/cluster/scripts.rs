@@ -13,33 +13,33 @@
 
 use redis::Script;
 
-pub const PREFIX: &str = "sealpost:";
+pub(crate) const PREFIX: &str = "sealpost:";
 
-pub fn connections_key(destination: &str) -> String {
+pub(crate) fn connections_key(destination: &str) -> String {
     format!("{PREFIX}conn:{}", destination.to_ascii_lowercase())
 }
 
-pub fn tenant_rate_key(tenant: &str) -> String {
+pub(crate) fn tenant_rate_key(tenant: &str) -> String {
     format!("{PREFIX}rate:{tenant}")
 }
 
-pub fn tenant_destination_rate_key(tenant: &str, destination: &str) -> String {
+pub(crate) fn tenant_destination_rate_key(tenant: &str, destination: &str) -> String {
     format!("{PREFIX}rate:{tenant}/{}", destination.to_ascii_lowercase())
 }
 
-pub const NODES_KEY: &str = "sealpost:nodes";
+pub(crate) const NODES_KEY: &str = "sealpost:nodes";
 
-pub fn node_key(node: &str) -> String {
+pub(crate) fn node_key(node: &str) -> String {
     format!("{PREFIX}node:{node}")
 }
 
-pub fn mta_sts_key(domain: &str) -> String {
+pub(crate) fn mta_sts_key(domain: &str) -> String {
     format!("{PREFIX}mta-sts:{}", domain.to_ascii_lowercase())
 }
 
 /// How long a node's name and report stay after its last heartbeat, so
 /// that the fleet view can show it as silent: one hour.
-pub const FORGET_NODE_AFTER_MS: u64 = 3_600_000;
+pub(crate) const FORGET_NODE_AFTER_MS: u64 = 3_600_000;
 
 /// KEYS[1] the lease set; ARGV member, limit, ttl (ms). Drops expired
 /// leases, then adds `member` if fewer than `limit` remain.
@@ -127,7 +127,7 @@ return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 /// The scripts, loaded once per [`super::Cluster`] (sent by hash, and
 /// in full when Redis does not know the hash yet).
-pub struct Scripts {
+pub(crate) struct Scripts {
     pub acquire: Script,
     pub renew: Script,
     pub release: Script,

@@ -28,7 +28,7 @@ use super::report::{FailureDetail, PolicyDescription, PolicyResult, Summary};
 use super::session::{PolicySeen, SessionOutcome, SessionResult};
 
 /// Distinct failure details kept per policy and day.
-pub const MAX_FAILURE_DETAILS: usize = 100;
+pub(crate) const MAX_FAILURE_DETAILS: usize = 100;
 
 const SEP: u8 = 0x1f;
 
@@ -42,7 +42,8 @@ pub enum DailyError {
 }
 
 /// Counters of one day as exported for another node: (key, value).
-pub type Exported = Vec<(Vec<u8>, Vec<u8>)>;
+#[cfg(test)]
+pub(crate) type Exported = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One report to send: a tenant's sessions to one domain on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -262,7 +263,8 @@ impl Daily {
 
     /// Every counter of `day` as (key, value) pairs, for another node to
     /// [`merge`](Daily::merge).
-    pub fn export(&self, day: &str) -> Result<Exported, DailyError> {
+    #[cfg(test)]
+    pub(crate) fn export(&self, day: &str) -> Result<Exported, DailyError> {
         let mut out = Vec::new();
         for kind in ["P", "S", "F"] {
             let mut prefix = key(&[kind, day]);
@@ -289,7 +291,7 @@ impl Daily {
 
     /// Notes what was done with a report (durable on return): it is not
     /// sent again.
-    pub fn mark_sent(&self, record: &SentRecord) -> Result<(), DailyError> {
+    pub(crate) fn mark_sent(&self, record: &SentRecord) -> Result<(), DailyError> {
         let json = serde_json::to_vec(record).unwrap_or_default();
         self.sent.insert(sent_key(&record.key), json)?;
         self.db.flush()?;

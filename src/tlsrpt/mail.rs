@@ -13,7 +13,7 @@ use crate::smtp::address::Mailbox;
 
 /// The managed domain whose published `mailto:` TLSRPT destination is
 /// `mailbox` (a hosted, enabled domain), if any.
-pub fn report_address_domain(config: &Config, mailbox: &Mailbox) -> Option<String> {
+pub(crate) fn report_address_domain(config: &Config, mailbox: &Mailbox) -> Option<String> {
     let address = format!("mailto:{mailbox}").to_ascii_lowercase();
     config
         .hosted_mta_sts

@@ -18,7 +18,7 @@
 pub mod daily;
 pub mod https;
 pub mod mail;
-pub mod outgoing;
+pub(crate) mod outgoing;
 pub mod report;
 pub mod send;
 pub mod session;
@@ -28,14 +28,18 @@ use std::sync::Arc;
 
 use crate::live::LiveConfig;
 
-pub use daily::{Daily, ReportKey, SentRecord};
-pub use report::{decode, Encoding, Limits, Report, ReportError};
-pub use send::{Clock, Listing, Reporter, SystemClock};
+pub use daily::{Daily, ReportKey};
+
+pub use daily::SentRecord;
+pub use report::ReportError;
+pub use report::{decode, Encoding, Limits, Report};
+pub(crate) use send::SystemClock;
+pub use send::{Clock, Listing, Reporter};
 pub use session::{PolicySeen, PolicyType, SessionOutcome, SessionResult};
-pub use store::{ReportStore, Stored, StoredReport, SummaryRow};
+pub(crate) use store::{ReportStore, Stored, StoredReport, SummaryRow};
 
 /// The path of the HTTPS report endpoint on the MTA-STS host.
-pub const HTTPS_PATH: &str = "/tlsrpt";
+pub(crate) const HTTPS_PATH: &str = "/tlsrpt";
 
 /// Why a report was not accepted; each maps to an HTTP status.
 #[derive(Debug, thiserror::Error)]

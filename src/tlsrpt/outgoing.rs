@@ -28,7 +28,7 @@ pub struct Submitter {
 
 /// One `rua` destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rua {
+pub(crate) enum Rua {
     /// `mailto:` address.
     Mail(String),
     /// `https://` URL to POST to.
@@ -47,7 +47,7 @@ impl std::fmt::Display for Rua {
 /// The `rua` destinations of the `_smtp._tls.<domain>` TXT records
 /// (section 3): exactly one record starting `v=TLSRPTv1`, else none.
 /// Unknown schemes are ignored.
-pub fn rua_of(records: &[String]) -> Vec<Rua> {
+pub(crate) fn rua_of(records: &[String]) -> Vec<Rua> {
     let reports: Vec<&String> = records
         .iter()
         .filter(|r| {

@@ -19,7 +19,7 @@ pub enum Encoding {
 
 impl Encoding {
     /// The encoding of a media type (parameters ignored, any case).
-    pub fn of_media_type(content_type: &str) -> Option<Encoding> {
+    pub(crate) fn of_media_type(content_type: &str) -> Option<Encoding> {
         let essence = content_type.split(';').next()?.trim();
         if essence.eq_ignore_ascii_case("application/tlsrpt+gzip") {
             Some(Encoding::Gzip)

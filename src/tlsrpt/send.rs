@@ -29,7 +29,7 @@ pub trait Clock: Send + Sync {
 }
 
 /// The system's clock.
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
@@ -76,7 +76,7 @@ impl Reporter {
     }
 
     /// Whether mail from `mail_from` is report mail (never counted).
-    pub fn is_report_mail(&self, mail_from: &str) -> bool {
+    pub(crate) fn is_report_mail(&self, mail_from: &str) -> bool {
         let config = self.live.current();
         let sender = config.tls_reports.sender(config.server.hostname.as_str());
         mail_from.eq_ignore_ascii_case(&sender)
@@ -136,7 +136,7 @@ impl Reporter {
     /// Sends every report of a day before today's (`include_today`: and
     /// today's, which is then final) not sent yet, then prunes what is
     /// past retention. Returns what was done.
-    pub async fn send_due(
+    pub(crate) async fn send_due(
         &self,
         now: u64,
         include_today: bool,
@@ -279,7 +279,7 @@ impl Reporter {
 
 /// The next daily run after `now`: the next midnight UTC plus `jitter`
 /// times `fraction` (0 to 1).
-pub fn next_run(now: u64, jitter: Duration, fraction: f64) -> u64 {
+pub(crate) fn next_run(now: u64, jitter: Duration, fraction: f64) -> u64 {
     let midnight = (now / 86_400 + 1) * 86_400;
     midnight + (jitter.as_secs_f64() * fraction.clamp(0.0, 1.0)) as u64
 }

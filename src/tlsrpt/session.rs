@@ -80,7 +80,7 @@ pub fn utc_day(unix: u64) -> String {
 }
 
 /// The unix second a `YYYY-MM-DD` day starts at, if it is one.
-pub fn day_start(day: &str) -> Option<u64> {
+pub(crate) fn day_start(day: &str) -> Option<u64> {
     let mut parts = day.splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;

@@ -14,11 +14,11 @@ use super::report::Report;
 
 /// Reports kept per tenant at most; more are refused until some are
 /// removed (a flood of reports cannot fill the disk).
-pub const MAX_REPORTS_PER_TENANT: usize = 10_000;
+pub(crate) const MAX_REPORTS_PER_TENANT: usize = 10_000;
 
 /// One stored report and how it came.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredReport {
+pub(crate) struct StoredReport {
     /// Unix seconds.
     pub received_at: u64,
     /// `https` or `mail`.
@@ -50,7 +50,7 @@ pub enum StoreError {
 /// One row of `sealpost tls-reports received`: a tenant's reports from
 /// one sending organization.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SummaryRow {
+pub(crate) struct SummaryRow {
     pub tenant: String,
     pub organization: String,
     pub reports: u64,
@@ -63,7 +63,7 @@ pub struct SummaryRow {
 }
 
 #[derive(Debug, Clone)]
-pub struct ReportStore {
+pub(crate) struct ReportStore {
     dir: PathBuf,
 }
 
