@@ -48,7 +48,7 @@ pub struct AcmeConfig {
 }
 
 impl AcmeConfig {
-    pub fn with_directory(directory: &str) -> AcmeConfig {
+    pub(crate) fn with_directory(directory: &str) -> AcmeConfig {
         AcmeConfig {
             directory: directory.to_owned(),
             contact: Vec::new(),

@@ -126,7 +126,7 @@ impl fmt::Debug for ClusterConfig {
 impl ClusterConfig {
     /// The Redis URL with its password, if any, as `***` (for logs and
     /// `config check`).
-    pub fn redis_without_password(&self) -> String {
+    pub(crate) fn redis_without_password(&self) -> String {
         let Some((scheme, rest)) = self.redis.split_once("://") else {
             return self.redis.clone();
         };
@@ -164,7 +164,7 @@ impl ClusterConfig {
     }
 
     /// The connection limit of `destination`.
-    pub fn connection_limit(&self, destination: &str) -> ConnectionLimit {
+    pub(crate) fn connection_limit(&self, destination: &str) -> ConnectionLimit {
         self.destinations
             .get(&destination.to_ascii_lowercase())
             .copied()
@@ -172,7 +172,7 @@ impl ClusterConfig {
     }
 
     /// The rates of `tenant`.
-    pub fn tenant_rates(&self, tenant: &str) -> TenantRates {
+    pub(crate) fn tenant_rates(&self, tenant: &str) -> TenantRates {
         self.tenants
             .get(tenant)
             .copied()

@@ -27,7 +27,7 @@ use crate::auth::PasswordHash;
 use crate::policy::TenantName;
 
 /// The idle time after which a console session ends, unless configured.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// `[console]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub enum ConsoleRole {
 
 impl ConsoleRole {
     /// Whether this role may see `tenant`'s data.
-    pub fn may_see(&self, tenant: &str) -> bool {
+    pub(crate) fn may_see(&self, tenant: &str) -> bool {
         match self {
             ConsoleRole::Operator => true,
             ConsoleRole::TenantAdmin(own) => own.as_str() == tenant,
@@ -87,7 +87,7 @@ impl ConsoleUsers {
     /// The most iterations of any user's hash: what checking a password
     /// for a user who does not exist must cost, so that the answer's time
     /// does not tell which names exist.
-    pub fn max_iterations(&self) -> u32 {
+    pub(crate) fn max_iterations(&self) -> u32 {
         (self.by_name.values())
             .map(|u| u.hash.iterations())
             .max()

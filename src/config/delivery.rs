@@ -77,7 +77,7 @@ pub struct DnsConfig {
 impl DnsConfig {
     /// The resolver settings, reading `/etc/resolv.conf` when no servers
     /// are configured (and 127.0.0.1:53 when it names none).
-    pub fn resolver_settings(&self) -> ResolverSettings {
+    pub(crate) fn resolver_settings(&self) -> ResolverSettings {
         let nameservers = if self.nameservers.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let found = nameservers_of_resolv_conf(&text);
@@ -98,7 +98,7 @@ impl DnsConfig {
 }
 
 /// The `nameserver` addresses of a resolv.conf text, port 53.
-pub fn nameservers_of_resolv_conf(text: &str) -> Vec<SocketAddr> {
+pub(crate) fn nameservers_of_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
@@ -156,10 +156,10 @@ pub struct Route {
 }
 
 /// Routes by managed domain (lowercase name).
-pub type Routes = HashMap<DomainName, Route>;
+pub(crate) type Routes = HashMap<DomainName, Route>;
 
 /// `"30s"`, `"5m"`, `"2h"`, `"5d"` or a number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -17,7 +17,7 @@ pub struct Location {
 
 impl Location {
     /// The position of byte `offset` in `text` (clamped to the text).
-    pub fn of_offset(text: &str, offset: usize) -> Location {
+    pub(crate) fn of_offset(text: &str, offset: usize) -> Location {
         let mut end = offset.min(text.len());
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -228,7 +228,7 @@ fn first_at(file: &Option<String>, line: usize) -> String {
 
 impl ConfigErrorKind {
     /// The other file a duplicate's first definition is in, if any.
-    pub fn first_file(&self) -> Option<&str> {
+    pub(crate) fn first_file(&self) -> Option<&str> {
         match self {
             ConfigErrorKind::DuplicateDomain { first_file, .. }
             | ConfigErrorKind::DuplicateRelaySource { first_file, .. }

@@ -15,7 +15,7 @@ use super::validate::Validator;
 
 /// The largest `max_message_size` accepted: the queue's body records carry
 /// a 32-bit length, and a message is still held in memory while received.
-pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_SIZE_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
 
 /// `[limits]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

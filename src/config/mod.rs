@@ -34,24 +34,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use acme::{AcmeChallenge, AcmeConfig};
-pub use cluster::{
-    ClusterConfig, ClusterConfigError, ConnectionLimit, RateLimit, Scope, TenantRates,
-    MAX_CLUSTER_TIMEOUT,
-};
-pub use console::{ConsoleConfig, ConsoleRole, ConsoleUser, ConsoleUsers};
-pub use delivery::{
-    nameservers_of_resolv_conf, parse_duration, DeliveryConfig, DnsConfig, MtaStsClientConfig,
-    Route, RouteHost, Routes,
-};
-pub use error::{
-    ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, ConfigWarningKind, LoadError,
-    Location,
-};
-pub use limits::{LimitsConfig, QueueQuota, MAX_MESSAGE_SIZE_LIMIT};
+pub(crate) use acme::{AcmeChallenge, AcmeConfig};
+pub use cluster::{ClusterConfig, ConnectionLimit, RateLimit, Scope, MAX_CLUSTER_TIMEOUT};
+pub(crate) use console::{ConsoleConfig, ConsoleRole, ConsoleUsers};
+pub(crate) use delivery::{DeliveryConfig, DnsConfig, MtaStsClientConfig, Route, Routes};
+#[cfg(test)]
+pub(crate) use error::{ConfigError, ConfigErrorKind, Location};
+pub(crate) use error::{ConfigErrors, ConfigWarning, LoadError};
+pub(crate) use limits::{LimitsConfig, QueueQuota, MAX_MESSAGE_SIZE_LIMIT};
 pub use recipients::RecipientList;
-pub use tenant_files::{version_of, write_atomically, TenantFile, TenantFiles};
-pub use tls_reports::{ReportingIdentity, TlsReportsConfig};
+pub(crate) use tenant_files::{version_of, write_atomically, TenantFiles};
+pub(crate) use tls_reports::TlsReportsConfig;
 
 use crate::auth::AuthUsers;
 use crate::logging::LogFormat;
@@ -62,7 +55,7 @@ use crate::policy::{DomainName, PolicySnapshot, RelaySources};
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/default.toml");
 
 /// The name errors use for [`EMBEDDED_DEFAULT`].
-pub const EMBEDDED_DEFAULT_NAME: &str = "<embedded default>";
+pub(crate) const EMBEDDED_DEFAULT_NAME: &str = "<embedded default>";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -220,7 +213,7 @@ impl Config {
     }
 
     /// The queue quota of `tenant`: its own, else `[limits]`'.
-    pub fn queue_quota(&self, tenant: &str) -> QueueQuota {
+    pub(crate) fn queue_quota(&self, tenant: &str) -> QueueQuota {
         self.tenant_quotas
             .get(tenant)
             .copied()
@@ -229,7 +222,7 @@ impl Config {
 
     /// The policies the MTA-STS host serves: one per enabled managed
     /// domain with `[domains.mta_sts]`.
-    pub fn hosted_policies(&self) -> Vec<HostedPolicy> {
+    pub(crate) fn hosted_policies(&self) -> Vec<HostedPolicy> {
         let mut policies: Vec<HostedPolicy> = self
             .hosted_mta_sts
             .iter()
@@ -249,7 +242,7 @@ impl Config {
     /// The main file alone, its `[server] tenants_dir` unread: for
     /// commands that only need the server-wide settings (the admin
     /// socket), which must work while a tenant file is broken.
-    pub fn load_main(path: &Path) -> Result<Config, LoadError> {
+    pub(crate) fn load_main(path: &Path) -> Result<Config, LoadError> {
         let text = read(path)?;
         validate::parse_tree(
             &text,
@@ -292,7 +285,7 @@ impl Config {
     /// an edit through the admin API, before it is written. While the main
     /// file is unchanged, only that file is validated with it, and the
     /// other tenants' parts are shared (`validate::incremental`).
-    pub fn with_tenant_file(
+    pub(crate) fn with_tenant_file(
         running: &Config,
         path: &Path,
         text: &str,
@@ -333,7 +326,7 @@ impl Config {
     }
 
     /// `load(path)` or, without a path, the embedded default.
-    pub fn load_or_default(path: Option<&Path>) -> Result<Config, LoadError> {
+    pub(crate) fn load_or_default(path: Option<&Path>) -> Result<Config, LoadError> {
         match path {
             Some(path) => Config::load(path),
             None => Config::embedded_default().map_err(LoadError::Invalid),

@@ -161,7 +161,7 @@ fn renumber(table: &mut Table, mut next: isize) -> isize {
 
 /// A file name for `tenant`: its name where it is made of letters, digits,
 /// `.`, `-` and `_`, each other byte as `%XX`.
-pub fn file_name_of(tenant: &str) -> String {
+pub(crate) fn file_name_of(tenant: &str) -> String {
     let mut name = String::with_capacity(tenant.len() + 5);
     for byte in tenant.bytes() {
         if byte.is_ascii_alphanumeric()

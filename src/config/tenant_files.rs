@@ -60,7 +60,7 @@ impl TenantFile {
 }
 
 /// The version of a tenant file's text (see [`TenantFile::version`]).
-pub fn version_of(text: &str) -> String {
+pub(crate) fn version_of(text: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref()[..8]
         .iter()
@@ -111,7 +111,7 @@ impl TenantFiles {
     }
 
     /// The file that defines `tenant`.
-    pub fn of_tenant(&self, tenant: &str) -> Option<&TenantFile> {
+    pub(crate) fn of_tenant(&self, tenant: &str) -> Option<&TenantFile> {
         self.by_tenant.get(tenant).map(|&i| &self.files[i].0)
     }
 
@@ -138,7 +138,7 @@ impl TenantFiles {
 
 /// The `*.toml` files of `dir`, in name order: a file whose stamp equals
 /// its stamp in `previous` is taken from there without being read.
-pub fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec<TenantFile>> {
+pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec<TenantFile>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -188,6 +188,6 @@ pub(super) fn previous_version(path: &Path, previous: Option<&TenantFiles>) -> O
 
 /// Writes a tenant file whole ([`crate::atomic_file::write`]; the
 /// temporary file's name starts with a dot, so a reload skips it).
-pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     crate::atomic_file::write(path, text.as_bytes(), 0o666)
 }

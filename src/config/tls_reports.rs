@@ -56,7 +56,7 @@ impl Default for TlsReportsConfig {
 impl TlsReportsConfig {
     /// The organization name and contact for `tenant`'s reports, the
     /// server's hostname filling what nobody set.
-    pub fn identity(&self, tenant: &str, hostname: &str) -> (String, String) {
+    pub(crate) fn identity(&self, tenant: &str, hostname: &str) -> (String, String) {
         let own = self.tenants.get(tenant);
         let pick = |f: fn(&ReportingIdentity) -> &Option<String>| {
             own.and_then(|i| f(i).clone())

@@ -23,7 +23,7 @@ use crate::config::{Config, ConsoleRole};
 use crate::policy::{Direction, PeerMatcher, PeerQuery, Reason, Resolution};
 
 /// `GET /domains` (and the page again after a refused default change).
-pub fn domains_page(
+pub(crate) fn domains_page(
     config: &Config,
     session: &Session,
     who: &SignedIn,
@@ -52,7 +52,7 @@ pub fn domains_page(
 }
 
 /// `POST /defaults/{direction}` (operators only).
-pub async fn global_default(
+pub(crate) async fn global_default(
     state: &Arc<ConsoleState>,
     session: &Session,
     who: &SignedIn,
@@ -88,7 +88,7 @@ pub async fn global_default(
 }
 
 /// Requests under `/domains/{domain}` of a domain `who` may see.
-pub async fn domain_request(
+pub(crate) async fn domain_request(
     state: &Arc<ConsoleState>,
     session: &Session,
     who: &SignedIn,
@@ -359,7 +359,7 @@ fn effective(config: &Config, domain: &DomainView) -> HashMap<(Direction, String
 }
 
 /// A resolution as the console says it: the rule, and where it comes from.
-pub fn in_words(r: &Resolution) -> String {
+pub(crate) fn in_words(r: &Resolution) -> String {
     let source = match &r.reason {
         Reason::PeerDisabled { .. } => {
             "this entry is disabled: the default for unspecified peers applies"

@@ -19,11 +19,11 @@ use crate::live::LiveConfig;
 use crate::policy::Direction;
 
 /// The audit log's tenant for changes of the main file's defaults.
-pub const DEFAULTS_TENANT: &str = "(defaults)";
+pub(crate) const DEFAULTS_TENANT: &str = "(defaults)";
 
 /// Sets `[defaults] <direction>` to `rule`; the reason as a person reads
 /// it when refused (nothing is written then).
-pub fn set_global_default(
+pub(crate) fn set_global_default(
     live: &LiveConfig,
     direction: Direction,
     rule: &RuleText,

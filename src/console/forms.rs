@@ -12,7 +12,7 @@ use crate::policy::Direction;
 
 /// A posted form's fields.
 #[derive(Debug, Default)]
-pub struct Form(pub(super) Vec<(String, String)>);
+pub(crate) struct Form(pub(super) Vec<(String, String)>);
 
 impl Form {
     /// The field's value (empty when absent).
@@ -29,17 +29,17 @@ impl Form {
 
 /// The same 404 for what does not exist and for what is another
 /// tenant's (no guessing by status).
-pub fn not_found(session: &Session) -> HttpResponse {
+pub(crate) fn not_found(session: &Session) -> HttpResponse {
     html(StatusCode::NOT_FOUND, pages::not_found(Some(session)))
 }
 
 /// `inbound` or `outbound`.
-pub fn direction_of(given: &str) -> Option<Direction> {
+pub(crate) fn direction_of(given: &str) -> Option<Direction> {
     given.parse().ok()
 }
 
 /// Errors of a form, from a refused change.
-pub fn form_errors(form_id: &str, form: &Form, fields: &[&'static str]) -> FormErrors {
+pub(crate) fn form_errors(form_id: &str, form: &Form, fields: &[&'static str]) -> FormErrors {
     FormErrors {
         form: form_id.to_owned(),
         values: fields

@@ -8,7 +8,7 @@ use super::session::Session;
 use crate::config::ConsoleRole;
 
 /// `text` escaped for HTML text and attribute values.
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -24,12 +24,12 @@ pub fn esc(text: &str) -> String {
 }
 
 /// A path segment percent-encoded (peers such as `192.0.2.0/24`).
-pub fn seg(text: &str) -> String {
+pub(crate) fn seg(text: &str) -> String {
     crate::admin::http::percent_encode(text)
 }
 
 /// The hidden CSRF field of every form.
-pub fn csrf_field(session: &Session) -> String {
+pub(crate) fn csrf_field(session: &Session) -> String {
     format!(
         r#"<input type="hidden" name="csrf" value="{}">"#,
         esc(&session.csrf)
@@ -37,7 +37,7 @@ pub fn csrf_field(session: &Session) -> String {
 }
 
 /// A form with one button posting to `action` (enable, disable, delete).
-pub fn button_form(session: &Session, action: &str, label: &str, class: &str) -> String {
+pub(crate) fn button_form(session: &Session, action: &str, label: &str, class: &str) -> String {
     format!(
         r#"<form method="post" action="{}" class="inline">{}<button type="submit" class="{class}">{}</button></form>"#,
         esc(action),
@@ -98,7 +98,7 @@ pub fn select(name: &str, id: &str, choices: &[(&str, &str)], selected: &str) ->
 }
 
 /// An error message next to a field (empty when none).
-pub fn field_error(id: &str, error: Option<&str>) -> String {
+pub(crate) fn field_error(id: &str, error: Option<&str>) -> String {
     match error {
         Some(e) => format!(
             r#"<span class="field-error" id="{}-error" role="alert">{}</span>"#,

@@ -24,7 +24,7 @@ mod probe;
 pub mod respond;
 pub mod routes;
 pub mod session;
-pub mod words;
+pub(crate) mod words;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::tls::certs::SniCertResolver;
 
 /// What the console's requests read and act on.
-pub struct ConsoleState {
+pub(crate) struct ConsoleState {
     pub live: Arc<LiveConfig>,
     pub queue: Arc<Queue>,
     /// TLS outcomes per tenant and peer (the activity page).
@@ -62,8 +62,7 @@ pub enum ConsoleError {
 
 /// The running console listeners; dropping it stops them.
 #[derive(Debug)]
-pub struct ConsoleServer {
-    addresses: Vec<SocketAddr>,
+pub(crate) struct ConsoleServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -101,12 +100,7 @@ impl ConsoleServer {
             .map(|l| tokio::spawn(accept(l, tls.clone(), state.clone())))
             .collect();
         tracing::info!(addresses = ?addresses, "web console listening");
-        Ok(ConsoleServer { addresses, tasks })
-    }
-
-    /// The bound addresses (useful with port 0).
-    pub fn addresses(&self) -> &[SocketAddr] {
-        &self.addresses
+        Ok(ConsoleServer { tasks })
     }
 }
 

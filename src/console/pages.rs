@@ -28,7 +28,7 @@ pub fn sign_in(session: &Session, error: Option<&str>) -> String {
 }
 
 /// The answer to a form without a valid session or CSRF token.
-pub fn sign_in_again() -> String {
+pub(crate) fn sign_in_again() -> String {
     page(
         "Sign in again",
         None,
@@ -37,12 +37,12 @@ pub fn sign_in_again() -> String {
 }
 
 /// A page saying there is nothing here (also for other tenants' data).
-pub fn not_found(session: Option<&Session>) -> String {
+pub(crate) fn not_found(session: Option<&Session>) -> String {
     page("Not found", session, "<p>There is no such page.</p>")
 }
 
 /// A rule in the product's words.
-pub fn rule_text(rule: PolicyRule) -> String {
+pub(crate) fn rule_text(rule: PolicyRule) -> String {
     format!(
         "{}, {}",
         words::level(rule.level),
@@ -368,7 +368,7 @@ fn direction_section(session: &Session, p: &DomainPage<'_>, direction: Direction
 }
 
 /// The edit form of one peer.
-pub fn edit_peer(
+pub(crate) fn edit_peer(
     session: &Session,
     domain: &str,
     direction: Direction,

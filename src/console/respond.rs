@@ -10,14 +10,14 @@ use crate::admin::http::{respond, HttpResponse};
 
 /// The Content-Security-Policy: scripts and styles from the console only,
 /// no inline script, no framing, forms post to the console only.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// One year, the usual HSTS lifetime.
-pub const HSTS: &str = "max-age=31536000";
+pub(crate) const HSTS: &str = "max-age=31536000";
 
 /// The stylesheet and the script, embedded in the binary.
-pub const CSS: &str = include_str!("assets/console.css");
-pub const JS: &str = include_str!("assets/console.js");
+pub(crate) const CSS: &str = include_str!("assets/console.css");
+pub(crate) const JS: &str = include_str!("assets/console.js");
 
 fn secure(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
@@ -64,7 +64,7 @@ pub fn redirect(location: &str) -> HttpResponse {
 }
 
 /// The session cookie for `token`: Secure, HttpOnly, SameSite=Strict.
-pub fn set_cookie(response: &mut HttpResponse, token: &str) {
+pub(crate) fn set_cookie(response: &mut HttpResponse, token: &str) {
     let cookie = format!("{COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(SET_COOKIE, value);
@@ -72,7 +72,7 @@ pub fn set_cookie(response: &mut HttpResponse, token: &str) {
 }
 
 /// Removes the session cookie.
-pub fn clear_cookie(response: &mut HttpResponse) {
+pub(crate) fn clear_cookie(response: &mut HttpResponse) {
     let cookie = format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(SET_COOKIE, value);
@@ -80,7 +80,7 @@ pub fn clear_cookie(response: &mut HttpResponse) {
 }
 
 /// The session token of a `Cookie` header.
-pub fn cookie_token(header: Option<&HeaderValue>) -> Option<String> {
+pub(crate) fn cookie_token(header: Option<&HeaderValue>) -> Option<String> {
     let text = header?.to_str().ok()?;
     text.split(';').find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;

@@ -35,7 +35,7 @@ use crate::config::{Config, ConsoleRole};
 use crate::policy::ManagedDomain;
 
 /// Serves one request from `client`.
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<ConsoleState>,
     client: IpAddr,
     request: Request<Incoming>,
@@ -207,7 +207,11 @@ async fn signed_in(
 
 /// The managed domain `name` if `who` may see it; `None` both when it is
 /// not configured and when it is another tenant's (the same 404).
-pub fn visible<'a>(config: &'a Config, who: &SignedIn, name: &str) -> Option<&'a ManagedDomain> {
+pub(crate) fn visible<'a>(
+    config: &'a Config,
+    who: &SignedIn,
+    name: &str,
+) -> Option<&'a ManagedDomain> {
     let name = name.parse::<crate::policy::DomainName>().ok()?;
     config
         .policy

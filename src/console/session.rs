@@ -22,14 +22,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::config::ConsoleRole;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "sealpost_console";
+pub(crate) const COOKIE: &str = "sealpost_console";
 
 /// Failed sign-ins per user name, and per client address, within
 /// [`FAILURE_WINDOW`] before sign-in is refused for them.
-pub const MAX_FAILURES: usize = 5;
+pub(crate) const MAX_FAILURES: usize = 5;
 
 /// How long a failed sign-in counts.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Most sessions kept at once (the oldest idle one goes first).
 const MAX_SESSIONS: usize = 10_000;
@@ -66,7 +66,7 @@ pub struct Session {
 
 /// Every live session.
 #[derive(Debug)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     idle_timeout: Duration,
     entries: Mutex<HashMap<String, Entry>>,
 }
@@ -140,7 +140,7 @@ impl Sessions {
 }
 
 /// Compares two secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -150,7 +150,7 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 
 /// Failed sign-ins by user name and by address.
 #[derive(Debug, Default)]
-pub struct SignInLimits {
+pub(crate) struct SignInLimits {
     failures: Mutex<HashMap<Key, Vec<Instant>>>,
 }
 

@@ -25,7 +25,7 @@ pub fn min_tls(version: MinTlsVersion) -> &'static str {
 
 /// The levels a form for `direction` offers: a level that does not apply
 /// inbound is not offered there.
-pub fn levels_for(direction: Direction) -> Vec<SecurityLevel> {
+pub(crate) fn levels_for(direction: Direction) -> Vec<SecurityLevel> {
     SecurityLevel::ALL
         .into_iter()
         .filter(|l| l.allowed_in(direction))
@@ -33,7 +33,7 @@ pub fn levels_for(direction: Direction) -> Vec<SecurityLevel> {
 }
 
 /// The minimum versions, strictest first, as the product lists them.
-pub const MIN_TLS_CHOICES: [MinTlsVersion; 3] = [
+pub(crate) const MIN_TLS_CHOICES: [MinTlsVersion; 3] = [
     MinTlsVersion::Tls13,
     MinTlsVersion::Tls12,
     MinTlsVersion::Any,

@@ -39,15 +39,7 @@ pub enum DaneLevel {
 }
 
 impl DaneLevel {
-    pub fn from_security_level(level: SecurityLevel) -> Option<DaneLevel> {
-        match level {
-            SecurityLevel::OpportunisticDane => Some(DaneLevel::Opportunistic),
-            SecurityLevel::MandatoryDane => Some(DaneLevel::Mandatory),
-            _ => None,
-        }
-    }
-
-    pub fn security_level(self) -> SecurityLevel {
+    pub(crate) fn security_level(self) -> SecurityLevel {
         match self {
             DaneLevel::Opportunistic => SecurityLevel::OpportunisticDane,
             DaneLevel::Mandatory => SecurityLevel::MandatoryDane,
@@ -246,7 +238,7 @@ pub struct DaneMxPlan {
 
 /// The DNS evidence about one MX host, gathered by the I/O layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostEvidence {
+pub(crate) struct HostEvidence {
     pub host: MxHost,
     pub addresses: AddressLookup,
     /// TLSA lookup result; `None` when it was not (or need not be) done.
@@ -333,7 +325,7 @@ pub struct DestinationPlan {
 
 /// What to do before any host lookup, from the MX answer alone: `Err` is
 /// the final outcome, `Ok(secure)` says whether the MX RRset is secure.
-pub fn mx_verdict(level: DaneLevel, mx: &MxLookup) -> Result<bool, DestinationOutcome> {
+pub(crate) fn mx_verdict(level: DaneLevel, mx: &MxLookup) -> Result<bool, DestinationOutcome> {
     match mx {
         MxLookup::Failed(failure) => Err(DestinationOutcome::Defer(DeferReason::MxLookupFailed(
             failure.clone(),
@@ -362,7 +354,7 @@ pub fn mx_verdict(level: DaneLevel, mx: &MxLookup) -> Result<bool, DestinationOu
 /// address family failed and the other resolved securely, the records are
 /// sought too: DANE cannot use the host, but whether DANE governs it
 /// decides whether MTA-STS may ([`PartialAddresses::UsableUnlessDane`]).
-pub fn needs_tlsa(mx_secure: bool, addresses: &AddressLookup) -> bool {
+pub(crate) fn needs_tlsa(mx_secure: bool, addresses: &AddressLookup) -> bool {
     mx_secure
         && matches!(
             addresses.resolved,
@@ -374,7 +366,7 @@ pub fn needs_tlsa(mx_secure: bool, addresses: &AddressLookup) -> bool {
 }
 
 /// The plan for one host given the evidence (RFC 7672 section 2.2).
-pub fn plan_host(
+pub(crate) fn plan_host(
     level: DaneLevel,
     domain: &str,
     mx_secure: bool,
@@ -470,7 +462,7 @@ fn reference_names(base_domain: &str, mx_host: &str, next_hop: &str) -> Vec<Stri
 /// How a host whose address lookup failed for one family (SERVFAIL,
 /// timeout; never bogus) while the other gave records is planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartialAddresses {
+pub(crate) enum PartialAddresses {
     /// The host is unusable: the `*-dane` levels (RFC 7672 section 2.2,
     /// an address lookup failure that is not a validated denial).
     Unusable,
@@ -513,7 +505,8 @@ fn plan_host_with(
 
 /// The whole-destination plan from the MX answer and per-host evidence
 /// (in MX order). Hosts missing from `hosts` count as address failures.
-pub fn plan_destination(
+#[cfg(test)]
+pub(crate) fn plan_destination(
     level: DaneLevel,
     domain: &str,
     mx: &MxLookup,
@@ -524,7 +517,7 @@ pub fn plan_destination(
 
 /// [`plan_destination`] with a rule for hosts whose address lookup
 /// failed for one family only.
-pub fn plan_destination_for(
+pub(crate) fn plan_destination_for(
     level: DaneLevel,
     domain: &str,
     mx: &MxLookup,

@@ -12,19 +12,20 @@
 pub mod decision;
 pub mod plan;
 pub mod tlsa;
-pub mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod decision_tests;
 
-pub use decision::{
-    mx_verdict, needs_tlsa, plan_destination, plan_destination_for, plan_host, DaneLevel,
-    DaneMxPlan, DanePlan, DeferReason, DestinationOutcome, DestinationPlan, FailReason,
-    HostEvidence, NoDaneReason, PartialAddresses, SkipReason,
-};
-pub use plan::{resolve_destination, resolve_destination_for, tlsa_for_host, SMTP_TLSA_PORT};
-pub use tlsa::{
-    association_data, subject_public_key_info, usability, Matching, Selector, TlsaSet, Unusable,
-    UsableTlsa, Usage,
-};
-pub use verify::{authenticate_chain, dane_failure, DaneFailure, DaneMatch, DaneVerifier};
+pub use decision::{DaneLevel, DanePlan, DestinationOutcome, NoDaneReason, SkipReason};
+
+#[cfg(test)]
+pub(crate) use decision::{plan_destination, HostEvidence};
+pub(crate) use decision::{DeferReason, DestinationPlan, FailReason, PartialAddresses};
+pub use plan::resolve_destination;
+pub(crate) use plan::{resolve_destination_for, tlsa_for_host};
+#[cfg(test)]
+pub(crate) use tlsa::Unusable;
+pub use tlsa::{association_data, usability, Matching, Selector, UsableTlsa, Usage};
+pub use verify::DaneMatch;
+pub use verify::{authenticate_chain, dane_failure, DaneFailure, DaneVerifier};

@@ -12,7 +12,7 @@ use crate::dns::{AddressLookup, Resolver, TlsaLookup};
 
 /// The TLSA port: mail relays are published at `_25._tcp` even when a test
 /// or a private deployment connects to another port.
-pub const SMTP_TLSA_PORT: u16 = 25;
+pub(crate) const SMTP_TLSA_PORT: u16 = 25;
 
 /// Look up everything DANE needs for `domain` and decide per MX host.
 ///
@@ -29,7 +29,7 @@ pub async fn resolve_destination(
 /// [`resolve_destination`] with a rule for hosts whose address lookup
 /// failed for one family only (the `mta-sts` level uses such a host where
 /// DANE does not govern it).
-pub async fn resolve_destination_for(
+pub(crate) async fn resolve_destination_for(
     resolver: &Resolver,
     level: DaneLevel,
     domain: &str,
@@ -73,7 +73,7 @@ pub async fn resolve_destination_for(
 /// RFC 7672 section 2.2.3: when the host name is a (secure) CNAME alias,
 /// TLSA records are sought first at the expanded name, which then is the
 /// TLSA base domain; when that is a validated denial, at the original name.
-pub async fn tlsa_for_host(
+pub(crate) async fn tlsa_for_host(
     resolver: &Resolver,
     host: &str,
     addresses: &AddressLookup,

@@ -161,7 +161,7 @@ fn is_spki(data: &[u8]) -> bool {
 /// The DER bytes of the SubjectPublicKeyInfo of `cert_der` (RFC 5280
 /// section 4.1), for selector SPKI(1); any certificate of a chain, not only
 /// leaves. `None` when `cert_der` is not a certificate.
-pub fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
+pub(crate) fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     Some(cert.tbs_certificate.subject_pki.raw)
 }
@@ -169,13 +169,13 @@ pub fn subject_public_key_info(cert_der: &[u8]) -> Option<&[u8]> {
 /// A TLSA RRset split into the records usable for SMTP and the others
 /// with the reason each is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsaSet {
+pub(crate) struct TlsaSet {
     pub usable: Vec<UsableTlsa>,
     pub unusable: Vec<(TlsaRecord, Unusable)>,
 }
 
 impl TlsaSet {
-    pub fn from_records(records: &[TlsaRecord]) -> TlsaSet {
+    pub(crate) fn from_records(records: &[TlsaRecord]) -> TlsaSet {
         let mut set = TlsaSet::default();
         for record in records {
             match usability(record) {

@@ -30,7 +30,7 @@ use crate::policy::SecurityLevel;
 
 /// What the sender's request did to the configured policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
+pub enum Change {
     /// The configured level applies as it is.
     Kept,
     /// REQUIRETLS: planned under a level that authenticates, instead of

@@ -38,7 +38,7 @@ use super::txt::{parse_txt_records, txt_name, StsTxtSource, TxtError, TxtLookupE
 /// How long a domain is not fetched again after a failed fetch.
 pub const RETRY_AFTER_FAILURE: u64 = 300;
 /// A cached policy is refreshed after half its lifetime, but at least daily.
-pub const MAX_REFRESH_INTERVAL: u64 = 86_400;
+pub(crate) const MAX_REFRESH_INTERVAL: u64 = 86_400;
 
 /// Why fetching a policy gave no usable policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,18 +147,6 @@ impl PolicyLookup {
     pub fn id(&self) -> Option<&str> {
         self.policy.as_ref().map(|c| c.id.as_str())
     }
-
-    /// The discovery failure to put in a TLS report (RFC 8460
-    /// `sts-policy-fetch-error`, `sts-policy-invalid`, `sts-webpki-invalid`),
-    /// if this lookup met one.
-    pub fn discovery_failure(&self) -> Option<&DiscoveryFailure> {
-        match &self.reason {
-            LookupReason::CachedFetchFailed { failure }
-            | LookupReason::FetchFailed { failure }
-            | LookupReason::RetryWait { failure, .. } => Some(failure),
-            _ => None,
-        }
-    }
 }
 
 /// What a refresh did for one domain.
@@ -245,7 +233,7 @@ pub struct PolicyCache {
 
 /// Lower case without a trailing dot: the cache key and the name used in
 /// `_mta-sts.<domain>` and `mta-sts.<domain>`.
-pub fn normalize_domain(domain: &str) -> String {
+pub(crate) fn normalize_domain(domain: &str) -> String {
     domain
         .strip_suffix('.')
         .unwrap_or(domain)
@@ -521,7 +509,10 @@ impl PolicyCache {
 }
 
 /// Runs [`PolicyCache::refresh_due`] every `every` until the task is aborted.
-pub fn spawn_refresher(cache: Arc<PolicyCache>, every: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn_refresher(
+    cache: Arc<PolicyCache>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -109,7 +109,7 @@ impl fmt::Display for MxFailure {
 
 /// What the engine does before connecting to an MX.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StsMxPlan {
+pub(crate) enum StsMxPlan {
     /// Enforce, and the name matches no pattern: do not connect.
     Skip(MxFailure),
     /// Enforce: STARTTLS required, certificate validated under WebPKI for
@@ -123,7 +123,7 @@ pub enum StsMxPlan {
 }
 
 /// The plan for one MX under `policy` (`None`: no policy in effect).
-pub fn plan_mx(policy: Option<&Policy>, mx: &str) -> StsMxPlan {
+pub(crate) fn plan_mx(policy: Option<&Policy>, mx: &str) -> StsMxPlan {
     let Some(policy) = policy else {
         return StsMxPlan::Opportunistic;
     };

@@ -28,11 +28,11 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// Path of the policy file on the policy host (RFC 8461 section 3.3).
-pub const WELL_KNOWN_PATH: &str = "/.well-known/mta-sts.txt";
+pub(crate) const WELL_KNOWN_PATH: &str = "/.well-known/mta-sts.txt";
 /// Largest accepted policy body.
 pub const MAX_POLICY_BYTES: usize = 64 * 1024;
 /// Default bound on a whole fetch.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The policy host name for a policy domain.
 pub fn policy_host(domain: &str) -> String {
@@ -125,7 +125,7 @@ impl TrustRoots {
 
     /// The rustls root store; an extra certificate that is not a usable
     /// trust anchor is reported.
-    pub fn root_store(&self) -> Result<rustls::RootCertStore, rustls::Error> {
+    pub(crate) fn root_store(&self) -> Result<rustls::RootCertStore, rustls::Error> {
         let mut store = rustls::RootCertStore::empty();
         if self.webpki_roots {
             store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -144,20 +144,6 @@ pub trait HostResolver: Send + Sync {
         host: &'a str,
         port: u16,
     ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
-}
-
-/// The operating system's resolver (`getaddrinfo` through tokio).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemResolver;
-
-impl HostResolver for SystemResolver {
-    fn resolve<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
-        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
-    }
 }
 
 /// A fixed table of host names to addresses (tests, overrides).

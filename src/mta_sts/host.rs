@@ -102,7 +102,10 @@ pub enum TlsRptError {
 /// `_smtp._tls.<domain>. IN TXT "v=TLSRPTv1; rua=<uri>,<uri>"` (RFC 8460
 /// section 3). Each destination is a `mailto:` or `https:` URI; commas,
 /// semicolons and whitespace must already be percent-encoded.
-pub fn tlsrpt_record(domain: &str, rua: &[String]) -> Result<TxtRecordToPublish, TlsRptError> {
+pub(crate) fn tlsrpt_record(
+    domain: &str,
+    rua: &[String],
+) -> Result<TxtRecordToPublish, TlsRptError> {
     if rua.is_empty() {
         return Err(TlsRptError::NoDestination);
     }
@@ -217,7 +220,7 @@ impl PolicyHost {
     }
 
     /// Takes TLS reports on `POST /tlsrpt` from now on.
-    pub fn set_report_receiver(&self, receiver: Arc<crate::tlsrpt::Receiver>) {
+    pub(crate) fn set_report_receiver(&self, receiver: Arc<crate::tlsrpt::Receiver>) {
         *self.reports.write().unwrap_or_else(|e| e.into_inner()) = Some(receiver);
     }
 

@@ -17,20 +17,27 @@ pub mod policy;
 pub mod shared;
 pub mod store;
 pub mod txt;
-pub mod verify;
+pub(crate) mod verify;
 
 pub use cache::{
-    normalize_domain, spawn_refresher, BounceCheck, DiscoveryFailure, LookupReason, PolicyCache,
-    PolicyLookup, RefreshOutcome, TxtProblem, RETRY_AFTER_FAILURE,
+    BounceCheck, DiscoveryFailure, LookupReason, PolicyCache, RefreshOutcome, TxtProblem,
+    RETRY_AFTER_FAILURE,
 };
-pub use decision::{plan_mx, CertOutcome, CertProblem, MxFailure, StsMxPlan};
+
+pub(crate) use cache::spawn_refresher;
+pub(crate) use decision::{plan_mx, CertOutcome, StsMxPlan};
+pub use decision::{CertProblem, MxFailure};
 pub use fetch::{
-    FetchError, HostResolver, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts,
-    SystemResolver, TrustRoots,
+    FetchError, HttpsFetcherConfig, HttpsPolicyFetcher, PolicyFetcher, StaticHosts, TrustRoots,
 };
-pub use host::{mta_sts_record, tlsrpt_record, HostedPolicy, PolicyHost};
-pub use policy::{IgnoredField, Mode, MxPattern, Policy, PolicyError};
+pub(crate) use host::tlsrpt_record;
+pub use host::{mta_sts_record, HostedPolicy, PolicyHost};
+pub(crate) use policy::IgnoredField;
+pub use policy::{Mode, MxPattern, Policy};
 pub use shared::SharedPolicies;
-pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore, StoreError, SystemClock};
-pub use txt::{StsTxtRecord, StsTxtSource, TxtError, TxtLookupError};
-pub use verify::{webpki_verifier, StsCertVerifier};
+pub use store::{CachedPolicy, Clock, ManualClock, PolicyStore};
+pub(crate) use store::{StoreError, SystemClock};
+pub(crate) use txt::StsTxtRecord;
+pub use txt::{StsTxtSource, TxtLookupError};
+pub use verify::webpki_verifier;
+pub(crate) use verify::StsCertVerifier;

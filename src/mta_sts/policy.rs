@@ -27,7 +27,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Largest `max_age` allowed by RFC 8461 section 3.2 (about one year).
-pub const MAX_AGE_LIMIT: u64 = 31_557_600;
+pub(crate) const MAX_AGE_LIMIT: u64 = 31_557_600;
 
 /// The policy mode (RFC 8461 section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,10 +131,6 @@ impl MxPattern {
         let (first, rest) = h.split_at(h.len() - b.len() - 1);
         !first.contains(&b'.') && rest[0] == b'.' && rest[1..].eq_ignore_ascii_case(b)
     }
-
-    pub fn is_wildcard(&self) -> bool {
-        self.wildcard
-    }
 }
 
 impl fmt::Display for MxPattern {
@@ -185,7 +181,7 @@ impl Policy {
 
     /// Parses a policy body and also returns the later duplicates of
     /// non-repeated fields that were ignored, for `probe` and the logs.
-    pub fn parse_noting(text: &str) -> Result<(Policy, Vec<IgnoredField>), PolicyError> {
+    pub(crate) fn parse_noting(text: &str) -> Result<(Policy, Vec<IgnoredField>), PolicyError> {
         let mut version: Option<usize> = None;
         let mut mode: Option<(usize, Mode)> = None;
         let mut max_age: Option<(usize, u64)> = None;

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::policy::Policy;
 
 /// Name of the tree when the store lives in a shared sled database.
-pub const TREE_NAME: &str = "mta_sts_policies";
+pub(crate) const TREE_NAME: &str = "mta_sts_policies";
 
 /// Seconds since the Unix epoch, as the cache measures time.
-pub type UnixSeconds = u64;
+pub(crate) type UnixSeconds = u64;
 
 /// The time source (injected so tests never sleep).
 pub trait Clock: Send + Sync {
@@ -27,7 +27,7 @@ pub trait Clock: Send + Sync {
 
 /// The system clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> UnixSeconds {
@@ -76,7 +76,7 @@ pub struct CachedPolicy {
 }
 
 impl CachedPolicy {
-    pub fn is_fresh(&self, now: UnixSeconds) -> bool {
+    pub(crate) fn is_fresh(&self, now: UnixSeconds) -> bool {
         now < self.expires_at
     }
 }
@@ -119,11 +119,6 @@ impl PolicyStore {
         })?;
         let tree = db.open_tree(TREE_NAME).map_err(io)?;
         Ok(PolicyStore { tree })
-    }
-
-    /// Uses a tree of a database opened by the caller (e.g. the queue's).
-    pub fn from_tree(tree: sled::Tree) -> PolicyStore {
-        PolicyStore { tree }
     }
 
     pub fn get(&self, domain: &str) -> Result<Option<CachedPolicy>, StoreError> {

@@ -71,7 +71,7 @@ pub fn parse_txt_records<S: AsRef<str>>(records: &[S]) -> Result<StsTxtRecord, T
 }
 
 /// Parses one record that begins with `v=STSv1`.
-pub fn parse_txt_record(record: &str) -> Result<StsTxtRecord, TxtError> {
+pub(crate) fn parse_txt_record(record: &str) -> Result<StsTxtRecord, TxtError> {
     let mut id: Option<String> = None;
     let mut offset = 0;
     for (index, raw) in record.split(';').enumerate() {
@@ -143,7 +143,7 @@ pub fn join_txt_strings<S: AsRef<[u8]>>(strings: &[S]) -> String {
 }
 
 /// The DNS name queried for a domain's policy record, fully qualified.
-pub fn txt_name(domain: &str) -> String {
+pub(crate) fn txt_name(domain: &str) -> String {
     format!("_mta-sts.{domain}.")
 }
 

@@ -39,7 +39,7 @@ pub fn webpki_verifier(roots: &TrustRoots) -> Result<Arc<WebPkiServerVerifier>, 
 }
 
 /// Maps a rustls certificate error to the MTA-STS / TLSRPT vocabulary.
-pub fn classify(error: &rustls::Error) -> CertOutcome {
+pub(crate) fn classify(error: &rustls::Error) -> CertOutcome {
     match error {
         rustls::Error::InvalidCertificate(cert) => CertOutcome::Invalid(match cert {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
@@ -58,7 +58,7 @@ pub fn classify(error: &rustls::Error) -> CertOutcome {
 
 /// A per-connection verifier that records the WebPKI result.
 #[derive(Debug)]
-pub struct StsCertVerifier {
+pub(crate) struct StsCertVerifier {
     inner: Arc<WebPkiServerVerifier>,
     enforce: bool,
     outcome: Mutex<Option<CertOutcome>>,

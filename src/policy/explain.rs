@@ -65,7 +65,7 @@ pub enum ExplainError {
 }
 
 /// The domain of an address or bare domain; `None` for the null path.
-pub fn domain_of(address: &str) -> Option<&str> {
+pub(crate) fn domain_of(address: &str) -> Option<&str> {
     let address = address.trim();
     let address = address
         .strip_prefix('<')

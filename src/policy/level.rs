@@ -71,7 +71,7 @@ pub enum SecurityLevel {
 }
 
 impl SecurityLevel {
-    pub const ALL: [SecurityLevel; 5] = [
+    pub(crate) const ALL: [SecurityLevel; 5] = [
         SecurityLevel::Opportunistic,
         SecurityLevel::Mandatory,
         SecurityLevel::OpportunisticDane,
@@ -91,7 +91,7 @@ impl SecurityLevel {
 
     /// Whether the level may be configured for this direction. DANE and
     /// MTA-STS authenticate a destination, so they exist only outbound.
-    pub fn allowed_in(self, direction: Direction) -> bool {
+    pub(crate) fn allowed_in(self, direction: Direction) -> bool {
         match direction {
             Direction::Outbound => true,
             Direction::Inbound => {
@@ -101,16 +101,6 @@ impl SecurityLevel {
                 )
             }
         }
-    }
-
-    /// Whether a failure to get TLS means the message must wait rather than
-    /// travel in cleartext, before any DNS or policy lookup is known.
-    /// `mta-sts` and `opportunistic-dane` decide per destination at run time.
-    pub fn always_requires_tls(self) -> bool {
-        matches!(
-            self,
-            SecurityLevel::Mandatory | SecurityLevel::MandatoryDane
-        )
     }
 }
 

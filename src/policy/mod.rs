@@ -8,7 +8,7 @@ pub mod explain;
 pub mod level;
 pub mod model;
 pub mod name;
-pub mod partition;
+pub(crate) mod partition;
 pub mod prefix;
 pub mod reason;
 pub mod relay;
@@ -17,11 +17,19 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use explain::{domain_of, explain, DirectionChoice, ExplainError, ExplainRequest, Explanation};
+pub use explain::{explain, ExplainRequest};
+
+pub(crate) use explain::domain_of;
 pub use level::{Direction, MinTlsVersion, SecurityLevel};
 pub use model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry, PolicyRule, TenantName};
-pub use name::{DomainName, NameError, PeerMatcher};
-pub use partition::Partition;
-pub use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
-pub use relay::{RelayRefusal, RelaySources};
-pub use snapshot::{BuildError, Domains, NameTaken, PeerQuery, PolicySnapshot, LINEAR_MAX};
+pub(crate) use name::{DomainName, NameError, PeerMatcher};
+pub(crate) use partition::Partition;
+pub use reason::Reason;
+pub(crate) use reason::Resolution;
+#[cfg(test)]
+pub(crate) use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause};
+pub(crate) use relay::{RelayRefusal, RelaySources};
+pub(crate) use snapshot::BuildError;
+#[cfg(test)]
+pub(crate) use snapshot::LINEAR_MAX;
+pub use snapshot::{Domains, PeerQuery, PolicySnapshot};

@@ -42,7 +42,7 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    pub fn for_direction(&self, direction: Direction) -> PolicyRule {
+    pub(crate) fn for_direction(&self, direction: Direction) -> PolicyRule {
         match direction {
             Direction::Outbound => self.outbound,
             Direction::Inbound => self.inbound,

@@ -120,7 +120,7 @@ impl FromStr for DomainName {
 /// with non-ASCII characters is converted with IDNA (UTS 46 processing:
 /// case folding and normalization, then Punycode), e.g. `Bücher.example` is
 /// `xn--bcher-kva.example`.
-pub fn to_a_labels(name: &str) -> Result<Cow<'_, str>, NameError> {
+pub(crate) fn to_a_labels(name: &str) -> Result<Cow<'_, str>, NameError> {
     if name.is_ascii() {
         return Ok(Cow::Borrowed(name));
     }
@@ -132,7 +132,7 @@ pub fn to_a_labels(name: &str) -> Result<Cow<'_, str>, NameError> {
 /// Normalizes a name taken from the network for lookup: A-labels,
 /// lowercase, without a trailing dot. Performs no validation: a malformed
 /// name simply matches nothing. Borrows when the input is already normal.
-pub fn normalize_lookup(name: &str) -> Cow<'_, str> {
+pub(crate) fn normalize_lookup(name: &str) -> Cow<'_, str> {
     let name = name.strip_suffix('.').unwrap_or(name);
     if !name.is_ascii() {
         // Not an IDNA name either: keep it; it matches no entry.
@@ -166,7 +166,7 @@ pub enum PeerMatcher {
 
 impl PeerMatcher {
     /// Whether this matcher names an address rather than a domain.
-    pub fn is_address(&self) -> bool {
+    pub(crate) fn is_address(&self) -> bool {
         matches!(self, PeerMatcher::Ip(_) | PeerMatcher::Cidr(_))
     }
 }

@@ -55,7 +55,7 @@ pub enum BuildError {
 }
 
 /// Directions with at most this many peer entries are scanned, not indexed.
-pub const LINEAR_MAX: usize = 8;
+pub(crate) const LINEAR_MAX: usize = 8;
 
 /// Index of one direction of one managed domain: values are indices into
 /// that direction's `peers`.
@@ -86,7 +86,7 @@ impl DomainIndex {
 
 /// The managed domains of one file, indexed; in file order.
 #[derive(Debug, Default)]
-pub struct Partition {
+pub(crate) struct Partition {
     pub(super) domains: Vec<ManagedDomain>,
     pub(super) indexes: Vec<DomainIndex>,
 }
@@ -128,10 +128,6 @@ impl Partition {
 
     pub fn len(&self) -> usize {
         self.domains.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.domains.is_empty()
     }
 }
 

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 /// Networks to values; lookups return the matches longest prefix first.
 #[derive(Debug, Clone)]
-pub struct PrefixMap<V> {
+pub(crate) struct PrefixMap<V> {
     v4: Vec<(u8, HashMap<u32, V>)>,
     v6: Vec<(u8, HashMap<u128, V>)>,
 }
@@ -25,10 +25,6 @@ impl<V> Default for PrefixMap<V> {
 }
 
 impl<V> PrefixMap<V> {
-    pub fn new() -> Self {
-        PrefixMap::default()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
@@ -93,7 +89,7 @@ impl<V> PrefixMap<V> {
     }
 
     /// Keeps only the networks whose value `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         for (_, table) in &mut self.v4 {
             table.retain(|_, v| keep(v));
         }
@@ -145,7 +141,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_first_for_both_families() {
-        let mut map = PrefixMap::new();
+        let mut map = PrefixMap::default();
         map.insert(net("10.0.0.0/8"), "8");
         map.insert(net("10.1.0.0/16"), "16");
         map.insert(net("0.0.0.0/0"), "0");
@@ -163,7 +159,7 @@ mod tests {
 
     #[test]
     fn entries_and_retain() {
-        let mut map = PrefixMap::new();
+        let mut map = PrefixMap::default();
         map.insert(net("10.1.0.0/16"), "a");
         map.insert(net("192.0.2.7/32"), "b");
         map.insert(net("2001:db8::/32"), "a");

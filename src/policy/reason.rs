@@ -63,15 +63,7 @@ pub enum Reason {
     GlobalDefault { cause: GlobalDefaultCause },
 }
 
-impl Reason {
-    /// The disabled entry that matched the peer and sent it to the default.
-    pub fn disabled_entry(&self) -> Option<&DisabledPeer> {
-        match self {
-            Reason::PeerDisabled { entry, .. } => Some(entry),
-            _ => None,
-        }
-    }
-}
+impl Reason {}
 
 /// Where a domain default came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,7 +19,7 @@ pub struct RelaySources {
 
 /// Why a relay source may not relay this sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayRefusal {
+pub(crate) enum RelayRefusal {
     #[error("{ip} is not a relay source of any tenant")]
     NotASource { ip: IpAddr },
     #[error("the null sender may not relay through tenant `{tenant}`")]
@@ -45,7 +45,7 @@ impl RelaySources {
     }
 
     /// Keeps only the networks of the tenants `keep` accepts.
-    pub fn retain(&mut self, keep: impl FnMut(&TenantName) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&TenantName) -> bool) {
         self.networks.retain(keep);
     }
 
@@ -56,7 +56,7 @@ impl RelaySources {
 
     /// Whether `ip` may relay mail from `sender_domain` (`None`: the null
     /// sender): the tenant, or why not.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         ip: IpAddr,
         sender_domain: Option<&str>,
@@ -70,7 +70,7 @@ impl RelaySources {
 /// Whether a client of `tenant` (a relay source, or a session that
 /// authenticated as one of the tenant's users) may relay mail from
 /// `sender_domain`: only with an enabled managed domain of that tenant.
-pub fn authorize_tenant(
+pub(crate) fn authorize_tenant(
     tenant: &TenantName,
     sender_domain: Option<&str>,
     policy: &PolicySnapshot,

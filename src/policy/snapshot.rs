@@ -28,7 +28,9 @@ use std::sync::Arc;
 use super::level::Direction;
 use super::model::{Defaults, DirectionPolicy, ManagedDomain, PeerEntry};
 use super::name::{normalize_lookup, DomainName, PeerMatcher};
-pub use super::partition::{BuildError, LINEAR_MAX};
+pub(crate) use super::partition::BuildError;
+#[cfg(test)]
+pub(crate) use super::partition::LINEAR_MAX;
 use super::partition::{DomainIndex, Partition, PeerIndex};
 use super::reason::{DefaultSource, DisabledPeer, GlobalDefaultCause, Reason, Resolution};
 
@@ -95,7 +97,7 @@ impl Default for PolicySnapshot {
 /// A managed domain name that two partitions both hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("managed domain {0} is configured twice")]
-pub struct NameTaken(pub DomainName);
+pub(crate) struct NameTaken(pub DomainName);
 
 impl PolicySnapshot {
     /// Indexes the model as one partition, reporting every problem at once.
@@ -106,7 +108,7 @@ impl PolicySnapshot {
     /// Indexes the model, one partition per list of `parts` (one per
     /// file), reporting every problem at once; the indices of the errors
     /// count the domains of all parts in order.
-    pub fn build_parts(
+    pub(crate) fn build_parts(
         defaults: Defaults,
         parts: Vec<Vec<ManagedDomain>>,
     ) -> Result<Self, Vec<BuildError>> {
@@ -170,14 +172,17 @@ impl PolicySnapshot {
     }
 
     /// The partitions, in configuration order (see [`PolicySnapshot::build_parts`]).
-    pub fn partitions(&self) -> &[Arc<Partition>] {
+    pub(crate) fn partitions(&self) -> &[Arc<Partition>] {
         &self.parts
     }
 
     /// A snapshot of `parts` (in configuration order), each already
     /// built, shared rather than copied: only the name table is made.
     /// Refused when a name is in two partitions.
-    pub fn assemble(defaults: Defaults, parts: Vec<Arc<Partition>>) -> Result<Self, NameTaken> {
+    pub(crate) fn assemble(
+        defaults: Defaults,
+        parts: Vec<Arc<Partition>>,
+    ) -> Result<Self, NameTaken> {
         let total = parts.iter().map(|p| p.len()).sum();
         let mut by_name = HashMap::with_capacity(total);
         for (p, part) in parts.iter().enumerate() {
@@ -198,7 +203,11 @@ impl PolicySnapshot {
     /// partition is shared, not copied, and only the names of the two
     /// change in the name table. Refused when a name of `part` is in
     /// another partition.
-    pub fn with_partition(&self, at: usize, part: Arc<Partition>) -> Result<Self, NameTaken> {
+    pub(crate) fn with_partition(
+        &self,
+        at: usize,
+        part: Arc<Partition>,
+    ) -> Result<Self, NameTaken> {
         let mut by_name = self.by_name.clone();
         let mut parts = self.parts.clone();
         for domain in &parts[at].domains {

@@ -13,11 +13,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
 /// Longest local part, RFC 5321 4.5.3.1.1.
-pub const MAX_LOCAL_PART: usize = 64;
+pub(crate) const MAX_LOCAL_PART: usize = 64;
 /// Longest domain, RFC 5321 4.5.3.1.2.
-pub const MAX_DOMAIN: usize = 255;
+pub(crate) const MAX_DOMAIN: usize = 255;
 /// Longest path including the angle brackets, RFC 5321 4.5.3.1.3.
-pub const MAX_PATH: usize = 256;
+pub(crate) const MAX_PATH: usize = 256;
 
 /// The part after `@`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,7 +32,7 @@ pub enum Host {
 
 impl Host {
     /// The domain in lower case for lookups, `None` for address literals.
-    pub fn domain_lowercase(&self) -> Option<String> {
+    pub(crate) fn domain_lowercase(&self) -> Option<String> {
         match self {
             Host::Domain(d) => Some(d.to_lowercase()),
             _ => None,
@@ -60,7 +60,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     /// True if any part is non-ASCII (needs SMTPUTF8, RFC 6531 3.4).
-    pub fn is_utf8(&self) -> bool {
+    pub(crate) fn is_utf8(&self) -> bool {
         !self.local_part.is_ascii() || matches!(&self.host, Host::Domain(d) if !d.is_ascii())
     }
 }
@@ -199,7 +199,7 @@ fn parse_route_and_mailbox(inner: &str) -> Result<Mailbox, PathError> {
 }
 
 /// Parses `local-part@domain` (no brackets).
-pub fn parse_mailbox(input: &str) -> Result<Mailbox, PathError> {
+pub(crate) fn parse_mailbox(input: &str) -> Result<Mailbox, PathError> {
     let (local, domain) = split_local(input)?;
     if local.len() > MAX_LOCAL_PART {
         return Err(PathError::LocalPartTooLong);
@@ -281,7 +281,7 @@ fn parse_host(domain: &str) -> Result<Host, PathError> {
 
 /// `sub-domain *("." sub-domain)`, sub-domain = Let-dig [Ldh-str], with
 /// U-labels allowed (RFC 6531).
-pub fn is_domain(domain: &str) -> bool {
+pub(crate) fn is_domain(domain: &str) -> bool {
     let let_dig = |c: char| c.is_ascii_alphanumeric() || (!c.is_ascii() && c.is_alphanumeric());
     !domain.is_empty()
         && domain.len() <= MAX_DOMAIN

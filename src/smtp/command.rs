@@ -15,7 +15,7 @@ use super::address::{self, ForwardPath, PathError, ReversePath};
 use super::reply::Reply;
 
 /// Longest command line including CRLF, RFC 5321 4.5.3.1.4.
-pub const MAX_COMMAND_LINE: usize = 512;
+pub(crate) const MAX_COMMAND_LINE: usize = 512;
 
 /// The BODY parameter of MAIL (RFC 6152). BINARYMIME is not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

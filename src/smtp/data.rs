@@ -25,7 +25,7 @@ use thiserror::Error;
 use super::reply::Reply;
 
 /// Longest text line including CRLF, RFC 5321 4.5.3.1.6.
-pub const MAX_DATA_LINE: usize = 1000;
+pub(crate) const MAX_DATA_LINE: usize = 1000;
 
 /// Why message content was rejected. The first problem found is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -263,7 +263,7 @@ impl DataReceiver {
 
 /// Checks BDAT content across chunks: bare CR/LF, line length and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BdatReceiver {
+pub(crate) struct BdatReceiver {
     max_size: u64,
     size: u64,
     line_len: usize,

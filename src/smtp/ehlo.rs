@@ -76,7 +76,7 @@ impl EhloCapabilities {
     }
 
     /// The SIZE limit if the server has a fixed one.
-    pub fn size_limit(&self) -> Option<u64> {
+    pub(crate) fn size_limit(&self) -> Option<u64> {
         self.size.filter(|&n| n > 0)
     }
 }

@@ -18,11 +18,13 @@ pub mod timeouts;
 pub mod transfer;
 
 pub use address::{ForwardPath, Host, Mailbox, ReversePath};
-pub use command::{parse_command, BodyType, Command, CommandError, MailParams, RcptParams};
-pub use data::{encode_data, BdatReceiver, ContentError, DataProgress, DataReceiver};
+pub use command::CommandError;
+pub use command::{parse_command, BodyType, Command, MailParams, RcptParams};
+pub use data::{encode_data, ContentError, DataProgress, DataReceiver};
 pub use ehlo::EhloCapabilities;
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
+pub(crate) use server::Credentials;
 pub use server::{
-    AuthMechanism, Credentials, Envelope, Event, Recipient, Session, SessionConfig, SessionError,
-    SessionLimit, Transfer, Verdict,
+    Envelope, Event, Recipient, Session, SessionConfig, SessionError, SessionLimit, Transfer,
+    Verdict,
 };

@@ -15,9 +15,9 @@ use thiserror::Error;
 
 /// The longest reply line the client-side parser accepts, CRLF included.
 /// RFC 5321 4.5.3.1.5 says 512; we are lenient to a point.
-pub const MAX_REPLY_LINE: usize = 4096;
+pub(crate) const MAX_REPLY_LINE: usize = 4096;
 /// The most lines the parser accepts in one reply.
-pub const MAX_REPLY_LINES: usize = 256;
+pub(crate) const MAX_REPLY_LINES: usize = 256;
 
 /// An RFC 3463 enhanced status code: `class.subject.detail`, e.g. `5.7.1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,18 +92,8 @@ impl Reply {
         (200..300).contains(&self.code)
     }
 
-    /// 3xx (354 after DATA).
-    pub fn is_intermediate(&self) -> bool {
-        (300..400).contains(&self.code)
-    }
-
-    /// 4xx: try again later.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     /// 5xx: do not repeat as is.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         (500..600).contains(&self.code)
     }
 
@@ -117,7 +107,7 @@ impl Reply {
     /// Text is written as given except that CR and LF inside a line are
     /// replaced by spaces, so a caller's text can never forge extra reply
     /// lines.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         let empty = [String::new()];
         let lines: &[String] = if self.lines.is_empty() {
             &empty

@@ -25,11 +25,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The EHLO keyword, and the MAIL and RCPT parameter's name.
-pub const KEYWORD: &str = "XSEALPOST-TRANSFER";
+pub(crate) const KEYWORD: &str = "XSEALPOST-TRANSFER";
 
 /// What the sending node's queue knows of a message beyond its envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
+pub(crate) struct MessageRecord {
     #[serde(rename = "t")]
     pub tenant: String,
     /// The accepted policy's level, e.g. `mandatory-dane`.
@@ -53,7 +53,7 @@ pub struct MessageRecord {
 
 /// What the sending node's queue knows of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecipientRecord {
+pub(crate) struct RecipientRecord {
     /// The next hop key (a recipient domain, or `inbound:<domain>`).
     #[serde(rename = "d")]
     pub destination: String,

@@ -6,7 +6,7 @@ use toml_edit::{Item, TableLike, Value};
 /// The dotted path of the key or value at `line`:`column` (1-based) of
 /// `text`, e.g. `domains[0].outbound.peers[1].level`; `None` when no key
 /// is there.
-pub fn field_path(text: &str, line: usize, column: usize) -> Option<String> {
+pub(crate) fn field_path(text: &str, line: usize, column: usize) -> Option<String> {
     let line_start = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))

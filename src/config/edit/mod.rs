@@ -18,7 +18,7 @@ mod field_path;
 #[cfg(test)]
 mod tests;
 
-pub use field_path::field_path;
+pub(crate) use field_path::field_path;
 
 /// A rule as given: words are checked by the validation, not here.
 #[derive(Debug, Clone, PartialEq, Eq)]

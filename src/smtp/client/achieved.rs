@@ -27,7 +27,7 @@ pub struct Achieved {
 
 /// Why a pooled connection cannot carry a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReuseRefusal {
+pub(crate) enum ReuseRefusal {
     #[error("connection to {mx_host} has no TLS, the message requires it")]
     NoTls { mx_host: String },
     #[error("connection to {mx_host} runs {negotiated:?}, below the minimum {minimum}")]
@@ -55,7 +55,7 @@ impl Achieved {
     /// present and at or above the minimum when required, the same kind of
     /// authentication for the same server name when verified. Opportunistic
     /// and cleartext messages may use any connection.
-    pub fn reuse_for(&self, params: &TlsParams) -> Result<(), ReuseRefusal> {
+    pub(crate) fn reuse_for(&self, params: &TlsParams) -> Result<(), ReuseRefusal> {
         if !params.requirement.requires_tls() {
             return Ok(());
         }

@@ -493,7 +493,7 @@ impl Connection {
     /// [`Connection::send`] with parameters added to MAIL (`mail`) and to
     /// each recipient's RCPT (`rcpt`, by recipient), see
     /// [`Transaction::with_params`].
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &mut self,
         message: &OutboundMessage<'_>,
         mail: &[String],

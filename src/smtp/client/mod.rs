@@ -23,11 +23,10 @@ pub mod error;
 pub mod tls;
 pub mod transaction;
 
-pub use achieved::{Achieved, ReuseRefusal};
+pub(crate) use achieved::Achieved;
 pub use connection::{ClientConfig, Connection, Delivery, Timeouts};
 pub use error::{ClientError, Peer, Stage};
-pub use tls::{
-    check_negotiated, plan_starttls, CleartextReason, NegotiatedPlan, StartTlsPlan,
-    TlsAuthentication, TlsParams, TlsRequirement,
-};
-pub use transaction::{MessageRefusal, OutboundMessage, RecipientOutcome, Transaction};
+pub(crate) use tls::{check_negotiated, plan_starttls, NegotiatedPlan, StartTlsPlan};
+pub use tls::{CleartextReason, TlsAuthentication, TlsParams, TlsRequirement};
+pub use transaction::Transaction;
+pub use transaction::{MessageRefusal, OutboundMessage, RecipientOutcome};

@@ -75,7 +75,7 @@ pub enum TlsRequirement {
 
 impl TlsRequirement {
     /// True for the modes that never send mail without TLS.
-    pub fn requires_tls(&self) -> bool {
+    pub(crate) fn requires_tls(&self) -> bool {
         matches!(
             self,
             TlsRequirement::RequireUnauthenticated | TlsRequirement::RequireVerified { .. }
@@ -154,7 +154,7 @@ impl TlsParams {
 
 /// What to do after the EHLO reply on the cleartext connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartTlsPlan {
+pub(crate) enum StartTlsPlan {
     /// Send STARTTLS.
     Start,
     /// Continue in cleartext (allowed by the requirement).
@@ -165,7 +165,7 @@ pub enum StartTlsPlan {
 
 /// Decides STARTTLS from the requirement and the server's capabilities
 /// (`None`: the server only answered HELO, so no extensions).
-pub fn plan_starttls(params: &TlsParams, caps: Option<&EhloCapabilities>) -> StartTlsPlan {
+pub(crate) fn plan_starttls(params: &TlsParams, caps: Option<&EhloCapabilities>) -> StartTlsPlan {
     let offered = caps.is_some_and(|c| c.starttls);
     match (&params.requirement, offered) {
         (TlsRequirement::Cleartext, _) => StartTlsPlan::Cleartext(CleartextReason::Retry),
@@ -179,7 +179,7 @@ pub fn plan_starttls(params: &TlsParams, caps: Option<&EhloCapabilities>) -> Sta
 
 /// What to do with a negotiated version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NegotiatedPlan {
+pub(crate) enum NegotiatedPlan {
     /// Use the TLS session.
     Proceed,
     /// Below the minimum under opportunistic: QUIT, reconnect without TLS.
@@ -190,7 +190,7 @@ pub enum NegotiatedPlan {
 
 /// Checks the negotiated version against the minimum (a session below it
 /// counts as no TLS).
-pub fn check_negotiated(params: &TlsParams, negotiated: ProtocolVersion) -> NegotiatedPlan {
+pub(crate) fn check_negotiated(params: &TlsParams, negotiated: ProtocolVersion) -> NegotiatedPlan {
     if params.min_version.accepts(negotiated) {
         NegotiatedPlan::Proceed
     } else if params.requirement.requires_tls() {
@@ -203,7 +203,9 @@ pub fn check_negotiated(params: &TlsParams, negotiated: ProtocolVersion) -> Nego
 /// The rustls client config for `requirement`: TLS 1.2 and 1.3 are offered
 /// and the minimum is checked after the handshake ([`check_negotiated`]),
 /// so the log can say what the peer negotiated.
-pub fn rustls_config(requirement: &TlsRequirement) -> Result<rustls::ClientConfig, rustls::Error> {
+pub(crate) fn rustls_config(
+    requirement: &TlsRequirement,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let verifier: Arc<dyn ServerCertVerifier> = match requirement {
         TlsRequirement::RequireVerified { verifier, .. } => verifier.clone(),
         // Opportunistic and `mandatory` TLS encrypt without authenticating

@@ -39,12 +39,12 @@ pub struct OutboundMessage<'a> {
 
 impl OutboundMessage<'_> {
     /// True if any body byte has the high bit set.
-    pub fn is_8bit(&self) -> bool {
+    pub(crate) fn is_8bit(&self) -> bool {
         self.body.iter().any(|&b| b >= 0x80)
     }
 
     /// True if any address is non-ASCII (RFC 6531 section 3.4).
-    pub fn needs_smtputf8(&self) -> bool {
+    pub(crate) fn needs_smtputf8(&self) -> bool {
         let from = matches!(self.from, ReversePath::Mailbox(m) if m.is_utf8());
         from || self
             .to
@@ -86,7 +86,7 @@ impl MessageRefusal {
     }
 
     /// A refusal because of the message's REQUIRETLS.
-    pub fn is_requiretls(&self) -> bool {
+    pub(crate) fn is_requiretls(&self) -> bool {
         matches!(
             self,
             MessageRefusal::RequireTlsNotSupported | MessageRefusal::RequireTlsUnauthenticated
@@ -226,7 +226,7 @@ impl<'a> Transaction<'a> {
     /// Adds `mail` to the MAIL command and `rcpt[i]` to the RCPT command
     /// of recipient `i`, each as ` PARAM` words, e.g. DSN parameters (RFC
     /// 3461) or the transfer extension's records.
-    pub fn with_params(mut self, mail: &[String], rcpt: &[Vec<String>]) -> Transaction<'a> {
+    pub(crate) fn with_params(mut self, mail: &[String], rcpt: &[Vec<String>]) -> Transaction<'a> {
         if !mail.is_empty() {
             let end = self.mail_command.len().saturating_sub(2);
             let added: String = mail.iter().map(|p| format!(" {p}")).collect();
@@ -265,7 +265,7 @@ impl<'a> Transaction<'a> {
 
     /// True once the server said it is closing (421, RFC 5321 3.8): the
     /// connection must not be reused.
-    pub fn server_closing(&self) -> bool {
+    pub(crate) fn server_closing(&self) -> bool {
         self.closing.is_some()
     }
 
@@ -276,7 +276,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// Feeds the next reply; returns what to do next.
-    pub fn on_reply(&mut self, reply: Reply) -> Step {
+    pub(crate) fn on_reply(&mut self, reply: Reply) -> Step {
         let Some(what) = self.awaiting.pop_front() else {
             return Step::Done;
         };

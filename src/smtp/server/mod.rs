@@ -41,9 +41,10 @@ mod commands;
 mod types;
 
 pub use types::{
-    AuthMechanism, Credentials, Envelope, Event, Recipient, SessionConfig, SessionError,
-    SessionLimit, Transaction, Transfer, Verdict,
+    Envelope, Event, Recipient, SessionConfig, SessionError, SessionLimit, Transfer, Verdict,
 };
+
+pub(crate) use types::{AuthMechanism, Credentials, Transaction};
 
 use auth::{AuthStep, MAX_AUTH_LINE};
 
@@ -148,7 +149,7 @@ impl Session {
     /// The server is stopping (RFC 5321 section 3.8): `421 4.3.2` and
     /// close; a transaction in progress is abandoned (the client keeps the
     /// message and retries).
-    pub fn shutting_down(&mut self) {
+    pub(crate) fn shutting_down(&mut self) {
         let reply = Reply::new(
             421,
             (4, 3, 2),
@@ -204,11 +205,6 @@ impl Session {
         std::mem::take(&mut self.output)
     }
 
-    /// Whether TLS is active on this session.
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
     /// The HELO/EHLO name, if one was given.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_ref().map(|(name, _)| name.as_str())
@@ -220,7 +216,7 @@ impl Session {
     }
 
     /// Content octets of the message in progress held by the session.
-    pub fn body_buffered(&self) -> usize {
+    pub(crate) fn body_buffered(&self) -> usize {
         self.transaction.as_ref().map_or(0, |t| t.body.len())
     }
 
