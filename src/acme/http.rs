@@ -21,7 +21,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: usize = 1024 * 1024;
 
 /// HTTPS to the ACME server.
-pub struct AcmeHttp {
+pub(crate) struct AcmeHttp {
     tls: tokio_rustls::TlsConnector,
 }
 

@@ -14,7 +14,7 @@ use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 /// The path prefix of HTTP-01 answers.
-pub const PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Pending HTTP-01 answers, by token.
 #[derive(Debug, Default)]

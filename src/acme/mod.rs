@@ -20,7 +20,7 @@
 //! client it talks through (ring, our roots).
 
 pub mod http;
-pub mod http01;
+pub(crate) mod http01;
 pub mod issue;
 pub mod schedule;
 pub mod store;
@@ -42,14 +42,17 @@ use crate::metrics::Metrics;
 use crate::mta_sts::fetch::policy_host;
 use crate::tls::{certified_key_from_pem, SniCertResolver};
 
-pub use schedule::{Backoff, DomainRecord, OrderBudget, State};
-pub use store::{AcmeStore, StoreError};
+pub use schedule::{DomainRecord, State};
+
+pub(crate) use schedule::{Backoff, OrderBudget};
+pub use store::AcmeStore;
+pub use store::StoreError;
 
 /// The longest the manager sleeps, so names added by a reload are seen.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// The `mta-sts.<domain>` names ACME is responsible for under `config`.
-pub fn managed_hosts(config: &Config) -> Vec<String> {
+pub(crate) fn managed_hosts(config: &Config) -> Vec<String> {
     let configured: HashSet<&str> = config.tls.sni.iter().map(|(n, _)| n.as_str()).collect();
     let mut hosts: Vec<String> = config
         .hosted_policies()
@@ -88,7 +91,7 @@ pub enum AcmeError {
 }
 
 /// Obtains and renews the certificates; see the module docs.
-pub struct AcmeManager {
+pub(crate) struct AcmeManager {
     live: Arc<LiveConfig>,
     store: AcmeStore,
     resolver: Arc<Resolver>,
@@ -160,14 +163,9 @@ impl AcmeManager {
         Ok(manager)
     }
 
-    /// The recorded state of every name.
-    pub fn records(&self) -> &BTreeMap<String, DomainRecord> {
-        &self.records
-    }
-
     /// Binds `[acme] http_listen` (HTTP-01) and serves it in the
     /// background; nothing to do without it.
-    pub async fn listen_http01(&self) -> std::io::Result<()> {
+    pub(crate) async fn listen_http01(&self) -> std::io::Result<()> {
         let Some(acme) = self.live.current().acme.clone() else {
             return Ok(());
         };

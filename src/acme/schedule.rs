@@ -46,7 +46,7 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 4] = [
+    pub(crate) const ALL: [State; 4] = [
         State::Pending,
         State::Valid,
         State::Failed,
@@ -94,13 +94,13 @@ impl DomainRecord {
         self.next_attempt = now + backoff.after(self.failures).as_secs();
     }
 
-    pub fn is_due(&self, now: u64) -> bool {
+    pub(crate) fn is_due(&self, now: u64) -> bool {
         self.next_attempt <= now
     }
 }
 
 /// When a certificate expiring at `not_after` is renewed.
-pub fn renewal_time(not_after: u64, renew_before: Duration) -> u64 {
+pub(crate) fn renewal_time(not_after: u64, renew_before: Duration) -> u64 {
     not_after.saturating_sub(renew_before.as_secs())
 }
 
@@ -125,7 +125,7 @@ impl Backoff {
 /// New orders allowed per hour, all domains together: a token bucket of
 /// `per_hour` tokens refilled evenly.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OrderBudget {
+pub(crate) struct OrderBudget {
     per_hour: u32,
     tokens: f64,
     /// Unix seconds (fractional) of the last refill.

@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 /// A certificate chain and its private key, both PEM.
-pub type PemPair = (Vec<u8>, Vec<u8>);
+pub(crate) type PemPair = (Vec<u8>, Vec<u8>);
 
 /// `<data_dir>/acme`.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl AcmeStore {
     }
 
     /// The account for `directory`, if one was stored for it.
-    pub fn account(
+    pub(crate) fn account(
         &self,
         directory: &str,
     ) -> Result<Option<instant_acme::AccountCredentials>, StoreError> {
@@ -83,7 +83,7 @@ impl AcmeStore {
         Ok((stored.directory == directory).then_some(stored.credentials))
     }
 
-    pub fn save_account(
+    pub(crate) fn save_account(
         &self,
         directory: &str,
         credentials: instant_acme::AccountCredentials,
@@ -118,7 +118,7 @@ impl AcmeStore {
     }
 
     /// Where `host`'s chain is kept (for errors and logs).
-    pub fn certificate_path(&self, host: &str) -> PathBuf {
+    pub(crate) fn certificate_path(&self, host: &str) -> PathBuf {
         self.cert_paths(host).0
     }
 
@@ -139,7 +139,10 @@ impl AcmeStore {
         }
     }
 
-    pub fn save_status(&self, status: &BTreeMap<String, DomainRecord>) -> Result<(), StoreError> {
+    pub(crate) fn save_status(
+        &self,
+        status: &BTreeMap<String, DomainRecord>,
+    ) -> Result<(), StoreError> {
         let path = self.dir.join("status.json");
         let bytes = serde_json::to_vec_pretty(status).map_err(|source| StoreError::Json {
             path: path.clone(),

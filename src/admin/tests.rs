@@ -67,7 +67,7 @@ async fn destinations_come_from_the_delivery_view() {
         health: Arc::new(crate::service::Health::new(
             Arc::new(crate::inbound::storage::Storage::with_space(
                 dir.path().join("queue"),
-                Box::new(crate::service::DiskSpace),
+                Box::new(crate::inbound::storage::DiskSpace),
             )),
             Arc::new(crate::service::Heartbeat::default()),
             Arc::new(|| None),

@@ -28,7 +28,7 @@ impl DnssecStatus {
 
     /// The weaker of two statuses: an answer built from several RRsets
     /// (a CNAME chain, A plus AAAA) is only as secure as its weakest part.
-    pub fn weakest(self, other: DnssecStatus) -> DnssecStatus {
+    pub(crate) fn weakest(self, other: DnssecStatus) -> DnssecStatus {
         use DnssecStatus::*;
         match (self, other) {
             (Bogus, _) | (_, Bogus) => Bogus,
@@ -138,7 +138,7 @@ impl<T> Lookup<T> {
     /// when the other family has no records to offer (NODATA does not
     /// prove there is no address), and a bogus half still makes the whole
     /// bogus (a validation failure may be an attack).
-    pub fn merge_resolved(self, other: Lookup<T>) -> Lookup<T> {
+    pub(crate) fn merge_resolved(self, other: Lookup<T>) -> Lookup<T> {
         use Lookup::*;
         match (self, other) {
             (Failed(f), records @ Records { .. }) | (records @ Records { .. }, Failed(f))

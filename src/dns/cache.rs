@@ -25,7 +25,7 @@ struct State<K, V> {
 }
 
 /// Values by key until their TTL runs out, at most `capacity` of them.
-pub struct SingleFlightCache<K, V> {
+pub(crate) struct SingleFlightCache<K, V> {
     capacity: usize,
     state: Mutex<State<K, V>>,
 }
@@ -59,7 +59,7 @@ where
     /// none is being fetched. The fetch runs inside the callers' futures:
     /// if every caller is cancelled, the next caller for that key resumes
     /// the same fetch.
-    pub async fn get_or_fetch<F, Fut>(&self, key: K, fetch: F) -> Arc<V>
+    pub(crate) async fn get_or_fetch<F, Fut>(&self, key: K, fetch: F) -> Arc<V>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = (V, Duration)> + Send + 'static,
@@ -127,10 +127,6 @@ where
             .values()
             .filter(|entry| entry.expires > now)
             .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Forget everything cached (in-flight fetches continue).

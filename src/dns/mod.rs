@@ -23,8 +23,9 @@ pub mod cache;
 pub mod resolver;
 mod settings;
 
-pub use answer::{
-    AddressLookup, DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaLookup, TlsaRecord,
-};
-pub use resolver::{Resolver, ResolverError, ResolverStats};
+pub use answer::{DnssecStatus, Lookup, LookupFailure, MxHost, MxLookup, TlsaRecord};
+
+pub(crate) use answer::{AddressLookup, TlsaLookup};
+pub use resolver::ResolverStats;
+pub use resolver::{Resolver, ResolverError};
 pub use settings::{ResolverSettings, TrustAnchorSource};

@@ -36,7 +36,7 @@ pub struct CertCheck {
 
 /// A recording verifier for one probe connection.
 #[derive(Debug)]
-pub struct ProbeVerifier {
+pub(crate) struct ProbeVerifier {
     mx_name: Option<ServerName<'static>>,
     webpki: Arc<StsCertVerifier>,
     dane: Option<DaneVerifier>,

@@ -77,7 +77,7 @@ pub enum ProbeError {
 
 /// The trust roots for WebPKI: the Mozilla roots plus the PEM
 /// certificates of `ca_file`.
-pub fn trust_roots(ca_file: Option<&Path>) -> Result<TrustRoots, ProbeError> {
+pub(crate) fn trust_roots(ca_file: Option<&Path>) -> Result<TrustRoots, ProbeError> {
     let mut roots = TrustRoots::default();
     if let Some(path) = ca_file {
         let error = |reason: String| ProbeError::CaFile {

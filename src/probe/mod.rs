@@ -17,16 +17,16 @@
 //! See `docs/operations.md`.
 
 pub mod capture;
-pub mod facts;
+pub(crate) mod facts;
 pub mod gather;
 pub mod report;
 pub mod verdict;
 
-pub use crate::tls::certinfo::{CertInfo, CertTime};
-pub use capture::{CertCheck, ProbeVerifier};
-pub use facts::{HostFacts, ProbeFacts, SessionFacts, SessionOutcome, StsFacts};
-pub use gather::{gather, trust_roots, ProbeError, ProbeSettings};
-pub use report::{Configured, ProbeReport};
-pub use verdict::{
-    address_verdict, level_outcome, Action, AddressVerdict, LevelOutcome, Reason, TlsProblem,
-};
+pub use crate::tls::certinfo::CertInfo;
+
+pub use crate::tls::certinfo::CertTime;
+pub use facts::SessionOutcome;
+pub use gather::gather;
+pub(crate) use gather::{trust_roots, ProbeError, ProbeSettings};
+pub(crate) use report::{Configured, ProbeReport};
+pub use verdict::{Action, Reason, TlsProblem};

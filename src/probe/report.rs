@@ -18,13 +18,13 @@ use crate::tls::certinfo::CertInfo;
 
 /// The policy sealpost applies to (managed domain, recipient domain).
 #[derive(Debug, Clone, Serialize)]
-pub struct Configured {
+pub(crate) struct Configured {
     pub managed_domain: String,
     pub resolution: Resolution,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ProbeReport {
+pub(crate) struct ProbeReport {
     pub domain: String,
     /// DNSSEC status of the MX answer.
     pub mx_dnssec: Option<String>,
@@ -43,7 +43,7 @@ pub struct ProbeReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StsReport {
+pub(crate) struct StsReport {
     /// The `id` of the `_mta-sts` TXT record.
     pub txt_id: Option<String>,
     pub policy: Option<Policy>,
@@ -54,7 +54,7 @@ pub struct StsReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct MxReport {
+pub(crate) struct MxReport {
     pub preference: u16,
     pub host: String,
     pub addresses_dnssec: Option<String>,
@@ -72,13 +72,13 @@ pub struct MxReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct DanePlans {
+pub(crate) struct DanePlans {
     pub opportunistic_dane: String,
     pub mandatory_dane: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TlsaReport {
+pub(crate) struct TlsaReport {
     /// The name queried, e.g. `_25._tcp.mx.example.com`.
     pub name: String,
     pub dnssec: Option<String>,
@@ -92,7 +92,7 @@ pub struct TlsaReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct AddressReport {
+pub(crate) struct AddressReport {
     pub address: SocketAddr,
     /// The SNI sent.
     pub sni: String,
@@ -107,7 +107,7 @@ pub struct AddressReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CertReport {
+pub(crate) struct CertReport {
     /// Leaf first.
     pub chain: Vec<CertInfo>,
     /// The leaf is outside its validity period now.
@@ -124,7 +124,7 @@ pub struct CertReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct VerdictReport {
+pub(crate) struct VerdictReport {
     pub level: SecurityLevel,
     pub action: Action,
     /// `none`, `dane` or `webpki`.
@@ -136,7 +136,7 @@ pub struct VerdictReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct LevelReport {
+pub(crate) struct LevelReport {
     pub level: SecurityLevel,
     /// `deliver` or `defer`.
     pub outcome: &'static str,

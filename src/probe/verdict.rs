@@ -159,7 +159,7 @@ impl fmt::Display for Reason {
 
 /// What a level would do with one MX address, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddressVerdict {
+pub(crate) struct AddressVerdict {
     pub level: SecurityLevel,
     pub action: Action,
     /// What authenticated the server (DANE, WebPKI), when the level
@@ -194,7 +194,7 @@ pub struct Attempt {
 
 /// What a level would do with the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LevelOutcome {
+pub(crate) enum LevelOutcome {
     /// The first address (in MX order) that would take the mail.
     Deliver {
         mx: String,
@@ -241,7 +241,7 @@ impl fmt::Display for LevelOutcome {
 }
 
 /// What `level` would do with one session's address of `host`.
-pub fn address_verdict(
+pub(crate) fn address_verdict(
     level: SecurityLevel,
     min_tls: MinTlsVersion,
     facts: &ProbeFacts,
@@ -259,7 +259,7 @@ pub fn address_verdict(
 
 /// What `level` would do with the destination: the first address that
 /// takes the mail, else a deferral with every address's reason.
-pub fn level_outcome(
+pub(crate) fn level_outcome(
     level: SecurityLevel,
     min_tls: MinTlsVersion,
     facts: &ProbeFacts,

@@ -16,7 +16,7 @@
 //! tests cover. Free space is read through the queue's
 //! [`Storage`](crate::inbound::storage::Storage), the same one the SMTP
 //! side asks before taking mail, so both judge the reserve from one
-//! reading; its [`FreeSpace`] trait lets a test stand in for the file
+//! reading; its [`FreeSpace`](crate::inbound::storage::FreeSpace) trait lets a test stand in for the file
 //! system.
 
 use std::io::Write as _;
@@ -32,21 +32,22 @@ use crate::inbound::storage::Storage;
 
 /// The engine's loop ticks every 250 ms: this long without a tick means
 /// it is stuck.
-pub const ENGINE_STALL: Duration = Duration::from_secs(10);
+pub(crate) const ENGINE_STALL: Duration = Duration::from_secs(10);
 
 /// How long one readiness answer is reused, so a scraper polling often
 /// does not turn into a stream of fsyncs.
-pub const CACHE_FOR: Duration = Duration::from_secs(1);
+pub(crate) const CACHE_FOR: Duration = Duration::from_secs(1);
 
 /// Name of the file the queue check writes (and removes) in the queue
 /// directory.
-pub const PROBE_FILE: &str = ".ready-probe";
+pub(crate) const PROBE_FILE: &str = ".ready-probe";
 
-pub use crate::inbound::storage::{DiskSpace, FreeSpace};
+#[cfg(test)]
+use crate::inbound::storage::{DiskSpace, FreeSpace};
 
 /// What was seen, for [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observations {
+pub(crate) struct Observations {
     pub listeners_open: bool,
     /// The probe write in the queue directory, or why it failed.
     pub queue_write: Result<(), String>,
@@ -86,7 +87,7 @@ impl Readiness {
 }
 
 /// Judges the observations.
-pub fn evaluate(seen: &Observations) -> Readiness {
+pub(crate) fn evaluate(seen: &Observations) -> Readiness {
     let mut checks = Vec::with_capacity(4);
     checks.push(if seen.listeners_open {
         pass("listeners", "accepting SMTP connections".into())
@@ -159,7 +160,7 @@ fn fail(name: &'static str, detail: String) -> Check {
 }
 
 /// Writes, fsyncs and removes [`PROBE_FILE`] in `dir`.
-pub fn probe_write(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn probe_write(dir: &Path) -> std::io::Result<()> {
     let path = dir.join(PROBE_FILE);
     let mut file = std::fs::File::create(&path)?;
     file.write_all(b"sealpost readiness probe\n")?;
@@ -169,7 +170,7 @@ pub fn probe_write(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Gives `[limits] min_free_disk` of the configuration in force.
-pub type ReserveSource = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+pub(crate) type ReserveSource = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// The server's health: what the checks read, shared by the admin API.
 pub struct Health {
@@ -193,7 +194,7 @@ impl Health {
     }
 
     /// The SMTP listeners started (`true`) or stopped accepting (`false`).
-    pub fn set_listeners_open(&self, open: bool) {
+    pub(crate) fn set_listeners_open(&self, open: bool) {
         self.listeners_open.store(open, Ordering::Relaxed);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }

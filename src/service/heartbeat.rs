@@ -32,12 +32,12 @@ impl Default for Heartbeat {
 impl Heartbeat {
     /// A heartbeat that feeds the watchdog systemd set for this process
     /// (`WATCHDOG_USEC`, and `WATCHDOG_PID` when given), if any.
-    pub fn from_environment() -> Heartbeat {
+    pub(crate) fn from_environment() -> Heartbeat {
         Heartbeat::with_watchdog(sd_notify::watchdog_enabled())
     }
 
     /// A heartbeat feeding a watchdog of `interval` (none: `None`).
-    pub fn with_watchdog(watchdog: Option<Duration>) -> Heartbeat {
+    pub(crate) fn with_watchdog(watchdog: Option<Duration>) -> Heartbeat {
         Heartbeat {
             origin: Instant::now(),
             last: AtomicU64::new(0),
@@ -54,7 +54,7 @@ impl Heartbeat {
 
     /// The engine's loop ticked: record it and feed the watchdog when half
     /// its interval passed since the last feed.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         let now = self.now_mark();
         self.last.store(now, Ordering::Relaxed);
         let Some(interval) = self.watchdog else {

@@ -19,5 +19,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod notify;
 
-pub use health::{Check, DiskSpace, FreeSpace, Health, Readiness};
+pub use health::Check;
+
+pub(crate) use health::Health;
 pub use heartbeat::Heartbeat;

@@ -72,7 +72,7 @@ impl CertInfo {
     }
 
     /// Whether `now` (Unix seconds) lies outside the validity period.
-    pub fn expired_at(&self, now: i64) -> bool {
+    pub(crate) fn expired_at(&self, now: i64) -> bool {
         self.not_after.is_some_and(|t| t.0 < now) || self.not_before.is_some_and(|t| t.0 > now)
     }
 }

@@ -61,7 +61,7 @@ pub struct SniCertResolver {
 }
 
 /// The ALPN protocol of TLS-ALPN-01 validations (RFC 8737 section 6.2).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl SniCertResolver {
     /// Adds (or replaces) the certificate for a host name (exact match).
@@ -88,13 +88,14 @@ impl SniCertResolver {
         *fallback = default;
     }
 
-    pub fn set_default(&self, key: Option<Arc<CertifiedKey>>) {
+    #[cfg(test)]
+    pub(crate) fn set_default(&self, key: Option<Arc<CertifiedKey>>) {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     /// Adds (or replaces) a certificate obtained by ACME for `host`; a
     /// configured `[[tls.sni]]` certificate for the same name still wins.
-    pub fn insert_acme(&self, host: &str, key: Arc<CertifiedKey>) {
+    pub(crate) fn insert_acme(&self, host: &str, key: Arc<CertifiedKey>) {
         self.acme
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -102,7 +103,7 @@ impl SniCertResolver {
     }
 
     /// Serves `key` to TLS-ALPN-01 validations of `host` (`None` removes it).
-    pub fn set_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
+    pub(crate) fn set_challenge(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
         let mut challenges = self.challenges.write().unwrap_or_else(|e| e.into_inner());
         match key {
             Some(key) => challenges.insert(host.to_ascii_lowercase(), key),
@@ -113,7 +114,7 @@ impl SniCertResolver {
 
 impl SniCertResolver {
     /// The certificate for a requested host name: its own, else the default.
-    pub fn by_name(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn by_name(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let found = self
             .named
             .read()
@@ -133,7 +134,7 @@ impl SniCertResolver {
 
     /// When each certificate expires (the leaf's `notAfter`, Unix
     /// seconds), by SNI name and `default`, for the expiry gauge.
-    pub fn expiries(&self) -> Vec<crate::metrics::CertificateExpiry> {
+    pub(crate) fn expiries(&self) -> Vec<crate::metrics::CertificateExpiry> {
         let not_after = |key: &CertifiedKey| {
             key.end_entity_cert()
                 .ok()
@@ -201,7 +202,7 @@ pub fn certified_key(
 /// The self-signed TLS-ALPN-01 certificate for `host` (RFC 8737 section 3):
 /// the name as its only SAN and the critical `acmeIdentifier` extension
 /// holding the SHA-256 digest of the key authorization.
-pub fn acme_challenge_key(
+pub(crate) fn acme_challenge_key(
     host: &str,
     key_authorization_digest: &[u8],
 ) -> Result<Arc<CertifiedKey>, CertError> {
@@ -230,7 +231,7 @@ pub fn acme_challenge_key(
 
 /// A PEM chain (leaf first) and PEM key held in memory, as ACME returns
 /// them; `origin` names them in errors.
-pub fn certified_key_from_pem(
+pub(crate) fn certified_key_from_pem(
     chain_pem: &[u8],
     key_pem: &[u8],
     origin: &Path,
@@ -259,7 +260,7 @@ pub fn certified_key_from_pem(
 }
 
 /// Loads a PEM certificate chain (leaf first) and its PEM private key.
-pub fn load_pem(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, CertError> {
+pub(crate) fn load_pem(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, CertError> {
     let cert_pem = std::fs::read(cert_path).map_err(|source| CertError::Read {
         path: cert_path.to_owned(),
         source,
@@ -295,7 +296,7 @@ pub fn load_pem(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, 
 /// `hostname` and kept in `dir` (`self-signed.crt`, `self-signed.key`), so
 /// it stays the same across restarts (peers that pin it, or DANE-EE records
 /// published for it, keep working).
-pub fn self_signed_in(dir: &Path, hostname: &str) -> Result<Arc<CertifiedKey>, CertError> {
+pub(crate) fn self_signed_in(dir: &Path, hostname: &str) -> Result<Arc<CertifiedKey>, CertError> {
     let cert_path = dir.join("self-signed.crt");
     let key_path = dir.join("self-signed.key");
     if cert_path.exists() && key_path.exists() {

@@ -3,21 +3,23 @@
 //! certificates, what a certificate says (`certinfo`, for the probe's
 //! report and certificate expiry), and a stream that is plain or TLS.
 
-pub mod certinfo;
+pub(crate) mod certinfo;
 pub mod certs;
 pub mod stream;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-pub use certs::{
-    acme_challenge_key, certified_key, certified_key_from_pem, load_pem, self_signed_in, CertError,
-    SniCertResolver, ACME_TLS_ALPN,
+pub use certs::{certified_key, SniCertResolver};
+
+pub(crate) use certs::{
+    acme_challenge_key, certified_key_from_pem, load_pem, self_signed_in, CertError, ACME_TLS_ALPN,
 };
 pub use stream::MaybeTls;
-pub use verify::{unauthenticated_client_config, HandshakeSignatures, Unauthenticated};
+pub(crate) use verify::HandshakeSignatures;
+pub use verify::{unauthenticated_client_config, Unauthenticated};
 
 /// The ring crypto provider: sealpost uses no other (no aws-lc-rs).
 pub fn provider() -> Arc<CryptoProvider> {

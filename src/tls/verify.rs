@@ -21,7 +21,7 @@ use crate::policy::MinTlsVersion;
 /// with the provider's algorithms, whatever the verifier decided about
 /// the certificate. Each verifier's trait methods call these.
 #[derive(Debug, Clone, Copy)]
-pub struct HandshakeSignatures(pub WebPkiSupportedAlgorithms);
+pub(crate) struct HandshakeSignatures(pub WebPkiSupportedAlgorithms);
 
 impl HandshakeSignatures {
     pub fn tls12(
@@ -42,7 +42,7 @@ impl HandshakeSignatures {
         verify_tls13_signature(message, cert, dss, &self.0)
     }
 
-    pub fn schemes(&self) -> Vec<SignatureScheme> {
+    pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
     }
 }
