@@ -494,7 +494,7 @@ pub(crate) fn tls_achieved(
     use sealpost_queue::Authentication;
     match (encrypted, authentication, session_ran) {
         (true, Authentication::Dane, _) => Some("DANE"),
-        (true, Authentication::Webpki, _) if level == crate::policy::SecurityLevel::MtaSts => {
+        (true, Authentication::WebPki, _) if level == crate::policy::SecurityLevel::MtaSts => {
             Some("MTA-STS")
         }
         (true, _, _) => Some("TLS"),

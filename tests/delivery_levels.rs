@@ -258,7 +258,7 @@ outbound.peers = [
     // mta-sts enforce, MX matches, certificate from the CA.
     let event = delivered_event(&sealpost, &rcpt("sts.test")).await;
     assert_eq!(event["level"], "mta-sts");
-    assert_eq!(event["authentication"], "Webpki", "{event}");
+    assert_eq!(event["authentication"], "WebPki", "{event}");
     assert_eq!(sts.received().len(), 1);
     assert!(sts.received()[0].tls_version.is_some());
 

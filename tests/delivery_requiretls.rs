@@ -213,7 +213,7 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
     assert!(got[0].tls_version.is_some());
     // Authenticated by MTA-STS enforce (WebPKI).
     let event = delivered_event(&sealpost, "bob@sts-ok.test").await;
-    assert_eq!(event["authentication"], "Webpki", "{event}");
+    assert_eq!(event["authentication"], "WebPki", "{event}");
     assert_eq!(event["level"], "mta-sts", "planned under mta-sts: {event}");
     let got = sts_ok.received();
     assert_eq!(got.len(), 1);

@@ -283,7 +283,10 @@ impl StateKind {
 pub enum Authentication {
     None,
     Dane,
-    Webpki,
+    /// WebPKI (certificate chain and name), under an MTA-STS policy or a
+    /// level that checks it. Stored as `Webpki`, its first spelling.
+    #[serde(rename = "Webpki")]
+    WebPki,
 }
 
 /// One delivery attempt, as the delivery engine reports it.
@@ -374,5 +377,21 @@ pub(crate) mod ms_time {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         u64::deserialize(d).map(super::from_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Authentication;
+
+    #[test]
+    fn authentication_keeps_its_stored_spelling() {
+        let stored = serde_json::to_string(&Authentication::WebPki).expect("serialize");
+        assert_eq!(
+            stored, "\"Webpki\"",
+            "records already on disk use this form"
+        );
+        let read: Authentication = serde_json::from_str("\"Webpki\"").expect("deserialize");
+        assert_eq!(read, Authentication::WebPki);
     }
 }

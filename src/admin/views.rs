@@ -446,7 +446,7 @@ fn attempt_view(record: &AttemptRecord) -> AttemptView {
         authentication: match a.authentication {
             Authentication::None => "none",
             Authentication::Dane => "dane",
-            Authentication::Webpki => "webpki",
+            Authentication::WebPki => "webpki",
         }
         .to_string(),
         result: match record.outcome {

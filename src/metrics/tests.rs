@@ -162,8 +162,8 @@ fn the_tls_level_achieved_is_named_as_top_shows_it() {
     use sealpost_queue::Authentication as A;
     let table = [
         (L::MandatoryDane, A::Dane, true, true, Some("DANE")),
-        (L::MtaSts, A::Webpki, true, true, Some("MTA-STS")),
-        (L::Mandatory, A::Webpki, true, true, Some("TLS")),
+        (L::MtaSts, A::WebPki, true, true, Some("MTA-STS")),
+        (L::Mandatory, A::WebPki, true, true, Some("TLS")),
         (L::Opportunistic, A::None, true, true, Some("TLS")),
         (L::Opportunistic, A::None, false, true, Some("cleartext")),
         (L::MandatoryDane, A::None, false, false, None),

@@ -157,8 +157,20 @@ impl Browser {
         self.type_into("#user", user).await;
         self.type_into("#password", password).await;
         self.click("#sign-in-button").await;
-        let url = self.client.current_url().await.expect("url");
-        assert_eq!(url.path(), "/domains", "signed in");
+        // The click may return before the answer to the form has loaded
+        // (a loaded machine): wait for the page it leads to.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let url = self.client.current_url().await.expect("url");
+            if url.path() == "/domains" {
+                return;
+            }
+            if Instant::now() > deadline {
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("not signed in: still at {url}:\n{page}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Saves a screenshot of the page as `docs/console/<name>.png`.

@@ -173,7 +173,7 @@ async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Rep
     // names it too, but no session ran: refused.
     let session_ran = attempt.mx_host.is_some() && report.health == Health::Reached;
     let tls_outcome = match (&attempt.tls_version, attempt.authentication, session_ran) {
-        (Some(_), QueueAuth::Dane | QueueAuth::Webpki, _) => "authenticated",
+        (Some(_), QueueAuth::Dane | QueueAuth::WebPki, _) => "authenticated",
         (Some(_), QueueAuth::None, _) => "unauthenticated",
         (None, _, true) => "plaintext",
         (None, _, false) => "refused",

@@ -171,7 +171,7 @@ pub(crate) fn attempt_from(achieved: &Achieved, reason: &Reason) -> Attempt {
         authentication: match achieved.authentication {
             TlsAuthentication::None => QueueAuth::None,
             TlsAuthentication::Dane => QueueAuth::Dane,
-            TlsAuthentication::WebPki => QueueAuth::Webpki,
+            TlsAuthentication::WebPki => QueueAuth::WebPki,
         },
         reply_or_reason: reason.clone(),
     }
@@ -230,7 +230,7 @@ pub(crate) fn log_outcomes(
         authentication = match attempt.authentication {
             QueueAuth::None => "none",
             QueueAuth::Dane => "dane",
-            QueueAuth::Webpki => "mta-sts",
+            QueueAuth::WebPki => "mta-sts",
         },
         reason_kind = reason.kind(),
         reason = %reason,
