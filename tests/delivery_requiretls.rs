@@ -7,8 +7,11 @@
 //!   Otherwise it is returned at once, never retried: `5.7.30` when the
 //!   authenticated MX lacks REQUIRETLS, `5.7.10` when no MX can be
 //!   authenticated (unauthenticated TLS, an MTA-STS `testing` policy,
-//!   cleartext only, a managed domain's route), and no MAIL command ever
-//!   reaches those receivers.
+//!   cleartext only, a managed domain's route without `authenticate`), and
+//!   no MAIL command ever reaches those receivers.
+//! - A route with `authenticate = "webpki"` carries inbound REQUIRETLS
+//!   mail to the customer's server when its certificate is valid for the
+//!   route's host name, and nothing at all when it is not.
 //! - A `TLS-Required: No` header field relaxes the recipient's policy
 //!   (`opportunistic-dane`, `mta-sts`): a DANE or MTA-STS failure no
 //!   longer stops the message. A mandatory level the operator set for
@@ -394,10 +397,10 @@ outbound.peers = [
     );
 }
 
-/// A managed domain's route never authenticates its hosts (its levels are
-/// `opportunistic` and `mandatory`): inbound REQUIRETLS mail for it is
-/// returned with 5.7.10 to the outside sender, and the route's server
-/// never sees it.
+/// A managed domain's route without `authenticate` never authenticates
+/// its hosts (its levels are `opportunistic` and `mandatory`): inbound
+/// REQUIRETLS mail for it is returned with 5.7.10 to the outside sender,
+/// and the route's server never sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requiretls_inbound_mail_is_returned_when_the_route_cannot_be_authenticated() {
     let port = free_port();
@@ -442,4 +445,101 @@ async fn requiretls_inbound_mail_is_returned_when_the_route_cannot_be_authentica
     assert_eq!(dsn_parse::get(&block, "status"), Some("5.7.10"));
     assert_eq!(attempts(&sealpost, "bob@acme.test").len(), 1);
     assert_eq!(home.mails(), 0, "the route's server never saw it");
+}
+
+/// A route with `authenticate = "webpki"`: the customer's server (a name
+/// in the route, its certificate from the test CA given as `[mta_sts]
+/// ca_file`) gets inbound REQUIRETLS mail with the parameter on MAIL FROM.
+/// A second domain's server has a certificate no root vouches for: its
+/// mail, REQUIRETLS or not, is never sent there and waits in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requiretls_inbound_mail_goes_over_a_route_that_authenticates_its_server() {
+    let port = free_port();
+    let ca = TestCa::new("sealpost route test CA");
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let dns = TestDns::builder()
+        .a("mail.acme.test", loopback(8))
+        .a("mail.beta.test", loopback(9))
+        .start()
+        .await;
+    let accept: Arc<Decide> = Arc::new(accept_all);
+    let route_port = free_port();
+    let trusted = Mx::start(
+        loopback(8),
+        route_port,
+        "mail.acme.test",
+        Some(pki::server_config(
+            &ca.issue(&["mail.acme.test"]),
+            ALL_VERSIONS,
+        )),
+        accept.clone(),
+    )
+    .await;
+    let untrusted = Mx::start(
+        loopback(9),
+        route_port,
+        "mail.beta.test",
+        Some(pki::server_config(
+            &pki::self_signed(&["mail.beta.test"]),
+            ALL_VERSIONS,
+        )),
+        accept.clone(),
+    )
+    .await;
+    let domains = format!(
+        r#"[mta_sts]
+ca_file = "{ca}"
+
+[[domains]]
+name = "acme.test"
+tenant = "acme"
+route = {{ hosts = ["mail.acme.test:{route_port}"], authenticate = "webpki" }}
+
+[[domains]]
+name = "beta.test"
+tenant = "beta"
+route = {{ hosts = ["mail.beta.test:{route_port}"], authenticate = "webpki" }}
+"#,
+        ca = ca_file.display()
+    );
+    let sealpost = Sealpost::start(|listen| base_config(listen, port, &dns, &domains));
+
+    for to in ["bob@acme.test", "bob@beta.test"] {
+        let mut tls = starttls(sealpost.smtp, ALL_VERSIONS).await;
+        let rcpt = mail_rcpt(
+            &mut tls,
+            "MAIL FROM:<carol@far.test> REQUIRETLS",
+            &format!("RCPT TO:<{to}>"),
+        )
+        .await;
+        assert_eq!(rcpt.code, 250, "{rcpt:?}");
+        let queued = data(&mut tls, "Subject: for bob\r\n\r\nconfidential\r\n").await;
+        assert_eq!(queued.code, 250, "{queued:?}");
+        assert_eq!(command(&mut tls, "QUIT").await.code, 221);
+    }
+
+    let event = delivered_event(&sealpost, "bob@acme.test").await;
+    assert_eq!(event["authentication"], "WebPki", "{event}");
+    let got = trusted.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].envelope.params.requiretls, "{:?}", got[0].envelope);
+    assert!(got[0].tls_version.is_some());
+
+    // The untrusted certificate: deferred, never sent, never returned as
+    // a REQUIRETLS failure (the route's own rule refused the server).
+    let deferred = until(WAIT, || {
+        !with_result(&sealpost, "bob@beta.test", "deferred").is_empty()
+    })
+    .await;
+    let tried = attempts(&sealpost, "bob@beta.test");
+    assert!(deferred, "{tried:#?}");
+    let detail = tried[0]["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.contains("TLS handshake failed"), "{detail}");
+    assert_eq!(
+        untrusted.mails(),
+        0,
+        "no MAIL to an unauthenticated route host"
+    );
 }

@@ -14,6 +14,7 @@ use super::error::ConfigErrorKind as Kind;
 use super::raw::{RawConfig, RawDomain, RawRoute};
 use super::validate::Validator;
 use crate::dns::{ResolverSettings, TrustAnchorSource};
+use crate::policy::level::UnknownWord;
 use crate::policy::{DomainName, MinTlsVersion, SecurityLevel};
 
 /// `[delivery]`: how the engine delivers queued mail.
@@ -153,6 +154,37 @@ pub struct Route {
     /// `opportunistic` or `mandatory`.
     pub level: SecurityLevel,
     pub min_tls: MinTlsVersion,
+    pub authenticate: RouteAuthentication,
+}
+
+/// `route.authenticate`: whether the downstream servers' certificates are
+/// checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteAuthentication {
+    /// `none`: the level alone decides (a `mandatory` route takes any
+    /// certificate).
+    #[default]
+    None,
+    /// `webpki`: TLS is required and each host's certificate must be valid
+    /// for the host as written in the route (a name, or an IP address
+    /// among the certificate's addresses), under the WebPKI roots plus
+    /// `[mta_sts] ca_file`. Such a route carries REQUIRETLS mail.
+    WebPki,
+}
+
+impl std::str::FromStr for RouteAuthentication {
+    type Err = UnknownWord;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(RouteAuthentication::None),
+            "webpki" => Ok(RouteAuthentication::WebPki),
+            other => Err(UnknownWord::new(
+                "route authentication",
+                other,
+                &["none", "webpki"],
+            )),
+        }
+    }
 }
 
 /// Routes by managed domain (lowercase name).
@@ -426,6 +458,16 @@ impl Validator<'_> {
             self.error(&raw.hosts.span(), Kind::Empty { key: "route.hosts" });
             ok = false;
         }
+        let authenticate = match &raw.authenticate {
+            Some(word) => self.word(word)?,
+            None => RouteAuthentication::None,
+        };
+        // Authenticated hosts need TLS: `mandatory` is implied, and
+        // `opportunistic` contradicts it.
+        let implied = match authenticate {
+            RouteAuthentication::WebPki => SecurityLevel::Mandatory,
+            RouteAuthentication::None => SecurityLevel::Opportunistic,
+        };
         let level = match &raw.level {
             Some(level) => {
                 let parsed: SecurityLevel = self.word(level)?;
@@ -436,9 +478,13 @@ impl Validator<'_> {
                     self.error(&level.span(), Kind::RouteLevel { level: parsed });
                     return None;
                 }
+                if parsed != implied && authenticate == RouteAuthentication::WebPki {
+                    self.error(&level.span(), Kind::RouteAuthenticationLevel);
+                    return None;
+                }
                 parsed
             }
-            None => SecurityLevel::Opportunistic,
+            None => implied,
         };
         let min_tls = match &raw.min_tls {
             Some(m) => self.word(m)?,
@@ -448,6 +494,7 @@ impl Validator<'_> {
             hosts,
             level,
             min_tls,
+            authenticate,
         })
     }
 }

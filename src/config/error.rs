@@ -194,6 +194,8 @@ pub enum ConfigErrorKind {
     BadRouteHost { given: String, reason: String },
     #[error("route level `{level}` is not allowed: a route to a downstream server is `opportunistic` or `mandatory`")]
     RouteLevel { level: SecurityLevel },
+    #[error("route `authenticate = \"webpki\"` requires TLS: write `level = \"mandatory\"` or leave `level` out")]
+    RouteAuthenticationLevel,
     #[error("bad `admin.metrics_listen` address `{given}`: {reason} (write `IPv4:port` or `[IPv6]:port`)")]
     BadMetricsListen { given: String, reason: String },
     #[error("bad `admin.group` `{given}`: write a group name or a numeric group id")]

@@ -37,7 +37,9 @@ use std::sync::Arc;
 pub(crate) use acme::{AcmeChallenge, AcmeConfig};
 pub use cluster::{ClusterConfig, ConnectionLimit, RateLimit, Scope, MAX_CLUSTER_TIMEOUT};
 pub(crate) use console::{ConsoleConfig, ConsoleRole, ConsoleUsers};
-pub(crate) use delivery::{DeliveryConfig, DnsConfig, MtaStsClientConfig, Route, Routes};
+pub(crate) use delivery::{
+    DeliveryConfig, DnsConfig, MtaStsClientConfig, Route, RouteAuthentication, Routes,
+};
 #[cfg(test)]
 pub(crate) use error::{ConfigError, ConfigErrorKind, Location};
 pub(crate) use error::{ConfigErrors, ConfigWarning, LoadError};

@@ -100,6 +100,7 @@ pub(super) struct RawRoute {
     pub hosts: Spanned<Vec<Spanned<String>>>,
     pub level: Option<Spanned<String>>,
     pub min_tls: Option<Spanned<String>>,
+    pub authenticate: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -389,6 +390,7 @@ impl RawDomain {
                     hosts: Spanned::new(span.start + by..span.end + by, hosts),
                     level: shifted_opt(route.level, by),
                     min_tls: shifted_opt(route.min_tls, by),
+                    authenticate: shifted_opt(route.authenticate, by),
                 }
             }),
         }

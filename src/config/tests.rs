@@ -644,6 +644,66 @@ route = { hosts = ["mail.example:x"], level = "mandatory-dane" }
 }
 
 #[test]
+fn a_route_can_require_authenticated_servers() {
+    let config = Config::parse(
+        r#"[[domains]]
+name = "a.example"
+tenant = "c"
+route = { hosts = ["mail.a.example"], authenticate = "webpki" }
+
+[[domains]]
+name = "b.example"
+tenant = "c"
+route = { hosts = ["mail.b.example"] }
+"#,
+        FILE,
+        None,
+    )
+    .expect("valid");
+    let route = |name: &str| {
+        let name: crate::policy::DomainName = name.parse().expect("name");
+        config.routes.get(&name).expect("route").clone()
+    };
+    let a = route("a.example");
+    assert_eq!(a.authenticate, crate::config::RouteAuthentication::WebPki);
+    assert_eq!(a.level, SecurityLevel::Mandatory, "implied by webpki");
+    let b = route("b.example");
+    assert_eq!(b.authenticate, crate::config::RouteAuthentication::None);
+    assert_eq!(b.level, SecurityLevel::Opportunistic);
+
+    let errs = errors(
+        r#"[[domains]]
+name = "a.example"
+tenant = "c"
+route = { hosts = ["mail.a.example"], authenticate = "webpki", level = "opportunistic" }
+
+[[domains]]
+name = "b.example"
+tenant = "c"
+route = { hosts = ["mail.b.example"], authenticate = "dane" }
+"#,
+    );
+    let lines: Vec<_> = errs
+        .iter()
+        .map(|e| (e.line(), e.kind.to_string()))
+        .collect();
+    assert_eq!(errs.len(), 2, "{lines:?}");
+    assert!(matches!(
+        errs[0].kind,
+        ConfigErrorKind::RouteAuthenticationLevel
+    ));
+    assert_eq!(errs[0].line(), Some(4));
+    assert!(
+        errs[1]
+            .kind
+            .to_string()
+            .contains("expected one of: none, webpki"),
+        "{lines:?}"
+    );
+    assert_eq!(errs[1].line(), Some(9));
+}
+
+#[test]
 fn in_flight_per_tenant_destination_must_be_positive() {
     for bad in ["0", "-3"] {
         let errs = errors(&format!(

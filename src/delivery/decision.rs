@@ -45,6 +45,9 @@ pub enum HopTls {
     /// TLS required, certificate valid under WebPKI for the host name
     /// (MTA-STS enforce).
     WebPki,
+    /// TLS required, certificate valid under WebPKI for the host as a
+    /// route names it (`route.authenticate = "webpki"`).
+    RouteWebPki,
 }
 
 impl fmt::Display for HopTls {
@@ -59,6 +62,9 @@ impl fmt::Display for HopTls {
                 auth.tlsa_name
             ),
             HopTls::WebPki => f.write_str("TLS required, WebPKI-valid certificate (MTA-STS)"),
+            HopTls::RouteWebPki => {
+                f.write_str("TLS required, WebPKI-valid certificate for the route's host")
+            }
         }
     }
 }
@@ -88,7 +94,7 @@ pub struct Hop {
 pub enum HopError {
     #[error("`{host}` is not a valid TLS server name")]
     BadName { host: String },
-    #[error("no WebPKI roots are available for MTA-STS")]
+    #[error("no WebPKI roots are available (MTA-STS, authenticated routes)")]
     NoWebPki,
 }
 
@@ -117,7 +123,7 @@ impl Hop {
                     kind: TlsAuthentication::Dane,
                 }
             }
-            HopTls::WebPki => {
+            HopTls::WebPki | HopTls::RouteWebPki => {
                 let inner = webpki.ok_or(HopError::NoWebPki)?;
                 TlsRequirement::RequireVerified {
                     verifier: StsCertVerifier::new(inner.clone(), Mode::Enforce),
@@ -139,7 +145,7 @@ impl Hop {
     /// never carry mail.
     pub(crate) fn params_for_verdict(&self) -> Result<TlsParams, HopError> {
         let mut params = match &self.tls {
-            HopTls::WebPki => Hop {
+            HopTls::WebPki | HopTls::RouteWebPki => Hop {
                 tls: HopTls::Unauthenticated,
                 ..self.clone()
             }

@@ -29,7 +29,7 @@ use super::reason::{
     dane_deferral, dane_failure, dane_skip, mx_result, status, LocalCause, Place, Reason, Status,
     TlsFailure,
 };
-use crate::config::{Config, Route};
+use crate::config::{Config, Route, RouteAuthentication};
 use crate::dane::{self, DaneLevel, DestinationOutcome, DestinationPlan, PartialAddresses};
 use crate::dns::{Lookup, MxLookup, Resolver};
 use crate::mta_sts::{Policy, PolicyCache};
@@ -264,7 +264,10 @@ impl Planner<'_> {
     }
 
     async fn route(&self, route: &Route) -> Plan {
-        let tls = plain_host(route.level);
+        let tls = match route.authenticate {
+            RouteAuthentication::WebPki => HopTls::RouteWebPki,
+            RouteAuthentication::None => plain_host(route.level),
+        };
         let mut hops = Vec::new();
         let mut problems = Vec::new();
         for host in &route.hosts {

@@ -10,9 +10,11 @@
 //!   destination is planned under `mta-sts` (DANE where usable TLSA
 //!   records exist, else the MTA-STS policy) whatever the configured
 //!   level, except `mandatory-dane`, which already authenticates every
-//!   host and is kept. A host the plan cannot authenticate (opportunistic
-//!   or unauthenticated TLS, a route's hosts) is never contacted
-//!   ([`unfit`], status 5.7.10). There is never a cleartext fallback.
+//!   host and is kept. Inbound mail goes to its route's hosts, which are
+//!   authenticated only under `route.authenticate = "webpki"`. A host the
+//!   plan cannot authenticate (opportunistic or unauthenticated TLS, a
+//!   route without `authenticate`) is never contacted ([`unfit`], status
+//!   5.7.10). There is never a cleartext fallback.
 //! - `TLS-Required: No` (section 3 and 4.2.2): the recipient's own policy
 //!   is relaxed: `opportunistic-dane` and `mta-sts` are planned as
 //!   `opportunistic` (STARTTLS when offered, certificate not checked), so
@@ -82,7 +84,7 @@ pub(crate) fn plan_under(effective: Effective, request: TlsRequest) -> Planned {
 /// needs (RFC 8689 section 4.2.1, steps 2 and 4).
 pub fn authenticated(tls: &HopTls) -> bool {
     match tls {
-        HopTls::Dane(_) | HopTls::WebPki => true,
+        HopTls::Dane(_) | HopTls::WebPki | HopTls::RouteWebPki => true,
         HopTls::Opportunistic | HopTls::Unauthenticated => false,
     }
 }
@@ -96,7 +98,7 @@ pub(crate) fn unfit(hop: &Hop) -> Reason {
         status: status::REQUIRETLS_NO_AUTHENTICATED_TLS,
         place: Place::host(&hop.host),
         detail: format!(
-            "REQUIRETLS: no authenticated TLS to this host (DANE or MTA-STS enforce), the plan offers {}",
+            "REQUIRETLS: no authenticated TLS to this host (DANE, MTA-STS enforce, or a route with authenticate = \"webpki\"), the plan offers {}",
             hop.tls
         ),
     }
@@ -228,6 +230,7 @@ mod tests {
             min_tls: MinTlsVersion::Any,
         };
         assert!(authenticated(&HopTls::WebPki));
+        assert!(authenticated(&HopTls::RouteWebPki));
         let dane = HopTls::Dane(super::super::decision::DaneAuth {
             tlsa: vec![],
             reference_names: vec!["mx.example.net".into()],

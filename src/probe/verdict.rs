@@ -430,23 +430,25 @@ fn event(tls: &HopTls, outcome: &SessionOutcome) -> ConnectionEvent {
                         "the DANE verifier saw no certificate".into(),
                     ),
                 },
-                HopTls::WebPki => match certificate.as_ref().and_then(|c| c.webpki.clone()) {
-                    Some(CertOutcome::Valid) => established(TlsAuthentication::WebPki),
-                    Some(CertOutcome::Invalid(problem)) => {
-                        let detail = problem.to_string();
-                        refused(CertRejection::WebPki(problem), detail)
-                    }
-                    Some(CertOutcome::HandshakeFailed(detail)) => {
-                        ConnectionEvent::HandshakeFailed {
-                            rejected: None,
-                            detail,
+                HopTls::WebPki | HopTls::RouteWebPki => {
+                    match certificate.as_ref().and_then(|c| c.webpki.clone()) {
+                        Some(CertOutcome::Valid) => established(TlsAuthentication::WebPki),
+                        Some(CertOutcome::Invalid(problem)) => {
+                            let detail = problem.to_string();
+                            refused(CertRejection::WebPki(problem), detail)
                         }
+                        Some(CertOutcome::HandshakeFailed(detail)) => {
+                            ConnectionEvent::HandshakeFailed {
+                                rejected: None,
+                                detail,
+                            }
+                        }
+                        None => ConnectionEvent::HandshakeFailed {
+                            rejected: None,
+                            detail: "no certificate was checked".into(),
+                        },
                     }
-                    None => ConnectionEvent::HandshakeFailed {
-                        rejected: None,
-                        detail: "no certificate was checked".into(),
-                    },
-                },
+                }
                 HopTls::Opportunistic | HopTls::Unauthenticated => {
                     established(TlsAuthentication::None)
                 }

@@ -33,7 +33,9 @@ impl PlanPolicy {
                         auth.tlsa.iter().map(|t| t.record.to_string()).collect(),
                     )),
                     HopTls::WebPki => out.sts = true,
-                    HopTls::Opportunistic | HopTls::Unauthenticated => {}
+                    // A route is the customer's own server, not a
+                    // policy domain of RFC 8460.
+                    HopTls::Opportunistic | HopTls::Unauthenticated | HopTls::RouteWebPki => {}
                 }
             }
         }
