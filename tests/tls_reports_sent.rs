@@ -335,6 +335,7 @@ async fn the_daily_run_sends_after_midnight_utc() {
             },
             mx_host: Some("mx.far.test".into()),
             receiving_ip: Some("192.0.2.9".parse().expect("ip")),
+            sending_ip: None,
             outcome,
             at: day + 600,
         });
