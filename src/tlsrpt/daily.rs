@@ -65,6 +65,20 @@ pub struct SentRecord {
     pub deliveries: Vec<(String, String)>,
     /// The report as sent (the JSON text), if one was built.
     pub report: Option<String>,
+    /// HTTPS destinations whose POST failed and will be tried again
+    /// (durable with the record: a restart keeps them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<Retry>,
+}
+
+/// An HTTPS `rua` to POST a report to again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub rua: String,
+    /// The tries made so far (all failed).
+    pub tries: u32,
+    /// Unix seconds: when to try next.
+    pub next_at: u64,
 }
 
 /// The aggregate (see the module docs).
@@ -426,6 +440,7 @@ mod tests {
                 at: DAY1 + 86_400,
                 deliveries: Vec::new(),
                 report: None,
+                retries: Vec::new(),
             })
             .expect("sent");
         assert!(daily.pending("2016-04-02").expect("pending").is_empty());

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::live::LiveConfig;
 
-pub use daily::{Daily, ReportKey, SentRecord};
+pub use daily::{Daily, ReportKey, Retry, SentRecord};
 pub use report::{decode, Encoding, Limits, Report, ReportError};
 pub use send::{Clock, Listing, Reporter, SystemClock};
 pub use session::{PolicySeen, PolicyType, SessionOutcome, SessionResult};
