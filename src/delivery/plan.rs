@@ -438,7 +438,8 @@ pub fn dane_plan(domain: &str, plan: DestinationPlan, min_tls: MinTlsVersion, po
     }
 }
 
-/// `reason` placed at MX host `host` (where it names no host).
+/// `reason` placed at MX host `host` where it names no host (TLS
+/// reporting counts it for that host).
 fn at_host((host, reason): (String, Reason)) -> Reason {
     match reason {
         Reason::MtaSts {
@@ -470,15 +471,10 @@ pub fn mta_sts_plan(
         DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
     }
     let mut hops = Vec::new();
-    // Each host's refusal, in MX order.
-    let mut skipped: Vec<Reason> = Vec::new();
-    let mut skipped_hosts: Vec<String> = Vec::new();
+    // Each host's refusal, in MX order, with the host.
+    let mut skipped: Vec<(String, Reason)> = Vec::new();
     for mx in dane_plan.mx {
-        let verdict = mta_sts_host(&mx.plan, policy, &mx.host.exchange);
-        if verdict.is_err() {
-            skipped_hosts.push(mx.host.exchange.clone());
-        }
-        match verdict {
+        match mta_sts_host(&mx.plan, policy, &mx.host.exchange) {
             Ok(tls) => hops.push(Hop {
                 addresses: with_port(&mx.addresses, port),
                 host: mx.host.exchange,
@@ -486,22 +482,25 @@ pub fn mta_sts_plan(
                 min_tls,
             }),
             // The failure's text names the MX host.
-            Err(HostSkip::MtaSts(failure)) => skipped.push(Reason::MtaSts {
-                failure: mx_result(&failure),
-                place: Place::none(),
-                detail: failure.to_string(),
-            }),
-            Err(HostSkip::Dane(why)) => skipped.push(dane_skip(&mx.host.exchange, &why)),
+            Err(HostSkip::MtaSts(failure)) => skipped.push((
+                mx.host.exchange,
+                Reason::MtaSts {
+                    failure: mx_result(&failure),
+                    place: Place::none(),
+                    detail: failure.to_string(),
+                },
+            )),
+            Err(HostSkip::Dane(why)) => {
+                let reason = dane_skip(&mx.host.exchange, &why);
+                skipped.push((mx.host.exchange, reason));
+            }
         }
     }
     if !hops.is_empty() {
-        let skipped = skipped_hosts
-            .into_iter()
-            .zip(skipped)
-            .map(at_host)
-            .collect();
+        let skipped = skipped.into_iter().map(at_host).collect();
         return Plan::Hops { hops, skipped };
     }
+    let mut skipped: Vec<Reason> = skipped.into_iter().map(|(_, reason)| reason).collect();
     let list: Vec<String> = skipped.iter().map(Reason::to_string).collect();
     let detail = format!(
         "no MX host of {domain} may be used under its MTA-STS policy: {}",
