@@ -48,6 +48,7 @@ fn bench(c: &mut Criterion) {
     let peer = Peer {
         mx_host: "localhost".into(),
         addr: sink.local_addr().expect("addr"),
+        local: None,
     };
     rt.spawn(sink.run());
 

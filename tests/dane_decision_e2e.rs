@@ -51,7 +51,7 @@ enum Delivery {
 async fn deliver(resolver: &Resolver, level: DaneLevel, domain: &str, port: u16) -> Delivery {
     let destination = resolve_destination(resolver, level, domain).await;
     let hops = match dane_plan(domain, destination, MinTlsVersion::Any, port) {
-        Plan::Hops(hops) => hops,
+        Plan::Hops { hops, .. } => hops,
         Plan::Defer(reason) => return Delivery::Deferred(reason.to_string()),
         Plan::Fail(reason) => return Delivery::Failed(reason.to_string()),
     };
@@ -62,6 +62,7 @@ async fn deliver(resolver: &Resolver, level: DaneLevel, domain: &str, port: u16)
             let peer = Peer {
                 mx_host: hop.host.clone(),
                 addr: *addr,
+                local: None,
             };
             let client = support::client::config();
             let (event, conn) = match Connection::connect(peer, &params, client).await {

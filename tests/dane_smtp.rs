@@ -68,6 +68,7 @@ fn peer(addr: std::net::SocketAddr) -> Peer {
     Peer {
         mx_host: MX_HOST.into(),
         addr,
+        local: None,
     }
 }
 

@@ -139,6 +139,7 @@ async fn attempt(
     let peer = Peer {
         mx_host: mx.to_string(),
         addr,
+        local: None,
     };
     match Connection::connect(peer, &params, support::client::config()).await {
         Ok(conn) => {

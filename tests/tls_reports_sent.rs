@@ -30,6 +30,12 @@ type Posts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 /// An HTTPS report receiver on 127.0.0.1 (a free port) presenting a
 /// certificate for `rua.test`; answers 200 and keeps each POST.
 async fn report_receiver(ca: &TestCa) -> (u16, Posts) {
+    report_receiver_failing(ca, 0).await
+}
+
+/// [`report_receiver`] that answers the first `failures` POSTs with 503
+/// (and keeps them too).
+async fn report_receiver_failing(ca: &TestCa, failures: usize) -> (u16, Posts) {
     let leaf = ca.issue(&["rua.test"]);
     let tls = support::pki::server_config(&leaf, ALL_VERSIONS);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -63,10 +69,18 @@ async fn report_receiver(ca: &TestCa) -> (u16, Posts) {
                                 .await
                                 .map(|b| b.to_bytes().to_vec())
                                 .unwrap_or_default();
-                            kept.lock().expect("lock").push((kind, body));
-                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            let seen = {
+                                let mut kept = kept.lock().expect("lock");
+                                kept.push((kind, body));
+                                kept.len()
+                            };
+                            let mut answer = hyper::Response::new(http_body_util::Full::new(
                                 hyper::body::Bytes::from_static(b"ok"),
-                            )))
+                            ));
+                            if seen <= failures {
+                                *answer.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, Infallible>(answer)
                         }
                     },
                 );
@@ -335,6 +349,7 @@ async fn the_daily_run_sends_after_midnight_utc() {
             },
             mx_host: Some("mx.far.test".into()),
             receiving_ip: Some("192.0.2.9".parse().expect("ip")),
+            sending_ip: None,
             outcome,
             at: day + 600,
         });
@@ -401,4 +416,155 @@ async fn the_daily_run_sends_after_midnight_utc() {
         domain: "far.test".into(),
     };
     assert_eq!(reporter.show(&key).expect("show"), None);
+}
+
+/// A failed HTTPS POST is tried again later (RFC 8460 section 5.2 leaves
+/// retries to the sender), with the state kept with the report: the
+/// receiver answers 503 to the first POST; the `mailto:` destination of
+/// the same record is still used; after a restart (the aggregate opened
+/// anew) the second try, once its time has come, is accepted; each try's
+/// outcome is in what `sealpost tls-reports list` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_https_post_is_tried_again_after_a_restart() {
+    use sealpost::tlsrpt::{Daily, Reporter, SessionResult};
+    use std::sync::atomic::Ordering;
+
+    let ca = TestCa::new("tlsrpt retry CA");
+    let (rua_port, posts) = report_receiver_failing(&ca, 1).await;
+    let dns = TestDns::builder()
+        .txt(
+            "_smtp._tls.far.test",
+            &[&format!(
+                "v=TLSRPTv1; rua=https://rua.test:{rua_port}/r,mailto:tlsrpt@reports.test"
+            )],
+        )
+        .a("rua.test", loopback(1))
+        .start()
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{}\n[tls_reports]\njitter = \"2s\"\n",
+        base_config(free_port(), free_port(), &dns, "")
+    );
+    let config =
+        sealpost::config::Config::parse(&text, "t.toml", Some(dir.path())).expect("config");
+    let data_dir = config.server.data_dir.clone();
+    let live = Arc::new(sealpost::live::LiveConfig::new(config));
+    let queue = Arc::new(
+        sealpost_queue::Queue::open(
+            dir.path().join("queue"),
+            sealpost_queue::QueueOptions::default(),
+        )
+        .expect("queue"),
+    );
+    let resolver = Arc::new(dns.resolver());
+    let reporter = |daily| {
+        let poster = sealpost::tlsrpt::https::HttpsPoster::new(ca.roots(), resolver.clone())
+            .expect("poster");
+        Arc::new(Reporter::new(
+            daily,
+            live.clone(),
+            queue.clone(),
+            resolver.clone(),
+            Some(poster),
+        ))
+    };
+    let first = reporter(Daily::open(&data_dir).expect("daily"));
+    let day = 1_767_225_600; // 2026-01-01T00:00:00Z
+    let session: SessionResult = serde_json::from_value(serde_json::json!({
+        "tenant": "acme",
+        "policy": {
+            "policy_type": "no-policy-found",
+            "policy_strings": [],
+            "policy_domain": "far.test",
+            "mx_host": []
+        },
+        "mx_host": "mx.far.test",
+        "receiving_ip": "192.0.2.9",
+        "outcome": "Success",
+        "at": day + 600
+    }))
+    .expect("a session");
+    first.record(&session);
+    let clock = Arc::new(TestClock(std::sync::atomic::AtomicU64::new(day + 3600)));
+    let run = tokio::spawn(sealpost::tlsrpt::send::run_daily(
+        first.clone(),
+        clock.clone(),
+        Duration::from_millis(50),
+    ));
+    let after_midnight = day + 86_400 + 3;
+    clock.0.store(after_midnight, Ordering::SeqCst);
+    let tried = until(Duration::from_secs(30), || {
+        first
+            .listing(after_midnight)
+            .is_ok_and(|l| l.sent.len() == 1)
+    })
+    .await;
+    assert!(tried, "no report after midnight");
+    assert_eq!(posts.lock().expect("lock").len(), 1);
+    let listing = first.listing(after_midnight).expect("listing");
+    let deliveries = &listing.sent[0].deliveries;
+    let https = format!("https://rua.test:{rua_port}/r");
+    let of = |rua: &str| -> Vec<String> {
+        deliveries
+            .iter()
+            .filter(|(to, _)| to == rua)
+            .map(|(_, result)| result.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(&https),
+        vec!["failed: the server answered HTTP 503 (try 1 of 4; next try at 2026-01-02T00:15:03Z)"],
+        "{deliveries:?}"
+    );
+    let mail = of("mailto:tlsrpt@reports.test");
+    assert!(
+        mail.len() == 1 && mail[0].starts_with("queued as"),
+        "the mail destination is used whatever the POST did: {deliveries:?}"
+    );
+
+    // A restart: the run stops, the aggregate is opened anew.
+    run.abort();
+    let _ = run.await;
+    drop(first);
+    let second = reporter(Daily::open(&data_dir).expect("daily reopened"));
+    tokio::spawn(sealpost::tlsrpt::send::run_daily(
+        second.clone(),
+        clock.clone(),
+        Duration::from_millis(50),
+    ));
+    // Not before its time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(posts.lock().expect("lock").len(), 1);
+    let later = after_midnight + 15 * 60;
+    clock.0.store(later, Ordering::SeqCst);
+    assert!(
+        until(Duration::from_secs(30), || posts
+            .lock()
+            .expect("lock")
+            .len()
+            == 2)
+        .await,
+        "no second try"
+    );
+    let delivered = until(Duration::from_secs(10), || {
+        second.listing(later).is_ok_and(|l| {
+            l.sent[0]
+                .deliveries
+                .iter()
+                .any(|(to, result)| to == &https && result == "sent (try 2 of 4)")
+        })
+    })
+    .await;
+    assert!(delivered, "{:?}", second.listing(later));
+    let posted = posts.lock().expect("lock").clone();
+    assert_eq!(
+        gunzip(&posted[0].1),
+        gunzip(&posted[1].1),
+        "the same report"
+    );
+    // Nothing more to try.
+    clock.0.store(later + 86_400 / 2, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(posts.lock().expect("lock").len(), 2);
 }

@@ -115,6 +115,9 @@ pub enum TlsFailure {
     ValidationFailure,
     TlsaInvalid,
     DnssecInvalid,
+    /// `mandatory-dane` and the MX host has no DNSSEC-validated usable
+    /// TLSA records (RFC 8460 section 4.3).
+    DaneRequired,
     StsPolicyFetchError,
     StsPolicyInvalid,
     StsWebpkiInvalid,
@@ -131,6 +134,7 @@ impl TlsFailure {
             TlsFailure::ValidationFailure => "validation-failure",
             TlsFailure::TlsaInvalid => "tlsa-invalid",
             TlsFailure::DnssecInvalid => "dnssec-invalid",
+            TlsFailure::DaneRequired => "dane-required",
             TlsFailure::StsPolicyFetchError => "sts-policy-fetch-error",
             TlsFailure::StsPolicyInvalid => "sts-policy-invalid",
             TlsFailure::StsWebpkiInvalid => "sts-webpki-invalid",
@@ -138,13 +142,17 @@ impl TlsFailure {
     }
 }
 
-/// Where a failure happened: the host and the address tried, when one was.
+/// Where a failure happened: the host and the address tried, when one was,
+/// and the local address the connection came from, when one was made
+/// (a TLS report's `sending-mta-ip`; not part of the text shown).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub struct Place {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<IpAddr>,
 }
 
 impl Place {
@@ -155,13 +163,20 @@ impl Place {
         Place {
             host: Some(host.to_string()),
             ip: None,
+            local: None,
         }
     }
     pub fn at(host: &str, ip: IpAddr) -> Place {
         Place {
             host: Some(host.to_string()),
             ip: Some(ip),
+            local: None,
         }
+    }
+
+    /// The same place, tried from the local address `local`.
+    pub fn from_local(self, local: Option<IpAddr>) -> Place {
+        Place { local, ..self }
     }
 }
 
@@ -266,6 +281,43 @@ impl Reason {
             }
         }
         Reason::Hosts { each }
+    }
+
+    /// The same reason, its place tried from the local address `local`
+    /// (reasons without a place are returned as they are).
+    pub fn with_local(self, local: Option<IpAddr>) -> Reason {
+        match self {
+            Reason::Local {
+                cause,
+                status,
+                place,
+                detail,
+            } => Reason::Local {
+                cause,
+                status,
+                place: place.from_local(local),
+                detail,
+            },
+            Reason::Dane {
+                failure,
+                place,
+                detail,
+            } => Reason::Dane {
+                failure,
+                place: place.from_local(local),
+                detail,
+            },
+            Reason::MtaSts {
+                failure,
+                place,
+                detail,
+            } => Reason::MtaSts {
+                failure,
+                place: place.from_local(local),
+                detail,
+            },
+            other => other,
+        }
     }
 
     /// The stable name of the variant (as stored in `kind`; a metrics

@@ -284,6 +284,7 @@ impl Run {
         let peer = Peer {
             mx_host: to.clone(),
             addr,
+            local: None,
         };
         let conn = Connection::connect(peer, &params, client)
             .await

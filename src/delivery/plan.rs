@@ -38,12 +38,28 @@ use crate::policy::{MinTlsVersion, PeerQuery, SecurityLevel};
 /// The verdict for a destination at one attempt.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    /// Try these hosts in order.
-    Hops(Vec<Hop>),
+    /// Try `hops` in order. `skipped`: the MX hosts the level's policy
+    /// ruled out before any connection (DANE required and no usable TLSA
+    /// records, not in the MTA-STS policy...), each with its reason and
+    /// host, in MX order; TLS reporting counts each as a failed session.
+    Hops {
+        hops: Vec<Hop>,
+        skipped: Vec<Reason>,
+    },
     /// Nothing to try now; retried later.
     Defer(Reason),
     /// Delivery can never succeed (e.g. a null MX).
     Fail(Reason),
+}
+
+impl Plan {
+    /// Try `hops` in order, no MX host ruled out.
+    pub fn hops(hops: Vec<Hop>) -> Plan {
+        Plan::Hops {
+            hops,
+            skipped: Vec::new(),
+        }
+    }
 }
 
 /// What a destination's mail is delivered under.
@@ -300,7 +316,7 @@ impl Planner<'_> {
         if hops.is_empty() {
             Plan::Defer(no_address("no route host has an address".into(), &problems))
         } else {
-            Plan::Hops(hops)
+            Plan::hops(hops)
         }
     }
 
@@ -362,7 +378,7 @@ impl Planner<'_> {
                 &problems,
             ))
         } else {
-            Plan::Hops(hops)
+            Plan::hops(hops)
         }
     }
 
@@ -400,18 +416,20 @@ pub fn dane_plan(domain: &str, plan: DestinationPlan, min_tls: MinTlsVersion, po
         DestinationOutcome::Defer(why) => return Plan::Defer(dane_deferral(domain, why)),
         DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
     }
-    let hops: Vec<Hop> = plan
-        .mx
-        .into_iter()
-        .filter_map(|mx| {
-            Some(Hop {
-                tls: dane_host(&mx.plan).ok()?,
+    let mut hops = Vec::new();
+    let mut skipped = Vec::new();
+    for mx in plan.mx {
+        match dane_host(&mx.plan) {
+            Ok(tls) => hops.push(Hop {
+                tls,
                 addresses: with_port(&mx.addresses, port),
                 host: mx.host.exchange,
                 min_tls,
-            })
-        })
-        .collect();
+            }),
+            Err(HostSkip::Dane(why)) => skipped.push(dane_skip(&mx.host.exchange, &why)),
+            Err(HostSkip::MtaSts(_)) => {}
+        }
+    }
     if hops.is_empty() {
         Plan::Defer(Reason::Dane {
             failure: TlsFailure::ValidationFailure,
@@ -419,7 +437,24 @@ pub fn dane_plan(domain: &str, plan: DestinationPlan, min_tls: MinTlsVersion, po
             detail: format!("no usable MX host for {domain}"),
         })
     } else {
-        Plan::Hops(hops)
+        Plan::Hops { hops, skipped }
+    }
+}
+
+/// `reason` placed at MX host `host` where it names no host (TLS
+/// reporting counts it for that host).
+fn at_host((host, reason): (String, Reason)) -> Reason {
+    match reason {
+        Reason::MtaSts {
+            failure,
+            place,
+            detail,
+        } if place.host.is_none() => Reason::MtaSts {
+            failure,
+            place: Place::host(&host),
+            detail,
+        },
+        other => other,
     }
 }
 
@@ -439,8 +474,8 @@ pub(crate) fn mta_sts_plan(
         DestinationOutcome::Fail(why) => return Plan::Fail(dane_failure(domain, why)),
     }
     let mut hops = Vec::new();
-    // Each host's refusal, in MX order.
-    let mut skipped: Vec<Reason> = Vec::new();
+    // Each host's refusal, in MX order, with the host.
+    let mut skipped: Vec<(String, Reason)> = Vec::new();
     for mx in dane_plan.mx {
         match mta_sts_host(&mx.plan, policy, &mx.host.exchange) {
             Ok(tls) => hops.push(Hop {
@@ -449,17 +484,26 @@ pub(crate) fn mta_sts_plan(
                 tls,
                 min_tls,
             }),
-            Err(HostSkip::MtaSts(failure)) => skipped.push(Reason::MtaSts {
-                failure: mx_result(&failure),
-                place: Place::none(),
-                detail: failure.to_string(),
-            }),
-            Err(HostSkip::Dane(why)) => skipped.push(dane_skip(&mx.host.exchange, &why)),
+            // The failure's text names the MX host.
+            Err(HostSkip::MtaSts(failure)) => skipped.push((
+                mx.host.exchange,
+                Reason::MtaSts {
+                    failure: mx_result(&failure),
+                    place: Place::none(),
+                    detail: failure.to_string(),
+                },
+            )),
+            Err(HostSkip::Dane(why)) => {
+                let reason = dane_skip(&mx.host.exchange, &why);
+                skipped.push((mx.host.exchange, reason));
+            }
         }
     }
     if !hops.is_empty() {
-        return Plan::Hops(hops);
+        let skipped = skipped.into_iter().map(at_host).collect();
+        return Plan::Hops { hops, skipped };
     }
+    let mut skipped: Vec<Reason> = skipped.into_iter().map(|(_, reason)| reason).collect();
     let list: Vec<String> = skipped.iter().map(Reason::to_string).collect();
     let detail = format!(
         "no MX host of {domain} may be used under its MTA-STS policy: {}",

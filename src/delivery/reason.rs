@@ -14,7 +14,7 @@
 //! The DSN, the logs, the admin socket and the metrics render the value;
 //! nothing parses it back from text.
 
-use crate::dane::{DaneFailure, DeferReason, FailReason, NoDaneReason, SkipReason};
+use crate::dane::{DaneFailure, DeferReason, FailReason, SkipReason};
 use crate::mta_sts::{CertOutcome, CertProblem, MxFailure};
 use crate::policy::SecurityLevel;
 use crate::smtp::client::{ClientError, Peer};
@@ -95,7 +95,7 @@ pub fn remote(peer: &Peer, reply: &Reply) -> Reason {
 }
 
 fn place(peer: &Peer) -> Place {
-    Place::at(&peer.mx_host, peer.addr.ip())
+    Place::at(&peer.mx_host, peer.addr.ip()).from_local(peer.local.map(|l| l.ip()))
 }
 
 fn local_at(peer: &Peer, cause: LocalCause, status: Status, detail: String) -> Reason {
@@ -287,13 +287,11 @@ pub(crate) fn dane_skip(host: &str, why: &SkipReason) -> Reason {
             detail: why.to_string(),
         },
         SkipReason::TlsaLookupFailed { .. } => dane(TlsFailure::DnssecInvalid),
-        SkipReason::DaneRequired(
-            NoDaneReason::MxInsecure
-            | NoDaneReason::AddressInsecure
-            | NoDaneReason::TlsaInsecure { .. },
-        ) => dane(TlsFailure::DnssecInvalid),
-        SkipReason::DaneRequired(NoDaneReason::NoTlsaRecords { .. })
-        | SkipReason::AllTlsaUnusable { .. } => dane(TlsFailure::TlsaInvalid),
+        // RFC 8460 section 4.3: DANE is required for every MX host and
+        // this one has no DNSSEC-validated TLSA records (unsigned, or a
+        // validated denial).
+        SkipReason::DaneRequired(_) => dane(TlsFailure::DaneRequired),
+        SkipReason::AllTlsaUnusable { .. } => dane(TlsFailure::TlsaInvalid),
         SkipReason::StartTlsNotOffered => dane(TlsFailure::StarttlsNotSupported),
         SkipReason::DaneAuthenticationFailed(failure) => dane(dane_result(failure)),
         SkipReason::TlsFailed { .. } => dane(TlsFailure::ValidationFailure),

@@ -254,6 +254,7 @@ async fn session(
             let peer = Peer {
                 mx_host: mx_host.to_string(),
                 addr,
+                local: None,
             };
             match Connection::connect(peer, &params, client).await {
                 Ok(connection) => {

@@ -10,10 +10,11 @@
 //! - `P day tenant domain policy-id` -> the policy (JSON), written once;
 //!   `policy-id` is a digest of the policy, equal on every node.
 //! - `S day tenant domain policy-id` -> successful sessions.
-//! - `F day tenant domain policy-id result-type mx-host ip` -> failed
-//!   sessions; at most [`MAX_FAILURE_DETAILS`] distinct keys per policy and
-//!   day, further failures count under the same result type without host
-//!   and address.
+//! - `F day tenant domain policy-id result-type mx-host ip sending-ip` ->
+//!   failed sessions; at most [`MAX_FAILURE_DETAILS`] distinct keys per
+//!   policy and day, further failures count under the same result type
+//!   without host and addresses. (Keys written before `sending-ip` was
+//!   kept end at `ip`; they read with no sending address.)
 //!
 //! Several nodes merge by adding: each exports its keys of a day
 //! ([`Daily::export`]) and the node that sends adds them to its own
@@ -65,6 +66,20 @@ pub struct SentRecord {
     pub deliveries: Vec<(String, String)>,
     /// The report as sent (the JSON text), if one was built.
     pub report: Option<String>,
+    /// HTTPS destinations whose POST failed and will be tried again
+    /// (durable with the record: a restart keeps them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<Retry>,
+}
+
+/// An HTTPS `rua` to POST a report to again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub rua: String,
+    /// The tries made so far (all failed).
+    pub tries: u32,
+    /// Unix seconds: when to try next.
+    pub next_at: u64,
 }
 
 /// The aggregate (see the module docs).
@@ -149,10 +164,12 @@ impl Daily {
             }
             SessionOutcome::Failure(failure) => {
                 let ip = result.receiving_ip.map(|ip| ip.to_string());
+                let sending = result.sending_ip.map(|ip| ip.to_string());
                 let detail = [
                     failure.as_str(),
                     result.mx_host.as_deref().unwrap_or(""),
                     ip.as_deref().unwrap_or(""),
+                    sending.as_deref().unwrap_or(""),
                 ];
                 let mut failure_key = key(&[&["F"], &base[..], &detail[..]].concat());
                 if !self.counts.contains_key(&failure_key)? {
@@ -165,7 +182,7 @@ impl Daily {
                         .count();
                     if kept >= MAX_FAILURE_DETAILS {
                         failure_key =
-                            key(&[&["F"], &base[..], &[failure.as_str(), "", ""]].concat());
+                            key(&[&["F"], &base[..], &[failure.as_str(), "", "", ""]].concat());
                     }
                 }
                 self.counts.merge(failure_key, one)?;
@@ -231,12 +248,17 @@ impl Daily {
             for entry in self.counts.scan_prefix(&failure_prefix) {
                 let (k, v) = entry?;
                 let f = fields(&k);
-                let [.., result_type, mx, ip] = f.as_slice() else {
-                    continue;
+                // `F` and the four fields of the policy, then the detail.
+                let (result_type, mx, ip, sending) = match f.as_slice() {
+                    [_, _, _, _, _, result_type, mx, ip, sending] => {
+                        (result_type, mx, ip, sending.as_str())
+                    }
+                    [_, _, _, _, _, result_type, mx, ip] => (result_type, mx, ip, ""),
+                    _ => continue,
                 };
                 failure_details.push(FailureDetail {
                     result_type: result_type.clone(),
-                    sending_mta_ip: None,
+                    sending_mta_ip: (!sending.is_empty()).then(|| sending.to_string()),
                     receiving_mx_hostname: (!mx.is_empty()).then(|| mx.clone()),
                     receiving_ip: (!ip.is_empty()).then(|| ip.clone()),
                     failed_session_count: count(&v),
@@ -362,6 +384,7 @@ mod tests {
             },
             mx_host: Some(mx.into()),
             receiving_ip: Some("192.0.2.1".parse().expect("ip")),
+            sending_ip: Some("198.51.100.7".parse().expect("ip")),
             outcome,
             at,
         }
@@ -412,12 +435,14 @@ mod tests {
             Some("mx2.example.net")
         );
         assert_eq!(detail.receiving_ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(detail.sending_mta_ip.as_deref(), Some("198.51.100.7"));
         daily
             .mark_sent(&SentRecord {
                 key: pending[0].clone(),
                 at: DAY1 + 86_400,
                 deliveries: Vec::new(),
                 report: None,
+                retries: Vec::new(),
             })
             .expect("sent");
         assert!(daily.pending("2016-04-02").expect("pending").is_empty());

@@ -28,11 +28,8 @@ use std::sync::Arc;
 
 use crate::live::LiveConfig;
 
-pub use daily::{Daily, ReportKey};
-
-pub use daily::SentRecord;
-pub use report::ReportError;
-pub use report::{decode, Encoding, Limits, Report};
+pub use daily::{Daily, ReportKey, Retry, SentRecord};
+pub use report::{decode, Encoding, Limits, Report, ReportError};
 pub(crate) use send::SystemClock;
 pub use send::{Clock, Listing, Reporter};
 pub use session::{PolicySeen, PolicyType, SessionOutcome, SessionResult};

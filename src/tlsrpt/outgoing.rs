@@ -118,10 +118,16 @@ fn tenant_token(tenant: &str) -> String {
 /// The report as JSON, gzipped (`application/tlsrpt+gzip`).
 pub fn gzip(report: &Report) -> (String, Vec<u8>) {
     let json = serde_json::to_string(report).unwrap_or_default();
+    let gzipped = gzip_json(&json);
+    (json, gzipped)
+}
+
+/// A report's JSON text, gzipped (a retry sends the text kept).
+pub fn gzip_json(json: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(json.as_bytes());
-    (json, encoder.finish().unwrap_or_default())
+    encoder.finish().unwrap_or_default()
 }
 
 /// Section 5.3: `submitter!policy-domain!begin!end.json.gz` (seconds).

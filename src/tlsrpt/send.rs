@@ -3,8 +3,12 @@
 //! socket (`sealpost tls-reports send-now`), every report of a finished
 //! day not sent yet is built, gzipped, and sent to each `rua` of the
 //! policy domain's `_smtp._tls` TXT record: by mail through sealpost's
-//! own queue, or by HTTPS POST. What was done is kept with the report
-//! (`sealpost tls-reports list|show`). The clock is passed in.
+//! own queue, or by HTTPS POST. A failed POST is tried again on the
+//! schedule of [`retry_after`] (the state kept with the report, so a
+//! restart keeps it); the other `rua` destinations (a `mailto:`) are used
+//! whatever the POST did (section 5: each destination gets the report).
+//! What each try did is kept with the report (`sealpost tls-reports
+//! list`). The clock is passed in.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +18,7 @@ use sealpost_queue::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::daily::{Daily, DailyError, ReportKey, SentRecord};
+use super::daily::{Daily, DailyError, ReportKey, Retry, SentRecord};
 use super::https::HttpsPoster;
 use super::outgoing::{self, Rua, Submitter};
 use super::session::{utc_day, SessionResult};
@@ -34,6 +38,53 @@ pub(crate) struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
         crate::date::unix_seconds(SystemTime::now())
+    }
+}
+
+/// How many times a report is POSTed to one HTTPS `rua` at most.
+pub const HTTPS_TRIES: u32 = 4;
+
+/// The wait before the next POST after `tries` failed ones (`None`: no
+/// more tries): 15 minutes, then 1 hour, then 4 hours, so a receiver that
+/// is down for a few hours still gets the day's report, and one that
+/// stays down is not asked forever.
+pub fn retry_after(tries: u32) -> Option<Duration> {
+    let minutes = match tries {
+        1 => 15,
+        2 => 60,
+        3 => 240,
+        _ => return None,
+    };
+    (tries < HTTPS_TRIES).then(|| Duration::from_secs(minutes * 60))
+}
+
+/// The text kept for one try of an HTTPS `rua` (`tries`: this one
+/// included), and the retry to keep, if one is left.
+fn https_try(
+    rua: &str,
+    result: Result<(), String>,
+    tries: u32,
+    now: u64,
+) -> (String, Option<Retry>) {
+    let of = format!("try {tries} of {HTTPS_TRIES}");
+    match result {
+        Ok(()) => (format!("sent ({of})"), None),
+        Err(e) => match retry_after(tries) {
+            Some(wait) => {
+                let next_at = now + wait.as_secs();
+                let text = format!(
+                    "failed: {e} ({of}; next try at {})",
+                    crate::date::rfc3339(next_at)
+                );
+                let retry = Retry {
+                    rua: rua.to_string(),
+                    tries,
+                    next_at,
+                };
+                (text, Some(retry))
+            }
+            None => (format!("failed: {e} ({of}; given up)"), None),
+        },
     }
 }
 
@@ -150,8 +201,58 @@ impl Reporter {
                 done.push(record);
             }
         }
+        done.extend(self.retry_due_locked(now).await?);
         self.prune(now);
         Ok(done)
+    }
+
+    /// POSTs again every report whose HTTPS retry is due at `now`;
+    /// returns the records so updated.
+    pub async fn retry_due(&self, now: u64) -> Result<Vec<SentRecord>, DailyError> {
+        let _one = self.running.lock().await;
+        self.retry_due_locked(now).await
+    }
+
+    async fn retry_due_locked(&self, now: u64) -> Result<Vec<SentRecord>, DailyError> {
+        let mut done = Vec::new();
+        for mut record in self.daily.sent()? {
+            if !record.retries.iter().any(|r| r.next_at <= now) {
+                continue;
+            }
+            let gzipped = outgoing::gzip_json(record.report.as_deref().unwrap_or_default());
+            let mut kept = Vec::new();
+            for retry in std::mem::take(&mut record.retries) {
+                if retry.next_at > now {
+                    kept.push(retry);
+                    continue;
+                }
+                let tries = retry.tries + 1;
+                let result = self.post(&retry.rua, gzipped.clone()).await;
+                let (text, again) = https_try(&retry.rua, result, tries, now);
+                tracing::info!(domain = %record.key.domain, tenant = %record.key.tenant, day = %record.key.day, rua = %retry.rua, result = %text, "TLS report POST tried again");
+                record.deliveries.push((retry.rua, text));
+                kept.extend(again);
+            }
+            record.retries = kept;
+            self.daily.mark_sent(&record)?;
+            done.push(record);
+        }
+        Ok(done)
+    }
+
+    /// When the next HTTPS retry is due, if one is.
+    pub fn next_retry(&self) -> Option<u64> {
+        let sent = self.daily.sent().ok()?;
+        sent.iter()
+            .flat_map(|record| record.retries.iter().map(|r| r.next_at))
+            .min()
+    }
+
+    async fn post(&self, url: &str, gzipped: Vec<u8>) -> Result<(), String> {
+        match &self.poster {
+            Some(poster) => poster.post(url, gzipped).await.map_err(|e| e.to_string()),
+            None => Err("no HTTPS client (no trust roots)".to_string()),
+        }
     }
 
     /// `None`: the TXT lookup failed; tried again at the next run.
@@ -169,6 +270,7 @@ impl Reporter {
         let report = outgoing::build(key, &submitter, self.daily.policies(key)?);
         let (json, gzipped) = outgoing::gzip(&report);
         let mut deliveries = Vec::new();
+        let mut retries = Vec::new();
         if rua.is_empty() {
             deliveries.push(("none".to_string(), format!("no TLSRPT record at {name}")));
         }
@@ -176,18 +278,16 @@ impl Reporter {
             let result = match &destination {
                 Rua::Mail(to) => {
                     let body = outgoing::mail(key, &submitter, &report, &gzipped, to, now);
-                    self.enqueue(key, &submitter, to, body).await
+                    let queued = self.enqueue(key, &submitter, to, body).await;
+                    queued.unwrap_or_else(|e| format!("failed: {e}"))
                 }
-                Rua::Https(url) => match &self.poster {
-                    Some(poster) => poster
-                        .post(url, gzipped.clone())
-                        .await
-                        .map(|()| "sent".to_string())
-                        .map_err(|e| e.to_string()),
-                    None => Err("no HTTPS client (no trust roots)".to_string()),
-                },
+                Rua::Https(url) => {
+                    let posted = self.post(url, gzipped.clone()).await;
+                    let (text, again) = https_try(url, posted, 1, now);
+                    retries.extend(again);
+                    text
+                }
             };
-            let result = result.unwrap_or_else(|e| format!("failed: {e}"));
             tracing::info!(domain = %key.domain, tenant = %key.tenant, day = %key.day, rua = %destination, %result, "TLS report sent");
             deliveries.push((destination.to_string(), result));
         }
@@ -196,6 +296,7 @@ impl Reporter {
             at: now,
             deliveries,
             report: Some(json),
+            retries,
         }))
     }
 
@@ -305,7 +406,13 @@ pub fn run_daily(
     let mut at = next_run(clock.now(), jitter, random_fraction());
     async move {
         loop {
+            // Woken early for a failed POST's next try.
             while clock.now() < at {
+                if reporter.next_retry().is_some_and(|due| due <= clock.now()) {
+                    if let Err(e) = reporter.retry_due(clock.now()).await {
+                        tracing::warn!(error = %e, "trying TLS report POSTs again failed");
+                    }
+                }
                 let left = Duration::from_secs(at.saturating_sub(clock.now()));
                 tokio::time::sleep(left.min(poll)).await;
             }
@@ -327,6 +434,45 @@ pub fn run_daily(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_post_is_tried_again_a_bounded_number_of_times() {
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        // (tries so far, the wait before the next)
+        let table = [
+            (0, None),
+            (1, minutes(15)),
+            (2, minutes(60)),
+            (3, minutes(240)),
+            (4, None),
+            (9, None),
+        ];
+        for (tries, wait) in table {
+            assert_eq!(retry_after(tries), wait, "after {tries} tries");
+        }
+        let now = 1_767_225_600;
+        let url = "https://r.test/x";
+        let (text, retry) = https_try(url, Err("HTTP 503".into()), 1, now);
+        assert_eq!(
+            text,
+            "failed: HTTP 503 (try 1 of 4; next try at 2026-01-01T00:15:00Z)"
+        );
+        assert_eq!(
+            retry,
+            Some(Retry {
+                rua: url.into(),
+                tries: 1,
+                next_at: now + 900
+            })
+        );
+        let (text, retry) = https_try(url, Err("HTTP 503".into()), 4, now);
+        assert_eq!(text, "failed: HTTP 503 (try 4 of 4; given up)");
+        assert_eq!(retry, None);
+        assert_eq!(
+            https_try(url, Ok(()), 2, now),
+            ("sent (try 2 of 4)".to_string(), None)
+        );
+    }
 
     #[test]
     fn the_daily_run_is_after_midnight_within_the_jitter() {

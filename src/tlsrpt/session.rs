@@ -68,6 +68,10 @@ pub struct SessionResult {
     pub mx_host: Option<String>,
     /// The address connected to, if any.
     pub receiving_ip: Option<IpAddr>,
+    /// The local address the connection came from, if one was made
+    /// (`sending-mta-ip`; kept for failures only).
+    #[serde(default)]
+    pub sending_ip: Option<IpAddr>,
     pub outcome: SessionOutcome,
     /// Unix seconds: the UTC day it counts in.
     pub at: u64,

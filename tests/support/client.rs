@@ -29,6 +29,7 @@ pub fn peer(addr: SocketAddr) -> Peer {
     Peer {
         mx_host: MX.into(),
         addr,
+        local: None,
     }
 }
 

@@ -312,6 +312,7 @@ pub async fn submit(
     let peer = Peer {
         mx_host: "sealpost".into(),
         addr,
+        local: None,
     };
     let mut conn = Connection::connect(peer, &params, std::sync::Arc::new(config))
         .await

@@ -43,6 +43,7 @@ impl SmtpDriver<'_> {
         let peer = Peer {
             mx_host: hop.host.clone(),
             addr,
+            local: None,
         };
         let conn = match Connection::connect(peer, params, self.client.clone()).await {
             Ok(conn) => conn,
@@ -50,8 +51,9 @@ impl SmtpDriver<'_> {
         };
         let mut leased = Leased { conn, lease };
         if let Err(why) = session_verdict(hop, params, leased.conn.achieved()) {
+            let local = leased.conn.peer().local.map(|l| l.ip());
             leased.close().await;
-            return Tried::NotUsed(why);
+            return Tried::NotUsed { why, local };
         }
         match self.send(hop, &mut leased.conn, message).await {
             Some(tried) => {
@@ -134,10 +136,7 @@ impl SmtpDriver<'_> {
         outcomes: Vec<RecipientOutcome>,
         achieved: &Achieved,
     ) -> (Outcomes, sealpost_queue::Attempt, Health) {
-        let peer = Peer {
-            mx_host: achieved.mx_host.clone(),
-            addr: achieved.peer,
-        };
+        let peer = Peer::new(achieved.mx_host.clone(), achieved.peer);
         let mut summary: Option<Reason> = None;
         let mapped: Outcomes = lease
             .recipients

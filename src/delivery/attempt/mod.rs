@@ -146,21 +146,29 @@ async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Rep
     let plan = planner.plan(&hop, &effective).await;
     let mut plan_policy = tls_result::PlanPolicy::of(&plan);
     let level = effective.level;
-    let (mut outcomes, mut attempt) =
+    let (mut outcomes, mut attempt, mut failed_before) =
         run_plan(&shared, &pool, &config, &lease, plan, level, &mut report).await;
     if level == SecurityLevel::MtaSts
         && recheck_before_bounce(&shared, &config, &lease, &hop, &outcomes).await
     {
         let plan = planner.plan(&hop, &effective).await;
         plan_policy = tls_result::PlanPolicy::of(&plan);
-        (outcomes, attempt) =
+        (outcomes, attempt, failed_before) =
             run_plan(&shared, &pool, &config, &lease, plan, level, &mut report).await;
     }
     let domain = match &hop {
         NextHop::Domain(domain) => Some(*domain),
         _ => None,
     };
-    tls_result::record(&shared, &lease, domain, &plan_policy, &attempt).await;
+    tls_result::record(
+        &shared,
+        &lease,
+        domain,
+        &plan_policy,
+        &attempt,
+        &failed_before,
+    )
+    .await;
     for (_, outcome) in &outcomes {
         match outcome {
             Outcome::Delivered { .. } => report.delivered += 1,
@@ -214,8 +222,10 @@ async fn run(shared: Arc<DeliveryContext>, pool: Arc<Pool>, lease: Lease) -> Rep
     report
 }
 
-/// Carries out `plan` for `lease`: the outcomes and the attempt record,
-/// with the report's health, hosts and TLS filled in.
+/// Carries out `plan` for `lease`: the outcomes, the attempt record, and
+/// the reasons of the addresses that failed before the one that replied
+/// ([`Delivered::failed_before`]), with the report's health, hosts and TLS
+/// filled in.
 async fn run_plan(
     shared: &Arc<DeliveryContext>,
     pool: &Arc<Pool>,
@@ -224,8 +234,8 @@ async fn run_plan(
     plan: Plan,
     level: SecurityLevel,
     report: &mut Report,
-) -> (Outcomes, sealpost_queue::Attempt) {
-    match plan {
+) -> (Outcomes, sealpost_queue::Attempt, Vec<Reason>) {
+    let (outcomes, attempt) = match plan {
         Plan::Fail(reason) => {
             report.health = Health::Reached;
             fail_all(lease, &reason, local_attempt(&reason))
@@ -234,7 +244,7 @@ async fn run_plan(
             report.health = plan_deferral_health(level, reason.clone());
             defer_all(lease, &reason)
         }
-        Plan::Hops(hops) => {
+        Plan::Hops { hops, .. } => {
             report.hosts = hops.iter().map(|h| h.host.clone()).collect();
             report.tls = hops.first().map(|h| h.tls.to_string());
             // Held until the attempt ends: the body and its dot-stuffed copy.
@@ -253,9 +263,13 @@ async fn run_plan(
                         client,
                         destination: &lease.destination,
                     };
-                    let (outcomes, attempt, health) = run.deliver(lease, &hops, &body).await;
-                    report.health = health;
-                    (outcomes, attempt)
+                    let delivered = run.deliver(lease, &hops, &body).await;
+                    report.health = delivered.health;
+                    return (
+                        delivered.outcomes,
+                        delivered.attempt,
+                        delivered.failed_before,
+                    );
                 }
                 Ok(Err(e)) => queue_trouble(lease, &e),
                 Err(join) => queue_trouble(
@@ -267,7 +281,8 @@ async fn run_plan(
                 ),
             }
         }
-    }
+    };
+    (outcomes, attempt, Vec::new())
 }
 
 /// RFC 8461 section 5.1: before the last attempt of a message under the
@@ -338,7 +353,11 @@ enum Tried {
     Failed(ClientError),
     /// The connection is up but its TLS does not do for this hop
     /// ([`connection_verdict`]): closed before MAIL.
-    NotUsed(NotUsed),
+    NotUsed {
+        why: NotUsed,
+        /// The local address of the connection.
+        local: Option<std::net::IpAddr>,
+    },
     /// The connection closed before the message was sent.
     Closed,
 }
@@ -354,13 +373,31 @@ struct Seen {
     lost_at: Option<(String, SocketAddr)>,
 }
 
+/// How the SMTP part of an attempt ended.
+struct Delivered {
+    outcomes: Outcomes,
+    attempt: sealpost_queue::Attempt,
+    health: Health,
+    /// The reasons of the addresses that failed (or refused) before the
+    /// one whose reply decided, in order; empty for the other verdicts,
+    /// whose attempt reason holds every host's. TLS reporting counts
+    /// their policy failures as sessions.
+    failed_before: Vec<Reason>,
+}
+
+impl From<(Outcomes, sealpost_queue::Attempt, Health)> for Delivered {
+    fn from((outcomes, attempt, health): (Outcomes, sealpost_queue::Attempt, Health)) -> Self {
+        Delivered {
+            outcomes,
+            attempt,
+            health,
+            failed_before: Vec::new(),
+        }
+    }
+}
+
 impl SmtpDriver<'_> {
-    async fn deliver(
-        &self,
-        lease: &Lease,
-        hops: &[Hop],
-        body: &[u8],
-    ) -> (Outcomes, sealpost_queue::Attempt, Health) {
+    async fn deliver(&self, lease: &Lease, hops: &[Hop], body: &[u8]) -> Delivered {
         let from =
             parse_reverse_path(&format!("<{}>", lease.mail_from)).unwrap_or(ReversePath::Null);
         let to: Vec<ForwardPath> = lease
@@ -375,7 +412,7 @@ impl SmtpDriver<'_> {
                 "a queued recipient address no longer parses",
             );
             let (outcomes, attempt) = fail_all(lease, &reason, local_attempt(&reason));
-            return (outcomes, attempt, Health::NotTried);
+            return (outcomes, attempt, Health::NotTried).into();
         }
         let message = OutboundMessage {
             from: &from,
@@ -413,7 +450,7 @@ impl SmtpDriver<'_> {
                     "the plan had no address to try",
                 );
                 let (outcomes, attempt) = defer_all(lease, &reason);
-                (outcomes, attempt, Health::Unreachable(reason))
+                (outcomes, attempt, Health::Unreachable(reason)).into()
             }
         }
     }
@@ -535,8 +572,8 @@ impl SmtpDriver<'_> {
                     }
                 }
             }
-            Tried::NotUsed(why) => Event::HostFailed {
-                reason: why.reason(&hop.host, addr.ip()),
+            Tried::NotUsed { why, local } => Event::HostFailed {
+                reason: why.reason(&hop.host, addr.ip()).with_local(local),
                 by_policy: why.by_policy(),
             },
             Tried::Closed => Event::HostFailed {
@@ -552,16 +589,14 @@ impl SmtpDriver<'_> {
     }
 
     /// The outcomes, record and health of a decided attempt.
-    fn verdict(
-        &self,
-        lease: &Lease,
-        verdict: Verdict,
-        seen: Seen,
-    ) -> (Outcomes, sealpost_queue::Attempt, Health) {
+    fn verdict(&self, lease: &Lease, verdict: Verdict, seen: Seen) -> Delivered {
         match verdict {
-            Verdict::Replied => match seen.ran {
-                Some((outcomes, achieved)) => self.ran(lease, outcomes, &achieved),
-                None => unreachable_verdict(lease),
+            Verdict::Replied(failed_before) => match seen.ran {
+                Some((outcomes, achieved)) => Delivered {
+                    failed_before,
+                    ..self.ran(lease, outcomes, &achieved).into()
+                },
+                None => unreachable_verdict(lease).into(),
             },
             Verdict::Unknown(reason) => {
                 let mut attempt = local_attempt(&reason);
@@ -570,7 +605,7 @@ impl SmtpDriver<'_> {
                     attempt.ip = Some(addr.ip().to_string());
                 }
                 let (outcomes, attempt) = deferred(lease, &reason, attempt);
-                (outcomes, attempt, Health::Reached)
+                (outcomes, attempt, Health::Reached).into()
             }
             Verdict::Fail(reason) => {
                 // Every host answered and refused this message as it is;
@@ -580,7 +615,7 @@ impl SmtpDriver<'_> {
                     None => local_attempt(&reason),
                 };
                 let (outcomes, attempt) = fail_all(lease, &reason, attempt);
-                (outcomes, attempt, Health::Reached)
+                (outcomes, attempt, Health::Reached).into()
             }
             Verdict::Defer(reason, health) => {
                 let mut attempt = local_attempt(&reason);
@@ -590,7 +625,7 @@ impl SmtpDriver<'_> {
                     attempt.ip = Some(addr.ip().to_string());
                 }
                 let (outcomes, attempt) = deferred(lease, &reason, attempt);
-                (outcomes, attempt, health)
+                (outcomes, attempt, health).into()
             }
         }
     }

@@ -24,6 +24,9 @@
 //! - Otherwise the attempt defers with every host's reason, in order; the
 //!   destination is `Refused` (one policy's TLS) when some host answered
 //!   and the policy refused its TLS, else `Unreachable`.
+//! - Every verdict keeps the reasons of the addresses that failed before
+//!   it, in order (a reply after failures too): TLS reporting counts each
+//!   policy failure as a session (RFC 8460 section 4.4).
 
 use super::super::reason::{Health, Reason};
 
@@ -68,8 +71,10 @@ pub enum Step {
 /// How the attempt ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// A transaction ran: the recipients' replies decide.
-    Replied,
+    /// A transaction ran: the recipients' replies decide. With the
+    /// reasons of the addresses (and hosts) that failed or refused
+    /// before, in the order tried.
+    Replied(Vec<Reason>),
     /// The body was sent and the connection lost: every recipient is
     /// deferred with this reason.
     Unknown(Reason),
@@ -99,7 +104,7 @@ impl Rules {
     pub(crate) fn on(&mut self, event: Event) -> Step {
         let retrying = std::mem::take(&mut self.retrying);
         match event {
-            Event::Replied => Step::Done(Verdict::Replied),
+            Event::Replied => Step::Done(Verdict::Replied(std::mem::take(&mut self.reasons))),
             Event::LostAfterBody(reason) => Step::Done(Verdict::Unknown(reason)),
             Event::MessageRefused(reason) | Event::Unfit(reason) => {
                 self.refused = true;
@@ -201,12 +206,13 @@ mod tests {
         let refused_tls = |ts: &[&str]| Some(Verdict::Defer(each(ts), Health::Refused(each(ts))));
         // (what, events, the steps answered, the verdict)
         type Case = (&'static str, Vec<Event>, Vec<Step>, Option<Verdict>);
-        let table: Vec<Case> = vec![
+        let table: Vec<Case> =
+            vec![
             (
                 "a reply ends the attempt at once",
                 vec![host_failed("a"), Event::Replied, host_failed("never")],
                 vec![NextAddress],
-                Some(Verdict::Replied),
+                Some(Verdict::Replied(vec![why("a")])),
             ),
             (
                 "once the body was sent no other host is tried",
@@ -248,7 +254,7 @@ mod tests {
                 "opportunistic: the cleartext retry delivers",
                 vec![tls_failed("tls", true), Event::Replied],
                 vec![RetryCleartext],
-                Some(Verdict::Replied),
+                Some(Verdict::Replied(vec![])),
             ),
             (
                 "a required level never retries in cleartext",
@@ -294,7 +300,13 @@ mod tests {
                 "REQUIRETLS: an unfit host is skipped and the next one delivers",
                 vec![unfit("opportunistic"), Event::Replied],
                 vec![NextHost],
-                Some(Verdict::Replied),
+                Some(Verdict::Replied(vec![why("opportunistic")])),
+            ),
+            (
+                "a policy failure before a delivery is kept with the reply",
+                vec![policy_failed("DANE mismatch"), host_failed("down"), Event::Replied],
+                vec![NextAddress, NextAddress],
+                Some(Verdict::Replied(vec![why("DANE mismatch"), why("down")])),
             ),
             ("no address at all", vec![], vec![], None),
         ];

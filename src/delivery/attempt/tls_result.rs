@@ -1,12 +1,16 @@
-//! What an attempt tells TLS reporting (RFC 8460): the policy the
+//! What an attempt tells TLS reporting (RFC 8460): the policy each
 //! session ran under (DANE TLSA records from the plan, an MTA-STS policy
-//! from the cache, or none), where it went, and success or the result
-//! type of its failure, handed to [`crate::tlsrpt::Reporter`]. Report mail
-//! itself is never counted, nor mail to managed domains' own servers.
+//! from the cache, or none), where it went, from which local address, and
+//! success or the result type of its failure, handed to
+//! [`crate::tlsrpt::Reporter`]. Every session counts (section 4.4): an MX
+//! host the plan ruled out (e.g. `dane-required`), each address whose TLS
+//! a policy refused before another host took the message, and the
+//! session that ended the attempt. Report mail itself is never counted,
+//! nor mail to managed domains' own servers.
 
 use std::net::IpAddr;
 
-use sealpost_queue::{Attempt, Lease, Place, Reason, TlsFailure};
+use sealpost_queue::{Attempt, Lease, LocalCause, Place, Reason, TlsFailure};
 
 use super::super::decision::HopTls;
 use super::super::plan::Plan;
@@ -20,12 +24,14 @@ pub(crate) struct PlanPolicy {
     tlsa: Vec<(String, Vec<String>)>,
     /// Some host was under MTA-STS enforce (WebPKI).
     sts: bool,
+    /// The MX hosts the plan ruled out, with their reasons.
+    skipped: Vec<Reason>,
 }
 
 impl PlanPolicy {
     pub(crate) fn of(plan: &Plan) -> PlanPolicy {
         let mut out = PlanPolicy::default();
-        if let Plan::Hops(hops) = plan {
+        if let Plan::Hops { hops, skipped } = plan {
             for hop in hops {
                 match &hop.tls {
                     HopTls::Dane(auth) => out.tlsa.push((
@@ -38,41 +44,118 @@ impl PlanPolicy {
                     HopTls::Opportunistic | HopTls::Unauthenticated | HopTls::RouteWebPki => {}
                 }
             }
+            out.skipped = skipped.clone();
         }
         out
     }
 }
 
-/// One session to count: the policy that failed (if one did), the
-/// outcome, the MX host and the address.
-type Session = (
-    Option<PolicyType>,
-    SessionOutcome,
-    Option<String>,
-    Option<IpAddr>,
-);
+/// One session to count.
+#[derive(Debug, Clone, PartialEq)]
+struct Session {
+    /// The policy that failed, when the reason names one (else the plan
+    /// says which policy the host was under).
+    failed: Option<PolicyType>,
+    outcome: SessionOutcome,
+    place: Place,
+}
 
-/// Each policy failure in the reason of an attempt, with where it
-/// happened: one for a single host, one per host for several.
-fn tls_failures(reason: &Reason) -> Vec<(PolicyType, TlsFailure, Place)> {
+/// Each TLS failure in the reason of an attempt (or of one address),
+/// with where it happened: one for a single host, one per host for
+/// several. A DANE or MTA-STS refusal names its policy; STARTTLS missing
+/// or a failed handshake where TLS was required counts under the policy
+/// the host was planned with. Failures that are not about TLS (no
+/// connection, a refused message) are not sessions a report counts.
+fn tls_failures(reason: &Reason) -> Vec<Session> {
+    let failure = |failed, failure, place: &Place| {
+        vec![Session {
+            failed,
+            outcome: SessionOutcome::Failure(failure),
+            place: place.clone(),
+        }]
+    };
     match reason {
-        Reason::Dane { failure, place, .. } => vec![(PolicyType::Tlsa, *failure, place.clone())],
-        Reason::MtaSts { failure, place, .. } => vec![(PolicyType::Sts, *failure, place.clone())],
+        Reason::Dane {
+            failure: f, place, ..
+        } => failure(Some(PolicyType::Tlsa), *f, place),
+        Reason::MtaSts {
+            failure: f, place, ..
+        } => failure(Some(PolicyType::Sts), *f, place),
+        Reason::Local { cause, place, .. } => match cause {
+            LocalCause::TlsNotOffered => failure(None, TlsFailure::StarttlsNotSupported, place),
+            LocalCause::TlsHandshakeFailed
+            | LocalCause::TlsBelowMinimum
+            | LocalCause::StartTlsInjection => failure(None, TlsFailure::ValidationFailure, place),
+            _ => Vec::new(),
+        },
         Reason::Hosts { each } => each.iter().flat_map(tls_failures).collect(),
         Reason::Paused { cause, .. } => tls_failures(cause),
         _ => Vec::new(),
     }
 }
 
+/// The sessions of an attempt, in the order they happened: the hosts the
+/// plan ruled out, the addresses that failed before the one that
+/// replied, then the last session (its failures, or else its success, or
+/// `starttls-not-supported` when it ran in cleartext). A place the
+/// attempt's reason leaves open is the attempt's MX host and address.
+fn sessions(plan: &PlanPolicy, attempt: &Attempt, failed_before: &[Reason]) -> Vec<Session> {
+    let mut out: Vec<Session> = plan
+        .skipped
+        .iter()
+        .chain(failed_before)
+        .flat_map(tls_failures)
+        .collect();
+    let attempt_ip = attempt
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let last: Vec<Session> = tls_failures(&attempt.reply_or_reason)
+        .into_iter()
+        .map(|mut session| {
+            if session.place.host.is_none() {
+                session.place.host = attempt.mx_host.clone();
+            }
+            session.place.ip = session.place.ip.or(attempt_ip);
+            session
+        })
+        .collect();
+    if !last.is_empty() {
+        out.extend(last);
+        return out;
+    }
+    let outcome = match (&attempt.tls_version, &attempt.mx_host) {
+        (Some(_), _) => SessionOutcome::Success,
+        // A session in cleartext: the host offered no STARTTLS (or its
+        // handshake failed and opportunistic TLS went on without it).
+        (None, Some(_)) if matches!(attempt.reply_or_reason, Reason::Remote { .. }) => {
+            SessionOutcome::Failure(TlsFailure::StarttlsNotSupported)
+        }
+        _ => return out,
+    };
+    out.push(Session {
+        failed: None,
+        outcome,
+        place: Place {
+            host: attempt.mx_host.clone(),
+            ip: attempt_ip,
+            local: None,
+        },
+    });
+    out
+}
+
 /// Counts the attempt in the day's TLS reports of its destination: one
-/// failed session per host a policy refused, else one session (success,
-/// or `starttls-not-supported` in cleartext) if a session ran.
+/// session per host the plan ruled out, per address whose TLS a policy
+/// refused (`failed_before`: those before the one that replied), and the
+/// session that ended the attempt (see [`sessions`]).
 pub(crate) async fn record(
     shared: &DeliveryContext,
     lease: &Lease,
     domain: Option<&str>,
     plan: &PlanPolicy,
     attempt: &Attempt,
+    failed_before: &[Reason],
 ) {
     let (Some(reporter), Some(domain)) = (&shared.tls_reports, domain) else {
         return;
@@ -80,38 +163,21 @@ pub(crate) async fn record(
     if reporter.is_report_mail(&lease.mail_from) {
         return;
     }
-    let attempt_ip = attempt
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let mut sessions: Vec<Session> = tls_failures(&attempt.reply_or_reason)
+    let results: Vec<SessionResult> = sessions(plan, attempt, failed_before)
         .into_iter()
-        .map(|(kind, failure, place)| {
-            let host = place.host.or_else(|| attempt.mx_host.clone());
-            let ip = place.ip.or(attempt_ip);
-            (Some(kind), SessionOutcome::Failure(failure), host, ip)
-        })
-        .collect();
-    if sessions.is_empty() {
-        let outcome = match (&attempt.tls_version, &attempt.mx_host) {
-            (Some(_), _) => SessionOutcome::Success,
-            // A session in cleartext: the host offered no STARTTLS (or its
-            // handshake failed and opportunistic TLS went on without it).
-            (None, Some(_)) if matches!(attempt.reply_or_reason, Reason::Remote { .. }) => {
-                SessionOutcome::Failure(TlsFailure::StarttlsNotSupported)
-            }
-            _ => return,
-        };
-        sessions.push((None, outcome, attempt.mx_host.clone(), attempt_ip));
-    }
-    let results: Vec<SessionResult> = sessions
-        .into_iter()
-        .map(|(failed, outcome, mx_host, receiving_ip)| SessionResult {
+        .map(|session| SessionResult {
             tenant: lease.tenant.clone(),
-            policy: policy_seen(shared, domain, plan, failed, mx_host.as_deref()),
-            mx_host,
-            receiving_ip,
-            outcome,
+            policy: policy_seen(
+                shared,
+                domain,
+                plan,
+                session.failed,
+                session.place.host.as_deref(),
+            ),
+            mx_host: session.place.host,
+            receiving_ip: session.place.ip,
+            sending_ip: session.place.local,
+            outcome: session.outcome,
             at: crate::date::unix_seconds(attempt.at),
         })
         .collect();
@@ -132,13 +198,18 @@ fn policy_seen(
     mx_host: Option<&str>,
 ) -> PolicySeen {
     let domain = domain.to_ascii_lowercase();
-    let tlsa = mx_host
-        .and_then(|mx| plan.tlsa.iter().find(|(host, _)| host == mx))
-        .or_else(|| plan.tlsa.first());
+    // The host's own TLSA records; a failure that names no host is shown
+    // with the first host's. A host DANE ruled out has none to show.
+    let tlsa = match mx_host {
+        Some(mx) => plan.tlsa.iter().find(|(host, _)| host == mx),
+        None => plan.tlsa.first(),
+    };
     if failed == Some(PolicyType::Tlsa) || (failed.is_none() && tlsa.is_some()) {
-        let (hosts, strings) = tlsa
-            .map(|(host, records)| (vec![host.clone()], records.clone()))
-            .unwrap_or_default();
+        let (hosts, strings) = match (tlsa, mx_host) {
+            (Some((host, records)), _) => (vec![host.clone()], records.clone()),
+            (None, Some(mx)) => (vec![mx.to_string()], Vec::new()),
+            (None, None) => (Vec::new(), Vec::new()),
+        };
         return PolicySeen {
             policy_type: PolicyType::Tlsa,
             policy_strings: strings,
@@ -177,7 +248,22 @@ fn policy_seen(
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use sealpost_queue::{Authentication, Status};
+
     use super::*;
+
+    fn kinds(sessions: &[Session]) -> Vec<(Option<PolicyType>, SessionOutcome, Option<&str>)> {
+        sessions
+            .iter()
+            .map(|s| (s.failed, s.outcome.clone(), s.place.host.as_deref()))
+            .collect()
+    }
+
+    fn failure(f: TlsFailure) -> SessionOutcome {
+        SessionOutcome::Failure(f)
+    }
 
     #[test]
     fn each_failing_host_is_found_in_the_reason() {
@@ -191,28 +277,95 @@ mod tests {
             place: Place::at("mx2.example", "192.0.2.2".parse().expect("ip")),
             detail: "y".into(),
         };
-        assert_eq!(
-            tls_failures(&dane),
-            vec![(
-                PolicyType::Tlsa,
-                TlsFailure::TlsaInvalid,
-                Place::host("mx1.example")
-            )]
-        );
-        let both = Reason::Hosts {
-            each: vec![dane, sts],
+        let no_tls = Reason::Local {
+            cause: LocalCause::TlsNotOffered,
+            status: Status(4, 7, 10),
+            place: Place::host("mx3.example"),
+            detail: "z".into(),
         };
-        let kinds: Vec<(PolicyType, TlsFailure)> = tls_failures(&both)
-            .into_iter()
-            .map(|(p, f, _)| (p, f))
-            .collect();
+        let down = Reason::Local {
+            cause: LocalCause::ConnectionFailed,
+            status: Status(4, 4, 1),
+            place: Place::host("mx4.example"),
+            detail: "down".into(),
+        };
+        let all = Reason::Hosts {
+            each: vec![dane, sts, no_tls, down],
+        };
         assert_eq!(
-            kinds,
+            kinds(&tls_failures(&all)),
             vec![
-                (PolicyType::Tlsa, TlsFailure::TlsaInvalid),
-                (PolicyType::Sts, TlsFailure::StsWebpkiInvalid)
+                (
+                    Some(PolicyType::Tlsa),
+                    failure(TlsFailure::TlsaInvalid),
+                    Some("mx1.example")
+                ),
+                (
+                    Some(PolicyType::Sts),
+                    failure(TlsFailure::StsWebpkiInvalid),
+                    Some("mx2.example")
+                ),
+                (
+                    None,
+                    failure(TlsFailure::StarttlsNotSupported),
+                    Some("mx3.example")
+                ),
             ]
         );
         assert!(tls_failures(&Reason::Legacy { text: "z".into() }).is_empty());
+    }
+
+    #[test]
+    fn every_session_of_an_attempt_counts_in_order() {
+        let local: IpAddr = "192.0.2.100".parse().expect("ip");
+        let skipped = Reason::Dane {
+            failure: TlsFailure::DaneRequired,
+            place: Place::host("mx2.example"),
+            detail: "no TLSA".into(),
+        };
+        let mismatch = Reason::Dane {
+            failure: TlsFailure::ValidationFailure,
+            place: Place::at("mx1.example", "192.0.2.1".parse().expect("ip")),
+            detail: "no match".into(),
+        }
+        .with_local(Some(local));
+        let plan = PlanPolicy {
+            skipped: vec![skipped],
+            ..PlanPolicy::default()
+        };
+        let attempt = Attempt {
+            at: SystemTime::now(),
+            mx_host: Some("mx3.example".into()),
+            ip: Some("192.0.2.3".into()),
+            tls_version: Some("TLSv1_3".into()),
+            cipher: None,
+            authentication: Authentication::Dane,
+            reply_or_reason: Reason::Remote {
+                host: "mx3.example".into(),
+                ip: "192.0.2.3".parse().expect("ip"),
+                code: 250,
+                status: None,
+                text: "ok".into(),
+            },
+        };
+        let sessions = sessions(&plan, &attempt, &[mismatch]);
+        assert_eq!(
+            kinds(&sessions),
+            vec![
+                (
+                    Some(PolicyType::Tlsa),
+                    failure(TlsFailure::DaneRequired),
+                    Some("mx2.example")
+                ),
+                (
+                    Some(PolicyType::Tlsa),
+                    failure(TlsFailure::ValidationFailure),
+                    Some("mx1.example")
+                ),
+                (None, SessionOutcome::Success, Some("mx3.example")),
+            ]
+        );
+        assert_eq!(sessions[1].place.local, Some(local));
+        assert_eq!(sessions[2].place.ip, "192.0.2.3".parse().ok());
     }
 }

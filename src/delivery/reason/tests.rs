@@ -7,6 +7,7 @@ fn peer() -> Peer {
     Peer {
         mx_host: "mx1.example.net".into(),
         addr: "192.0.2.25:25".parse().expect("addr"),
+        local: None,
     }
 }
 

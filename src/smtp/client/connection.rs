@@ -316,6 +316,11 @@ impl Connection {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
+        // Every error from here on names the local address too.
+        let peer = &Peer {
+            local: tcp.local_addr().ok(),
+            ..peer.clone()
+        };
         let mut ch = Channel {
             io: tcp,
             parser: ReplyParser::new(),

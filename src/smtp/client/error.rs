@@ -43,11 +43,25 @@ impl fmt::Display for Stage {
     }
 }
 
-/// The server a connection talks to.
+/// The server a connection talks to, and (once the TCP connection is up)
+/// the local address it was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub mx_host: String,
     pub addr: SocketAddr,
+    /// Set by the client once connected (a TLS report's `sending-mta-ip`).
+    pub local: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// `mx_host` at `addr`, not connected yet.
+    pub fn new(mx_host: impl Into<String>, addr: SocketAddr) -> Peer {
+        Peer {
+            mx_host: mx_host.into(),
+            addr,
+            local: None,
+        }
+    }
 }
 
 impl fmt::Display for Peer {
