@@ -92,7 +92,32 @@ async fn a_tenant_admin_adds_and_disables_a_peer_and_delivery_follows() {
     b.goto("/domains/acme.test/peers/outbound/dest.test/edit")
         .await;
     b.screenshot("edit-peer").await;
-    b.goto("/activity").await;
+    // The activity page counts the delivery (in cleartext: dest.test's
+    // server offers no STARTTLS) and the attempt the DANE rule refused.
+    let outcome =
+        |column: usize| format!(r#"#outcomes tr[data-peer="dest.test"] td:nth-child({column})"#);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        b.goto("/activity").await;
+        if b.has(&outcome(5)).await && b.text(&outcome(5)).await == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery counted for dest.test: {}",
+            b.text("#outcomes").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for (column, with) in [(2, "DANE"), (3, "MTA-STS"), (4, "TLS")] {
+        assert_eq!(b.text(&outcome(column)).await, "0", "delivered with {with}");
+    }
+    let refused: u64 = b
+        .text(&outcome(6))
+        .await
+        .parse()
+        .expect("a count of refusals");
+    assert!(refused >= 1, "the DANE refusal is counted");
     let changes = b.text("#audit").await;
     assert!(
         changes.contains("peers add") && changes.contains("alice"),

@@ -103,6 +103,11 @@ impl Browser {
             .expect("text")
     }
 
+    /// Whether an element `css` is on the page.
+    pub async fn has(&self, css: &str) -> bool {
+        self.client.find(Locator::Css(css)).await.is_ok()
+    }
+
     /// Waits (30 s at most) until `css` is on the page with a text that
     /// starts with `want`,
     /// as after a form post the next page may still be loading.
