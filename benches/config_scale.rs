@@ -7,13 +7,19 @@
 //!   rest;
 //! - `reload` through the admin socket: the time of each of 10 reloads,
 //!   and RSS after them;
+//! - with one file per tenant, one tenant's change: through the API and
+//!   by editing its file and reloading, each as the `sealpost` CLI's wall
+//!   time (a process start included) and as the server's share (the
+//!   request on the admin socket from this process, median of 10);
 //!
 //! Run with `cargo bench --bench config_scale` (release build); set
 //! `SEALPOST_SCALE_DOMAINS` / `SEALPOST_SCALE_TENANTS` for other sizes. In test mode
 //! (`cargo test --all-targets`) it runs the same steps on 200 domains.
 //! Figures: `docs/benchmarks.md`.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -177,9 +183,40 @@ fn split_layout(config: &Path, socket: &Path, port: u16, settle: Duration) {
     std::fs::write(&file, text).expect("write the tenant file");
     let file_time = reload(socket);
     println!(
-        "one tenant's change {:>8.3} s through the API, {:.3} s by its file and a reload",
+        "one tenant's change {:>8.3} s through the API, {:.3} s by its file and a reload (CLI)",
         api_time.as_secs_f64(),
         file_time
+    );
+    // The server's share: the request alone, on the admin socket.
+    let mut api = Vec::new();
+    let mut by_file = Vec::new();
+    for round in 0..10 {
+        let body = format!(r#"{{"peer": "partner-{round}.example", "level": "mandatory"}}"#);
+        api.push(admin_request(
+            socket,
+            "POST",
+            "/domains/d000000.customer.example/peers/outbound",
+            &body,
+        ));
+        let text = std::fs::read_to_string(&file).expect("read the tenant file");
+        let edited = text.replace(
+            &format!("edited-{round}.example"),
+            &format!("edited-{}.example", round + 1),
+        );
+        let edited = if edited == text {
+            text.replace("newer-partner.example", "edited-1.example")
+        } else {
+            edited
+        };
+        std::fs::write(&file, edited).expect("write the tenant file");
+        by_file.push(admin_request(socket, "POST", "/reload", ""));
+    }
+    println!(
+        "one tenant's change {:>8.3} s through the API, {:.3} s by its file and a reload (server's share, median of 10; max {:.3} s, {:.3} s)",
+        median(&mut api),
+        median(&mut by_file),
+        min_max(&api).1,
+        min_max(&by_file).1,
     );
     let _ = serve.kill();
     let _ = serve.wait();
@@ -229,6 +266,27 @@ fn reload(socket: &Path) -> f64 {
         String::from_utf8_lossy(&output.stderr)
     );
     started.elapsed().as_secs_f64()
+}
+
+/// One request on the admin socket, which must answer 200; its time in
+/// seconds, from connecting to the end of the answer.
+fn admin_request(socket: &Path, method: &str, path: &str, body: &str) -> f64 {
+    let started = Instant::now();
+    let mut stream = UnixStream::connect(socket).expect("connect to the admin socket");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: sealpost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{method} {path} failed: {answer}"
+    );
+    elapsed
 }
 
 fn wait_for_listener(child: &mut Child, port: u16) -> bool {
@@ -284,6 +342,11 @@ fn percent(value: u64, base: u64) -> f64 {
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn min_max(values: &[f64]) -> (f64, f64) {

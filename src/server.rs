@@ -153,6 +153,16 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let tls_reports = shared.tls_reports.clone();
     let daily_reports = shared.tls_reports.clone();
     let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
+    // The start-bound settings; the configuration itself lives on in
+    // `live` only (kept here, it would stay in memory beside every
+    // configuration a reload or a change puts in force).
+    let (admin_config, cluster_config, console_config) = (
+        config.admin.clone(),
+        config.cluster.clone(),
+        config.console.clone(),
+    );
+    let managed_domains = config.policy.domains().len();
+    drop(config);
     let (console_queue, console_metrics) = (queue.clone(), admin_state.metrics.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -164,9 +174,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let (engine_ref, stop_began_ref) = (&engine, &stop_began);
     let served = runtime.block_on(async move {
         // Dropped at the end of this block: stops the API, removes the socket.
-        let admin = AdminServer::start(&config.admin, admin_state).await?;
+        let admin = AdminServer::start(&admin_config, admin_state).await?;
         let (metrics, queue, view) = cluster_parts;
-        if let Some(c) = config.cluster.clone() {
+        if let Some(c) = cluster_config {
             let cluster = crate::cluster::node::join(c, metrics, queue, view).await?;
             // From now on the engine asks the fleet for connections and
             // admissions, and the MTA-STS cache shares its policies.
@@ -174,7 +184,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             let _ = engine_shared.cluster.set(cluster);
         }
         // Dropped at the end of this block: stops the console.
-        let _console = match &config.console {
+        let _console = match &console_config {
             Some(c) => Some(ConsoleServer::start(c, live.clone(), console_queue, console_metrics, certificates.clone()).await?),
             None => None,
         };
@@ -196,12 +206,15 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         health.set_listeners_open(true);
         info!(
             listeners = ?listening,
-            managed_domains = config.policy.domains().len(),
+            managed_domains,
             queue = %data_dir.join("queue").display(),
             admin_socket = %admin.socket_path().display(),
             "sealpost is accepting mail"
         );
         notify::ready(&ready_status(&listening));
+        // What the load freed (most of what it allocated) goes back to the
+        // system, after the listeners are open (`crate::memory`).
+        crate::memory::release_free_memory_soon();
         let stop = async {
             shutdown_signal().await;
             let _ = stop_began_ref.set(Instant::now());
@@ -510,6 +523,8 @@ pub fn reload(
 ) -> Result<ReloadReport, ReloadError> {
     notify::reloading();
     let outcome = reload_config(live, certificates);
+    // A reload, applied or refused, freed what it parsed (`crate::memory`).
+    crate::memory::release_free_memory_soon();
     notify::ready(match &outcome {
         Ok(_) => "configuration reloaded; accepting mail",
         Err(_) => "reload refused (the configuration in force stays); accepting mail",

@@ -596,6 +596,10 @@ pub(crate) fn apply_change(
         generation: report.generation,
         domain,
     };
+    // The configuration replaced is freed with the last of these (unless
+    // a session still holds it); give its memory back (`crate::memory`).
+    drop((current, running));
+    crate::memory::release_free_memory_soon();
     Ok(answer)
 }
 

@@ -118,6 +118,11 @@ fn assert_same(fast: &Config, main: &Path) {
     };
     assert_eq!(files(fast), files(&full), "tenant files");
     assert_eq!(fast.tenant_files.tenants(), full.tenant_files.tenants());
+    // The index by tenant (kept up to date, not rebuilt, by a change).
+    for tenant in full.tenant_files.tenants() {
+        let of = |c: &Config| c.tenant_files.of_tenant(tenant).map(|f| f.name());
+        assert_eq!(of(fast), of(&full), "the file of tenant {tenant}");
+    }
     let warnings = |c: &Config| sorted(c.warnings.iter().map(|w| w.to_string()).collect());
     assert_eq!(warnings(fast), warnings(&full));
 }

@@ -83,9 +83,11 @@ pub struct TenantFiles {
     /// configuration only while the main file is the same.
     pub main_version: Option<String>,
     /// Indexes into `files`: by tenant and by path (10,000 tenants must
-    /// not mean 10,000 x 10,000 comparisons per reload).
-    by_tenant: HashMap<String, usize>,
-    by_path: HashMap<PathBuf, usize>,
+    /// not mean 10,000 x 10,000 comparisons per reload). Shared with the
+    /// previous configuration's while they stay the same
+    /// ([`TenantFiles::with_changed`]).
+    by_tenant: Arc<HashMap<String, usize>>,
+    by_path: Arc<HashMap<PathBuf, usize>>,
 }
 
 impl TenantFiles {
@@ -105,8 +107,45 @@ impl TenantFiles {
             files,
             kept_previous,
             main_version: None,
+            by_tenant: Arc::new(by_tenant),
+            by_path: Arc::new(by_path),
+        }
+    }
+
+    /// These files with the entries at some indexes replaced (the same
+    /// paths, new text and tenant), nothing added or removed: the index by
+    /// path is shared, the index by tenant too unless a tenant changed.
+    /// The main file's version is kept; no errors are kept.
+    pub(super) fn with_changed(
+        &self,
+        changed: impl IntoIterator<Item = (usize, TenantFile, Option<String>)>,
+    ) -> TenantFiles {
+        let mut files = self.files.clone();
+        let mut by_tenant = self.by_tenant.clone();
+        for (i, file, tenant) in changed {
+            let (old_file, old_tenant) = &mut files[i];
+            debug_assert_eq!(old_file.path, file.path);
+            *old_file = file;
+            if *old_tenant != tenant {
+                let index = Arc::make_mut(&mut by_tenant);
+                if let Some(old) = old_tenant.as_ref() {
+                    if index.get(old) == Some(&i) {
+                        index.remove(old);
+                    }
+                }
+                if let Some(new) = tenant.as_ref() {
+                    index.insert(new.clone(), i);
+                }
+                *old_tenant = tenant;
+            }
+        }
+        TenantFiles {
+            dir: self.dir.clone(),
+            files,
+            kept_previous: Vec::new(),
+            main_version: self.main_version.clone(),
             by_tenant,
-            by_path,
+            by_path: self.by_path.clone(),
         }
     }
 
@@ -138,31 +177,52 @@ impl TenantFiles {
 
 /// The `*.toml` files of `dir`, in name order: a file whose stamp equals
 /// its stamp in `previous` is taken from there without being read.
+///
+/// A reload with nothing changed does this for 10,000 files, so it avoids
+/// per-file work beyond one `stat`: names are sorted as bytes (the same
+/// order as paths in one directory) and paired with `previous`' files in
+/// one walk, and the `stat` is relative to the directory.
 pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec<TenantFile>> {
-    let mut paths = Vec::new();
+    let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".toml") {
+        let text = name.to_string_lossy();
+        if text.starts_with('.') || !text.ends_with(".toml") {
             continue;
         }
-        paths.push(entry.path());
+        entries.push((name, entry));
     }
-    paths.sort();
-    let mut files = Vec::with_capacity(paths.len());
-    for path in paths {
-        let meta = std::fs::metadata(&path)?;
+    entries.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+    // Files kept from `previous` keep its paths: only from the same directory.
+    let known: &[(TenantFile, Option<String>)] = previous
+        .filter(|p| p.dir.as_deref() == Some(dir))
+        .map_or(&[], |p| &p.files);
+    let mut k = 0;
+    let mut files = Vec::with_capacity(entries.len());
+    for (name, entry) in entries {
+        // Without following a symbolic link, then following it.
+        let mut meta = entry.metadata()?;
+        if meta.file_type().is_symlink() {
+            meta = std::fs::metadata(entry.path())?;
+        }
         if !meta.is_file() {
             continue;
         }
         let stamp = Stamp::of(&meta);
-        if let Some(known) = previous.and_then(|p| p.previous(&path)) {
-            if known.stamp == Some(stamp) {
-                files.push(known.clone());
+        // `previous` is in the same order: skip the files gone since.
+        while k < known.len() && file_name_bytes(&known[k].0.path) < name.as_encoded_bytes() {
+            k += 1;
+        }
+        if let Some((file, _)) = known.get(k) {
+            let same_name = file_name_bytes(&file.path) == name.as_encoded_bytes();
+            if same_name && file.stamp == Some(stamp) {
+                files.push(file.clone());
+                k += 1;
                 continue;
             }
         }
+        let path = entry.path();
         let text = std::fs::read_to_string(&path)?;
         files.push(TenantFile {
             path,
@@ -173,12 +233,21 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
     Ok(files)
 }
 
+fn file_name_bytes(path: &Path) -> &[u8] {
+    path.file_name().map_or(&[], |n| n.as_encoded_bytes())
+}
+
 /// Whether `file` differs from what `previous` holds for its path.
 pub(super) fn changed(file: &TenantFile, previous: Option<&TenantFiles>) -> bool {
     match previous.and_then(|p| p.previous(&file.path)) {
-        Some(known) => !Arc::ptr_eq(&known.text, &file.text) && known.text != file.text,
+        Some(known) => !same_text(known, file),
         None => true,
     }
+}
+
+/// Whether two versions of a file hold the same text.
+pub(super) fn same_text(a: &TenantFile, b: &TenantFile) -> bool {
+    Arc::ptr_eq(&a.text, &b.text) || a.text == b.text
 }
 
 /// The version in force of the file at `path`, from `previous`.

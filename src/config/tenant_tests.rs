@@ -243,3 +243,32 @@ fn a_missing_tenants_dir_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn a_symbolic_link_in_tenants_dir_is_read_and_followed_on_reload() {
+    let (dir, main) = tree(&[("a.toml", &domain("a.example", "a", "mandatory"))]);
+    let elsewhere = dir.path().join("b-real.toml");
+    std::fs::write(&elsewhere, domain("b.example", "b", "mandatory")).expect("write");
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("tenants.d").join("b.toml"))
+        .expect("symlink");
+    let config = Config::load(&main).expect("valid tree");
+    assert_eq!(config.tenant_files.tenants(), ["a", "b"]);
+    // An unchanged tree: every file is taken from the running configuration.
+    let same = Config::reload(&main, &config).expect("reload");
+    for ((old, _), (new, _)) in config
+        .tenant_files
+        .files
+        .iter()
+        .zip(&same.tenant_files.files)
+    {
+        assert!(
+            Arc::ptr_eq(&old.text, &new.text),
+            "{} read again",
+            new.name()
+        );
+    }
+    // The link's target changes (the link itself does not): read again.
+    std::fs::write(&elsewhere, domain("b.example", "b", "mandatory-dane")).expect("write");
+    let changed = Config::reload(&main, &same).expect("reload");
+    assert_eq!(level(&changed, "b.example").to_string(), "mandatory-dane");
+}

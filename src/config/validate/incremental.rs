@@ -75,21 +75,46 @@ pub(in crate::config) fn edit(
 
 /// What changed between the files in force and `files`.
 struct Diff {
+    /// For each file of the new list, its index among the files in force
+    /// (`None`: a new file).
+    old: Vec<Option<usize>>,
     /// Indexes into the new list of the files that are new or changed.
     changed: Vec<usize>,
     /// Indexes into the files in force of those no longer there.
     gone: Vec<usize>,
 }
 
+/// Both lists are in path order: one merge walk pairs them, comparing the
+/// paths' bytes (hashing 10,000 paths twice was most of an API change's
+/// time).
 fn diff(in_force: &TenantFiles, files: &[TenantFile]) -> Diff {
-    let changed = (0..files.len())
-        .filter(|&i| tenant_files::changed(&files[i], Some(in_force)))
-        .collect();
-    let now: HashSet<&Path> = files.iter().map(|f| f.path.as_path()).collect();
-    let gone = (0..in_force.files.len())
-        .filter(|&j| !now.contains(in_force.files[j].0.path.as_path()))
-        .collect();
-    Diff { changed, gone }
+    let known = &in_force.files;
+    let mut old = Vec::with_capacity(files.len());
+    let mut changed = Vec::new();
+    let mut gone = Vec::new();
+    let mut j = 0;
+    for (i, file) in files.iter().enumerate() {
+        let mut found = None;
+        while let Some((candidate, _)) = known.get(j) {
+            if candidate.path.as_os_str() == file.path.as_os_str() {
+                found = Some(j);
+                j += 1;
+                break;
+            }
+            if candidate.path.as_path() > file.path.as_path() {
+                break;
+            }
+            gone.push(j);
+            j += 1;
+        }
+        let same = found.is_some_and(|j| tenant_files::same_text(&known[j].0, file));
+        if !same {
+            changed.push(i);
+        }
+        old.push(found);
+    }
+    gone.extend(j..known.len());
+    Diff { old, changed, gone }
 }
 
 fn apply(
@@ -117,7 +142,7 @@ fn apply(
     };
     // The main file with the changed files: every check within them.
     let (part, new_tenants) = build(raw, vec![main], base_dir, &changed_files).ok()?;
-    let old_index = |i: usize| in_force.index_of(&files[i].path);
+    let old_index = |i: usize| diff.old[i];
     let touched: HashSet<usize> = (diff.changed.iter().filter_map(|&i| old_index(i)))
         .chain(diff.gone.iter().copied())
         .collect();
@@ -134,7 +159,7 @@ fn apply(
         .filter_map(|&j| in_force.files[j].1.clone())
         .chain(new_tenants.iter().flatten().cloned())
         .collect();
-    let policy = merge_policy(running, &part, &files, &diff)?;
+    let policy = merge_policy(running, &part, &diff)?;
     let old_names: Vec<&DomainName> = (touched.iter())
         .flat_map(|&j| running.policy.partitions()[j + 1].domains())
         .map(|d| &d.name)
@@ -163,8 +188,8 @@ fn apply(
     config.tenant_limits = by_tenant(&running.tenant_limits, &part.tenant_limits, &affected);
     config.tenant_quotas = by_tenant(&running.tenant_quotas, &part.tenant_quotas, &affected);
     config.tenant_domains = by_tenant(&running.tenant_domains, &part.tenant_domains, &affected);
-    config.relay = Arc::new(merge_relay(running, &part, &affected)?);
-    config.users = Arc::new(merge_users(running, &part, &affected)?);
+    config.relay = merge_relay(running, &part, &affected)?;
+    config.users = merge_users(running, &part, &affected)?;
     config.console_users =
         Arc::new((running.console_users).with_tenants_from(&part.console_users, &affected)?);
     let touched_names: HashSet<String> = (touched.iter())
@@ -176,49 +201,59 @@ fn apply(
         .warnings
         .extend((part.warnings.into_iter()).filter(|w| touched_names.contains(&w.file)));
     let mut new_tenants = new_tenants.into_iter();
-    let file_tenants: Vec<(TenantFile, Option<String>)> = (files.into_iter().enumerate())
-        .map(|(i, file)| {
-            let tenant = match diff.changed.binary_search(&i) {
-                Ok(_) => new_tenants.next().flatten(),
-                Err(_) => in_force.files[old_index_of(in_force, &file)?].1.clone(),
-            };
-            Some((file, tenant))
-        })
-        .collect::<Option<_>>()?;
-    let mut tenant_files = TenantFiles::new(in_force.dir.clone(), file_tenants, Vec::new());
+    let same_paths = diff.gone.is_empty() && diff.old.iter().all(Option::is_some);
+    let mut tenant_files = if same_paths {
+        // The common case (edits, no file added or removed): the entries
+        // and indexes of the other files are shared or copied, not rebuilt.
+        // Files whose text is the same but whose stamp is not (touched,
+        // or saved unchanged) take the new stamp, so that the next reload
+        // does not read them again.
+        let mut replaced: Vec<(usize, TenantFile, Option<String>)> = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let j = diff.old[i]?;
+            let (known, tenant) = &in_force.files[j];
+            if diff.changed.binary_search(&i).is_ok() {
+                replaced.push((j, file.clone(), new_tenants.next()?));
+            } else if known.stamp != file.stamp {
+                replaced.push((j, file.clone(), tenant.clone()));
+            }
+        }
+        in_force.with_changed(replaced)
+    } else {
+        let file_tenants: Vec<(TenantFile, Option<String>)> = (files.into_iter().enumerate())
+            .map(|(i, file)| {
+                let tenant = match diff.changed.binary_search(&i) {
+                    Ok(_) => new_tenants.next().flatten(),
+                    Err(_) => in_force.files[diff.old[i]?].1.clone(),
+                };
+                Some((file, tenant))
+            })
+            .collect::<Option<_>>()?;
+        TenantFiles::new(in_force.dir.clone(), file_tenants, Vec::new())
+    };
     tenant_files.main_version = in_force.main_version.clone();
     config.tenant_files = Arc::new(tenant_files);
     Some(config)
 }
 
-fn old_index_of(in_force: &TenantFiles, file: &TenantFile) -> Option<usize> {
-    in_force.index_of(&file.path)
-}
-
 /// The running snapshot with the partitions of the changed files taken
 /// from `part` (whose partitions are the main file's, then the changed
 /// files' in order) and those of removed files left out.
-fn merge_policy(
-    running: &Config,
-    part: &Config,
-    files: &[TenantFile],
-    diff: &Diff,
-) -> Option<PolicySnapshot> {
-    let in_force = &running.tenant_files;
+fn merge_policy(running: &Config, part: &Config, diff: &Diff) -> Option<PolicySnapshot> {
     let parts = running.policy.partitions();
     let mut new_parts = part.policy.partitions()[1..].iter();
     if let ([i], []) = (diff.changed.as_slice(), diff.gone.as_slice()) {
-        if let Some(j) = in_force.index_of(&files[*i].path) {
+        if let Some(j) = diff.old[*i] {
             let replacement = new_parts.next()?.clone();
             return running.policy.with_partition(j + 1, replacement).ok();
         }
     }
-    let mut assembled: Vec<Arc<Partition>> = Vec::with_capacity(files.len() + 1);
+    let mut assembled: Vec<Arc<Partition>> = Vec::with_capacity(diff.old.len() + 1);
     assembled.push(parts[0].clone());
-    for (i, file) in files.iter().enumerate() {
+    for (i, old) in diff.old.iter().enumerate() {
         let next = match diff.changed.binary_search(&i) {
             Ok(_) => new_parts.next()?.clone(),
-            Err(_) => parts[in_force.index_of(&file.path)? + 1].clone(),
+            Err(_) => parts[(*old)? + 1].clone(),
         };
         assembled.push(next);
     }
@@ -247,14 +282,20 @@ fn by_domain<K, V>(
 }
 
 /// `running` (keyed by tenant) with `part`'s entries for the `affected`
-/// tenants instead of its own.
-fn by_tenant<V: Clone>(
-    running: &HashMap<String, V>,
+/// tenants instead of its own; `running` itself (shared, not copied) when
+/// those entries are the same, as for most edits.
+fn by_tenant<V: Clone + PartialEq>(
+    running: &Arc<HashMap<String, V>>,
     part: &HashMap<String, V>,
     affected: &HashSet<String>,
 ) -> Arc<HashMap<String, V>> {
-    let mut map = running.clone();
-    map.retain(|tenant, _| !affected.contains(tenant));
+    if affected.iter().all(|t| running.get(t) == part.get(t)) {
+        return running.clone();
+    }
+    let mut map = (**running).clone();
+    for tenant in affected {
+        map.remove(tenant);
+    }
     map.extend(
         (part.iter())
             .filter(|(tenant, _)| affected.contains(*tenant))
@@ -263,11 +304,27 @@ fn by_tenant<V: Clone>(
     Arc::new(map)
 }
 
+/// The running relay sources with the `affected` tenants' taken from
+/// `part`; the running ones, shared, when those are the same.
 fn merge_relay(
     running: &Config,
     part: &Config,
     affected: &HashSet<String>,
-) -> Option<crate::policy::RelaySources> {
+) -> Option<Arc<crate::policy::RelaySources>> {
+    fn of_affected<'a>(
+        relay: &'a crate::policy::RelaySources,
+        affected: &HashSet<String>,
+    ) -> Vec<(ipnet::IpNet, &'a str)> {
+        let mut entries: Vec<(ipnet::IpNet, &str)> = (relay.entries())
+            .filter(|(_, tenant)| affected.contains(tenant.as_str()))
+            .map(|(net, tenant)| (net, tenant.as_str()))
+            .collect();
+        entries.sort_unstable();
+        entries
+    }
+    if of_affected(&running.relay, affected) == of_affected(&part.relay, affected) {
+        return Some(running.relay.clone());
+    }
     let mut relay = (*running.relay).clone();
     relay.retain(|tenant| !affected.contains(tenant.as_str()));
     for (net, tenant) in part.relay.entries() {
@@ -275,14 +332,30 @@ fn merge_relay(
             return None;
         }
     }
-    Some(relay)
+    Some(Arc::new(relay))
 }
 
+/// The running users with the `affected` tenants' taken from `part`; the
+/// running ones, shared, when those are the same.
 fn merge_users(
     running: &Config,
     part: &Config,
     affected: &HashSet<String>,
-) -> Option<crate::auth::AuthUsers> {
+) -> Option<Arc<crate::auth::AuthUsers>> {
+    fn of_affected<'a>(
+        users: &'a crate::auth::AuthUsers,
+        affected: &HashSet<String>,
+    ) -> Vec<&'a crate::auth::AuthUser> {
+        let mut of: Vec<&crate::auth::AuthUser> = (users.iter())
+            .filter(|user| affected.contains(user.tenant.as_str()))
+            .map(|user| &**user)
+            .collect();
+        of.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        of
+    }
+    if of_affected(&running.users, affected) == of_affected(&part.users, affected) {
+        return Some(running.users.clone());
+    }
     let mut users = (*running.users).clone();
     users.retain(|user| !affected.contains(user.tenant.as_str()));
     for user in part.users.iter() {
@@ -290,5 +363,5 @@ fn merge_users(
             return None;
         }
     }
-    Some(users)
+    Some(Arc::new(users))
 }

@@ -171,8 +171,16 @@ impl Validator<'_> {
         raw: &RawDirection,
         direction: Direction,
     ) -> (DirectionPolicy, DirectionSpans) {
-        let mut policy = DirectionPolicy::default();
-        let mut spans = DirectionSpans::default();
+        // Exactly as many entries as written: a growing vector's spare
+        // room (4 entries for 1 or 2) was 16 MB of 100,000 domains.
+        let mut policy = DirectionPolicy {
+            default: None,
+            peers: Vec::with_capacity(raw.peers.len()),
+        };
+        let mut spans = DirectionSpans {
+            default_level: None,
+            peers: Vec::with_capacity(raw.peers.len()),
+        };
         if let Some((rule, span)) = raw.default.as_ref().and_then(|r| self.rule(r)) {
             policy.default = Some(rule);
             spans.default_level = Some(span);
