@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use support::dns::TestDns;
 use support::outbound::{
-    base_config, delivered_event, loopback, self_signed_tls, submit, until, Mx, WAIT,
+    base_config, delivered_event, loopback, self_signed_tls, submit, until, utc_today, Mx, WAIT,
 };
 use support::pki::{TestCa, ALL_VERSIONS};
 use support::sealpost::{free_port, run_cli, Sealpost};
@@ -101,14 +101,6 @@ fn gunzip(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_str(&json).expect("json")
 }
 
-fn today() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    sealpost::tlsrpt::session::utc_day(now)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_days_sessions_are_reported_by_https_and_by_mail() {
     let ca = TestCa::new("tlsrpt test CA");
@@ -181,7 +173,7 @@ organization_name = "Acme Reports"
     assert_eq!(plain.received().len(), 1);
 
     // Counted, pending, and still there after a restart.
-    let day = today();
+    let day = utc_today();
     sealpost.stop();
     sealpost.spawn();
     let config = sealpost.config_path();

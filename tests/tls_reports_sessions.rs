@@ -20,7 +20,7 @@ use std::sync::Arc;
 use sealpost::dane::{association_data, Matching, Selector};
 use serde_json::Value;
 use support::dns::TestDns;
-use support::outbound::{base_config, delivered_event, loopback, submit, Mx};
+use support::outbound::{base_config, delivered_event, loopback, submit, utc_today, Mx};
 use support::pki::{self, ALL_VERSIONS};
 use support::sealpost::{free_port, run_cli, Sealpost};
 use support::smtp::accept_all;
@@ -103,14 +103,6 @@ outbound.peers = [
     }
 }
 
-fn today() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    sealpost::tlsrpt::session::utc_day(now)
-}
-
 /// Delivers one message to `bob@<domain>` and returns the day's report
 /// for `domain` as `sealpost tls-reports show` prints it.
 async fn report_after_delivery(world: &World, domain: &str) -> Value {
@@ -118,7 +110,10 @@ async fn report_after_delivery(world: &World, domain: &str) -> Value {
     submit(world.sealpost.smtp, "alice@acme.test", &to).await;
     delivered_event(&world.sealpost, &to).await;
     let config = world.sealpost.config_path();
-    let (code, shown, err) = run_cli(&config, &["tls-reports", "show", &today(), "acme", domain]);
+    let (code, shown, err) = run_cli(
+        &config,
+        &["tls-reports", "show", &utc_today(), "acme", domain],
+    );
     assert_eq!(code, Some(0), "{err}");
     serde_json::from_str(&shown).expect("show prints JSON")
 }

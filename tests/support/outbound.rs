@@ -263,3 +263,12 @@ relay_sources = ["127.0.0.0/8"]
         dns = dns_section(&dns.settings()),
     )
 }
+
+/// Today's UTC day as TLS reports name it (`2026-12-06`).
+pub fn utc_today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    sealpost::tlsrpt::session::utc_day(now)
+}
