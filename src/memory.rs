@@ -28,9 +28,13 @@ pub fn release_free_memory() -> std::time::Duration {
     started.elapsed()
 }
 
+/// How long a release waits, so that a burst of changes (a script of
+/// admin edits) shares one: the trim holds the allocator's locks.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// [`release_free_memory`] on a thread of its own, so that the caller (a
 /// reload, an admin request) does not wait for it; requests made while one
-/// is pending share it.
+/// is pending (for [`GATHER`]) share it.
 pub fn release_free_memory_soon() {
     if PENDING.swap(true, Ordering::AcqRel) {
         return;
@@ -38,7 +42,9 @@ pub fn release_free_memory_soon() {
     let spawned = std::thread::Builder::new()
         .name("memory-release".into())
         .spawn(|| {
-            // Cleared first: a request from now on may free more memory.
+            std::thread::sleep(GATHER);
+            // Cleared before the trim: a request from now on may free
+            // more memory, and gets a release of its own.
             PENDING.store(false, Ordering::Release);
             let took = release_free_memory();
             tracing::debug!(took_ms = took.as_secs_f64() * 1e3, "free memory released");

@@ -307,8 +307,11 @@ pub(crate) fn dane_deferral(domain: &str, why: &DeferReason) -> Reason {
         DeferReason::MxLookupFailed(_) => {
             Reason::local(LocalCause::DnsFailure, status::DNS, detail)
         }
+        // Under `mandatory-dane` an MX RRset that is not DNSSEC-validated
+        // leaves no MX host with validated TLSA records: RFC 8460 section
+        // 4.3's `dane-required`, as for one such host (`dane_skip`).
         DeferReason::MxInsecure => Reason::Dane {
-            failure: TlsFailure::DnssecInvalid,
+            failure: TlsFailure::DaneRequired,
             place: Place::none(),
             detail,
         },

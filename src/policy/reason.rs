@@ -63,8 +63,6 @@ pub enum Reason {
     GlobalDefault { cause: GlobalDefaultCause },
 }
 
-impl Reason {}
-
 /// Where a domain default came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

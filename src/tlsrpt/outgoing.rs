@@ -123,7 +123,7 @@ pub fn gzip(report: &Report) -> (String, Vec<u8>) {
 }
 
 /// A report's JSON text, gzipped (a retry sends the text kept).
-pub fn gzip_json(json: &str) -> Vec<u8> {
+pub(crate) fn gzip_json(json: &str) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(json.as_bytes());

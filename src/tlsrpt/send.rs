@@ -41,22 +41,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// The waits, in minutes, before the second, third and fourth POST of a
+/// report to one HTTPS `rua`: a receiver that is down for a few hours
+/// still gets the day's report, and one that stays down is not asked
+/// forever.
+const RETRY_MINUTES: [u64; 3] = [15, 60, 240];
+
 /// How many times a report is POSTed to one HTTPS `rua` at most.
-pub const HTTPS_TRIES: u32 = 4;
+pub(crate) const HTTPS_TRIES: u32 = RETRY_MINUTES.len() as u32 + 1;
 
 /// The wait before the next POST after `tries` failed ones (`None`: no
-/// more tries): 15 minutes, then 1 hour, then 4 hours, so a receiver that
-/// is down for a few hours still gets the day's report, and one that
-/// stays down is not asked forever.
-pub fn retry_after(tries: u32) -> Option<Duration> {
-    let minutes = match tries {
-        1 => 15,
-        2 => 60,
-        3 => 240,
-        _ => return None,
-    };
-    (tries < HTTPS_TRIES).then(|| Duration::from_secs(minutes * 60))
+/// more tries).
+pub(crate) fn retry_after(tries: u32) -> Option<Duration> {
+    let index = usize::try_from(tries.checked_sub(1)?).ok()?;
+    RETRY_MINUTES
+        .get(index)
+        .map(|minutes| Duration::from_secs(minutes * 60))
 }
+
+/// [`Reporter::next_retry`] when no retry is waiting.
+const NO_RETRY: u64 = u64::MAX;
 
 /// The text kept for one try of an HTTPS `rua` (`tries`: this one
 /// included), and the retry to keep, if one is left.
@@ -106,6 +110,9 @@ pub struct Reporter {
     poster: Option<HttpsPoster>,
     /// One run at a time (the daily one, or `send-now`).
     running: tokio::sync::Mutex<()>,
+    /// When the earliest HTTPS retry is due ([`NO_RETRY`]: none), kept
+    /// here so that the daily loop's minute check reads no store.
+    retry_at: std::sync::atomic::AtomicU64,
 }
 
 impl Reporter {
@@ -116,14 +123,17 @@ impl Reporter {
         resolver: Arc<Resolver>,
         poster: Option<HttpsPoster>,
     ) -> Reporter {
-        Reporter {
+        let reporter = Reporter {
             daily,
             live,
             queue,
             resolver,
             poster,
             running: tokio::sync::Mutex::new(()),
-        }
+            retry_at: std::sync::atomic::AtomicU64::new(NO_RETRY),
+        };
+        reporter.refresh_next_retry();
+        reporter
     }
 
     /// Whether mail from `mail_from` is report mail (never counted).
@@ -203,14 +213,17 @@ impl Reporter {
         }
         done.extend(self.retry_due_locked(now).await?);
         self.prune(now);
+        self.refresh_next_retry();
         Ok(done)
     }
 
     /// POSTs again every report whose HTTPS retry is due at `now`;
     /// returns the records so updated.
-    pub async fn retry_due(&self, now: u64) -> Result<Vec<SentRecord>, DailyError> {
+    pub(crate) async fn retry_due(&self, now: u64) -> Result<Vec<SentRecord>, DailyError> {
         let _one = self.running.lock().await;
-        self.retry_due_locked(now).await
+        let done = self.retry_due_locked(now).await;
+        self.refresh_next_retry();
+        done
     }
 
     async fn retry_due_locked(&self, now: u64) -> Result<Vec<SentRecord>, DailyError> {
@@ -219,7 +232,14 @@ impl Reporter {
             if !record.retries.iter().any(|r| r.next_at <= now) {
                 continue;
             }
-            let gzipped = outgoing::gzip_json(record.report.as_deref().unwrap_or_default());
+            let Some(report) = record.report.as_deref() else {
+                // Kept without its text (never so written): nothing to send.
+                tracing::warn!(domain = %record.key.domain, day = %record.key.day, "TLS report retry without its report text; dropped");
+                record.retries.clear();
+                self.daily.mark_sent(&record)?;
+                continue;
+            };
+            let gzipped = outgoing::gzip_json(report);
             let mut kept = Vec::new();
             for retry in std::mem::take(&mut record.retries) {
                 if retry.next_at > now {
@@ -241,11 +261,27 @@ impl Reporter {
     }
 
     /// When the next HTTPS retry is due, if one is.
-    pub fn next_retry(&self) -> Option<u64> {
-        let sent = self.daily.sent().ok()?;
-        sent.iter()
-            .flat_map(|record| record.retries.iter().map(|r| r.next_at))
-            .min()
+    pub(crate) fn next_retry(&self) -> Option<u64> {
+        let at = self.retry_at.load(std::sync::atomic::Ordering::Acquire);
+        (at != NO_RETRY).then_some(at)
+    }
+
+    /// Reads the earliest retry from the store (at start, and after each
+    /// run that may have added or used one).
+    fn refresh_next_retry(&self) {
+        let at = match self.daily.sent() {
+            Ok(sent) => sent
+                .iter()
+                .flat_map(|record| record.retries.iter().map(|r| r.next_at))
+                .min()
+                .unwrap_or(NO_RETRY),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the TLS reports' retries failed");
+                NO_RETRY
+            }
+        };
+        self.retry_at
+            .store(at, std::sync::atomic::Ordering::Release);
     }
 
     async fn post(&self, url: &str, gzipped: Vec<u8>) -> Result<(), String> {
@@ -408,7 +444,8 @@ pub fn run_daily(
         loop {
             // Woken early for a failed POST's next try.
             while clock.now() < at {
-                if reporter.next_retry().is_some_and(|due| due <= clock.now()) {
+                let sending = reporter.live.current().tls_reports.send;
+                if sending && reporter.next_retry().is_some_and(|due| due <= clock.now()) {
                     if let Err(e) = reporter.retry_due(clock.now()).await {
                         tracing::warn!(error = %e, "trying TLS report POSTs again failed");
                     }

@@ -57,7 +57,7 @@ pub(crate) enum Event {
 
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The same address again, in cleartext.
     RetryCleartext,
     /// The next address of this host (or the next host).
