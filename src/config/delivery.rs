@@ -151,33 +151,48 @@ impl std::fmt::Display for RouteHost {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub hosts: Vec<RouteHost>,
-    /// `opportunistic` or `mandatory`.
-    pub level: SecurityLevel,
+    pub tls: RouteTls,
     pub min_tls: MinTlsVersion,
-    pub authenticate: RouteAuthentication,
 }
 
-/// `route.authenticate`: whether the downstream servers' certificates are
-/// checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteAuthentication {
-    /// `none`: the level alone decides (a `mandatory` route takes any
-    /// certificate).
-    #[default]
-    None,
-    /// `webpki`: TLS is required and each host's certificate must be valid
-    /// for the host as written in the route (a name, or an IP address
-    /// among the certificate's addresses), under the WebPKI roots plus
-    /// `[mta_sts] ca_file`. Such a route carries REQUIRETLS mail.
+/// The TLS a route's hosts get: `level` and `authenticate` together, so
+/// that an authenticated route without TLS cannot be written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTls {
+    /// `level = "opportunistic"` (the default): STARTTLS when offered.
+    Opportunistic,
+    /// `level = "mandatory"`: TLS required, any certificate.
+    Mandatory,
+    /// `authenticate = "webpki"`: TLS required and each host's certificate
+    /// valid for the host as written in the route (a name, or an IP
+    /// address among the certificate's addresses), under the WebPKI roots
+    /// plus `[mta_sts] ca_file`. Such a route carries REQUIRETLS mail.
     WebPki,
 }
 
-impl std::str::FromStr for RouteAuthentication {
+impl RouteTls {
+    /// The security level the route's mail is planned and logged under.
+    pub fn level(self) -> SecurityLevel {
+        match self {
+            RouteTls::Opportunistic => SecurityLevel::Opportunistic,
+            RouteTls::Mandatory | RouteTls::WebPki => SecurityLevel::Mandatory,
+        }
+    }
+}
+
+/// `route.authenticate`, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authenticate {
+    None,
+    WebPki,
+}
+
+impl std::str::FromStr for Authenticate {
     type Err = UnknownWord;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "none" => Ok(RouteAuthentication::None),
-            "webpki" => Ok(RouteAuthentication::WebPki),
+            "none" => Ok(Authenticate::None),
+            "webpki" => Ok(Authenticate::WebPki),
             other => Err(UnknownWord::new(
                 "route authentication",
                 other,
@@ -460,31 +475,34 @@ impl Validator<'_> {
         }
         let authenticate = match &raw.authenticate {
             Some(word) => self.word(word)?,
-            None => RouteAuthentication::None,
-        };
-        // Authenticated hosts need TLS: `mandatory` is implied, and
-        // `opportunistic` contradicts it.
-        let implied = match authenticate {
-            RouteAuthentication::WebPki => SecurityLevel::Mandatory,
-            RouteAuthentication::None => SecurityLevel::Opportunistic,
+            None => Authenticate::None,
         };
         let level = match &raw.level {
             Some(level) => {
                 let parsed: SecurityLevel = self.word(level)?;
-                if !matches!(
-                    parsed,
-                    SecurityLevel::Opportunistic | SecurityLevel::Mandatory
-                ) {
-                    self.error(&level.span(), Kind::RouteLevel { level: parsed });
-                    return None;
-                }
-                if parsed != implied && authenticate == RouteAuthentication::WebPki {
-                    self.error(&level.span(), Kind::RouteAuthenticationLevel);
-                    return None;
-                }
-                parsed
+                Some((parsed, level.span()))
             }
-            None => implied,
+            None => None,
+        };
+        // Authenticated hosts need TLS: `mandatory` is implied, and
+        // `opportunistic` contradicts it.
+        let tls = match (authenticate, level) {
+            (_, Some((level, span)))
+                if !matches!(
+                    level,
+                    SecurityLevel::Opportunistic | SecurityLevel::Mandatory
+                ) =>
+            {
+                self.error(&span, Kind::RouteLevel { level });
+                return None;
+            }
+            (Authenticate::WebPki, Some((SecurityLevel::Opportunistic, span))) => {
+                self.error(&span, Kind::RouteAuthenticationLevel);
+                return None;
+            }
+            (Authenticate::WebPki, _) => RouteTls::WebPki,
+            (Authenticate::None, Some((SecurityLevel::Mandatory, _))) => RouteTls::Mandatory,
+            (Authenticate::None, _) => RouteTls::Opportunistic,
         };
         let min_tls = match &raw.min_tls {
             Some(m) => self.word(m)?,
@@ -492,9 +510,8 @@ impl Validator<'_> {
         };
         ok.then_some(Route {
             hosts,
-            level,
+            tls,
             min_tls,
-            authenticate,
         })
     }
 }

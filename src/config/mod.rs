@@ -37,9 +37,7 @@ use std::sync::Arc;
 pub(crate) use acme::{AcmeChallenge, AcmeConfig};
 pub use cluster::{ClusterConfig, ConnectionLimit, RateLimit, Scope, MAX_CLUSTER_TIMEOUT};
 pub(crate) use console::{ConsoleConfig, ConsoleRole, ConsoleUsers};
-pub(crate) use delivery::{
-    DeliveryConfig, DnsConfig, MtaStsClientConfig, Route, RouteAuthentication, Routes,
-};
+pub(crate) use delivery::{DeliveryConfig, DnsConfig, MtaStsClientConfig, Route, RouteTls, Routes};
 #[cfg(test)]
 pub(crate) use error::{ConfigError, ConfigErrorKind, Location};
 pub(crate) use error::{ConfigErrors, ConfigWarning, LoadError};

@@ -607,7 +607,7 @@ route = { hosts = ["127.0.0.1:2600", "mail.customer.example"], level = "mandator
     assert_eq!(config.mta_sts.https_port, 8443);
     let name: crate::policy::DomainName = "customer.example".parse().expect("name");
     let route = config.routes.get(&name).expect("route");
-    assert_eq!(route.level, SecurityLevel::Mandatory);
+    assert_eq!(route.tls, crate::config::RouteTls::Mandatory);
     assert_eq!(route.min_tls, MinTlsVersion::Tls12);
     assert_eq!(route.hosts[1].to_string(), "mail.customer.example:25");
 }
@@ -665,11 +665,10 @@ route = { hosts = ["mail.b.example"] }
         config.routes.get(&name).expect("route").clone()
     };
     let a = route("a.example");
-    assert_eq!(a.authenticate, crate::config::RouteAuthentication::WebPki);
-    assert_eq!(a.level, SecurityLevel::Mandatory, "implied by webpki");
+    assert_eq!(a.tls, crate::config::RouteTls::WebPki);
+    assert_eq!(a.tls.level(), SecurityLevel::Mandatory, "implied by webpki");
     let b = route("b.example");
-    assert_eq!(b.authenticate, crate::config::RouteAuthentication::None);
-    assert_eq!(b.level, SecurityLevel::Opportunistic);
+    assert_eq!(b.tls, crate::config::RouteTls::Opportunistic);
 
     let errs = errors(
         r#"[[domains]]

@@ -29,7 +29,7 @@ use super::reason::{
     dane_deferral, dane_failure, dane_skip, mx_result, status, LocalCause, Place, Reason, Status,
     TlsFailure,
 };
-use crate::config::{Config, Route, RouteAuthentication};
+use crate::config::{Config, Route, RouteTls};
 use crate::dane::{self, DaneLevel, DestinationOutcome, DestinationPlan, PartialAddresses};
 use crate::dns::{Lookup, MxLookup, Resolver};
 use crate::mta_sts::{Policy, PolicyCache};
@@ -158,7 +158,7 @@ pub fn effective_policy(config: &Config, lease: &Lease) -> Result<Effective, Bad
         Destination::Inbound(domain) => {
             if let Some(route) = route_of(config, domain) {
                 return Ok(Effective {
-                    level: route.level,
+                    level: route.tls.level(),
                     min_tls: route.min_tls,
                 });
             }
@@ -280,9 +280,9 @@ impl Planner<'_> {
     }
 
     async fn route(&self, route: &Route) -> Plan {
-        let tls = match route.authenticate {
-            RouteAuthentication::WebPki => HopTls::RouteWebPki,
-            RouteAuthentication::None => plain_host(route.level),
+        let tls = match route.tls {
+            RouteTls::WebPki => HopTls::RouteWebPki,
+            other => plain_host(other.level()),
         };
         let mut hops = Vec::new();
         let mut problems = Vec::new();
