@@ -173,6 +173,9 @@ pub fn run(config: Config) -> Result<(), ServeError> {
     let stop_began: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let (engine_ref, stop_began_ref) = (&engine, &stop_began);
     let served = runtime.block_on(async move {
+        // Before anything listens: a SIGTERM while the listeners open is
+        // kept for the graceful stop instead of ending the process.
+        let signals = ShutdownSignals::listen();
         // Dropped at the end of this block: stops the API, removes the socket.
         let admin = AdminServer::start(&admin_config, admin_state).await?;
         let (metrics, queue, view) = cluster_parts;
@@ -216,7 +219,7 @@ pub fn run(config: Config) -> Result<(), ServeError> {
         // system, after the listeners are open (`crate::memory`).
         crate::memory::release_free_memory_soon();
         let stop = async {
-            shutdown_signal().await;
+            signals.recv().await;
             let _ = stop_began_ref.set(Instant::now());
             info!(
                 smtp_drain = ?SMTP_DRAIN,
@@ -583,17 +586,43 @@ async fn reload_on_sighup(live: Arc<LiveConfig>, certificates: Arc<SniCertResolv
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT (Ctrl-C) and SIGTERM, taken over from the default action (end
+/// the process at once) when [`ShutdownSignals::listen`] is called: one
+/// that comes before [`ShutdownSignals::recv`] is polled is kept.
+struct ShutdownSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn listen() -> ShutdownSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let take = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}: it ends sealpost without a graceful stop");
+                None
+            }
+        };
+        ShutdownSignals {
+            interrupt: take(SignalKind::interrupt(), "SIGINT"),
+            terminate: take(SignalKind::terminate(), "SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    }
+
+    /// Waits for the first of the two.
+    async fn recv(mut self) {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.interrupt) => {}
+            _ = one(&mut self.terminate) => {}
+        }
     }
 }
