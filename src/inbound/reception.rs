@@ -261,17 +261,7 @@ impl SessionHandler for Reception {
                 [ForwardPath::Mailbox(m)] => Some(m.to_string()),
                 _ => None,
             };
-            let trace = Trace {
-                helo: &envelope.helo,
-                client_ip: conn.peer.ip(),
-                esmtp: envelope.esmtp,
-                smtputf8: envelope.params.smtputf8,
-                tls: conn.tls.as_ref(),
-                by: hostname,
-                id: "pending",
-                single_recipient: single.as_deref(),
-                at,
-            };
+            let trace = Trace::of_session(&envelope, conn, hostname, single.as_deref(), at);
             copies.push(NewCopy {
                 tenant,
                 mail_from: match &envelope.from {

@@ -31,6 +31,30 @@ pub(crate) struct Trace<'a> {
     pub at: u64,
 }
 
+impl<'a> Trace<'a> {
+    /// The trace of a copy of a message received in this SMTP session
+    /// (`conn`, `envelope`) by `by`, before the queue gives it an id.
+    pub(crate) fn of_session(
+        envelope: &'a crate::smtp::Envelope,
+        conn: &'a super::ConnectionInfo,
+        by: &'a str,
+        single_recipient: Option<&'a str>,
+        at: u64,
+    ) -> Trace<'a> {
+        Trace {
+            helo: &envelope.helo,
+            client_ip: conn.peer.ip(),
+            esmtp: envelope.esmtp,
+            smtputf8: envelope.params.smtputf8,
+            tls: conn.tls.as_ref(),
+            by,
+            id: "pending",
+            single_recipient,
+            at,
+        }
+    }
+}
+
 /// How many `Received:` fields the header section of `message` holds
 /// (RFC 5321 section 6.3: counting them is how loops are found). Only the
 /// header section is read, up to the first empty line; the field name is

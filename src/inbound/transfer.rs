@@ -233,17 +233,7 @@ fn copies(
                 [r] => Some(r.address.clone()),
                 _ => None,
             };
-            let trace = Trace {
-                helo: &envelope.helo,
-                client_ip: conn.peer.ip(),
-                esmtp: envelope.esmtp,
-                smtputf8: envelope.params.smtputf8,
-                tls: conn.tls.as_ref(),
-                by: hostname,
-                id: "pending",
-                single_recipient: single.as_deref(),
-                at,
-            };
+            let trace = Trace::of_session(envelope, conn, hostname, single.as_deref(), at);
             NewCopy {
                 tenant: message.tenant.clone(),
                 mail_from: mail_from.clone(),
