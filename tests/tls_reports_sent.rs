@@ -93,6 +93,23 @@ async fn report_receiver_failing(ca: &TestCa, failures: usize) -> (u16, Posts) {
     (port, posts)
 }
 
+/// A reporting node's configuration in `dir` (daily jitter 2 s), with a
+/// test DNS in which `far.test` asks for its reports at `rua` (`rua.test`
+/// on loopback).
+async fn reporting_node(rua: &str, dir: &std::path::Path) -> (TestDns, sealpost::config::Config) {
+    let dns = TestDns::builder()
+        .txt("_smtp._tls.far.test", &[&format!("v=TLSRPTv1; rua={rua}")])
+        .a("rua.test", loopback(1))
+        .start()
+        .await;
+    let text = format!(
+        "{}\n[tls_reports]\njitter = \"2s\"\n",
+        base_config(free_port(), free_port(), &dns, "")
+    );
+    let config = sealpost::config::Config::parse(&text, "t.toml", Some(dir)).expect("config");
+    (dns, config)
+}
+
 fn gunzip(bytes: &[u8]) -> serde_json::Value {
     let mut json = String::new();
     flate2::read::GzDecoder::new(bytes)
@@ -298,21 +315,8 @@ async fn the_daily_run_sends_after_midnight_utc() {
 
     let ca = TestCa::new("tlsrpt daily CA");
     let (rua_port, posts) = report_receiver(&ca).await;
-    let dns = TestDns::builder()
-        .txt(
-            "_smtp._tls.far.test",
-            &[&format!("v=TLSRPTv1; rua=https://rua.test:{rua_port}/r")],
-        )
-        .a("rua.test", loopback(1))
-        .start()
-        .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!(
-        "{}\n[tls_reports]\njitter = \"2s\"\n",
-        base_config(free_port(), free_port(), &dns, "")
-    );
-    let config =
-        sealpost::config::Config::parse(&text, "t.toml", Some(dir.path())).expect("config");
+    let (dns, config) = reporting_node(&format!("https://rua.test:{rua_port}/r"), dir.path()).await;
     let queue = sealpost_queue::Queue::open(
         dir.path().join("queue"),
         sealpost_queue::QueueOptions::default(),
@@ -423,23 +427,12 @@ async fn a_failed_https_post_is_tried_again_after_a_restart() {
 
     let ca = TestCa::new("tlsrpt retry CA");
     let (rua_port, posts) = report_receiver_failing(&ca, 1).await;
-    let dns = TestDns::builder()
-        .txt(
-            "_smtp._tls.far.test",
-            &[&format!(
-                "v=TLSRPTv1; rua=https://rua.test:{rua_port}/r,mailto:tlsrpt@reports.test"
-            )],
-        )
-        .a("rua.test", loopback(1))
-        .start()
-        .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!(
-        "{}\n[tls_reports]\njitter = \"2s\"\n",
-        base_config(free_port(), free_port(), &dns, "")
-    );
-    let config =
-        sealpost::config::Config::parse(&text, "t.toml", Some(dir.path())).expect("config");
+    let (dns, config) = reporting_node(
+        &format!("https://rua.test:{rua_port}/r,mailto:tlsrpt@reports.test"),
+        dir.path(),
+    )
+    .await;
     let data_dir = config.server.data_dir.clone();
     let live = Arc::new(sealpost::live::LiveConfig::new(config));
     let queue = Arc::new(
