@@ -26,6 +26,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod mta_sts;
+mod parallel;
 pub mod policy;
 pub mod probe;
 pub mod server;

@@ -272,3 +272,71 @@ fn a_symbolic_link_in_tenants_dir_is_read_and_followed_on_reload() {
     let changed = Config::reload(&main, &same).expect("reload");
     assert_eq!(level(&changed, "b.example").to_string(), "mandatory-dane");
 }
+
+/// Enough files and domains that reading, parsing, checking and indexing
+/// each run on several threads (`crate::parallel`): the result and the
+/// errors are those of one thread, in file and line order.
+#[test]
+fn a_large_tree_loads_on_every_core_with_errors_in_file_order() {
+    let files: Vec<(String, String)> = (0..600)
+        .map(|t| {
+            let tenant = format!("t{t:03}");
+            let mut text = String::new();
+            for d in 0..5 {
+                text.push_str(&domain(
+                    &format!("d{d}.{tenant}.example"),
+                    &tenant,
+                    "mandatory",
+                ));
+            }
+            (format!("{tenant}.toml"), text)
+        })
+        .collect();
+    let named: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let (dir, main) = tree(&named);
+    let config = Config::load(&main).expect("valid tree");
+    assert_eq!(config.policy.domains().len(), 3_000);
+    assert_eq!(config.tenant_files.tenants().len(), 600);
+    let names: Vec<String> = config
+        .policy
+        .domains()
+        .iter()
+        .map(|d| d.name.to_string())
+        .collect();
+    let expected: Vec<String> = (0..600)
+        .flat_map(|t| (0..5).map(move |d| format!("d{d}.t{t:03}.example")))
+        .collect();
+    assert_eq!(names, expected, "configuration order");
+    assert_eq!(level(&config, "d4.t599.example").to_string(), "mandatory");
+
+    // Errors at both ends of the tree: each in its file, in order.
+    let broken_level = domain("d0.t002.example", "t002", "mandatroy");
+    write(dir.path(), "t002.toml", &broken_level);
+    let duplicate = format!(
+        "{}{}",
+        domain("d0.t598.example", "t598", "mandatory"),
+        domain("d1.t001.example", "t598", "mandatory")
+    );
+    write(dir.path(), "t598.toml", &duplicate);
+    write(dir.path(), "t599.toml", "[[domains]\nname = \"x\"\n");
+    let errors = match Config::load(&main) {
+        Err(LoadError::Invalid(errors)) => errors,
+        other => panic!("expected errors, got {other:?}"),
+    };
+    let text = errors.to_string();
+    let files: Vec<&str> = errors
+        .0
+        .iter()
+        .map(|e| e.file.rsplit('/').next().unwrap_or_default())
+        .collect();
+    assert_eq!(files, ["t002.toml", "t598.toml", "t599.toml"], "{text}");
+    assert!(text.contains("mandatroy"), "{text}");
+    assert!(text.contains("d1.t001.example"), "{text}");
+    assert!(
+        text.contains("t001.toml"),
+        "the first place of the duplicate: {text}"
+    );
+}

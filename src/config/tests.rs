@@ -919,3 +919,51 @@ inbound.default = { level = \"sometimes\" }
     let unknown = "[[domains]]\nname = \"a.example\"\ntenant = \"t\"\ncolour = \"red\"\n";
     assert_eq!(errors(unknown)[0].line(), Some(4));
 }
+
+/// One file with enough domains that its sections are read and its
+/// domains checked on several threads (`crate::parallel`): every error is
+/// reported once, with its line, in file order.
+#[test]
+fn a_large_file_is_checked_on_every_core_with_errors_in_line_order() {
+    let mut text = String::from("[server]\nhostname = \"mx.example\"\n");
+    for d in 0..5_000 {
+        let level = match d {
+            7 => "sometimes",
+            4_993 => "mandatory-dane",
+            _ => "mandatory",
+        };
+        let name = if d == 2_600 {
+            "bad..example".to_owned()
+        } else {
+            format!("d{d}.example")
+        };
+        text.push_str(&format!(
+            "[[domains]]\nname = \"{name}\"\ntenant = \"t\"\n[[domains.inbound.peers]]\npeer = \"192.0.2.{}\"\nlevel = \"{level}\"\n",
+            d % 250
+        ));
+    }
+    // Line of domain d's first line: 2 lines of [server], then 6 per domain.
+    let line_of = |d: usize| 3 + 6 * d;
+    let found = errors(&text);
+    let lines: Vec<usize> = found
+        .iter()
+        .map(|e| e.location.expect("located").line)
+        .collect();
+    assert_eq!(
+        lines,
+        [line_of(7) + 5, line_of(2_600) + 1, line_of(4_993) + 5],
+        "{found:?}"
+    );
+    assert!(
+        matches!(found[0].kind, ConfigErrorKind::UnknownWord(_)),
+        "{found:?}"
+    );
+    assert!(
+        matches!(found[1].kind, ConfigErrorKind::BadDomain { .. }),
+        "{found:?}"
+    );
+    assert!(
+        matches!(found[2].kind, ConfigErrorKind::LevelNotAllowed { .. }),
+        "{found:?}"
+    );
+}

@@ -70,6 +70,9 @@ fn slot(part: usize, index: usize) -> Slot {
     }
 }
 
+/// Fewer partitions than this per thread are not worth a thread.
+const PARTS_PER_THREAD: usize = 256;
+
 /// The immutable, indexed policy. Build once, share via `Arc`, swap on
 /// reload; a change to one file's domains replaces one [`Partition`]
 /// ([`PolicySnapshot::with_partition`]), sharing the others.
@@ -126,11 +129,10 @@ impl PolicySnapshot {
         }
         let total = parts.iter().map(Vec::len).sum();
         let mut by_name: HashMap<DomainName, Slot> = HashMap::with_capacity(total);
+        // Where each partition starts among all domains.
         let mut flat_of = Vec::with_capacity(parts.len());
-        let mut built = Vec::with_capacity(parts.len());
         let mut first_index = 0;
-        for (p, domains) in parts.into_iter().enumerate() {
-            // Where each partition starts among all domains.
+        for (p, domains) in parts.iter().enumerate() {
             flat_of.push(first_index);
             for (i, domain) in domains.iter().enumerate() {
                 if let Some(first) = by_name.get(&domain.name) {
@@ -143,12 +145,22 @@ impl PolicySnapshot {
                     by_name.insert(domain.name.clone(), slot(p, i));
                 }
             }
-            let len = domains.len();
-            match Partition::build(domains, first_index) {
+            first_index += domains.len();
+        }
+        // The partitions' peer indexes on every core (10,000 tenant files).
+        let part_count = parts.len();
+        let numbered: Vec<_> = parts.into_iter().zip(flat_of).collect();
+        let runs = crate::parallel::in_owned_runs(numbered, PARTS_PER_THREAD, |run| {
+            run.into_iter()
+                .map(|(domains, first_index)| Partition::build(domains, first_index))
+                .collect::<Vec<_>>()
+        });
+        let mut built = Vec::with_capacity(part_count);
+        for part in runs.into_iter().flatten() {
+            match part {
                 Ok(part) => built.push(Arc::new(part)),
                 Err(mut e) => errors.append(&mut e),
             }
-            first_index += len;
         }
         if !errors.is_empty() {
             return Err(errors);

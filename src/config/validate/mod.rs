@@ -28,6 +28,7 @@ use crate::auth::{AuthUser, AuthUsers, PasswordHash};
 use crate::logging::{self, LogFormat};
 use crate::mta_sts::policy::MAX_AGE_LIMIT;
 use crate::mta_sts::{tlsrpt_record, HostedPolicy, Mode, MxPattern};
+use crate::parallel;
 use crate::policy::level::UnknownWord;
 use crate::policy::{
     BuildError, Defaults, Direction, DirectionPolicy, DomainName, ManagedDomain, MinTlsVersion,
@@ -221,14 +222,8 @@ fn build<'a>(
         });
         base += tenant_file.text.len() + 1;
     }
-    let mut v = Validator {
-        sources: &sources,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        tenant_names: HashMap::new(),
-        peer_names: HashSet::new(),
-        part_sizes: vec![raw.domains.len()],
-    };
+    let mut v = Validator::new(&sources);
+    v.part_sizes.push(raw.domains.len());
     let file_tenants = v.tenant_files(&mut raw, files);
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
@@ -260,6 +255,8 @@ fn build<'a>(
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     let console = v.console(&raw);
     let console_users = v.console_users(&raw);
+    // Freeing 100,000 raw domains need not hold up the start.
+    parallel::drop_elsewhere(raw);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -360,25 +357,14 @@ fn read_domain_sections(
     text: &str,
     ranges: &[Range<usize>],
 ) -> Result<Vec<Spanned<RawDomain>>, (toml::de::Error, usize)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = ranges.len().div_ceil(threads).max(SECTIONS_PER_THREAD);
-    if ranges.len() <= per_thread {
-        return read_section_run(text, ranges);
+    let runs = parallel::in_runs(ranges, SECTIONS_PER_THREAD, |run| {
+        read_section_run(text, run)
+    });
+    let mut all = Vec::with_capacity(ranges.len());
+    for run in runs {
+        all.append(&mut run?);
     }
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = ranges
-            .chunks(per_thread)
-            .map(|run| scope.spawn(move || read_section_run(text, run)))
-            .collect();
-        let mut all = Vec::with_capacity(ranges.len());
-        for run in runs {
-            match run.join() {
-                Ok(domains) => all.append(&mut domains?),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(all)
-    })
+    Ok(all)
 }
 
 fn read_section_run(
@@ -420,7 +406,18 @@ pub(super) struct Validator<'a> {
     part_sizes: Vec<usize>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
+    fn new(sources: &'a [Source<'a>]) -> Validator<'a> {
+        Validator {
+            sources,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            tenant_names: HashMap::new(),
+            peer_names: HashSet::new(),
+            part_sizes: Vec::new(),
+        }
+    }
+
     fn tenant_name(&mut self, name: &str) -> TenantName {
         if let Some(known) = self.tenant_names.get(name) {
             return known.clone();

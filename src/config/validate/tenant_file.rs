@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::config::raw::RawTenantFile;
+use crate::parallel;
 
 impl Validator<'_> {
     /// Reads `files` (whose sources follow the main file's in
@@ -18,11 +19,14 @@ impl Validator<'_> {
         let mut file_tenants = Vec::with_capacity(files.len());
         // Tenant name -> the span that gave a file its tenant.
         let mut owners: HashMap<String, Range<usize>> = HashMap::new();
-        let parsed_files = parse_all(files);
-        for (i, (file, parsed)) in files.iter().zip(parsed_files).enumerate() {
-            let base = self.sources[i + 1].base;
+        let bases: Vec<usize> = self.sources[1..=files.len()]
+            .iter()
+            .map(|s| s.base)
+            .collect();
+        let parsed_files = parse_all(files, &bases);
+        for (file, parsed) in files.iter().zip(parsed_files) {
             let parsed = match parsed {
-                Ok(parsed) => parsed.shift(base),
+                Ok(parsed) => parsed,
                 Err(e) => {
                     self.errors.push(ConfigError {
                         file: file.name(),
@@ -104,30 +108,14 @@ impl Validator<'_> {
 const FILES_PER_THREAD: usize = 64;
 
 /// Deserializes every file, in order, one contiguous run of files per
-/// core (10,000 tenant files are most of a start's work).
-fn parse_all(files: &[TenantFile]) -> Vec<Result<RawTenantFile, toml::de::Error>> {
-    let parse = |run: &[TenantFile]| -> Vec<_> {
+/// core (10,000 tenant files are most of a start's work), with its spans
+/// moved to the file's place in the offset space (`bases`).
+fn parse_all(files: &[TenantFile], bases: &[usize]) -> Vec<Result<RawTenantFile, toml::de::Error>> {
+    let numbered: Vec<(&TenantFile, usize)> = files.iter().zip(bases.iter().copied()).collect();
+    let runs = parallel::in_runs(&numbered, FILES_PER_THREAD, |run| {
         run.iter()
-            .map(|file| toml::from_str::<RawTenantFile>(&file.text))
-            .collect()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = files.len().div_ceil(threads).max(FILES_PER_THREAD);
-    if files.len() <= per_thread {
-        return parse(files);
-    }
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = files
-            .chunks(per_thread)
-            .map(|run| scope.spawn(move || parse(run)))
-            .collect();
-        let mut all = Vec::with_capacity(files.len());
-        for run in runs {
-            match run.join() {
-                Ok(mut parsed) => all.append(&mut parsed),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
-    })
+            .map(|(file, base)| toml::from_str::<RawTenantFile>(&file.text).map(|f| f.shift(*base)))
+            .collect::<Vec<_>>()
+    });
+    runs.into_iter().flatten().collect()
 }
