@@ -5,6 +5,10 @@
 //! list's order, so that errors and partitions come out as a single
 //! thread would produce them.
 
+/// Fewer policy partitions (tenant files) than this in a run are not
+/// worth a thread.
+pub(crate) const PARTITIONS_PER_RUN: usize = 256;
+
 /// `work` applied to `items` cut into one contiguous run per core, each at
 /// least `min_run` items long (a shorter run is not worth a thread); the
 /// results in the order of the runs. The last run is done on this thread.
@@ -82,13 +86,18 @@ where
 
 /// Drops `value` on a thread of its own: freeing a large parse (the raw
 /// structs of 100,000 domains) takes a tenth of a second that the caller
-/// need not wait for. Dropped here if no thread can be started.
+/// need not wait for. What it freed then goes back to the system
+/// ([`crate::memory`]): a release asked for before the drop ended would
+/// miss it. Dropped here if no thread can be started.
 pub(crate) fn drop_elsewhere<T: Send + 'static>(value: T) {
     // Should no thread start, the closure, and `value` with it, is
     // dropped by `spawn` itself.
     let spawned = std::thread::Builder::new()
         .name("config-drop".into())
-        .spawn(move || drop(value));
+        .spawn(move || {
+            drop(value);
+            crate::memory::release_free_memory_soon();
+        });
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "no thread to drop a parse on; dropped here");
     }

@@ -70,9 +70,6 @@ fn slot(part: usize, index: usize) -> Slot {
     }
 }
 
-/// Fewer partitions than this per thread are not worth a thread.
-const PARTS_PER_THREAD: usize = 256;
-
 /// The immutable, indexed policy. Build once, share via `Arc`, swap on
 /// reload; a change to one file's domains replaces one [`Partition`]
 /// ([`PolicySnapshot::with_partition`]), sharing the others.
@@ -150,11 +147,12 @@ impl PolicySnapshot {
         // The partitions' peer indexes on every core (10,000 tenant files).
         let part_count = parts.len();
         let numbered: Vec<_> = parts.into_iter().zip(flat_of).collect();
-        let runs = crate::parallel::in_owned_runs(numbered, PARTS_PER_THREAD, |run| {
-            run.into_iter()
-                .map(|(domains, first_index)| Partition::build(domains, first_index))
-                .collect::<Vec<_>>()
-        });
+        let runs =
+            crate::parallel::in_owned_runs(numbered, crate::parallel::PARTITIONS_PER_RUN, |run| {
+                run.into_iter()
+                    .map(|(domains, first_index)| Partition::build(domains, first_index))
+                    .collect::<Vec<_>>()
+            });
         let mut built = Vec::with_capacity(part_count);
         for part in runs.into_iter().flatten() {
             match part {

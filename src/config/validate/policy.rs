@@ -3,22 +3,37 @@
 
 use super::*;
 
-/// Each tenant's enabled managed domains, sorted.
+/// Each tenant's enabled managed domains, sorted; the partitions are
+/// grouped on every core.
 pub(super) fn tenant_domains(
     policy: &crate::policy::PolicySnapshot,
 ) -> std::collections::HashMap<String, Arc<[String]>> {
-    let mut by_tenant: std::collections::HashMap<String, Vec<String>> =
-        std::collections::HashMap::new();
-    for domain in policy.domains().iter().filter(|d| d.enabled) {
-        by_tenant
-            .entry(domain.tenant.as_str().to_string())
-            .or_default()
-            .push(domain.name.as_str().to_string());
+    type ByTenant = std::collections::HashMap<String, Vec<String>>;
+    let runs = parallel::in_runs(
+        policy.partitions(),
+        crate::parallel::PARTITIONS_PER_RUN,
+        |run| {
+            let mut by_tenant = ByTenant::new();
+            for domain in run.iter().flat_map(|p| p.domains()).filter(|d| d.enabled) {
+                by_tenant
+                    .entry(domain.tenant.as_str().to_string())
+                    .or_default()
+                    .push(domain.name.as_str().to_string());
+            }
+            by_tenant
+        },
+    );
+    let mut runs = runs.into_iter();
+    let mut by_tenant = runs.next().unwrap_or_default();
+    for run in runs {
+        for (tenant, mut domains) in run {
+            by_tenant.entry(tenant).or_default().append(&mut domains);
+        }
     }
     by_tenant
         .into_iter()
         .map(|(tenant, mut domains)| {
-            domains.sort();
+            domains.sort_unstable();
             (tenant, Arc::from(domains))
         })
         .collect()
