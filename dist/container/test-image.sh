@@ -261,7 +261,8 @@ greeting
 echo "greeting: ${reply%$'\r'}"
 pid=$(podman inspect --format '{{.State.Pid}}' "$first")
 uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$pid/status")
-[ "$uids" = "10025 10025 10025 10025" ] || fail "sealpost runs as uid $uids, not 10025"
+[ "$uids" = "10025 10025 10025 10025" ] ||
+    fail "sealpost's uids (real, effective, saved, file system) are $uids, not all 10025"
 caps=$(awk '/^CapEff:/ { print $2 }' "/proc/$pid/status")
 [ "$caps" = 0000000000000000 ] || fail "sealpost has capabilities $caps"
 echo "process $pid: uid 10025 (real, effective, saved, file system), no capabilities"
