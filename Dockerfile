@@ -6,21 +6,32 @@
 #       -v /etc/sealpost/sealpost.toml:/etc/sealpost/sealpost.toml:ro \
 #       --stop-timeout 30 sealpost
 #
-# Build stage: the release binary, from the locked dependency versions.
-FROM rust:1-bookworm AS build
+# The base images are build arguments so that a build without a registry
+# can use local ones (dist/container/test-image.sh does); the defaults are
+# the official images.
+ARG RUST_IMAGE=docker.io/library/rust:1-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+# Build stage: the release binary, from the locked dependency versions,
+# stripped. The release profile's line tables would be stripped with the
+# symbols, so they are not made (a shorter build, the same code). The
+# binary is copied out of target/, so target/ may be a cache mount or a
+# volume that does not end up in the image.
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin sealpost \
-    && strip target/release/sealpost \
-    && ./target/release/sealpost --config dist/container/sealpost.toml config check
+RUN CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols \
+        cargo build --release --locked --bin sealpost \
+    && cp target/release/sealpost /usr/local/bin/sealpost \
+    && /usr/local/bin/sealpost --config dist/container/sealpost.toml config check
 
 # Runtime stage: Debian slim, the binary, a non-root user, a volume.
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN useradd --system --uid 10025 --user-group --home-dir /var/lib/sealpost \
         --no-create-home --shell /usr/sbin/nologin sealpost \
     && install -d -o sealpost -g sealpost -m 0750 /var/lib/sealpost \
     && install -d -m 0755 /etc/sealpost
-COPY --from=build /src/target/release/sealpost /usr/bin/sealpost
+COPY --from=build /usr/local/bin/sealpost /usr/bin/sealpost
 COPY dist/container/sealpost.toml /etc/sealpost/sealpost.toml
 USER sealpost:sealpost
 WORKDIR /var/lib/sealpost

@@ -4,7 +4,9 @@
 //! with the configuration and the package, and `systemd-analyze security`
 //! scores it (where systemd-analyze is installed). Building and
 //! installing the package is `dist/debian/test-install.sh`, a step of its
-//! own in `.ci/run` (it needs root, debootstrap and a mirror).
+//! own in `.ci/run` (it needs root, debootstrap and a mirror); building
+//! and running the container image is `dist/container/test-image.sh`,
+//! the step after it (root, podman, debootstrap, a mirror).
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -53,16 +55,31 @@ fn the_packaged_configuration_passes_config_check() {
 
 #[test]
 fn the_container_image_runs_unprivileged_with_a_volume_and_a_healthcheck() {
-    // No Docker engine runs where the tests do: the Dockerfile is checked
-    // as text (docs/service.md, "Container image").
+    // dist/container/test-image.sh builds and runs the image (as root, in
+    // .ci/run); this checks the Dockerfile as text wherever the tests run,
+    // and that it agrees with the files and the configuration it uses.
     let dockerfile = read("Dockerfile");
     let stages: Vec<&str> = dockerfile
         .lines()
         .filter(|l| l.starts_with("FROM "))
         .collect();
-    assert_eq!(stages.len(), 2, "build and runtime stages: {stages:?}");
-    assert!(stages[1].contains("slim") || stages[1].contains("distroless"));
-    let runtime = dockerfile.split(stages[1]).nth(1).expect("runtime stage");
+    assert_eq!(
+        stages,
+        ["FROM ${RUST_IMAGE} AS build", "FROM ${RUNTIME_IMAGE}"],
+        "build and runtime stages, their bases given by build arguments"
+    );
+    // The defaults are the official images: Debian slim at run time.
+    for default in [
+        "ARG RUST_IMAGE=docker.io/library/rust:1-bookworm\n",
+        "ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim\n",
+    ] {
+        assert!(dockerfile.contains(default), "{default}");
+    }
+    let (build, runtime) = dockerfile.split_once(stages[1]).expect("runtime stage");
+    // The binary leaves target/ in the build stage, so target/ can be a
+    // cache mount or a volume (the test script mounts one).
+    assert!(build.contains("cp target/release/sealpost /usr/local/bin/sealpost"));
+    assert!(runtime.contains("COPY --from=build /usr/local/bin/sealpost /usr/bin/sealpost\n"));
     assert!(runtime.contains("\nUSER sealpost:sealpost\n"));
     assert!(runtime.contains("VOLUME [\"/var/lib/sealpost\"]"));
     assert!(runtime.contains("HEALTHCHECK ") && runtime.contains("/healthz/ready"));
@@ -70,12 +87,22 @@ fn the_container_image_runs_unprivileged_with_a_volume_and_a_healthcheck() {
         sealpost::config::Config::load(&repo("dist/container/sealpost.toml")).expect("valid");
     let metrics = config.admin.metrics_listen.expect("metrics listener");
     assert!(runtime.contains(&format!("/dev/tcp/127.0.0.1/{}", metrics.port())));
+    let smtp = config.listeners[0].address.port();
+    assert!(runtime.contains(&format!("EXPOSE {smtp} {}\n", metrics.port())));
     for copied in dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("COPY dist/"))
     {
         let source = copied.split_whitespace().next().expect("source");
         assert!(repo(&format!("dist/{source}")).is_file(), "{source}");
+    }
+    // What the build context leaves out: build output and history.
+    let ignored = read(".dockerignore");
+    for path in ["target/", ".git"] {
+        assert!(
+            ignored.lines().any(|l| l == path),
+            "{path} not in .dockerignore"
+        );
     }
 }
 
