@@ -180,9 +180,8 @@ impl TenantFiles {
 ///
 /// A reload with nothing changed does this for 10,000 files, so it avoids
 /// per-file work beyond one `stat`: names are sorted as bytes (the same
-/// order as paths in one directory), each is found in `previous`' files
-/// (in the same order) by a binary search, and the `stat` is relative to
-/// the directory. The `stat`s and reads run on every core.
+/// order as paths in one directory) and paired with `previous`' files in
+/// one walk, and the `stat` is relative to the directory.
 pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec<TenantFile>> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -199,54 +198,39 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
     let known: &[(TenantFile, Option<String>)] = previous
         .filter(|p| p.dir.as_deref() == Some(dir))
         .map_or(&[], |p| &p.files);
-    let runs = crate::parallel::in_runs(&entries, FILES_PER_READER, |run| {
-        let mut files = Vec::with_capacity(run.len());
-        for (name, entry) in run {
-            if let Some(file) = read_unless_known(name.as_encoded_bytes(), entry, known)? {
-                files.push(file);
+    let mut k = 0;
+    let mut files = Vec::with_capacity(entries.len());
+    for (name, entry) in entries {
+        // Without following a symbolic link, then following it.
+        let mut meta = entry.metadata()?;
+        if meta.file_type().is_symlink() {
+            meta = std::fs::metadata(entry.path())?;
+        }
+        if !meta.is_file() {
+            continue;
+        }
+        let stamp = Stamp::of(&meta);
+        // `previous` is in the same order: skip the files gone since.
+        while k < known.len() && file_name_bytes(&known[k].0.path) < name.as_encoded_bytes() {
+            k += 1;
+        }
+        if let Some((file, _)) = known.get(k) {
+            let same_name = file_name_bytes(&file.path) == name.as_encoded_bytes();
+            if same_name && file.stamp == Some(stamp) {
+                files.push(file.clone());
+                k += 1;
+                continue;
             }
         }
-        Ok::<_, io::Error>(files)
-    });
-    let mut files = Vec::with_capacity(entries.len());
-    for run in runs {
-        files.append(&mut run?);
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path)?;
+        files.push(TenantFile {
+            path,
+            stamp: Some(stamp),
+            text: Arc::from(text),
+        });
     }
     Ok(files)
-}
-
-/// Fewer files than this per thread are not worth a thread.
-const FILES_PER_READER: usize = 256;
-
-/// The file `entry` (named `name`) as `known` holds it if its stamp is
-/// unchanged, else as read now; `None` if it is not a regular file.
-fn read_unless_known(
-    name: &[u8],
-    entry: &std::fs::DirEntry,
-    known: &[(TenantFile, Option<String>)],
-) -> io::Result<Option<TenantFile>> {
-    // Without following a symbolic link, then following it.
-    let mut meta = entry.metadata()?;
-    if meta.file_type().is_symlink() {
-        meta = std::fs::metadata(entry.path())?;
-    }
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    let stamp = Stamp::of(&meta);
-    let at = known.partition_point(|(file, _)| file_name_bytes(&file.path) < name);
-    if let Some((file, _)) = known.get(at) {
-        if file_name_bytes(&file.path) == name && file.stamp == Some(stamp) {
-            return Ok(Some(file.clone()));
-        }
-    }
-    let path = entry.path();
-    let text = std::fs::read_to_string(&path)?;
-    Ok(Some(TenantFile {
-        path,
-        stamp: Some(stamp),
-        text: Arc::from(text),
-    }))
 }
 
 fn file_name_bytes(path: &Path) -> &[u8] {

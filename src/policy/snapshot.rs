@@ -126,10 +126,11 @@ impl PolicySnapshot {
         }
         let total = parts.iter().map(Vec::len).sum();
         let mut by_name: HashMap<DomainName, Slot> = HashMap::with_capacity(total);
-        // Where each partition starts among all domains.
         let mut flat_of = Vec::with_capacity(parts.len());
+        let mut built = Vec::with_capacity(parts.len());
         let mut first_index = 0;
-        for (p, domains) in parts.iter().enumerate() {
+        for (p, domains) in parts.into_iter().enumerate() {
+            // Where each partition starts among all domains.
             flat_of.push(first_index);
             for (i, domain) in domains.iter().enumerate() {
                 if let Some(first) = by_name.get(&domain.name) {
@@ -142,23 +143,12 @@ impl PolicySnapshot {
                     by_name.insert(domain.name.clone(), slot(p, i));
                 }
             }
-            first_index += domains.len();
-        }
-        // The partitions' peer indexes on every core (10,000 tenant files).
-        let part_count = parts.len();
-        let numbered: Vec<_> = parts.into_iter().zip(flat_of).collect();
-        let runs =
-            crate::parallel::in_owned_runs(numbered, crate::parallel::PARTITIONS_PER_RUN, |run| {
-                run.into_iter()
-                    .map(|(domains, first_index)| Partition::build(domains, first_index))
-                    .collect::<Vec<_>>()
-            });
-        let mut built = Vec::with_capacity(part_count);
-        for part in runs.into_iter().flatten() {
-            match part {
+            let len = domains.len();
+            match Partition::build(domains, first_index) {
                 Ok(part) => built.push(Arc::new(part)),
                 Err(mut e) => errors.append(&mut e),
             }
+            first_index += len;
         }
         if !errors.is_empty() {
             return Err(errors);

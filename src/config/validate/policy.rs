@@ -3,37 +3,22 @@
 
 use super::*;
 
-/// Each tenant's enabled managed domains, sorted; the partitions are
-/// grouped on every core.
+/// Each tenant's enabled managed domains, sorted.
 pub(super) fn tenant_domains(
     policy: &crate::policy::PolicySnapshot,
 ) -> std::collections::HashMap<String, Arc<[String]>> {
-    type ByTenant = std::collections::HashMap<String, Vec<String>>;
-    let runs = parallel::in_runs(
-        policy.partitions(),
-        crate::parallel::PARTITIONS_PER_RUN,
-        |run| {
-            let mut by_tenant = ByTenant::new();
-            for domain in run.iter().flat_map(|p| p.domains()).filter(|d| d.enabled) {
-                by_tenant
-                    .entry(domain.tenant.as_str().to_string())
-                    .or_default()
-                    .push(domain.name.as_str().to_string());
-            }
-            by_tenant
-        },
-    );
-    let mut runs = runs.into_iter();
-    let mut by_tenant = runs.next().unwrap_or_default();
-    for run in runs {
-        for (tenant, mut domains) in run {
-            by_tenant.entry(tenant).or_default().append(&mut domains);
-        }
+    let mut by_tenant: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for domain in policy.domains().iter().filter(|d| d.enabled) {
+        by_tenant
+            .entry(domain.tenant.as_str().to_string())
+            .or_default()
+            .push(domain.name.as_str().to_string());
     }
     by_tenant
         .into_iter()
         .map(|(tenant, mut domains)| {
-            domains.sort_unstable();
+            domains.sort();
             (tenant, Arc::from(domains))
         })
         .collect()
@@ -92,12 +77,14 @@ impl Validator<'_> {
         // `raw.domains`, then each tenant file's (`part_sizes`).
         let mut parts: Vec<Vec<ManagedDomain>> = Vec::with_capacity(self.part_sizes.len());
         let mut spans = Vec::with_capacity(raw.domains.len());
-        let mut checked = self.domains(&raw.domains).into_iter();
-        for &size in &self.part_sizes {
+        let mut raw_domains = raw.domains.iter();
+        for &size in &self.part_sizes.clone() {
             let mut part = Vec::with_capacity(size);
-            for (domain, domain_spans) in checked.by_ref().take(size).flatten() {
-                part.push(domain);
-                spans.push(domain_spans);
+            for raw_domain in raw_domains.by_ref().take(size) {
+                if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
+                    part.push(domain);
+                    spans.push(domain_spans);
+                }
             }
             parts.push(part);
         }
@@ -142,25 +129,6 @@ impl Validator<'_> {
                 }
             }
         }
-    }
-
-    /// Every domain checked, in order, on every core (100,000 domains are
-    /// a third of a start's work): `None` for one with errors, which are
-    /// recorded as a single thread would.
-    fn domains(&mut self, raw: &[Spanned<RawDomain>]) -> Vec<Option<(ManagedDomain, DomainSpans)>> {
-        let sources = self.sources;
-        let runs = parallel::in_runs(raw, DOMAINS_PER_THREAD, |run| {
-            let mut v = Validator::new(sources);
-            let checked: Vec<_> = run.iter().map(|d| v.domain(d.get_ref())).collect();
-            (checked, v.errors, v.warnings)
-        });
-        let mut all = Vec::with_capacity(raw.len());
-        for (mut checked, mut errors, mut warnings) in runs {
-            all.append(&mut checked);
-            self.errors.append(&mut errors);
-            self.warnings.append(&mut warnings);
-        }
-        all
     }
 
     fn domain(&mut self, raw: &RawDomain) -> Option<(ManagedDomain, DomainSpans)> {
@@ -322,9 +290,6 @@ impl Validator<'_> {
         self.error(&span, kind);
     }
 }
-
-/// Fewer domains than this per thread are not worth a thread.
-const DOMAINS_PER_THREAD: usize = 2_048;
 
 fn direction_slot(direction: Direction) -> usize {
     match direction {
