@@ -5,16 +5,19 @@
 //! that errors come out as a single thread would produce them.
 //!
 //! Only work whose results are short-lived belongs here (the raw parse,
-//! dropped once checked): glibc gives each thread an arena of its own, and
-//! long-lived values made on a loader thread (the policy model, the files'
-//! text) pinned the arenas' pages among the parse's freed memory. Measured
-//! with the policy built on every core: RSS at rest 124 -> 171 MB with
-//! `tenants.d/`, and +250 % after 10 whole reloads of one file
-//! (docs/benchmarks.md, session 7).
+//! dropped once checked), and the loading thread takes no run itself:
+//! glibc gives each thread an arena of its own, and long-lived values made
+//! on a loader thread (the policy model, the files' text), or parse
+//! garbage on the loading thread, pinned pages among freed memory. Tried
+//! in session 7 and measured: with the policy built on every core, RSS at
+//! rest went from 124 to 171 MB with `tenants.d/`, and to +250 % after 10
+//! whole reloads of one file (docs/benchmarks.md).
 
 /// `work` applied to `items` cut into one contiguous run per core, each at
 /// least `min_run` items long (a shorter run is not worth a thread); the
-/// results in the order of the runs. The last run is done on this thread.
+/// results in the order of the runs. When there are several, each gets a
+/// thread of its own: this thread's arena, where the lasting values are
+/// made, gets none of the parse's garbage.
 pub(crate) fn in_runs<T, R>(items: &[T], min_run: usize, work: impl Fn(&[T]) -> R + Sync) -> Vec<R>
 where
     T: Sync,
@@ -25,41 +28,19 @@ where
     if items.len() <= per_run {
         return vec![work(items)];
     }
-    let mut runs = items.chunks(per_run);
-    let last = runs.next_back().unwrap_or_default();
     let work = &work;
     std::thread::scope(|scope| {
-        let others: Vec<_> = runs.map(|run| scope.spawn(move || work(run))).collect();
-        let last = work(last);
-        let mut results: Vec<R> = others
-            .into_iter()
+        let runs: Vec<_> = items
+            .chunks(per_run)
+            .map(|run| scope.spawn(move || work(run)))
+            .collect();
+        runs.into_iter()
             .map(|run| {
                 run.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
-            .collect();
-        results.push(last);
-        results
+            .collect()
     })
-}
-
-/// Drops `value` on a thread of its own: freeing a large parse (the raw
-/// structs of 100,000 domains) takes a tenth of a second that the caller
-/// need not wait for. What it freed then goes back to the system
-/// ([`crate::memory`]): a release asked for before the drop ended would
-/// miss it. Dropped here if no thread can be started.
-pub(crate) fn drop_elsewhere<T: Send + 'static>(value: T) {
-    // Should no thread start, the closure, and `value` with it, is
-    // dropped by `spawn` itself.
-    let spawned = std::thread::Builder::new()
-        .name("config-drop".into())
-        .spawn(move || {
-            drop(value);
-            crate::memory::release_free_memory_soon();
-        });
-    if let Err(e) = spawned {
-        tracing::debug!(error = %e, "no thread to drop a parse on; dropped here");
-    }
 }
 
 #[cfg(test)]
@@ -76,19 +57,5 @@ mod tests {
             assert_eq!(joined, items, "min_run {min_run}");
         }
         assert_eq!(in_runs(&[] as &[u8], 4, <[u8]>::len), vec![0]);
-    }
-
-    #[test]
-    fn a_dropped_value_is_dropped() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        struct Signal(std::sync::mpsc::Sender<()>);
-        impl Drop for Signal {
-            fn drop(&mut self) {
-                let _ = self.0.send(());
-            }
-        }
-        drop_elsewhere(Signal(tx));
-        rx.recv_timeout(std::time::Duration::from_secs(10))
-            .expect("dropped");
     }
 }

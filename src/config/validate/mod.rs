@@ -222,8 +222,14 @@ fn build<'a>(
         });
         base += tenant_file.text.len() + 1;
     }
-    let mut v = Validator::new(&sources);
-    v.part_sizes.push(raw.domains.len());
+    let mut v = Validator {
+        sources: &sources,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        tenant_names: HashMap::new(),
+        peer_names: HashSet::new(),
+        part_sizes: vec![raw.domains.len()],
+    };
     let file_tenants = v.tenant_files(&mut raw, files);
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
@@ -255,8 +261,6 @@ fn build<'a>(
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     let console = v.console(&raw);
     let console_users = v.console_users(&raw);
-    // Freeing 100,000 raw domains need not hold up the start.
-    parallel::drop_elsewhere(raw);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -406,18 +410,7 @@ pub(super) struct Validator<'a> {
     part_sizes: Vec<usize>,
 }
 
-impl<'a> Validator<'a> {
-    fn new(sources: &'a [Source<'a>]) -> Validator<'a> {
-        Validator {
-            sources,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            tenant_names: HashMap::new(),
-            peer_names: HashSet::new(),
-            part_sizes: Vec::new(),
-        }
-    }
-
+impl Validator<'_> {
     fn tenant_name(&mut self, name: &str) -> TenantName {
         if let Some(known) = self.tenant_names.get(name) {
             return known.clone();

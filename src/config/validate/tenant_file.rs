@@ -19,19 +19,11 @@ impl Validator<'_> {
         let mut file_tenants = Vec::with_capacity(files.len());
         // Tenant name -> the span that gave a file its tenant.
         let mut owners: HashMap<String, Range<usize>> = HashMap::new();
-        let bases: Vec<usize> = self.sources[1..=files.len()]
-            .iter()
-            .map(|s| s.base)
-            .collect();
-        let parsed_files = parse_all(files, &bases);
-        // One allocation for every file's domains (not a doubling per file).
-        let added: usize = (parsed_files.iter().flatten())
-            .map(|f| f.domains.len())
-            .sum();
-        raw.domains.reserve_exact(added);
-        for (file, parsed) in files.iter().zip(parsed_files) {
+        let parsed_files = parse_all(files);
+        for (i, (file, parsed)) in files.iter().zip(parsed_files).enumerate() {
+            let base = self.sources[i + 1].base;
             let parsed = match parsed {
-                Ok(parsed) => parsed,
+                Ok(parsed) => parsed.shift(base),
                 Err(e) => {
                     self.errors.push(ConfigError {
                         file: file.name(),
@@ -113,13 +105,11 @@ impl Validator<'_> {
 const FILES_PER_THREAD: usize = 64;
 
 /// Deserializes every file, in order, one contiguous run of files per
-/// core (10,000 tenant files are most of a start's work), with its spans
-/// moved to the file's place in the offset space (`bases`).
-fn parse_all(files: &[TenantFile], bases: &[usize]) -> Vec<Result<RawTenantFile, toml::de::Error>> {
-    let numbered: Vec<(&TenantFile, usize)> = files.iter().zip(bases.iter().copied()).collect();
-    let runs = parallel::in_runs(&numbered, FILES_PER_THREAD, |run| {
+/// core (10,000 tenant files are most of a start's work).
+fn parse_all(files: &[TenantFile]) -> Vec<Result<RawTenantFile, toml::de::Error>> {
+    let runs = parallel::in_runs(files, FILES_PER_THREAD, |run| {
         run.iter()
-            .map(|(file, base)| toml::from_str::<RawTenantFile>(&file.text).map(|f| f.shift(*base)))
+            .map(|file| toml::from_str::<RawTenantFile>(&file.text))
             .collect::<Vec<_>>()
     });
     runs.into_iter().flatten().collect()
