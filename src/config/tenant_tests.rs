@@ -273,9 +273,9 @@ fn a_symbolic_link_in_tenants_dir_is_read_and_followed_on_reload() {
     assert_eq!(level(&changed, "b.example").to_string(), "mandatory-dane");
 }
 
-/// Enough files and domains that reading, parsing, checking and indexing
-/// each run on several threads (`crate::parallel`): the result and the
-/// errors are those of one thread, in file and line order.
+/// Enough files that they are parsed on several threads
+/// (`crate::parallel`): the result and the errors are those of one
+/// thread, in file and line order.
 #[test]
 fn a_large_tree_loads_on_every_core_with_errors_in_file_order() {
     let files: Vec<(String, String)> = (0..600)

@@ -920,9 +920,9 @@ inbound.default = { level = \"sometimes\" }
     assert_eq!(errors(unknown)[0].line(), Some(4));
 }
 
-/// One file with enough domains that its sections are read and its
-/// domains checked on several threads (`crate::parallel`): every error is
-/// reported once, with its line, in file order.
+/// One file with enough domains that its sections are parsed on several
+/// threads (`crate::parallel`): every error is reported once, with its
+/// line, in file order.
 #[test]
 fn a_large_file_is_checked_on_every_core_with_errors_in_line_order() {
     let mut text = String::from("[server]\nhostname = \"mx.example\"\n");
