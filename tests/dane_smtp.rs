@@ -12,10 +12,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use sealpost::dane::{
-    association_data, resolve_destination, DaneLevel, DanePlan, DestinationOutcome, Matching,
-    Selector, SkipReason,
-};
+use sealpost::dane::{resolve_destination, DaneLevel, DanePlan, DestinationOutcome, SkipReason};
 use sealpost::delivery::decision::{
     connection_verdict, dane_host, ConnectionEvent, ConnectionVerdict, Hop, NotUsed,
 };
@@ -30,7 +27,7 @@ const DOMAIN: &str = "secure.test";
 const MX_HOST: &str = "mx.secure.test";
 
 async fn zone(leaf: &Leaf) -> TestDns {
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("tlsa data");
+    let data = leaf.tlsa_3_1_1();
     TestDns::builder()
         .mx(DOMAIN, 10, MX_HOST)
         .a(MX_HOST, Ipv4Addr::LOCALHOST)

@@ -17,7 +17,6 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use serde_json::Value;
 
 use support::dns::TestDns;
@@ -49,12 +48,10 @@ async fn every_level_and_minimum_version_through_the_real_server() {
 
     // DANE: the MX's own self-signed certificate, pinned by TLSA 3 1 1.
     let dane_leaf = pki::self_signed(&["mx.dane.test"]);
-    let dane_data =
-        association_data(&dane_leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let dane_data = dane_leaf.tlsa_3_1_1();
     let badtlsa_leaf = pki::self_signed(&["mx.badtlsa.test"]);
     let other_key = pki::self_signed(&["somebody-else.test"]);
-    let wrong_data =
-        association_data(&other_key.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let wrong_data = other_key.tlsa_3_1_1();
 
     // MTA-STS: one policy host for both policy domains.
     let policy_leaf = ca.issue(&["mta-sts.sts.test", "mta-sts.stsbad.test"]);
@@ -324,9 +321,6 @@ async fn dane_and_mta_sts_edges_through_the_real_server() {
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca_dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
-    let tlsa_of = |leaf: &pki::Leaf| {
-        association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data")
-    };
     let od_ok = pki::self_signed(&["mx.od-ok.test"]);
     let od_bad = pki::self_signed(&["mx.od-bad.test"]);
     let stranger = pki::self_signed(&["stranger.test"]);
@@ -357,26 +351,32 @@ async fn dane_and_mta_sts_edges_through_the_real_server() {
         // opportunistic-dane, secure zone, matching TLSA
         .mx("od-ok.test", 10, "mx.od-ok.test")
         .a("mx.od-ok.test", loopback(2))
-        .tlsa("_25._tcp.mx.od-ok.test", 3, 1, 1, &tlsa_of(&od_ok))
+        .tlsa("_25._tcp.mx.od-ok.test", 3, 1, 1, &od_ok.tlsa_3_1_1())
         // opportunistic-dane, secure zone, TLSA for another key
         .mx("od-bad.test", 10, "mx.od-bad.test")
         .a("mx.od-bad.test", loopback(3))
-        .tlsa("_25._tcp.mx.od-bad.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx.od-bad.test", 3, 1, 1, &stranger.tlsa_3_1_1())
         // opportunistic-dane, secure TLSA, no STARTTLS
         .mx("od-plain.test", 10, "mx.od-plain.test")
         .a("mx.od-plain.test", loopback(4))
-        .tlsa("_25._tcp.mx.od-plain.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx.od-plain.test", 3, 1, 1, &stranger.tlsa_3_1_1())
         // mandatory-dane: the first MX fails DANE, the second matches
         .mx("md-next.test", 10, "mx1.md-next.test")
         .mx("md-next.test", 20, "mx2.md-next.test")
         .a("mx1.md-next.test", loopback(5))
         .a("mx2.md-next.test", loopback(6))
-        .tlsa("_25._tcp.mx1.md-next.test", 3, 1, 1, &tlsa_of(&stranger))
-        .tlsa("_25._tcp.mx2.md-next.test", 3, 1, 1, &tlsa_of(&md_second))
+        .tlsa("_25._tcp.mx1.md-next.test", 3, 1, 1, &stranger.tlsa_3_1_1())
+        .tlsa(
+            "_25._tcp.mx2.md-next.test",
+            3,
+            1,
+            1,
+            &md_second.tlsa_3_1_1(),
+        )
         // mta-sts with usable TLSA: DANE governs
         .mx("sts-dane.test", 10, "mx.sts-dane.test")
         .a("mx.sts-dane.test", loopback(7))
-        .tlsa("_25._tcp.mx.sts-dane.test", 3, 1, 1, &tlsa_of(&sd))
+        .tlsa("_25._tcp.mx.sts-dane.test", 3, 1, 1, &sd.tlsa_3_1_1())
         .txt("_mta-sts.sts-dane.test", &["v=STSv1; id=1;"])
         .a("mta-sts.sts-dane.test", Ipv4Addr::LOCALHOST)
         // mta-sts enforce, MX certificate not from a trusted CA
@@ -596,7 +596,7 @@ struct TamperedLevels {
 async fn three_levels_behind_a_proxy(host: &str, tamper: Tamper) -> TamperedLevels {
     let port = free_port();
     let leaf = pki::self_signed(&[host]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let data = leaf.tlsa_3_1_1();
     let dns = TestDns::builder()
         .mx("open.test", 10, host)
         .mx("required.test", 10, host)

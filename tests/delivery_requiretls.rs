@@ -21,7 +21,6 @@ mod support;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use sealpost::smtp::SessionConfig;
 
 use support::dns::TestDns;
@@ -34,10 +33,6 @@ use support::outbound::{
 use support::pki::{self, TestCa, ALL_VERSIONS};
 use support::sealpost::{free_port, starttls, Sealpost};
 use support::smtp::{accept_all, command, data, mail_rcpt, Decide};
-
-fn tlsa_of(leaf: &pki::Leaf) -> Vec<u8> {
-    association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data")
-}
 
 /// Relays one message from alice@acme.test to `to` through sealpost over
 /// STARTTLS with `MAIL FROM:<..> REQUIRETLS`.
@@ -114,7 +109,7 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
         // DANE-authenticated, advertises REQUIRETLS: delivered.
         .mx("dane-ok.test", 10, "mx.dane-ok.test")
         .a("mx.dane-ok.test", loopback(2))
-        .tlsa("_25._tcp.mx.dane-ok.test", 3, 1, 1, &tlsa_of(&ok_leaf))
+        .tlsa("_25._tcp.mx.dane-ok.test", 3, 1, 1, &ok_leaf.tlsa_3_1_1())
         // DANE-authenticated, does not advertise REQUIRETLS: 5.7.30.
         .mx("dane-noreq.test", 10, "mx.dane-noreq.test")
         .a("mx.dane-noreq.test", loopback(3))
@@ -123,7 +118,7 @@ async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_i
             3,
             1,
             1,
-            &tlsa_of(&noreq_leaf),
+            &noreq_leaf.tlsa_3_1_1(),
         )
         // STARTTLS with a certificate nothing authenticates: 5.7.10.
         .mx("unauth.test", 10, "mx.unauth.test")
@@ -307,7 +302,7 @@ async fn tls_required_no_relaxes_dane_and_mta_sts_but_never_a_mandatory_level() 
         // opportunistic-dane, the TLSA pins another key.
         .mx("od-bad.test", 10, "mx.od-bad.test")
         .a("mx.od-bad.test", loopback(2))
-        .tlsa("_25._tcp.mx.od-bad.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx.od-bad.test", 3, 1, 1, &stranger.tlsa_3_1_1())
         // mta-sts enforce, the MX not in the policy.
         .mx("sts-bad.test", 10, "mx.sts-bad.test")
         .a("mx.sts-bad.test", loopback(3))
@@ -316,7 +311,7 @@ async fn tls_required_no_relaxes_dane_and_mta_sts_but_never_a_mandatory_level() 
         // mandatory-dane set by the operator, the TLSA pins another key.
         .mx("md-bad.test", 10, "mx.md-bad.test")
         .a("mx.md-bad.test", loopback(4))
-        .tlsa("_25._tcp.mx.md-bad.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx.md-bad.test", 3, 1, 1, &stranger.tlsa_3_1_1())
         .start()
         .await;
     let accept: Arc<Decide> = Arc::new(accept_all);

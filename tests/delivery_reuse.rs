@@ -9,7 +9,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use serde_json::Value;
 
 use support::dns::TestDns;
@@ -103,7 +102,7 @@ async fn connections_are_reused_only_where_the_policy_allows() {
 async fn only_a_dane_authenticated_connection_carries_mandatory_dane_mail() {
     let port = free_port();
     let leaf = pki::self_signed(&["mx.dest.test"]);
-    let data = association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let data = leaf.tlsa_3_1_1();
     let dns = TestDns::builder()
         .mx("dest.test", 10, "mx.dest.test")
         .a("mx.dest.test", loopback(2))

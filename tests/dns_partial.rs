@@ -8,7 +8,6 @@ mod support;
 use std::sync::Arc;
 
 use hickory_server::proto::rr::RecordType;
-use sealpost::dane::{association_data, Matching, Selector};
 use support::dns::TestDns;
 use support::outbound::{
     base_config, deferred_events, delivered_event, loopback, self_signed_tls, submit, Mx,
@@ -29,8 +28,7 @@ fn sender(domain: &str, level: &str) -> String {
 async fn a_failed_aaaa_lookup_stops_only_the_levels_that_need_dane() {
     let port = free_port();
     let dane_leaf = pki::self_signed(&["mx.half-dane.test"]);
-    let tlsa =
-        association_data(&dane_leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data");
+    let tlsa = dane_leaf.tlsa_3_1_1();
     let dns = TestDns::builder()
         // No TLSA: DANE would not apply, but the host's AAAA fails.
         .mx("half.test", 10, "mx.half.test")

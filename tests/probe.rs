@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use sealpost::smtp::SessionConfig;
 use support::dns::{TestDns, TestDnsBuilder};
 use support::https::{HttpsServer, Reply};
@@ -107,10 +106,6 @@ fn summary_line<'a>(stdout: &'a str, level: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {level} line in {stdout}"))
 }
 
-fn tlsa_data(leaf: &Leaf) -> Vec<u8> {
-    association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("tlsa data")
-}
-
 fn dane_zone(domain: &str, mx: &str, tlsa: &[u8]) -> TestDnsBuilder {
     TestDns::builder()
         .mx(domain, 10, mx)
@@ -130,7 +125,7 @@ async fn starttls_server(leaf: &Leaf, name: &str) -> TestSmtpServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matching_tlsa_record_authenticates_the_mx_with_dane() {
     let leaf = pki::self_signed(&["mx.dane.test"]);
-    let dns = dane_zone("dane.test", "mx.dane.test", &tlsa_data(&leaf))
+    let dns = dane_zone("dane.test", "mx.dane.test", &leaf.tlsa_3_1_1())
         .start()
         .await;
     let smtp = starttls_server(&leaf, "mx.dane.test").await;
@@ -254,7 +249,7 @@ async fn full_data_tlsa_records_that_do_not_parse_are_unusable() {
 async fn a_tlsa_record_that_does_not_match_makes_mandatory_dane_defer() {
     let leaf = pki::self_signed(&["mx.wrong.test"]);
     let other = pki::self_signed(&["mx.wrong.test"]);
-    let dns = dane_zone("wrong.test", "mx.wrong.test", &tlsa_data(&other))
+    let dns = dane_zone("wrong.test", "mx.wrong.test", &other.tlsa_3_1_1())
         .start()
         .await;
     let smtp = starttls_server(&leaf, "mx.wrong.test").await;

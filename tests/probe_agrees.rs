@@ -16,7 +16,6 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use serde_json::Value;
 
 use support::dns::TestDns;
@@ -88,9 +87,6 @@ async fn probe_and_delivery_reach_the_same_verdict() {
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca_dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
-    let tlsa_of = |leaf: &pki::Leaf| {
-        association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data")
-    };
     let dane_ok = pki::self_signed(&["mx.dane-ok.test"]);
     let dane_bad = pki::self_signed(&["mx.dane-bad.test"]);
     let stranger = pki::self_signed(&["stranger.test"]);
@@ -118,10 +114,10 @@ async fn probe_and_delivery_reach_the_same_verdict() {
     let dns = TestDns::builder()
         .mx("dane-ok.test", 10, "mx.dane-ok.test")
         .a("mx.dane-ok.test", loopback(2))
-        .tlsa("_25._tcp.mx.dane-ok.test", 3, 1, 1, &tlsa_of(&dane_ok))
+        .tlsa("_25._tcp.mx.dane-ok.test", 3, 1, 1, &dane_ok.tlsa_3_1_1())
         .mx("dane-bad.test", 10, "mx.dane-bad.test")
         .a("mx.dane-bad.test", loopback(3))
-        .tlsa("_25._tcp.mx.dane-bad.test", 3, 1, 1, &tlsa_of(&stranger))
+        .tlsa("_25._tcp.mx.dane-bad.test", 3, 1, 1, &stranger.tlsa_3_1_1())
         .mx("sts-ok.test", 10, "mx.sts-ok.test")
         .a("mx.sts-ok.test", loopback(4))
         .txt("_mta-sts.sts-ok.test", &["v=STSv1; id=1;"])
@@ -138,7 +134,7 @@ async fn probe_and_delivery_reach_the_same_verdict() {
             1,
             1,
             1,
-            &tlsa_of(&stranger),
+            &stranger.tlsa_3_1_1(),
         )
         .start()
         .await;

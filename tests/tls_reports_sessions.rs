@@ -17,7 +17,6 @@ mod support;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sealpost::dane::{association_data, Matching, Selector};
 use serde_json::Value;
 use support::dns::TestDns;
 use support::outbound::{base_config, delivered_event, loopback, submit, utc_today, Mx};
@@ -41,9 +40,6 @@ struct World {
 ///   matching TLSA 3 1 1;
 /// - `plainfirst.test` (`mandatory`): `mx1` without STARTTLS, `mx2` with.
 async fn world() -> World {
-    let tlsa_of = |leaf: &pki::Leaf| {
-        association_data(&leaf.cert, Selector::Spki, Matching::Sha256).expect("TLSA data")
-    };
     let stranger = pki::self_signed(&["stranger.test"]);
     let req1 = pki::self_signed(&["mx1.req.test"]);
     let req2 = pki::self_signed(&["mx2.req.test"]);
@@ -54,13 +50,13 @@ async fn world() -> World {
         .mx("req.test", 20, "mx2.req.test")
         .a("mx1.req.test", loopback(21))
         .a("mx2.req.test", loopback(22))
-        .tlsa("_25._tcp.mx2.req.test", 3, 1, 1, &tlsa_of(&req2))
+        .tlsa("_25._tcp.mx2.req.test", 3, 1, 1, &req2.tlsa_3_1_1())
         .mx("next.test", 10, "mx1.next.test")
         .mx("next.test", 20, "mx2.next.test")
         .a("mx1.next.test", loopback(23))
         .a("mx2.next.test", loopback(24))
-        .tlsa("_25._tcp.mx1.next.test", 3, 1, 1, &tlsa_of(&stranger))
-        .tlsa("_25._tcp.mx2.next.test", 3, 1, 1, &tlsa_of(&next2))
+        .tlsa("_25._tcp.mx1.next.test", 3, 1, 1, &stranger.tlsa_3_1_1())
+        .tlsa("_25._tcp.mx2.next.test", 3, 1, 1, &next2.tlsa_3_1_1())
         .mx("plainfirst.test", 10, "mx1.plainfirst.test")
         .mx("plainfirst.test", 20, "mx2.plainfirst.test")
         .a("mx1.plainfirst.test", loopback(25))

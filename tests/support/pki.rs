@@ -23,6 +23,19 @@ pub struct Leaf {
     pub key_pem: String,
 }
 
+impl Leaf {
+    /// The TLSA 3 1 1 association data of this certificate (DANE-EE, the
+    /// SHA-256 of its public key): what a zone publishes to pin it.
+    pub fn tlsa_3_1_1(&self) -> Vec<u8> {
+        sealpost::dane::association_data(
+            &self.cert,
+            sealpost::dane::Selector::Spki,
+            sealpost::dane::Matching::Sha256,
+        )
+        .expect("TLSA data")
+    }
+}
+
 impl TestCa {
     pub fn new(common_name: &str) -> TestCa {
         let key = KeyPair::generate().expect("generate CA key");
