@@ -42,9 +42,7 @@ fn policy_text(mx_pattern: &str) -> String {
 async fn every_level_and_minimum_version_through_the_real_server() {
     let port = free_port();
     let ca = TestCa::new("sealpost levels test CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
 
     // DANE: the MX's own self-signed certificate, pinned by TLSA 3 1 1.
     let dane_leaf = pki::self_signed(&["mx.dane.test"]);
@@ -318,9 +316,7 @@ outbound.peers = [
 async fn dane_and_mta_sts_edges_through_the_real_server() {
     let port = free_port();
     let ca = TestCa::new("sealpost levels edge CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
     let od_ok = pki::self_signed(&["mx.od-ok.test"]);
     let od_bad = pki::self_signed(&["mx.od-bad.test"]);
     let stranger = pki::self_signed(&["stranger.test"]);

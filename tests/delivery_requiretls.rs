@@ -82,9 +82,7 @@ fn dsn_block_of(home: &Mx, to: &str) -> Option<Vec<(String, String)>> {
 async fn requiretls_goes_only_over_authenticated_tls_to_servers_that_advertise_it() {
     let port = free_port();
     let ca = TestCa::new("sealpost REQUIRETLS test CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
     let policy_leaf = ca.issue(&["mta-sts.sts-ok.test", "mta-sts.sts-testing.test"]);
     let policy_host = HttpsServer::start(
         pki::server_config(&policy_leaf, ALL_VERSIONS),
@@ -281,9 +279,7 @@ fn policy_text(mx_pattern: &str) -> String {
 async fn tls_required_no_relaxes_dane_and_mta_sts_but_never_a_mandatory_level() {
     let port = free_port();
     let ca = TestCa::new("sealpost TLS-Required test CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
     let stranger = pki::self_signed(&["stranger.test"]);
     let policy_leaf = ca.issue(&["mta-sts.sts-bad.test"]);
     let policy_host = HttpsServer::start(
@@ -451,9 +447,7 @@ async fn requiretls_inbound_mail_is_returned_when_the_route_cannot_be_authentica
 async fn requiretls_inbound_mail_goes_over_a_route_that_authenticates_its_server() {
     let port = free_port();
     let ca = TestCa::new("sealpost route test CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
     let dns = TestDns::builder()
         .a("mail.acme.test", loopback(8))
         .a("mail.beta.test", loopback(9))

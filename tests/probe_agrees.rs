@@ -84,9 +84,7 @@ async fn delivery(sealpost: &Sealpost, domain: &str, mx: &Mx) -> (String, String
 async fn probe_and_delivery_reach_the_same_verdict() {
     let port = free_port();
     let ca = TestCa::new("sealpost agreement CA");
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = ca_dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.cert_pem).expect("write CA");
+    let (_ca_dir, ca_file) = ca.pem_file();
     let dane_ok = pki::self_signed(&["mx.dane-ok.test"]);
     let dane_bad = pki::self_signed(&["mx.dane-bad.test"]);
     let stranger = pki::self_signed(&["stranger.test"]);

@@ -37,6 +37,16 @@ impl Leaf {
 }
 
 impl TestCa {
+    /// This CA's certificate written to `ca.pem` in a directory of its
+    /// own (kept while the `TempDir` lives): what `[mta_sts] ca_file`
+    /// and the like name.
+    pub fn pem_file(&self) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, &self.cert_pem).expect("write CA");
+        (dir, file)
+    }
+
     pub fn new(common_name: &str) -> TestCa {
         let key = KeyPair::generate().expect("generate CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
