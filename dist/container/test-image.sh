@@ -29,13 +29,8 @@ cd "$(dirname "$0")/../.."
 
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 work=$(mktemp -d)
-if [ -n "${SEALPOST_CONTAINER_CACHE:-}" ]; then
-    cache=$SEALPOST_CONTAINER_CACHE
-    mkdir -p "$cache"
-else
-    cache=$work/cache
-    mkdir -p "$cache"
-fi
+cache=${SEALPOST_CONTAINER_CACHE:-$work/cache}
+mkdir -p "$cache"
 
 # Names of everything made here, removed at the end whatever happens.
 run_id=sealpost-test-$$
@@ -250,8 +245,11 @@ http_get() { # path: the status line of GET path on metrics_port
     exec 4>&-
     printf '%s\n' "${line%$'\r'}"
 }
-queue_show() { # container id
-    podman exec "$1" sealpost --config /etc/sealpost/sealpost.toml queue show "$2"
+expect_queued() { # container id: the message is in the container's queue
+    podman exec "$1" sealpost --config /etc/sealpost/sealpost.toml queue show "$2" \
+        >"$work/queue.$1" 2>&1 || fail "$1: no message $2 in the queue: $(cat "$work/queue.$1")"
+    grep -q 'someone@customer.test' "$work/queue.$1" ||
+        fail "$1: queue show $2: $(cat "$work/queue.$1")"
 }
 
 echo "== first container: runs unprivileged, healthy, accepts and queues mail"
@@ -267,8 +265,6 @@ caps=$(awk '/^CapEff:/ { print $2 }' "/proc/$pid/status")
 [ "$caps" = 0000000000000000 ] || fail "sealpost has capabilities $caps"
 echo "process $pid: uid 10025 (real, effective, saved, file system), no capabilities"
 
-status=$(http_get /healthz/ready) || fail "metrics port 127.0.0.1:$metrics_port"
-echo "GET /healthz/ready from the host: $status"
 healthy=""
 for i in $(seq 20); do
     if podman healthcheck run "$first" >"$work/health.out" 2>&1; then
@@ -281,6 +277,9 @@ done
 health=$(podman inspect --format '{{.State.Healthcheck.Status}}' "$first")
 [ "$health" = healthy ] || fail "health status after a passing check: $health"
 echo "podman healthcheck run: exit 0, status $health"
+status=$(http_get /healthz/ready) || fail "metrics port 127.0.0.1:$metrics_port"
+case $status in *" 200 "*) ;; *) fail "GET /healthz/ready from the host: $status" ;; esac
+echo "GET /healthz/ready from the host: $status"
 
 say "EHLO ci.sealpost.test"
 expect 250
@@ -304,8 +303,7 @@ say "QUIT"
 expect 221
 exec 3>&-
 echo "DATA: $accepted"
-queue_show "$first" "$id" >"$work/queue.1" 2>&1 || fail "queue show $id: $(cat "$work/queue.1")"
-grep -q 'someone@customer.test' "$work/queue.1" || fail "queue show $id: $(cat "$work/queue.1")"
+expect_queued "$first" "$id"
 
 echo "== podman stop: SIGTERM, a graceful stop"
 started=$(now)
@@ -323,10 +321,8 @@ second=$run_id-2
 start "$second" "$config" "$volume"
 greeting
 exec 3>&-
-queue_show "$second" "$id" >"$work/queue.2" 2>&1 ||
-    fail "message $id not in the new container's queue: $(cat "$work/queue.2")"
-grep -q 'someone@customer.test' "$work/queue.2" || fail "queue show $id: $(cat "$work/queue.2")"
-sed -n '1,12p' "$work/queue.2"
+expect_queued "$second" "$id"
+sed -n '1,12p' "$work/queue.$second"
 podman stop -t 30 "$second" >/dev/null || fail "podman stop $second"
 [ "$(podman inspect --format '{{.State.ExitCode}}' "$second")" = 0 ] || fail "$second exit code"
 
