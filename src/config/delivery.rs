@@ -433,9 +433,9 @@ impl Validator<'_> {
     }
 
     /// The routes of every managed domain that has one.
-    pub(super) fn routes(&mut self, raw: &RawConfig) -> Routes {
-        let mut routes = Routes::new();
-        for domain in &raw.domains {
+    /// The `[domains.route]` of one file's `domains`, added to `routes`.
+    pub(super) fn routes(&mut self, domains: &[Spanned<RawDomain>], routes: &mut Routes) {
+        for domain in domains {
             let domain: &RawDomain = domain.get_ref();
             let Some(raw_route) = &domain.route else {
                 continue;
@@ -448,7 +448,6 @@ impl Validator<'_> {
                 routes.insert(name, route);
             }
         }
-        routes
     }
 
     fn route(&mut self, raw: &RawRoute) -> Option<Route> {

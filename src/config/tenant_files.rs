@@ -181,7 +181,8 @@ impl TenantFiles {
 /// A reload with nothing changed does this for 10,000 files, so it avoids
 /// per-file work beyond one `stat`: names are sorted as bytes (the same
 /// order as paths in one directory) and paired with `previous`' files in
-/// one walk, and the `stat` is relative to the directory.
+/// one walk, and the `stat` is relative to the directory. The files to
+/// read are read on every core.
 pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec<TenantFile>> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -199,7 +200,7 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
         .filter(|p| p.dir.as_deref() == Some(dir))
         .map_or(&[], |p| &p.files);
     let mut k = 0;
-    let mut files = Vec::with_capacity(entries.len());
+    let mut found = Vec::with_capacity(entries.len());
     for (name, entry) in entries {
         // Without following a symbolic link, then following it.
         let mut meta = entry.metadata()?;
@@ -217,20 +218,50 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
         if let Some((file, _)) = known.get(k) {
             let same_name = file_name_bytes(&file.path) == name.as_encoded_bytes();
             if same_name && file.stamp == Some(stamp) {
-                files.push(file.clone());
+                found.push(Found::Known(file.clone()));
                 k += 1;
                 continue;
             }
         }
-        let path = entry.path();
-        let text = std::fs::read_to_string(&path)?;
-        files.push(TenantFile {
-            path,
-            stamp: Some(stamp),
-            text: Arc::from(text),
-        });
+        found.push(Found::ToRead(entry.path(), stamp));
     }
+    // The files to read, read on every core when there are many (a start).
+    let to_read: Vec<&Path> = (found.iter())
+        .filter_map(|f| match f {
+            Found::ToRead(path, _) => Some(path.as_path()),
+            Found::Known(_) => None,
+        })
+        .collect();
+    let runs = crate::parallel::in_runs(&to_read, FILES_PER_READER, |run| {
+        (run.iter())
+            .map(|path| std::fs::read_to_string(path).map(Arc::from))
+            .collect::<io::Result<Vec<Arc<str>>>>()
+    });
+    let mut texts = Vec::with_capacity(to_read.len());
+    for run in runs {
+        texts.append(&mut run?);
+    }
+    let mut texts = texts.into_iter();
+    let files = (found.into_iter())
+        .filter_map(|f| match f {
+            Found::Known(file) => Some(file),
+            Found::ToRead(path, stamp) => Some(TenantFile {
+                path,
+                stamp: Some(stamp),
+                text: texts.next()?,
+            }),
+        })
+        .collect();
     Ok(files)
+}
+
+/// Fewer files to read than this per thread are not worth a thread.
+const FILES_PER_READER: usize = 64;
+
+/// A file [`scan`] found: unchanged since `previous`, or to be read.
+enum Found {
+    Known(TenantFile),
+    ToRead(PathBuf, Stamp),
 }
 
 fn file_name_bytes(path: &Path) -> &[u8] {

@@ -967,3 +967,43 @@ fn a_large_file_is_checked_on_every_core_with_errors_in_line_order() {
         "{found:?}"
     );
 }
+
+/// A syntax error in one domain section of a large file (its sections read
+/// on several threads and checked as they come) is the file's only error,
+/// as in a whole read, even when the sections checked before it had
+/// errors of their own; of two syntax errors, the first in the file wins,
+/// whether it is in a section or in the rest of the file.
+#[test]
+fn a_syntax_error_in_a_large_file_is_its_only_error() {
+    let file = |level_7: &str, enabled_3000: &str, limits: &str| {
+        let mut text = String::from("[server]\nhostname = \"mx.example\"\n");
+        for d in 0..5_000 {
+            let level = if d == 7 { level_7 } else { "mandatory" };
+            let enabled = if d == 3_000 { enabled_3000 } else { "true" };
+            text.push_str(&format!(
+                "[[domains]]\nname = \"d{d}.example\"\ntenant = \"t\"\nenabled = {enabled}\n[[domains.outbound.peers]]\npeer = \"p.example\"\nlevel = \"{level}\"\n"
+            ));
+        }
+        text.push_str(&format!("[limits]\nmax_recipients = {limits}\n"));
+        text
+    };
+    // 2 lines of [server], then 7 per domain, then [limits].
+    let enabled_line = 3 + 7 * 3_000 + 3;
+    let limits_line = 3 + 7 * 5_000 + 1;
+    let only = |text: &str| {
+        let found = errors(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            matches!(found[0].kind, ConfigErrorKind::Syntax(_)),
+            "{found:?}"
+        );
+        found[0].location.expect("located").line
+    };
+    assert_eq!(only(&file("sometimes", "maybe", "10")), enabled_line);
+    assert_eq!(only(&file("mandatory", "maybe", "\"ten\"")), enabled_line);
+    assert_eq!(only(&file("sometimes", "true", "\"ten\"")), limits_line);
+    let fixed = file("mandatory", "true", "10");
+    let config = Config::parse(&fixed, FILE, None).expect("valid");
+    assert_eq!(config.policy.domains().len(), 5_000);
+    assert_eq!(config.policy.partitions().len(), 1);
+}

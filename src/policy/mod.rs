@@ -29,7 +29,7 @@ pub(crate) use reason::Resolution;
 #[cfg(test)]
 pub(crate) use reason::{DefaultSource, DisabledPeer, GlobalDefaultCause};
 pub(crate) use relay::{RelayRefusal, RelaySources};
-pub(crate) use snapshot::BuildError;
 #[cfg(test)]
 pub(crate) use snapshot::LINEAR_MAX;
+pub(crate) use snapshot::{BuildError, SnapshotBuilder};
 pub use snapshot::{Domains, PeerQuery, PolicySnapshot};

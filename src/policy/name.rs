@@ -87,33 +87,60 @@ impl FromStr for DomainName {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let name = s.strip_suffix('.').unwrap_or(s);
-        let name = &*to_a_labels(name)?;
-        if name.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong);
-        }
-        for label in name.split('.') {
-            if label.is_empty() {
-                return Err(NameError::EmptyLabel(s.to_owned()));
-            }
-            if label.len() > MAX_LABEL_LEN {
-                return Err(NameError::LabelTooLong(label.to_owned()));
-            }
-            if let Some(c) = label
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-            {
-                return Err(NameError::BadCharacter(c));
-            }
-            if label.starts_with('-') || label.ends_with('-') {
-                return Err(NameError::HyphenAtEdge(label.to_owned()));
-            }
-        }
-        Ok(DomainName(Arc::from(name.to_ascii_lowercase())))
+        checked(s).map(|name| DomainName(Arc::from(&*name)))
     }
+}
+
+impl DomainName {
+    /// `s` checked as [`DomainName::from_str`] does, as the equal name
+    /// in `names` when there is one (else added to it): the peers that
+    /// 100,000 domains name are each held once, and a name already known
+    /// costs no allocation.
+    pub(crate) fn parse_shared<S: std::hash::BuildHasher>(
+        s: &str,
+        names: &mut std::collections::HashSet<DomainName, S>,
+    ) -> Result<DomainName, NameError> {
+        let name = checked(s)?;
+        if let Some(known) = names.get(&*name) {
+            return Ok(known.clone());
+        }
+        let name = DomainName(Arc::from(&*name));
+        names.insert(name.clone());
+        Ok(name)
+    }
+}
+
+/// `s` as a domain name: A-labels, lowercase, without a trailing dot;
+/// borrowed when `s` is already so.
+fn checked(s: &str) -> Result<Cow<'_, str>, NameError> {
+    let name = to_a_labels(s.strip_suffix('.').unwrap_or(s))?;
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel(s.to_owned()));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(NameError::LabelTooLong(label.to_owned()));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(NameError::BadCharacter(c));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(NameError::HyphenAtEdge(label.to_owned()));
+        }
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Ok(Cow::Owned(name.to_ascii_lowercase()));
+    }
+    Ok(name)
 }
 
 /// `name` in A-label form: ASCII names are returned as they are; a name
@@ -194,6 +221,24 @@ impl FromStr for PeerMatcher {
     /// `a/b` is a CIDR block, something that parses as an address is an
     /// address, `*.x` is a wildcard, anything else must be a domain name.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PeerMatcher::parse_with(s, str::parse)
+    }
+}
+
+impl PeerMatcher {
+    /// As [`PeerMatcher::from_str`], the domain names shared with (or
+    /// added to) `names` ([`DomainName::parse_shared`]).
+    pub(crate) fn parse_shared<S: std::hash::BuildHasher>(
+        s: &str,
+        names: &mut std::collections::HashSet<DomainName, S>,
+    ) -> Result<Self, NameError> {
+        PeerMatcher::parse_with(s, |name| DomainName::parse_shared(name, names))
+    }
+
+    fn parse_with(
+        s: &str,
+        domain: impl FnOnce(&str) -> Result<DomainName, NameError>,
+    ) -> Result<Self, NameError> {
         if let Some((addr, len)) = s.split_once('/') {
             let bad = |reason: String| NameError::BadAddress {
                 given: s.to_owned(),
@@ -228,15 +273,14 @@ impl FromStr for PeerMatcher {
             });
         }
         if let Some(suffix) = s.strip_prefix("*.") {
-            return suffix
-                .parse()
+            return domain(suffix)
                 .map(PeerMatcher::Wildcard)
                 .map_err(|_| NameError::BadWildcard(s.to_owned()));
         }
         if s.contains('*') {
             return Err(NameError::BadWildcard(s.to_owned()));
         }
-        s.parse().map(PeerMatcher::Domain)
+        domain(s).map(PeerMatcher::Domain)
     }
 }
 

@@ -99,19 +99,57 @@ impl Default for PolicySnapshot {
 #[error("managed domain {0} is configured twice")]
 pub(crate) struct NameTaken(pub DomainName);
 
-impl PolicySnapshot {
-    /// Indexes the model as one partition, reporting every problem at once.
-    pub fn build(defaults: Defaults, domains: Vec<ManagedDomain>) -> Result<Self, Vec<BuildError>> {
-        PolicySnapshot::build_parts(defaults, vec![domains])
+/// A [`PolicySnapshot`] built one partition at a time, as a load reads
+/// one file after another (a partition is indexed while the next file is
+/// still being parsed); every problem is reported by [`SnapshotBuilder::finish`].
+pub(crate) struct SnapshotBuilder {
+    by_name: HashMap<DomainName, Slot>,
+    /// Where each partition starts among all domains.
+    first_of: Vec<usize>,
+    built: Vec<Arc<Partition>>,
+    errors: Vec<BuildError>,
+    /// How many domains the partitions pushed so far hold.
+    total: usize,
+}
+
+impl SnapshotBuilder {
+    /// For about `domains` managed domains (a hint).
+    pub(crate) fn with_capacity(domains: usize) -> SnapshotBuilder {
+        SnapshotBuilder {
+            by_name: HashMap::with_capacity(domains),
+            first_of: Vec::new(),
+            built: Vec::new(),
+            errors: Vec::new(),
+            total: 0,
+        }
     }
 
-    /// Indexes the model, one partition per list of `parts` (one per
-    /// file), reporting every problem at once; the indices of the errors
-    /// count the domains of all parts in order.
-    pub(crate) fn build_parts(
-        defaults: Defaults,
-        parts: Vec<Vec<ManagedDomain>>,
-    ) -> Result<Self, Vec<BuildError>> {
+    /// Indexes `domains` as the next partition; the indices of its errors
+    /// count the domains of every partition pushed before.
+    pub(crate) fn push_part(&mut self, domains: Vec<ManagedDomain>) {
+        let p = self.first_of.len();
+        self.first_of.push(self.total);
+        for (i, domain) in domains.iter().enumerate() {
+            if let Some(first) = self.by_name.get(&domain.name) {
+                self.errors.push(BuildError::DuplicateDomain {
+                    name: domain.name.clone(),
+                    first: self.first_of[first.part as usize] + first.index as usize,
+                    second: self.total + i,
+                });
+            } else {
+                self.by_name.insert(domain.name.clone(), slot(p, i));
+            }
+        }
+        let len = domains.len();
+        match Partition::build(domains, self.total) {
+            Ok(part) => self.built.push(Arc::new(part)),
+            Err(mut e) => self.errors.append(&mut e),
+        }
+        self.total += len;
+    }
+
+    /// The snapshot under `defaults`, or every problem found.
+    pub(crate) fn finish(self, defaults: Defaults) -> Result<PolicySnapshot, Vec<BuildError>> {
         let mut errors = Vec::new();
         for direction in [Direction::Outbound, Direction::Inbound] {
             let rule = defaults.for_direction(direction);
@@ -124,41 +162,26 @@ impl PolicySnapshot {
                 });
             }
         }
-        let total = parts.iter().map(Vec::len).sum();
-        let mut by_name: HashMap<DomainName, Slot> = HashMap::with_capacity(total);
-        let mut flat_of = Vec::with_capacity(parts.len());
-        let mut built = Vec::with_capacity(parts.len());
-        let mut first_index = 0;
-        for (p, domains) in parts.into_iter().enumerate() {
-            // Where each partition starts among all domains.
-            flat_of.push(first_index);
-            for (i, domain) in domains.iter().enumerate() {
-                if let Some(first) = by_name.get(&domain.name) {
-                    errors.push(BuildError::DuplicateDomain {
-                        name: domain.name.clone(),
-                        first: flat_of[first.part as usize] + first.index as usize,
-                        second: first_index + i,
-                    });
-                } else {
-                    by_name.insert(domain.name.clone(), slot(p, i));
-                }
-            }
-            let len = domains.len();
-            match Partition::build(domains, first_index) {
-                Ok(part) => built.push(Arc::new(part)),
-                Err(mut e) => errors.append(&mut e),
-            }
-            first_index += len;
-        }
+        errors.extend(self.errors);
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(PolicySnapshot {
             defaults,
-            parts: built,
-            by_name,
+            parts: self.built,
+            by_name: self.by_name,
         })
     }
+}
+
+impl PolicySnapshot {
+    /// Indexes the model as one partition, reporting every problem at once.
+    pub fn build(defaults: Defaults, domains: Vec<ManagedDomain>) -> Result<Self, Vec<BuildError>> {
+        let mut builder = SnapshotBuilder::with_capacity(domains.len());
+        builder.push_part(domains);
+        builder.finish(defaults)
+    }
+
     pub fn defaults(&self) -> &Defaults {
         &self.defaults
     }
@@ -171,7 +194,7 @@ impl PolicySnapshot {
         }
     }
 
-    /// The partitions, in configuration order (see [`PolicySnapshot::build_parts`]).
+    /// The partitions, in configuration order (see [`SnapshotBuilder`]).
     pub(crate) fn partitions(&self) -> &[Arc<Partition>] {
         &self.parts
     }

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{build, read_raw, Source};
+use super::{build, read_main, Source};
 use crate::config::tenant_files::{self, TenantFile, TenantFiles};
 use crate::config::Config;
 use crate::policy::{DomainName, Partition, PolicySnapshot};
@@ -134,14 +134,14 @@ fn apply(
         return None;
     }
     let changed_files: Vec<TenantFile> = diff.changed.iter().map(|&i| files[i].clone()).collect();
-    let raw = read_raw(main_text, &running.source).ok()?;
+    let main_file = read_main(main_text, &running.source).ok()?;
     let main = Source {
         base: 0,
         name: running.source.clone(),
         text: main_text,
     };
     // The main file with the changed files: every check within them.
-    let (part, new_tenants) = build(raw, vec![main], base_dir, &changed_files).ok()?;
+    let (part, new_tenants) = build(main_file, vec![main], base_dir, &changed_files).ok()?;
     let old_index = |i: usize| diff.old[i];
     let touched: HashSet<usize> = (diff.changed.iter().filter_map(|&i| old_index(i)))
         .chain(diff.gone.iter().copied())

@@ -32,9 +32,10 @@ use crate::parallel;
 use crate::policy::level::UnknownWord;
 use crate::policy::{
     BuildError, Defaults, Direction, DirectionPolicy, DomainName, ManagedDomain, MinTlsVersion,
-    PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, RelaySources, TenantName,
+    PeerEntry, PeerMatcher, PolicyRule, PolicySnapshot, RelaySources, SnapshotBuilder, TenantName,
 };
 
+mod domains;
 pub(super) mod incremental;
 mod mta_sts;
 mod policy;
@@ -43,7 +44,8 @@ mod tenant_file;
 mod tenants;
 mod tls;
 
-use policy::tenant_domains;
+use domains::DomainChecks;
+use policy::{tenant_domains, DomainParts};
 
 const DEFAULT_HOSTNAME: &str = "localhost";
 const DEFAULT_DATA_DIR: &str = "data";
@@ -87,7 +89,7 @@ pub(super) fn parse_tree(
     base_dir: Option<&Path>,
     tenants: Tenants<'_>,
 ) -> Result<Config, ConfigErrors> {
-    let raw = read_raw(text, file)?;
+    let main_file = read_main(text, file)?;
     let main = Source {
         base: 0,
         name: file.to_owned(),
@@ -95,10 +97,10 @@ pub(super) fn parse_tree(
     };
     let dir_value = match tenants {
         Tenants::Skip => None,
-        _ => raw.server.tenants_dir.clone(),
+        _ => main_file.raw.server.tenants_dir.clone(),
     };
     let Some(dir_value) = dir_value else {
-        return build(raw, vec![main], base_dir, &[]).map(|(config, _)| config);
+        return build(main_file, vec![main], base_dir, &[]).map(|(config, _)| config);
     };
     let dir = match base_dir {
         Some(base) if Path::new(dir_value.get_ref()).is_relative() => {
@@ -151,7 +153,7 @@ pub(super) fn parse_tree(
             name: file.to_owned(),
             text,
         };
-        let errors = match build(raw.clone(), vec![main], base_dir, &files) {
+        let errors = match build(main_file.clone(), vec![main], base_dir, &files) {
             Ok((mut config, tenants)) => {
                 let mut tenant_files = TenantFiles::new(
                     Some(dir),
@@ -206,7 +208,7 @@ pub(super) fn parse_tree(
 /// Validates the main file's `raw` with the tenant files added; the
 /// configuration and the tenant each file holds.
 fn build<'a>(
-    mut raw: RawConfig,
+    main: MainFile<'_>,
     mut sources: Vec<Source<'a>>,
     base_dir: Option<&Path>,
     files: &'a [TenantFile],
@@ -228,9 +230,14 @@ fn build<'a>(
         warnings: Vec::new(),
         tenant_names: HashMap::new(),
         peer_names: HashSet::new(),
-        part_sizes: vec![raw.domains.len()],
     };
-    let file_tenants = v.tenant_files(&mut raw, files);
+    let mut domains = v.domain_checks(&main.raw, base_dir);
+    v.check_domains(&mut domains, &main.raw.domains);
+    // A syntax error in a domain section is the file's only error.
+    let mut raw_domains = v.main_file_sections(&mut domains, &main)?;
+    v.end_file(&mut domains);
+    let mut raw = main.raw;
+    let file_tenants = v.tenant_files(&mut raw, files, &mut domains, &mut raw_domains);
     let server = v.server(&raw, base_dir);
     let listeners = v.listeners(&raw);
     let admin_socket = raw
@@ -241,17 +248,19 @@ fn build<'a>(
     let admin_group = v.admin_group(&raw);
     let metrics_listen = v.metrics_listen(&raw);
     let logging = v.logging(&raw);
-    let policy = v.policy(&raw);
+    let domains::CheckedDomains {
+        policy,
+        hosted_mta_sts,
+        recipients,
+        routes,
+    } = v.checked_domains(domains);
     let relay = v.relay_sources(&raw);
-    let recipients = v.recipient_lists(&raw, base_dir);
     let mta_sts_host = v.mta_sts_host(&raw);
-    let hosted_mta_sts = v.hosted_mta_sts(&raw);
     let users = v.auth_users(&raw);
     let tls = v.tls(&raw, base_dir);
     let delivery = v.delivery(&raw);
     let dns = v.dns(&raw, base_dir);
     let mta_sts = v.mta_sts_client(&raw, base_dir);
-    let routes = v.routes(&raw);
     let tenant_limits = v.tenant_limits(&raw);
     let limits = v.limits(&raw);
     let acme = v.acme(&raw, base_dir);
@@ -261,6 +270,7 @@ fn build<'a>(
     let cluster = v.cluster(&raw, server.as_ref().map(|s| s.hostname.as_str()), base_dir);
     let console = v.console(&raw);
     let console_users = v.console_users(&raw);
+    release(raw, raw_domains);
     if !v.errors.is_empty() {
         // The main file's errors first, then the tenant files' in name
         // order, then those of the files they name.
@@ -314,78 +324,130 @@ fn build<'a>(
     }
 }
 
-/// Phase one: the file as written. A file with domain sections is read in
-/// sections (see [`sections`]): the same result with a fraction of the
-/// memory, and on every core.
-fn read_raw(text: &str, file: &str) -> Result<RawConfig, ConfigErrors> {
-    let syntax = |e: toml::de::Error, base: usize| ConfigError {
-        file: file.to_owned(),
-        location: e.span().map(|s| Location::of_offset(text, base + s.start)),
-        kind: Kind::Syntax(e.message().trim().to_owned()),
+/// More domains than this: the raw parse is dropped on a thread of its
+/// own ([`crate::memory::drop_in_background`]).
+const DROP_IN_BACKGROUND_DOMAINS: usize = 4_096;
+
+/// Frees a checked raw parse and the raw domains read apart from it (the
+/// main file's sections, the tenant files'): a large one on a thread of
+/// its own, so that a start does not wait for its frees (100,000 domains:
+/// about 120 ms).
+fn release(raw: RawConfig, read_apart: Vec<Vec<Spanned<RawDomain>>>) {
+    let domains = raw.domains.len() + read_apart.iter().map(Vec::len).sum::<usize>();
+    if domains > DROP_IN_BACKGROUND_DOMAINS {
+        crate::memory::drop_in_background((raw, read_apart));
+    }
+}
+
+/// Phase one: the main file as written. A file with domain sections (see
+/// [`sections`]) is read without them: [`build`] reads them on the other
+/// cores while it checks each one (the same result as a whole read, with a
+/// fraction of the memory).
+#[derive(Clone)]
+pub(super) struct MainFile<'t> {
+    raw: RawConfig,
+    text: &'t str,
+    /// The domain sections, still to be read.
+    sections: Vec<Range<usize>>,
+}
+
+fn read_main<'t>(text: &'t str, file: &str) -> Result<MainFile<'t>, ConfigErrors> {
+    let whole = || match toml::from_str::<RawConfig>(text) {
+        Ok(raw) => Ok(MainFile {
+            raw,
+            text,
+            sections: Vec::new(),
+        }),
+        Err(e) => Err(ConfigErrors(vec![syntax_error(file, text, &e, 0)])),
     };
-    let whole = || toml::from_str::<RawConfig>(text).map_err(|e| ConfigErrors(vec![syntax(e, 0)]));
     let Some(sections) = sections::split(text).filter(|s| !s.domains.is_empty()) else {
         return whole();
     };
-    let prelude = toml::from_str::<RawConfig>(&sections.prelude);
-    let domains = read_domain_sections(text, &sections.domains);
-    match (prelude, domains) {
+    match toml::from_str::<RawConfig>(&sections.prelude) {
         // `domains = [...]` besides `[[domains]]`: let the whole read say why.
-        (Ok(raw), _) if !raw.domains.is_empty() => whole(),
-        (Ok(mut raw), Ok(domains)) => {
-            raw.domains = domains;
-            Ok(raw)
+        Ok(raw) if !raw.domains.is_empty() => whole(),
+        Ok(raw) => Ok(MainFile {
+            raw,
+            text,
+            sections: sections.domains,
+        }),
+        // The first error in the file, as a whole read would report: the
+        // prelude's, or one of a domain section before it.
+        Err(e) => {
+            let prelude = syntax_error(file, text, &e, 0);
+            let before = e.span().map_or(0, |s| s.start);
+            let section = (sections.domains.iter())
+                .take_while(|range| range.start < before)
+                .find_map(|range| read_section(text, range).err())
+                .map(|(e, base)| syntax_error(file, text, &e, base));
+            Err(ConfigErrors(vec![section.unwrap_or(prelude)]))
         }
-        (Err(e), Ok(_)) => Err(ConfigErrors(vec![syntax(e, 0)])),
-        (Ok(_), Err((e, base))) => Err(ConfigErrors(vec![syntax(e, base)])),
-        // The first in the file, as a whole read would report.
-        (Err(a), Err((b, base))) => {
-            let (a, b) = (syntax(a, 0), syntax(b, base));
-            Err(ConfigErrors(vec![
-                if b.location < a.location && b.location.is_some() {
-                    b
-                } else {
-                    a
-                },
-            ]))
-        }
+    }
+}
+
+/// A syntax error of the file `file` holding `text`, at `base` plus the
+/// error's offset in the part of the text that was read.
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error, base: usize) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        location: e.span().map(|s| Location::of_offset(text, base + s.start)),
+        kind: Kind::Syntax(e.message().trim().to_owned()),
     }
 }
 
 /// Fewer domain sections than this per thread are not worth a thread.
 const SECTIONS_PER_THREAD: usize = 512;
 
-/// Deserializes the domain sections, in order, one contiguous run per
-/// core; the first error in file order, with its section's offset.
-fn read_domain_sections(
+/// One domain section's domains, their spans in the file's offsets; the
+/// error, with the section's offset.
+fn read_section(
     text: &str,
-    ranges: &[Range<usize>],
+    range: &Range<usize>,
 ) -> Result<Vec<Spanned<RawDomain>>, (toml::de::Error, usize)> {
-    let runs = parallel::in_runs(ranges, SECTIONS_PER_THREAD, |run| {
-        read_section_run(text, run)
-    });
-    let mut all = Vec::with_capacity(ranges.len());
-    for run in runs {
-        all.append(&mut run?);
-    }
-    Ok(all)
-}
-
-fn read_section_run(
-    text: &str,
-    ranges: &[Range<usize>],
-) -> Result<Vec<Spanned<RawDomain>>, (toml::de::Error, usize)> {
-    let mut domains = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        let section: RawDomainSection =
-            toml::from_str(&text[range.clone()]).map_err(|e| (e, range.start))?;
-        domains.extend(section.domains.into_iter().map(|d| {
+    let section: RawDomainSection =
+        toml::from_str(&text[range.clone()]).map_err(|e| (e, range.start))?;
+    Ok((section.domains.into_iter())
+        .map(|d| {
             let span = d.span();
             let shifted = span.start + range.start..span.end + range.start;
             Spanned::new(shifted, d.into_inner().shift(range.start))
-        }));
+        })
+        .collect())
+}
+
+impl Validator<'_> {
+    /// Reads the main file's domain sections on the other cores and checks
+    /// each one's domains into `checks` as it comes; the raw domains (to
+    /// be freed), or the first syntax error, which is then the only error
+    /// (as a whole read of the file would have it).
+    fn main_file_sections(
+        &mut self,
+        checks: &mut DomainChecks<'_>,
+        main: &MainFile<'_>,
+    ) -> Result<Vec<Vec<Spanned<RawDomain>>>, ConfigErrors> {
+        let mut read = Vec::with_capacity(main.sections.len());
+        let mut failed = None;
+        let sections = &main.sections;
+        parallel::streamed(
+            sections,
+            SECTIONS_PER_THREAD,
+            |range| read_section(main.text, range),
+            |section| match (section, &failed) {
+                (_, Some(_)) => {}
+                (Ok(domains), None) => {
+                    self.check_domains(checks, &domains);
+                    read.push(domains);
+                }
+                (Err((e, base)), None) => {
+                    failed = Some(syntax_error(&self.sources[0].name, main.text, &e, base));
+                }
+            },
+        );
+        match failed {
+            Some(error) => Err(ConfigErrors(vec![error])),
+            None => Ok(read),
+        }
     }
-    Ok(domains)
 }
 
 /// A file a configuration is read from, placed at `base` in one offset
@@ -405,9 +467,6 @@ pub(super) struct Validator<'a> {
     tenant_names: HashMap<String, TenantName>,
     /// Peer domains and wildcards, shared by every domain naming them.
     peer_names: HashSet<DomainName>,
-    /// How many `raw.domains` each file holds, the main file first: the
-    /// policy snapshot's partitions.
-    part_sizes: Vec<usize>,
 }
 
 impl Validator<'_> {
@@ -418,22 +477,6 @@ impl Validator<'_> {
         let tenant = TenantName::new(name);
         self.tenant_names.insert(name.to_owned(), tenant.clone());
         tenant
-    }
-
-    /// `matcher` with its name shared with earlier entries naming the same.
-    fn shared_peer_name(&mut self, matcher: PeerMatcher) -> PeerMatcher {
-        let share = |names: &mut HashSet<DomainName>, name: DomainName| match names.get(&name) {
-            Some(known) => known.clone(),
-            None => {
-                names.insert(name.clone());
-                name
-            }
-        };
-        match matcher {
-            PeerMatcher::Domain(name) => PeerMatcher::Domain(share(&mut self.peer_names, name)),
-            PeerMatcher::Wildcard(name) => PeerMatcher::Wildcard(share(&mut self.peer_names, name)),
-            other => other,
-        }
     }
 
     pub(super) fn error(&mut self, span: &Range<usize>, kind: Kind) {

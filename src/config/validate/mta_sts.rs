@@ -38,11 +38,15 @@ impl Validator<'_> {
         }
     }
 
-    /// Every `[domains.mta_sts]`: mode, mx patterns, max_age (RFC 8461
-    /// section 3.2) and the TLSRPT destinations (RFC 8460 section 3).
-    pub(super) fn hosted_mta_sts(&mut self, raw: &RawConfig) -> HashMap<String, DomainMtaSts> {
-        let mut hosted = HashMap::new();
-        for domain in &raw.domains {
+    /// The `[domains.mta_sts]` of one file's `domains`, added to `hosted`:
+    /// mode, mx patterns, max_age (RFC 8461 section 3.2) and the TLSRPT
+    /// destinations (RFC 8460 section 3).
+    pub(super) fn hosted_mta_sts(
+        &mut self,
+        domains: &[Spanned<RawDomain>],
+        hosted: &mut HashMap<String, DomainMtaSts>,
+    ) {
+        for domain in domains {
             let domain = domain.get_ref();
             let Some(sts) = &domain.mta_sts else {
                 continue;
@@ -140,6 +144,5 @@ impl Validator<'_> {
                 );
             }
         }
-        hosted
     }
 }

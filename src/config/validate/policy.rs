@@ -7,21 +7,49 @@ use super::*;
 pub(super) fn tenant_domains(
     policy: &crate::policy::PolicySnapshot,
 ) -> std::collections::HashMap<String, Arc<[String]>> {
-    let mut by_tenant: std::collections::HashMap<String, Vec<String>> =
-        std::collections::HashMap::new();
+    // Grouped by reference first: a string is made once per tenant and
+    // once per domain.
+    let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
     for domain in policy.domains().iter().filter(|d| d.enabled) {
-        by_tenant
-            .entry(domain.tenant.as_str().to_string())
-            .or_default()
-            .push(domain.name.as_str().to_string());
+        let tenant = domain.tenant.as_str();
+        match by_tenant.get_mut(tenant) {
+            Some(domains) => domains.push(domain.name.as_str()),
+            None => {
+                by_tenant.insert(tenant, vec![domain.name.as_str()]);
+            }
+        }
     }
     by_tenant
         .into_iter()
         .map(|(tenant, mut domains)| {
-            domains.sort();
-            (tenant, Arc::from(domains))
+            domains.sort_unstable();
+            let domains: Vec<String> = domains.into_iter().map(str::to_string).collect();
+            (tenant.to_string(), Arc::from(domains))
         })
         .collect()
+}
+
+/// The managed domains checked so far, one partition per file, and what
+/// their errors and warnings need: a load checks each file's domains as
+/// soon as it is parsed, while the next files are still being parsed.
+pub(super) struct DomainParts {
+    defaults: Defaults,
+    default_spans: [Option<Range<usize>>; 2],
+    builder: SnapshotBuilder,
+    /// The domains of the partition being made.
+    part: Vec<ManagedDomain>,
+    /// One per domain kept, in the order of all partitions.
+    spans: Vec<DomainSpans>,
+}
+
+impl DomainParts {
+    /// The domains checked since the last end are the next partition.
+    pub(super) fn end_part(&mut self) {
+        let mut part = std::mem::take(&mut self.part);
+        // A file read in sections grew it one domain at a time.
+        part.shrink_to_fit();
+        self.builder.push_part(part);
+    }
 }
 
 /// Positions of the values a policy build error may point back to.
@@ -58,38 +86,64 @@ impl Validator<'_> {
         Some((PolicyRule::new(level?, min_tls?), raw.level.span()))
     }
 
-    pub(super) fn policy(&mut self, raw: &RawConfig) -> Option<PolicySnapshot> {
-        let mut defaults = Defaults::default();
-        let mut default_spans = [None, None];
+    /// `[defaults]`: the global rules every managed domain's partition is
+    /// checked against; read before any domain.
+    pub(super) fn policy_defaults(&mut self, raw: &RawConfig) -> DomainParts {
+        let mut parts = DomainParts {
+            defaults: Defaults::default(),
+            default_spans: [None, None],
+            builder: SnapshotBuilder::with_capacity(raw.domains.len()),
+            part: Vec::new(),
+            spans: Vec::with_capacity(raw.domains.len()),
+        };
         for (direction, rule) in [
             (Direction::Outbound, &raw.defaults.outbound),
             (Direction::Inbound, &raw.defaults.inbound),
         ] {
             if let Some((rule, span)) = rule.as_ref().and_then(|r| self.rule(r)) {
                 match direction {
-                    Direction::Outbound => defaults.outbound = rule,
-                    Direction::Inbound => defaults.inbound = rule,
+                    Direction::Outbound => parts.defaults.outbound = rule,
+                    Direction::Inbound => parts.defaults.inbound = rule,
                 }
-                default_spans[direction_slot(direction)] = Some(span);
+                parts.default_spans[direction_slot(direction)] = Some(span);
             }
         }
-        // One partition per file: the main file's domains come first in
-        // `raw.domains`, then each tenant file's (`part_sizes`).
-        let mut parts: Vec<Vec<ManagedDomain>> = Vec::with_capacity(self.part_sizes.len());
-        let mut spans = Vec::with_capacity(raw.domains.len());
-        let mut raw_domains = raw.domains.iter();
-        for &size in &self.part_sizes.clone() {
-            let mut part = Vec::with_capacity(size);
-            for raw_domain in raw_domains.by_ref().take(size) {
-                if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
-                    part.push(domain);
-                    spans.push(domain_spans);
-                }
+        parts
+    }
+
+    /// Checks `domains` into the partition being made (one per file: the
+    /// main file's, then each tenant file's).
+    pub(super) fn policy_domains(
+        &mut self,
+        parts: &mut DomainParts,
+        domains: &[Spanned<RawDomain>],
+    ) {
+        let first = parts.part.len();
+        let first_span = parts.spans.len();
+        parts.part.reserve(domains.len());
+        for raw_domain in domains {
+            if let Some((domain, domain_spans)) = self.domain(raw_domain.get_ref()) {
+                parts.part.push(domain);
+                parts.spans.push(domain_spans);
             }
-            parts.push(part);
         }
-        self.weak_sender_domain_peers(&defaults, parts.iter().flatten(), &spans);
-        match PolicySnapshot::build_parts(defaults, parts) {
+        self.weak_sender_domain_peers(
+            &parts.defaults,
+            parts.part[first..].iter(),
+            &parts.spans[first_span..],
+        );
+    }
+
+    /// The policy snapshot of every partition checked.
+    pub(super) fn policy(&mut self, parts: DomainParts) -> Option<PolicySnapshot> {
+        let DomainParts {
+            defaults,
+            default_spans,
+            builder,
+            part: _,
+            spans,
+        } = parts;
+        match builder.finish(defaults) {
             Ok(snapshot) => Some(snapshot),
             Err(build_errors) => {
                 for e in build_errors {
@@ -186,10 +240,7 @@ impl Validator<'_> {
             spans.default_level = Some(span);
         }
         for peer in &raw.peers {
-            let matcher = peer
-                .peer
-                .get_ref()
-                .parse::<PeerMatcher>()
+            let matcher = PeerMatcher::parse_shared(peer.peer.get_ref(), &mut self.peer_names)
                 .map_err(|reason| {
                     self.error(
                         &peer.peer.span(),
@@ -207,7 +258,7 @@ impl Validator<'_> {
             };
             if let (Ok(matcher), Some(level), Some(min_tls)) = (matcher, level, min_tls) {
                 policy.peers.push(PeerEntry {
-                    matcher: self.shared_peer_name(matcher),
+                    matcher,
                     rule: PolicyRule::new(level, min_tls),
                     enabled: peer.enabled.unwrap_or(true),
                 });

@@ -3,15 +3,16 @@
 use super::*;
 
 impl Validator<'_> {
-    /// Reads every `[[domains]] recipients` file. A domain whose name is
-    /// bad is skipped here (its error is recorded with the policy).
+    /// Reads the `[[domains]] recipients` files of one file's `domains`
+    /// into `lists`. A domain whose name is bad is skipped here (its error
+    /// is recorded with the policy).
     pub(super) fn recipient_lists(
         &mut self,
-        raw: &RawConfig,
+        domains: &[Spanned<RawDomain>],
         base_dir: Option<&Path>,
-    ) -> HashMap<String, Arc<RecipientList>> {
-        let mut lists = HashMap::new();
-        for domain in &raw.domains {
+        lists: &mut HashMap<String, Arc<RecipientList>>,
+    ) {
+        for domain in domains {
             let domain = domain.get_ref();
             let Some(file) = &domain.recipients else {
                 continue;
@@ -57,6 +58,5 @@ impl Validator<'_> {
                 }
             }
         }
-        lists
     }
 }

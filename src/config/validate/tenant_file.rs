@@ -1,8 +1,10 @@
 //! The files of `[server] tenants_dir`: each read on its own (a syntax
-//! error names its file and line and leaves the other files checked), held
-//! to one tenant, then added to the main file's tenants and domains so that
-//! every other check treats them as if written there. The files are
-//! deserialized on every core.
+//! error names its file and line and leaves the other files checked) and
+//! held to one tenant. Its tenants are added to the main file's, so that
+//! every other check treats them as if written there; its domains are
+//! checked as a partition of their own (`super::domains`). The files are
+//! deserialized on the other cores while this thread checks each one as
+//! it comes.
 
 use super::*;
 use crate::config::raw::RawTenantFile;
@@ -10,29 +12,39 @@ use crate::parallel;
 
 impl Validator<'_> {
     /// Reads `files` (whose sources follow the main file's in
-    /// `self.sources`) into `raw`; the tenant each file holds.
+    /// `self.sources`): their tenants into `raw`, their domains checked
+    /// into `checks` (one partition per file) and then kept in
+    /// `raw_domains` (to be freed), each file as soon as it is parsed. The
+    /// tenant each file holds.
     pub(super) fn tenant_files(
         &mut self,
         raw: &mut RawConfig,
         files: &[TenantFile],
+        checks: &mut DomainChecks<'_>,
+        raw_domains: &mut Vec<Vec<Spanned<RawDomain>>>,
     ) -> Vec<Option<String>> {
         let mut file_tenants = Vec::with_capacity(files.len());
+        raw_domains.reserve(files.len());
         // Tenant name -> the span that gave a file its tenant.
         let mut owners: HashMap<String, Range<usize>> = HashMap::new();
-        let parsed_files = parse_all(files);
-        for (i, (file, parsed)) in files.iter().zip(parsed_files).enumerate() {
-            let base = self.sources[i + 1].base;
+        // Each file's index and offset: the parse threads move its spans there.
+        let placed: Vec<(usize, usize)> = (self.sources[1..].iter().enumerate())
+            .map(|(i, source)| (i, source.base))
+            .collect();
+        let parse = |&(i, base): &(usize, usize)| {
+            (toml::from_str::<RawTenantFile>(&files[i].text))
+                .map(|parsed| parsed.shift(base))
+                .map_err(|e| (&files[i], e))
+        };
+        parallel::streamed(&placed, FILES_PER_THREAD, parse, |parsed| {
             let parsed = match parsed {
-                Ok(parsed) => parsed.shift(base),
-                Err(e) => {
-                    self.errors.push(ConfigError {
-                        file: file.name(),
-                        location: e.span().map(|s| Location::of_offset(&file.text, s.start)),
-                        kind: Kind::Syntax(e.message().trim().to_owned()),
-                    });
+                Ok(parsed) => parsed,
+                Err((file, e)) => {
+                    self.errors
+                        .push(syntax_error(&file.name(), &file.text, &e, 0));
                     file_tenants.push(None);
-                    self.part_sizes.push(0);
-                    continue;
+                    self.end_file(checks);
+                    return;
                 }
             };
             let tenant = self.one_tenant(&parsed);
@@ -55,10 +67,11 @@ impl Validator<'_> {
                 }
             }
             file_tenants.push(tenant.map(|(name, _)| name));
-            self.part_sizes.push(parsed.domains.len());
+            self.check_domains(checks, &parsed.domains);
+            self.end_file(checks);
             raw.tenants.extend(parsed.tenants);
-            raw.domains.extend(parsed.domains);
-        }
+            raw_domains.push(parsed.domains);
+        });
         file_tenants
     }
 
@@ -101,16 +114,6 @@ impl Validator<'_> {
     }
 }
 
-/// Fewer files than this per thread are not worth a thread.
+/// Fewer files than this per thread are not worth a thread (10,000
+/// tenant files are most of a start's work).
 const FILES_PER_THREAD: usize = 64;
-
-/// Deserializes every file, in order, one contiguous run of files per
-/// core (10,000 tenant files are most of a start's work).
-fn parse_all(files: &[TenantFile]) -> Vec<Result<RawTenantFile, toml::de::Error>> {
-    let runs = parallel::in_runs(files, FILES_PER_THREAD, |run| {
-        run.iter()
-            .map(|file| toml::from_str::<RawTenantFile>(&file.text))
-            .collect::<Vec<_>>()
-    });
-    runs.into_iter().flatten().collect()
-}

@@ -71,12 +71,12 @@ impl Validator<'_> {
         users
     }
 
-    pub(super) fn relay_sources(&mut self, raw: &RawConfig) -> RelaySources {
+    pub(super) fn relay_sources<'r>(&mut self, raw: &'r RawConfig) -> RelaySources {
         let mut relay = RelaySources::default();
         // By name and by network: a scan of the earlier ones would be
         // quadratic in the number of tenants.
-        let mut tenants: HashMap<String, Range<usize>> = HashMap::new();
-        let mut sources: HashMap<IpNet, (String, Range<usize>)> = HashMap::new();
+        let mut tenants: HashMap<&'r str, Range<usize>> = HashMap::with_capacity(raw.tenants.len());
+        let mut sources: HashMap<IpNet, (&'r str, Range<usize>)> = HashMap::new();
         for tenant in &raw.tenants {
             let name = tenant.name.get_ref().trim();
             if name.is_empty() {
@@ -100,7 +100,7 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            tenants.insert(name.to_string(), tenant.name.span());
+            tenants.insert(name, tenant.name.span());
             for source in &tenant.relay_sources {
                 let given = source.get_ref().trim();
                 let net = match given.parse::<IpNet>() {
@@ -128,7 +128,7 @@ impl Validator<'_> {
                     }
                 };
                 if let Some((first_tenant, first)) = sources.get(&net) {
-                    let first_tenant = first_tenant.clone();
+                    let first_tenant = first_tenant.to_string();
                     let (first_file, first_line) = self.first_at(first, &source.span());
                     self.error(
                         &source.span(),
@@ -141,8 +141,8 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                sources.insert(net, (name.to_string(), source.span()));
-                relay.insert(net, TenantName::new(name));
+                sources.insert(net, (name, source.span()));
+                relay.insert(net, self.tenant_name(name));
             }
         }
         relay
