@@ -132,9 +132,12 @@ impl LiveConfig {
                 .map(ToString::to_string)
                 .collect(),
         };
-        *guard = Arc::new(config);
+        let replaced = std::mem::replace(&mut *guard, Arc::new(config));
         drop(guard);
         self.changes.send_replace(report.generation);
+        // The configuration replaced is freed on a thread of its own (the
+        // last holder of a large one frees 100,000 domains).
+        crate::memory::drop_in_background((replaced, running));
         report
     }
 }
@@ -188,5 +191,25 @@ mod tests {
         // The policy host's addresses are bound at start.
         assert_eq!(report.needs_restart, vec!["mta_sts_host"]);
         assert!(live.current().mta_sts_host.listen.is_empty());
+    }
+
+    /// The configuration replaced is freed (on a thread of its own) once
+    /// no reader holds it, and a reader's copy stays whole meanwhile.
+    #[test]
+    fn the_configuration_replaced_is_freed_when_no_one_holds_it() {
+        let live = LiveConfig::new(Config::for_test(
+            "[[domains]]\nname = \"old.example\"\ntenant = \"t\"\n",
+        ));
+        let reader = live.current();
+        let replaced = Arc::downgrade(&reader);
+        live.replace(Config::for_test(""));
+        assert!(reader.policy.domain("old.example").is_some());
+        drop(reader);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while replaced.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "never freed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(live.current().policy.domain("old.example").is_none());
     }
 }
