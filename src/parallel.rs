@@ -24,7 +24,8 @@
 /// least `min_run` items long (a shorter run is not worth a thread); the
 /// results in the order of the runs. When there are several, each gets a
 /// thread of its own: this thread's arena, where the lasting values are
-/// made, gets none of the parse's garbage.
+/// made, gets none of the parse's garbage (the tenant files' text, read
+/// this way, is the one exception the module's notes explain).
 pub(crate) fn in_runs<T, R>(items: &[T], min_run: usize, work: impl Fn(&[T]) -> R + Sync) -> Vec<R>
 where
     T: Sync,

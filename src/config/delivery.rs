@@ -432,7 +432,6 @@ impl Validator<'_> {
         }
     }
 
-    /// The routes of every managed domain that has one.
     /// The `[domains.route]` of one file's `domains`, added to `routes`.
     pub(super) fn routes(&mut self, domains: &[Spanned<RawDomain>], routes: &mut Routes) {
         for domain in domains {

@@ -201,12 +201,24 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
         .map_or(&[], |p| &p.files);
     let mut k = 0;
     let mut found = Vec::with_capacity(entries.len());
+    // A file that cannot be `stat`ed ends the scan; a file before it that
+    // cannot be read is the error reported, as in a scan one by one.
+    let mut stat_error = None;
     for (name, entry) in entries {
         // Without following a symbolic link, then following it.
-        let mut meta = entry.metadata()?;
-        if meta.file_type().is_symlink() {
-            meta = std::fs::metadata(entry.path())?;
-        }
+        let meta = entry
+            .metadata()
+            .and_then(|meta| match meta.file_type().is_symlink() {
+                true => std::fs::metadata(entry.path()),
+                false => Ok(meta),
+            });
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                stat_error = Some(e);
+                break;
+            }
+        };
         if !meta.is_file() {
             continue;
         }
@@ -241,15 +253,18 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
     for run in runs {
         texts.append(&mut run?);
     }
+    if let Some(e) = stat_error {
+        return Err(e);
+    }
     let mut texts = texts.into_iter();
     let files = (found.into_iter())
-        .filter_map(|f| match f {
-            Found::Known(file) => Some(file),
-            Found::ToRead(path, stamp) => Some(TenantFile {
+        .map(|f| match f {
+            Found::Known(file) => file,
+            Found::ToRead(path, stamp) => TenantFile {
                 path,
                 stamp: Some(stamp),
-                text: texts.next()?,
-            }),
+                text: texts.next().expect("one text per file to read"),
+            },
         })
         .collect();
     Ok(files)

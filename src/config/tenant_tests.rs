@@ -340,3 +340,62 @@ fn a_large_tree_loads_on_every_core_with_errors_in_file_order() {
         "the first place of the duplicate: {text}"
     );
 }
+
+/// A syntax error in one of the main file's domain sections is the only
+/// error, even when the tenant directory cannot be read: the sections are
+/// read after the directory is scanned, and must still come first.
+#[test]
+fn a_syntax_error_in_the_main_file_comes_before_an_unreadable_tenant_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("sealpost.toml");
+    let text = format!(
+        "[server]\ntenants_dir = \"missing.d\"\n{}[[domains]]\nname = \"b.example\"\ntenant = \"t\"\nenabled = maybe\n",
+        domain("a.example", "t", "mandatory")
+    );
+    std::fs::write(&main, &text).expect("write");
+    let Err(LoadError::Invalid(errors)) = Config::load(&main) else {
+        panic!("expected errors");
+    };
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert!(
+        matches!(errors.0[0].kind, ConfigErrorKind::Syntax(_)),
+        "{errors}"
+    );
+    assert_eq!(errors.0[0].location.map(|l| l.line), Some(12), "{errors}");
+    // Without the syntax error, the directory is the error.
+    std::fs::write(&main, text.replace("maybe", "true")).expect("write");
+    let Err(LoadError::Invalid(errors)) = Config::load(&main) else {
+        panic!("expected errors");
+    };
+    assert!(
+        matches!(
+            errors.0[0].kind,
+            ConfigErrorKind::TenantsDirUnreadable { .. }
+        ),
+        "{errors}"
+    );
+}
+
+/// A scan stops at the first file it cannot `stat`, and a file before it
+/// that cannot be read is the error reported, as when the files were
+/// `stat`ed and read one after the other.
+#[test]
+fn a_scan_reports_the_first_unreadable_file_in_name_order() {
+    let (dir, _main) = tree(&[]);
+    let tenants = dir.path().join("tenants.d");
+    // Not UTF-8: `a.toml` cannot be read as text (root or not).
+    std::fs::write(tenants.join("a.toml"), b"name = \"\xff\"\n").expect("write");
+    // A dangling link: `b.toml` cannot be `stat`ed.
+    std::os::unix::fs::symlink(tenants.join("gone.toml"), tenants.join("b.toml")).expect("symlink");
+    let error = tenant_files::scan(&tenants, None).expect_err("an error");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+    std::fs::write(
+        tenants.join("a.toml"),
+        domain("a.example", "a", "mandatory"),
+    )
+    .expect("write");
+    let error = tenant_files::scan(&tenants, None).expect_err("an error");
+    assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+    std::fs::remove_file(tenants.join("b.toml")).expect("rm");
+    assert_eq!(tenant_files::scan(&tenants, None).expect("scan").len(), 1);
+}

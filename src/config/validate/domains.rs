@@ -17,6 +17,14 @@ pub(super) struct DomainChecks<'b> {
     routes: Routes,
 }
 
+impl DomainChecks<'_> {
+    /// Ends the file being read: its domains are the policy's next
+    /// partition.
+    pub(super) fn end_file(&mut self) {
+        self.policy.end_part();
+    }
+}
+
 /// What the checks built, once every file is in.
 pub(super) struct CheckedDomains {
     pub policy: Option<PolicySnapshot>,
@@ -26,15 +34,17 @@ pub(super) struct CheckedDomains {
 }
 
 impl Validator<'_> {
-    /// Checks to come under the main file's `[defaults]`.
+    /// Checks to come under the main file's `[defaults]`, of about
+    /// `expected` domains (a hint).
     pub(super) fn domain_checks<'b>(
         &mut self,
         raw: &RawConfig,
         base_dir: Option<&'b Path>,
+        expected: usize,
     ) -> DomainChecks<'b> {
         DomainChecks {
             base_dir,
-            policy: self.policy_defaults(raw),
+            policy: self.policy_defaults(raw, expected),
             hosted_mta_sts: HashMap::new(),
             recipients: HashMap::new(),
             routes: Routes::new(),
@@ -53,12 +63,6 @@ impl Validator<'_> {
         self.hosted_mta_sts(domains, &mut checks.hosted_mta_sts);
         self.recipient_lists(domains, checks.base_dir, &mut checks.recipients);
         self.routes(domains, &mut checks.routes);
-    }
-
-    /// Ends the file being read: its domains are the policy's next
-    /// partition.
-    pub(super) fn end_file(&mut self, checks: &mut DomainChecks<'_>) {
-        checks.policy.end_part();
     }
 
     pub(super) fn checked_domains(&mut self, checks: DomainChecks<'_>) -> CheckedDomains {

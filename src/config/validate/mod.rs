@@ -113,6 +113,11 @@ pub(super) fn parse_tree(
         Tenants::Scan { previous } => match tenant_files::scan(&dir, previous) {
             Ok(files) => (files, previous),
             Err(e) => {
+                // A syntax error in the main file is its only error, as
+                // when its sections were read before the directory.
+                if let Some(syntax) = main_file.first_syntax_error(file, usize::MAX) {
+                    return Err(ConfigErrors(vec![syntax]));
+                }
                 return Err(ConfigErrors(vec![ConfigError::at(
                     file,
                     text,
@@ -121,7 +126,7 @@ pub(super) fn parse_tree(
                         path: dir.display().to_string(),
                         reason: e.to_string(),
                     },
-                )]))
+                )]));
             }
         },
         Tenants::Edit {
@@ -205,8 +210,9 @@ pub(super) fn parse_tree(
     }
 }
 
-/// Validates the main file's `raw` with the tenant files added; the
-/// configuration and the tenant each file holds.
+/// Validates the main file (its domain sections read here, see
+/// [`MainFile`]) with the tenant files added; the configuration and the
+/// tenant each file holds.
 fn build<'a>(
     main: MainFile<'_>,
     mut sources: Vec<Source<'a>>,
@@ -231,11 +237,13 @@ fn build<'a>(
         tenant_names: HashMap::new(),
         peer_names: HashSet::new(),
     };
-    let mut domains = v.domain_checks(&main.raw, base_dir);
+    // At least one domain per domain section and per tenant file.
+    let expected = main.raw.domains.len() + main.sections.len() + files.len();
+    let mut domains = v.domain_checks(&main.raw, base_dir, expected);
     v.check_domains(&mut domains, &main.raw.domains);
     // A syntax error in a domain section is the file's only error.
     let mut raw_domains = v.main_file_sections(&mut domains, &main)?;
-    v.end_file(&mut domains);
+    domains.end_file();
     let mut raw = main.raw;
     let file_tenants = v.tenant_files(&mut raw, files, &mut domains, &mut raw_domains);
     let server = v.server(&raw, base_dir);
@@ -351,6 +359,24 @@ pub(super) struct MainFile<'t> {
     sections: Vec<Range<usize>>,
 }
 
+impl MainFile<'_> {
+    /// The first syntax error of a domain section that starts before
+    /// `before`, in file order; the sections are read on every core.
+    fn first_syntax_error(&self, file: &str, before: usize) -> Option<ConfigError> {
+        let candidates: Vec<&Range<usize>> = (self.sections.iter())
+            .take_while(|range| range.start < before)
+            .collect();
+        let runs = parallel::in_runs(&candidates, SECTIONS_PER_THREAD, |run| {
+            (run.iter()).find_map(|range| read_section(self.text, range).err())
+        });
+        let (e, base) = runs.into_iter().flatten().next()?;
+        Some(syntax_error(file, self.text, &e, base))
+    }
+}
+
+/// Reads the main file `text` (named `file` in errors): its prelude
+/// deserialized, its domain sections found (not yet read); or its first
+/// syntax error, which is then its only error.
 fn read_main<'t>(text: &'t str, file: &str) -> Result<MainFile<'t>, ConfigErrors> {
     let whole = || match toml::from_str::<RawConfig>(text) {
         Ok(raw) => Ok(MainFile {
@@ -372,14 +398,19 @@ fn read_main<'t>(text: &'t str, file: &str) -> Result<MainFile<'t>, ConfigErrors
             sections: sections.domains,
         }),
         // The first error in the file, as a whole read would report: the
-        // prelude's, or one of a domain section before it.
+        // prelude's, or one of a domain section before it (one with a
+        // place: a section's error without one does not come first).
         Err(e) => {
             let prelude = syntax_error(file, text, &e, 0);
+            let main = MainFile {
+                raw: RawConfig::default(),
+                text,
+                sections: sections.domains,
+            };
             let before = e.span().map_or(0, |s| s.start);
-            let section = (sections.domains.iter())
-                .take_while(|range| range.start < before)
-                .find_map(|range| read_section(text, range).err())
-                .map(|(e, base)| syntax_error(file, text, &e, base));
+            let section = main
+                .first_syntax_error(file, before)
+                .filter(|e| e.location.is_some());
             Err(ConfigErrors(vec![section.unwrap_or(prelude)]))
         }
     }

@@ -88,13 +88,13 @@ impl Validator<'_> {
 
     /// `[defaults]`: the global rules every managed domain's partition is
     /// checked against; read before any domain.
-    pub(super) fn policy_defaults(&mut self, raw: &RawConfig) -> DomainParts {
+    pub(super) fn policy_defaults(&mut self, raw: &RawConfig, expected: usize) -> DomainParts {
         let mut parts = DomainParts {
             defaults: Defaults::default(),
             default_spans: [None, None],
-            builder: SnapshotBuilder::with_capacity(raw.domains.len()),
+            builder: SnapshotBuilder::with_capacity(expected),
             part: Vec::new(),
-            spans: Vec::with_capacity(raw.domains.len()),
+            spans: Vec::with_capacity(expected),
         };
         for (direction, rule) in [
             (Direction::Outbound, &raw.defaults.outbound),
@@ -140,9 +140,10 @@ impl Validator<'_> {
             defaults,
             default_spans,
             builder,
-            part: _,
+            part,
             spans,
         } = parts;
+        debug_assert!(part.is_empty(), "a partition was not ended");
         match builder.finish(defaults) {
             Ok(snapshot) => Some(snapshot),
             Err(build_errors) => {

@@ -43,7 +43,7 @@ impl Validator<'_> {
                     self.errors
                         .push(syntax_error(&file.name(), &file.text, &e, 0));
                     file_tenants.push(None);
-                    self.end_file(checks);
+                    checks.end_file();
                     return;
                 }
             };
@@ -68,7 +68,7 @@ impl Validator<'_> {
             }
             file_tenants.push(tenant.map(|(name, _)| name));
             self.check_domains(checks, &parsed.domains);
-            self.end_file(checks);
+            checks.end_file();
             raw.tenants.extend(parsed.tenants);
             raw_domains.push(parsed.domains);
         });
