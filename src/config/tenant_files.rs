@@ -206,12 +206,13 @@ pub(crate) fn scan(dir: &Path, previous: Option<&TenantFiles>) -> io::Result<Vec
     let mut stat_error = None;
     for (name, entry) in entries {
         // Without following a symbolic link, then following it.
-        let meta = entry
-            .metadata()
-            .and_then(|meta| match meta.file_type().is_symlink() {
-                true => std::fs::metadata(entry.path()),
-                false => Ok(meta),
-            });
+        let meta = entry.metadata().and_then(|meta| {
+            if meta.file_type().is_symlink() {
+                std::fs::metadata(entry.path())
+            } else {
+                Ok(meta)
+            }
+        });
         let meta = match meta {
             Ok(meta) => meta,
             Err(e) => {

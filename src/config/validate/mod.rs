@@ -115,7 +115,8 @@ pub(super) fn parse_tree(
             Err(e) => {
                 // A syntax error in the main file is its only error, as
                 // when its sections were read before the directory.
-                if let Some(syntax) = main_file.first_syntax_error(file, usize::MAX) {
+                let sections = &main_file.sections;
+                if let Some(syntax) = first_section_error(file, text, sections, usize::MAX) {
                     return Err(ConfigErrors(vec![syntax]));
                 }
                 return Err(ConfigErrors(vec![ConfigError::at(
@@ -359,19 +360,21 @@ pub(super) struct MainFile<'t> {
     sections: Vec<Range<usize>>,
 }
 
-impl MainFile<'_> {
-    /// The first syntax error of a domain section that starts before
-    /// `before`, in file order; the sections are read on every core.
-    fn first_syntax_error(&self, file: &str, before: usize) -> Option<ConfigError> {
-        let candidates: Vec<&Range<usize>> = (self.sections.iter())
-            .take_while(|range| range.start < before)
-            .collect();
-        let runs = parallel::in_runs(&candidates, SECTIONS_PER_THREAD, |run| {
-            (run.iter()).find_map(|range| read_section(self.text, range).err())
-        });
-        let (e, base) = runs.into_iter().flatten().next()?;
-        Some(syntax_error(file, self.text, &e, base))
-    }
+/// The first syntax error, in file order, of the domain `sections` of
+/// `text` (the file `file`) that start before `before`; the sections are
+/// read on every core.
+fn first_section_error(
+    file: &str,
+    text: &str,
+    sections: &[Range<usize>],
+    before: usize,
+) -> Option<ConfigError> {
+    let candidates = &sections[..sections.partition_point(|range| range.start < before)];
+    let runs = parallel::in_runs(candidates, SECTIONS_PER_THREAD, |run| {
+        (run.iter()).find_map(|range| read_section(text, range).err())
+    });
+    let (e, base) = runs.into_iter().flatten().next()?;
+    Some(syntax_error(file, text, &e, base))
 }
 
 /// Reads the main file `text` (named `file` in errors): its prelude
@@ -402,14 +405,8 @@ fn read_main<'t>(text: &'t str, file: &str) -> Result<MainFile<'t>, ConfigErrors
         // place: a section's error without one does not come first).
         Err(e) => {
             let prelude = syntax_error(file, text, &e, 0);
-            let main = MainFile {
-                raw: RawConfig::default(),
-                text,
-                sections: sections.domains,
-            };
             let before = e.span().map_or(0, |s| s.start);
-            let section = main
-                .first_syntax_error(file, before)
+            let section = first_section_error(file, text, &sections.domains, before)
                 .filter(|e| e.location.is_some());
             Err(ConfigErrors(vec![section.unwrap_or(prelude)]))
         }
@@ -458,9 +455,8 @@ impl Validator<'_> {
     ) -> Result<Vec<Vec<Spanned<RawDomain>>>, ConfigErrors> {
         let mut read = Vec::with_capacity(main.sections.len());
         let mut failed = None;
-        let sections = &main.sections;
         parallel::streamed(
-            sections,
+            &main.sections,
             SECTIONS_PER_THREAD,
             |range| read_section(main.text, range),
             |section| match (section, &failed) {

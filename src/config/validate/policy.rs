@@ -11,13 +11,7 @@ pub(super) fn tenant_domains(
     // once per domain.
     let mut by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
     for domain in policy.domains().iter().filter(|d| d.enabled) {
-        let tenant = domain.tenant.as_str();
-        match by_tenant.get_mut(tenant) {
-            Some(domains) => domains.push(domain.name.as_str()),
-            None => {
-                by_tenant.insert(tenant, vec![domain.name.as_str()]);
-            }
-        }
+        (by_tenant.entry(domain.tenant.as_str()).or_default()).push(domain.name.as_str());
     }
     by_tenant
         .into_iter()
