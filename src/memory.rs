@@ -1,35 +1,70 @@
-//! Giving the memory a configuration load freed back to the system.
+//! The process's allocator, and giving the memory a configuration load
+//! freed back to the system.
 //!
 //! Loading 100,000 managed domains parses and validates about 40 MB of
 //! TOML: several hundred MB are allocated and freed again within a
-//! second. glibc's allocator keeps such freed memory in its arenas (the
-//! loader threads' arenas included) instead of returning it, so the
-//! resident size after a load stayed at twice what the configuration
-//! holds, and grew with each reload (issue 17; the figures are in
-//! `docs/benchmarks.md`). [`release_free_memory_soon`] asks the allocator
-//! to return its whole free pages, on a thread of its own, after a load,
-//! a reload and a change through the admin API.
+//! second. glibc's allocator kept such freed memory in its arenas: with
+//! the configuration in one file, each whole reload left about 16 MB more
+//! resident, with what it held unchanged, and neither `malloc_trim` nor
+//! its tunables (arena count, mmap and trim thresholds) gave it back
+//! (issue 17; the figures are in `docs/benchmarks.md`). So every binary
+//! linked with this crate allocates with jemalloc ([`ALLOCATOR`]), set up
+//! to return unused pages by itself ([`JEMALLOC_CONF`]), and
+//! [`release_free_memory_soon`] returns them at once after a load, a
+//! reload and a change through the admin API.
 //!
-//! This is the one module that allows `unsafe` (the crate denies it): a
-//! call into the C library, on glibc only; elsewhere it does nothing.
+//! This is the one module that allows `unsafe` (the crate denies it):
+//! jemalloc's settings symbol and its `mallctl` calls.
 
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Set while a release runs or is about to: requests meanwhile share it.
 static PENDING: AtomicBool = AtomicBool::new(false);
 
+/// The allocator of every binary linked with this crate.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its first allocation, before `main` (the
+/// environment's `_RJEM_MALLOC_CONF`, read after, can change them):
+/// - `background_thread:true`: jemalloc's own threads return unused pages,
+///   even while the process is idle (otherwise only an allocation does);
+/// - `dirty_decay_ms:1000`: a freed page unused for about a second goes
+///   back to the system (jemalloc's default is 10 s);
+/// - `muzzy_decay_ms:0`: and is given back for good, not kept as
+///   reclaimable-but-counted.
+///
+/// The symbol is the C `const char *malloc_conf` of jemalloc as
+/// `tikv-jemalloc-sys` builds it (its names prefixed with `_rjem_`): a
+/// reference to the first byte has that pointer's layout.
+#[allow(unsafe_code)]
+#[used]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
+/// jemalloc's name for all its arenas at once (`MALLCTL_ARENAS_ALL`).
+const ALL_ARENAS_PURGE: &CStr = c"arena.4096.purge";
+
 /// Returns the allocator's free memory to the system now, on this thread;
-/// how long that took. Takes the allocator's locks for a few milliseconds
-/// (longer after a load from scratch).
+/// how long that took. Takes each arena's lock in turn, for a few
+/// milliseconds in all (longer after a load from scratch).
 pub fn release_free_memory() -> std::time::Duration {
     let started = Instant::now();
-    trim();
+    if !purge() {
+        tracing::debug!("the allocator refused to purge its free pages");
+    }
     started.elapsed()
 }
 
+/// Asks jemalloc to return every arena's unused pages; whether it did.
+fn purge() -> bool {
+    run_control(ALL_ARENAS_PURGE)
+}
+
 /// How long a release waits, so that a burst of changes (a script of
-/// admin edits) shares one: the trim holds the allocator's locks.
+/// admin edits) shares one: the purge takes the allocator's locks.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// [`release_free_memory`] on a thread of its own, so that the caller (a
@@ -43,7 +78,7 @@ pub fn release_free_memory_soon() {
         .name("memory-release".into())
         .spawn(|| {
             std::thread::sleep(GATHER);
-            // Cleared before the trim: a request from now on may free
+            // Cleared before the purge: a request from now on may free
             // more memory, and gets a release of its own.
             PENDING.store(false, Ordering::Release);
             let took = release_free_memory();
@@ -71,19 +106,52 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn trim() {
-    // SAFETY: malloc_trim(3) takes no pointers and only returns the
-    // allocator's free pages to the system; it is thread-safe (it locks
-    // each arena in turn).
-    unsafe {
-        libc::malloc_trim(0);
-    }
+/// The settings of [`JEMALLOC_CONF`] as jemalloc applied them: whether
+/// its background threads run, and its dirty pages' decay time in ms.
+pub fn allocator_settings() -> Option<(bool, isize)> {
+    Some((
+        read_control(c"background_thread")?,
+        read_control(c"opt.dirty_decay_ms")?,
+    ))
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+/// One of jemalloc's readable controls, of type `T` (`bool`, `ssize_t`).
+fn read_control<T: Copy + Default>(name: &CStr) -> Option<T> {
+    let mut value = T::default();
+    let mut len = std::mem::size_of::<T>();
+    // SAFETY: `value` is writable for `len` bytes, the size jemalloc
+    // checks against the control's type (it fails rather than writing
+    // past it), and the name is NUL-terminated.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::from_mut(&mut value).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (status == 0 && len == std::mem::size_of::<T>()).then_some(value)
+}
+
+/// Runs one of jemalloc's controls that take and give nothing (a
+/// purge); whether it did.
+fn run_control(name: &CStr) -> bool {
+    // SAFETY: no pointers to read or write (all null, length 0), and the
+    // name is NUL-terminated.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    status == 0
+}
 
 #[cfg(test)]
 mod tests {
@@ -105,6 +173,13 @@ mod tests {
         assert_ne!(on, std::thread::current().id());
     }
 
+    /// The settings that return freed pages by themselves are in force
+    /// (they are read from an exported symbol that nothing calls).
+    #[test]
+    fn jemalloc_returns_unused_pages_by_itself() {
+        assert_eq!(allocator_settings(), Some((true, 1000)));
+    }
+
     #[test]
     fn releasing_is_safe_to_call_repeatedly_and_concurrently() {
         let freed: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 64 * 1024]).collect();
@@ -112,5 +187,6 @@ mod tests {
         release_free_memory_soon();
         release_free_memory_soon();
         let _ = release_free_memory();
+        assert!(purge(), "jemalloc knows the purge of all arenas");
     }
 }

@@ -12,13 +12,15 @@
 //! `docs/benchmarks.md`).
 //!
 //! The lasting values are made on the loading thread, never on a loader
-//! thread: glibc gives each thread an arena of its own, and long-lived
+//! thread: the allocator gives threads arenas of their own, and long-lived
 //! values made among a loader thread's parse garbage pinned its pages.
-//! Tried in session 7 and measured: with the policy built on every core,
-//! RSS at rest went from 124 to 171 MB with `tenants.d/`, and to +250 %
-//! after 10 whole reloads of one file. The files' text, read on the loader
-//! threads before any parse, is the one exception; with it, RSS at rest
-//! stayed at 124 MB with `tenants.d/` (session 8).
+//! Tried in session 7 with glibc's allocator and measured: with the policy
+//! built on every core, RSS at rest went from 124 to 171 MB with
+//! `tenants.d/`, and to +250 % after 10 whole reloads of one file. The
+//! files' text, read on the loader threads before any parse, is the one
+//! exception; with it, RSS at rest stayed at 124 MB with `tenants.d/`
+//! (session 8). jemalloc (`crate::memory`, since session 9) also spreads
+//! threads over arenas; the rule was kept, not measured again.
 
 /// `work` applied to `items` cut into one contiguous run per core, each at
 /// least `min_run` items long (a shorter run is not worth a thread); the

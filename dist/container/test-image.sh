@@ -8,7 +8,7 @@
 #   dist/container/test-image.sh
 #
 # The base images are made here: one `debootstrap --variant=minbase
-# bookworm` root becomes the build stage's base (plus gcc and libc6-dev)
+# bookworm` root becomes the build stage's base (plus gcc, make and libc6-dev)
 # and the runtime base (slimmed like debian:bookworm-slim). The build
 # stage compiles with the host's Rust toolchain, mounted read-only, and
 # the host's cargo registry (the crates already downloaded are not
@@ -95,21 +95,24 @@ if [ ! -x "$base/usr/bin/dpkg" ]; then
 fi
 
 # The build stage's base: what the official rust image brings that the
-# build needs (a C compiler for ring, the linker, the C library), without
-# the toolchain, which is mounted at build time.
+# build needs (a C compiler for ring and jemalloc, make for jemalloc's
+# build, the linker, the C library), without the toolchain, which is
+# mounted at build time. The marker holds the package list, so a kept
+# root made with fewer packages is made again.
 builder=$cache/builder-root
-if [ ! -f "$cache/builder-root.ready" ]; then
+builder_packages="gcc make libc6-dev ca-certificates"
+if [ "$(cat "$cache/builder-root.ready" 2>/dev/null)" != "$builder_packages" ]; then
     rm -rf "$builder"
     cp -a "$base" "$builder"
     {
         chroot "$builder" apt-get update &&
             chroot "$builder" env DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y --no-install-recommends gcc libc6-dev ca-certificates &&
+                apt-get install -y --no-install-recommends $builder_packages &&
             chroot "$builder" apt-get clean &&
             rm -rf "$builder"/var/lib/apt/lists/*
     } >"$work/builder-apt.log" 2>&1 ||
-        { tail -20 "$work/builder-apt.log"; fail "apt-get install gcc libc6-dev in the builder root"; }
-    touch "$cache/builder-root.ready"
+        { tail -20 "$work/builder-apt.log"; fail "apt-get install $builder_packages in the builder root"; }
+    echo "$builder_packages" >"$cache/builder-root.ready"
 fi
 
 # The runtime base, slimmed the way debian:bookworm-slim is: no package
