@@ -17,7 +17,8 @@
 //! jemalloc's settings symbol and its `mallctl` calls.
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Set while a release runs or is about to: requests meanwhile share it.
@@ -106,6 +107,60 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
     }
 }
 
+/// Runs `load` (a whole configuration load) with this thread's
+/// allocations in one of two arenas kept for loads, taken in turn.
+///
+/// The model a load builds then shares no page with the server's other
+/// long-lived values, nor with the model in force, which a reload builds
+/// beside: once that one is freed, its arena holds nothing, and all of it
+/// goes back. Measured with jemalloc's statistics (100,000 domains in
+/// one file): in the reloading thread's own arena, each model filled the
+/// holes the one before had left, and the pages active around the same
+/// bytes grew by 7 MB in the first reloads; with one arena for every
+/// load by 13 MB; with two in turn they stayed as at the start. Runs
+/// `load` as it is if jemalloc refuses an arena.
+pub fn in_load_arena<T>(load: impl FnOnce() -> T) -> T {
+    static LOAD_ARENAS: OnceLock<Option<[u32; 2]>> = OnceLock::new();
+    static LOADS: AtomicUsize = AtomicUsize::new(0);
+    let arenas = *LOAD_ARENAS.get_or_init(|| {
+        Some([
+            read_control::<u32>(c"arenas.create")?,
+            read_control::<u32>(c"arenas.create")?,
+        ])
+    });
+    let turn = LOADS.fetch_add(1, Ordering::AcqRel) % 2;
+    let switched = arenas.and_then(|arenas| ArenaSwitch::to(arenas[turn]));
+    let loaded = load();
+    drop(switched);
+    loaded
+}
+
+/// This thread allocating in another arena until dropped (a panic
+/// included).
+struct ArenaSwitch {
+    previous: u32,
+}
+
+impl ArenaSwitch {
+    fn to(arena: u32) -> Option<ArenaSwitch> {
+        let previous = read_control::<u32>(c"thread.arena")?;
+        set_thread_arena(arena).then_some(ArenaSwitch { previous })
+    }
+}
+
+impl Drop for ArenaSwitch {
+    fn drop(&mut self) {
+        set_thread_arena(self.previous);
+    }
+}
+
+/// Moves this thread's allocations to `arena`. Its cache of freed blocks
+/// is emptied first: kept, it would hand out blocks of the arena left.
+fn set_thread_arena(arena: u32) -> bool {
+    run_control(c"thread.tcache.flush");
+    write_control(c"thread.arena", arena)
+}
+
 /// The settings of [`JEMALLOC_CONF`] as jemalloc applied them: whether
 /// its background threads run, and its dirty pages' decay time in ms.
 pub fn allocator_settings() -> Option<(bool, isize)> {
@@ -115,7 +170,8 @@ pub fn allocator_settings() -> Option<(bool, isize)> {
     ))
 }
 
-/// One of jemalloc's readable controls, of type `T` (`bool`, `ssize_t`).
+/// One of jemalloc's readable controls, of type `T` (`bool`, `ssize_t`,
+/// `unsigned`).
 fn read_control<T: Copy + Default>(name: &CStr) -> Option<T> {
     let mut value = T::default();
     let mut len = std::mem::size_of::<T>();
@@ -135,8 +191,26 @@ fn read_control<T: Copy + Default>(name: &CStr) -> Option<T> {
     (status == 0 && len == std::mem::size_of::<T>()).then_some(value)
 }
 
+/// Sets one of jemalloc's writable controls, of type `T` (`unsigned`);
+/// whether it did.
+fn write_control<T: Copy>(name: &CStr, mut value: T) -> bool {
+    // SAFETY: `value` is readable for its size, which jemalloc checks
+    // against the control's type, and the name is NUL-terminated.
+    #[allow(unsafe_code)]
+    let status = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::from_mut(&mut value).cast(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    status == 0
+}
+
 /// Runs one of jemalloc's controls that take and give nothing (a
-/// purge); whether it did.
+/// purge, a cache flush); whether it did.
 fn run_control(name: &CStr) -> bool {
     // SAFETY: no pointers to read or write (all null, length 0), and the
     // name is NUL-terminated.
@@ -178,6 +252,38 @@ mod tests {
     #[test]
     fn jemalloc_returns_unused_pages_by_itself() {
         assert_eq!(allocator_settings(), Some((true, 1000)));
+    }
+
+    /// The arena this thread allocates in.
+    fn thread_arena() -> Option<u32> {
+        read_control(c"thread.arena")
+    }
+
+    /// Loads allocate in the two arenas kept for them, in turn, and the
+    /// thread is back in its own arena after each, a panic included.
+    #[test]
+    fn loads_allocate_in_two_arenas_of_their_own_in_turn() {
+        let own = thread_arena().expect("jemalloc's thread.arena");
+        // Other tests load meanwhile and take turns too: loads are made
+        // until both arenas were seen (at most a few).
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            used.insert(in_load_arena(|| (thread_arena(), vec![0u8; 100]).0));
+            assert_eq!(thread_arena(), Some(own));
+            if used.len() >= 2 {
+                break;
+            }
+        }
+        assert_eq!(used.len(), 2, "{used:?}");
+        assert!(
+            used.iter().all(|a| a.is_some() && *a != Some(own)),
+            "{used:?}"
+        );
+        let again = in_load_arena(thread_arena);
+        assert!(used.contains(&again), "a third arena: {again:?}");
+        let panicked = std::panic::catch_unwind(|| in_load_arena(|| panic!("a load that fails")));
+        assert!(panicked.is_err());
+        assert_eq!(thread_arena(), Some(own));
     }
 
     #[test]

@@ -89,6 +89,18 @@ pub(super) fn parse_tree(
     base_dir: Option<&Path>,
     tenants: Tenants<'_>,
 ) -> Result<Config, ConfigErrors> {
+    // What the load builds lives apart from the server's other values and
+    // from the model in force (`crate::memory::in_load_arena`).
+    crate::memory::in_load_arena(|| parse_tree_here(text, file, base_dir, tenants))
+}
+
+/// [`parse_tree`]'s work, in the arena it chose.
+fn parse_tree_here(
+    text: &str,
+    file: &str,
+    base_dir: Option<&Path>,
+    tenants: Tenants<'_>,
+) -> Result<Config, ConfigErrors> {
     let main_file = read_main(text, file)?;
     let main = Source {
         base: 0,
