@@ -9,9 +9,10 @@
 //! its tunables (arena count, mmap and trim thresholds) gave it back
 //! (issue 17; the figures are in `docs/benchmarks.md`). So every binary
 //! linked with this crate allocates with jemalloc ([`ALLOCATOR`]), set up
-//! to return unused pages by itself ([`JEMALLOC_CONF`]), and
-//! [`release_free_memory_soon`] returns them at once after a load, a
-//! reload and a change through the admin API.
+//! to return unused pages by itself ([`JEMALLOC_CONF`]); a whole load
+//! builds its model in an arena of its own ([`in_load_arena`]), and
+//! [`release_free_memory_soon`] returns the free pages at once after a
+//! load, a reload and a change through the admin API.
 //!
 //! This is the one module that allows `unsafe` (the crate denies it):
 //! jemalloc's settings symbol and its `mallctl` calls.
