@@ -159,7 +159,7 @@ impl Drop for ArenaSwitch {
 /// is emptied first: kept, it would hand out blocks of the arena left.
 fn set_thread_arena(arena: u32) -> bool {
     run_control(c"thread.tcache.flush");
-    write_control(c"thread.arena", arena)
+    write_control(c"thread.arena", Some(arena))
 }
 
 /// The settings of [`JEMALLOC_CONF`] as jemalloc applied them: whether
@@ -192,19 +192,25 @@ fn read_control<T: Copy + Default>(name: &CStr) -> Option<T> {
     (status == 0 && len == std::mem::size_of::<T>()).then_some(value)
 }
 
-/// Sets one of jemalloc's writable controls, of type `T` (`unsigned`);
-/// whether it did.
-fn write_control<T: Copy>(name: &CStr, mut value: T) -> bool {
-    // SAFETY: `value` is readable for its size, which jemalloc checks
-    // against the control's type, and the name is NUL-terminated.
+/// Sets one of jemalloc's writable controls to `value`, of type `T`
+/// (`unsigned`); with `None`, runs one that takes and gives nothing.
+/// Whether jemalloc did.
+fn write_control<T: Copy>(name: &CStr, mut value: Option<T>) -> bool {
+    let (new, new_len) = match value.as_mut() {
+        Some(value) => (std::ptr::from_mut(value).cast(), std::mem::size_of::<T>()),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: `new` is null with length 0, or readable for the size of
+    // `T`, which jemalloc checks against the control's type; nothing is
+    // read back (null); the name is NUL-terminated.
     #[allow(unsafe_code)]
     let status = unsafe {
         tikv_jemalloc_sys::mallctl(
             name.as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-            std::ptr::from_mut(&mut value).cast(),
-            std::mem::size_of::<T>(),
+            new,
+            new_len,
         )
     };
     status == 0
@@ -213,19 +219,7 @@ fn write_control<T: Copy>(name: &CStr, mut value: T) -> bool {
 /// Runs one of jemalloc's controls that take and give nothing (a
 /// purge, a cache flush); whether it did.
 fn run_control(name: &CStr) -> bool {
-    // SAFETY: no pointers to read or write (all null, length 0), and the
-    // name is NUL-terminated.
-    #[allow(unsafe_code)]
-    let status = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            name.as_ptr(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    status == 0
+    write_control::<u8>(name, None)
 }
 
 #[cfg(test)]
