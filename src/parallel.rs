@@ -20,7 +20,10 @@
 //! files' text, read on the loader threads before any parse, is the one
 //! exception; with it, RSS at rest stayed at 124 MB with `tenants.d/`
 //! (session 8). jemalloc (`crate::memory`, since session 9) also spreads
-//! threads over arenas; the rule was kept, not measured again.
+//! threads over arenas; the rule was kept, not measured again. A parse's
+//! threads allocate in arenas kept for parses, one per run
+//! (`crate::memory::in_parse_arena`): a reload's new threads would
+//! otherwise grow the metadata of arenas no parse had used before.
 
 /// `work` applied to `items` cut into one contiguous run per core, each at
 /// least `min_run` items long (a shorter run is not worth a thread); the
@@ -82,18 +85,21 @@ pub(crate) fn streamed<T, R>(
     let work = &work;
     std::thread::scope(|scope| {
         let runs: Vec<_> = runs
-            .map(|run| {
+            .enumerate()
+            .map(|(index, run)| {
                 let (results, receiver) = std::sync::mpsc::channel::<Vec<R>>();
                 let thread = scope.spawn(move || {
-                    // In batches: a message per item (100,000 domain
-                    // sections) kept this thread waking the other.
-                    for batch in run.chunks(STREAM_BATCH) {
-                        let done = batch.iter().map(work).collect();
-                        // The receiver is gone only if `each` panicked.
-                        if results.send(done).is_err() {
-                            break;
+                    crate::memory::in_parse_arena(index, || {
+                        // In batches: a message per item (100,000 domain
+                        // sections) kept this thread waking the other.
+                        for batch in run.chunks(STREAM_BATCH) {
+                            let done = batch.iter().map(work).collect();
+                            // The receiver is gone only if `each` panicked.
+                            if results.send(done).is_err() {
+                                break;
+                            }
                         }
-                    }
+                    });
                 });
                 (thread, receiver)
             })
@@ -149,5 +155,31 @@ mod tests {
         let mut none = 0;
         streamed(&[] as &[u8], 4, |_| 1, |_| none += 1);
         assert_eq!(none, 0);
+    }
+
+    /// A parse's threads allocate in the arenas kept for parses, run by
+    /// run (`crate::memory::in_parse_arena`), not in arenas of their own.
+    #[test]
+    fn streamed_work_allocates_in_the_arenas_kept_for_parses() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let items: Vec<usize> = (0..1_000).collect();
+        let mut seen = Vec::new();
+        streamed(
+            &items,
+            1,
+            |_| crate::memory::thread_arena(),
+            |arena| seen.push(arena),
+        );
+        let per_run = items.len().div_ceil(cores);
+        let kept: Vec<_> = (0..cores)
+            .map(|run| crate::memory::in_parse_arena(run, crate::memory::thread_arena))
+            .collect();
+        for (item, arena) in seen.iter().enumerate() {
+            if cores > 1 {
+                assert_eq!(*arena, kept[item / per_run], "item {item}");
+            } else {
+                assert_eq!(*arena, crate::memory::thread_arena(), "item {item}");
+            }
+        }
     }
 }
