@@ -124,12 +124,7 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
 pub fn in_load_arena<T>(load: impl FnOnce() -> T) -> T {
     static LOAD_ARENAS: OnceLock<Option<[u32; 2]>> = OnceLock::new();
     static LOADS: AtomicUsize = AtomicUsize::new(0);
-    let arenas = *LOAD_ARENAS.get_or_init(|| {
-        Some([
-            read_control::<u32>(c"arenas.create")?,
-            read_control::<u32>(c"arenas.create")?,
-        ])
-    });
+    let arenas = *LOAD_ARENAS.get_or_init(|| Some([new_arena()?, new_arena()?]));
     let turn = LOADS.fetch_add(1, Ordering::AcqRel) % 2;
     in_arena(arenas.map(|arenas| arenas[turn]), load)
 }
@@ -152,7 +147,7 @@ pub fn in_parse_arena<T>(run: usize, work: impl FnOnce() -> T) -> T {
     let arena = {
         let mut arenas = PARSE_ARENAS.lock().unwrap_or_else(PoisonError::into_inner);
         while arenas.len() <= run {
-            match read_control::<u32>(c"arenas.create") {
+            match new_arena() {
                 Some(arena) => arenas.push(arena),
                 None => break,
             }
@@ -160,6 +155,12 @@ pub fn in_parse_arena<T>(run: usize, work: impl FnOnce() -> T) -> T {
         arenas.get(run).copied()
     };
     in_arena(arena, work)
+}
+
+/// A new arena of jemalloc's, used only by threads moved to it; its
+/// number.
+fn new_arena() -> Option<u32> {
+    read_control(c"arenas.create")
 }
 
 /// Runs `work` with this thread's allocations in `arena`; as it is with

@@ -161,25 +161,27 @@ mod tests {
     /// run (`crate::memory::in_parse_arena`), not in arenas of their own.
     #[test]
     fn streamed_work_allocates_in_the_arenas_kept_for_parses() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let items: Vec<usize> = (0..1_000).collect();
         let mut seen = Vec::new();
         streamed(
             &items,
             1,
-            |_| crate::memory::thread_arena(),
-            |arena| seen.push(arena),
+            |&item| (item, crate::memory::thread_arena()),
+            |found| seen.push(found),
         );
-        let per_run = items.len().div_ceil(cores);
-        let kept: Vec<_> = (0..cores)
-            .map(|run| crate::memory::in_parse_arena(run, crate::memory::thread_arena))
-            .collect();
-        for (item, arena) in seen.iter().enumerate() {
-            if cores > 1 {
-                assert_eq!(*arena, kept[item / per_run], "item {item}");
-            } else {
-                assert_eq!(*arena, crate::memory::thread_arena(), "item {item}");
-            }
-        }
+        // Each item in the arena kept for its run; all on this thread
+        // (in its own arena) when there is a single run.
+        let expected: Vec<_> = match runs(&items, 1) {
+            Some(runs) => (runs.enumerate())
+                .flat_map(|(index, run)| {
+                    let kept = crate::memory::in_parse_arena(index, crate::memory::thread_arena);
+                    run.iter().map(move |&item| (item, kept))
+                })
+                .collect(),
+            None => (items.iter())
+                .map(|&item| (item, crate::memory::thread_arena()))
+                .collect(),
+        };
+        assert_eq!(seen, expected);
     }
 }
