@@ -15,6 +15,7 @@ mod queue;
 mod reason;
 mod record;
 mod segment;
+mod sled_open;
 mod spool;
 mod types;
 
@@ -25,6 +26,7 @@ pub use faults::StorageFaults;
 pub use index::Counts;
 pub use queue::{Queue, QueueOptions};
 pub use reason::{LocalCause, Place, Reason, ReasonGroup, Status, TlsFailure};
+pub use sled_open::open_sled;
 pub use spool::{Body, Spool};
 pub use types::{
     AcceptedPolicy, Attempt, AttemptRecord, Authentication, MessageId, MessageInfo, NewCopy,

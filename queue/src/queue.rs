@@ -23,6 +23,7 @@ use crate::faults::StorageFaults;
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
 use crate::segment::{BodyLoc, Segments};
+use crate::sled_open::open_sled;
 use crate::spool::{reset_incoming, Spool};
 use crate::types::to_ms;
 use crate::{Body, MessageId, NewCopy, NewMessage, NewTransaction, QueueError};
@@ -97,24 +98,12 @@ impl Queue {
             .path(&meta_path)
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(None);
-        // sled's own threads may hold the file lock for a moment after a
-        // previous handle in this process was dropped: retry briefly. A lock
-        // held by another process still fails after the bound.
-        let mut tries = 0;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(io))
-                    if io.to_string().contains("could not acquire lock") && tries < 200 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(sled::Error::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
-                    return Err(QueueError::io(&meta_path, &io));
-                }
-                Err(other) => return Err(corrupt(other.to_string())),
+        let db = match open_sled(&config) {
+            Ok(db) => db,
+            Err(sled::Error::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
+                return Err(QueueError::io(&meta_path, &io));
             }
+            Err(other) => return Err(corrupt(other.to_string())),
         };
         check_format(&path, &db, &meta_path)?;
         let messages = db

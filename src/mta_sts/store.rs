@@ -113,7 +113,8 @@ pub struct PolicyStore {
 impl PolicyStore {
     /// Opens (or creates) a sled database of its own at `path`.
     pub fn open(path: &Path) -> Result<PolicyStore, StoreError> {
-        let db = sled::open(path).map_err(|source| StoreError::Open {
+        let config = sled::Config::new().path(path);
+        let db = sealpost_queue::open_sled(&config).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
             source,
         })?;
@@ -166,5 +167,27 @@ impl PolicyStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// As after a restart within one process: sled's I/O threads may still
+    /// hold the previous handle's file lock for a moment.
+    #[test]
+    fn opens_once_a_lock_held_in_this_process_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mta-sts");
+        let previous = sled::open(&path).expect("previous handle");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(previous);
+        });
+        let store = PolicyStore::open(&path).expect("opened after the wait");
+        assert!(store.entries().is_empty());
+        releaser.join().expect("releaser");
     }
 }

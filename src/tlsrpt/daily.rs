@@ -135,7 +135,9 @@ impl Daily {
     /// Opens (or creates) the aggregate under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Daily, DailyError> {
         let path = data_dir.join("tls-reports").join("sessions");
-        let db = sled::open(&path).map_err(|source| DailyError::Open { path, source })?;
+        let config = sled::Config::new().path(&path);
+        let db = sealpost_queue::open_sled(&config)
+            .map_err(|source| DailyError::Open { path, source })?;
         let counts = db.open_tree("counts")?;
         counts.set_merge_operator(add);
         let sent = db.open_tree("sent")?;
@@ -391,6 +393,22 @@ mod tests {
     }
 
     const DAY1: u64 = 1_459_468_800; // 2016-04-01
+
+    /// As after a restart within one process: sled's I/O threads may still
+    /// hold the previous handle's file lock for a moment.
+    #[test]
+    fn opens_once_a_lock_held_in_this_process_is_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let previous =
+            sled::open(dir.path().join("tls-reports").join("sessions")).expect("previous handle");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(previous);
+        });
+        let daily = Daily::open(dir.path()).expect("opened after the wait");
+        assert!(daily.pending("2016-04-02").expect("pending").is_empty());
+        releaser.join().expect("releaser");
+    }
 
     #[test]
     fn counts_add_up_per_policy_and_failure_and_survive_a_restart() {
