@@ -326,3 +326,28 @@ async fn serve_logs_configuration_warnings_at_start_and_reload() {
     server.signal("-HUP");
     assert!(server.wait_for(Duration::from_secs(10), |s| warned(s) == 2));
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_stops_naming_the_first() {
+    let first = Sealpost::start(|port| format!("{}\n{NO_DNS}", server_head(port)));
+    let data = first.dir.path().join("data");
+    let second = first.dir.path().join("second.toml");
+    let head = server_head(support::sealpost::free_port()).replace(
+        "data_dir = \"data\"",
+        &format!("data_dir = {:?}", data.display().to_string()),
+    );
+    std::fs::write(&second, format!("{head}\n{NO_DNS}")).expect("write config");
+
+    let (code, stderr) = support::sealpost::run_to_exit(&second);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("queue store at {}", data.join("queue").display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is another sealpost serving this data_dir?"),
+        "{stderr}"
+    );
+    // The first server is untouched.
+    assert!(std::net::TcpStream::connect(first.smtp).is_ok());
+}

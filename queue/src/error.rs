@@ -21,6 +21,12 @@ pub enum QueueError {
          directory aside (keep it for inspection) and start with an empty queue"
     )]
     CorruptStore { path: PathBuf, detail: String },
+    /// Another process (or another queue in this one) has the store open.
+    #[error(
+        "queue store at {path} is in use by another process; is another sealpost serving \
+         this data_dir?"
+    )]
+    InUse { path: PathBuf },
     /// A body record failed its length or checksum check.
     #[error("body record of message {id} in {path} at offset {offset} is corrupt: {detail}")]
     CorruptBody {

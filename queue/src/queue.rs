@@ -23,7 +23,7 @@ use crate::faults::StorageFaults;
 use crate::index::Index;
 use crate::record::{StoredMessage, StoredRecipient, StoredState};
 use crate::segment::{BodyLoc, Segments};
-use crate::sled_open::open_sled;
+use crate::sled_open::{lock_taken, open_sled};
 use crate::spool::{reset_incoming, Spool};
 use crate::types::to_ms;
 use crate::{Body, MessageId, NewCopy, NewMessage, NewTransaction, QueueError};
@@ -100,6 +100,7 @@ impl Queue {
             .flush_every_ms(None);
         let db = match open_sled(&config) {
             Ok(db) => db,
+            Err(e) if lock_taken(&e) => return Err(QueueError::InUse { path }),
             Err(sled::Error::Io(io)) if io.kind() != std::io::ErrorKind::InvalidData => {
                 return Err(QueueError::io(&meta_path, &io));
             }

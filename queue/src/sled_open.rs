@@ -18,15 +18,18 @@ pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
     let mut waited = Duration::ZERO;
     loop {
         match config.open() {
-            Err(sled::Error::Io(io))
-                if io.to_string().contains("could not acquire lock") && waited < LOCK_WAIT =>
-            {
+            Err(e) if lock_taken(&e) && waited < LOCK_WAIT => {
                 std::thread::sleep(LOCK_POLL);
                 waited += LOCK_POLL;
             }
             result => return result,
         }
     }
+}
+
+/// Whether opening failed because another handle holds the database's lock.
+pub(crate) fn lock_taken(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 #[cfg(test)]
@@ -55,7 +58,7 @@ mod tests {
         let _held = config.open().expect("first handle");
         let started = Instant::now();
         let err = open_sled(&config).expect_err("the lock stays taken");
-        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+        assert!(lock_taken(&err), "{err}");
         assert!(started.elapsed() >= LOCK_WAIT, "{:?}", started.elapsed());
     }
 }

@@ -273,6 +273,21 @@ fn corrupt_store_at_open_names_the_path() {
 }
 
 #[test]
+fn a_store_in_use_by_another_queue_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    match sealpost_queue::Queue::open(dir.path(), QueueOptions::default()) {
+        Err(e @ QueueError::InUse { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&dir.path().display().to_string()), "{text}");
+            assert!(text.contains("another sealpost"), "{text}");
+        }
+        Err(other) => panic!("expected InUse, got {other}"),
+        Ok(_) => panic!("opened a store another queue holds"),
+    }
+}
+
+#[test]
 fn finished_message_attempt_log_is_retained_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let options = QueueOptions {
