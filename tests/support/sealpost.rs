@@ -12,12 +12,28 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sealpost");
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 for a server the test starts (sealpost,
+/// pebble, redis), which binds it itself.
+///
+/// The ports come from below the kernel's ephemeral range (32768-60999 by
+/// default). A port that bind(0) handed out and the test released could be
+/// taken by any outgoing connection, or handed out again, before the server
+/// binds it. Each call takes the next port of a sequence that starts at an
+/// offset from the process id; a port found in use is skipped.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(613) % SPAN;
+    loop {
+        let n = TAKEN.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "every port from {LOW} on was handed out");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Sealpost {
