@@ -106,7 +106,10 @@ pub async fn issue(
                     tokens.push(token);
                 }
             }
-            challenge.set_ready().await.map_err(IssueError::Order)?;
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| challenge_answered(host, e))?;
         }
         let status = order.poll_ready(&VALIDATION).await;
         match status {
@@ -137,6 +140,19 @@ pub async fn issue(
     Ok(Issued { chain_pem, key_pem })
 }
 
+/// The error of telling the CA a challenge is ready. A CA may validate
+/// before it answers; its answer then carries the failed validation (a
+/// problem document), which is the challenge's failure, not the order's.
+fn challenge_answered(host: &str, error: instant_acme::Error) -> IssueError {
+    match error {
+        instant_acme::Error::Api(problem) => IssueError::Challenge {
+            host: host.to_owned(),
+            detail: problem.to_string(),
+        },
+        other => IssueError::Order(other),
+    }
+}
+
 /// The CA's explanation of a failed challenge, if it gave one.
 async fn challenge_problem(order: &mut instant_acme::Order) -> Option<String> {
     let mut authorizations = order.authorizations();
@@ -149,4 +165,43 @@ async fn challenge_problem(order: &mut instant_acme::Order) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pebble (and any CA) may validate before it answers the challenge's
+    /// POST: the answer then carries the failed validation, which
+    /// instant-acme returns as an API error from `set_ready`.
+    #[test]
+    fn a_validation_failed_by_the_time_the_ca_answers_is_a_failed_challenge() {
+        let problem: instant_acme::Problem = serde_json::from_str(
+            r#"{"type": "urn:ietf:params:acme:error:unauthorized",
+                "detail": "Failed to connect to 127.0.0.2:443 for the tls-alpn-01 challenge",
+                "status": 403}"#,
+        )
+        .expect("problem document");
+        let error = challenge_answered("mta-sts.broken.test", instant_acme::Error::Api(problem));
+        assert!(
+            matches!(&error, IssueError::Challenge { host, .. } if host == "mta-sts.broken.test"),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with("the CA could not validate mta-sts.broken.test: ")
+                && text.contains("Failed to connect to 127.0.0.2:443")
+                && text.contains("unauthorized"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_challenge_post_that_never_reached_the_ca_is_not_a_failed_validation() {
+        let error = challenge_answered(
+            "mta-sts.good.test",
+            instant_acme::Error::Str("connection reset"),
+        );
+        assert!(matches!(error, IssueError::Order(_)), "{error:?}");
+    }
 }
