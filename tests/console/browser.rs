@@ -178,12 +178,17 @@ impl Browser {
         }
     }
 
-    /// Saves a screenshot of the page as `docs/console/<name>.png`.
+    /// Takes a screenshot of the page, a PNG. With
+    /// `SEALPOST_UPDATE_SCREENSHOTS=1` it replaces `docs/console/<name>.png`;
+    /// otherwise a test run leaves the checkout as it was.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
-        std::fs::create_dir_all(&dir).expect("docs/console");
-        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}: not a PNG");
+        if std::env::var_os("SEALPOST_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+            std::fs::create_dir_all(&dir).expect("docs/console");
+            std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+        }
     }
 
     /// Ends the session, then the driver.
